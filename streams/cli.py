@@ -1,0 +1,53 @@
+"""The ``foresight`` command line: one entry point, one module per command group.
+
+Each module in :mod:`streams.commands` exposes ``register(subparsers)``, which adds its
+sub-command(s) and sets ``func`` on the parser: a callable taking the parsed arguments and the
+settings, returning the exit code. Every command that reports accepts ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from streams import commands
+from streams.settings import load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command module's sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="foresight",
+        description="Foresight: predictions and alerts from operations telemetry on Kafka.",
+    )
+    parser.add_argument("--config", help="YAML settings file (default: ./foresight.yaml)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"foresight: bad settings: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.func(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

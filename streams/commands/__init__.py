@@ -1,0 +1,1 @@
+"""Sub-commands of the ``foresight`` command line, one module per group."""

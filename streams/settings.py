@@ -1,0 +1,131 @@
+"""Foresight's one settings object.
+
+Every knob lives here, declared once with its environment variable, its default and what it
+does. Values come from, in rising priority: the defaults below, a YAML file (``foresight.yaml``
+in the working directory, or the path in ``FORESIGHT_CONFIG``), and environment variables.
+The README's settings table is generated from these declarations and a test keeps it in step.
+
+YAML keys are the field names (``kafka_bootstrap_servers: host:9092``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ENV = "FORESIGHT_CONFIG"
+DEFAULT_CONFIG_FILE = "foresight.yaml"
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return dataclasses.field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Foresight's configuration; build it with :func:`load_settings`."""
+
+    kafka_bootstrap_servers: str = _setting(
+        "127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka brokers, comma separated."
+    )
+    kafka_connect_url: str = _setting(
+        "http://127.0.0.1:8083", "KAFKA_CONNECT_URL", "Kafka Connect REST endpoint."
+    )
+    feature_store_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        "FEATURE_STORE_URL",
+        "Redis URL of the online feature store and prediction cache.",
+    )
+    model_registry_url: str = _setting(
+        "file://.stack/models",
+        "MODEL_REGISTRY_URL",
+        "Where versioned model artifacts live (a folder, or any fsspec URL).",
+    )
+    prediction_cache_ttl: int = _setting(
+        300, "PREDICTION_CACHE_TTL", "Seconds a cached prediction stays in Redis."
+    )
+    clickhouse_url: str = _setting(
+        "",
+        "CLICKHOUSE_URL",
+        "A ClickHouse server (http://user:pass@host:8123/db); empty uses embedded chdb.",
+    )
+    chdb_path: str = _setting(
+        ".stack/chdb", "FORESIGHT_CHDB_PATH", "Data folder of the embedded ClickHouse (chdb)."
+    )
+    schema_registry_url: str = _setting(
+        "",
+        "SCHEMA_REGISTRY_URL",
+        "A Confluent-compatible schema registry; when set, records use Confluent's framing.",
+    )
+    stack_dir: str = _setting(
+        ".stack", "FORESIGHT_STACK_DIR", "Data, logs and pids of the local stack."
+    )
+    topic_partitions: int = _setting(
+        6, "FORESIGHT_TOPIC_PARTITIONS", "Partitions of each data topic `topics create` makes."
+    )
+    topic_retention_hours: int = _setting(
+        168, "FORESIGHT_TOPIC_RETENTION_HOURS", "Retention of the telemetry and output topics."
+    )
+    log_level: str = _setting("INFO", "FORESIGHT_LOG_LEVEL", "Log level of every process.")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (settings are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """The declared settings, in order, with their ``env`` and ``doc`` metadata."""
+    return list(dataclasses.fields(Settings))
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    kind = type(field.default)
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{source}: {field.name} must be {kind.__name__}, got {raw!r}"
+        ) from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Read settings from defaults, then the YAML file, then the environment."""
+    env = os.environ if environ is None else environ
+    path = Path(config_file or env.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+    from_file: dict[str, Any] = {}
+    if path.is_file():
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of setting names to values")
+        from_file = loaded
+    elif config_file or env.get(CONFIG_ENV):
+        raise FileNotFoundError(f"settings file {path} does not exist")
+    fields = {f.name: f for f in setting_fields()}
+    unknown = sorted(set(from_file) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name in from_file:
+            values[name] = _coerce(field, from_file[name], str(path))
+        if field.metadata["env"] in env:
+            values[name] = _coerce(field, env[field.metadata["env"]], field.metadata["env"])
+    return Settings(**values)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as the README shows it."""
+    rows = ["| variable | default | what it sets |", "| --- | --- | --- |"]
+    for field in setting_fields():
+        default = field.default if field.default != "" else "(empty)"
+        rows.append(f"| `{field.metadata['env']}` | `{default}` | {field.metadata['doc']} |")
+    return "\n".join(rows)
