@@ -259,7 +259,8 @@ class Codec:
                 self._by_id[schema_id] = pair
             return pair[0], pair[1], 5
         raise DecodeError(
-            "undecodable", f"unknown framing byte 0x{magic:02x} (not Foresight 0xf5 or Confluent 0x00)"
+            "undecodable",
+            f"unknown framing byte 0x{magic:02x} (not Foresight 0xf5 or Confluent 0x00)",
         )
 
     def decode(self, data: bytes) -> tuple[str, Record]:

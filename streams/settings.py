@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,13 @@ def setting_fields() -> list[dataclasses.Field[Any]]:
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
-    kind = type(field.default)
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+    kind: Callable[[Any], Any] = type(field.default)
+    if type(raw) is kind:
         return raw
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{source}: {field.name} must be {kind.__name__}, got {raw!r}"
-        ) from None
+        raise ValueError(f"{source}: {field.name} must be {kind.__name__}, got {raw!r}") from None
 
 
 def load_settings(

@@ -1,0 +1,144 @@
+"""One small storage interface over ClickHouse: embedded chdb or a server.
+
+Foresight runs the same DDL and SQL on both. By default it is chdb, ClickHouse in process on a
+data folder, so a laptop needs no server; with ``CLICKHOUSE_URL`` set the statements go to a
+ClickHouse server through clickhouse-connect.
+
+Only one process at a time can open a chdb folder (a second one fails with "Error
+initializing EmbeddedServer"), so callers open a store for a unit of work and close it, and
+long-lived owners (the ClickHouse sink) serve the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query with their column names."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+class ClickHouseStore(Protocol):
+    """What Foresight needs of ClickHouse, whichever engine runs it."""
+
+    def command(self, sql: str) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT)."""
+        ...
+
+    def query(self, sql: str) -> QueryResult:
+        """Run a query and return its rows."""
+        ...
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        """Run a query and return an Arrow table (training and backfills)."""
+        ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Insert an Arrow table whose column names match the target table's."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain table or column name: {name!r}")
+    return name
+
+
+def _column_list(data: pa.Table) -> str:
+    return ", ".join(f"`{_check_identifier(c)}`" for c in data.column_names)
+
+
+class ChdbStore:
+    """ClickHouse embedded in this process (chdb) on the data folder ``path``."""
+
+    def __init__(self, path: str) -> None:
+        import chdb
+
+        connect: Callable[[str], Any] = chdb.connect
+        self.path = path
+        self._conn = connect(path)
+
+    def command(self, sql: str) -> None:
+        self._conn.query(sql)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        result: pa.Table = self._conn.query(sql, "ArrowTable")
+        return result
+
+    def query(self, sql: str) -> QueryResult:
+        table = self.query_arrow(sql)
+        columns = table.column_names
+        return QueryResult(columns, [tuple(r.values()) for r in table.to_pylist()])
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        # chdb's Python() table function reads the local variable named in the SQL in place.
+        rows = data  # noqa: F841 - read by name through Python(rows)
+        columns = _column_list(data)
+        self._conn.query(
+            f"INSERT INTO {_check_identifier(table)} ({columns}) SELECT {columns} FROM Python(rows)"
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class ServerStore:
+    """A ClickHouse server through clickhouse-connect (``http[s]://user:pass@host:port/db``)."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parts = urlparse(url)
+        self._client = clickhouse_connect.get_client(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=parts.path.strip("/") or "default",
+            secure=parts.scheme == "https",
+        )
+
+    def command(self, sql: str) -> None:
+        self._client.command(sql)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        result: pa.Table = self._client.query_arrow(sql)
+        return result
+
+    def query(self, sql: str) -> QueryResult:
+        result = self._client.query(sql)
+        return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self._client.insert_arrow(_check_identifier(table), data)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@contextmanager
+def open_store(clickhouse_url: str, chdb_path: str) -> Iterator[ClickHouseStore]:
+    """The server at ``clickhouse_url`` when set, else chdb on ``chdb_path``; closed after."""
+    store: ClickHouseStore = ServerStore(clickhouse_url) if clickhouse_url else ChdbStore(chdb_path)
+    try:
+        yield store
+    finally:
+        store.close()

@@ -1,0 +1,520 @@
+"""The local stack: Kafka (KRaft), Kafka Connect, Redis and embedded ClickHouse on one machine.
+
+Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
+``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
+plugin is built from ``connectors/kafka-connect/http-sink``; Redis is Debian's
+``redis-server`` (installed with apt when missing, reused when one already answers on its
+port); ClickHouse is chdb on a data folder, or the server at ``CLICKHOUSE_URL``.
+
+Every process the stack starts is recorded in ``<stack_dir>/pids/<service>.pid`` so that
+``down`` stops exactly those, and only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+KAFKA_VERSION = "3.9.1"
+CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
+HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+SERVICES = ("kafka", "connect", "redis", "clickhouse")
+_HERE = Path(__file__).resolve().parent
+
+
+class StackError(RuntimeError):
+    """The stack could not do what was asked; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each service of the stack listens, derived from the settings."""
+
+    kafka_host: str
+    kafka_port: int
+    connect_host: str
+    connect_port: int
+    redis_host: str
+    redis_port: int
+    clickhouse_url: str
+    chdb_path: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://{self.connect_host}:{self.connect_port}"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Health of one service, and why."""
+
+    name: str
+    healthy: bool
+    detail: str
+    pid: int | None = None
+    managed: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def endpoints(
+    kafka_bootstrap_servers: str,
+    kafka_connect_url: str,
+    feature_store_url: str,
+    clickhouse_url: str,
+    chdb_path: str,
+) -> Endpoints:
+    """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
+    host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
+    connect = urlparse(kafka_connect_url)
+    redis = urlparse(feature_store_url)
+    return Endpoints(
+        kafka_host=host or "127.0.0.1",
+        kafka_port=int(port or 9092),
+        connect_host=connect.hostname or "127.0.0.1",
+        connect_port=connect.port or 8083,
+        redis_host=redis.hostname or "127.0.0.1",
+        redis_port=redis.port or 6379,
+        clickhouse_url=clickhouse_url,
+        chdb_path=Path(chdb_path),
+    )
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _http_json(url: str, timeout: float = 2.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _redis_ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    hint = f"; see {log}" if log else ""
+    raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
+
+
+class LocalStack:
+    """Starts, checks and stops the local services.
+
+    Parameters
+    ----------
+    stack_dir
+        Folder for data, logs, pids and generated configs (``FORESIGHT_STACK_DIR``,
+        default ``.stack``).
+    where
+        The endpoints, from :func:`endpoints`.
+    progress
+        Called with a line of text as each step starts, for the command line.
+    """
+
+    def __init__(
+        self, stack_dir: Path, where: Endpoints, progress: Callable[[str], None] = print
+    ) -> None:
+        self.dir = stack_dir.resolve()
+        self.where = where
+        self.progress = progress
+        self.repo = _HERE.parent.parent
+
+    # -- files ---------------------------------------------------------------------------
+    def _pid_file(self, service: str) -> Path:
+        return self.dir / "pids" / f"{service}.pid"
+
+    def _log(self, service: str) -> Path:
+        return self.dir / "logs" / f"{service}.log"
+
+    def _render(self, template: str, target: Path, **values: object) -> Path:
+        text = string.Template((_HERE / template).read_text()).substitute(
+            {k: str(v) for k, v in values.items()}
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return target
+
+    # -- processes -------------------------------------------------------------------------
+    def _running_pid(self, service: str) -> int | None:
+        """The pid we recorded for ``service`` if that very process is still alive.
+
+        The pid file holds the pid and the process's start time, so a recycled pid (or a
+        process that renamed itself, as redis-server does) is never mistaken for ours.
+        """
+        pid_file = self._pid_file(service)
+        if not pid_file.is_file():
+            return None
+        pid_text, _, started = pid_file.read_text().partition(" ")
+        pid = int(pid_text)
+        return pid if _start_time(pid) == started.strip() else None
+
+    def _spawn(self, service: str, argv: list[str]) -> int:
+        log = self._log(service)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._pid_file(service).parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+            )
+        self._pid_file(service).write_text(f"{process.pid} {_start_time(process.pid)}\n")
+        return process.pid
+
+    def _stop(self, service: str, timeout: float = 30.0) -> bool:
+        pid = self._running_pid(service)
+        self._pid_file(service).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if _zombie_or_gone(pid):
+                return True
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        return True
+
+    # -- prerequisites ---------------------------------------------------------------------
+    @staticmethod
+    def _require(tool: str, install: str) -> str:
+        path = shutil.which(tool)
+        if path is None:
+            raise StackError(f"{tool} is not installed: {install}")
+        return path
+
+    def classpath(self) -> str:
+        """The Kafka and Connect classpath, resolved by Maven once and cached."""
+        pom = _HERE / "pom.xml"
+        cached = self.dir / "classpath.txt"
+        if cached.is_file() and cached.stat().st_mtime >= pom.stat().st_mtime:
+            return cached.read_text().strip()
+        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
+        self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        self.progress(f"resolving Kafka {KAFKA_VERSION} jars with Maven (first time only)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={cached}",
+            ],
+            "resolving the Kafka jars",
+        )
+        return cached.read_text().strip()
+
+    def http_sink_plugin(self) -> Path:
+        """The folder holding the Connect HTTP sink plugin jar, built with Maven if stale."""
+        project = self.repo / "connectors" / "kafka-connect" / "http-sink"
+        plugins = self.dir / "connect-plugins" / "foresight-http-sink"
+        jar = plugins / "foresight-http-sink.jar"
+        sources = [project / "pom.xml", *sorted((project / "src").rglob("*"))]
+        newest = max(p.stat().st_mtime for p in sources if p.is_file())
+        if jar.is_file() and jar.stat().st_mtime >= newest:
+            return plugins.parent
+        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
+        self.progress("building the Connect HTTP sink plugin with Maven")
+        self._run(
+            [mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package", "-DskipTests"],
+            "building the HTTP sink plugin",
+        )
+        built = sorted((project / "target").glob("foresight-http-sink-*.jar"))
+        if not built:
+            raise StackError(f"Maven built no jar under {project / 'target'}")
+        plugins.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built[-1], jar)
+        return plugins.parent
+
+    def _run(self, argv: list[str], what: str) -> None:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise StackError(f"{what} failed (exit {result.returncode}):\n{tail}")
+
+    def _java(self, service: str, main: str, config: Path, heap: str) -> list[str]:
+        java = self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        return [
+            java,
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{_HERE / 'log4j.properties'}",
+            f"-Dforesight.log.file={self._log(service)}.java",
+            f"-Dforesight.stack={self.dir}",
+            "-cp",
+            self.classpath(),
+            main,
+            str(config),
+        ]
+
+    # -- services --------------------------------------------------------------------------
+    def _up_kafka(self) -> None:
+        w = self.where
+        if self._running_pid("kafka") or _port_open(w.kafka_host, w.kafka_port):
+            return
+        data = self.dir / "kafka" / "data"
+        config = self._render(
+            "kafka.properties",
+            self.dir / "kafka" / "server.properties",
+            host=w.kafka_host,
+            port=w.kafka_port,
+            controller_port=w.kafka_port + 1,
+            data_dir=data,
+        )
+        if not (data / "meta.properties").is_file():
+            cluster_id = self.dir / "kafka" / "cluster.id"
+            if not cluster_id.is_file():
+                cluster_id.write_text(_random_cluster_id())
+            self.progress("formatting Kafka's KRaft storage")
+            self._run(
+                [
+                    *self._java("kafka-format", "kafka.tools.StorageTool", config, "256m")[:-1],
+                    *("format", "-t", cluster_id.read_text().strip(), "-c", str(config)),
+                ],
+                "formatting Kafka storage",
+            )
+        self.progress(f"starting Kafka {KAFKA_VERSION} on {w.bootstrap}")
+        self._spawn("kafka", self._java("kafka", "kafka.Kafka", config, "1g"))
+
+    def _up_connect(self) -> None:
+        w = self.where
+        if self._running_pid("connect") or _port_open(w.connect_host, w.connect_port):
+            return
+        config = self._render(
+            "connect.properties",
+            self.dir / "connect" / "connect-distributed.properties",
+            bootstrap=w.bootstrap,
+            host=w.connect_host,
+            port=w.connect_port,
+            plugin_path=self.http_sink_plugin(),
+        )
+        self.progress(f"starting Kafka Connect on {w.connect_url}")
+        self._spawn(
+            "connect",
+            self._java(
+                "connect", "org.apache.kafka.connect.cli.ConnectDistributed", config, "768m"
+            ),
+        )
+
+    def _up_redis(self) -> None:
+        w = self.where
+        if self._running_pid("redis") or _redis_ping(w.redis_host, w.redis_port):
+            return
+        server = shutil.which("redis-server")
+        if server is None:
+            server = self._install_redis()
+        data = self.dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        self.progress(f"starting Redis on {w.redis_host}:{w.redis_port}")
+        self._spawn(
+            "redis",
+            [
+                server,
+                "--bind",
+                w.redis_host,
+                "--port",
+                str(w.redis_port),
+                "--dir",
+                str(data),
+                "--save",
+                "60 1000",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--pidfile",
+                str(self.dir / "redis" / "redis.pid"),
+            ],
+        )
+
+    def _install_redis(self) -> str:
+        apt = shutil.which("apt-get")
+        if apt is None or os.geteuid() != 0:
+            raise StackError(
+                "redis-server is not installed and cannot be installed here: "
+                "run `sudo apt-get install redis-server` (or point FEATURE_STORE_URL at a Redis)"
+            )
+        self.progress("installing redis-server with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "redis-server"]):
+            result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            if result.returncode != 0:
+                raise StackError(f"{' '.join(argv)} failed: {result.stderr.strip()[-500:]}")
+        # Debian's package starts a system-wide server; the stack runs its own.
+        subprocess.run(["service", "redis-server", "stop"], capture_output=True, check=False)
+        installed = shutil.which("redis-server")
+        if installed is None:
+            raise StackError("apt-get installed redis-server but it is not on PATH")
+        return installed
+
+    def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
+        """Start whatever is not running, wait until each service answers, return statuses."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        w = self.where
+        self._up_redis()
+        self._up_kafka()
+        _wait("Redis", lambda: _redis_ping(w.redis_host, w.redis_port), 30, self._log("redis"))
+        _wait("Kafka", lambda: _kafka_ready(w.bootstrap), timeout, self._log("kafka.java"))
+        self._up_connect()
+        _wait("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
+        return self.status()
+
+    def _connect_ready(self) -> bool:
+        try:
+            plugins = _http_json(f"{self.where.connect_url}/connector-plugins")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        return isinstance(plugins, list) and any(
+            p.get("class") == HTTP_SINK_CLASS for p in plugins if isinstance(p, dict)
+        )
+
+    # -- status and down -------------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        """Health of every service, with the reason when one is not healthy."""
+        w = self.where
+        out = []
+        pid = self._running_pid("kafka")
+        ok = _kafka_ready(w.bootstrap)
+        out.append(
+            ServiceStatus(
+                "kafka",
+                ok,
+                f"broker answers on {w.bootstrap}" if ok else f"no broker answers on {w.bootstrap}",
+                pid,
+                pid is not None,
+            )
+        )
+        pid = self._running_pid("connect")
+        if self._connect_ready():
+            detail, ok = f"worker on {w.connect_url} has the HTTP sink plugin", True
+        elif _port_open(w.connect_host, w.connect_port):
+            detail, ok = f"worker on {w.connect_url} answers but lacks {HTTP_SINK_CLASS}", False
+        else:
+            detail, ok = f"nothing answers on {w.connect_url}", False
+        out.append(ServiceStatus("connect", ok, detail, pid, pid is not None))
+        pid = self._running_pid("redis")
+        ok = _redis_ping(w.redis_host, w.redis_port)
+        where = f"{w.redis_host}:{w.redis_port}"
+        detail = f"PONG from {where}" if ok else f"no PONG from {where}"
+        if ok and pid is None:
+            detail += " (an existing server, reused)"
+        out.append(ServiceStatus("redis", ok, detail, pid, pid is not None))
+        out.append(_clickhouse_status(w))
+        return out
+
+    def down(self, wipe: bool = False) -> list[str]:
+        """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
+        stopped = [s for s in ("connect", "kafka", "redis") if self._stop(s)]
+        if wipe and self.dir.exists():
+            for child in ("kafka", "redis", "connect", "chdb", "logs", "pids"):
+                shutil.rmtree(self.dir / child, ignore_errors=True)
+            if self.where.chdb_path.resolve().is_relative_to(self.dir):
+                shutil.rmtree(self.where.chdb_path, ignore_errors=True)
+        return stopped
+
+    def managed_pids(self) -> Iterator[tuple[str, int]]:
+        """``(service, pid)`` of every live process this stack started."""
+        for service in ("kafka", "connect", "redis"):
+            pid = self._running_pid(service)
+            if pid is not None:
+                yield service, pid
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _random_cluster_id() -> str:
+    import base64
+    import uuid
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    """True when the broker answers a metadata request (not merely an open port)."""
+    host, _, port = bootstrap.rpartition(":")
+    if not _port_open(host, int(port)):
+        return False
+    # ApiVersions request v0, correlation id 1, client id "fs": the smallest real request.
+    body = b"\x00\x12\x00\x00\x00\x00\x00\x01\x00\x02fs"
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0) as sock:
+            sock.sendall(len(body).to_bytes(4, "big") + body)
+            header = sock.recv(10)
+    except OSError:
+        return False
+    return len(header) >= 10 and header[4:8] == b"\x00\x00\x00\x01" and header[8:10] == b"\x00\x00"
+
+
+def _clickhouse_status(w: Endpoints) -> ServiceStatus:
+    from connectors.clickhouse import open_store
+
+    try:
+        with open_store(w.clickhouse_url, str(w.chdb_path)) as store:
+            version = store.query("SELECT version()").rows[0][0]
+    except Exception as error:  # any failure to open or query is the status to report
+        return ServiceStatus("clickhouse", False, f"{type(error).__name__}: {error}")
+    where = (
+        "server " + urlparse(w.clickhouse_url).netloc
+        if w.clickhouse_url
+        else f"chdb at {w.chdb_path}"
+    )
+    return ServiceStatus("clickhouse", True, f"ClickHouse {version} ({where})")

@@ -1,0 +1,113 @@
+"""One valid record of every schema, for codec and compatibility tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "metric_batch": {
+        "entity": "web-1",
+        "event_time": T0,
+        "labels": {"region": "eu"},
+        "names": ["cpu_percent", "memory_percent"],
+        "values": [12.5, 40.0],
+        "source": "test",
+    },
+    "agent_event": {
+        "agent": "agent-01",
+        "task_id": "t-1",
+        "task_type": "triage",
+        "phase": "FAILED",
+        "event_time": T0,
+        "duration_ms": 1200.0,
+        "cost": 0.3,
+        "error_class": "timeout",
+        "labels": {},
+    },
+    "label": {
+        "entity": "web-1",
+        "kind": "FAILURE",
+        "incident_type": "memory_leak",
+        "start_time": T0,
+        "end_time": None,
+        "metric": "memory_percent",
+        "description": "OOM",
+    },
+    "dead_letter": {
+        "topic": "telemetry.metrics",
+        "partition": 3,
+        "offset": 42,
+        "key": b"web-1",
+        "value": b"\x00garbage",
+        "reason": "unknown framing byte",
+        "error_kind": "undecodable",
+        "event_time": T0,
+    },
+    "feature_vector": {
+        "entity": "web-1",
+        "event_time": T0,
+        "names": ["cpu_percent:1m:mean"],
+        "values": [12.0],
+        "feature_set": "abc",
+    },
+    "prediction_batch": {
+        "prediction_id": "web-1@1767225600000",
+        "entity": "web-1",
+        "event_time": T0,
+        "emitted_at": T0 + 5,
+        "latency_ms": 5.0,
+        "predictions": [
+            {
+                "metric": "cpu_percent",
+                "kind": "FORECAST",
+                "model": "seasonal",
+                "model_version": "1",
+                "horizon_s": 300,
+                "value": 13.0,
+                "score": 0.1,
+                "lower": 10.0,
+                "upper": 16.0,
+            }
+        ],
+    },
+    "alert": {
+        "dedup_key": "anomaly/web-1",
+        "alert_id": "anomaly/web-1@1767225600000",
+        "status": "FIRING",
+        "severity": "WARNING",
+        "rule": "anomaly",
+        "entity": "web-1",
+        "summary": "cpu anomalous",
+        "value": 0.97,
+        "labels": {"metric": "cpu_percent"},
+        "starts_at": T0,
+        "ends_at": None,
+        "event_time": T0,
+    },
+    "routing_decision": {
+        "task_type": "triage",
+        "task_id": "t-9",
+        "agent": "agent-02",
+        "expected_duration_ms": 900.0,
+        "success_probability": 0.97,
+        "alternatives": [
+            {"agent": "agent-01", "expected_duration_ms": 1500.0, "success_probability": 0.9}
+        ],
+        "model": "duration",
+        "model_version": "1",
+        "event_time": T0,
+    },
+    "model_update": {
+        "model": "failure_risk",
+        "version": "3",
+        "action": "PROMOTED",
+        "stage": "production",
+        "uri": "file:///models/failure_risk/3",
+        "content_hash": "ab" * 32,
+        "feature_hash": "cd",
+        "metrics": {"auc": 0.91},
+        "event_time": T0,
+    },
+}
