@@ -72,6 +72,52 @@ class Settings:
         168, "FORESIGHT_TOPIC_RETENTION_HOURS", "Retention of the telemetry and output topics."
     )
     log_level: str = _setting("INFO", "FORESIGHT_LOG_LEVEL", "Log level of every process.")
+    api_keys: str = _setting(
+        "dev-key",
+        "FORESIGHT_API_KEYS",
+        "Comma-separated API keys accepted by the gateway and HTTP ingestion.",
+    )
+    bind_host: str = _setting(
+        "127.0.0.1",
+        "FORESIGHT_BIND_HOST",
+        "Interface every Foresight HTTP server (worker, gateway, ingest, metrics) listens on.",
+    )
+    worker_port: int = _setting(
+        6066, "FORESIGHT_WORKER_PORT", "Worker web port: /health, /metrics (Faust's web server)."
+    )
+    gateway_port: int = _setting(
+        8765, "FORESIGHT_GATEWAY_PORT", "WebSocket gateway, live page, read API and /metrics."
+    )
+    gateway_queue_size: int = _setting(
+        1000, "FORESIGHT_GATEWAY_QUEUE", "Messages queued per WebSocket client before dropping."
+    )
+    ingest_port: int = _setting(
+        9201,
+        "FORESIGHT_INGEST_PORT",
+        "HTTP ingestion: Prometheus remote_write and JSON agent events, and /metrics.",
+    )
+    entity_labels: str = _setting(
+        "entity,instance,host,job",
+        "FORESIGHT_ENTITY_LABELS",
+        "Labels tried in order to name a remote_write series' entity.",
+    )
+    sink_metrics_port: int = _setting(
+        9301, "FORESIGHT_SINK_METRICS_PORT", "ClickHouse sink's /metrics port."
+    )
+    sink_sql_port: int = _setting(
+        8124,
+        "FORESIGHT_SINK_SQL_PORT",
+        "Loopback port where the sink answers SQL for the CLI while it owns the chdb folder.",
+    )
+    sink_batch_rows: int = _setting(
+        50_000, "FORESIGHT_SINK_BATCH_ROWS", "Rows the ClickHouse sink buffers before inserting."
+    )
+    sink_batch_seconds: float = _setting(
+        1.0, "FORESIGHT_SINK_BATCH_SECONDS", "Longest the sink waits before inserting a batch."
+    )
+    clickhouse_ttl_days: int = _setting(
+        30, "FORESIGHT_CLICKHOUSE_TTL_DAYS", "Days rows are kept in ClickHouse tables."
+    )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""

@@ -1,0 +1,100 @@
+"""Every Prometheus metric Foresight exports, declared in one place.
+
+Each process (worker, ClickHouse sink, gateway, ingestion) imports the metrics it moves and
+serves them on its own ``/metrics``. Declaring them together keeps names consistent (base
+units, ``_total`` counters) and lets a test check that every name a Grafana dashboard or an
+alerting rule uses is one the code exports (:func:`exported_names`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# -- streams: ingestion, features, models, alerts ------------------------------------------
+EVENTS_IN = Counter("foresight_events_in_total", "Kafka records consumed.", ["topic"])
+EVENTS_OUT = Counter("foresight_events_out_total", "Kafka records produced.", ["topic"])
+SAMPLES_IN = Counter("foresight_samples_in_total", "Metric samples consumed (inside batches).")
+DEAD_LETTERS = Counter(
+    "foresight_dead_letters_total", "Records sent to telemetry.deadletter.", ["reason"]
+)
+CONSUMER_LAG = Gauge(
+    "foresight_consumer_lag_records",
+    "Records behind the end of a partition.",
+    ["topic", "partition"],
+)
+PARTITION_STALLED = Gauge(
+    "foresight_partition_stalled",
+    "1 when an owned partition has records waiting but made no progress lately.",
+    ["topic", "partition"],
+)
+EVENT_TO_PREDICTION = Histogram(
+    "foresight_event_to_prediction_seconds",
+    "From a sample's arrival at the worker to its prediction being produced.",
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE_SECONDS = Histogram(
+    "foresight_model_inference_seconds",
+    "Time to score one batch of series.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_PRECISION = Gauge(
+    "foresight_model_precision", "Rolling precision against labels.", ["model", "version"]
+)
+MODEL_RECALL = Gauge(
+    "foresight_model_recall", "Rolling recall against labels.", ["model", "version"]
+)
+MODEL_MAE = Gauge(
+    "foresight_model_mae", "Rolling mean absolute error of forecasts.", ["model", "version"]
+)
+DRIFT_STATE = Gauge(
+    "foresight_drift_detected", "1 while drift is detected on a signal.", ["model", "signal"]
+)
+ALERTS = Counter("foresight_alerts_total", "Alert state changes.", ["rule", "status"])
+
+# -- connectors: sink, gateway, ingestion ------------------------------------------------
+SINK_ROWS = Counter("foresight_sink_rows_total", "Rows inserted into ClickHouse.", ["table"])
+SINK_BATCH_ROWS = Histogram(
+    "foresight_sink_batch_rows",
+    "Rows per ClickHouse insert.",
+    buckets=(10, 100, 1_000, 10_000, 50_000, 100_000, 500_000),
+)
+SINK_INSERT_SECONDS = Histogram(
+    "foresight_sink_insert_seconds",
+    "Time of one ClickHouse insert.",
+    ["table"],
+    buckets=_LATENCY_BUCKETS,
+)
+SINK_ERRORS = Counter("foresight_sink_errors_total", "Failed ClickHouse inserts.", ["table"])
+GATEWAY_CLIENTS = Gauge("foresight_gateway_clients", "Connected WebSocket clients.")
+GATEWAY_QUEUE_DEPTH = Gauge(
+    "foresight_gateway_queue_depth_messages", "Messages waiting in all client queues."
+)
+GATEWAY_DROPPED = Counter(
+    "foresight_gateway_dropped_total", "Messages dropped or coalesced for slow clients."
+)
+GATEWAY_SENT = Counter("foresight_gateway_messages_total", "Messages sent to clients.")
+INGEST_REQUESTS = Counter(
+    "foresight_ingest_requests_total", "HTTP ingestion requests.", ["endpoint", "code"]
+)
+
+
+def exported_names() -> set[str]:
+    """Every series name the metrics above export (``_total``, ``_bucket``... included)."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+    }
+    names: set[str] = set()
+    for metric in globals().values():
+        if isinstance(metric, Counter | Gauge | Histogram):
+            names.update(metric._name + suffix for suffix in suffixes[metric._type])
+    return names
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Serve ``/metrics`` on ``host:port`` from a background thread."""
+    start_http_server(port, addr=host)
