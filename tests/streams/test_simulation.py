@@ -1,0 +1,388 @@
+"""The telemetry simulator: reproducibility, schema fit, physics, incidents and their labels."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.codec import Codec, Record
+from streams import simulation
+from streams.simulation import (
+    DEFAULT_START_MS,
+    METRIC_NAMES,
+    TASK_TYPES,
+    Incident,
+    IncidentType,
+    ScheduledIncident,
+    SimEvent,
+    Simulation,
+    SimulationConfig,
+    csv_series,
+    default_incidents,
+)
+from streams.topics import AGENT_EVENTS, LABELS, METRICS
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+MONDAY_MIDNIGHT_MS = DEFAULT_START_MS - 8 * HOUR_MS
+PERCENT_METRICS = ("cpu_percent", "memory_percent", "disk_used_percent")
+
+
+@pytest.fixture(scope="module")
+def default_run() -> tuple[Simulation, list[SimEvent]]:
+    """An hour of the default fleet (20 hosts, 5 agents, the default incident schedule)."""
+    sim = Simulation()
+    return sim, list(sim.events(duration_s=3600))
+
+
+def series(events: list[SimEvent], entity: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Event times and values of one metric of one entity, in stream order."""
+    column = METRIC_NAMES.index(metric)
+    pairs = [
+        (record["event_time"], record["values"][column])
+        for topic, key, record in events
+        if topic == METRICS.name and key == entity
+    ]
+    times, values = zip(*pairs, strict=True)
+    return np.array(times), np.array(values)
+
+
+def emitted_at(topic: str, record: Record) -> int:
+    """When a record is emitted: its event time, or for a label the moment it became known."""
+    if topic != LABELS.name:
+        return int(record["event_time"])
+    known = record["start_time"] if record["kind"] == "FAILURE" else record["end_time"]
+    return int(known)
+
+
+def incident_of(sim: Simulation, kind: IncidentType) -> ScheduledIncident:
+    return next(i for i in sim.incidents if i.incident_type is kind)
+
+
+def finished_tasks(events: list[SimEvent]) -> list[Record]:
+    return [r for topic, _, r in events if topic == AGENT_EVENTS.name and r["phase"] != "STARTED"]
+
+
+def test_same_seed_gives_identical_events() -> None:
+    config = SimulationConfig(hosts=4, agents=3, seed=11)
+    first = list(Simulation(config).events(duration_s=1200))
+    again = Simulation(config)
+    assert list(again.events(duration_s=1200)) == first
+    assert list(again.events(duration_s=1200)) == first  # every call replays from the start
+
+
+def test_different_seed_gives_different_events() -> None:
+    one = list(Simulation(SimulationConfig(hosts=4, agents=3, seed=1)).events(duration_s=600))
+    two = list(Simulation(SimulationConfig(hosts=4, agents=3, seed=2)).events(duration_s=600))
+    assert one != two
+
+
+def test_records_round_trip_through_their_avro_schemas(
+    default_run: tuple[Simulation, list[SimEvent]],
+) -> None:
+    _, events = default_run
+    codec = Codec()
+    schema_of = {spec.name: spec.schema for spec in (METRICS, AGENT_EVENTS, LABELS)}
+    assert {topic for topic, _, _ in events} == set(schema_of)
+    for topic, key, record in events:
+        name, decoded = codec.decode(codec.encode(schema_of[topic], record))
+        assert name == schema_of[topic]
+        assert decoded == record
+        assert key == record.get("entity", record.get("agent"))
+
+
+def test_events_come_in_event_time_order(default_run: tuple[Simulation, list[SimEvent]]) -> None:
+    _, events = default_run
+    times = [emitted_at(topic, record) for topic, _, record in events]
+    assert all(a <= b for a, b in itertools.pairwise(times))
+    assert times[-1] < DEFAULT_START_MS + 3600 * 1000
+
+
+def test_one_batch_per_host_per_scrape_with_physical_values(
+    default_run: tuple[Simulation, list[SimEvent]],
+) -> None:
+    sim, events = default_run
+    batches = [record for topic, _, record in events if topic == METRICS.name]
+    assert len(batches) == len(sim.hosts) * 360  # an hour of 10-second scrapes
+    assert all(b["names"] == list(METRIC_NAMES) and b["source"] == "simulator" for b in batches)
+    assert set(batches[0]["labels"]) == {"host", "service", "role", "region"}
+    values = np.array([b["values"] for b in batches])
+    assert np.isfinite(values).all()
+    assert (values >= 0).all()
+    for metric in PERCENT_METRICS:
+        assert (values[:, METRIC_NAMES.index(metric)] <= 100).all()
+    assert (values[:, METRIC_NAMES.index("error_rate")] <= 1).all()
+
+
+def test_default_schedule_spreads_one_incident_of_each_type() -> None:
+    planned = default_incidents(hosts=20, agents=5)
+    assert {i.incident_type for i in planned} == set(IncidentType)
+    assert len({i.entity for i in planned}) == len(planned)
+    assert all(i.start_s + i.duration_s <= 3600 for i in planned)
+    # A small fleet keeps a healthy host and a healthy agent.
+    small = default_incidents(hosts=2, agents=1)
+    assert [(i.incident_type, i.entity) for i in small] == [(IncidentType.MEMORY_LEAK, "host-01")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "metric"),
+    [(IncidentType.MEMORY_LEAK, "memory_percent"), (IncidentType.DISK_FILL, "disk_used_percent")],
+)
+def test_resource_exhaustion_builds_up_then_fails_with_a_label(
+    default_run: tuple[Simulation, list[SimEvent]], kind: IncidentType, metric: str
+) -> None:
+    sim, events = default_run
+    incident = incident_of(sim, kind)
+    assert incident.failure_ms is not None
+    failure_ms = incident.failure_ms
+    assert failure_ms - incident.start_ms >= 15 * MINUTE_MS
+    times, values = series(events, incident.entity, metric)
+    at = int(np.searchsorted(times, failure_ms))
+    assert times[at] == failure_ms
+    assert values[at] == pytest.approx(100.0)
+    before = values[(times >= incident.start_ms - 5 * MINUTE_MS) & (times < incident.start_ms)]
+    assert values[np.searchsorted(times, failure_ms - 15 * MINUTE_MS)] < 85
+    building = values[(times >= incident.start_ms) & (times <= failure_ms)]
+    minute = 6  # scrapes per minute
+    per_minute = building[: len(building) // minute * minute].reshape(-1, minute).mean(axis=1)
+    assert (np.diff(per_minute) > 0).all()  # climbs steadily, minute by minute
+    assert values[at + 1] < before.mean() + 10  # restarted or cleaned up after the failure
+
+    labels = [(n, r) for n, (topic, _, r) in enumerate(events) if topic == LABELS.name]
+    failures = [
+        (n, r) for n, r in labels if r["entity"] == incident.entity and r["kind"] == "FAILURE"
+    ]
+    assert len(failures) == 1
+    position, failure = failures[0]
+    assert failure["start_time"] == failure_ms
+    assert failure["incident_type"] == kind.value
+    assert failure["metric"] == metric
+    # Delayed ground truth: the label comes right after the failing scrape, not before.
+    earlier = [emitted_at(t, r) for t, _, r in events[:position] if t == METRICS.name]
+    later = [emitted_at(t, r) for t, _, r in events[position:] if t == METRICS.name]
+    assert max(earlier) == failure_ms < min(later)
+    spans = [r for _, r in labels if r["entity"] == incident.entity and r["kind"] == "INCIDENT"]
+    assert [(r["start_time"], r["end_time"]) for r in spans] == [(incident.start_ms, failure_ms)]
+
+
+def test_every_ended_incident_is_labelled_and_healthy_entities_are_not(
+    default_run: tuple[Simulation, list[SimEvent]],
+) -> None:
+    sim, events = default_run
+    labels = [r for topic, _, r in events if topic == LABELS.name]
+    spans = {(r["entity"], r["incident_type"]): r for r in labels if r["kind"] == "INCIDENT"}
+    for incident in sim.incidents:
+        label = spans[(incident.entity, incident.incident_type.value)]
+        assert (label["start_time"], label["end_time"]) == (incident.start_ms, incident.end_ms)
+        assert label["metric"] == incident.metric
+    assert "deploy" in spans[("host-04", "latency_regression")]["description"]
+    troubled = {i.entity for i in sim.incidents}
+    healthy = [name for name in sim.hosts + sim.agents if name not in troubled]
+    assert len(healthy) >= 10
+    assert not [r for r in labels if r["entity"] in healthy]
+
+
+def test_cpu_saturation_explodes_latency_and_queue(
+    default_run: tuple[Simulation, list[SimEvent]],
+) -> None:
+    sim, events = default_run
+    incident = incident_of(sim, IncidentType.CPU_SATURATION)
+
+    def window(metric: str, start_ms: int, end_ms: int) -> np.ndarray:
+        times, values = series(events, incident.entity, metric)
+        selected: np.ndarray = values[(times >= start_ms) & (times < end_ms)]
+        return selected
+
+    before = (incident.start_ms - 10 * MINUTE_MS, incident.start_ms)
+    late = (incident.end_ms - 5 * MINUTE_MS, incident.end_ms)
+    assert window("cpu_percent", *late).min() > 90
+    for metric, factor in (("request_latency_ms", 5), ("queue_depth", 20)):
+        assert np.median(window(metric, *late)) > factor * np.median(window(metric, *before))
+    assert np.median(window("error_rate", *late)) > 5 * np.median(window("error_rate", *before))
+
+
+def test_latency_regression_steps_latency_and_errors_up(
+    default_run: tuple[Simulation, list[SimEvent]],
+) -> None:
+    sim, events = default_run
+    incident = incident_of(sim, IncidentType.LATENCY_REGRESSION)
+    for metric, factor in (("request_latency_ms", 1.4), ("error_rate", 3)):
+        times, values = series(events, incident.entity, metric)
+        during = values[(times >= incident.start_ms) & (times < incident.end_ms)]
+        before = values[(times >= incident.start_ms - 15 * MINUTE_MS) & (times < incident.start_ms)]
+        assert np.median(during) > factor * np.median(before)
+
+
+def test_daily_and_weekly_cycles_show_in_cpu() -> None:
+    config = SimulationConfig(
+        hosts=3,
+        agents=0,
+        incidents=(),
+        scrape_interval_s=900,
+        start_ms=MONDAY_MIDNIGHT_MS,
+    )
+    events = list(Simulation(config).events(duration_s=7 * 24 * 3600))
+    cpu = METRIC_NAMES.index("cpu_percent")
+    rows = [(r["event_time"], r["values"][cpu]) for t, _, r in events if t == METRICS.name]
+    times = np.array([t for t, _ in rows])
+    values = np.array([v for _, v in rows])
+    hour = (times - MONDAY_MIDNIGHT_MS) % (24 * HOUR_MS) // HOUR_MS
+    weekday = (times - MONDAY_MIDNIGHT_MS) // (24 * HOUR_MS)
+    peak = values[(hour >= 12) & (hour < 16) & (weekday < 5)].mean()
+    trough = values[(hour >= 1) & (hour < 5) & (weekday < 5)].mean()
+    weekend_peak = values[(hour >= 12) & (hour < 16) & (weekday >= 5)].mean()
+    assert peak > trough + 20
+    assert trough < weekend_peak < peak - 10
+
+
+def test_agent_tasks_start_then_finish_with_consistent_fields() -> None:
+    config = SimulationConfig(hosts=1, agents=3, incidents=(), task_rate_per_agent_per_min=10)
+    events = list(Simulation(config).events(duration_s=3600))
+    started: dict[str, Record] = {}
+    for topic, key, record in events:
+        if topic != AGENT_EVENTS.name:
+            continue
+        assert key == record["agent"]
+        if record["phase"] == "STARTED":
+            assert record["duration_ms"] is None and record["cost"] is None
+            started[record["task_id"]] = record
+            continue
+        start = started.pop(record["task_id"])  # STARTED came first
+        assert record["task_type"] == start["task_type"] in TASK_TYPES
+        assert record["event_time"] - start["event_time"] == record["duration_ms"] > 0
+        assert record["cost"] > 0
+        assert (record["error_class"] is None) == (record["phase"] == "SUCCEEDED")
+
+
+def test_agent_durations_depend_on_agent_and_task_type() -> None:
+    config = SimulationConfig(hosts=1, agents=4, incidents=(), task_rate_per_agent_per_min=20)
+    tasks = finished_tasks(list(Simulation(config).events(duration_s=3 * 3600)))
+    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for task in tasks:
+        if task["phase"] == "SUCCEEDED":
+            durations[(task["agent"], task["task_type"])].append(task["duration_ms"])
+    median = {pair: float(np.median(values)) for pair, values in durations.items()}
+    for task_type in TASK_TYPES:
+        by_agent = [m for (_, kind), m in median.items() if kind == task_type]
+        assert max(by_agent) > 1.5 * min(by_agent), task_type  # some agents are faster at it
+    assert median[("agent-01", "deploy")] > 5 * median[("agent-01", "triage")]
+
+
+def test_agent_failure_burst_raises_the_failure_rate() -> None:
+    burst = Incident(IncidentType.AGENT_FAILURE_BURST, "agent-01", 1200, 1200)
+    config = SimulationConfig(hosts=1, agents=2, incidents=(burst,), task_rate_per_agent_per_min=10)
+    sim = Simulation(config)
+    incident = sim.incidents[0]
+    tasks = [t for t in finished_tasks(list(sim.events(3600))) if t["agent"] == "agent-01"]
+    starts = {t["task_id"]: t["event_time"] - t["duration_ms"] for t in tasks}
+
+    def failure_rate(inside: bool) -> float:
+        chosen = [
+            t["phase"] == "FAILED"
+            for t in tasks
+            if (incident.start_ms <= starts[t["task_id"]] < incident.end_ms) == inside
+        ]
+        return float(np.mean(chosen))
+
+    assert failure_rate(inside=True) > 0.4 > 3 * failure_rate(inside=False)
+
+
+def test_degrading_agent_slows_down_over_the_incident() -> None:
+    drift = Incident(IncidentType.AGENT_DEGRADATION, "agent-01", 1200, 2400)
+    config = SimulationConfig(hosts=1, agents=2, incidents=(drift,), task_rate_per_agent_per_min=20)
+    sim = Simulation(config)
+    incident = sim.incidents[0]
+    tasks = [
+        t
+        for t in finished_tasks(list(sim.events(3600)))
+        if t["agent"] == "agent-01" and t["phase"] == "SUCCEEDED"
+    ]
+    started = {t["task_id"]: t["event_time"] - t["duration_ms"] for t in tasks}
+    healthy: dict[str, list[float]] = defaultdict(list)
+    for task in tasks:
+        if started[task["task_id"]] < incident.start_ms:
+            healthy[task["task_type"]].append(task["duration_ms"])
+    baseline = {kind: float(np.median(values)) for kind, values in healthy.items()}
+    late = [
+        task["duration_ms"] / baseline[task["task_type"]]
+        for task in tasks
+        if incident.end_ms - 10 * MINUTE_MS <= started[task["task_id"]] < incident.end_ms
+    ]
+    assert np.median(late) > 2.0
+
+
+def test_incidents_are_checked_against_the_fleet() -> None:
+    with pytest.raises(ValueError, match=r"'host-09'.*host-01\.\.host-03"):
+        Simulation(
+            SimulationConfig(
+                hosts=3, incidents=(Incident(IncidentType.DISK_FILL, "host-09", 0, 60),)
+            )
+        )
+    with pytest.raises(ValueError, match=r"'host-01'.*agents"):
+        Simulation(
+            SimulationConfig(
+                incidents=(Incident(IncidentType.AGENT_DEGRADATION, "host-01", 0, 60),)
+            )
+        )
+    with pytest.raises(ValueError, match=r"'gremlins'.*memory_leak"):
+        Incident("gremlins", "host-01", 0, 60)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="duration_s=0"):
+        Incident(IncidentType.MEMORY_LEAK, "host-01", 0, 0)
+    with pytest.raises(ValueError, match="scrape_interval_s=0"):
+        SimulationConfig(scrape_interval_s=0)
+    with pytest.raises(ValueError, match="duration_s=-1"):
+        next(Simulation().events(duration_s=-1))
+
+
+def test_csv_replay_reproduces_the_file(tmp_path: Path) -> None:
+    iso = tmp_path / "iso.csv"
+    iso.write_text("timestamp,value\n2014-04-01 00:00:00,12.5\n2014-04-01T00:05:00Z,13\n\n")
+    epoch = tmp_path / "epoch.csv"
+    epoch.write_text("value,timestamp\n1.5,1396310400\n2.5,1396310700000\n")
+    for path in (iso, epoch):
+        out = list(csv_series(path, "nab-1", "cpu_percent", labels={"source_file": path.name}))
+        assert [(t, k) for t, k, _ in out] == [(METRICS.name, "nab-1")] * 2
+        assert [r["event_time"] for _, _, r in out] == [1396310400000, 1396310700000]
+        assert all(r["names"] == ["cpu_percent"] for _, _, r in out)
+        assert all(r["labels"] == {"source_file": path.name} for _, _, r in out)
+        codec = Codec()
+        for _, _, record in out:
+            assert codec.decode(codec.encode("metric_batch", record))[1] == record
+    values = [r["values"][0] for _, _, r in csv_series(iso, "nab-1", "cpu_percent")]
+    assert values == [12.5, 13.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("time,reading\n1,2\n", "no 'timestamp' and 'value' columns"),
+        ("timestamp,value\nyesterday,2\n", r":2: timestamp 'yesterday'"),
+        ("timestamp,value\n1396310400,\n", r":2: value '' is not a number"),
+        ("timestamp,value\n1396310400,1\n1396310460,nan\n", r":3: value 'nan' is not finite"),
+    ],
+)
+def test_csv_replay_names_the_bad_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        list(csv_series(path, "nab-1", "cpu_percent"))
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(simulation)
+    assert result.attempted >= 3
+    assert result.failed == 0
+
+
+def test_load_curve_stays_in_range() -> None:
+    week = MONDAY_MIDNIGHT_MS + np.arange(0, 7 * 24 * HOUR_MS, 5 * MINUTE_MS, dtype=np.float64)
+    curve = simulation.load_curve(week)
+    assert curve.min() >= 0.15
+    assert curve.max() <= 1.0
+    assert math.isclose(curve.min(), 0.15, abs_tol=0.01)
