@@ -1,0 +1,117 @@
+"""Behaviour of the streaming anomaly detector, on seeded synthetic series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.anomaly import StreamingAnomalyDetector
+from models.base import AnomalyDetector, FloatArray, score_series
+
+STEP_MS = 60_000
+
+
+def _noisy(n: int, seed: int) -> FloatArray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    series: FloatArray = 10.0 + np.sin(2 * np.pi * t / 50.0) + 0.2 * rng.standard_normal(n)
+    return series
+
+
+def _times(n: int) -> FloatArray:
+    return np.arange(n, dtype=np.float64) * STEP_MS
+
+
+def test_implements_the_protocol_with_bounded_state() -> None:
+    detector = StreamingAnomalyDetector()
+    assert isinstance(detector, AnomalyDetector)
+    assert detector.state_size <= 2048
+    assert detector.init_state(3).shape == (3, detector.state_size)
+
+
+def test_planted_spike_scores_above_its_neighbourhood() -> None:
+    values = _noisy(1500, seed=1)
+    values[1200] += 8.0
+    scores = score_series(StreamingAnomalyDetector(), values, _times(len(values)))
+    neighbourhood = np.r_[scores[1100:1195], scores[1205:1300]]
+    assert scores[1200] > 0.9
+    assert scores[1200] > neighbourhood.max()
+
+
+def test_planted_level_shift_is_detected_soon_after_it_starts() -> None:
+    values = _noisy(1500, seed=2)
+    values[1200:] += 5.0
+    scores = score_series(StreamingAnomalyDetector(), values, _times(len(values)))
+    assert scores[1200:1210].max() > 0.9
+    assert scores[1200:1210].max() > scores[1000:1195].max()
+
+
+def test_batch_of_series_equals_each_series_alone() -> None:
+    detector = StreamingAnomalyDetector()
+    batch = np.stack([_noisy(800, seed) for seed in range(4)], axis=1)
+    batch[300, 1] = np.nan
+    batch[500, 2] += 20.0
+    state = detector.init_state(batch.shape[1])
+    together = np.array(
+        [detector.score_learn(state, batch[i], i * STEP_MS) for i in range(len(batch))]
+    )
+    for k in range(batch.shape[1]):
+        alone = score_series(detector, batch[:, k], _times(len(batch)))
+        np.testing.assert_array_equal(together[:, k], alone)
+
+
+def test_seeded_runs_are_deterministic() -> None:
+    values = _noisy(600, seed=3)
+    first = score_series(StreamingAnomalyDetector(), values, _times(600))
+    second = score_series(StreamingAnomalyDetector(), values, _times(600))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_nan_scores_zero_and_leaves_state_unchanged() -> None:
+    detector = StreamingAnomalyDetector()
+    state = detector.init_state(2)
+    for i, value in enumerate(_noisy(300, seed=4)):
+        detector.score_learn(state, np.array([value, value + 1.0]), i * STEP_MS)
+    before = state.copy()
+    scores = detector.score_learn(state, np.array([np.nan, 3.0]), 300 * STEP_MS)
+    assert scores[0] == 0.0
+    np.testing.assert_array_equal(state[0], before[0])
+    assert not np.array_equal(state[1], before[1])
+
+
+def test_constant_huge_and_missing_inputs_give_finite_scores_in_unit_interval() -> None:
+    n = 500
+    cases = {
+        "constant": np.full(n, 7.0),
+        "zero": np.zeros(n),
+        "huge": np.full(n, 1e300),
+        "alternating_huge": np.where(np.arange(n) % 2 == 0, 1e300, -1e300),
+        "missing": np.where(np.arange(n) % 3 == 0, np.nan, _noisy(n, seed=5)),
+        "infinite": np.where(np.arange(n) % 7 == 0, np.inf, _noisy(n, seed=6)),
+        "step_from_constant": np.r_[np.full(n // 2, 1.0), np.full(n - n // 2, 1e300)],
+    }
+    for name, values in cases.items():
+        scores = score_series(StreamingAnomalyDetector(), values, _times(n))
+        assert np.isfinite(scores).all(), name
+        assert ((scores >= 0.0) & (scores <= 1.0)).all(), name
+
+
+def test_state_stays_bounded_and_finite_on_a_long_stream() -> None:
+    detector = StreamingAnomalyDetector()
+    state = detector.init_state(1)
+    rng = np.random.default_rng(7)
+    for i, value in enumerate(rng.standard_cauchy(5000)):
+        detector.score_learn(state, np.array([value]), i * STEP_MS)
+    assert state.shape == (1, detector.state_size)
+    assert np.isfinite(state).all()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [({"fast_alpha": 0.0}, "fast_alpha=0.0"), ({"warmup": 0}, "warmup=0"), ({"bins": 1}, "bins=1")],
+)
+def test_bad_parameters_are_refused_with_the_value(
+    parameters: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        StreamingAnomalyDetector(**parameters)  # type: ignore[arg-type]
