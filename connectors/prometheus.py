@@ -68,6 +68,11 @@ SINK_INSERT_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 SINK_ERRORS = Counter("foresight_sink_errors_total", "Failed ClickHouse inserts.", ["table"])
+SINK_SKIPPED = Counter(
+    "foresight_sink_skipped_total",
+    "Records the ClickHouse sink could not decode and skipped (the worker dead-letters them).",
+    ["topic", "reason"],
+)
 GATEWAY_CLIENTS = Gauge("foresight_gateway_clients", "Connected WebSocket clients.")
 GATEWAY_QUEUE_DEPTH = Gauge(
     "foresight_gateway_queue_depth_messages", "Messages waiting in all client queues."
@@ -76,8 +81,18 @@ GATEWAY_DROPPED = Counter(
     "foresight_gateway_dropped_total", "Messages dropped or coalesced for slow clients."
 )
 GATEWAY_SENT = Counter("foresight_gateway_messages_total", "Messages sent to clients.")
+GATEWAY_UNDECODABLE = Counter(
+    "foresight_gateway_undecodable_total",
+    "Records the gateway could not decode and skipped (logged with the reason).",
+    ["topic"],
+)
 INGEST_REQUESTS = Counter(
     "foresight_ingest_requests_total", "HTTP ingestion requests.", ["endpoint", "code"]
+)
+INGEST_SAMPLES_DROPPED = Counter(
+    "foresight_ingest_samples_dropped_total",
+    "Remote-write samples not produced: stale_marker, non_finite, future, native_histogram.",
+    ["reason"],
 )
 
 

@@ -1,0 +1,73 @@
+"""``foresight ingest``: the HTTP ingestion server (Prometheus remote_write, agent events).
+
+Listens on ``FORESIGHT_BIND_HOST``:``FORESIGHT_INGEST_PORT`` and produces to the
+``telemetry.metrics`` and ``telemetry.agent-events`` topics until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from aiokafka.errors import KafkaError
+
+from connectors.ingest_http import IngestConfig, IngestServer
+from connectors.schema_registry import ConfluentRegistry
+from schemas.codec import Codec
+from streams.settings import Settings
+from streams.topics import AGENT_EVENTS, METRICS
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``ingest`` command."""
+    parser = subparsers.add_parser(
+        "ingest",
+        help="receive Prometheus remote_write and JSON agent events over HTTP into Kafka",
+    )
+    parser.set_defaults(func=run_ingest)
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    """The ingestion server the settings describe."""
+    return IngestConfig(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        metrics_topic=METRICS.name,
+        agent_events_topic=AGENT_EVENTS.name,
+        api_keys=frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip()),
+        entity_labels=tuple(k.strip() for k in settings.entity_labels.split(",") if k.strip()),
+        host=settings.bind_host,
+        port=settings.ingest_port,
+    )
+
+
+async def _serve(settings: Settings) -> None:
+    url = settings.schema_registry_url
+    codec = Codec(ConfluentRegistry(url) if url else None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with IngestServer(ingest_config(settings), codec) as server:
+        print(
+            f"foresight ingest: listening on http://{settings.bind_host}:{server.port} "
+            f"(remote_write at /api/v1/write), producing to {settings.kafka_bootstrap_servers}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until interrupted; exit 1 when Kafka or the listening address is unavailable."""
+    try:
+        asyncio.run(_serve(settings))
+    except (KafkaError, OSError) as error:
+        print(
+            f"foresight ingest: cannot start: {error!r} (is Kafka up at "
+            f"{settings.kafka_bootstrap_servers} and port {settings.ingest_port} free?)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,187 @@
+"""The remote_write decoder against payloads serialised by the reference protobuf encoder."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from connectors.remote_write import (
+    FALLBACK_ENTITY,
+    MAX_FUTURE_MS,
+    RemoteWriteDecoder,
+    RemoteWriteError,
+    WriteSummary,
+)
+from schemas.codec import Codec
+from tests.connectors.prometheus_proto import (
+    STALE_NAN,
+    Series,
+    snappy,
+    snappy_literals,
+    write_request,
+)
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+NOW = T0 + 60_000
+ENTITY_LABELS = ("entity", "instance", "host", "job")
+WEB1 = {"instance": "web-1:9100", "job": "node"}
+WEB2 = {"instance": "web-2:9100", "job": "node"}
+
+SERIES: list[Series] = [
+    ({"__name__": "node_load1", **WEB1}, [(T0, 0.5), (T0 + 15_000, 0.75)]),
+    ({"__name__": "http_requests_total", "code": "500", "method": "get", **WEB1}, [(T0, 3.0)]),
+    ({"__name__": "up", **WEB1}, [(T0, STALE_NAN)]),
+    ({"__name__": "go_gc_duration_seconds", "quantile": "0.5", **WEB2}, [(T0, math.nan)]),
+    (
+        {"__name__": "cpu_seconds", **WEB2},
+        [(T0, math.inf), (T0 + 15_000, 2.0), (NOW + MAX_FUTURE_MS + 1, 5.0)],
+    ),
+    ({"__name__": "queue_depth", "entity": "checkout", **WEB2}, [(T0, 7.0)]),
+    ({"__name__": "cluster:cpu:sum"}, [(T0, 10.0)]),
+    ({"__name__": "temp", "host": "db-1", "sensor": "a"}, [(T0, 40.0)]),
+    ({"__name__": "temp", "host": "db-1", "job": "ipmi", "sensor": "b"}, [(T0, 41.0)]),
+    ({"__name__": "jobs_done", "instance": "", "job": "batch"}, [(0, 0.0)]),
+]
+
+
+def _batch(entity: str, time: int, labels: dict[str, str], **samples: float) -> dict[str, Any]:
+    return {
+        "entity": entity,
+        "event_time": time,
+        "labels": labels,
+        "names": list(samples),
+        "values": list(samples.values()),
+        "source": "remote_write",
+    }
+
+
+EXPECTED = [
+    _batch("batch", 0, {"job": "batch"}, jobs_done=0.0),
+    _batch("checkout", T0, {"entity": "checkout", **WEB2}, queue_depth=7.0),
+    _batch("db-1", T0, {"host": "db-1"}, **{'temp{sensor="a"}': 40.0}),
+    _batch("db-1", T0, {"host": "db-1"}, **{'temp{job="ipmi",sensor="b"}': 41.0}),
+    _batch(FALLBACK_ENTITY, T0, {}, **{"cluster:cpu:sum": 10.0}),
+    _batch(
+        "web-1:9100",
+        T0,
+        WEB1,
+        node_load1=0.5,
+        **{'http_requests_total{code="500",method="get"}': 3.0},
+    ),
+    _batch("web-1:9100", T0 + 15_000, WEB1, node_load1=0.75),
+    _batch("web-2:9100", T0 + 15_000, WEB2, cpu_seconds=2.0),
+]
+
+
+def _merged(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batches of one (entity, time) joined, so the expectation does not fix the split."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for batch in batches:
+        key = (batch["entity"], batch["event_time"])
+        if key in merged:
+            merged[key]["names"] += batch["names"]
+            merged[key]["values"] += batch["values"]
+        else:
+            merged[key] = {**batch, "names": list(batch["names"]), "values": list(batch["values"])}
+    return list(merged.values())
+
+
+@pytest.fixture
+def payload() -> bytes:
+    return write_request(SERIES, metadata=["http_requests_total"], histogram_series=1)
+
+
+@pytest.mark.parametrize("compress", [snappy, snappy_literals], ids=["cramjam", "hand-written"])
+def test_decodes_series_into_entity_batches(payload: bytes, compress: Any) -> None:
+    decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(compress(payload), now_ms=NOW)
+    assert decoded.batches == _merged(EXPECTED)
+    assert decoded.summary == WriteSummary(
+        series=8, samples=9, stale_markers=1, non_finite=2, future=1, histogram_series=1
+    )
+
+
+def test_records_fit_the_metric_batch_schema(payload: bytes) -> None:
+    codec = Codec()
+    for batch in RemoteWriteDecoder(ENTITY_LABELS).decode(snappy(payload), now_ms=NOW).batches:
+        assert codec.decode(codec.encode("metric_batch", batch)) == ("metric_batch", batch)
+
+
+def test_entity_label_order_is_configurable(payload: bytes) -> None:
+    decoded = RemoteWriteDecoder(["job"]).decode(snappy(payload), now_ms=NOW)
+    node = [b for b in decoded.batches if b["entity"] == "node"]
+    assert node[0]["labels"] == {"job": "node"}
+    assert 'node_load1{instance="web-1:9100"}' in node[0]["names"]
+    assert 'queue_depth{entity="checkout",instance="web-2:9100"}' in node[0]["names"]
+
+
+def test_large_groups_are_split_into_batches() -> None:
+    series: list[Series] = [({"__name__": f"m{i}", **WEB1}, [(T0, float(i))]) for i in range(25)]
+    decoded = RemoteWriteDecoder(ENTITY_LABELS, max_batch_samples=10).decode(
+        snappy(write_request(series)), now_ms=NOW
+    )
+    assert [len(b["names"]) for b in decoded.batches] == [10, 10, 5]
+    assert [v for b in decoded.batches for v in b["values"]] == [float(i) for i in range(25)]
+
+
+def test_metadata_only_request_is_valid_and_empty() -> None:
+    decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(
+        snappy(write_request([], metadata=["up"])), now_ms=NOW
+    )
+    assert decoded.batches == []
+
+
+def test_negative_timestamps_survive_int64_decoding() -> None:
+    decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(
+        snappy(write_request([({"__name__": "up", **WEB1}, [(-1_000, 1.0)])])), now_ms=NOW
+    )
+    assert decoded.batches[0]["event_time"] == -1_000
+
+
+BAD_BODIES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "empty": (lambda p: b"", "empty body"),
+    "garbage": (lambda p: b"\xff" * 12, "not snappy"),
+    "text": (lambda p: b"hello, this is not snappy", "not snappy"),
+    "uncompressed protobuf": (lambda p: p, "not snappy"),
+    "truncated snappy": (lambda p: snappy(p)[:-7], "not snappy"),
+    "truncated protobuf": (lambda p: snappy(p[:-3]), "truncated protobuf"),
+    "snappy but not protobuf": (lambda p: snappy(b"plain text, not protobuf"), "protobuf"),
+    "wrong wire type": (lambda p: snappy(b"\x08\x01"), "wire type 0, expected 2"),
+    "unnamed series": (
+        lambda p: snappy(write_request([({"job": "x"}, [(T0, 1.0)])])),
+        "no __name__",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BODIES, ids=list(BAD_BODIES))
+def test_bad_bodies_raise_with_a_reason(payload: bytes, case: str) -> None:
+    make, reason = BAD_BODIES[case]
+    with pytest.raises(RemoteWriteError, match=reason):
+        RemoteWriteDecoder(ENTITY_LABELS).decode(make(payload), now_ms=NOW)
+
+
+def test_decompression_bombs_are_refused_before_decompressing(payload: bytes) -> None:
+    decoder = RemoteWriteDecoder(ENTITY_LABELS, max_decoded_bytes=100)
+    with pytest.raises(RemoteWriteError, match=r"over the limit of 100"):
+        decoder.decode(snappy(payload), now_ms=NOW)
+
+
+def test_truncated_or_corrupted_bodies_raise_only_the_decoders_error(payload: bytes) -> None:
+    """Cutting or flipping any byte gives a valid shorter message or a RemoteWriteError."""
+    decoder = RemoteWriteDecoder(ENTITY_LABELS)
+    rng = random.Random(7)
+    flipped = [bytearray(payload) for _ in range(300)]
+    for body in flipped:
+        body[rng.randrange(len(body))] = rng.randrange(256)
+    reasons: list[str] = []
+    for data in [payload[:cut] for cut in range(len(payload))] + [bytes(b) for b in flipped]:
+        try:
+            decoder.decode(snappy_literals(data), now_ms=NOW)
+        except RemoteWriteError as error:
+            reasons.append(str(error))
+    assert len(reasons) > 100
+    assert [r for r in reasons if "protobuf" not in r and "__name__" not in r] == []
