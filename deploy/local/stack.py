@@ -51,6 +51,7 @@ class Endpoints:
     redis_port: int
     clickhouse_url: str
     chdb_path: Path
+    sink_sql_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -81,6 +82,7 @@ def endpoints(
     feature_store_url: str,
     clickhouse_url: str,
     chdb_path: str,
+    sink_sql_port: int | None = None,
 ) -> Endpoints:
     """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
     host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
@@ -95,6 +97,7 @@ def endpoints(
         redis_port=redis.port or 6379,
         clickhouse_url=clickhouse_url,
         chdb_path=Path(chdb_path),
+        sink_sql_port=sink_sql_port,
     )
 
 
@@ -507,6 +510,22 @@ def _kafka_ready(bootstrap: str) -> bool:
 def _clickhouse_status(w: Endpoints) -> ServiceStatus:
     from connectors.clickhouse import open_store
 
+    if not w.clickhouse_url and w.sink_sql_port is not None:
+        from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
+
+        try:
+            version = ask_sink("127.0.0.1", w.sink_sql_port, "SELECT version()", 5.0).rows[0][0]
+        except SinkUnavailableError:
+            pass  # no sink holds the folder: open it below
+        except Exception as error:  # a sink that answers but fails is the status to report
+            return ServiceStatus("clickhouse", False, f"{type(error).__name__}: {error}")
+        else:
+            return ServiceStatus(
+                "clickhouse",
+                True,
+                f"ClickHouse {version} (chdb at {w.chdb_path}, held by the ClickHouse sink "
+                f"on port {w.sink_sql_port})",
+            )
     try:
         with open_store(w.clickhouse_url, str(w.chdb_path)) as store:
             version = store.query("SELECT version()").rows[0][0]

@@ -23,6 +23,7 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.feature_store_url,
         settings.clickhouse_url,
         settings.chdb_path,
+        settings.sink_sql_port,
     )
 
     def progress(line: str) -> None:

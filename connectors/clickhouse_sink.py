@@ -1,0 +1,526 @@
+"""The ClickHouse sink: every data topic into columnar MergeTree tables, each record once.
+
+A raw aiokafka consumer (no Faust: a sink needs none of its machinery, and the raw client costs
+about a seventh per record) reads the topics, decodes records with the :class:`Codec`, routes
+each by the schema named in its header to its table (:mod:`connectors.clickhouse_schema`),
+and inserts a batch when it holds ``batch_rows`` rows or ``batch_seconds`` have passed since
+its first record. Kafka offsets are committed only after every table of the batch is inserted.
+Undecodable records are counted (``foresight_sink_skipped_total``) and skipped: the worker
+dead-letters them, and the sink stores ``telemetry.deadletter`` in its own table.
+
+No duplicates after a crash
+---------------------------
+Committing after the insert makes the sink at-least-once: a crash between an insert and its
+commit replays records that are already stored. Every row carries its Kafka coordinates
+(topic, partition, offset, item), and the table is the record of what was stored. When
+partitions are assigned, the sink reads the highest stored offset of each
+(:meth:`ClickHouseSink._recover`); while replaying at or below it, every batch drops the rows
+whose coordinates are already in the table before inserting (:meth:`_without_stored`). Past
+that mark no row can be stored yet, so inserts go straight in. Because the check is per row,
+it also fills the gaps an insert cut short (several parts, killed between them) would leave,
+and materialised rollups never see a replayed row. This assumes one writer per partition,
+which Kafka's group assignment gives; the sink flushes and commits before giving partitions up.
+
+The chdb folder can be opened by one process only, so while it runs the sink also answers SQL
+for other processes on a loopback HTTP endpoint (:class:`SqlEndpoint`, :func:`ask_sink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from connectors.clickhouse import ClickHouseStore, QueryResult
+from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, TABLES, Consumed, create_tables
+from connectors.prometheus import (
+    EVENTS_IN,
+    SINK_BATCH_ROWS,
+    SINK_ERRORS,
+    SINK_INSERT_SECONDS,
+    SINK_ROWS,
+    SINK_SKIPPED,
+)
+from schemas.codec import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+
+_FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # 1 MiB (aiokafka's default) left fetches idle
+_POLL_SECONDS = 0.5  # longest a fetch waits, so a stop request is seen promptly
+
+
+class SinkError(RuntimeError):
+    """The sink cannot go on (an insert kept failing); nothing uncommitted was lost."""
+
+
+class SinkUnavailableError(ConnectionError):
+    """No ClickHouse sink answers SQL at the address asked."""
+
+
+class SqlError(ValueError):
+    """ClickHouse rejected a statement; the message is ClickHouse's own."""
+
+
+class GuardedStore:
+    """A store shared by threads (the sink's inserts, the SQL endpoint), one call at a time.
+
+    chdb gives a process one session, so every user of it in the sink goes through this lock.
+    """
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self._store.command(sql)
+
+    def query(self, sql: str) -> QueryResult:
+        with self._lock:
+            return self._store.query(sql)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        with self._lock:
+            return self._store.query_arrow(sql)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        with self._lock:
+            self._store.insert_arrow(table, data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._store.close()
+
+
+@dataclass
+class SinkStats:
+    """Running totals, for progress lines and tests."""
+
+    records: int = 0
+    skipped: int = 0
+    rows_inserted: int = 0
+    rows_already_stored: int = 0
+    inserts: int = 0
+    commits: int = 0
+
+
+@dataclass
+class SinkBatch:
+    """Decoded records waiting for the next insert, and the offsets to commit after it."""
+
+    by_schema: dict[str, Consumed] = field(default_factory=dict)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    rows: int = 0
+    records: int = 0
+
+    def add(self, codec: Codec, tp: TopicPartition, messages: Sequence[Any]) -> int:
+        """Decode ``messages`` of ``tp`` into the batch; returns how many were skipped."""
+        skipped = 0
+        for message in messages:
+            try:
+                schema, record = codec.decode(message.value)
+                rows = TABLE_FOR_SCHEMA[schema].rows_of(record)
+            except DecodeError as error:
+                SINK_SKIPPED.labels(tp.topic, error.kind).inc()
+                skipped += 1
+                continue
+            except ValueError:
+                SINK_SKIPPED.labels(tp.topic, "invalid_value").inc()
+                skipped += 1
+                continue
+            consumed = self.by_schema.get(schema)
+            if consumed is None:
+                consumed = self.by_schema[schema] = Consumed()
+            consumed.add(record, tp.topic, tp.partition, message.offset)
+            self.rows += rows
+            self.records += 1
+        if messages:
+            self.next_offsets[tp] = messages[-1].offset + 1
+            EVENTS_IN.labels(tp.topic).inc(len(messages))
+        return skipped
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class ClickHouseSink:
+    """Consumes ``topics`` as group ``group_id`` and inserts every record into ClickHouse.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    topics
+        Topics to store; records are routed to tables by the schema in their header.
+    group_id
+        Consumer group; its committed offsets say where a restarted sink resumes.
+    store_factory
+        Opens the store the sink owns while it runs (chdb on a folder, or a server).
+    batch_rows
+        Rows buffered before an insert (``FORESIGHT_SINK_BATCH_ROWS``, default 50,000).
+    batch_seconds
+        Longest a record waits for its insert (``FORESIGHT_SINK_BATCH_SECONDS``, default 1).
+    ttl_days
+        Days rows are kept (``FORESIGHT_CLICKHOUSE_TTL_DAYS``, default 30).
+    sql_address
+        ``(host, port)`` to answer SQL on while the sink owns the store; ``None``: no endpoint.
+    insert_attempts
+        Tries per insert before the sink gives up with :class:`SinkError` (backing off).
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        store_factory: Callable[[], ClickHouseStore],
+        batch_rows: int,
+        batch_seconds: float,
+        ttl_days: int,
+        sql_address: tuple[str, int] | None = None,
+        insert_attempts: int = 5,
+        codec: Codec | None = None,
+    ) -> None:
+        if not topics:
+            raise ValueError("the ClickHouse sink needs at least one topic to consume")
+        if batch_rows < 1 or batch_seconds <= 0:
+            raise ValueError(
+                f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
+                f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
+            )
+        self.bootstrap = bootstrap
+        self.topics = tuple(topics)
+        self.group_id = group_id
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self.ttl_days = ttl_days
+        self.sql_address = sql_address
+        self.insert_attempts = insert_attempts
+        self.stats = SinkStats()
+        self._store_factory = store_factory
+        self._codec = codec or Codec()
+        self._store: GuardedStore | None = None
+        self._batch = SinkBatch()
+        self._flush_lock = asyncio.Lock()
+        self._high_water: dict[tuple[str, int], int] = {}
+        self._failure: BaseException | None = None
+        self.sql_endpoint: SqlEndpoint | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then insert what is buffered, commit and close."""
+        try:
+            store = GuardedStore(self._store_factory())
+        except Exception as error:  # chdb and clickhouse-connect raise many types
+            raise SinkError(
+                f"cannot open the ClickHouse store: {error}. A chdb folder opens in one "
+                "process only: stop whatever holds it (another sink?), or use another folder"
+            ) from error
+        try:
+            await asyncio.to_thread(create_tables, store, self.ttl_days)
+            self._store = store
+            if self.sql_address is not None:
+                host, port = self.sql_address
+                try:
+                    self.sql_endpoint = SqlEndpoint(store, host, port)
+                except OSError as error:
+                    raise SinkError(
+                        f"cannot answer SQL on {host}:{port}: {error}; is another sink "
+                        "running? Give this one a free port"
+                    ) from error
+                self.sql_endpoint.start()
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                client_id=f"foresight-clickhouse-sink-{self.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=_FETCH_BYTES_PER_PARTITION,
+            )
+            consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
+            await consumer.start()
+            try:
+                await self._consume(consumer, stop)
+                await self._flush(consumer)
+            finally:
+                await consumer.stop()
+        finally:
+            if self.sql_endpoint is not None:
+                self.sql_endpoint.stop()
+            self._store = None
+            store.close()
+
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        deadline: float | None = None
+        rows_per_record = 100.0  # a guess until records arrive: 50-100 samples per batch
+        while not stop.is_set():
+            if self._failure is not None:
+                raise self._failure
+            wait = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            fetched = await consumer.getmany(
+                timeout_ms=int(1000 * min(max(wait, 0.0), _POLL_SECONDS)),
+                # Fetch about what fills the batch, so inserts stay near batch_rows.
+                max_records=max(1, int((self.batch_rows - self._batch.rows) / rows_per_record)),
+            )
+            for tp, messages in fetched.items():
+                self.stats.skipped += self._batch.add(self._codec, tp, messages)
+                self.stats.records += len(messages)
+            if self._batch.records:
+                rows_per_record = max(1.0, self._batch.rows / self._batch.records)
+            if deadline is None and self._batch.next_offsets:
+                deadline = time.monotonic() + self.batch_seconds
+            if self._batch.rows >= self.batch_rows or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                await self._flush(consumer)
+                deadline = None
+
+    async def _flush(self, consumer: AIOKafkaConsumer) -> None:
+        """Insert the buffered batch, table by table, then commit its offsets."""
+        async with self._flush_lock:
+            batch, self._batch = self._batch, SinkBatch()
+            if not batch.next_offsets:
+                return
+            total = 0
+            for schema, consumed in batch.by_schema.items():
+                spec = TABLE_FOR_SCHEMA[schema]
+                table = spec.flatten(consumed)
+                if self._high_water:
+                    table = await asyncio.to_thread(self._without_stored, spec.name, table)
+                if table.num_rows:
+                    await self._insert(spec.name, table)
+                    total += table.num_rows
+            SINK_BATCH_ROWS.observe(total)
+            for tp, next_offset in batch.next_offsets.items():
+                key = (tp.topic, tp.partition)
+                if key in self._high_water and next_offset > self._high_water[key]:
+                    del self._high_water[key]
+            try:
+                await consumer.commit(batch.next_offsets)
+                self.stats.commits += 1
+            except (CommitFailedError, KafkaError) as error:
+                # The rows are stored: whoever replays these offsets finds them and skips them.
+                log.warning("offset commit failed after a successful insert: %s", error)
+
+    async def _insert(self, name: str, table: pa.Table) -> None:
+        store = self._require_store()
+        for attempt in range(1, self.insert_attempts + 1):
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(store.insert_arrow, name, table)
+            except Exception as error:  # chdb and clickhouse-connect raise many types
+                SINK_ERRORS.labels(name).inc()
+                if attempt == self.insert_attempts:
+                    raise SinkError(
+                        f"inserting {table.num_rows} rows into ClickHouse table {name} failed "
+                        f"{attempt} times; last error: {error}. Offsets were not committed: "
+                        "fix the store and restart the sink to resume from them"
+                    ) from error
+                log.warning("insert into %s failed (attempt %d): %s", name, attempt, error)
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+            else:
+                SINK_INSERT_SECONDS.labels(name).observe(time.perf_counter() - started)
+                SINK_ROWS.labels(name).inc(table.num_rows)
+                self.stats.rows_inserted += table.num_rows
+                self.stats.inserts += 1
+                return
+
+    def _require_store(self) -> GuardedStore:
+        if self._store is None:
+            raise RuntimeError("the sink's store is used outside ClickHouseSink.run")
+        return self._store
+
+    async def _recover(self, assigned: set[TopicPartition]) -> None:
+        """Learn, for newly assigned partitions, the highest offset already stored."""
+        if not assigned:
+            return
+        found = await asyncio.to_thread(self._stored_high_water, assigned)
+        self._high_water.update(found)
+        if found:
+            log.info("resuming with rows already stored up to offsets %s", found)
+
+    def _stored_high_water(self, partitions: set[TopicPartition]) -> dict[tuple[str, int], int]:
+        topics = ", ".join(_sql_string(t) for t in sorted({tp.topic for tp in partitions}))
+        union = " UNION ALL ".join(
+            f"SELECT topic, partition, offset FROM {t.name} WHERE topic IN ({topics})"
+            for t in TABLES
+        )
+        result = self._require_store().query(
+            f"SELECT topic, partition, max(offset) FROM ({union}) GROUP BY topic, partition"
+        )
+        wanted = {(tp.topic, tp.partition) for tp in partitions}
+        return {(t, p): int(o) for t, p, o in result.rows if (t, p) in wanted}
+
+    def _without_stored(self, name: str, table: pa.Table) -> pa.Table:
+        """``table`` without the rows whose Kafka coordinates ``name`` already holds."""
+        store = self._require_store()
+        stored = np.zeros(table.num_rows, dtype=bool)
+        offsets = table["offset"].to_numpy()
+        items = table["item"].to_numpy()
+        for (topic, partition), high in self._high_water.items():
+            replayed = pc.and_(
+                pc.and_(pc.equal(table["topic"], topic), pc.equal(table["partition"], partition)),
+                pc.less_equal(table["offset"], high),
+            )
+            rows = np.flatnonzero(replayed.to_numpy(zero_copy_only=False))
+            if not len(rows):
+                continue
+            present = set(
+                store.query(
+                    f"SELECT offset, item FROM {name} WHERE topic = {_sql_string(topic)} "
+                    f"AND partition = {partition} "
+                    f"AND offset BETWEEN {offsets[rows].min()} AND {offsets[rows].max()}"
+                ).rows
+            )
+            pairs = zip(offsets[rows].tolist(), items[rows].tolist(), strict=True)
+            stored[rows] = [pair in present for pair in pairs]
+        count = int(stored.sum())
+        if not count:
+            return table
+        self.stats.rows_already_stored += count
+        log.info("%d replayed rows of %s were already stored; not inserted again", count, name)
+        return table.filter(pa.array(~stored))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Flush before partitions go; learn what is stored before new ones are read."""
+
+    def __init__(self, sink: ClickHouseSink, consumer: AIOKafkaConsumer) -> None:
+        self._sink = sink
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self._sink._flush(self._consumer)
+        except Exception as error:  # reported by the consume loop, not lost in aiokafka's task
+            self._sink._failure = error
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self._sink._recover(assigned)
+        except Exception as error:
+            self._sink._failure = SinkError(
+                f"could not read the stored offsets of {sorted(map(str, assigned))}: {error}"
+            )
+
+
+def jsonable(value: Any) -> Any:
+    """A query value as JSON can carry it: times as ISO 8601, maps as objects, bytes as text."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, list):
+        # Arrow hands ClickHouse maps over as lists of (key, value) tuples.
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return {str(k): jsonable(v) for k, v in value}
+        return [jsonable(v) for v in value]
+    if isinstance(value, tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+class SqlEndpoint:
+    """Answers SQL over HTTP from the store the sink holds: POST the statement to ``/``.
+
+    The answer is ``{"columns": [...], "rows": [[...], ...]}``, or status 400 with
+    ``{"error": "<ClickHouse's message>"}``. No authentication: bind it to loopback.
+    """
+
+    def __init__(self, store: GuardedStore, host: str, port: int) -> None:
+        self._store = store
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sink-sql", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        store = self._store
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                try:
+                    result = store.query(sql)
+                except Exception as error:  # ClickHouse's message is the answer
+                    self._reply(400, {"error": str(error).strip()})
+                    return
+                rows = [[jsonable(v) for v in row] for row in result.rows]
+                self._reply(200, {"columns": result.columns, "rows": rows})
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("sql endpoint: " + format, *args)
+
+        return Handler
+
+
+def loopback_for(bind_host: str) -> str:
+    """The address to reach a server bound to ``bind_host`` from this machine."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
+
+
+def ask_sink(host: str, port: int, sql: str, timeout: float = 60.0) -> QueryResult:
+    """Run ``sql`` through a running sink's SQL endpoint.
+
+    Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlError` with
+    ClickHouse's message when the statement is rejected.
+    """
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    request = urllib.request.Request(url, data=sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read())["error"]
+        except (ValueError, KeyError):
+            raise SinkUnavailableError(
+                f"{url} answered {error.code}, not as a sink would"
+            ) from error
+        raise SqlError(message) from error
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error
+    except ValueError as error:
+        raise SinkUnavailableError(f"{url} answered something other than a sink's JSON") from error
+    return QueryResult(list(body["columns"]), [tuple(row) for row in body["rows"]])

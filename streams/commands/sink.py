@@ -1,0 +1,118 @@
+"""``foresight sink clickhouse``: store every data topic in ClickHouse, and answer SQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from functools import partial
+from typing import Any
+
+from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
+from connectors.clickhouse_sink import ClickHouseSink, SinkError
+from connectors.prometheus import serve_metrics
+from streams.settings import Settings
+from streams.topics import ALL_TOPICS
+
+DEFAULT_GROUP = "foresight-clickhouse-sink"
+PROGRESS_SECONDS = 5.0
+
+
+def store_factory(settings: Settings) -> ClickHouseStore:
+    """The store the settings name: the server at ``CLICKHOUSE_URL``, else chdb's folder."""
+    if settings.clickhouse_url:
+        return ServerStore(settings.clickhouse_url)
+    return ChdbStore(settings.chdb_path)
+
+
+def _totals(sink: ClickHouseSink) -> str:
+    stats = sink.stats
+    return (
+        f"{stats.rows_inserted:,} rows from {stats.records:,} records, {stats.skipped:,} "
+        f"skipped, {stats.rows_already_stored:,} already stored"
+    )
+
+
+async def _progress(sink: ClickHouseSink, stop: asyncio.Event) -> None:
+    last_rows, last_time = 0, time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+        now, stats = time.monotonic(), sink.stats
+        rate = (stats.rows_inserted - last_rows) / (now - last_time)
+        last_rows, last_time = stats.rows_inserted, now
+        print(f"sink: {rate:,.0f} rows/s; {_totals(sink)}", file=sys.stderr, flush=True)
+
+
+async def _run(sink: ClickHouseSink) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    progress = asyncio.create_task(_progress(sink, stop))
+    try:
+        await sink.run(stop)
+    finally:
+        stop.set()
+        await progress
+
+
+def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
+    sink = ClickHouseSink(
+        bootstrap=settings.kafka_bootstrap_servers,
+        topics=args.topics,
+        group_id=args.group,
+        store_factory=partial(store_factory, settings),
+        batch_rows=settings.sink_batch_rows,
+        batch_seconds=settings.sink_batch_seconds,
+        ttl_days=settings.clickhouse_ttl_days,
+        sql_address=(settings.bind_host, settings.sink_sql_port),
+    )
+    where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
+    try:
+        serve_metrics(settings.bind_host, settings.sink_metrics_port)
+    except OSError as error:
+        print(
+            f"foresight sink: cannot serve /metrics on {settings.bind_host}:"
+            f"{settings.sink_metrics_port} ({error}); is another sink running? "
+            "Set FORESIGHT_SINK_METRICS_PORT to a free port",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; SQL on "
+        f"{settings.bind_host}:{settings.sink_sql_port}, /metrics on "
+        f"{settings.bind_host}:{settings.sink_metrics_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        asyncio.run(_run(sink))
+    except SinkError as error:
+        print(f"foresight sink: {error}", file=sys.stderr)
+        return 1
+    print(f"sink: stopped after {_totals(sink)}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    sink = subparsers.add_parser("sink", help="store Kafka topics in ClickHouse")
+    kinds = sink.add_subparsers(dest="kind", required=True)
+    clickhouse = kinds.add_parser(
+        "clickhouse",
+        help="every data topic into ClickHouse tables; answers SQL while it owns chdb's folder",
+    )
+    clickhouse.add_argument(
+        "--topics",
+        nargs="+",
+        default=[t.name for t in ALL_TOPICS],
+        metavar="TOPIC",
+        help="topics to store (default: every data topic)",
+    )
+    clickhouse.add_argument(
+        "--group", default=DEFAULT_GROUP, help=f"consumer group (default: {DEFAULT_GROUP})"
+    )
+    clickhouse.set_defaults(func=_clickhouse)
