@@ -72,6 +72,63 @@ class Settings:
         168, "FORESIGHT_TOPIC_RETENTION_HOURS", "Retention of the telemetry and output topics."
     )
     log_level: str = _setting("INFO", "FORESIGHT_LOG_LEVEL", "Log level of every process.")
+    worker_store: str = _setting(
+        "rocksdb://",
+        "FORESIGHT_WORKER_STORE",
+        "Faust table store: rocksdb:// (state on disk, under the stack folder) or memory://.",
+    )
+    worker_id: str = _setting(
+        "foresight-worker",
+        "FORESIGHT_WORKER_ID",
+        "Faust app id: the consumer group and the prefix of changelog topics.",
+    )
+    step_s: float = _setting(
+        10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
+    )
+    worker_batch: int = _setting(
+        1000, "FORESIGHT_WORKER_BATCH", "Records a worker takes from Kafka per vectorised pass."
+    )
+    worker_batch_wait_s: float = _setting(
+        0.01,
+        "FORESIGHT_WORKER_BATCH_WAIT_S",
+        "Longest a worker waits to fill a pass (bounds the latency a batch adds).",
+    )
+    checkpoint_s: float = _setting(
+        60.0,
+        "FORESIGHT_CHECKPOINT_S",
+        "Event-time seconds between writes of an entity's state to its changelog.",
+    )
+    allowed_lateness_s: float = _setting(
+        120.0,
+        "FORESIGHT_ALLOWED_LATENESS_S",
+        "How late a sample may arrive and still amend its window; later ones are dead-lettered.",
+    )
+    idle_timeout_s: float = _setting(
+        5.0,
+        "FORESIGHT_IDLE_TIMEOUT_S",
+        "Wall seconds without records after which a partition's watermark follows wall time.",
+    )
+    stall_timeout_s: float = _setting(
+        30.0,
+        "FORESIGHT_STALL_TIMEOUT_S",
+        "Wall seconds a partition may hold unprocessed records before it is called stalled.",
+    )
+    max_metrics_per_entity: int = _setting(
+        64, "FORESIGHT_MAX_METRICS", "Distinct metric names per entity (cardinality limit)."
+    )
+    max_future_s: float = _setting(
+        3600.0,
+        "FORESIGHT_MAX_FUTURE_S",
+        "Samples stamped further than this in the future are dead-lettered.",
+    )
+    anomaly_warmup_steps: int = _setting(
+        60, "FORESIGHT_ANOMALY_WARMUP", "Steps an anomaly detector learns before it scores."
+    )
+    failure_horizon_s: float = _setting(
+        1800.0,
+        "FORESIGHT_FAILURE_HORIZON_S",
+        "Failure risk is the probability of exhausting a resource within this many seconds.",
+    )
     api_keys: str = _setting(
         "dev-key",
         "FORESIGHT_API_KEYS",

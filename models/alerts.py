@@ -1,0 +1,132 @@
+"""Alert rules over predictions: threshold with hysteresis, a minimum duration, stable keys.
+
+A rule watches one prediction kind of an entity (the worst value over its metrics, so the
+alert groups per entity, not per metric). It fires once when the value has stayed at or above
+``threshold`` for ``for_steps`` consecutive steps, and resolves once when it has stayed below
+``clear`` (< threshold: the hysteresis band) for ``for_steps`` steps. Between the two it stays
+silent, however many predictions arrive: downstream tools receive one FIRING and one RESOLVED
+per episode, under a dedup key that is stable across restarts (``rule/entity``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One rule: which prediction kind, when to fire and when to clear."""
+
+    name: str
+    kind: str
+    threshold: float
+    clear: float
+    for_steps: int
+    severity: str
+    summary: str  # str.format template: {entity}, {metric}, {value}
+
+    def __post_init__(self) -> None:
+        if not self.clear < self.threshold:
+            raise ValueError(
+                f"rule {self.name}: clear ({self.clear}) must be below threshold "
+                f"({self.threshold}) to give hysteresis"
+            )
+        if self.for_steps < 1:
+            raise ValueError(f"rule {self.name}: for_steps must be >= 1, got {self.for_steps}")
+
+
+DEFAULT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(
+        name="failure_risk",
+        kind="FAILURE_RISK",
+        threshold=0.7,
+        clear=0.3,
+        for_steps=2,
+        severity="CRITICAL",
+        summary="{entity}: {metric} on course to exhaustion (risk {value:.2f})",
+    ),
+    AlertRule(
+        name="anomaly",
+        kind="ANOMALY",
+        threshold=0.9,
+        clear=0.5,
+        for_steps=3,
+        severity="WARNING",
+        summary="{entity}: {metric} behaves abnormally (score {value:.2f})",
+    ),
+)
+
+
+def worst(predictions: list[Record], kind: str) -> tuple[float, str]:
+    """The highest score of ``kind`` among ``predictions`` and its metric (0, '' if none)."""
+    best, metric = 0.0, ""
+    for p in predictions:
+        if p["kind"] == kind and np.isfinite(p["score"]) and p["score"] > best:
+            best, metric = float(p["score"]), p["metric"]
+    return best, metric
+
+
+class AlertState:
+    """Where one rule stands for one entity; four numbers, stored with the entity's state."""
+
+    __slots__ = ("firing", "run", "started_ms", "peak")
+
+    def __init__(self) -> None:
+        self.firing = False
+        self.run = 0  # consecutive steps on the other side of the band
+        self.started_ms = 0
+        self.peak = 0.0
+
+    def as_array(self) -> list[float]:
+        return [float(self.firing), float(self.run), float(self.started_ms), self.peak]
+
+    @classmethod
+    def from_array(cls, values: list[float]) -> AlertState:
+        state = cls()
+        state.firing = bool(values[0])
+        state.run = int(values[1])
+        state.started_ms = int(values[2])
+        state.peak = float(values[3])
+        return state
+
+
+def evaluate(
+    rule: AlertRule,
+    state: AlertState,
+    entity: str,
+    value: float,
+    metric: str,
+    t_ms: int,
+    labels: dict[str, str] | None = None,
+) -> Record | None:
+    """Advance ``state`` by one step; an Alert record when the rule fires or resolves."""
+    crossing = value < rule.clear if state.firing else value >= rule.threshold
+    state.run = state.run + 1 if crossing else 0
+    if not state.firing:
+        state.peak = max(state.peak, value) if crossing else 0.0
+    if state.run < rule.for_steps:
+        return None
+    state.run = 0
+    state.firing = not state.firing
+    if state.firing:
+        state.started_ms = t_ms
+    dedup_key = f"{rule.name}/{entity}"
+    return {
+        "dedup_key": dedup_key,
+        "alert_id": f"{dedup_key}@{state.started_ms}",
+        "status": "FIRING" if state.firing else "RESOLVED",
+        "severity": rule.severity,
+        "rule": rule.name,
+        "entity": entity,
+        "summary": rule.summary.format(entity=entity, metric=metric or "-", value=value),
+        "value": float(value),
+        "labels": {**(labels or {}), "kind": rule.kind, "metric": metric},
+        "starts_at": state.started_ms,
+        "ends_at": None if state.firing else t_ms,
+        "event_time": t_ms,
+    }

@@ -1,0 +1,265 @@
+"""Rolling-window features per entity x metric, in event time, as compact arrays.
+
+One :class:`FeatureWindows` holds every metric of one entity. Each window (1 min, 5 min,
+15 min, 1 h) is a ring of ``BUCKETS`` sub-buckets of ``window / BUCKETS`` seconds; a sample
+lands in the sub-bucket of its event time, so a late sample (within the ring) amends the
+bucket it belongs to, and a window slides one sub-bucket at a time. Per sub-bucket we keep
+count, sum, sum of squares, min, max and the time-weighted sums for a least-squares slope
+(and its r², the share of the window's variance the line explains);
+per metric, the last value and an exponentially weighted mean per window.
+
+The same definition computes features in the stream, in a backfill and for training
+(:data:`FEATURE_NAMES`, :func:`feature_set_hash`), so serving features equal training ones.
+
+The p95 is approximate: the normal approximation ``mean + 1.645 std`` clipped to the window's
+maximum. It is cheap and exact enough to rank and alert on; an exact quantile would need the
+samples themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.base import FloatArray
+
+WINDOWS_S: tuple[int, ...] = (60, 300, 900, 3600)
+WINDOW_NAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+BUCKETS = 6
+STATISTICS: tuple[str, ...] = (
+    "count", "mean", "std", "min", "max", "last", "ewma", "slope", "r2", "roc", "p95",
+)  # fmt: skip
+# Sub-bucket columns.
+_N, _SUM, _SQ, _MIN, _MAX, _ST, _STX, _STT = range(8)
+_COLUMNS = 8
+_Z95 = 1.6448536269514722
+
+
+def feature_names(metrics: list[str]) -> list[str]:
+    """``metric:window:statistic`` for every feature of ``metrics``, in emission order."""
+    return [
+        f"{metric}:{window}:{stat}"
+        for metric in metrics
+        for window in WINDOW_NAMES
+        for stat in STATISTICS
+    ]
+
+
+def feature_set_hash() -> str:
+    """A short hash of the feature definition, recorded with features and models."""
+    definition = repr((WINDOWS_S, BUCKETS, STATISTICS))
+    return hashlib.sha256(definition.encode()).hexdigest()[:12]
+
+
+@dataclass
+class FeatureWindows:
+    """Rolling windows for the metrics of one entity.
+
+    Parameters
+    ----------
+    max_metrics
+        Distinct metric names this entity may have; more are refused (cardinality limit).
+
+    Examples
+    --------
+    >>> w = FeatureWindows(max_metrics=4)
+    >>> admitted = w.add(60_000, ["cpu"], np.array([10.0]))
+    >>> _ = w.add(70_000, ["cpu"], np.array([20.0]))
+    >>> names, values = w.features(70_000)
+    >>> dict(zip(names, values))["cpu:1m:mean"]
+    15.0
+    """
+
+    max_metrics: int = 64
+    metrics: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    buckets: FloatArray = field(init=False)  # (metrics, windows, BUCKETS, columns)
+    bucket_ids: npt.NDArray[np.int64] = field(init=False)  # (metrics, windows, BUCKETS)
+    last: FloatArray = field(init=False)  # (metrics, 2): value, event time ms
+    ewma: FloatArray = field(init=False)  # (metrics, windows)
+    _names: list[str] = field(init=False, default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reserve(min(8, self.max_metrics))
+
+    def reserve(self, rows: int) -> None:
+        """Grow the arrays to ``rows`` metrics (state is sized to the metrics seen)."""
+        w = len(WINDOWS_S)
+        old = len(self.metrics)
+        buckets = np.zeros((rows, w, BUCKETS, _COLUMNS))
+        bucket_ids = np.full((rows, w, BUCKETS), -1, dtype=np.int64)
+        last = np.full((rows, 2), np.nan)
+        ewma = np.full((rows, w), np.nan)
+        if old:
+            buckets[:old], bucket_ids[:old] = self.buckets[:old], self.bucket_ids[:old]
+            last[:old], ewma[:old] = self.last[:old], self.ewma[:old]
+        self.buckets, self.bucket_ids, self.last, self.ewma = buckets, bucket_ids, last, ewma
+
+    @property
+    def capacity(self) -> int:
+        return int(self.buckets.shape[0])
+
+    def admit(self, names: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """Row indices for ``names``, adding new metrics up to the limit; also the refused."""
+        rows = np.empty(len(names), dtype=np.int64)
+        refused = []
+        for i, name in enumerate(names):
+            row = self.index.get(name)
+            if row is None:
+                if len(self.metrics) >= self.max_metrics:
+                    rows[i] = -1
+                    refused.append(name)
+                    continue
+                row = len(self.metrics)
+                if row >= self.capacity:
+                    self.reserve(min(self.max_metrics, 2 * self.capacity))
+                self.index[name] = row
+                self.metrics.append(name)
+            rows[i] = row
+        return rows, refused
+
+    def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
+        """Add one batch of samples taken at ``t_ms``; returns metric names refused."""
+        rows, refused = self.admit(names)
+        keep = rows >= 0
+        rows, x = rows[keep], values[keep]
+        if rows.size == 0:
+            return refused
+        t_s = t_ms / 1000.0
+        width = np.asarray(WINDOWS_S, dtype=np.float64) / BUCKETS
+        ids = np.floor(t_s / width).astype(np.int64)  # (windows,)
+        slots = ids % BUCKETS
+        w_idx = np.arange(len(WINDOWS_S))
+        current = self.bucket_ids[rows[:, None], w_idx[None, :], slots[None, :]]
+        stale = current != ids[None, :]
+        if stale.any():
+            r, w = np.nonzero(stale)
+            self.buckets[rows[r], w, slots[w]] = 0.0
+            self.buckets[rows[r], w, slots[w], _MIN] = np.inf
+            self.buckets[rows[r], w, slots[w], _MAX] = -np.inf
+            self.bucket_ids[rows[r], w, slots[w]] = ids[w]
+        # Time measured from the bucket start keeps the slope sums well conditioned.
+        tb = t_s - ids * width  # (windows,)
+        b = self.buckets[rows[:, None], w_idx[None, :], slots[None, :]]  # (k, windows, columns)
+        xv = x[:, None]
+        b[..., _N] += 1.0
+        b[..., _SUM] += xv
+        b[..., _SQ] += xv * xv
+        b[..., _MIN] = np.minimum(b[..., _MIN], xv)
+        b[..., _MAX] = np.maximum(b[..., _MAX], xv)
+        b[..., _ST] += tb[None, :]
+        b[..., _STX] += tb[None, :] * xv
+        b[..., _STT] += (tb * tb)[None, :]
+        self.buckets[rows[:, None], w_idx[None, :], slots[None, :]] = b
+        newer = ~(self.last[rows, 1] > t_ms)
+        upd = rows[newer]
+        if upd.size:
+            previous_t = self.last[upd, 1]
+            dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
+            alpha = 1.0 - np.exp(-dt[:, None] / np.asarray(WINDOWS_S)[None, :])
+            old = self.ewma[upd]
+            self.ewma[upd] = np.where(
+                np.isnan(old), x[newer, None], old + alpha * (x[newer, None] - old)
+            )
+            self.last[upd, 0] = x[newer]
+            self.last[upd, 1] = t_ms
+        return refused
+
+    def names(self) -> list[str]:
+        """Feature names in the order of ``grid(...).reshape(-1)`` (cached)."""
+        if len(self._names) != len(self.metrics) * len(WINDOWS_S) * len(STATISTICS):
+            self._names = feature_names(self.metrics)
+        return self._names
+
+    def features(self, now_ms: int) -> tuple[list[str], FloatArray]:
+        """Every feature of every metric for the windows ending at ``now_ms``, flat."""
+        return self.names(), self.grid(now_ms).reshape(-1)
+
+    def grid(self, now_ms: int) -> FloatArray:
+        """Statistics of the windows ending at ``now_ms``: ``(metrics, windows, statistics)``."""
+        n = len(self.metrics)
+        return window_statistics(
+            self.buckets[:n],
+            self.bucket_ids[:n],
+            self.last[:n],
+            self.ewma[:n],
+            np.full(n, now_ms, dtype=np.int64),
+        )
+
+
+def window_statistics(
+    buckets: FloatArray,
+    bucket_ids: npt.NDArray[np.int64],
+    last: FloatArray,
+    ewma: FloatArray,
+    now_ms: npt.NDArray[np.int64],
+) -> FloatArray:
+    """Statistics of every window of every series row, ``(rows, windows, statistics)``.
+
+    The rows may come from many entities stacked together, each with its own ``now_ms``
+    (one per row): the worker computes every due entity's features in one call. Buckets
+    older than a window are left out, so an idle entity's windows empty out as the
+    watermark advances.
+    """
+    width = np.asarray(WINDOWS_S, dtype=np.float64) / BUCKETS  # (windows,)
+    newest = np.floor(now_ms[:, None] / 1000.0 / width[None, :]).astype(np.int64)  # (rows, w)
+    ids = bucket_ids
+    live = (ids > newest[..., None] - BUCKETS) & (ids <= newest[..., None])
+    b = np.where(live[..., None], buckets, 0.0)
+    count = b[..., _N].sum(axis=2)
+    total = b[..., _SUM].sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        var = np.maximum(b[..., _SQ].sum(axis=2) / count - mean * mean, 0.0)
+        std = np.sqrt(var)
+        lo = np.where(live, buckets[..., _MIN], np.inf).min(axis=2)
+        hi = np.where(live, buckets[..., _MAX], -np.inf).max(axis=2)
+        # Least-squares slope over time: shift the bucket-relative sums to one origin
+        # (the start of the newest bucket), which keeps them well conditioned.
+        offset = (ids - newest[..., None]) * width[None, :, None]
+        st = b[..., _ST] + b[..., _N] * offset
+        stx = b[..., _STX] + b[..., _SUM] * offset
+        stt = b[..., _STT] + 2 * offset * b[..., _ST] + b[..., _N] * offset * offset
+        s_t, s_tx, s_tt = st.sum(axis=2), stx.sum(axis=2), stt.sum(axis=2)
+        denominator = count * s_tt - s_t * s_t
+        slope = np.where(denominator > 1e-9, (count * s_tx - s_t * total) / denominator, 0.0)
+        # Share of the window's variance the line explains: a trend, or noise?
+        var_t = denominator / (count * count)
+        r2 = np.where(var > 1e-12, np.minimum(slope * slope * var_t / var, 1.0), 0.0)
+        oldest = np.argmin(np.where(live, ids, np.iinfo(np.int64).max), axis=2)[..., None]
+        n_oldest = np.maximum(np.take_along_axis(b[..., _N], oldest, 2)[..., 0], 1.0)
+        first = np.take_along_axis(b[..., _SUM], oldest, 2)[..., 0] / n_oldest
+        first_t = np.take_along_axis(st, oldest, 2)[..., 0] / n_oldest
+        last_value = last[:, 0]
+        last_t = last[:, 1, None] / 1000.0 - newest * width[None, :]
+        span = last_t - first_t
+        roc = np.where(span > 0, (last_value[:, None] - first) / span, 0.0)
+        p95 = np.minimum(mean + _Z95 * std, hi)
+    empty = count == 0
+    stats = np.stack(
+        [
+            count,
+            mean,
+            std,
+            lo,
+            hi,
+            np.broadcast_to(last_value[:, None], count.shape),
+            ewma,
+            slope,
+            r2,
+            roc,
+            p95,
+        ],
+        axis=-1,
+    )
+    stats[empty, 1:] = np.nan
+    stats[empty, 0] = 0.0
+    return stats
+
+
+def statistic(grid: FloatArray, name: str, window: str) -> FloatArray:
+    """One statistic of one window for every metric, from :meth:`FeatureWindows.grid`."""
+    return grid[:, WINDOW_NAMES.index(window), STATISTICS.index(name)]

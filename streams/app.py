@@ -1,0 +1,442 @@
+"""The Faust worker: telemetry in; features, predictions, alerts and routing advice out.
+
+Agents (one worker process runs them all; scale out with partitions and more workers):
+
+* ``metrics``: ``telemetry.metrics`` -> decode, validate (dead-letter the invalid), add to the
+  entity's rolling windows, and when a window step ends, score the models and evaluate the
+  alert rules -> ``features``, ``predictions``, ``alerts`` (and Redis).
+* ``agent_events``: ``telemetry.agent-events`` -> per agent x task type statistics -> agent
+  features and DURATION predictions, and the statistics re-keyed by task type onto an internal
+  topic for ``routing``, which advises the best agent per task type -> ``routing.decisions``.
+* a timer that advances idle partitions' watermarks on wall time (so windows close without new
+  data), flushes the Redis cache, and watches every owned partition for stalls (``/health``).
+
+State: each entity's :class:`~models.entity.EntityPipeline` lives in memory and is written to
+the ``entity-state`` table (and so its changelog) once per ``checkpoint_s`` of event time, as
+compact bytes. A restarted worker resumes from it. Outputs are at-least-once with stable ids
+(``prediction_id``, ``alert_id``) so sinks can deduplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from connectors import prometheus as metrics
+from connectors.redis_store import FeatureStore
+from models.agents import AgentTaskStats, advise
+from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
+from schemas.codec import Codec, DeadLetter, Message
+from streams import topics
+from streams.settings import Settings
+from streams.validation import Limits, Rejection, check_agent_event, check_metric_batch
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+_MIB = 1024 * 1024
+
+
+@dataclass
+class PartitionProgress:
+    """What the worker knows of one owned partition: for watermarks and stall detection."""
+
+    max_event_ms: int = 0
+    last_arrival_s: float = 0.0  # wall time of the newest record
+    last_offset: int = -1
+    progressed_s: float = field(default_factory=time.time)
+    stalled: bool = False
+
+    def watermark(self, now_s: float, idle_timeout_s: float) -> int:
+        """Event-time watermark; follows wall time once the partition has been idle."""
+        idle = now_s - self.last_arrival_s
+        if self.max_event_ms and idle >= idle_timeout_s:
+            return self.max_event_ms + int(idle * 1000)
+        return self.max_event_ms
+
+
+class Worker:
+    """Everything one worker process holds between records (no Faust objects inside)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.codec = Codec()
+        self.models = ModelSet(
+            PipelineConfig(
+                step_s=settings.step_s,
+                max_metrics=settings.max_metrics_per_entity,
+                anomaly_warmup_steps=settings.anomaly_warmup_steps,
+                failure_horizon_s=settings.failure_horizon_s,
+            )
+        )
+        self.limits = Limits(
+            max_future_ms=int(settings.max_future_s * 1000),
+            max_age_ms=settings.topic_retention_hours * 3_600_000,
+        )
+        self.entities: dict[str, EntityPipeline] = {}
+        self.entity_partition: dict[str, int] = {}
+        self.checkpointed: dict[str, int] = {}
+        self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
+        self.cache_features: list[Record] = []
+        self.cache_predictions: list[Record] = []
+        self.agent_stats: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
+        self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
+        self.started_s = time.time()
+        self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
+
+    def see(self, message: Any) -> PartitionProgress:
+        """Record that a message of a partition was consumed now."""
+        progress = self.progress[(message.topic, message.partition)]
+        now = time.time()
+        progress.last_arrival_s = now
+        progress.last_offset = message.offset
+        progress.progressed_s = now
+        return progress
+
+    def emit_many(
+        self, due: list[tuple[EntityPipeline, int, float]]
+    ) -> list[tuple[Record, Record, list[Record]]]:
+        """Close a step of every ``(pipeline, now_ms, input_ts_ms)`` at once, latency stamped.
+
+        ``input_ts_ms`` is the Kafka timestamp of the record that closed the step: the
+        prediction's latency is counted from it.
+        """
+        started = time.perf_counter()
+        results = step_many([d[0] for d in due], [d[1] for d in due])
+        metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
+        wall_ms = time.time() * 1000
+        for (_, _, input_ts_ms), (features, predictions, alerts) in zip(due, results, strict=True):
+            predictions["emitted_at"] = int(wall_ms)
+            predictions["latency_ms"] = max(0.0, wall_ms - input_ts_ms)
+            metrics.EVENT_TO_PREDICTION.observe(predictions["latency_ms"] / 1000)
+            self.cache_features.append(features)
+            self.cache_predictions.append(predictions)
+            for alert in alerts:
+                metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+        return results
+
+    async def flush_cache(self) -> None:
+        """Write the latest features and predictions to Redis; a Redis outage is logged."""
+        features, self.cache_features = self.cache_features, []
+        predictions, self.cache_predictions = self.cache_predictions, []
+        if not features and not predictions:
+            return
+        try:
+            await self.store.put_features(features)
+            await self.store.put_predictions(predictions)
+        except Exception as error:  # the cache is not the source of truth: keep streaming
+            log.warning(
+                "Redis cache write failed (%s); %d entities not cached", error, len(predictions)
+            )
+
+    def health(self) -> tuple[bool, Record]:
+        stalled = [f"{t}:{p}" for (t, p), s in self.progress.items() if s.stalled]
+        return not stalled, {
+            "status": "stalled" if stalled else "ok",
+            "stalled_partitions": stalled,
+            "partitions": len(self.progress),
+            "entities": len(self.entities),
+            "uptime_s": round(time.time() - self.started_s, 1),
+        }
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app of a worker, with its agents, timer and web pages."""
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        store=settings.worker_store,
+        datadir=f"{settings.stack_dir}/worker-data",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        web_host=settings.bind_host,
+        web_bind=settings.bind_host,
+        web_port=settings.worker_port,
+        consumer_max_fetch_size=4 * _MIB,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        broker_commit_interval=1.0,
+        processing_guarantee="at_least_once",
+        table_key_serializer="raw",
+        table_value_serializer="raw",
+    )
+    worker = Worker(settings)
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    metrics_in = app.topic(topics.METRICS.name, **raw)
+    events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
+    out = {
+        t.name: app.topic(t.name, **raw)
+        for t in (
+            topics.DEADLETTER,
+            topics.FEATURES,
+            topics.PREDICTIONS,
+            topics.ALERTS,
+            topics.ROUTING,
+        )
+    }
+    routing_stats = app.topic(
+        f"{settings.worker_id}-routing-stats",
+        internal=True,
+        partitions=settings.topic_partitions,
+        **raw,
+    )
+    # use_partitioner: the changelog record of an entity goes to the partition its key
+    # hashes to, the same one as its telemetry (both keyed by entity), from any context.
+    state = app.Table(
+        "entity-state",
+        use_partitioner=True,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+    )
+    codec = worker.codec
+
+    async def produce(spec: topics.TopicSpec, key: str, record: Record) -> None:
+        await out[spec.name].send(key=key.encode(), value=codec.encode(spec.schema, record))
+        metrics.EVENTS_OUT.labels(spec.name).inc()
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
+        await out[topics.DEADLETTER.name].send(
+            key=letter.key, value=codec.encode("dead_letter", letter.to_record())
+        )
+        metrics.EVENTS_OUT.labels(topics.DEADLETTER.name).inc()
+
+    def rejected(message: Message, rejection: Rejection) -> DeadLetter:
+        return DeadLetter(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            rejection.reason,
+            rejection.kind,
+        )
+
+    pending: dict[str, tuple[EntityPipeline, int, float]] = {}
+
+    async def publish_steps() -> None:
+        """Step every pending entity in one vectorised call and produce the records."""
+        if not pending:
+            return
+        due = list(pending.values())
+        pending.clear()
+        for (pipeline, _, _), (features, predictions, alerts) in zip(
+            due, worker.emit_many(due), strict=True
+        ):
+            await produce(topics.FEATURES, pipeline.entity, features)
+            await produce(topics.PREDICTIONS, pipeline.entity, predictions)
+            for alert in alerts:
+                await produce(topics.ALERTS, alert["dedup_key"], alert)
+
+    def entity_pipeline(entity: str) -> EntityPipeline:
+        pipeline = worker.entities.get(entity)
+        if pipeline is None:
+            saved = state.get(entity.encode())
+            pipeline = (
+                EntityPipeline.from_bytes(saved, worker.models)
+                if saved
+                else EntityPipeline(entity, worker.models)
+            )
+            worker.entities[entity] = pipeline
+            worker.checkpointed[entity] = pipeline.last_step_ms
+        return pipeline
+
+    @app.agent(metrics_in)
+    async def metrics_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
+            for event in events:
+                await ingest_metric_batch(event.message)
+            await publish_steps()
+
+    async def ingest_metric_batch(m: Any) -> None:
+        """Decode, validate and window one MetricBatch; queue its entity's step if due."""
+        progress = worker.see(m)
+        metrics.EVENTS_IN.labels(m.topic).inc()
+        message = Message(m.topic, m.partition, m.offset, m.key, m.value)
+        record = codec.decode_message(message, topics.METRICS.schema)
+        if isinstance(record, DeadLetter):
+            await dead_letter(record)
+            return
+        now_ms = int(time.time() * 1000)
+        values = check_metric_batch(record, now_ms, worker.limits)
+        if isinstance(values, Rejection):
+            await dead_letter(rejected(message, values))
+            return
+        entity, t_ms = record["entity"], record["event_time"]
+        pipeline = entity_pipeline(entity)
+        lateness = pipeline.last_step_ms - t_ms
+        if lateness > settings.allowed_lateness_s * 1000:
+            await dead_letter(
+                rejected(
+                    message,
+                    Rejection(
+                        "late",
+                        f"event_time {t_ms} is {lateness / 1000:.0f}s behind the "
+                        "entity's last closed step (allowed lateness "
+                        f"{settings.allowed_lateness_s:.0f}s)",
+                    ),
+                )
+            )
+            return
+        if entity in pending:  # its earlier step must close before this record lands
+            await publish_steps()
+        metrics.SAMPLES_IN.inc(len(values))
+        pipeline.labels = record["labels"]
+        refused = pipeline.add(t_ms, record["names"], values)
+        if refused:
+            await dead_letter(
+                rejected(
+                    message,
+                    Rejection(
+                        "cardinality",
+                        f"{len(refused)} metrics over the limit of "
+                        f"{settings.max_metrics_per_entity} per entity were dropped (the "
+                        f"rest of the batch was processed): {', '.join(refused[:5])}",
+                    ),
+                )
+            )
+        progress.max_event_ms = max(progress.max_event_ms, t_ms)
+        worker.entity_partition[entity] = m.partition
+        if pipeline.due(t_ms):
+            pending[entity] = (pipeline, t_ms, m.timestamp * 1000 if m.timestamp else now_ms)
+        if t_ms - worker.checkpointed.get(entity, 0) >= settings.checkpoint_s * 1000:
+            state[entity.encode()] = pipeline.to_bytes()
+            worker.checkpointed[entity] = t_ms
+
+    @app.agent(events_in)
+    async def agent_events_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            m = event.message
+            worker.see(m)
+            metrics.EVENTS_IN.labels(m.topic).inc()
+            message = Message(m.topic, m.partition, m.offset, m.key, m.value)
+            record = codec.decode_message(message, topics.AGENT_EVENTS.schema)
+            if isinstance(record, DeadLetter):
+                await dead_letter(record)
+                continue
+            rejection = check_agent_event(record, int(time.time() * 1000), worker.limits)
+            if rejection:
+                await dead_letter(rejected(message, rejection))
+                continue
+            agent, task_type, t_ms = record["agent"], record["task_type"], record["event_time"]
+            stats = worker.agent_stats[agent].setdefault(task_type, AgentTaskStats())
+            if record["phase"] == "STARTED":
+                stats.started(t_ms)
+                continue
+            stats.finished(record["duration_ms"], record["phase"] == "SUCCEEDED", t_ms)
+            entity = f"{agent}:{task_type}"
+            features = stats.features()
+            await produce(
+                topics.FEATURES,
+                entity,
+                {
+                    "entity": entity,
+                    "event_time": t_ms,
+                    "names": list(features),
+                    "values": list(features.values()),
+                    "feature_set": "agent_task_stats_v1",
+                },
+            )
+            lower, upper = stats.interval_ms()
+            await produce(
+                topics.PREDICTIONS,
+                agent,
+                {
+                    "prediction_id": f"{entity}@{t_ms}",
+                    "entity": agent,
+                    "event_time": t_ms,
+                    "emitted_at": int(time.time() * 1000),
+                    "latency_ms": max(0.0, time.time() * 1000 - m.timestamp * 1000),
+                    "predictions": [
+                        {
+                            "metric": task_type,
+                            "kind": "DURATION",
+                            "model": "agent_lognormal",
+                            "model_version": "1",
+                            "horizon_s": 0,
+                            "value": stats.expected_duration_ms(),
+                            "score": 1.0 - stats.success_rate,
+                            "lower": lower,
+                            "upper": upper,
+                        }
+                    ],
+                },
+            )
+            await routing_stats.send(
+                key=task_type.encode(),
+                value=json.dumps({"agent": agent, "t_ms": t_ms, "stats": asdict(stats)}).encode(),
+            )
+
+    @app.agent(routing_stats)
+    async def routing_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            task_type = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            update = json.loads(event.value)
+            worker.routing[task_type][update["agent"]] = AgentTaskStats(**update["stats"])
+            decision = advise(task_type, worker.routing[task_type], update["t_ms"])
+            if decision is not None:
+                await produce(topics.ROUTING, task_type, decision)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def watch() -> None:
+        """Idle watermarks, the Redis flush, and stall detection, once a second."""
+        now_s = time.time()
+        for entity, pipeline in list(worker.entities.items()):
+            partition = worker.entity_partition.get(entity)
+            if partition is None:
+                continue
+            progress = worker.progress[(topics.METRICS.name, partition)]
+            watermark = progress.watermark(now_s, settings.idle_timeout_s)
+            if watermark > progress.max_event_ms and pipeline.due(watermark):
+                step_ms = pipeline.last_step_ms + int(settings.step_s * 1000)
+                pending[entity] = (pipeline, step_ms, now_s * 1000)
+        await publish_steps()
+        await worker.flush_cache()
+        assigned = app.consumer.assignment() if app.consumer else set()
+        for tp in assigned:
+            progress = worker.progress[(tp.topic, tp.partition)]
+            highwater = app.consumer.highwater(tp)
+            behind = highwater is not None and highwater - 1 > progress.last_offset
+            if behind and progress.last_offset >= 0:
+                metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(
+                    highwater - 1 - progress.last_offset
+                )
+            progress.stalled = behind and now_s - progress.progressed_s > settings.stall_timeout_s
+            if not behind:
+                progress.progressed_s = now_s
+            metrics.PARTITION_STALLED.labels(tp.topic, tp.partition).set(float(progress.stalled))
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        ok, body = worker.health()
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def prometheus_metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Entities of partitions we no longer own are another worker's now."""
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        lost = {tp.partition for tp in revoked if tp.topic == topics.METRICS.name}
+        for entity in [e for e, p in worker.entity_partition.items() if p in lost]:
+            worker.entities.pop(entity, None)
+            worker.entity_partition.pop(entity, None)
+            worker.checkpointed.pop(entity, None)
+
+    app.foresight_worker = worker  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,106 @@
+"""What makes an input record acceptable, with a reason for a person when it is not.
+
+Every rejected record goes to ``telemetry.deadletter`` with the reason returned here and its
+``error_kind``; nothing is dropped silently and no worker crashes on input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.base import FloatArray
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record was refused: a machine-readable kind and words for a person."""
+
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on input records (from the settings)."""
+
+    max_future_ms: int = 3_600_000
+    max_age_ms: int = 7 * 24 * 3_600_000
+    max_samples: int = 10_000
+    max_name_chars: int = 256
+    max_label_chars: int = 1024
+
+
+def _oversized(record: Record, limits: Limits, key: str) -> Rejection | None:
+    if len(record[key]) > limits.max_name_chars:
+        return Rejection(
+            "oversized", f"{key} is {len(record[key])} characters (limit {limits.max_name_chars})"
+        )
+    for name, value in record.get("labels", {}).items():
+        if len(name) > limits.max_name_chars or len(value) > limits.max_label_chars:
+            return Rejection("oversized", f"label {name[:40]!r} is too long")
+    return None
+
+
+def _timestamp(t_ms: int, now_ms: int, limits: Limits) -> Rejection | None:
+    if t_ms > now_ms + limits.max_future_ms:
+        ahead = (t_ms - now_ms) / 60_000
+        return Rejection(
+            "future_timestamp",
+            f"event_time {t_ms} is {ahead:.0f} min in the future (limit "
+            f"{limits.max_future_ms / 60_000:.0f} min): check the producer's clock",
+        )
+    if t_ms < now_ms - limits.max_age_ms:
+        age = (now_ms - t_ms) / 3_600_000
+        return Rejection(
+            "too_old",
+            f"event_time {t_ms} is {age:.0f} h old, beyond retention "
+            f"({limits.max_age_ms / 3_600_000:.0f} h)",
+        )
+    return None
+
+
+def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection | FloatArray:
+    """The batch's values as an array, or why the batch is refused."""
+    names, values = record["names"], record["values"]
+    if not record["entity"]:
+        return Rejection("invalid_value", "entity is empty")
+    if len(names) != len(values):
+        return Rejection(
+            "invalid_value", f"{len(names)} names but {len(values)} values: they must be parallel"
+        )
+    if len(names) > limits.max_samples:
+        return Rejection(
+            "oversized", f"{len(names)} samples in one batch (limit {limits.max_samples})"
+        )
+    rejection = _oversized(record, limits, "entity") or _timestamp(
+        record["event_time"], now_ms, limits
+    )
+    if rejection:
+        return rejection
+    array = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        shown = ", ".join(f"{names[i]}={values[i]}" for i in np.flatnonzero(bad)[:5])
+        return Rejection("invalid_value", f"{int(bad.sum())} non-finite values: {shown}")
+    return array
+
+
+def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection | None:
+    """Why an AgentEvent is refused, or None."""
+    for key in ("agent", "task_id", "task_type"):
+        if not record[key]:
+            return Rejection("invalid_value", f"{key} is empty")
+        rejection = _oversized(record, limits, key)
+        if rejection:
+            return rejection
+    for key in ("duration_ms", "cost"):
+        value = record.get(key)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            return Rejection("invalid_value", f"{key} must be finite and >= 0, got {value}")
+    return _timestamp(record["event_time"], now_ms, limits)
