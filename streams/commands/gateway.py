@@ -1,0 +1,78 @@
+"""``foresight gateway``: the WebSocket live feed, the live page and the HTTP read API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from connectors.gateway import Gateway, GatewayConfig, GatewayStartError
+from connectors.redis_store import FeatureStore
+from streams.settings import Settings
+from streams.topics import ALERTS, PREDICTIONS
+
+
+def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfig:
+    """The gateway's parameters from the settings, with the command's overrides."""
+    return GatewayConfig(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        api_keys=frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip()),
+        host=settings.bind_host,
+        port=settings.gateway_port if args.port is None else args.port,
+        predictions_topic=args.predictions_topic,
+        alerts_topic=args.alerts_topic,
+        queue_size=settings.gateway_queue_size,
+        coalesce=not args.no_coalesce,
+        replay_size=args.replay_size,
+    )
+
+
+async def _serve(config: GatewayConfig, settings: Settings) -> None:
+    store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
+    try:
+        await Gateway(config, store).run()
+    finally:
+        await store.close()
+
+
+def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT; exit 2 on a bad configuration, 1 if it cannot start."""
+    try:
+        config = gateway_config(args, settings)
+    except ValueError as error:
+        print(f"foresight gateway: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, settings))
+    except (GatewayStartError, OSError) as error:
+        print(f"foresight gateway: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``gateway`` command."""
+    parser = subparsers.add_parser(
+        "gateway",
+        help="serve predictions and alerts live over WebSocket, the live page and the read API",
+    )
+    parser.add_argument(
+        "--port", type=int, help="port to listen on (default: FORESIGHT_GATEWAY_PORT; 0: any free)"
+    )
+    parser.add_argument(
+        "--predictions-topic", default=PREDICTIONS.name, help="topic of PredictionBatch records"
+    )
+    parser.add_argument("--alerts-topic", default=ALERTS.name, help="topic of Alert records")
+    parser.add_argument(
+        "--replay-size",
+        type=int,
+        default=10_000,
+        help="messages kept so a reconnecting client can resume from its last id",
+    )
+    parser.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="never replace a slow client's unsent prediction with a newer one (drop oldest only)",
+    )
+    parser.set_defaults(func=run_gateway)

@@ -1,0 +1,148 @@
+"""The live page in a real headless Chromium, driven over the Chrome DevTools Protocol.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``); no Selenium or Playwright.
+A PredictionBatch produced to Kafka must show up on the page with its entity and value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from streams.settings import Settings
+from tests.connectors.test_gateway import KEY, alert, prediction, running_gateway
+
+pytestmark = pytest.mark.integration
+
+SCREENSHOT = Path("/tmp/foresight-live.png")
+
+
+@contextmanager
+def chromium() -> Iterator[int]:
+    """A headless Chromium with remote debugging; yields its DevTools port."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("no chromium on PATH: install it with `apt-get install -y chromium`")
+    with tempfile.TemporaryDirectory(prefix="foresight-chromium-") as profile:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1440,900",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            active = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 30
+            while not (active.exists() and active.read_text().strip()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"chromium did not open its DevTools port (exit {process.poll()})")
+                time.sleep(0.05)
+            yield int(active.read_text().splitlines()[0])
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class DevTools:
+    """The few CDP calls the test needs, on one page target."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self._ids)
+        await self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:  # events arrive in between; skip them
+            reply = json.loads(await self._ws.recv())
+            if reply.get("id") == call_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method} failed: {reply['error']}")
+                result: dict[str, Any] = reply["result"]
+                return result
+
+    async def evaluate(self, expression: str) -> Any:
+        reply = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return reply["result"].get("value")
+
+    async def wait_for(self, expression: str, seconds: float = 30) -> Any:
+        """Evaluate ``expression`` until it is truthy; fail with what the page shows."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        body = await self.evaluate("document.body.innerText")
+        pytest.fail(f"page never satisfied {expression!r}; it shows:\n{body}")
+
+
+@asynccontextmanager
+async def page(devtools_port: int) -> AsyncIterator[DevTools]:
+    def targets() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{devtools_port}/json/list") as response:
+            loaded: list[dict[str, Any]] = json.load(response)
+            return loaded
+
+    pages = [t for t in await asyncio.to_thread(targets) if t["type"] == "page"]
+    async with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as ws:
+        yield DevTools(ws)
+
+
+async def test_a_produced_prediction_appears_on_the_live_page(
+    stack_settings: Settings, unique: str
+) -> None:
+    entity = f"web-{unique}"
+    async with running_gateway(stack_settings, unique) as (gateway, produce):
+        with chromium() as devtools_port:
+            async with page(devtools_port) as browser:
+                url = f"http://127.0.0.1:{gateway.port}/?api_key={KEY}&entity={entity}"
+                await browser.call("Page.enable")
+                await browser.call("Page.navigate", url=url)
+                await browser.wait_for("document.getElementById('status').textContent === 'live'")
+                await produce("alert", alert(entity, "CRITICAL", labels={"region": "eu"}))
+                for step in range(6):  # a short history, so the chart has lines to draw
+                    batch = prediction(entity, value=70.0 + step * 0.65)
+                    batch["event_time"] += step * 10_000
+                    await produce("prediction_batch", batch)
+                shown = await browser.wait_for(
+                    f"[...document.querySelectorAll('#entity-list li')]"
+                    f".some(li => li.dataset.entity === {json.dumps(entity)})"
+                    " && document.getElementById('prediction-rows').innerText.includes('73.25')"
+                    " && document.getElementById('entity-title').textContent"
+                    " && document.getElementById('firing-list').innerText"
+                )
+                assert entity in shown
+                shot = await browser.call("Page.captureScreenshot", format="png")
+                await asyncio.to_thread(SCREENSHOT.write_bytes, base64.b64decode(shot["data"]))
