@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -48,9 +47,11 @@ class RecordProducer:
         if len(self._pending) >= self.max_in_flight:
             await self.flush()
 
-    async def send_many(self, items: Iterable[tuple[str, str, str, dict[str, Any]]]) -> None:
-        for topic, key, schema, record in items:
-            await self.send(topic, key, schema, record)
+    async def send_to_partition(
+        self, topic: str, partition: int, key: bytes | None, value: bytes
+    ) -> None:
+        """Send bytes to one partition, whatever their key hashes to (probes, tests)."""
+        self._pending.append(await self._producer.send(topic, value, key=key, partition=partition))
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged by the broker."""

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from models.alerts import AlertRule, AlertState, evaluate, worst
+
 Record = dict[str, Any]
 _Z90 = 1.6448536269514722
 
@@ -33,14 +35,15 @@ class AgentTaskStats:
     ...     s.started(0)
     ...     s.finished(d, True, 60_000)
     >>> round(s.expected_duration_ms()), s.in_flight
-    (998, 0)
+    (997, 0)
     """
 
     half_life: float = 50.0
     weight: float = 0.0
     log_mean: float = 0.0
     log_var: float = 0.0
-    success_rate: float = 1.0
+    successes: float = 0.0
+    attempts: float = 0.0
     in_flight: int = 0
     throughput_per_min: float = 0.0
     last_finish_ms: int = 0
@@ -56,8 +59,10 @@ class AgentTaskStats:
         """Learn a finished task (SUCCEEDED or FAILED)."""
         self.in_flight = max(0, self.in_flight - 1)
         decay = self._decay
-        self.success_rate = decay * self.success_rate + (1 - decay) * float(succeeded)
-        if duration_ms is not None and duration_ms > 0:
+        self.successes = decay * self.successes + float(succeeded)
+        self.attempts = decay * self.attempts + 1.0
+        # Failed runs are cut short or time out: only successes say how long a task takes.
+        if succeeded and duration_ms is not None and duration_ms > 0:
             x = math.log(duration_ms)
             self.weight = decay * self.weight + 1.0
             delta = x - self.log_mean
@@ -67,6 +72,11 @@ class AgentTaskStats:
             rate = 60_000.0 / (t_ms - self.last_finish_ms)
             self.throughput_per_min = decay * self.throughput_per_min + (1 - decay) * rate
         self.last_finish_ms = max(self.last_finish_ms, t_ms)
+
+    @property
+    def success_rate(self) -> float:
+        """Forgetting success rate with a Laplace prior: 0.5 before any evidence."""
+        return (self.successes + 1.0) / (self.attempts + 2.0)
 
     @property
     def sigma(self) -> float:
@@ -131,3 +141,140 @@ def advise(task_type: str, candidates: dict[str, AgentTaskStats], t_ms: int) -> 
         "model_version": "1",
         "event_time": t_ms,
     }
+
+
+@dataclass
+class AgentHealth:
+    """How an agent is doing across its task types: recent failures and slowdown.
+
+    ``failure_rate`` forgets quickly (half-life ``fast`` tasks), so a burst of failures shows
+    within minutes. ``slowdown`` compares each finished task's log-duration with the agent's
+    own long-run baseline for that task type (half-life ``slow``), so mixing fast and slow
+    task types is not mistaken for a slowdown; its forgetting average is read as a ratio.
+    """
+
+    fast: float = 8.0
+    slow: float = 200.0
+    failure_rate: float = 0.0
+    log_slowdown: float = 0.0
+    baselines: dict[str, tuple[float, float]] | None = None  # task type -> (mean, weight)
+
+    def observe(self, task_type: str, duration_ms: float | None, succeeded: bool) -> None:
+        fast = 0.5 ** (1.0 / self.fast)
+        self.failure_rate = fast * self.failure_rate + (1 - fast) * float(not succeeded)
+        if not succeeded or duration_ms is None or duration_ms <= 0:
+            return  # failed runs are cut short: their durations say nothing of speed
+        baselines = self.baselines if self.baselines is not None else {}
+        self.baselines = baselines
+        x = math.log(duration_ms)
+        mean, weight = baselines.get(task_type, (x, 0.0))
+        if weight >= 5:  # compare only against a baseline with some evidence
+            self.log_slowdown = fast * self.log_slowdown + (1 - fast) * (x - mean)
+        slow = 0.5 ** (1.0 / self.slow)
+        weight = slow * weight + 1.0
+        baselines[task_type] = (mean + (x - mean) / weight, weight)
+
+    def slowdown_score(self) -> float:
+        """0 at the usual speed, 1 at twice the usual run time or slower."""
+        return min(max(math.expm1(self.log_slowdown), 0.0), 1.0)
+
+
+AGENT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(
+        name="agent_failures",
+        kind="FAILURE_RISK",
+        threshold=0.4,
+        clear=0.15,
+        for_steps=3,
+        severity="WARNING",
+        summary="{entity}: {value:.0%} of recent tasks failed",
+    ),
+    AlertRule(
+        name="agent_slowdown",
+        kind="ANOMALY",
+        threshold=0.6,
+        clear=0.25,
+        for_steps=5,
+        severity="WARNING",
+        summary="{entity}: tasks run slower than usual (score {value:.2f})",
+    ),
+)
+
+
+@dataclass
+class AgentStep:
+    """What one finished task changes: the records to publish."""
+
+    features: Record
+    predictions: Record
+    alerts: list[Record]
+    stats: AgentTaskStats
+
+
+class AgentTracker:
+    """Statistics, health and alert state of every agent a worker sees.
+
+    Examples
+    --------
+    >>> tracker = AgentTracker()
+    >>> event = {"agent": "a1", "task_id": "t1", "task_type": "triage", "phase": "STARTED",
+    ...          "event_time": 0, "duration_ms": None}
+    >>> tracker.observe(event) is None
+    True
+    >>> step = tracker.observe(dict(event, phase="SUCCEEDED", duration_ms=900.0, event_time=9))
+    >>> [p["kind"] for p in step.predictions["predictions"]]
+    ['DURATION', 'FAILURE_RISK', 'ANOMALY']
+    """
+
+    def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES) -> None:
+        self.rules = rules
+        self.stats: dict[str, dict[str, AgentTaskStats]] = {}
+        self.health: dict[str, AgentHealth] = {}
+        self.alert_states: dict[str, dict[str, AlertState]] = {}
+
+    def observe(self, event: Record) -> AgentStep | None:
+        """Learn one AgentEvent; a finished task gives the records to publish."""
+        agent, task_type, t_ms = event["agent"], event["task_type"], event["event_time"]
+        stats = self.stats.setdefault(agent, {}).setdefault(task_type, AgentTaskStats())
+        if event["phase"] == "STARTED":
+            stats.started(t_ms)
+            return None
+        succeeded = event["phase"] == "SUCCEEDED"
+        stats.finished(event["duration_ms"], succeeded, t_ms)
+        health = self.health.setdefault(agent, AgentHealth())
+        health.observe(task_type, event["duration_ms"], succeeded)
+        entity = f"{agent}:{task_type}"
+        features = stats.features()
+        lower, upper = stats.interval_ms()
+        model = {"model": "agent_lognormal", "model_version": "1", "horizon_s": 0}
+        predictions = [
+            {**model, "metric": task_type, "kind": "DURATION",
+             "value": stats.expected_duration_ms(), "score": 1.0 - stats.success_rate,
+             "lower": lower, "upper": upper},
+            {**model, "metric": "task_failure_rate", "kind": "FAILURE_RISK",
+             "value": health.failure_rate, "score": health.failure_rate,
+             "lower": None, "upper": None},
+            {**model, "metric": "task_duration", "kind": "ANOMALY",
+             "value": math.exp(health.log_slowdown), "score": health.slowdown_score(),
+             "lower": None, "upper": None},
+        ]  # fmt: skip
+        states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
+        alerts = []
+        for rule in self.rules:
+            value, metric = worst(predictions[1:], rule.kind, rule.min_metrics)
+            alert = evaluate(rule, states[rule.name], agent, value, metric, t_ms)
+            if alert is not None:
+                alerts.append(alert)
+        return AgentStep(
+            features={
+                "entity": entity, "event_time": t_ms, "names": list(features),
+                "values": list(features.values()), "feature_set": "agent_task_stats_v1",
+            },
+            predictions={
+                "prediction_id": f"{agent}@{event['task_id']}", "entity": agent,
+                "event_time": t_ms, "emitted_at": t_ms, "latency_ms": 0.0,
+                "predictions": predictions,
+            },
+            alerts=alerts,
+            stats=stats,
+        )  # fmt: skip

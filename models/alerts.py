@@ -1,11 +1,13 @@
 """Alert rules over predictions: threshold with hysteresis, a minimum duration, stable keys.
 
-A rule watches one prediction kind of an entity (the worst value over its metrics, so the
-alert groups per entity, not per metric). It fires once when the value has stayed at or above
+A rule watches one prediction kind of an entity (the worst value over its metrics, or the
+``min_metrics``-th worst when a rule asks for several metrics to agree, so the alert groups
+per entity, not per metric). It fires once when the value has stayed at or above
 ``threshold`` for ``for_steps`` consecutive steps, and resolves once when it has stayed below
-``clear`` (< threshold: the hysteresis band) for ``for_steps`` steps. Between the two it stays
-silent, however many predictions arrive: downstream tools receive one FIRING and one RESOLVED
-per episode, under a dedup key that is stable across restarts (``rule/entity``).
+``clear`` (< threshold: the hysteresis band) for ``resolve_steps`` steps (Alertmanager's
+``for`` and ``keep_firing_for``). Between the two it stays silent, however many predictions
+arrive: downstream tools receive one FIRING and one RESOLVED per episode, under a dedup key
+that is stable across restarts (``rule/entity``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class AlertRule:
     for_steps: int
     severity: str
     summary: str  # str.format template: {entity}, {metric}, {value}
+    resolve_steps: int = 0  # 0: the same as for_steps
+    min_metrics: int = 1
 
     def __post_init__(self) -> None:
         if not self.clear < self.threshold:
@@ -36,8 +40,15 @@ class AlertRule:
                 f"rule {self.name}: clear ({self.clear}) must be below threshold "
                 f"({self.threshold}) to give hysteresis"
             )
-        if self.for_steps < 1:
-            raise ValueError(f"rule {self.name}: for_steps must be >= 1, got {self.for_steps}")
+        if self.for_steps < 1 or self.resolve_steps < 0 or self.min_metrics < 1:
+            raise ValueError(
+                f"rule {self.name}: for_steps ({self.for_steps}) and min_metrics "
+                f"({self.min_metrics}) must be >= 1, resolve_steps ({self.resolve_steps}) >= 0"
+            )
+
+    @property
+    def steps_to_resolve(self) -> int:
+        return self.resolve_steps or self.for_steps
 
 
 DEFAULT_RULES: tuple[AlertRule, ...] = (
@@ -50,31 +61,40 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         severity="CRITICAL",
         summary="{entity}: {metric} on course to exhaustion (risk {value:.2f})",
     ),
+    # Detectors score the onset of an anomaly and then stay quiet, so one step is enough to
+    # fire; two metrics must agree (a saturation moves cpu, latency and queue depth at
+    # once, noise rarely moves two), and the alert holds through five calm minutes.
     AlertRule(
         name="anomaly",
         kind="ANOMALY",
         threshold=0.9,
         clear=0.5,
-        for_steps=3,
+        for_steps=1,
+        resolve_steps=30,
+        min_metrics=2,
         severity="WARNING",
-        summary="{entity}: {metric} behaves abnormally (score {value:.2f})",
+        summary="{entity}: {metric} and other metrics behave abnormally (score {value:.2f})",
     ),
 )
 
 
-def worst(predictions: list[Record], kind: str) -> tuple[float, str]:
-    """The highest score of ``kind`` among ``predictions`` and its metric (0, '' if none)."""
-    best, metric = 0.0, ""
-    for p in predictions:
-        if p["kind"] == kind and np.isfinite(p["score"]) and p["score"] > best:
-            best, metric = float(p["score"]), p["metric"]
-    return best, metric
+def worst(predictions: list[Record], kind: str, rank: int = 1) -> tuple[float, str]:
+    """The ``rank``-th highest score of ``kind`` among ``predictions`` and its metric.
+
+    ``(0, '')`` when fewer than ``rank`` predictions of that kind have a finite score.
+    """
+    scored = sorted(
+        ((float(p["score"]), p["metric"]) for p in predictions
+         if p["kind"] == kind and np.isfinite(p["score"])),
+        reverse=True,
+    )  # fmt: skip
+    return scored[rank - 1] if len(scored) >= rank else (0.0, "")
 
 
 class AlertState:
     """Where one rule stands for one entity; four numbers, stored with the entity's state."""
 
-    __slots__ = ("firing", "run", "started_ms", "peak")
+    __slots__ = ("firing", "peak", "run", "started_ms")
 
     def __init__(self) -> None:
         self.firing = False
@@ -109,7 +129,7 @@ def evaluate(
     state.run = state.run + 1 if crossing else 0
     if not state.firing:
         state.peak = max(state.peak, value) if crossing else 0.0
-    if state.run < rule.for_steps:
+    if state.run < (rule.steps_to_resolve if state.firing else rule.for_steps):
         return None
     state.run = 0
     state.firing = not state.firing

@@ -108,6 +108,9 @@ class EntityPipeline:
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
+        # Kafka offset of the newest record in the windows: a record replayed after a crash
+        # (at or below it) is already counted and is skipped, so nothing counts twice.
+        self.last_offset = -1
 
     def _fit_states(self) -> None:
         """Grow the per-metric model states with the windows (new rows start fresh)."""
@@ -167,7 +170,7 @@ class EntityPipeline:
         }
         alerts = []
         for rule in self.models.config.rules:
-            value, metric = worst(predictions, rule.kind)
+            value, metric = worst(predictions, rule.kind, rule.min_metrics)
             alert = evaluate(
                 rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels
             )
@@ -204,6 +207,7 @@ class EntityPipeline:
                 "alerts": {k: v.as_array() for k, v in self.alerts.items()},
                 "last_step_ms": self.last_step_ms,
                 "last_forecast_ms": self.last_forecast_ms,
+                "last_offset": self.last_offset,
                 "shapes": [a.shape for a in arrays],
             }
         ).encode()
@@ -239,6 +243,7 @@ class EntityPipeline:
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
         pipeline.last_forecast_ms = header["last_forecast_ms"]
+        pipeline.last_offset = header["last_offset"]
         return pipeline
 
 

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import prometheus as metrics
 from connectors.redis_store import FeatureStore
-from models.agents import AgentTaskStats, advise
+from models.agents import AgentTaskStats, AgentTracker, advise
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from schemas.codec import Codec, DeadLetter, Message
 from streams import topics
@@ -85,7 +85,7 @@ class Worker:
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
         self.cache_features: list[Record] = []
         self.cache_predictions: list[Record] = []
-        self.agent_stats: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
+        self.agents = AgentTracker()
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
         self.started_s = time.time()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
@@ -141,6 +141,7 @@ class Worker:
             "status": "stalled" if stalled else "ok",
             "stalled_partitions": stalled,
             "partitions": len(self.progress),
+            "consumed": {f"{t}:{p}": s.last_offset for (t, p), s in self.progress.items()},
             "entities": len(self.entities),
             "uptime_s": round(time.time() - self.started_s, 1),
         }
@@ -159,7 +160,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.bind_host,
         web_port=settings.worker_port,
         consumer_max_fetch_size=4 * _MIB,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=settings.worker_offset_reset,
         producer_linger_ms=5,
         broker_commit_interval=1.0,
         processing_guarantee="at_least_once",
@@ -226,6 +227,18 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     pending: dict[str, tuple[EntityPipeline, int, float]] = {}
+    checkpoint: dict[str, int] = {}  # entity -> event time of its newest record
+
+    def write_checkpoints() -> None:
+        """Write the entities' state to the table (and so to its changelog), once per pass.
+
+        Faust flushes the producer before it commits offsets, so a committed offset always
+        has its entity's state behind it in the changelog.
+        """
+        for entity, t_ms in checkpoint.items():
+            state[entity.encode()] = worker.entities[entity].to_bytes()
+            worker.checkpointed[entity] = t_ms
+        checkpoint.clear()
 
     async def publish_steps() -> None:
         """Step every pending entity in one vectorised call and produce the records."""
@@ -260,6 +273,7 @@ def create_app(settings: Settings) -> faust.App:
             for event in events:
                 await ingest_metric_batch(event.message)
             await publish_steps()
+            write_checkpoints()
 
     async def ingest_metric_batch(m: Any) -> None:
         """Decode, validate and window one MetricBatch; queue its entity's step if due."""
@@ -277,6 +291,9 @@ def create_app(settings: Settings) -> faust.App:
             return
         entity, t_ms = record["entity"], record["event_time"]
         pipeline = entity_pipeline(entity)
+        if m.offset <= pipeline.last_offset:
+            metrics.REPLAYED.inc()  # already in the restored windows
+            return
         lateness = pipeline.last_step_ms - t_ms
         if lateness > settings.allowed_lateness_s * 1000:
             await dead_letter(
@@ -296,6 +313,7 @@ def create_app(settings: Settings) -> faust.App:
         metrics.SAMPLES_IN.inc(len(values))
         pipeline.labels = record["labels"]
         refused = pipeline.add(t_ms, record["names"], values)
+        pipeline.last_offset = m.offset
         if refused:
             await dead_letter(
                 rejected(
@@ -313,8 +331,7 @@ def create_app(settings: Settings) -> faust.App:
         if pipeline.due(t_ms):
             pending[entity] = (pipeline, t_ms, m.timestamp * 1000 if m.timestamp else now_ms)
         if t_ms - worker.checkpointed.get(entity, 0) >= settings.checkpoint_s * 1000:
-            state[entity.encode()] = pipeline.to_bytes()
-            worker.checkpointed[entity] = t_ms
+            checkpoint[entity] = t_ms
 
     @app.agent(events_in)
     async def agent_events_agent(stream: faust.StreamT[bytes]) -> None:
@@ -331,53 +348,23 @@ def create_app(settings: Settings) -> faust.App:
             if rejection:
                 await dead_letter(rejected(message, rejection))
                 continue
-            agent, task_type, t_ms = record["agent"], record["task_type"], record["event_time"]
-            stats = worker.agent_stats[agent].setdefault(task_type, AgentTaskStats())
-            if record["phase"] == "STARTED":
-                stats.started(t_ms)
+            step = worker.agents.observe(record)
+            if step is None:
                 continue
-            stats.finished(record["duration_ms"], record["phase"] == "SUCCEEDED", t_ms)
-            entity = f"{agent}:{task_type}"
-            features = stats.features()
-            await produce(
-                topics.FEATURES,
-                entity,
-                {
-                    "entity": entity,
-                    "event_time": t_ms,
-                    "names": list(features),
-                    "values": list(features.values()),
-                    "feature_set": "agent_task_stats_v1",
-                },
-            )
-            lower, upper = stats.interval_ms()
-            await produce(
-                topics.PREDICTIONS,
-                agent,
-                {
-                    "prediction_id": f"{entity}@{t_ms}",
-                    "entity": agent,
-                    "event_time": t_ms,
-                    "emitted_at": int(time.time() * 1000),
-                    "latency_ms": max(0.0, time.time() * 1000 - m.timestamp * 1000),
-                    "predictions": [
-                        {
-                            "metric": task_type,
-                            "kind": "DURATION",
-                            "model": "agent_lognormal",
-                            "model_version": "1",
-                            "horizon_s": 0,
-                            "value": stats.expected_duration_ms(),
-                            "score": 1.0 - stats.success_rate,
-                            "lower": lower,
-                            "upper": upper,
-                        }
-                    ],
-                },
-            )
+            wall_ms = time.time() * 1000
+            step.predictions["emitted_at"] = int(wall_ms)
+            step.predictions["latency_ms"] = max(0.0, wall_ms - m.timestamp * 1000)
+            agent, task_type = record["agent"], record["task_type"]
+            await produce(topics.FEATURES, step.features["entity"], step.features)
+            await produce(topics.PREDICTIONS, agent, step.predictions)
+            for alert in step.alerts:
+                metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+                await produce(topics.ALERTS, alert["dedup_key"], alert)
             await routing_stats.send(
                 key=task_type.encode(),
-                value=json.dumps({"agent": agent, "t_ms": t_ms, "stats": asdict(stats)}).encode(),
+                value=json.dumps(
+                    {"agent": agent, "t_ms": record["event_time"], "stats": asdict(step.stats)}
+                ).encode(),
             )
 
     @app.agent(routing_stats)

@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Client libraries narrate every rebalance at INFO; the commands say what matters.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     code: int = args.func(args, settings)
     return code
 

@@ -82,6 +82,11 @@ class Settings:
         "FORESIGHT_WORKER_ID",
         "Faust app id: the consumer group and the prefix of changelog topics.",
     )
+    worker_offset_reset: str = _setting(
+        "earliest",
+        "FORESIGHT_WORKER_OFFSET_RESET",
+        "Where a new worker group starts reading: earliest (all retained data) or latest.",
+    )
     step_s: float = _setting(
         10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
     )
@@ -94,9 +99,10 @@ class Settings:
         "Longest a worker waits to fill a pass (bounds the latency a batch adds).",
     )
     checkpoint_s: float = _setting(
-        60.0,
+        0.0,
         "FORESIGHT_CHECKPOINT_S",
-        "Event-time seconds between writes of an entity's state to its changelog.",
+        "Event-time seconds between writes of an entity's state to its changelog (0: every "
+        "pass that changed it; larger trades restart accuracy for changelog traffic).",
     )
     allowed_lateness_s: float = _setting(
         120.0,

@@ -1,0 +1,324 @@
+"""``foresight demo`` (``make demo``): the whole product on one machine, for a minute.
+
+It brings the local stack up, creates the topics, starts a worker (and the ClickHouse sink
+and the live gateway), replays an hour of simulated telemetry with injected incidents in
+about a minute, and shows the alerts as they happen. It ends with a summary: samples
+processed, predictions made, and the alerts scored against the incidents injected (caught,
+missed, false alarms, lead time before each failure); ``--json`` prints it for scripts.
+
+Each run uses a fresh worker group that starts at the end of the topics, so earlier runs'
+records and state never leak into this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from deploy.local.stack import StackError
+from models.incident_report import Incident, IncidentReport, match_alerts
+from schemas.codec import Codec
+from streams import topics
+from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
+from streams.commands.stack import create_topics, local_stack
+from streams.settings import Settings
+
+_WATCHED = (topics.PREDICTIONS, topics.ALERTS, topics.LABELS, topics.DEADLETTER)
+_BOLD, _RED, _GREEN, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[2m", "\033[0m"
+
+
+@dataclass
+class Observed:
+    """What the demo saw come out of the pipeline."""
+
+    predictions: int = 0
+    entities: set[str] = field(default_factory=set)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    last_output_s: float = field(default_factory=time.monotonic)
+
+
+class Console:
+    """Readable live lines on stderr (colour only on a terminal); silent with ``--json``."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.colour = sys.stderr.isatty()
+
+    def line(self, text: str, style: str = "") -> None:
+        if self.quiet:
+            return
+        if self.colour and style:
+            text = f"{style}{text}{_RESET}"
+        print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _process(
+    argv: list[str], env: dict[str, str], log_path: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A Foresight process for the demo's lifetime, stopped with SIGTERM (then SIGKILL)."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _http_json(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            loaded: dict[str, Any] = json.loads(response.read())
+            return loaded
+    except (OSError, ValueError):
+        return None
+
+
+def _worker_counter(settings: Settings, name: str, label: str) -> float:
+    """One counter of the worker's /metrics (0 when not there yet)."""
+    try:
+        url = f"http://{settings.bind_host}:{settings.worker_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _watch(
+    settings: Settings,
+    group: str,
+    seen: Observed,
+    console: Console,
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Follow the output topics from their current end and print alerts as they come."""
+    codec = Codec()
+    consumer = AIOKafkaConsumer(
+        *(spec.name for spec in _WATCHED),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{group}-watch",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():  # the group's first join assigns every partition
+            await consumer.getmany(timeout_ms=200)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        ready.set()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for message in records:
+                    seen.last_output_s = time.monotonic()
+                    try:
+                        _, record = codec.decode(message.value)
+                    except ValueError:
+                        continue
+                    _observe(message.topic, record, seen, console)
+    finally:
+        await consumer.stop()
+
+
+def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Console) -> None:
+    if topic == topics.PREDICTIONS.name:
+        seen.predictions += 1
+        seen.entities.add(record["entity"])
+        seen.latencies_ms.append(record["latency_ms"])
+    elif topic == topics.ALERTS.name:
+        seen.alerts.append(record)
+        clock = time.strftime("%H:%M", time.gmtime(record["event_time"] / 1000))
+        if record["status"] == "FIRING":
+            console.line(f"  {clock}  FIRING    {record['severity']:<8} {record['summary']}", _RED)
+        else:
+            console.line(f"  {clock}  resolved  {record['rule']} on {record['entity']}", _GREEN)
+    elif topic == topics.LABELS.name:
+        seen.labels.append(record)
+        if record["kind"] == "FAILURE":
+            clock = time.strftime("%H:%M", time.gmtime(record["start_time"] / 1000))
+            console.line(
+                f"  {clock}  FAILURE   {record['entity']}: {record['incident_type']} "
+                "(ground truth)",
+                _BOLD,
+            )
+    else:
+        seen.dead_letters[record["error_kind"]] += 1
+
+
+async def _run(
+    args: argparse.Namespace, settings: Settings, run: str, console: Console
+) -> dict[str, Any]:
+    simulation, duration = simulation_from_args(args)
+    seen = Observed()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(_watch(settings, run, seen, console, ready, stop))
+    await asyncio.wait_for(ready.wait(), timeout=60)
+    console.line(
+        f"replaying {duration / 3600:.1f} h of telemetry from {args.hosts} hosts and "
+        f"{args.agents} agents at {args.speed:g}x, with {len(simulation.incidents)} "
+        "incidents injected",
+        _BOLD,
+    )
+    started = time.monotonic()
+
+    def progress(counts: Counter[str], elapsed: float) -> None:
+        firing = {a["dedup_key"] for a in seen.alerts if a["status"] == "FIRING"} - {
+            a["dedup_key"] for a in seen.alerts if a["status"] == "RESOLVED"
+        }
+        console.line(
+            f"  [{elapsed:5.1f}s] {counts['samples']:>9,} samples in   "
+            f"{seen.predictions:>7,} predictions out   {len(firing)} alerts firing",
+            _DIM,
+        )
+
+    counts = await play(settings, simulation.events(duration), args.speed, progress)
+    # Wait until the worker has taken in every record produced, then for outputs to settle.
+    deadline = time.monotonic() + 120
+    produced = counts[topics.METRICS.name]
+    while time.monotonic() < deadline:
+        taken = _worker_counter(settings, "foresight_events_in_total", topics.METRICS.name)
+        if taken >= produced and time.monotonic() - seen.last_output_s > 3:
+            break
+        await asyncio.sleep(0.5)
+    stop.set()
+    await watcher
+    incidents = [
+        Incident(i.entity, str(i.incident_type), i.start_ms, i.end_ms, i.failure_ms)
+        for i in simulation.incidents
+    ]
+    report = match_alerts(incidents, seen.alerts, lead_window_ms=0)
+    latencies = sorted(seen.latencies_ms) or [0.0]
+    return {
+        "simulated_s": duration,
+        "wall_s": round(time.monotonic() - started, 1),
+        "samples_produced": counts["samples"],
+        "metric_batches_produced": produced,
+        "metric_batches_processed": int(
+            _worker_counter(settings, "foresight_events_in_total", topics.METRICS.name)
+        ),
+        "agent_events_produced": counts[topics.AGENT_EVENTS.name],
+        "predictions": seen.predictions,
+        "entities_predicted": len(seen.entities),
+        "latency_ms_p50": latencies[len(latencies) // 2],
+        "latency_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "alerts": len(seen.alerts),
+        "dead_letters": dict(seen.dead_letters),
+        "report": report.as_dict(),
+        "_report": report,
+    }
+
+
+def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
+    print()
+    print(
+        f"{_BOLD if sys.stdout.isatty() else ''}Foresight demo summary"
+        f"{_RESET if sys.stdout.isatty() else ''}"
+    )
+    print(f"  simulated       {summary['simulated_s'] / 3600:.1f} h in {summary['wall_s']} s")
+    print(
+        f"  processed       {summary['samples_produced']:,} metric samples in "
+        f"{summary['metric_batches_processed']:,} batches, "
+        f"{summary['agent_events_produced']:,} agent events"
+    )
+    print(
+        f"  predictions     {summary['predictions']:,} for {summary['entities_predicted']} "
+        f"entities (latency p50 {summary['latency_ms_p50']:.0f} ms, "
+        f"p99 {summary['latency_ms_p99']:.0f} ms)"
+    )
+    print(
+        f"  alerts          {summary['alerts']} state changes; "
+        f"{report.caught} of {len(report.outcomes)} incidents caught, "
+        f"{report.missed} missed, {len(report.false_alarms)} false alarms"
+    )
+    for o in report.outcomes:
+        if o.caught:
+            lead = f", {o.lead_time_s / 60:.1f} min before the failure" if o.lead_time_s else ""
+            verdict = f"caught by {o.rule}{lead}"
+        else:
+            verdict = "missed"
+        print(f"    {o.incident_type:<22} {o.entity:<10} {verdict}")
+    for alarm in report.false_alarms:
+        print(f"    false alarm            {alarm['entity']:<10} {alarm['rule']}")
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    console = Console(quiet=args.json)
+    stack = local_stack(settings, quiet=args.json)
+    try:
+        console.line("bringing the local stack up", _BOLD)
+        stack.up(timeout=180)
+    except StackError as error:
+        print(f"foresight demo: {error}", file=sys.stderr)
+        return 1
+    create_topics(settings)
+    run = f"foresight-demo-{int(time.time())}"
+    env = {
+        **os.environ,
+        "FORESIGHT_WORKER_ID": run,
+        "FORESIGHT_WORKER_OFFSET_RESET": "latest",
+        "FORESIGHT_WORKER_STORE": "memory://",
+    }
+    logs = f"{settings.stack_dir}/logs"
+    os.makedirs(logs, exist_ok=True)
+    foresight = [sys.executable, "-m", "streams.cli"]
+    with _process([*foresight, "worker"], env, f"{logs}/demo-worker.log"):
+        console.line("starting the worker", _BOLD)
+        deadline = time.monotonic() + 90
+        while True:
+            health = _http_json(f"http://{settings.bind_host}:{settings.worker_port}/health")
+            if health and health.get("partitions", 0) > 0:
+                break
+            if time.monotonic() > deadline:
+                print(
+                    f"foresight demo: the worker did not start; see {logs}/demo-worker.log",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.5)
+        summary = asyncio.run(_run(args, settings, run, console))
+    report: IncidentReport = summary.pop("_report")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, report)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the whole product on the local stack for a minute and summarise"
+    )
+    add_simulation_arguments(parser, duration=3600.0)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=_demo)

@@ -1,0 +1,60 @@
+"""Test helpers: read what a Foresight process writes to Kafka, from the moment we look."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import Codec, DecodeError
+
+
+class TopicReader:
+    """Follows topics from their current end (a fresh group, ``latest``), decoding records."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.codec = Codec()
+        self.records: list[tuple[str, bytes | None, Any]] = []
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        while not self._consumer.assignment():
+            await self._consumer.getmany(timeout_ms=200)
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def until(
+        self, done: Callable[[list[tuple[str, bytes | None, Any]]], bool], timeout_s: float
+    ) -> list[tuple[str, bytes | None, Any]]:
+        """Read until ``done(records)`` holds; fail with what was read after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"condition not met in {timeout_s}s; read {len(self.records)} records"
+                )
+            batches = await self._consumer.getmany(timeout_ms=250)
+            for messages in batches.values():
+                for m in messages:
+                    try:
+                        record: Any = self.codec.decode(m.value)[1]
+                    except DecodeError:
+                        record = m.value
+                    self.records.append((m.topic, m.key, record))
+            await asyncio.sleep(0)
+        return self.records

@@ -1,0 +1,125 @@
+"""Run a real ``foresight worker`` process for a test, and know when it is listening."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from connectors.kafka_producer import RecordProducer
+from streams import topics
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class WorkerProcess:
+    """A worker in its own process group, with its own consumer group and web port."""
+
+    def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log = log
+        self.env = {
+            **os.environ,
+            "FORESIGHT_WORKER_ID": worker_id,
+            "FORESIGHT_WORKER_OFFSET_RESET": "latest",
+            "FORESIGHT_WORKER_STORE": "memory://",
+            "FORESIGHT_WORKER_PORT": str(self.port),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def health(self) -> dict[str, Any] | None:
+        url = f"http://127.0.0.1:{self.port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                loaded: dict[str, Any] = json.loads(response.read())
+                return loaded
+        except urllib.error.HTTPError as error:
+            loaded = json.loads(error.read())
+            return loaded
+        except OSError:
+            return None
+
+    def metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    async def ready(self, timeout_s: float = 90) -> None:
+        """Wait until the worker reads every partition of ``telemetry.metrics``.
+
+        A new group reading from ``latest`` fixes its start offset on its first fetch, so
+        the test sends a probe to each partition until the worker has consumed one from
+        each: records produced after that are certain to be read.
+        """
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        producer = RecordProducer(self.settings.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"worker exited; see {self.log}")
+                health = self.health() or {}
+                consumed = [
+                    k
+                    for k, offset in health.get("consumed", {}).items()
+                    if k.startswith(topics.METRICS.name) and offset >= 0
+                ]
+                if len(consumed) >= self.settings.topic_partitions:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"worker not ready in {timeout_s}s: {health}")
+                for partition in range(self.settings.topic_partitions):
+                    await producer.send_to_partition(
+                        topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
+                    )
+                await producer.flush()
+                await asyncio.sleep(0.5)
+        finally:
+            await producer.stop()
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill9()

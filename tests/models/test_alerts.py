@@ -1,0 +1,70 @@
+"""Alert rules: hysteresis, minimum durations, one FIRING and one RESOLVED per episode."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.alerts import AlertRule, AlertState, evaluate, worst
+
+RULE = AlertRule(
+    "risk",
+    "FAILURE_RISK",
+    threshold=0.7,
+    clear=0.3,
+    for_steps=2,
+    severity="CRITICAL",
+    summary="{entity} {metric} {value:.2f}",
+    resolve_steps=3,
+)
+
+
+def _run(values: list[float]) -> list[tuple[int, str]]:
+    state = AlertState()
+    out = []
+    for step, value in enumerate(values):
+        alert = evaluate(RULE, state, "web-1", value, "mem", step * 1000)
+        if alert:
+            out.append((step, alert["status"]))
+    return out
+
+
+def test_fires_after_the_minimum_duration_and_resolves_once() -> None:
+    values = [0.1, 0.8, 0.9, 0.95, 0.5, 0.6, 0.9, 0.2, 0.1, 0.1, 0.9]
+    assert _run(values) == [(2, "FIRING"), (9, "RESOLVED")]
+
+
+def test_the_hysteresis_band_does_not_flap() -> None:
+    assert _run([0.9, 0.9] + [0.5, 0.65, 0.4] * 10) == [(1, "FIRING")]
+
+
+def test_a_short_spike_does_not_fire() -> None:
+    assert _run([0.1, 0.9, 0.1, 0.9, 0.1]) == []
+
+
+def test_dedup_key_and_episode_id_are_stable() -> None:
+    state = AlertState()
+    fired = [evaluate(RULE, state, "web-1", 0.9, "mem", t) for t in (0, 1)][-1]
+    resolved = [evaluate(RULE, state, "web-1", 0.0, "mem", t) for t in (2, 3, 4)][-1]
+    assert fired is not None and resolved is not None
+    assert fired["dedup_key"] == resolved["dedup_key"] == "risk/web-1"
+    assert fired["alert_id"] == resolved["alert_id"] == "risk/web-1@1"
+    assert resolved["ends_at"] == 4
+    restored = AlertState.from_array(state.as_array())
+    assert restored.as_array() == state.as_array()
+
+
+def test_worst_ranks_metrics_for_agreement_rules() -> None:
+    predictions = [
+        {"kind": "ANOMALY", "metric": "cpu", "score": 0.95},
+        {"kind": "ANOMALY", "metric": "latency", "score": 0.91},
+        {"kind": "ANOMALY", "metric": "disk", "score": float("nan")},
+        {"kind": "FORECAST", "metric": "cpu", "score": 1.0},
+    ]
+    assert worst(predictions, "ANOMALY") == (0.95, "cpu")
+    assert worst(predictions, "ANOMALY", rank=2) == (0.91, "latency")
+    assert worst(predictions, "ANOMALY", rank=3) == (0.0, "")
+
+
+def test_a_rule_without_hysteresis_is_refused() -> None:
+    with pytest.raises(ValueError, match="clear"):
+        AlertRule("bad", "ANOMALY", 0.5, 0.5, 1, "INFO", "x")

@@ -1,0 +1,97 @@
+"""Rolling windows: exact statistics, event time, late samples, idle windows, cardinality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.features import (
+    STATISTICS,
+    WINDOW_NAMES,
+    FeatureWindows,
+    feature_names,
+    statistic,
+    window_statistics,
+)
+
+T0 = 1_700_000_000_000
+
+
+def _fill(windows: FeatureWindows, n: int, step_ms: int = 10_000) -> int:
+    for i in range(n):
+        windows.add(T0 + i * step_ms, ["cpu", "mem"], np.array([float(i), 50.0]))
+    return T0 + (n - 1) * step_ms
+
+
+def _features(windows: FeatureWindows, now: int) -> dict[str, float]:
+    names, values = windows.features(now)
+    return dict(zip(names, values.tolist(), strict=True))
+
+
+def test_names_follow_the_one_definition() -> None:
+    windows = FeatureWindows()
+    now = _fill(windows, 3)
+    names, values = windows.features(now)
+    assert names == feature_names(["cpu", "mem"])
+    assert len(values) == 2 * len(WINDOW_NAMES) * len(STATISTICS)
+
+
+def test_statistics_of_a_planted_trend() -> None:
+    windows = FeatureWindows()
+    now = _fill(windows, 400)
+    f = _features(windows, now)
+    assert f["cpu:1h:count"] == 360  # 1 h of 10 s samples (six 10-minute buckets)
+    assert f["cpu:1m:slope"] == pytest.approx(0.1)  # +1 per 10 s
+    assert f["cpu:15m:slope"] == pytest.approx(0.1)
+    assert f["cpu:15m:r2"] == pytest.approx(1.0)
+    assert f["cpu:5m:roc"] == pytest.approx(0.1)
+    assert f["cpu:1m:max"] == 399
+    assert f["cpu:1m:last"] == 399
+    assert f["mem:1h:std"] == pytest.approx(0.0)
+    assert f["mem:1h:mean"] == 50.0
+    assert f["cpu:1m:p95"] <= f["cpu:1m:max"]
+
+
+def test_a_late_sample_amends_its_own_bucket() -> None:
+    windows = FeatureWindows()
+    windows.add(T0 + 60_000, ["cpu"], np.array([10.0]))
+    windows.add(T0 + 30_000, ["cpu"], np.array([30.0]))  # late, same 5 m window
+    f = _features(windows, T0 + 60_000)
+    assert f["cpu:5m:count"] == 2
+    assert f["cpu:5m:mean"] == 20.0
+    assert f["cpu:5m:last"] == 10.0  # "last" is by event time, not arrival
+
+
+def test_idle_windows_empty_out_as_time_passes() -> None:
+    windows = FeatureWindows()
+    now = _fill(windows, 30)
+    later = _features(windows, now + 10 * 60_000)
+    assert later["cpu:1m:count"] == 0
+    assert np.isnan(later["cpu:1m:mean"])
+    assert later["cpu:1h:count"] == 30
+
+
+def test_cardinality_limit_refuses_new_metrics() -> None:
+    windows = FeatureWindows(max_metrics=2)
+    refused = windows.add(T0, ["a", "b", "c", "d"], np.array([1.0, 2.0, 3.0, 4.0]))
+    assert refused == ["c", "d"]
+    assert windows.metrics == ["a", "b"]
+
+
+def test_stacked_rows_equal_each_entity_alone() -> None:
+    a, b = FeatureWindows(), FeatureWindows()
+    rng = np.random.default_rng(3)
+    for i in range(50):
+        a.add(T0 + i * 7_000, ["x"], rng.normal(size=1))
+        b.add(T0 + i * 9_000, ["y", "z"], rng.normal(size=2))
+    now_a, now_b = T0 + 49 * 7_000, T0 + 49 * 9_000
+    stacked = window_statistics(
+        np.concatenate([a.buckets[:1], b.buckets[:2]]),
+        np.concatenate([a.bucket_ids[:1], b.bucket_ids[:2]]),
+        np.concatenate([a.last[:1], b.last[:2]]),
+        np.concatenate([a.ewma[:1], b.ewma[:2]]),
+        np.array([now_a, now_b, now_b]),
+    )
+    np.testing.assert_array_equal(stacked[:1], a.grid(now_a))
+    np.testing.assert_array_equal(stacked[1:], b.grid(now_b))
+    assert statistic(stacked, "count", "1h").tolist() == [50, 50, 50]

@@ -1,0 +1,67 @@
+"""Input rules: each kind of bad record gets its own reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streams.validation import Limits, Rejection, check_agent_event, check_metric_batch
+
+NOW = 1_800_000_000_000
+LIMITS = Limits()
+
+
+def _batch(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "entity": "web-1",
+        "event_time": NOW,
+        "labels": {},
+        "names": ["cpu", "mem"],
+        "values": [1.0, 2.0],
+    }
+    record.update(changes)
+    return record
+
+
+def test_a_good_batch_gives_its_values() -> None:
+    values = check_metric_batch(_batch(), NOW, LIMITS)
+    assert isinstance(values, np.ndarray)
+    assert values.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "words"),
+    [
+        ({"values": [1.0, float("nan")]}, "invalid_value", "mem=nan"),
+        ({"values": [float("inf"), 2.0]}, "invalid_value", "cpu=inf"),
+        ({"values": [1.0]}, "invalid_value", "parallel"),
+        ({"entity": ""}, "invalid_value", "entity is empty"),
+        ({"event_time": NOW + 2 * 3_600_000}, "future_timestamp", "in the future"),
+        ({"event_time": NOW - 8 * 24 * 3_600_000}, "too_old", "beyond retention"),
+        ({"entity": "x" * 300}, "oversized", "entity is 300 characters"),
+        ({"labels": {"k": "v" * 2000}}, "oversized", "label 'k'"),
+        ({"names": ["m"] * 10_001, "values": [0.0] * 10_001}, "oversized", "10001 samples"),
+    ],
+)
+def test_each_bad_batch_names_its_reason(changes: dict[str, object], kind: str, words: str) -> None:
+    rejection = check_metric_batch(_batch(**changes), NOW, LIMITS)
+    assert isinstance(rejection, Rejection)
+    assert rejection.kind == kind
+    assert words in rejection.reason
+
+
+def test_agent_events() -> None:
+    good = {
+        "agent": "a",
+        "task_id": "t",
+        "task_type": "x",
+        "phase": "SUCCEEDED",
+        "event_time": NOW,
+        "duration_ms": 5.0,
+        "cost": None,
+    }
+    assert check_agent_event(good, NOW, LIMITS) is None
+    bad = check_agent_event(dict(good, duration_ms=-1.0), NOW, LIMITS)
+    assert bad is not None and "duration_ms" in bad.reason
+    late = check_agent_event(dict(good, event_time=NOW + 10 * 3_600_000), NOW, LIMITS)
+    assert late is not None and late.kind == "future_timestamp"
