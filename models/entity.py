@@ -6,8 +6,9 @@ FeatureVector, PredictionBatch and Alert records. The shared, stateless model ob
 a :class:`ModelSet`. Nothing here touches Kafka or a database: the Faust worker calls
 ``add`` and ``step``, and a backfill or a test calls the same methods.
 
-State serialises to compact bytes (:meth:`EntityPipeline.to_bytes`), written to the worker's
-changelog once per step, not once per sample.
+State serialises to compact bytes in two parts (:meth:`EntityPipeline.windows_bytes`,
+:meth:`EntityPipeline.models_bytes`), written to the worker's changelogs at most once per
+pass, not once per sample.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cramjam
 import numpy as np
 import numpy.typing as npt
 
@@ -36,7 +38,7 @@ from models.features import (
 from models.forecast import SeasonalForecaster
 
 Record = dict[str, Any]
-_MAGIC = b"FSE1"
+_MAGIC = b"FSE2"
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class EntityPipeline:
         self.labels: dict[str, str] = {}
         self.anomaly = models.detector.init_state(self.windows.capacity)
         self.forecast = models.forecaster.init_state(self.windows.capacity)
+        self.forecasts = self._no_forecasts(self.windows.capacity)
         self.bottleneck = models.bottleneck.init_state(len(models.resources))
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
@@ -120,6 +123,11 @@ class EntityPipeline:
             models = self.models
             self.anomaly = np.concatenate([self.anomaly, models.detector.init_state(extra)])
             self.forecast = np.concatenate([self.forecast, models.forecaster.init_state(extra)])
+            self.forecasts = np.concatenate([self.forecasts, self._no_forecasts(extra)])
+
+    def _no_forecasts(self, rows: int) -> FloatArray:
+        """Latest forecasts per metric and horizon: mean, lower, upper (NaN until learned)."""
+        return np.full((rows, len(self.models.config.horizons_s), 3), np.nan)
 
     def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
         """Add a batch of samples; returns the metric names refused by the cardinality limit."""
@@ -187,47 +195,49 @@ class EntityPipeline:
         return features, batch, alerts
 
     # -- compact state -------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """The entity's state as bytes: a JSON header, then the used rows of each array."""
+    # Two parts, written at different paces: the windows (and alert states, offsets) change
+    # with every record and are small; the model states are ten times larger and are
+    # checkpointed less often (a restored model that is a few minutes behind keeps
+    # learning). Both are zstd-compressed: the arrays hold many zeros and repeats.
+
+    def windows_bytes(self) -> bytes:
+        """The windows, alert states and stream position, as compressed bytes."""
         n = len(self.windows.metrics)
-        arrays = [
-            self.windows.buckets[:n],
-            self.windows.bucket_ids[:n].astype(np.float64),
-            self.windows.last[:n],
-            self.windows.ewma[:n],
-            self.anomaly[:n],
-            self.forecast[:n],
-            self.bottleneck,
-        ]
-        header = json.dumps(
+        return _pack(
             {
                 "entity": self.entity,
                 "metrics": self.windows.metrics,
                 "labels": self.labels,
                 "alerts": {k: v.as_array() for k, v in self.alerts.items()},
                 "last_step_ms": self.last_step_ms,
-                "last_forecast_ms": self.last_forecast_ms,
                 "last_offset": self.last_offset,
-                "shapes": [a.shape for a in arrays],
-            }
-        ).encode()
-        body = b"".join(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in arrays)
-        return _MAGIC + struct.pack(">I", len(header)) + header + body
+            },
+            [
+                self.windows.buckets[:n],
+                self.windows.bucket_ids[:n].astype(np.float64),
+                self.windows.last[:n],
+                self.windows.ewma[:n],
+            ],
+        )
+
+    def models_bytes(self) -> bytes:
+        """The online models' states, as compressed bytes."""
+        n = len(self.windows.metrics)
+        return _pack(
+            {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
+            [self.anomaly[:n], self.forecast[:n], self.bottleneck],
+        )
 
     @classmethod
-    def from_bytes(cls, data: bytes, models: ModelSet) -> EntityPipeline:
-        """Rebuild an entity from :meth:`to_bytes`; raises ValueError on foreign bytes."""
-        if data[:4] != _MAGIC:
-            raise ValueError("not an EntityPipeline state (bad magic)")
-        (length,) = struct.unpack_from(">I", data, 4)
-        header = json.loads(data[8 : 8 + length])
+    def restore(
+        cls, models: ModelSet, windows: bytes, model_states: bytes | None = None
+    ) -> EntityPipeline:
+        """Rebuild an entity from :meth:`windows_bytes` (and :meth:`models_bytes`).
+
+        Raises ValueError on bytes that are not an entity's state.
+        """
+        header, arrays = _unpack(windows)
         pipeline = cls(header["entity"], models)
-        offset = 8 + length
-        arrays = []
-        for shape in header["shapes"]:
-            size = int(np.prod(shape))
-            arrays.append(np.frombuffer(data, np.float64, size, offset).reshape(shape))
-            offset += size * 8
         n = len(header["metrics"])
         w = pipeline.windows
         if n > w.capacity:
@@ -237,14 +247,44 @@ class EntityPipeline:
         w.index = {m: i for i, m in enumerate(w.metrics)}
         w.buckets[:n], w.last[:n], w.ewma[:n] = arrays[0], arrays[2], arrays[3]
         w.bucket_ids[:n] = arrays[1].astype(np.int64)
-        pipeline.anomaly[:n], pipeline.forecast[:n] = arrays[4], arrays[5]
-        pipeline.bottleneck[:] = arrays[6]
         pipeline.labels = header["labels"]
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
-        pipeline.last_forecast_ms = header["last_forecast_ms"]
         pipeline.last_offset = header["last_offset"]
+        if model_states is not None:
+            saved, (anomaly, forecast, bottleneck) = _unpack(model_states)
+            k = len(saved["metrics"])
+            if saved["metrics"] == w.metrics[:k]:  # metrics are only ever appended
+                pipeline.anomaly[:k], pipeline.forecast[:k] = anomaly, forecast
+                pipeline.bottleneck[:] = bottleneck
+                pipeline.last_forecast_ms = saved["last_forecast_ms"]
         return pipeline
+
+
+def _pack(header: dict[str, Any], arrays: list[npt.NDArray[Any]]) -> bytes:
+    header = {**header, "shapes": [a.shape for a in arrays]}
+    head = json.dumps(header).encode()
+    body = b"".join(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in arrays)
+    raw = struct.pack(">I", len(head)) + head + body
+    return _MAGIC + bytes(cramjam.zstd.compress(raw, level=1))
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], list[FloatArray]]:
+    if data[:4] != _MAGIC:
+        raise ValueError("not an EntityPipeline state (bad magic)")
+    try:
+        raw = bytes(cramjam.zstd.decompress(data[4:]))
+    except cramjam.DecompressionError as error:
+        raise ValueError(f"entity state is corrupt: {error}") from error
+    (length,) = struct.unpack_from(">I", raw, 0)
+    header: dict[str, Any] = json.loads(raw[4 : 4 + length])
+    offset = 4 + length
+    arrays = []
+    for shape in header["shapes"]:
+        size = int(np.prod(shape))
+        arrays.append(np.frombuffer(raw, np.float64, size, offset).reshape(shape))
+        offset += size * 8
+    return header, arrays
 
 
 def _aligned_groups(times: npt.NDArray[np.int64], period_ms: float) -> list[npt.NDArray[np.intp]]:
@@ -292,61 +332,62 @@ def step_many(
     anomaly = stack(lambda p, n: p.anomaly[:n])
     scores = models.detector.score_learn(anomaly, x, int(now.max()))
 
-    forecast = stack(lambda p, n: p.forecast[:n])
+    # Forecasts change only when the forecaster learns (once per forecast step), so each
+    # entity keeps its latest ones and only the entities that learn now touch that state.
     learned = np.array([p.last_forecast_ms for p in pipelines], dtype=np.int64)
+    stale = np.array([p.last_forecast_ms > 0 and np.isnan(p.forecasts[0, 0, 0])
+                      for p in pipelines])  # fmt: skip
     learn = now - learned >= cfg.forecast_step_s * 1000
     level = statistic(grid, "mean", "5m")
     period = cfg.forecast_step_s * 1000
-    for group in _aligned_groups(now[learn], period):
-        entities = np.flatnonzero(learn)[group]
+    for e in np.flatnonzero(learn):
+        learned[e] = now[e]
+    for group in _aligned_groups(learned[learn | stale], period):
+        entities = np.flatnonzero(learn | stale)[group]
         rows = np.concatenate([np.arange(starts[e], starts[e + 1]) for e in entities])
-        sub = forecast[rows]
-        models.forecaster.learn(sub, level[rows], int(now[entities].max()))
-        forecast[rows] = sub
-        learned[entities] = now[entities]
-    mean = np.full((len(row_now), len(cfg.horizons_s)), np.nan)
-    lower, upper = mean.copy(), mean.copy()
-    row_learned = np.repeat(learned, counts)
-    for group in _aligned_groups(row_learned, period):
-        if row_learned[group[0]] == 0:
-            continue
-        m, lo, hi = models.forecaster.forecast(
-            forecast[group], int(row_learned[group].max()), models.horizon_steps
+        sub = np.concatenate([pipelines[e].forecast[: counts[e]] for e in entities])
+        learning = np.repeat(learn[entities], counts[entities])
+        if learning.any():
+            t = int(learned[entities].max())
+            part = sub[learning]
+            models.forecaster.learn(part, np.where(learning, level[rows], np.nan)[learning], t)
+            sub[learning] = part
+        mean, lower, upper = models.forecaster.forecast(
+            sub, int(learned[entities].max()), models.horizon_steps
         )
-        mean[group], lower[group], upper[group] = m, lo, hi
+        cached = np.stack([mean, lower, upper], axis=-1)
+        at = 0
+        for e in entities:
+            n = int(counts[e])
+            pipelines[e].forecast[:n] = sub[at : at + n]
+            pipelines[e].forecasts[:n] = cached[at : at + n]
+            at += n
 
     exhaustion = _exhaustion_many(pipelines, now, grid, starts)
 
     out = []
-    for e, p in enumerate(pipelines):
-        a, b = starts[e], starts[e + 1]
+    horizons = cfg.horizons_s
+    detector, forecaster = models.detector, models.forecaster
+    for k, p in enumerate(pipelines):
+        a, b = starts[k], starts[k + 1]
         p.anomaly[: b - a] = anomaly[a:b]
-        p.forecast[: b - a] = forecast[a:b]
-        p.last_forecast_ms = int(learned[e])
+        p.last_forecast_ms = int(learned[k])
+        values, anomaly_scores = last[a:b, 0].tolist(), scores[a:b].tolist()
         predictions = [
-            p._prediction(
-                metric, "ANOMALY", models.detector, 0, float(last[a + i, 0]), float(scores[a + i])
-            )
+            p._prediction(metric, "ANOMALY", detector, 0, values[i], anomaly_scores[i])
             for i, metric in enumerate(p.windows.metrics)
             if fresh[a + i]
         ]
+        forecasts = p.forecasts[: b - a].tolist()
         for i, metric in enumerate(p.windows.metrics):
-            for h, horizon in enumerate(cfg.horizons_s):
-                if np.isfinite(mean[a + i, h]):
+            for h, horizon in enumerate(horizons):
+                mean, low, high = forecasts[i][h]
+                if math.isfinite(mean):
                     predictions.append(
-                        p._prediction(
-                            metric,
-                            "FORECAST",
-                            models.forecaster,
-                            horizon,
-                            float(mean[a + i, h]),
-                            0.0,
-                            float(lower[a + i, h]),
-                            float(upper[a + i, h]),
-                        )
+                        p._prediction(metric, "FORECAST", forecaster, horizon, mean, 0.0, low, high)
                     )
-        predictions += exhaustion[e]
-        out.append(p._close(int(now[e]), grid[a:b], predictions))
+        predictions += exhaustion[k]
+        out.append(p._close(int(now[k]), grid[a:b], predictions))
     return out
 
 

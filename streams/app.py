@@ -82,6 +82,7 @@ class Worker:
         self.entities: dict[str, EntityPipeline] = {}
         self.entity_partition: dict[str, int] = {}
         self.checkpointed: dict[str, int] = {}
+        self.models_checkpointed: dict[str, int] = {}
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
         self.cache_features: list[Record] = []
         self.cache_predictions: list[Record] = []
@@ -194,14 +195,10 @@ def create_app(settings: Settings) -> faust.App:
     )
     # use_partitioner: the changelog record of an entity goes to the partition its key
     # hashes to, the same one as its telemetry (both keyed by entity), from any context.
-    state = app.Table(
-        "entity-state",
-        use_partitioner=True,
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.topic_partitions,
-    )
+    table: dict[str, Any] = {"use_partitioner": True, "default": None, "key_type": bytes,
+             "value_type": bytes, "partitions": settings.topic_partitions}  # fmt: skip
+    windows_table = app.Table("entity-windows", **table)
+    models_table = app.Table("entity-models", **table)
     codec = worker.codec
 
     async def produce(spec: topics.TopicSpec, key: str, record: Record) -> None:
@@ -236,8 +233,15 @@ def create_app(settings: Settings) -> faust.App:
         has its entity's state behind it in the changelog.
         """
         for entity, t_ms in checkpoint.items():
-            state[entity.encode()] = worker.entities[entity].to_bytes()
+            pipeline = worker.entities[entity]
+            windows_table[entity.encode()] = pipeline.windows_bytes()
             worker.checkpointed[entity] = t_ms
+            if (
+                t_ms - worker.models_checkpointed.get(entity, 0)
+                >= settings.model_checkpoint_s * 1000
+            ):
+                models_table[entity.encode()] = pipeline.models_bytes()
+                worker.models_checkpointed[entity] = t_ms
         checkpoint.clear()
 
     async def publish_steps() -> None:
@@ -257,14 +261,19 @@ def create_app(settings: Settings) -> faust.App:
     def entity_pipeline(entity: str) -> EntityPipeline:
         pipeline = worker.entities.get(entity)
         if pipeline is None:
-            saved = state.get(entity.encode())
-            pipeline = (
-                EntityPipeline.from_bytes(saved, worker.models)
-                if saved
-                else EntityPipeline(entity, worker.models)
-            )
+            key = entity.encode()
+            pipeline = EntityPipeline(entity, worker.models)
+            saved = windows_table.get(key)
+            if saved:
+                try:
+                    pipeline = EntityPipeline.restore(worker.models, saved, models_table.get(key))
+                except ValueError as error:  # a state we cannot read: start the entity afresh
+                    log.error(
+                        "entity %s: cannot restore its state (%s); starting fresh", entity, error
+                    )
             worker.entities[entity] = pipeline
             worker.checkpointed[entity] = pipeline.last_step_ms
+            worker.models_checkpointed[entity] = pipeline.last_step_ms
         return pipeline
 
     @app.agent(metrics_in)
@@ -424,6 +433,7 @@ def create_app(settings: Settings) -> faust.App:
             worker.entities.pop(entity, None)
             worker.entity_partition.pop(entity, None)
             worker.checkpointed.pop(entity, None)
+            worker.models_checkpointed.pop(entity, None)
 
     app.foresight_worker = worker  # type: ignore[attr-defined]
     return app

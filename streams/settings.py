@@ -104,6 +104,11 @@ class Settings:
         "Event-time seconds between writes of an entity's state to its changelog (0: every "
         "pass that changed it; larger trades restart accuracy for changelog traffic).",
     )
+    model_checkpoint_s: float = _setting(
+        300.0,
+        "FORESIGHT_MODEL_CHECKPOINT_S",
+        "Event-time seconds between writes of an entity's model states to their changelog.",
+    )
     allowed_lateness_s: float = _setting(
         120.0,
         "FORESIGHT_ALLOWED_LATENESS_S",

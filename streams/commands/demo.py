@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -36,6 +31,7 @@ from streams import topics
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess
 
 _WATCHED = (topics.PREDICTIONS, topics.ALERTS, topics.LABELS, topics.DEADLETTER)
 _BOLD, _RED, _GREEN, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[2m", "\033[0m"
@@ -67,50 +63,6 @@ class Console:
         if self.colour and style:
             text = f"{style}{text}{_RESET}"
         print(text, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _process(
-    argv: list[str], env: dict[str, str], log_path: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A Foresight process for the demo's lifetime, stopped with SIGTERM (then SIGKILL)."""
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _http_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            loaded: dict[str, Any] = json.loads(response.read())
-            return loaded
-    except (OSError, ValueError):
-        return None
-
-
-def _worker_counter(settings: Settings, name: str, label: str) -> float:
-    """One counter of the worker's /metrics (0 when not there yet)."""
-    try:
-        url = f"http://{settings.bind_host}:{settings.worker_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and label in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def _watch(
@@ -177,12 +129,12 @@ def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Consol
 
 
 async def _run(
-    args: argparse.Namespace, settings: Settings, run: str, console: Console
+    args: argparse.Namespace, settings: Settings, worker: WorkerProcess, console: Console
 ) -> dict[str, Any]:
     simulation, duration = simulation_from_args(args)
     seen = Observed()
     ready, stop = asyncio.Event(), asyncio.Event()
-    watcher = asyncio.create_task(_watch(settings, run, seen, console, ready, stop))
+    watcher = asyncio.create_task(_watch(settings, worker.group, seen, console, ready, stop))
     await asyncio.wait_for(ready.wait(), timeout=60)
     console.line(
         f"replaying {duration / 3600:.1f} h of telemetry from {args.hosts} hosts and "
@@ -207,7 +159,7 @@ async def _run(
     deadline = time.monotonic() + 120
     produced = counts[topics.METRICS.name]
     while time.monotonic() < deadline:
-        taken = _worker_counter(settings, "foresight_events_in_total", topics.METRICS.name)
+        taken = worker.metric(f'foresight_events_in_total{{topic="{topics.METRICS.name}"}}')
         if taken >= produced and time.monotonic() - seen.last_output_s > 3:
             break
         await asyncio.sleep(0.5)
@@ -225,7 +177,7 @@ async def _run(
         "samples_produced": counts["samples"],
         "metric_batches_produced": produced,
         "metric_batches_processed": int(
-            _worker_counter(settings, "foresight_events_in_total", topics.METRICS.name)
+            worker.metric(f'foresight_events_in_total{{topic="{topics.METRICS.name}"}}')
         ),
         "agent_events_produced": counts[topics.AGENT_EVENTS.name],
         "predictions": seen.predictions,
@@ -282,31 +234,17 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight demo: {error}", file=sys.stderr)
         return 1
     create_topics(settings)
-    run = f"foresight-demo-{int(time.time())}"
-    env = {
-        **os.environ,
-        "FORESIGHT_WORKER_ID": run,
-        "FORESIGHT_WORKER_OFFSET_RESET": "latest",
-        "FORESIGHT_WORKER_STORE": "memory://",
-    }
-    logs = f"{settings.stack_dir}/logs"
-    os.makedirs(logs, exist_ok=True)
-    foresight = [sys.executable, "-m", "streams.cli"]
-    with _process([*foresight, "worker"], env, f"{logs}/demo-worker.log"):
+    log = Path(settings.stack_dir) / "logs" / "demo-worker.log"
+    worker = WorkerProcess(settings, f"foresight-demo-{int(time.time())}", log).start()
+    try:
         console.line("starting the worker", _BOLD)
-        deadline = time.monotonic() + 90
-        while True:
-            health = _http_json(f"http://{settings.bind_host}:{settings.worker_port}/health")
-            if health and health.get("partitions", 0) > 0:
-                break
-            if time.monotonic() > deadline:
-                print(
-                    f"foresight demo: the worker did not start; see {logs}/demo-worker.log",
-                    file=sys.stderr,
-                )
-                return 1
-            time.sleep(0.5)
-        summary = asyncio.run(_run(args, settings, run, console))
+        asyncio.run(worker.ready())
+        summary = asyncio.run(_run(args, settings, worker, console))
+    except AssertionError as error:
+        print(f"foresight demo: {error}", file=sys.stderr)
+        return 1
+    finally:
+        worker.stop()
     report: IncidentReport = summary.pop("_report")
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -79,12 +79,16 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def create_topics(settings: Settings) -> dict[str, str]:
-    """Create every topic of :data:`streams.topics.ALL_TOPICS` that does not exist."""
-    requests = [
+def topic_requests(settings: Settings) -> list[TopicRequest]:
+    """Every topic of :data:`streams.topics.ALL_TOPICS`, as the broker should hold it."""
+    return [
         TopicRequest(t.name, t.partition_count(settings), t.config(settings)) for t in ALL_TOPICS
     ]
-    return asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, requests))
+
+
+def create_topics(settings: Settings) -> dict[str, str]:
+    """Create every topic that does not exist yet."""
+    return asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings)))
 
 
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,7 +18,7 @@ from schemas.codec import Codec
 from streams import topics
 from streams.settings import Settings
 from tests.integration.kafka_io import TopicReader
-from tests.integration.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

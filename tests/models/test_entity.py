@@ -49,7 +49,7 @@ def test_state_round_trips_through_bytes(models: ModelSet) -> None:
     original = EntityPipeline("web-1", models)
     _feed([original], 100)
     original.last_offset = 99
-    restored = EntityPipeline.from_bytes(original.to_bytes(), models)
+    restored = EntityPipeline.restore(models, original.windows_bytes(), original.models_bytes())
     assert restored.last_offset == 99
     now = T0 + 100 * 10_000
     for p in (original, restored):
@@ -59,15 +59,27 @@ def test_state_round_trips_through_bytes(models: ModelSet) -> None:
 
 def test_foreign_bytes_are_refused(models: ModelSet) -> None:
     with pytest.raises(ValueError, match="bad magic"):
-        EntityPipeline.from_bytes(b"nope" + b"\x00" * 20, models)
+        EntityPipeline.restore(models, b"nope" + b"\x00" * 20)
+    with pytest.raises(ValueError, match="corrupt"):
+        EntityPipeline.restore(models, b"FSE2" + b"\x00" * 20)
 
 
 def test_state_stays_bounded(models: ModelSet) -> None:
     pipeline = EntityPipeline("web-1", models)
     _feed([pipeline], 50)
-    small = len(pipeline.to_bytes())
+    n = len(pipeline.windows.metrics)
+    sizes = (
+        pipeline.windows.buckets[:n].nbytes,
+        pipeline.anomaly[:n].nbytes,
+        pipeline.forecast[:n].nbytes,
+    )
     _feed([pipeline], 2000, seed=1)
-    assert len(pipeline.to_bytes()) == small
+    assert (
+        pipeline.windows.buckets[:n].nbytes,
+        pipeline.anomaly[:n].nbytes,
+        pipeline.forecast[:n].nbytes,
+    ) == sizes
+    assert len(pipeline.windows_bytes()) < 20_000  # 4 metrics, compressed
 
 
 def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulation]:

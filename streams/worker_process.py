@@ -1,4 +1,7 @@
-"""Run a real ``foresight worker`` process for a test, and know when it is listening."""
+"""Run a ``foresight worker`` in its own process, and know when it reads every partition.
+
+The demo, the benchmarks and the integration tests start workers this way.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
         self.settings = settings
+        self.group = worker_id
         self.port = free_port()
         self.log = log
         self.env = {
@@ -44,6 +48,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],

@@ -1,0 +1,369 @@
+"""Benchmark the real pipeline: sustained samples/s and event-to-prediction latency.
+
+Runs on the local stack, all in one run so the ratios are fair:
+
+1. **raw ceiling**: a plain aiokafka loop (its own process) consumes the same batched
+   MetricBatch records, decodes each, adds a field, encodes and produces it;
+2. **max rate**: a Foresight worker (its own process) takes the same records as fast as a
+   producer can write them; throughput is the slope of its samples counter;
+3. **fixed rates**: a paced producer writes ``--rates`` samples/s for ``--seconds`` each,
+   stamping each record's event time with the wall clock; a consumer of ``predictions``
+   measures how long each step's prediction took to arrive after the record that closed it.
+
+``foresight bench pipeline`` runs this file; ``--json`` prints the results for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.kafka_admin import TopicRequest, ensure_topics  # noqa: E402
+from schemas.codec import Codec  # noqa: E402
+from streams import topics  # noqa: E402
+from streams.commands.stack import local_stack, topic_requests  # noqa: E402
+from streams.settings import Settings, load_settings  # noqa: E402
+from streams.worker_process import WorkerProcess  # noqa: E402
+
+_MIB = 1024 * 1024
+
+
+def make_records(
+    entities: int, metrics: int, count: int, start_ms: int, step_ms: int
+) -> list[tuple[bytes, bytes]]:
+    """``count`` encoded MetricBatch records, round robin over entities, as (key, value)."""
+    codec = Codec()
+    rng = np.random.default_rng(0)
+    names = [f"metric_{i:03d}" for i in range(metrics)]
+    level = rng.uniform(10, 90, size=(entities, metrics))
+    out = []
+    for i in range(count):
+        e = i % entities
+        level[e] += rng.normal(0, 0.5, metrics)
+        record = {
+            "entity": f"bench-{e:05d}",
+            "event_time": start_ms + (i // entities) * step_ms,
+            "labels": {"bench": "pipeline"},
+            "names": names,
+            "values": level[e].tolist(),
+            "source": "bench",
+        }
+        out.append((record["entity"].encode(), codec.encode("metric_batch", record)))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    """Write records as fast as possible; returns the seconds it took."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB, max_request_size=4 * _MIB
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def raw_passthrough(bootstrap: str, source: str, sink: str, expect: int) -> dict[str, Any]:
+    """The ceiling: consume, decode, add a field, encode, produce, with raw aiokafka."""
+    codec = Codec()
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * _MIB,
+        fetch_max_bytes=32 * _MIB,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB)
+    await consumer.start()
+    await producer.start()
+    done = samples = 0
+    started = cpu = 0.0
+    try:
+        while done < expect:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if not started and batches:
+                started, cpu = time.perf_counter(), time.process_time()
+            pending = []
+            for messages in batches.values():
+                for m in messages:
+                    _, record = codec.decode(m.value)
+                    record["source"] = "passthrough"
+                    samples += len(record["values"])
+                    pending.append(
+                        await producer.send(sink, codec.encode("metric_batch", record), key=m.key)
+                    )
+                    done += 1
+            await asyncio.gather(*pending)
+        elapsed = time.perf_counter() - started
+        return {
+            "records": done,
+            "samples": samples,
+            "seconds": elapsed,
+            "samples_per_s": samples / elapsed,
+            "cpu_us_per_record": (time.process_time() - cpu) / done * 1e6,
+        }
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _raw_in_subprocess(settings: Settings, source: str, expect: int) -> dict[str, Any]:
+    # load-tests is not an importable package name, so the child runs this file by path.
+    script = (
+        f"import asyncio, json, runpy; m = runpy.run_path({str(Path(__file__))!r}); "
+        f"print(json.dumps(asyncio.run(m['raw_passthrough']({settings.kafka_bootstrap_servers!r}, "
+        f"{source!r}, {source + '.out'!r}, {expect}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def max_rate(
+    settings: Settings,
+    worker: WorkerProcess,
+    records: list[tuple[bytes, bytes]],
+    samples_per_record: int,
+) -> dict[str, Any]:
+    """Flood the worker and read its sustained rate off its samples counter."""
+    before = worker.metric("foresight_samples_in_total")
+    total = before + len(records) * samples_per_record
+    produce_task = asyncio.create_task(
+        produce(settings.kafka_bootstrap_servers, topics.METRICS.name, records)
+    )
+    points: list[tuple[float, float]] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        value = worker.metric("foresight_samples_in_total")
+        points.append((time.perf_counter(), value))
+        if value >= total:
+            break
+        await asyncio.sleep(0.5)
+    await produce_task
+    # The steady middle: between 10% and 90% of the samples.
+    span = [
+        (t, v)
+        for t, v in points
+        if before + 0.1 * (total - before) <= v <= before + 0.9 * (total - before)
+    ]
+    if len(span) < 2:
+        span = points
+    (t0, v0), (t1, v1) = span[0], span[-1]
+    return {
+        "samples": int(total - before),
+        "samples_per_s": (v1 - v0) / max(t1 - t0, 1e-9),
+        "complete": points[-1][1] >= total,
+    }
+
+
+async def fixed_rate(
+    settings: Settings, rate: float, seconds: float, entities: int, metrics: int
+) -> dict[str, Any]:
+    """Produce ``rate`` samples/s stamped with the wall clock; measure prediction latency."""
+    codec = Codec()
+    records_per_s = rate / metrics
+    consumer = AIOKafkaConsumer(
+        topics.PREDICTIONS.name,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    run = uuid.uuid4().hex[:4]
+
+    async def collect() -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time() * 1000
+            for messages in batches.values():
+                for m in messages:
+                    _, record = codec.decode(m.value)
+                    if record["entity"].startswith(f"lat{run}-"):
+                        latencies.append(now - record["event_time"])
+
+    collector = asyncio.create_task(collect())
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1)
+    await producer.start()
+    names = [f"metric_{i:03d}" for i in range(metrics)]
+    rng = np.random.default_rng(1)
+    sent = 0
+    started = time.perf_counter()
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * records_per_s) - sent
+            for _ in range(due):
+                e = sent % entities
+                record = {
+                    "entity": f"lat{run}-{e:05d}",
+                    "event_time": int(time.time() * 1000),
+                    "labels": {},
+                    "names": names,
+                    "values": rng.uniform(0, 100, metrics).tolist(),
+                    "source": "bench",
+                }
+                await producer.send(
+                    topics.METRICS.name,
+                    codec.encode("metric_batch", record),
+                    key=record["entity"].encode(),
+                )
+                sent += 1
+            await asyncio.sleep(0.002)
+        await producer.flush()
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await collector
+        await producer.stop()
+        await consumer.stop()
+    values = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "rate_samples_per_s": rate,
+        "achieved_samples_per_s": sent * metrics / seconds,
+        "predictions": len(latencies),
+        "latency_ms_p50": float(np.percentile(values, 50)),
+        "latency_ms_p95": float(np.percentile(values, 95)),
+        "latency_ms_p99": float(np.percentile(values, 99)),
+    }
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    stack = local_stack(settings, quiet=args.json)
+    stack.up(timeout=180)
+    await ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings))
+    run_id = uuid.uuid4().hex[:6]
+    records = make_records(
+        args.entities, args.metrics, args.records, int(time.time() * 1000) - 3_000_000, 1000
+    )
+    samples = args.records * args.metrics
+    source = f"bench.raw.{run_id}"
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [
+            TopicRequest(source, settings.topic_partitions, {}),
+            TopicRequest(source + ".out", settings.topic_partitions, {}),
+        ],
+    )
+    progress(f"raw aiokafka passthrough over {args.records:,} records ({samples:,} samples)")
+    await produce(settings.kafka_bootstrap_servers, source, records)
+    raw = _raw_in_subprocess(settings, source, args.records)
+    progress(f"  {raw['samples_per_s']:,.0f} samples/s")
+    log = Path(settings.stack_dir) / "logs" / f"bench-worker-{run_id}.log"
+    worker = WorkerProcess(settings, f"bench-{run_id}", log, FORESIGHT_LOG_LEVEL="WARNING").start()
+    try:
+        await worker.ready()
+        progress("worker at the maximum rate")
+        peak = await max_rate(settings, worker, records, args.metrics)
+        progress(f"  {peak['samples_per_s']:,.0f} samples/s")
+        fixed = []
+        for rate in args.rates:
+            progress(f"worker at {rate:,.0f} samples/s for {args.seconds:.0f}s")
+            result = await fixed_rate(
+                settings, rate, args.seconds, args.entities, args.fixed_metrics
+            )
+            progress(
+                f"  p50 {result['latency_ms_p50']:.1f} ms, p99 {result['latency_ms_p99']:.1f} ms"
+            )
+            fixed.append(result)
+    finally:
+        worker.stop()
+    return {
+        "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
+        "setup": {
+            "entities": args.entities,
+            "samples_per_record": args.metrics,
+            "records": args.records,
+            "step_s": settings.step_s,
+        },
+        "raw_passthrough": raw,
+        "pipeline_max": peak,
+        "ratio_to_raw": peak["samples_per_s"] / raw["samples_per_s"],
+        "fixed_rates": fixed,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    raw, peak = result["raw_passthrough"], result["pipeline_max"]
+    print(f"{'contender':<34}{'samples/s':>14}")
+    print(f"{'raw aiokafka passthrough':<34}{raw['samples_per_s']:>14,.0f}")
+    print(
+        f"{'Foresight worker (max rate)':<34}{peak['samples_per_s']:>14,.0f}"
+        f"   {result['ratio_to_raw']:.0%} of raw"
+    )
+    print()
+    print(f"{'offered samples/s':>18}{'achieved':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for r in result["fixed_rates"]:
+        print(
+            f"{r['rate_samples_per_s']:>18,.0f}{r['achieved_samples_per_s']:>12,.0f}"
+            f"{r['latency_ms_p50']:>9.1f}{r['latency_ms_p95']:>9.1f}{r['latency_ms_p99']:>9.1f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="foresight bench pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--entities", type=int, default=1000)
+    parser.add_argument("--metrics", type=int, default=50, help="samples per record (max rate)")
+    parser.add_argument("--records", type=int, default=40_000, help="records for the max rate")
+    parser.add_argument(
+        "--rates", type=float, nargs="*", default=[20_000.0], help="fixed rates in samples/s"
+    )
+    parser.add_argument(
+        "--fixed-metrics",
+        type=int,
+        default=20,
+        help="samples per record at fixed rates (20: a host's scrape)",
+    )
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds per fixed rate")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args, load_settings()))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
