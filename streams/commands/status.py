@@ -1,0 +1,337 @@
+"""``foresight status``: one look at the whole of Foresight, for an operator.
+
+It reports, each from the place that knows it:
+
+* services: the local stack's health (Kafka, Connect, Redis, ClickHouse), and which Foresight
+  processes answer on their ports (worker, sink, gateway, ingest);
+* lag: per consumer group and topic, records between the group's committed offsets and the
+  end of each partition (the worker's and the sink's groups, plus any ``--group``);
+* throughput: records per second in and out per topic, from two samples of the worker's
+  ``/metrics`` counters about a second apart;
+* firing alerts: from the gateway's read API when a gateway runs, else by replaying the
+  ``alerts`` topic (FIRING adds by dedup key, RESOLVED removes), as the gateway itself does;
+* models in production: from the model registry (``models.registry``), when this build has it.
+
+Nothing here writes anywhere: no group is joined and no offset is committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.clickhouse_sink import loopback_for
+from schemas.codec import Codec, DeadLetter, Message
+from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
+from streams.commands.stack import local_stack
+from streams.commands.tail import TailError, topic_partitions
+from streams.settings import Settings
+from streams.topics import ALERTS
+
+Report = dict[str, Any]
+_HTTP_TIMEOUT_S = 2.0
+_THROUGHPUT_COUNTERS = ("foresight_events_in_total", "foresight_events_out_total")
+
+
+def _get(url: str, headers: Mapping[str, str] | None = None) -> bytes | None:
+    """The body at ``url`` when it answers 200, else ``None`` (nothing listening, or an error)."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
+            body: bytes = response.read()
+            return body
+    except (OSError, ValueError):  # URLError and HTTPError are OSErrors
+        return None
+
+
+def process_urls(settings: Settings) -> dict[str, str]:
+    """Where each Foresight process answers when it runs: a page it always serves."""
+    host = loopback_for(settings.bind_host)
+    return {
+        "worker": f"http://{host}:{settings.worker_port}/metrics",
+        "sink": f"http://{host}:{settings.sink_metrics_port}/metrics",
+        "gateway": f"http://{host}:{settings.gateway_port}/metrics",
+        "ingest": f"http://{host}:{settings.ingest_port}/metrics",
+    }
+
+
+def processes(settings: Settings) -> list[Report]:
+    """Which Foresight processes answer on this machine's configured ports."""
+    return [
+        {"name": name, "running": _get(url) is not None, "url": url}
+        for name, url in process_urls(settings).items()
+    ]
+
+
+def counters(text: str, names: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """``{(series name, topic label): value}`` of the counters ``names`` in a /metrics page."""
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                found[(sample.name, sample.labels.get("topic", ""))] = sample.value
+    return found
+
+
+def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
+    """Records per second in and out per topic, from two samples of the worker's counters."""
+    url = process_urls(settings)["worker"]
+    first, started = _get(url), time.monotonic()
+    if first is None:
+        return {"worker_running": False, "note": f"worker not running (nothing at {url})"}
+    time.sleep(interval_s)
+    second, elapsed = _get(url), time.monotonic() - started
+    if second is None:
+        return {"worker_running": False, "note": f"worker stopped answering at {url}"}
+    before = counters(first.decode(), _THROUGHPUT_COUNTERS)
+    after = counters(second.decode(), _THROUGHPUT_COUNTERS)
+    rates: dict[str, dict[str, float]] = {"in": {}, "out": {}}
+    for (name, topic), value in sorted(after.items()):
+        direction = "in" if name == "foresight_events_in_total" else "out"
+        rates[direction][topic] = round((value - before.get((name, topic), 0.0)) / elapsed, 1)
+    return {"worker_running": True, "interval_s": round(elapsed, 2), "records_per_s": rates}
+
+
+async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
+    """Per group and topic: committed offsets against end offsets, summed over partitions.
+
+    A group with no committed offsets is reported as such (not started, or expired).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="foresight-status")
+    await admin.start()
+    try:
+        known = {entry[0] for entry in await admin.list_consumer_groups()}
+        committed = {
+            group: await admin.list_consumer_group_offsets(group)
+            for group in groups
+            if group in known
+        }
+    finally:
+        await admin.close()
+    partitions = sorted({tp for offsets in committed.values() for tp in offsets})
+    ends: dict[TopicPartition, int] = {}
+    if partitions:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+    rows: list[Report] = []
+    for group in groups:
+        offsets = committed.get(group)
+        if not offsets:
+            note = "no committed offsets (not started yet, or its offsets expired)"
+            rows.append({"group": group, "topic": None, "lag": None, "note": note})
+            continue
+        by_topic: dict[str, dict[int, int]] = defaultdict(dict)
+        for tp, meta in offsets.items():
+            if meta.offset >= 0:
+                by_topic[tp.topic][tp.partition] = max(0, ends.get(tp, meta.offset) - meta.offset)
+        for topic, lags in sorted(by_topic.items()):
+            rows.append(
+                {
+                    "group": group,
+                    "topic": topic,
+                    "lag": sum(lags.values()),
+                    "partitions": {str(p): lag for p, lag in sorted(lags.items())},
+                }
+            )
+    return rows
+
+
+def apply_alert(firing: dict[str, Report], alert: Report) -> None:
+    """Fold one Alert record into the firing set: FIRING adds by dedup key, RESOLVED removes."""
+    if alert["status"] == "FIRING":
+        firing[alert["dedup_key"]] = alert
+    else:
+        firing.pop(alert["dedup_key"], None)
+
+
+async def replay_firing(bootstrap: str, topic: str) -> list[Report]:
+    """Alerts firing as of the end of ``topic``, replayed from its oldest retained record."""
+    # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    firing: dict[str, Report] = {}
+    codec = Codec()
+    try:
+        partitions = await topic_partitions(bootstrap, topic)
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        left = {tp for tp in partitions if ends[tp] > await consumer.position(tp)}
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, messages in batches.items():
+                for m in messages:
+                    if m.offset >= ends[tp]:
+                        break
+                    message = Message(m.topic, m.partition, m.offset, m.key, m.value)
+                    record = codec.decode_message(message, ALERTS.schema)
+                    if not isinstance(record, DeadLetter):
+                        apply_alert(firing, record)
+            left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return sorted(firing.values(), key=lambda a: (a["starts_at"], a["dedup_key"]))
+
+
+def firing_alerts(settings: Settings, topic: str) -> Report:
+    """Firing alerts from the gateway when it runs, else from the alerts topic itself."""
+    urls = process_urls(settings)
+    keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+    if topic == ALERTS.name and keys and _get(urls["gateway"]) is not None:
+        api = urls["gateway"].removesuffix("/metrics") + "/api/alerts/firing"
+        body = _get(api, {"X-API-Key": keys[0]})
+        if body is not None:
+            alerts: list[Report] = json.loads(body)
+            return {"source": f"gateway {api}", "alerts": alerts}
+    replayed = asyncio.run(replay_firing(settings.kafka_bootstrap_servers, topic))
+    return {"source": f"replay of topic {topic}", "alerts": replayed}
+
+
+def production_models(settings: Settings) -> Report:
+    """The version of each registered model in production, from the model registry.
+
+    Imported lazily, so that status still works, with a note, on a build or a checkout whose
+    registry is missing; a model whose version cannot be read is listed with the reason.
+    """
+    try:
+        registry_module = importlib.import_module("models.registry")
+    except ModuleNotFoundError as error:
+        if error.name != "models.registry":
+            raise
+        return {"available": False, "note": "this build has no model registry (models/registry.py)"}
+    registry = registry_module.ModelRegistry(settings.model_registry_url)
+    production: dict[str, Report] = {}
+    try:
+        names = registry.models()
+    except OSError as error:
+        return {
+            "available": False,
+            "note": f"model registry at {settings.model_registry_url} unreadable: {error}",
+        }
+    for name in names:
+        try:
+            found = registry.production(name)
+        except registry_module.RegistryError as error:
+            production[name] = {"version": None, "error": str(error)}
+            continue
+        production[name] = (
+            {"version": None, "note": "no version in production"}
+            if found is None
+            else {"version": found.version, "kind": found.kind, "created_at": found.created_at}
+        )
+    return {"available": True, "url": settings.model_registry_url, "production": production}
+
+
+def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
+    """Everything ``foresight status`` reports, as one JSON-ready mapping."""
+    services = [s.as_dict() for s in local_stack(settings, quiet=True).status()]
+    report: Report = {
+        "healthy": all(s["healthy"] for s in services),
+        "services": services,
+        "processes": processes(settings),
+    }
+    try:
+        report["lag"] = asyncio.run(consumer_lag(settings.kafka_bootstrap_servers, groups))
+    except KafkaError as error:
+        report["lag"] = {"error": f"Kafka at {settings.kafka_bootstrap_servers}: {error!r}"}
+    report["throughput"] = throughput(settings)
+    try:
+        report["firing_alerts"] = firing_alerts(settings, alerts_topic)
+    except (KafkaError, TailError) as error:
+        report["firing_alerts"] = {"error": f"cannot read {alerts_topic}: {error!r}"}
+    report["models"] = production_models(settings)
+    return report
+
+
+def format_report(report: Report) -> str:
+    """The report as text for a terminal."""
+    out = ["services:"]
+    for s in report["services"]:
+        out.append(f"  {'ok  ' if s['healthy'] else 'DOWN'} {s['name']:<11} {s['detail']}")
+    for p in report["processes"]:
+        out.append(f"  {'up  ' if p['running'] else '-   '} {p['name']:<11} {p['url']}")
+    out.append("consumer lag:")
+    lag = report["lag"]
+    if isinstance(lag, dict):
+        out.append(f"  {lag['error']}")
+    for row in lag if isinstance(lag, list) else []:
+        if row["topic"] is None:
+            out.append(f"  {row['group']:<28} {row['note']}")
+        else:
+            out.append(f"  {row['group']:<28} {row['topic']:<28} {row['lag']:>10,}")
+    out.append("throughput (records/s):")
+    flow = report["throughput"]
+    if not flow["worker_running"]:
+        out.append(f"  {flow['note']}")
+    else:
+        for direction, rates in flow["records_per_s"].items():
+            for topic, rate in rates.items():
+                out.append(f"  {direction:<4} {topic:<28} {rate:>10,.1f}")
+    firing = report["firing_alerts"]
+    if "error" in firing:
+        out.append(f"firing alerts: {firing['error']}")
+    else:
+        out.append(f"firing alerts: {len(firing['alerts'])} (from {firing['source']})")
+        for a in firing["alerts"]:
+            out.append(f"  {a['severity']:<8} {a['entity']:<20} {a['rule']}: {a['summary']}")
+    models = report["models"]
+    if not models["available"]:
+        out.append(f"models: {models['note']}")
+    else:
+        out.append(f"models in production ({models['url']}):")
+        if not models["production"]:
+            out.append("  none registered")
+        for name, entry in models["production"].items():
+            detail = entry.get("error") or entry.get("note") or f"v{entry['version']}"
+            out.append(f"  {name:<28} {detail}")
+    return "\n".join(out)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the report; exit 1 when a stack service is unhealthy."""
+    groups = list(dict.fromkeys([settings.worker_id, SINK_GROUP, *args.group]))
+    report = collect(settings, groups, args.alerts_topic)
+    try:
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+    except BrokenPipeError:
+        sys.stderr.close()
+    return 0 if report["healthy"] else 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``status`` command."""
+    parser = subparsers.add_parser(
+        "status",
+        help="services, consumer lag, throughput, firing alerts and production models at once",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="another consumer group whose lag to report (repeatable)",
+    )
+    parser.add_argument(
+        "--alerts-topic", default=ALERTS.name, help="topic to replay when no gateway runs"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run_status)
