@@ -19,6 +19,7 @@ compact bytes. A restarted worker resumes from it. Outputs are at-least-once wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -110,6 +111,7 @@ class Worker:
         """
         started = time.perf_counter()
         results = step_many([d[0] for d in due], [d[1] for d in due])
+        # One vectorised call scores every model of every due entity: its time is the step's.
         metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
         wall_ms = time.time() * 1000
         for (_, _, input_ts_ms), (features, predictions, alerts) in zip(due, results, strict=True):
@@ -363,6 +365,7 @@ def create_app(settings: Settings) -> faust.App:
             wall_ms = time.time() * 1000
             step.predictions["emitted_at"] = int(wall_ms)
             step.predictions["latency_ms"] = max(0.0, wall_ms - m.timestamp * 1000)
+            metrics.EVENT_TO_PREDICTION.observe(step.predictions["latency_ms"] / 1000)
             agent, task_type = record["agent"], record["task_type"]
             await produce(topics.FEATURES, step.features["entity"], step.features)
             await produce(topics.PREDICTIONS, agent, step.predictions)
@@ -406,9 +409,9 @@ def create_app(settings: Settings) -> faust.App:
             progress = worker.progress[(tp.topic, tp.partition)]
             highwater = app.consumer.highwater(tp)
             behind = highwater is not None and highwater - 1 > progress.last_offset
-            if behind and progress.last_offset >= 0:
+            if highwater is not None and progress.last_offset >= 0:
                 metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(
-                    highwater - 1 - progress.last_offset
+                    max(0, highwater - 1 - progress.last_offset)
                 )
             progress.stalled = behind and now_s - progress.progressed_s > settings.stall_timeout_s
             if not behind:
@@ -428,6 +431,11 @@ def create_app(settings: Settings) -> faust.App:
     async def forget(sender: Any, *args: Any, **kwargs: Any) -> None:
         """Entities of partitions we no longer own are another worker's now."""
         revoked = args[0] if args else kwargs.get("revoked", set())
+        for tp in revoked:
+            worker.progress.pop((tp.topic, tp.partition), None)
+            for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_STALLED):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
         lost = {tp.partition for tp in revoked if tp.topic == topics.METRICS.name}
         for entity in [e for e, p in worker.entity_partition.items() if p in lost]:
             worker.entities.pop(entity, None)
