@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from models.base import FloatArray
 
 # Inputs are clipped here so that squared deviations stay finite in float64.
 _VALUE_LIMIT = 1e150
 _TINY = 1e-300
+_DAY_MS = 86_400_000
+_WEEK_MS = 7 * _DAY_MS
 
 
 def _gaussian_tail(z: FloatArray) -> FloatArray:
@@ -50,14 +53,17 @@ def _gaussian_tail(z: FloatArray) -> FloatArray:
     return tail
 
 
-# Columns of the per-series state: scalars, then per raw signal its short average and the
-# running mean and variance of that average, then the context table and its row totals.
+# Columns of the per-series state: scalars; the short average of the shape score and the
+# running mean and variance of that average, and the same for the seasonal score; then the
+# daily and the weekly profile (mean, variance, count per phase bucket); then the context
+# table and its row totals.
 _COUNT, _PREV = 0, 1
 _FAST_MEAN, _FAST_VAR, _SLOW_MEAN, _SLOW_VAR, _DIFF_MEAN, _DIFF_VAR = 2, 3, 4, 5, 6, 7
 _LOW, _HIGH, _QUIET, _BIN1, _BIN2 = 8, 9, 10, 11, 12
 _SIGNALS = 4
 _SHORT, _MEAN, _VAR = 13, 14, 15
-_HEADER = 16
+_SEASON_SHORT, _SEASON_MEAN, _SEASON_VAR = 16, 17, 18
+_HEADER = 19
 
 
 class StreamingAnomalyDetector:
@@ -87,15 +93,28 @@ class StreamingAnomalyDetector:
     combine : {"mean", "max"}
         How the raw signals (deviation from the slow and the fast mean, of the first
         difference, and context surprise) merge into one raw score.
+    day_buckets, week_buckets : int
+        Phase buckets of the daily and the weekly profile (96: quarter hours; 168: hours).
+    season_alpha : float
+        Forgetting rate of a profile bucket's mean and variance, per visit of the bucket.
+    season_min : int
+        Visits a bucket needs before its profile is trusted; until then the daily signal is
+        the deviation from the slow mean, and the weekly signal is the daily one.
 
     Notes
     -----
-    Four raw signals, each in ``[0, 1]``, are merged into one raw score; its recent average
-    is compared with the long-run distribution of that average (the anomaly likelihood of
-    HTM), and the Gaussian tail probability is put on a log scale so that 0.5 means "one in
-    100,000". A value beyond the range seen so far scores 1. All state lives in one float64
-    row per series (about 600 floats with the defaults), so it is bounded and the score of
-    ``n`` series is one vectorised call. The score ignores ``t_ms``: points are steps.
+    Four raw signals of the series' shape, each in ``[0, 1]``, are merged into one raw score;
+    its recent average is compared with the long-run distribution of that average (the anomaly
+    likelihood of HTM), and the Gaussian tail probability is put on a log scale so that 0.5
+    means "one in 100,000". A second likelihood does the same for the seasonal score: the
+    deviation of the value from what was usual at the same time of day and of week, so a
+    value that is ordinary overall but wrong for its hour (a missing daily peak, a holiday) is
+    caught. Each likelihood learns its own normal level, and the score is the larger of the
+    two: averaging the seasonal signal with the shape signals would dilute both. A value
+    beyond the range seen so far scores 1. All state lives in one float64 row per series
+    (about 1,400 floats with the defaults), so it is bounded and the score of ``n`` series is
+    one vectorised call. ``t_ms`` is used only for the phase of day and week; the other
+    signals treat points as steps.
 
     References
     ----------
@@ -119,7 +138,7 @@ class StreamingAnomalyDetector:
     """
 
     name = "streaming_anomaly"
-    version = "1"
+    version = "2"
 
     def __init__(
         self,
@@ -137,6 +156,10 @@ class StreamingAnomalyDetector:
         context_prior: float = 0.5,
         context_cap: float = 1000.0,
         combine: str = "mean",
+        day_buckets: int = 96,
+        week_buckets: int = 168,
+        season_alpha: float = 0.1,
+        season_min: int = 4,
     ) -> None:
         for label, rate in (
             ("fast_alpha", fast_alpha),
@@ -144,6 +167,7 @@ class StreamingAnomalyDetector:
             ("diff_alpha", diff_alpha),
             ("short_alpha", short_alpha),
             ("long_alpha", long_alpha),
+            ("season_alpha", season_alpha),
         ):
             if not 0.0 < rate <= 1.0:
                 raise ValueError(f"{label}={rate!r}: a forgetting rate must be in (0, 1]")
@@ -169,9 +193,21 @@ class StreamingAnomalyDetector:
         self.context_weight = context_weight
         self.context_prior = context_prior
         self.context_cap = context_cap
+        if day_buckets < 1 or week_buckets < 1 or season_min < 1:
+            raise ValueError(
+                f"day_buckets={day_buckets!r}, week_buckets={week_buckets!r}, "
+                f"season_min={season_min!r}: each must be >= 1"
+            )
         self.combine = combine
+        self.day_buckets = day_buckets
+        self.week_buckets = week_buckets
+        self.season_alpha = season_alpha
+        self.season_min = season_min
+        self._day_at = _HEADER
+        self._week_at = self._day_at + 3 * day_buckets
+        self._context_at = self._week_at + 3 * week_buckets
         self._contexts = bins * bins
-        self._totals_at = _HEADER + self._contexts * bins
+        self._totals_at = self._context_at + self._contexts * bins
         self._state_size = self._totals_at + self._contexts
 
     @property
@@ -183,12 +219,49 @@ class StreamingAnomalyDetector:
         """Fresh state for ``n_series`` series: nothing seen yet."""
         return np.zeros((n_series, self._state_size), dtype=np.float64)
 
-    def score_learn(self, state: FloatArray, x: FloatArray, t_ms: int) -> FloatArray:
-        """Score one point per series in ``[0, 1]`` against the past, then learn it."""
-        with np.errstate(all="ignore"):
-            return self._score_learn(state, np.asarray(x, dtype=np.float64))
+    def score_learn(
+        self, state: FloatArray, x: FloatArray, t_ms: int | npt.NDArray[np.int64]
+    ) -> FloatArray:
+        """Score one point per series in ``[0, 1]`` against the past, then learn it.
 
-    def _score_learn(self, state: FloatArray, values: FloatArray) -> FloatArray:
+        ``t_ms`` is one event time for every series, or one per series.
+        """
+        with np.errstate(all="ignore"):
+            values = np.asarray(x, dtype=np.float64)
+            times = np.broadcast_to(np.asarray(t_ms, dtype=np.int64), values.shape)
+            return self._score_learn(state, values, times)
+
+    def _profile(
+        self,
+        state: FloatArray,
+        rows: npt.NDArray[np.int64],
+        v: FloatArray,
+        times: npt.NDArray[np.int64],
+        at: int,
+        buckets: int,
+        period_ms: int,
+        floor2: FloatArray,
+    ) -> tuple[FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray]:
+        """The seasonal signal against one profile, and that profile's updated bucket.
+
+        Returns the signal in ``[0, 1]`` (NaN where the bucket is not trusted yet), the
+        column of the bucket's mean, and its new mean, variance and count.
+        """
+        bucket = (times % period_ms) * buckets // period_ms
+        col = at + 3 * bucket
+        mean, var, visits = state[rows, col], state[rows, col + 1], state[rows, col + 2]
+        z = np.abs(v - mean) / np.sqrt(var + floor2)
+        signal = np.where(visits >= self.season_min, np.minimum(z, 10.0) / 10.0, np.nan)
+        # A running average over the first visits, then exponential forgetting.
+        alpha = np.maximum(self.season_alpha, 1.0 / (visits + 1.0))
+        delta = v - mean
+        new_mean = np.where(visits == 0, v, mean + alpha * delta)
+        new_var = np.where(visits == 0, 0.0, (1.0 - alpha) * (var + alpha * delta * delta))
+        return signal, col, new_mean, new_var, visits + 1.0
+
+    def _score_learn(
+        self, state: FloatArray, values: FloatArray, times: npt.NDArray[np.int64]
+    ) -> FloatArray:
         seen = np.isfinite(values)
         v = np.where(seen, np.clip(values, -_VALUE_LIMIT, _VALUE_LIMIT), 0.0)
         s = state
@@ -214,7 +287,7 @@ class StreamingAnomalyDetector:
         scaled = (v - low) / np.where(span > 0, span, 1.0)
         bin_now = np.clip(np.floor(b * scaled), 0, b - 1).astype(np.int64)
         context = s[:, _BIN2].astype(np.int64) * b + s[:, _BIN1].astype(np.int64)
-        cell = _HEADER + context * b + bin_now
+        cell = self._context_at + context * b + bin_now
         total_cell = self._totals_at + context
         seen_here = s[rows, cell]
         total_here = s[rows, total_cell]
@@ -222,13 +295,27 @@ class StreamingAnomalyDetector:
         raw[:, 3] = self.context_weight * (1.0 - prob)
         raw[first] = 0.0
 
+        # Seasonal signal: the mean deviation from the daily and the weekly profile, each
+        # falling back to the deviation from the slow mean while its bucket is still new.
+        daily, day_col, *day_update = self._profile(
+            s, rows, v, times, self._day_at, self.day_buckets, _DAY_MS, floor2
+        )
+        weekly, week_col, *week_update = self._profile(
+            s, rows, v, times, self._week_at, self.week_buckets, _WEEK_MS, floor2
+        )
+        daily = np.where(np.isnan(daily), raw[:, 0], daily)
+        weekly = np.where(np.isnan(weekly), daily, weekly)
+        seasonal = np.where(first, 0.0, 0.5 * (daily + weekly))
+
         # Anomaly likelihood (Ahmad et al. 2017): how unusual the recent average raw score is
         # against that average's own long-run distribution, on a log scale.
         combined = raw.max(axis=1) if self.combine == "max" else raw.mean(axis=1)
         short = s[:, _SHORT] + self.short_alpha * (combined - s[:, _SHORT])
-        sd = np.sqrt(s[:, _VAR]) + 1e-3
-        tail = _gaussian_tail((short - s[:, _MEAN]) / sd)
-        score = np.log(tail + 1e-10) / np.log(1e-10)
+        season_short = s[:, _SEASON_SHORT] + self.short_alpha * (seasonal - s[:, _SEASON_SHORT])
+        score = np.maximum(
+            self._likelihood(short, s[:, _MEAN], s[:, _VAR]),
+            self._likelihood(season_short, s[:, _SEASON_MEAN], s[:, _SEASON_VAR]),
+        )
 
         margin = self.novelty_margin * span
         novel = ((v > high + margin) | (v < low - margin)) & (span > 0)
@@ -236,7 +323,7 @@ class StreamingAnomalyDetector:
         live = (count >= self.warmup) & (s[:, _QUIET] <= 0)
         score = np.where(live & seen, np.clip(np.nan_to_num(score, nan=0.0), 0.0, 1.0), 0.0)
 
-        out = s.copy()
+        out = s[:, :_HEADER].copy()
         out[:, _COUNT] = count + 1.0
         out[:, _PREV] = v
         for mean_col, var_col, alpha, value in (
@@ -249,23 +336,44 @@ class StreamingAnomalyDetector:
             out[:, var_col] = np.where(
                 first, 0.0, (1.0 - alpha) * (s[:, var_col] + alpha * delta * delta)
             )
-        delta_short = short - s[:, _MEAN]
-        out[:, _MEAN] = s[:, _MEAN] + self.long_alpha * delta_short
-        out[:, _VAR] = (1.0 - self.long_alpha) * (s[:, _VAR] + self.long_alpha * delta_short**2)
-        out[:, _SHORT] = short
+        for average, short_col, mean_col, var_col in (
+            (short, _SHORT, _MEAN, _VAR),
+            (season_short, _SEASON_SHORT, _SEASON_MEAN, _SEASON_VAR),
+        ):
+            delta_short = average - s[:, mean_col]
+            out[:, mean_col] = s[:, mean_col] + self.long_alpha * delta_short
+            out[:, var_col] = (1.0 - self.long_alpha) * (
+                s[:, var_col] + self.long_alpha * delta_short**2
+            )
+            out[:, short_col] = average
         out[:, _LOW] = np.minimum(low, v)
         out[:, _HIGH] = np.maximum(high, v)
-        out[rows, cell] = seen_here + 1.0
-        out[rows, total_cell] = total_here + 1.0
-        full = out[rows, total_cell] > self.context_cap
-        if full.any():
-            cols = (_HEADER + context[full] * b)[:, None] + np.arange(b)
-            out[rows[full, None], cols] *= 0.5
-            out[rows[full], total_cell[full]] *= 0.5
         out[:, _BIN2] = s[:, _BIN1]
         out[:, _BIN1] = bin_now
         out[:, _QUIET] = np.where(
             score >= self.alert_level, self.quiet_steps, np.maximum(s[:, _QUIET] - 1.0, 0.0)
         )
-        state[seen] = out[seen]
+        # Past the header only a few cells per series change (one bucket of each profile, one
+        # row of the context table): write those, for the series that had a value, rather
+        # than copying whole rows.
+        kept = rows[seen]
+        state[kept, :_HEADER] = out[kept]
+        for col, update in ((day_col, day_update), (week_col, week_update)):
+            for offset, column_values in enumerate(update):
+                state[kept, col[kept] + offset] = column_values[kept]
+        state[kept, cell[kept]] = seen_here[kept] + 1.0
+        state[kept, total_cell[kept]] = total_here[kept] + 1.0
+        full = seen & (total_here + 1.0 > self.context_cap)
+        if full.any():
+            cols = (self._context_at + context[full] * b)[:, None] + np.arange(b)
+            state[rows[full, None], cols] *= 0.5
+            state[rows[full], total_cell[full]] *= 0.5
         return score
+
+    @staticmethod
+    def _likelihood(short: FloatArray, mean: FloatArray, var: FloatArray) -> FloatArray:
+        """How unusual a recent average is against its own long-run distribution, on a log
+        scale (Ahmad et al. 2017): 0.5 is a tail probability of 1e-5, 1 of 1e-10."""
+        tail = _gaussian_tail((short - mean) / (np.sqrt(var) + 1e-3))
+        likelihood: FloatArray = np.log(tail + 1e-10) / np.log(1e-10)
+        return likelihood

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from models.anomaly import StreamingAnomalyDetector
@@ -44,6 +45,42 @@ def test_planted_level_shift_is_detected_soon_after_it_starts() -> None:
     scores = score_series(StreamingAnomalyDetector(), values, _times(len(values)))
     assert scores[1200:1210].max() > 0.9
     assert scores[1200:1210].max() > scores[1000:1195].max()
+
+
+def _daily_pulse(
+    days: int, missing_day: int, seed: int
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Five-minute steps with a daily four-hour pulse, skipped on ``missing_day``; also returns
+    the rows where the pulse should have been."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 288)
+    phase = t % 288
+    pulse = (phase >= 120) & (phase < 168)
+    series: FloatArray = 10.0 + 10.0 * pulse + 0.3 * rng.standard_normal(len(t))
+    gone = pulse & (t // 288 == missing_day)
+    series[gone] -= 10.0
+    return series, np.flatnonzero(gone)
+
+
+def test_missing_daily_peak_is_detected_though_its_values_are_ordinary() -> None:
+    detector = StreamingAnomalyDetector()
+    values, rows = _daily_pulse(14, missing_day=12, seed=8)
+    scores = score_series(detector, values, np.arange(len(values)) * 300_000)
+    assert (values[rows] < values[: rows[0]].max()).all()
+    assert scores[rows[0] : rows[0] + 24].max() >= detector.alert_level
+    assert scores[rows].max() > 2.0 * scores[8 * 288 : 12 * 288].max()
+
+
+def test_per_series_times_give_the_same_scores_as_each_series_alone() -> None:
+    detector = StreamingAnomalyDetector()
+    n = 600
+    batch = np.stack([_noisy(n, seed) for seed in range(3)], axis=1)
+    times = np.stack([np.arange(n) * STEP_MS + shift for shift in (0, 7_200_000, 13 * STEP_MS)], 1)
+    state = detector.init_state(3)
+    together = np.array([detector.score_learn(state, batch[i], times[i]) for i in range(n)])
+    for k in range(3):
+        alone = score_series(detector, batch[:, k], times[:, k])
+        np.testing.assert_array_equal(together[:, k], alone)
 
 
 def test_batch_of_series_equals_each_series_alone() -> None:
@@ -108,7 +145,14 @@ def test_state_stays_bounded_and_finite_on_a_long_stream() -> None:
 
 @pytest.mark.parametrize(
     ("parameters", "named"),
-    [({"fast_alpha": 0.0}, "fast_alpha=0.0"), ({"warmup": 0}, "warmup=0"), ({"bins": 1}, "bins=1")],
+    [
+        ({"fast_alpha": 0.0}, "fast_alpha=0.0"),
+        ({"warmup": 0}, "warmup=0"),
+        ({"bins": 1}, "bins=1"),
+        ({"season_alpha": 1.5}, "season_alpha=1.5"),
+        ({"day_buckets": 0}, "day_buckets=0"),
+        ({"season_min": 0}, "season_min=0"),
+    ],
 )
 def test_bad_parameters_are_refused_with_the_value(
     parameters: dict[str, float], named: str
