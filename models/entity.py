@@ -59,7 +59,7 @@ class PipelineConfig:
     horizons_s: tuple[int, ...] = (300, 3600, 86_400)
     failure_horizon_s: float = 1800.0
     max_metrics: int = 64
-    anomaly_warmup_steps: int = 60
+    anomaly_warmup_steps: int = 120
     exhaustion_memory_s: float = 1800.0
     trend_r2: float = 0.6
     trend_min_samples: int = 12

@@ -133,7 +133,9 @@ class Settings:
         "Samples stamped further than this in the future are dead-lettered.",
     )
     anomaly_warmup_steps: int = _setting(
-        60, "FORESIGHT_ANOMALY_WARMUP", "Steps an anomaly detector learns before it scores."
+        120,
+        "FORESIGHT_ANOMALY_WARMUP",
+        "Steps an anomaly detector learns before it scores (its likelihood needs ~100 to settle).",
     )
     failure_horizon_s: float = _setting(
         1800.0,

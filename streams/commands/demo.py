@@ -257,6 +257,6 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the whole product on the local stack for a minute and summarise"
     )
-    add_simulation_arguments(parser, duration=3600.0)
+    add_simulation_arguments(parser, duration=5400.0, speed=90.0, quiet_s=1800.0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=_demo)

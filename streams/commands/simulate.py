@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import sys
@@ -21,7 +22,14 @@ from typing import Any
 from connectors.kafka_producer import RecordProducer
 from streams import topics
 from streams.settings import Settings
-from streams.simulation import SimEvent, Simulation, SimulationConfig, csv_series
+from streams.simulation import (
+    Incident,
+    SimEvent,
+    Simulation,
+    SimulationConfig,
+    csv_series,
+    default_incidents,
+)
 
 SCHEMA_OF = {t.name: t.schema for t in topics.ALL_TOPICS}
 
@@ -73,13 +81,24 @@ def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
     """The simulation the arguments describe and its duration in simulated seconds."""
     duration_s = args.duration
     end_ms = int(time.time() * 1000) if args.start is None else args.start + int(duration_s * 1000)
+    incidents: tuple[Incident, ...] = ()
+    if args.incidents:
+        # The default schedule spread over the time after the quiet lead-in, so the models
+        # have learned each host's normal before anything goes wrong.
+        span = duration_s - args.quiet_s
+        if span <= 0:
+            raise ValueError(f"--quiet-s {args.quiet_s} leaves no time for incidents")
+        incidents = tuple(
+            dataclasses.replace(i, start_s=i.start_s + args.quiet_s)
+            for i in default_incidents(args.hosts, args.agents, span_s=min(span, 3600.0))
+        )
     config = SimulationConfig(
         hosts=args.hosts,
         agents=args.agents,
         seed=args.seed,
         scrape_interval_s=args.interval,
         start_ms=end_ms - int(duration_s * 1000),
-        incidents=None if args.incidents else (),
+        incidents=incidents,
     )
     return Simulation(config), duration_s
 
@@ -122,7 +141,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_simulation_arguments(parser: argparse.ArgumentParser, duration: float) -> None:
+def add_simulation_arguments(
+    parser: argparse.ArgumentParser, duration: float, speed: float = 60.0, quiet_s: float = 0.0
+) -> None:
     """The arguments that describe a simulation (shared by ``simulate`` and ``demo``)."""
     parser.add_argument("--hosts", type=int, default=20, help="hosts to simulate (default 20)")
     parser.add_argument("--agents", type=int, default=5, help="agents to simulate (default 5)")
@@ -142,8 +163,15 @@ def add_simulation_arguments(parser: argparse.ArgumentParser, duration: float) -
     parser.add_argument(
         "--speed",
         type=float,
-        default=60.0,
-        help="simulated seconds per wall second; 0 = as fast as possible",
+        default=speed,
+        help=f"simulated seconds per wall second, 0: as fast as possible (default {speed:g})",
+    )
+    parser.add_argument(
+        "--quiet-s",
+        type=float,
+        default=quiet_s,
+        help=f"simulated seconds of normal operation before the first incident "
+        f"(default {quiet_s:g})",
     )
     parser.add_argument(
         "--start",

@@ -20,7 +20,7 @@ NAMES = ["cpu_percent", "memory_percent", "disk_used_percent", "request_latency_
 
 @pytest.fixture(scope="module")
 def models() -> ModelSet:
-    return ModelSet(PipelineConfig(anomaly_warmup_steps=30))
+    return ModelSet(PipelineConfig())
 
 
 def _feed(pipelines: list[EntityPipeline], steps: int, seed: int = 0) -> None:

@@ -1,0 +1,277 @@
+"""``foresight train failure_risk --since ISO --until ISO``: train, register, announce.
+
+Reads the features, FAILURE labels and the online local-trend risk of the window from
+ClickHouse (the sink's SQL endpoint when a sink runs, else the chdb folder or the server at
+``CLICKHOUSE_URL``), trains the XGBoost failure-risk model with temporal cross-validation
+(:mod:`models.training`), registers it as a candidate in the model registry
+(``MODEL_REGISTRY_URL``) with its evaluation report, and produces the ModelUpdate record to
+``models.updates``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.clickhouse import open_store
+from connectors.clickhouse_schema import create_tables
+from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
+from connectors.kafka_producer import RecordProducer
+from models.registry import ModelRegistry, RegistryError
+from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
+from streams.settings import Settings
+from streams.topics import MODEL_UPDATES
+
+_PUBLISH_TIMEOUT_S = 30.0
+
+
+def query_table(sql: str, settings: Settings) -> pa.Table:
+    """Run ``sql`` where Foresight's tables are and return the rows as an Arrow table.
+
+    A running sink answers first (it owns the chdb folder); else the chdb folder or the
+    ClickHouse server is opened for this one query. Raises ``SqlError`` with the reason.
+    """
+    if not settings.clickhouse_url:
+        try:
+            result = ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, sql)
+        except SinkUnavailableError:
+            pass
+        else:
+            return pa.table(
+                {c: [row[i] for row in result.rows] for i, c in enumerate(result.columns)}
+            )
+    try:
+        with open_store(settings.clickhouse_url, settings.chdb_path) as store:
+            create_tables(store, settings.clickhouse_ttl_days)
+            return store.query_arrow(sql)
+    except Exception as error:  # chdb and clickhouse-connect raise many types
+        message = str(error).strip()
+        if "EmbeddedServer" in message:
+            message += (
+                f" (the chdb folder {settings.chdb_path} is held by another process and no sink "
+                f"answers SQL on port {settings.sink_sql_port})"
+            )
+        raise SqlError(message) from error
+
+
+async def _produce(settings: Settings, records: Sequence[dict[str, Any]]) -> None:
+    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(MODEL_UPDATES.name, record["model"], "model_update", record)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def publish_updates(settings: Settings, records: Sequence[dict[str, Any]]) -> str | None:
+    """Produce ModelUpdate records to ``models.updates`` in order; the error, or None."""
+    try:
+        asyncio.run(asyncio.wait_for(_produce(settings, records), _PUBLISH_TIMEOUT_S))
+    except Exception as error:  # aiokafka, asyncio and socket errors alike
+        return (
+            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka_bootstrap_servers} "
+            f"({type(error).__name__}: {error}); the registry is changed, workers will see it "
+            "when they next reload. Is Kafka up (foresight stack status)?"
+        )
+    return None
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (``2025-01-31T12:00:00Z``; no zone means UTC) as epoch milliseconds."""
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; write e.g. 2025-01-31T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _window(since_ms: int, until_ms: int) -> str:
+    return (
+        f"ts >= fromUnixTimestamp64Milli(toInt64({since_ms})) "
+        f"AND ts <= fromUnixTimestamp64Milli(toInt64({until_ms}))"
+    )
+
+
+def millis_as_ts(table: pa.Table) -> pa.Table:
+    """Rename ``ts_ms`` to ``ts``. Queries select ``toUnixTimestamp64Milli(ts) AS ts_ms``:
+    an alias ``ts`` would shadow the column in their WHERE clause (ClickHouse resolves
+    aliases there), and integers travel through the sink's JSON where timestamps would not."""
+    return table.rename_columns(["ts" if c == "ts_ms" else c for c in table.column_names])
+
+
+def _read_history(since_ms: int, until_ms: int, settings: Settings) -> tuple[pa.Table, ...]:
+    window = _window(since_ms, until_ms)
+    features = query_table(
+        "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, "
+        "CAST(names, 'Array(String)') AS names, values, "
+        f"CAST(feature_set, 'String') AS feature_set FROM features WHERE {window} ORDER BY ts",
+        settings,
+    )
+    labels = query_table(
+        "SELECT entity, CAST(kind, 'String') AS kind, toUnixTimestamp64Milli(ts) AS ts_ms "
+        f"FROM labels WHERE kind = 'FAILURE' AND {window}",
+        settings,
+    )
+    baseline = query_table(
+        "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, max(score) AS score "
+        "FROM predictions WHERE kind = 'FAILURE_RISK' AND model = 'local_trend' "
+        f"AND {window} GROUP BY entity, ts",
+        settings,
+    )
+    return millis_as_ts(features), millis_as_ts(labels), millis_as_ts(baseline)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_report(report: dict[str, Any], update: dict[str, Any] | None) -> str:
+    """The training report as text: data, folds and means of model and baselines."""
+    lines = []
+    if update is not None:
+        lines.append(
+            f"registered {update['model']} version {update['version']} as {update['stage']}: "
+            f"{update['uri']}"
+        )
+    lines.append(
+        f"{report['rows']} rows ({report['positives']} positive, prevalence "
+        f"{report['prevalence']:.4f}) of {report['entities']} entities, {report['features']} "
+        f"features, {report['since']} .. {report['until']}; horizon {report['horizon_s']:.0f} s, "
+        f"threshold {report['threshold']}"
+    )
+    metrics = ("auc_pr", "roc_auc", "precision", "recall", "brier")
+    contenders = list(report["cv"]["mean"])
+    lines.append(f"{'fold':<6}{'contender':<22}" + "".join(f"{m:>11}" for m in metrics))
+    for fold in report["cv"]["folds"]:
+        for name in contenders:
+            lines.append(
+                f"{fold['fold']:<6}{name:<22}"
+                + "".join(f"{_fmt(fold[name][m]):>11}" for m in metrics)
+            )
+    for name in contenders:
+        lines.append(
+            f"{'mean':<6}{name:<22}"
+            + "".join(f"{_fmt(report['cv']['mean'][name][m]):>11}" for m in metrics)
+        )
+    lines.extend(f"note: {note}" for note in report["notes"])
+    if report["dropped_rows"]:
+        lines.append(f"rows left out: {report['dropped_rows']}")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.until_ms <= args.since_ms:
+        print("foresight train: --until must be after --since", file=sys.stderr)
+        return 2
+    horizon_s = settings.failure_horizon_s if args.horizon_s is None else args.horizon_s
+    try:
+        features, labels, baseline = _read_history(args.since_ms, args.until_ms, settings)
+    except SqlError as error:
+        print(f"foresight train: cannot read the history: {error}", file=sys.stderr)
+        return 1
+    if features.num_rows == 0:
+        print(
+            "foresight train: no feature rows between --since and --until in ClickHouse "
+            "(is the worker producing `features` and the sink storing them?)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        data = build_training_set(
+            features,
+            labels,
+            horizon_s,
+            label_until_ms=args.until_ms,
+            baseline=baseline if baseline.num_rows else None,
+        )
+        config = TrainingConfig(
+            folds=args.folds, search_trials=args.search_trials, threads=args.threads
+        )
+        model, reference, report = train_failure_risk(data, config)
+    except ValueError as error:
+        print(f"foresight train: {error}", file=sys.stderr)
+        return 1
+    registry = ModelRegistry(settings.model_registry_url)
+    try:
+        production = (
+            registry.production(FAILURE_RISK) if FAILURE_RISK in registry.models() else None
+        )
+        update = registry.register_model(
+            model,
+            reference,
+            report,
+            since_ms=int(data.times_ms.min()),
+            until_ms=int(data.times_ms.max()),
+            parent=production.version if production else None,
+        )
+    except RegistryError as error:
+        print(f"foresight train: {error}", file=sys.stderr)
+        return 1
+    problem = publish_updates(settings, [update])
+    if args.json:
+        print(json.dumps({"update": update, "published": problem is None, "report": report}))
+    else:
+        print(format_report(report, update))
+    if problem:
+        print(f"foresight train: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train``."""
+    train = subparsers.add_parser(
+        "train", help="train a batch model on ClickHouse history and register it as a candidate"
+    )
+    train.add_argument("model", choices=[FAILURE_RISK], help="the model to train")
+    train.add_argument(
+        "--since",
+        dest="since_ms",
+        type=parse_time,
+        required=True,
+        metavar="ISO",
+        help="start of the training window, ISO 8601 (UTC unless zoned)",
+    )
+    train.add_argument(
+        "--until",
+        dest="until_ms",
+        type=parse_time,
+        required=True,
+        metavar="ISO",
+        help="end of the window; labels after it are not read",
+    )
+    train.add_argument(
+        "--horizon-s",
+        type=float,
+        default=None,
+        help="a failure this many seconds after a step makes it positive "
+        "(default: FORESIGHT_FAILURE_HORIZON_S, 1800)",
+    )
+    train.add_argument("--folds", type=int, default=4, help="temporal CV folds (default 4)")
+    train.add_argument(
+        "--search-trials",
+        type=int,
+        default=0,
+        help="Optuna trials of hyper-parameter search (needs optuna installed; default 0)",
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="XGBoost threads (default 1: extra threads only pay on otherwise idle cores)",
+    )
+    train.add_argument("--json", action="store_true", help="print the update and report as JSON")
+    train.set_defaults(func=_train)
