@@ -17,8 +17,8 @@ from connectors.kafka_producer import RecordProducer
 from schemas.codec import Codec
 from streams import topics
 from streams.settings import Settings
-from tests.integration.kafka_io import TopicReader
 from streams.worker_process import WorkerProcess
+from tests.integration.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
 
