@@ -60,13 +60,24 @@ class PipelineConfig:
     failure_horizon_s: float = 1800.0
     max_metrics: int = 64
     anomaly_warmup_steps: int = 120
-    exhaustion_memory_s: float = 1800.0
+    exhaustion_memory_s: float = 21_600.0
     trend_r2: float = 0.6
     trend_min_samples: int = 12
     capacities: Mapping[str, float] = field(
         default_factory=lambda: {"memory_percent": 100.0, "disk_used_percent": 100.0}
     )
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
+
+
+@dataclass(frozen=True)
+class BatchModel:
+    """A trained model scoring FeatureVector records (an XGBoost failure-risk version)."""
+
+    name: str
+    version: str
+    horizon_s: int
+    score: Callable[[Sequence[Record]], FloatArray]
+    shadow: bool = False
 
 
 class ModelSet:
@@ -164,18 +175,21 @@ class EntityPipeline:
             "upper": upper,
         }
 
-    def _close(
-        self, now_ms: int, grid: FloatArray, predictions: list[Record]
-    ) -> tuple[Record, Record, list[Record]]:
-        """The step's records from its predictions; evaluates the alert rules."""
-        self.last_step_ms = now_ms
-        features = {
+    def _features(self, now_ms: int, grid: FloatArray) -> Record:
+        """The step's FeatureVector record."""
+        return {
             "entity": self.entity,
             "event_time": now_ms,
             "names": self.windows.names(),
             "values": grid.reshape(-1).tolist(),
             "feature_set": self.models.feature_set,
         }
+
+    def _close(
+        self, now_ms: int, predictions: list[Record], shadow: list[Record]
+    ) -> tuple[Record, list[Record]]:
+        """The step's PredictionBatch and alert changes; shadow predictions never alert."""
+        self.last_step_ms = now_ms
         alerts = []
         for rule in self.models.config.rules:
             value, metric = worst(predictions, rule.kind, rule.min_metrics)
@@ -190,9 +204,9 @@ class EntityPipeline:
             "event_time": now_ms,
             "emitted_at": now_ms,
             "latency_ms": 0.0,
-            "predictions": predictions,
+            "predictions": predictions + shadow,
         }
-        return features, batch, alerts
+        return batch, alerts
 
     # -- compact state -------------------------------------------------------------------
     # Two parts, written at different paces: the windows (and alert states, offsets) change
@@ -295,9 +309,15 @@ def _aligned_groups(times: npt.NDArray[np.int64], period_ms: float) -> list[npt.
 
 
 def step_many(
-    pipelines: Sequence[EntityPipeline], now_ms: Sequence[int]
+    pipelines: Sequence[EntityPipeline],
+    now_ms: Sequence[int],
+    batch_models: Sequence[BatchModel] = (),
 ) -> list[tuple[Record, Record, list[Record]]]:
     """Close a step of many entities at once: one vectorised pass over all their series.
+
+    ``batch_models`` (trained models from the registry) score the step's feature vectors
+    together; a champion's FAILURE_RISK joins the predictions the alert rules read, a
+    shadow's is recorded beside it and never alerts.
 
     The worker steps every entity that is due in a poll batch together, so the cost of each
     numpy call is paid once per batch, not once per entity. Stepping entities one at a time
@@ -365,7 +385,7 @@ def step_many(
 
     exhaustion = _exhaustion_many(pipelines, now, grid, starts)
 
-    out = []
+    built: list[tuple[Record, list[Record]]] = []
     horizons = cfg.horizons_s
     detector, forecaster = models.detector, models.forecaster
     for k, p in enumerate(pipelines):
@@ -387,7 +407,25 @@ def step_many(
                         p._prediction(metric, "FORECAST", forecaster, horizon, mean, 0.0, low, high)
                     )
         predictions += exhaustion[k]
-        out.append(p._close(int(now[k]), grid[a:b], predictions))
+        built.append((p._features(int(now[k]), grid[a:b]), predictions))
+    features = [f for f, _ in built]
+    scored = [(model, model.score(features).tolist()) for model in batch_models if features]
+    out = []
+    for k, (p, (record, predictions)) in enumerate(zip(pipelines, built, strict=True)):
+        extra: dict[bool, list[Record]] = {False: [], True: []}
+        for model, probabilities in scored:
+            extra[model.shadow].append(
+                p._prediction(
+                    "entity",
+                    "FAILURE_RISK",
+                    model,
+                    model.horizon_s,
+                    probabilities[k],
+                    probabilities[k],
+                )
+            )
+        batch, alerts = p._close(int(now[k]), predictions + extra[False], extra[True])
+        out.append((record, batch, alerts))
     return out
 
 

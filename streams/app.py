@@ -19,6 +19,7 @@ compact bytes. A restarted worker resumes from it. Outputs are at-least-once wit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -28,12 +29,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import prometheus as metrics
 from connectors.redis_store import FeatureStore
 from models.agents import AgentTaskStats, AgentTracker, advise
-from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.registry import ModelRegistry, RegistryError
+from models.training import FAILURE_RISK
 from schemas.codec import Codec, DeadLetter, Message
 from streams import topics
 from streams.settings import Settings
@@ -88,6 +92,7 @@ class Worker:
         self.cache_features: list[Record] = []
         self.cache_predictions: list[Record] = []
         self.agents = AgentTracker()
+        self.batch_models: list[BatchModel] = []
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
         self.started_s = time.time()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
@@ -101,6 +106,35 @@ class Worker:
         progress.progressed_s = now
         return progress
 
+    def load_batch_models(self) -> list[BatchModel]:
+        """The production failure-risk model, and the newest candidate in shadow.
+
+        Called at start and on every ModelUpdate; the registry, not the update, says which
+        version serves. A version that fails its integrity check is logged and skipped, and
+        the worker keeps scoring with what it had.
+        """
+        registry = ModelRegistry(self.settings.model_registry_url)
+        try:
+            champion = registry.load_production(FAILURE_RISK)
+            loaded = [] if champion is None else [(champion, False)]
+            served = int(champion.version.version) if champion else 0
+            if self.settings.shadow_candidates and FAILURE_RISK in registry.models():
+                newer = [v for v in registry.versions(FAILURE_RISK)
+                         if v.stage == "candidate" and int(v.version) > served]  # fmt: skip
+                if newer:
+                    loaded.append((registry.load(FAILURE_RISK, newer[-1].version), True))
+        except (RegistryError, OSError, ValueError) as error:
+            log.error(
+                "model registry %s: %s; keeping the current models",
+                self.settings.model_registry_url,
+                error,
+            )
+            return self.batch_models
+        return [
+            BatchModel(FAILURE_RISK, m.version.version, int(m.model.horizon_s), m.score, shadow)
+            for m, shadow in loaded
+        ]
+
     def emit_many(
         self, due: list[tuple[EntityPipeline, int, float]]
     ) -> list[tuple[Record, Record, list[Record]]]:
@@ -110,7 +144,7 @@ class Worker:
         prediction's latency is counted from it.
         """
         started = time.perf_counter()
-        results = step_many([d[0] for d in due], [d[1] for d in due])
+        results = step_many([d[0] for d in due], [d[1] for d in due], self.batch_models)
         # One vectorised call scores every model of every due entity: its time is the step's.
         metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
         wall_ms = time.time() * 1000
@@ -417,6 +451,44 @@ def create_app(settings: Settings) -> faust.App:
             if not behind:
                 progress.progressed_s = now_s
             metrics.PARTITION_STALLED.labels(tp.topic, tp.partition).set(float(progress.stalled))
+
+    async def reload_models() -> None:
+        worker.batch_models = await asyncio.to_thread(worker.load_batch_models)
+        log.info(
+            "batch models: %s",
+            [
+                f"{m.name} v{m.version}{' (shadow)' if m.shadow else ''}"
+                for m in worker.batch_models
+            ],
+        )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_model_updates() -> None:
+        """Hot reload: every worker follows ``models.updates`` itself (no consumer group), so
+        each picks up a promotion without a restart; scoring goes on with the old models
+        until the new ones are loaded, then switches in one assignment."""
+        await reload_models()
+        consumer = AIOKafkaConsumer(
+            topics.MODEL_UPDATES.name,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            async for message in consumer:
+                _, update = codec.decode(message.value)
+                if update.get("model") == FAILURE_RISK:
+                    log.info(
+                        "model update: %s v%s %s",
+                        update["model"],
+                        update["version"],
+                        update["action"],
+                    )
+                    await reload_models()
+        finally:
+            await consumer.stop()
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -109,6 +109,11 @@ class Settings:
         "FORESIGHT_MODEL_CHECKPOINT_S",
         "Event-time seconds between writes of an entity's model states to their changelog.",
     )
+    shadow_candidates: bool = _setting(
+        True,
+        "FORESIGHT_SHADOW_CANDIDATES",
+        "Score the newest candidate of each trained model in shadow beside the production one.",
+    )
     allowed_lateness_s: float = _setting(
         120.0,
         "FORESIGHT_ALLOWED_LATENESS_S",
@@ -203,6 +208,11 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
     kind: Callable[[Any], Any] = type(field.default)
     if type(raw) is kind:
         return raw
+    if kind is bool:
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return text in ("1", "true", "yes", "on")
+        raise ValueError(f"{source}: {field.name} must be true or false, got {raw!r}")
     try:
         return kind(raw)
     except (TypeError, ValueError):
