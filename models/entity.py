@@ -85,7 +85,14 @@ class ModelSet:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.detector = StreamingAnomalyDetector(warmup=config.anomaly_warmup_steps)
+        # The detector's defaults are tuned for NAB, which scores the first detection of
+        # each anomaly: a value beyond the range seen scores 1, and 100 points after a
+        # detection stay silent. A stream alerts differently: the alert rule deduplicates
+        # and holds an episode, and a host's range grows with its daily cycle for days, so
+        # here novelty does not score on its own and there is no silence after a detection.
+        self.detector = StreamingAnomalyDetector(
+            warmup=config.anomaly_warmup_steps, novelty_margin=math.inf, quiet_steps=0
+        )
         self.forecaster = SeasonalForecaster(step_s=config.forecast_step_s)
         self.bottleneck = ExhaustionModel(memory_s=config.exhaustion_memory_s)
         self.resources = tuple(config.capacities)
