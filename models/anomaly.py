@@ -100,6 +100,12 @@ class StreamingAnomalyDetector:
     season_min : int
         Visits a bucket needs before its profile is trusted; until then the daily signal is
         the deviation from the slow mean, and the weekly signal is the daily one.
+    calibrated_start : bool
+        False (the default, tuned on NAB): the likelihoods' long-run distributions start at
+        zero and settle over thousands of points, so the first scored points read high; NAB's
+        probation period hides them. True: they are running averages over the second half
+        of warm-up (the first half is the signals' own start-up), so scoring starts
+        calibrated: what a stream alerting from its first scored step needs.
 
     Notes
     -----
@@ -160,6 +166,7 @@ class StreamingAnomalyDetector:
         week_buckets: int = 168,
         season_alpha: float = 0.1,
         season_min: int = 4,
+        calibrated_start: bool = False,
     ) -> None:
         for label, rate in (
             ("fast_alpha", fast_alpha),
@@ -203,6 +210,7 @@ class StreamingAnomalyDetector:
         self.week_buckets = week_buckets
         self.season_alpha = season_alpha
         self.season_min = season_min
+        self.calibrated_start = calibrated_start
         self._day_at = _HEADER
         self._week_at = self._day_at + 3 * day_buckets
         self._context_at = self._week_at + 3 * week_buckets
@@ -336,15 +344,22 @@ class StreamingAnomalyDetector:
             out[:, var_col] = np.where(
                 first, 0.0, (1.0 - alpha) * (s[:, var_col] + alpha * delta * delta)
             )
+        if self.calibrated_start:
+            # A running average over the second half of warm-up: the first half is the
+            # signals' own start-up transient, which would inflate the long-run variance.
+            settled = count - self.warmup // 2
+            long_alpha = np.where(
+                count < self.warmup, 1.0 / np.maximum(settled + 1.0, 1.0), self.long_alpha
+            )
+        else:
+            long_alpha = np.full(len(v), self.long_alpha)
         for average, short_col, mean_col, var_col in (
             (short, _SHORT, _MEAN, _VAR),
             (season_short, _SEASON_SHORT, _SEASON_MEAN, _SEASON_VAR),
         ):
             delta_short = average - s[:, mean_col]
-            out[:, mean_col] = s[:, mean_col] + self.long_alpha * delta_short
-            out[:, var_col] = (1.0 - self.long_alpha) * (
-                s[:, var_col] + self.long_alpha * delta_short**2
-            )
+            out[:, mean_col] = s[:, mean_col] + long_alpha * delta_short
+            out[:, var_col] = (1.0 - long_alpha) * (s[:, var_col] + long_alpha * delta_short**2)
             out[:, short_col] = average
         out[:, _LOW] = np.minimum(low, v)
         out[:, _HIGH] = np.maximum(high, v)

@@ -48,6 +48,7 @@ class _ModelName:
 
 
 _LOCAL_TREND = _ModelName("local_trend", "1")
+_DAY_BUCKETS = 96  # quarter hours, the detector's default
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,17 @@ class ModelSet:
         # detection stay silent. A stream alerts differently: the alert rule deduplicates
         # and holds an episode, and a host's range grows with its daily cycle for days, so
         # here novelty does not score on its own and there is no silence after a detection.
+        # Its seasonal profile trusts a time-of-day bucket after ``season_min`` visits, which
+        # on 5-minute data means days; at a step of seconds a bucket fills in minutes, so
+        # trust it only after two days' worth of visits.
+        visits_per_day = 86_400 / _DAY_BUCKETS / config.step_s
         self.detector = StreamingAnomalyDetector(
-            warmup=config.anomaly_warmup_steps, novelty_margin=math.inf, quiet_steps=0
+            warmup=config.anomaly_warmup_steps,
+            novelty_margin=math.inf,
+            quiet_steps=0,
+            day_buckets=_DAY_BUCKETS,
+            season_min=max(4, round(2 * visits_per_day)),
+            calibrated_start=True,
         )
         self.forecaster = SeasonalForecaster(step_s=config.forecast_step_s)
         self.bottleneck = ExhaustionModel(memory_s=config.exhaustion_memory_s)

@@ -339,6 +339,8 @@ def create_app(settings: Settings) -> faust.App:
         if m.offset <= pipeline.last_offset:
             metrics.REPLAYED.inc()  # already in the restored windows
             return
+        if entity in pending:  # its earlier step must close before this record is judged
+            await publish_steps()
         lateness = pipeline.last_step_ms - t_ms
         if lateness > settings.allowed_lateness_s * 1000:
             await dead_letter(
@@ -353,8 +355,6 @@ def create_app(settings: Settings) -> faust.App:
                 )
             )
             return
-        if entity in pending:  # its earlier step must close before this record lands
-            await publish_steps()
         metrics.SAMPLES_IN.inc(len(values))
         pipeline.labels = record["labels"]
         refused = pipeline.add(t_ms, record["names"], values)

@@ -37,7 +37,6 @@ async def worker(
         log,
         FORESIGHT_IDLE_TIMEOUT_S="2",
         FORESIGHT_MAX_METRICS=str(MAX_METRICS),
-        FORESIGHT_ANOMALY_WARMUP="60",
     ).start()
     try:
         await process.ready()
