@@ -73,7 +73,8 @@ class WorkerProcess:
 
     def metric(self, name: str) -> float:
         url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:
+        # A long vectorised pass holds the worker's event loop, and its web server with it.
+        with urllib.request.urlopen(url, timeout=30) as response:
             text = response.read().decode()
         return sum(
             float(line.rsplit(" ", 1)[1])

@@ -1,0 +1,106 @@
+"""The contract every online model in ``models.catalog`` keeps.
+
+The suite is River's idea: one set of checks over every model, so a new model cannot forget
+the contract. Whatever its verbs (score, forecast, time to exhaustion), a model must give
+the same numbers for many series at once as for each alone, the same numbers on every run,
+a state that does not grow, and finite outputs on constant, missing and huge input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from models.base import AnomalyDetector, FloatArray, Forecaster, OnlineModel
+from models.bottleneck import ExhaustionModel
+from models.catalog import ONLINE_MODELS
+
+T0 = 1_700_000_000_000
+STEP_MS = 300_000
+
+
+def _outputs(model: OnlineModel, state: FloatArray, x: FloatArray, t_ms: int) -> FloatArray:
+    """One step of the model's own verbs; every output it gives, as one array per series."""
+    if isinstance(model, AnomalyDetector):
+        return model.score_learn(state, x, t_ms)[:, None]
+    if isinstance(model, Forecaster):
+        model.learn(state, x, t_ms)
+        mean, lower, upper = model.forecast(state, t_ms, np.array([1, 12, 288]))
+        return np.concatenate([mean, lower, upper], axis=1)
+    if isinstance(model, ExhaustionModel):
+        model.learn(state, x, t_ms)
+        seconds: FloatArray = np.stack(model.time_to_exhaustion(state, t_ms, 100.0), axis=1)
+        return seconds
+    raise AssertionError(f"{type(model).__name__} speaks no verb the suite knows")
+
+
+def _run(model: OnlineModel, values: npt.NDArray[np.float64]) -> FloatArray:
+    state = model.init_state(values.shape[1])
+    steps = [_outputs(model, state, values[k], T0 + k * STEP_MS) for k in range(len(values))]
+    stacked: FloatArray = np.stack(steps)
+    return stacked
+
+
+def _series(steps: int = 600, n: int = 3, seed: int = 0) -> npt.NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    k = np.arange(steps)[:, None]
+    daily = 10 * np.sin(2 * np.pi * k / 288)
+    return 50 + daily + 0.02 * k + rng.normal(0, 1, (steps, n))
+
+
+MODELS = pytest.mark.parametrize("make", ONLINE_MODELS.values(), ids=list(ONLINE_MODELS))
+
+
+@MODELS
+def test_many_series_at_once_equal_each_alone(make: Callable[[], OnlineModel]) -> None:
+    values = _series()
+    together = _run(make(), values)
+    for i in range(values.shape[1]):
+        alone = _run(make(), values[:, i : i + 1])
+        np.testing.assert_array_equal(together[:, i : i + 1], alone)
+
+
+@MODELS
+def test_seeded_runs_are_deterministic(make: Callable[[], OnlineModel]) -> None:
+    np.testing.assert_array_equal(_run(make(), _series()), _run(make(), _series()))
+
+
+@MODELS
+def test_state_stays_bounded(make: Callable[[], OnlineModel]) -> None:
+    model = make()
+    assert model.state_size <= 2048, "at most 16 KB per series"
+    state = model.init_state(2)
+    shape = state.shape
+    for k, x in enumerate(_series(3000, 2)):
+        _outputs(model, state, x, T0 + k * STEP_MS)
+    assert state.shape == shape
+    assert np.isfinite(state[~np.isnan(state)]).all()
+
+
+@MODELS
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.full((400, 2), 42.0),
+        np.where(np.arange(400)[:, None] % 7 == 0, np.nan, _series(400, 2)),
+        np.full((400, 2), 1e300),
+        np.concatenate([_series(300, 2), np.full((100, 2), 1e300)]),
+    ],
+    ids=["constant", "missing", "huge", "jump-to-huge"],
+)
+def test_odd_input_gives_usable_outputs(
+    make: Callable[[], OnlineModel], values: npt.NDArray[np.float64]
+) -> None:
+    model = make()
+    out = _run(model, values)
+    if isinstance(model, AnomalyDetector):
+        assert np.isfinite(out).all()
+        assert ((out >= 0) & (out <= 1)).all()
+    elif isinstance(model, Forecaster):
+        assert np.isfinite(out[-1]).all(), "a forecaster that has learned must forecast"
+    else:  # times to exhaustion: a number of seconds, or +inf when not heading there
+        assert not np.isnan(out[-1]).any()
+        assert (out[-1] >= 0).all()
