@@ -48,7 +48,8 @@ def _series(steps: int = 600, n: int = 3, seed: int = 0) -> npt.NDArray[np.float
     rng = np.random.default_rng(seed)
     k = np.arange(steps)[:, None]
     daily = 10 * np.sin(2 * np.pi * k / 288)
-    return 50 + daily + 0.02 * k + rng.normal(0, 1, (steps, n))
+    series: npt.NDArray[np.float64] = 50 + daily + 0.02 * k + rng.normal(0, 1, (steps, n))
+    return series
 
 
 MODELS = pytest.mark.parametrize("make", ONLINE_MODELS.values(), ids=list(ONLINE_MODELS))
