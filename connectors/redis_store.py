@@ -2,10 +2,14 @@
 
 Key names (documented in the README, stable for other readers):
 
-* ``foresight:features:<entity>``: JSON ``{"event_time": ms, "names": [...], "values": [...]}``,
-  the newest feature vector of the entity, no expiry (overwritten every window step).
-* ``foresight:predictions:<entity>``: JSON of the newest PredictionBatch of the entity,
-  expiring after ``PREDICTION_CACHE_TTL`` seconds, so a silent entity drops out.
+* ``foresight:features:<entity>``: the newest FeatureVector of the entity, no expiry
+  (overwritten every window step).
+* ``foresight:predictions:<entity>``: the newest PredictionBatch of the entity, expiring after
+  ``PREDICTION_CACHE_TTL`` seconds, so a silent entity drops out.
+
+Values are the records' Avro bytes exactly as they travel on Kafka (framed with their schema
+name and version, see :mod:`schemas.codec`): the worker stores the bytes it already encoded
+for Kafka, so the cache costs no second encoding on the hot path.
 
 Writes are pipelined per batch of entities. The client retries with backoff on connection
 errors, so a Redis restart costs reconnects, not crashes.
@@ -13,7 +17,7 @@ errors, so a Redis restart costs reconnects, not crashes.
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,14 +27,12 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from schemas.codec import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+
 FEATURES_PREFIX = "foresight:features:"
 PREDICTIONS_PREFIX = "foresight:predictions:"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError(f"cannot store {type(value).__name__} in Redis JSON")
 
 
 class FeatureStore:
@@ -44,8 +46,9 @@ class FeatureStore:
         Seconds a cached prediction lives (``PREDICTION_CACHE_TTL``, default 300).
     """
 
-    def __init__(self, url: str, prediction_ttl_s: int = 300) -> None:
+    def __init__(self, url: str, prediction_ttl_s: int = 300, codec: Codec | None = None) -> None:
         self.prediction_ttl_s = prediction_ttl_s
+        self._codec = codec or Codec()
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=5.0,
@@ -55,31 +58,37 @@ class FeatureStore:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
 
+    async def put_encoded(
+        self,
+        features: Iterable[tuple[str, bytes]] = (),
+        predictions: Iterable[tuple[str, bytes]] = (),
+    ) -> None:
+        """Store already encoded FeatureVector and PredictionBatch records, by entity."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entity, value in features:
+                pipe.set(FEATURES_PREFIX + entity, value)
+            for entity, value in predictions:
+                pipe.set(PREDICTIONS_PREFIX + entity, value, ex=self.prediction_ttl_s)
+            await pipe.execute()
+
     async def put_features(self, vectors: Iterable[dict[str, Any]]) -> None:
         """Store FeatureVector records as each entity's latest features."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for vector in vectors:
-                value = {k: vector[k] for k in ("event_time", "names", "values")}
-                pipe.set(FEATURES_PREFIX + vector["entity"], json.dumps(value))
-            await pipe.execute()
+        await self.put_encoded(
+            features=[(v["entity"], self._codec.encode("feature_vector", v)) for v in vectors]
+        )
 
     async def put_predictions(self, batches: Iterable[dict[str, Any]]) -> None:
         """Cache PredictionBatch records per entity, with the TTL."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for batch in batches:
-                pipe.set(
-                    PREDICTIONS_PREFIX + batch["entity"],
-                    json.dumps(batch, default=_json_default),
-                    ex=self.prediction_ttl_s,
-                )
-            await pipe.execute()
+        await self.put_encoded(
+            predictions=[(b["entity"], self._codec.encode("prediction_batch", b)) for b in batches]
+        )
 
     async def features(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Latest features of each entity (``None`` where unknown)."""
+        """Latest FeatureVector record of each entity (``None`` where unknown)."""
         return await self._get_many(FEATURES_PREFIX, entities)
 
     async def predictions(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Cached predictions of each entity (``None`` where absent or expired)."""
+        """Cached PredictionBatch record of each entity (``None`` where absent or expired)."""
         return await self._get_many(PREDICTIONS_PREFIX, entities)
 
     async def entities_with_predictions(self, limit: int = 10_000) -> list[str]:
@@ -95,7 +104,18 @@ class FeatureStore:
         if not entities:
             return []
         raw = await self._redis.mget([prefix + e for e in entities])
-        return [json.loads(r) if r is not None else None for r in raw]
+        return [self._decode(prefix, e, r) for e, r in zip(entities, raw, strict=True)]
+
+    def _decode(self, prefix: str, entity: str, value: bytes | str | None) -> dict[str, Any] | None:
+        """A cached record, or None for a missing or unreadable one (a cache is not the
+        truth: an entry written by another version is skipped, and overwritten soon)."""
+        if not isinstance(value, bytes):  # the client returns bytes (no decode_responses)
+            return None
+        try:
+            return self._codec.decode(value)[1]
+        except DecodeError as error:
+            log.warning("skipping unreadable cache entry %s%s: %s", prefix, entity, error)
+            return None
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

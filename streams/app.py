@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import prometheus as metrics
+from connectors.alert_payloads import payloads_for
 from connectors.redis_store import FeatureStore
 from models.agents import AgentTaskStats, AgentTracker, advise
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
@@ -89,8 +90,9 @@ class Worker:
         self.checkpointed: dict[str, int] = {}
         self.models_checkpointed: dict[str, int] = {}
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
-        self.cache_features: list[Record] = []
-        self.cache_predictions: list[Record] = []
+        # (entity, encoded record) of the newest outputs, flushed to Redis once a second
+        self.cache_features: dict[str, bytes] = {}
+        self.cache_predictions: dict[str, bytes] = {}
         self.agents = AgentTracker()
         self.batch_models: list[BatchModel] = []
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
@@ -148,25 +150,22 @@ class Worker:
         # One vectorised call scores every model of every due entity: its time is the step's.
         metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
         wall_ms = time.time() * 1000
-        for (_, _, input_ts_ms), (features, predictions, alerts) in zip(due, results, strict=True):
+        for (_, _, input_ts_ms), (_, predictions, alerts) in zip(due, results, strict=True):
             predictions["emitted_at"] = int(wall_ms)
             predictions["latency_ms"] = max(0.0, wall_ms - input_ts_ms)
             metrics.EVENT_TO_PREDICTION.observe(predictions["latency_ms"] / 1000)
-            self.cache_features.append(features)
-            self.cache_predictions.append(predictions)
             for alert in alerts:
                 metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
         return results
 
     async def flush_cache(self) -> None:
         """Write the latest features and predictions to Redis; a Redis outage is logged."""
-        features, self.cache_features = self.cache_features, []
-        predictions, self.cache_predictions = self.cache_predictions, []
+        features, self.cache_features = self.cache_features, {}
+        predictions, self.cache_predictions = self.cache_predictions, {}
         if not features and not predictions:
             return
         try:
-            await self.store.put_features(features)
-            await self.store.put_predictions(predictions)
+            await self.store.put_encoded(features.items(), predictions.items())
         except Exception as error:  # the cache is not the source of truth: keep streaming
             log.warning(
                 "Redis cache write failed (%s); %d entities not cached", error, len(predictions)
@@ -237,9 +236,21 @@ def create_app(settings: Settings) -> faust.App:
     models_table = app.Table("entity-models", **table)
     codec = worker.codec
 
-    async def produce(spec: topics.TopicSpec, key: str, record: Record) -> None:
-        await out[spec.name].send(key=key.encode(), value=codec.encode(spec.schema, record))
+    async def produce(spec: topics.TopicSpec, key: str, record: Record) -> bytes:
+        value = codec.encode(spec.schema, record)
+        await out[spec.name].send(key=key.encode(), value=value)
         metrics.EVENTS_OUT.labels(spec.name).inc()
+        return value
+
+    json_out = {t.name: app.topic(t.name, **raw) for t in topics.ALERT_JSON_TOPICS}
+
+    async def publish_alert(alert: Record) -> None:
+        """The alert on ``alerts``, and its JSON twin for each alerting tool's connector."""
+        key = alert["dedup_key"]
+        await produce(topics.ALERTS, key, alert)
+        for topic, body in payloads_for(alert).values():
+            await json_out[topic].send(key=key.encode(), value=body)
+            metrics.EVENTS_OUT.labels(topic).inc()
 
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
@@ -289,10 +300,13 @@ def create_app(settings: Settings) -> faust.App:
         for (pipeline, _, _), (features, predictions, alerts) in zip(
             due, worker.emit_many(due), strict=True
         ):
-            await produce(topics.FEATURES, pipeline.entity, features)
-            await produce(topics.PREDICTIONS, pipeline.entity, predictions)
+            entity = pipeline.entity
+            worker.cache_features[entity] = await produce(topics.FEATURES, entity, features)
+            worker.cache_predictions[entity] = await produce(
+                topics.PREDICTIONS, entity, predictions
+            )
             for alert in alerts:
-                await produce(topics.ALERTS, alert["dedup_key"], alert)
+                await publish_alert(alert)
 
     def entity_pipeline(entity: str) -> EntityPipeline:
         pipeline = worker.entities.get(entity)
@@ -405,7 +419,7 @@ def create_app(settings: Settings) -> faust.App:
             await produce(topics.PREDICTIONS, agent, step.predictions)
             for alert in step.alerts:
                 metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
-                await produce(topics.ALERTS, alert["dedup_key"], alert)
+                await publish_alert(alert)
             await routing_stats.send(
                 key=task_type.encode(),
                 value=json.dumps(

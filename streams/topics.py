@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors.alert_payloads import TARGETS
 from streams.settings import Settings
 
 
@@ -16,7 +17,7 @@ class TopicSpec:
     """One topic: what it carries and how the broker keeps it."""
 
     name: str
-    schema: str
+    schema: str  # the Avro schema of its records, or "json" for the JSON twins
     key: str
     doc: str
     compacted: bool = False
@@ -45,6 +46,12 @@ ALERTS = TopicSpec("alerts", "alert", "dedup key", "alert state changes")
 ROUTING = TopicSpec("routing.decisions", "routing_decision", "task type", "agent advice")
 MODEL_UPDATES = TopicSpec(
     "models.updates", "model_update", "model name", "registry changes", compacted=True, partitions=1
+)
+
+#: The JSON twins of ``alerts``, one per alerting tool, that Kafka Connect HTTP sinks carry.
+ALERT_JSON_TOPICS: tuple[TopicSpec, ...] = tuple(
+    TopicSpec(t.topic, "json", "dedup key", f"alerts as {t.name} payloads (JSON)")
+    for t in TARGETS.values()
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

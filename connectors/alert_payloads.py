@@ -1,0 +1,238 @@
+"""Alert records turned into the JSON each alerting tool expects: the alerts' JSON twins.
+
+The worker produces, for every Alert it writes to ``alerts``, one JSON record per target to
+that target's topic (:data:`TARGETS`), keyed by the dedup key. A Kafka Connect HTTP sink per
+target (configs in ``connectors/kafka-connect/``) posts each record value, unchanged, as one
+request body. Alerts are state changes, so each dedup key fires once and resolves once per
+episode, and so does every tool.
+
+The functions here are pure (no clock, no I/O): the same Alert always gives the same bytes,
+which keeps the twins reproducible and the Connect-side redeliveries harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Alert = Mapping[str, Any]
+
+# Alertmanager forgets a firing alert that is not re-sent before its endsAt. Foresight sends a
+# state change once, so a firing alert is held this long past its decision; its RESOLVED twin
+# ends it sooner. An episode that stays firing longer is shown resolved after the hold.
+ALERTMANAGER_FIRING_HOLD_MS = 24 * 3600 * 1000
+
+_SLACK_MARK = {
+    "CRITICAL": ":red_circle:",
+    "WARNING": ":large_orange_circle:",
+    "INFO": ":large_blue_circle:",
+}
+_SLACK_RESOLVED_MARK = ":white_check_mark:"
+_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def iso_time(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
+    if epoch_ms is None:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity; a non-finite value is sent as null."""
+    return value if math.isfinite(value) else None
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def webhook_payload(alert: Alert) -> dict[str, Any]:
+    """The alert itself as JSON, its times as RFC 3339 strings (``ends_at`` null while firing)."""
+    return {
+        "dedup_key": alert["dedup_key"],
+        "alert_id": alert["alert_id"],
+        "status": alert["status"],
+        "severity": alert["severity"],
+        "rule": alert["rule"],
+        "entity": alert["entity"],
+        "summary": alert["summary"],
+        "value": _finite(alert["value"]),
+        "labels": dict(alert.get("labels") or {}),
+        "starts_at": iso_time(alert["starts_at"]),
+        "ends_at": iso_time(alert.get("ends_at")),
+        "event_time": iso_time(alert["event_time"]),
+    }
+
+
+def _slack_escape(text: str) -> str:
+    """Slack mrkdwn control characters escaped, so no value can form a link or mention."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    """A Slack incoming-webhook message: plain ``text`` (notifications) and Block Kit blocks.
+
+    The severity shows as an emoji (a check mark once resolved); entity and summary are escaped,
+    so the message carries no links.
+    """
+    resolved = alert["status"] == "RESOLVED"
+    mark = _SLACK_RESOLVED_MARK if resolved else _SLACK_MARK[alert["severity"]]
+    entity = _slack_escape(alert["entity"])
+    summary = _slack_escape(alert["summary"])
+    rule = _slack_escape(alert["rule"])
+    state = "resolved" if resolved else "firing"
+    headline = f"{mark} {alert['severity']} {rule} {state} on {entity}"
+    value = _finite(alert["value"])
+    context = [
+        f"value {value:.4g}" if value is not None else "value n/a",
+        f"started {iso_time(alert['starts_at'])}",
+    ]
+    if resolved and alert.get("ends_at") is not None:
+        context.append(f"ended {iso_time(alert['ends_at'])}")
+    context.append(f"key {_slack_escape(alert['dedup_key'])}")
+    return {
+        "text": f"{headline}: {summary}",
+        "blocks": [
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*{headline}*\n{summary}"},
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]},
+        ],
+    }
+
+
+def pagerduty_payload(alert: Alert, routing_key: str = "") -> dict[str, Any]:
+    """A PagerDuty Events API v2 event: trigger on FIRING, resolve on RESOLVED, by dedup key.
+
+    Without ``routing_key`` the field is left out: the PagerDuty connector inserts it, so the
+    integration key lives in the connector config instead of in every Kafka record.
+    """
+    event: dict[str, Any] = {
+        "event_action": "resolve" if alert["status"] == "RESOLVED" else "trigger",
+        "dedup_key": alert["dedup_key"],
+        "payload": {
+            "summary": alert["summary"][:1024],  # PagerDuty's limit
+            "source": alert["entity"],
+            "severity": alert["severity"].lower(),
+            "timestamp": iso_time(alert["event_time"]),
+            "component": alert["rule"],
+            "custom_details": {
+                "alert_id": alert["alert_id"],
+                "value": _finite(alert["value"]),
+                "labels": dict(alert.get("labels") or {}),
+                "starts_at": iso_time(alert["starts_at"]),
+                "ends_at": iso_time(alert.get("ends_at")),
+            },
+        },
+        "client": "Foresight",
+    }
+    if routing_key:
+        event = {"routing_key": routing_key, **event}
+    return event
+
+
+def alertmanager_payload(alert: Alert) -> list[dict[str, Any]]:
+    """Alertmanager ``POST /api/v2/alerts`` body: a one-element array.
+
+    Labels (the alert's identity in Alertmanager) are the alert's labels plus ``alertname``
+    (the rule), ``entity`` and ``severity``, which win on a clash; label names are made valid
+    Prometheus names. A RESOLVED alert ends at its ``ends_at``; a FIRING one at its decision
+    time plus :data:`ALERTMANAGER_FIRING_HOLD_MS`.
+    """
+    labels = {_LABEL_NAME.sub("_", k): str(v) for k, v in (alert.get("labels") or {}).items()}
+    labels.update(
+        alertname=alert["rule"], entity=alert["entity"], severity=alert["severity"].lower()
+    )
+    if alert["status"] == "RESOLVED":
+        ends_at = alert.get("ends_at") or alert["event_time"]
+    else:
+        ends_at = alert["event_time"] + ALERTMANAGER_FIRING_HOLD_MS
+    value = _finite(alert["value"])
+    return [
+        {
+            "labels": labels,
+            "annotations": {
+                "summary": alert["summary"],
+                "value": "" if value is None else f"{value:g}",
+                "alert_id": alert["alert_id"],
+            },
+            "startsAt": iso_time(alert["starts_at"]),
+            "endsAt": iso_time(ends_at),
+        }
+    ]
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """One alerting tool: the topic of its JSON twin, its connector config file and its body.
+
+    ``batch_json_array`` is the connector's ``http.batch.json.array``: always false here, one
+    request per record, because each payload is already a complete request body (Alertmanager's
+    is a one-element array), so a firing and its resolve are never merged into one request.
+    """
+
+    name: str
+    topic: str
+    connector_file: str
+    content_type: str
+    batch_json_array: bool
+    build: Callable[[Alert, str], Any]
+
+
+TARGETS: dict[str, AlertTarget] = {
+    t.name: t
+    for t in (
+        AlertTarget(
+            "webhook",
+            "alerts.webhook.json",
+            "webhook.json",
+            "application/json",
+            False,
+            lambda alert, _key: webhook_payload(alert),
+        ),
+        AlertTarget(
+            "slack",
+            "alerts.slack.json",
+            "slack.json",
+            "application/json",
+            False,
+            lambda alert, _key: slack_payload(alert),
+        ),
+        AlertTarget(
+            "pagerduty",
+            "alerts.pagerduty.json",
+            "pagerduty.json",
+            "application/json",
+            False,
+            pagerduty_payload,
+        ),
+        AlertTarget(
+            "alertmanager",
+            "alerts.alertmanager.json",
+            "alertmanager.json",
+            "application/json",
+            False,
+            lambda alert, _key: alertmanager_payload(alert),
+        ),
+    )
+}
+
+
+def payloads_for(alert: Alert, routing_key: str = "") -> dict[str, tuple[str, bytes]]:
+    """Every target's JSON twin of ``alert``: ``{target: (topic, UTF-8 JSON bytes)}``.
+
+    Produce each to its topic keyed by ``alert["dedup_key"]``, so a firing and its resolve stay
+    in order on one partition. ``routing_key`` goes into the PagerDuty event when given.
+    """
+    return {
+        name: (target.topic, _dumps(target.build(alert, routing_key)))
+        for name, target in TARGETS.items()
+    }

@@ -1,0 +1,177 @@
+"""``foresight connect apply | status``: the Kafka Connect HTTP sinks that deliver alerts.
+
+``apply`` creates or updates (PUT, idempotent) one connector per target whose endpoint is given
+(webhook, Slack, PagerDuty, Alertmanager), after creating the JSON topics the worker fills and
+the dead letter queue, then waits for each connector to run and prints its state. ``status``
+prints the state of every alert connector, applied or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from connectors.alert_payloads import TARGETS
+from connectors.alert_sinks import (
+    PAGERDUTY_EVENTS_URL,
+    SinkConfig,
+    ensure_sink_topics,
+    sink_config,
+    sink_name,
+)
+from connectors.kafka_connect import ConnectError, apply_connector, connector_status
+from streams.settings import Settings
+from streams.topics import ALERTS
+
+_POLL_S = 0.5
+
+
+def _state(connect_url: str, name: str) -> dict[str, Any]:
+    """``{"connector", "state", "tasks": [states], "trace"}``; state NOT_APPLIED if unknown."""
+    try:
+        status = connector_status(connect_url, name)
+    except ConnectError as error:
+        if "HTTP 404" in str(error):
+            return {"connector": name, "state": "NOT_APPLIED", "tasks": [], "trace": ""}
+        raise
+    tasks = status.get("tasks", [])
+    traces = [t.get("trace", "") for t in [status["connector"], *tasks] if t.get("trace")]
+    return {
+        "connector": name,
+        "state": status["connector"]["state"],
+        "tasks": [t["state"] for t in tasks],
+        "trace": traces[0].splitlines()[0] if traces else "",
+    }
+
+
+def _running(state: dict[str, Any]) -> bool:
+    return (
+        state["state"] == "RUNNING"
+        and bool(state["tasks"])
+        and all(t == "RUNNING" for t in state["tasks"])
+    )
+
+
+def _settled(state: dict[str, Any]) -> bool:
+    return _running(state) or "FAILED" in [state["state"], *state["tasks"]]
+
+
+def _print_states(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        tasks = ", ".join(row["tasks"]) or "no tasks"
+        where = f" -> {row['topic']}" if row.get("topic") else ""
+        print(f"{row['state']:<11} {row['connector']}{where} (tasks: {tasks})")
+        if row["trace"]:
+            print(f"            {row['trace']}")
+
+
+def _requested(args: argparse.Namespace) -> list[SinkConfig]:
+    """The connectors the options ask for; ValueError names a bad or missing option."""
+    if args.pagerduty_url and not args.pagerduty_routing_key:
+        raise ValueError("--pagerduty-url needs --pagerduty-routing-key (the integration key)")
+    urls = {
+        "webhook": args.webhook_url,
+        "slack": args.slack_url,
+        "pagerduty": (args.pagerduty_url or PAGERDUTY_EVENTS_URL)
+        if args.pagerduty_routing_key
+        else None,
+        "alertmanager": args.alertmanager_url,
+    }
+    sinks = [
+        sink_config(target, url, args.pagerduty_routing_key or "")
+        for target, url in urls.items()
+        if url
+    ]
+    if not sinks:
+        raise ValueError(
+            "no target given: pass at least one of --webhook-url, --slack-url, "
+            "--pagerduty-routing-key, --alertmanager-url"
+        )
+    return sinks
+
+
+def _apply(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        sinks = _requested(args)
+    except ValueError as error:
+        print(f"foresight connect apply: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        ensure_sink_topics(
+            settings.kafka_bootstrap_servers,
+            sinks,
+            ALERTS.partition_count(settings),
+            ALERTS.config(settings),
+        )
+    )
+    try:
+        for sink in sinks:
+            apply_connector(settings.kafka_connect_url, sink.name, sink.config)
+        deadline = time.monotonic() + args.timeout
+        states = [_state(settings.kafka_connect_url, s.name) for s in sinks]
+        while not all(_settled(s) for s in states) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+            states = [_state(settings.kafka_connect_url, s.name) for s in sinks]
+    except (ConnectError, OSError) as error:
+        print(
+            f"foresight connect apply: Kafka Connect at {settings.kafka_connect_url}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    rows = [dict(state, topic=sink.topic) for sink, state in zip(sinks, states, strict=True)]
+    _print_states(rows, args.json)
+    return 0 if all(_running(s) for s in states) else 1
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    names = {target: sink_name(target) for target in TARGETS}
+    try:
+        rows = [
+            dict(_state(settings.kafka_connect_url, name), target=target)
+            for target, name in names.items()
+        ]
+    except (ConnectError, OSError) as error:
+        print(
+            f"foresight connect status: Kafka Connect at {settings.kafka_connect_url}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    _print_states(rows, args.json)
+    applied = [r for r in rows if r["state"] != "NOT_APPLIED"]
+    return 0 if all(_running(r) for r in applied) else 1
+
+
+def register(subparsers: Any) -> None:
+    connect = subparsers.add_parser(
+        "connect", help="Kafka Connect HTTP sinks that deliver alerts to your tools"
+    )
+    verbs = connect.add_subparsers(dest="verb", required=True)
+    apply = verbs.add_parser(
+        "apply", help="create or update the connector of each target given (idempotent)"
+    )
+    apply.add_argument("--webhook-url", help="generic webhook: the alert as JSON")
+    apply.add_argument("--slack-url", help="Slack incoming webhook URL")
+    apply.add_argument(
+        "--pagerduty-routing-key", help="PagerDuty Events API v2 integration (routing) key"
+    )
+    apply.add_argument(
+        "--pagerduty-url", help=f"PagerDuty events endpoint (default {PAGERDUTY_EVENTS_URL})"
+    )
+    apply.add_argument(
+        "--alertmanager-url", help="Alertmanager alerts endpoint, e.g. http://am:9093/api/v2/alerts"
+    )
+    apply.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the connectors to run"
+    )
+    apply.add_argument("--json", action="store_true", help="print the states as JSON")
+    apply.set_defaults(func=_apply)
+    status = verbs.add_parser("status", help="the state of each alert connector")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    status.set_defaults(func=_status)

@@ -1,0 +1,164 @@
+"""The alerts' JSON twins: each tool's payload shape, firing and resolved, and the configs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from connectors.alert_payloads import (
+    ALERTMANAGER_FIRING_HOLD_MS,
+    TARGETS,
+    iso_time,
+    payloads_for,
+)
+from connectors.alert_sinks import sink_config, sink_name
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+FIRING: dict[str, Any] = {
+    "dedup_key": "anomaly/web-1",
+    "alert_id": f"anomaly/web-1@{T0}",
+    "status": "FIRING",
+    "severity": "CRITICAL",
+    "rule": "anomaly",
+    "entity": "web-1",
+    "summary": "cpu <anomalous> & rising",
+    "value": 0.97,
+    "labels": {"metric": "cpu_percent", "kind.name": "anomaly"},
+    "starts_at": T0,
+    "ends_at": None,
+    "event_time": T0,
+}
+RESOLVED = dict(FIRING, status="RESOLVED", ends_at=T0 + 60_000, event_time=T0 + 60_000)
+
+
+def body(alert: dict[str, Any], target: str, routing_key: str = "") -> Any:
+    topic, raw = payloads_for(alert, routing_key)[target]
+    assert topic == TARGETS[target].topic
+    return json.loads(raw)
+
+
+def test_every_target_gets_a_twin_on_its_own_topic() -> None:
+    twins = payloads_for(FIRING)
+    assert set(twins) == {"webhook", "slack", "pagerduty", "alertmanager"}
+    assert len({topic for topic, _ in twins.values()}) == 4
+    assert payloads_for(FIRING) == twins  # pure: the same alert, the same bytes
+
+
+def test_iso_time_is_rfc3339_utc_with_milliseconds() -> None:
+    assert iso_time(T0 + 5) == "2026-01-01T00:00:00.005Z"
+    assert iso_time(None) is None
+
+
+def test_webhook_is_the_alert_with_iso_times() -> None:
+    firing = body(FIRING, "webhook")
+    assert firing["dedup_key"] == "anomaly/web-1" and firing["status"] == "FIRING"
+    assert firing["starts_at"] == "2026-01-01T00:00:00.000Z" and firing["ends_at"] is None
+    assert firing["labels"] == FIRING["labels"] and firing["value"] == 0.97
+    resolved = body(RESOLVED, "webhook")
+    assert resolved["status"] == "RESOLVED" and resolved["ends_at"] == "2026-01-01T00:01:00.000Z"
+
+
+def test_webhook_sends_a_non_finite_value_as_null() -> None:
+    assert body(dict(FIRING, value=float("nan")), "webhook")["value"] is None
+
+
+def test_slack_message_names_entity_and_summary_without_links() -> None:
+    message = body(FIRING, "slack")
+    assert "web-1" in message["text"] and "cpu &lt;anomalous&gt; &amp; rising" in message["text"]
+    assert message["text"].startswith(":red_circle: CRITICAL anomaly firing")
+    section = message["blocks"][0]["text"]["text"]
+    assert "web-1" in section and "&lt;anomalous&gt;" in section and "<" not in section
+    assert [b["type"] for b in message["blocks"]] == ["section", "context"]
+    resolved = body(RESOLVED, "slack")
+    assert resolved["text"].startswith(":white_check_mark: CRITICAL anomaly resolved on web-1")
+    assert "ended 2026-01-01T00:01:00.000Z" in resolved["blocks"][1]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("severity", "expected"), [("CRITICAL", "critical"), ("WARNING", "warning"), ("INFO", "info")]
+)
+def test_pagerduty_severity(severity: str, expected: str) -> None:
+    assert body(dict(FIRING, severity=severity), "pagerduty")["payload"]["severity"] == expected
+
+
+def test_pagerduty_triggers_then_resolves_by_dedup_key() -> None:
+    trigger = body(FIRING, "pagerduty", routing_key="R0UT1NG")
+    assert trigger["routing_key"] == "R0UT1NG"
+    assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == "anomaly/web-1"
+    assert trigger["payload"]["source"] == "web-1"
+    assert trigger["payload"]["summary"] == FIRING["summary"]
+    assert trigger["payload"]["timestamp"] == "2026-01-01T00:00:00.000Z"
+    assert trigger["payload"]["custom_details"]["value"] == 0.97
+    resolve = body(RESOLVED, "pagerduty", routing_key="R0UT1NG")
+    assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == trigger["dedup_key"]
+
+
+def test_pagerduty_leaves_the_routing_key_to_the_connector_when_not_given() -> None:
+    assert "routing_key" not in body(FIRING, "pagerduty")
+
+
+def test_alertmanager_is_an_array_with_identity_labels() -> None:
+    (firing,) = body(FIRING, "alertmanager")
+    assert firing["labels"] == {
+        "alertname": "anomaly",
+        "entity": "web-1",
+        "severity": "critical",
+        "metric": "cpu_percent",
+        "kind_name": "anomaly",
+    }
+    assert firing["annotations"]["summary"] == FIRING["summary"]
+    assert firing["startsAt"] == "2026-01-01T00:00:00.000Z"
+    assert firing["endsAt"] == iso_time(T0 + ALERTMANAGER_FIRING_HOLD_MS)
+
+
+def test_alertmanager_resolves_at_ends_at_with_the_same_labels() -> None:
+    (firing,) = body(FIRING, "alertmanager")
+    (resolved,) = body(RESOLVED, "alertmanager")
+    assert resolved["endsAt"] == "2026-01-01T00:01:00.000Z"
+    assert resolved["labels"] == firing["labels"]
+
+
+def test_alert_labels_never_override_the_identity_labels() -> None:
+    (alert,) = body(dict(FIRING, labels={"alertname": "x", "entity": "y"}), "alertmanager")
+    assert alert["labels"]["alertname"] == "anomaly" and alert["labels"]["entity"] == "web-1"
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_connector_configs_match_the_targets(target: str) -> None:
+    sink = sink_config(target, "https://example.com/hook", routing_key="R0UT1NG")
+    spec = TARGETS[target]
+    assert sink.name == sink_name(target) == f"foresight-alerts-{target}"
+    assert sink.topic == sink.config["topics"] == spec.topic
+    assert sink.config["connector.class"] == "io.foresight.connect.http.HttpSinkConnector"
+    assert sink.config["http.url"] == "https://example.com/hook"
+    assert f"Content-Type:{spec.content_type}" in sink.config["http.headers"]
+    assert sink.config["http.batch.json.array"] == str(spec.batch_json_array).lower()
+    assert sink.config["errors.deadletterqueue.topic.name"] == "alerts.connect.dlq"
+    assert sink.config["errors.deadletterqueue.context.headers.enable"] == "true"
+    assert not any("${" in value for value in sink.config.values())
+
+
+def test_pagerduty_connector_inserts_the_routing_key() -> None:
+    sink = sink_config("pagerduty", "https://events.example.com/v2/enqueue", routing_key="K")
+    assert sink.config["transforms.routingKey.static.value"] == "K"
+    assert sink.config["transforms.routingKey.static.field"] == "routing_key"
+
+
+def test_sink_config_overrides_topic_and_name() -> None:
+    sink = sink_config("webhook", "http://127.0.0.1:1/x", topic="t.1", name="n-1")
+    assert (sink.name, sink.topic, sink.config["topics"]) == ("n-1", "t.1", "t.1")
+
+
+@pytest.mark.parametrize(
+    ("target", "url", "key", "message"),
+    [
+        ("teams", "https://example.com", "", "unknown alert target 'teams'"),
+        ("webhook", "example.com/hook", "", "'example.com/hook' is not an absolute"),
+        ("pagerduty", "https://events.pagerduty.com/v2/enqueue", "", "--pagerduty-routing-key"),
+    ],
+)
+def test_sink_config_names_the_bad_value(target: str, url: str, key: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        sink_config(target, url, routing_key=key)
