@@ -16,6 +16,7 @@ BENCHMARKS = {
     "clickhouse-sink": "bench_clickhouse_sink.py",
     "gateway": "bench_gateway.py",
     "redis-read": "bench_redis_read.py",
+    "early-warning": "bench_early_warning.py",
 }
 
 
