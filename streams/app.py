@@ -283,10 +283,10 @@ def create_app(settings: Settings) -> faust.App:
             pipeline = worker.entities[entity]
             windows_table[entity.encode()] = pipeline.windows_bytes()
             worker.checkpointed[entity] = t_ms
-            if (
-                t_ms - worker.models_checkpointed.get(entity, 0)
-                >= settings.model_checkpoint_s * 1000
-            ):
+            # A new entity's models first reach the changelog a checkpoint period after it
+            # appears: a burst of new entities does not all write their largest part at once.
+            since = worker.models_checkpointed.setdefault(entity, t_ms)
+            if t_ms - since >= settings.model_checkpoint_s * 1000:
                 models_table[entity.encode()] = pipeline.models_bytes()
                 worker.models_checkpointed[entity] = t_ms
         checkpoint.clear()
@@ -323,7 +323,8 @@ def create_app(settings: Settings) -> faust.App:
                     )
             worker.entities[entity] = pipeline
             worker.checkpointed[entity] = pipeline.last_step_ms
-            worker.models_checkpointed[entity] = pipeline.last_step_ms
+            if pipeline.last_step_ms:
+                worker.models_checkpointed[entity] = pipeline.last_step_ms
         return pipeline
 
     @app.agent(metrics_in)
