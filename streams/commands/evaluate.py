@@ -88,30 +88,22 @@ def run_forecast(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _table(result: dict[str, Any]) -> str:
-    """Numbers of a (possibly nested) result, one row per leaf, grouped by section.
-
-    Sections holding per-contender numbers (model, naive, seasonal-naive; medians and means)
-    become rows with one column per contender; other entries are printed as ``key: value``.
-    """
-    lines: list[str] = []
-    for key, value in result.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            columns = sorted({c for row in value.values() for c in row})
-            lines.append(f"{key}")
-            lines.append(f"  {'':<24}" + "".join(f"{c:>16}" for c in columns))
-            for row_name, row in value.items():
-                cells = "".join(f"{_cell(row.get(c)):>16}" for c in columns)
-                lines.append(f"  {row_name:<24}{cells}")
-        elif isinstance(value, dict):
-            lines.append(f"{key}")
-            for sub_key, sub_value in value.items():
-                lines.append(f"  {sub_key:<24}{_cell(sub_value):>16}")
-        else:
-            lines.append(f"{key:<26}{_cell(value):>16}")
+    """The headline: each method's median and mean MASE and sMAPE at each horizon."""
+    summary: dict[str, dict[str, dict[str, dict[str, float]]]] = result["summary"]
+    horizons = list(next(iter(summary.values())))
+    header = f"{'method':<16}" + "".join(
+        f"{h + ' ' + m + ' med/mean':>24}" for h in horizons for m in ("MASE", "sMAPE")
+    )
+    lines = [header]
+    for method, by_horizon in summary.items():
+        cells = "".join(
+            f"{by_horizon[h][m]['median']:>13.3f} / {by_horizon[h][m]['mean']:<8.3f}"
+            for h in horizons
+            for m in ("mase", "smape")
+        )
+        lines.append(f"{method:<16}{cells}")
+    lines.append(
+        f"({len(result['series'])} series, {result['seconds']:.0f} s; "
+        "--json for every number and the per-series table)"
+    )
     return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)

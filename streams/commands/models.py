@@ -17,7 +17,8 @@ from typing import Any
 from connectors.clickhouse_sink import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
 from models.training import compare_predictions
-from streams.commands.train import millis_as_ts, publish_updates, query_table
+from streams.commands.sql import query_table
+from streams.commands.train import millis_as_ts, publish_updates
 from streams.settings import Settings
 
 _METRICS = ("auc_pr", "roc_auc", "precision", "recall", "brier")

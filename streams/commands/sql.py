@@ -11,9 +11,12 @@ import argparse
 import csv
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from connectors.clickhouse import QueryResult, open_store
+import pyarrow as pa
+
+from connectors.clickhouse import ClickHouseStore, QueryResult, open_store
 from connectors.clickhouse_schema import create_tables
 from connectors.clickhouse_sink import (
     SinkUnavailableError,
@@ -25,19 +28,27 @@ from connectors.clickhouse_sink import (
 from streams.settings import Settings
 
 MAX_CELL = 60
+T = TypeVar("T")
 
 
-def run_sql(sql: str, settings: Settings) -> QueryResult:
-    """Run ``sql`` where Foresight's tables are; raises ``SqlError`` if ClickHouse rejects it."""
+def _where_the_tables_are(
+    sql: str,
+    settings: Settings,
+    on_store: Callable[[ClickHouseStore], T],
+    from_sink: Callable[[QueryResult], T],
+) -> T:
+    """Run ``sql`` on the sink's endpoint when one answers, else on chdb or the server."""
     if not settings.clickhouse_url:
         try:
-            return ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, sql)
+            return from_sink(
+                ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, sql)
+            )
         except SinkUnavailableError:
             pass
     try:
         with open_store(settings.clickhouse_url, settings.chdb_path) as store:
             create_tables(store, settings.clickhouse_ttl_days)
-            return store.query(sql)
+            return on_store(store)
     except Exception as error:  # chdb and clickhouse-connect raise many types
         message = str(error).strip()
         if "EmbeddedServer" in message:
@@ -47,6 +58,21 @@ def run_sql(sql: str, settings: Settings) -> QueryResult:
                 "running with another FORESIGHT_SINK_SQL_PORT?)"
             )
         raise SqlError(message) from error
+
+
+def run_sql(sql: str, settings: Settings) -> QueryResult:
+    """Run ``sql`` where Foresight's tables are; raises ``SqlError`` if ClickHouse rejects it."""
+    return _where_the_tables_are(sql, settings, lambda store: store.query(sql), lambda r: r)
+
+
+def query_table(sql: str, settings: Settings) -> pa.Table:
+    """Run ``sql`` where Foresight's tables are and return the rows as an Arrow table."""
+    return _where_the_tables_are(
+        sql,
+        settings,
+        lambda store: store.query_arrow(sql),
+        lambda r: pa.table({c: [row[i] for row in r.rows] for i, c in enumerate(r.columns)}),
+    )
 
 
 def _cell(value: Any) -> str:

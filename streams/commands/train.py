@@ -20,45 +20,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.clickhouse import open_store
-from connectors.clickhouse_schema import create_tables
-from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
+from connectors.clickhouse_sink import SqlError
 from connectors.kafka_producer import RecordProducer
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
+from streams.commands.sql import query_table
 from streams.settings import Settings
 from streams.topics import MODEL_UPDATES
 
 _PUBLISH_TIMEOUT_S = 30.0
-
-
-def query_table(sql: str, settings: Settings) -> pa.Table:
-    """Run ``sql`` where Foresight's tables are and return the rows as an Arrow table.
-
-    A running sink answers first (it owns the chdb folder); else the chdb folder or the
-    ClickHouse server is opened for this one query. Raises ``SqlError`` with the reason.
-    """
-    if not settings.clickhouse_url:
-        try:
-            result = ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, sql)
-        except SinkUnavailableError:
-            pass
-        else:
-            return pa.table(
-                {c: [row[i] for row in result.rows] for i, c in enumerate(result.columns)}
-            )
-    try:
-        with open_store(settings.clickhouse_url, settings.chdb_path) as store:
-            create_tables(store, settings.clickhouse_ttl_days)
-            return store.query_arrow(sql)
-    except Exception as error:  # chdb and clickhouse-connect raise many types
-        message = str(error).strip()
-        if "EmbeddedServer" in message:
-            message += (
-                f" (the chdb folder {settings.chdb_path} is held by another process and no sink "
-                f"answers SQL on port {settings.sink_sql_port})"
-            )
-        raise SqlError(message) from error
 
 
 async def _produce(settings: Settings, records: Sequence[dict[str, Any]]) -> None:
