@@ -1,6 +1,7 @@
-"""Run a ``foresight worker`` in its own process, and know when it reads every partition.
+"""Run Foresight commands in their own processes: a worker (knowing when it reads every
+partition), the ClickHouse sink, the gateway.
 
-The demo, the benchmarks and the integration tests start workers this way.
+The demo, the benchmarks and the integration tests start them this way.
 """
 
 from __future__ import annotations
@@ -29,34 +30,68 @@ def free_port() -> int:
         return port
 
 
-class WorkerProcess:
-    """A worker in its own process group, with its own consumer group and web port."""
+class ForesightProcess:
+    """``foresight <command>`` in its own process group, logging to ``log``."""
 
-    def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
-        self.settings = settings
-        self.group = worker_id
-        self.port = free_port()
+    def __init__(self, command: list[str], log: Path, env: dict[str, str]) -> None:
+        self.command = command
         self.log = log
-        self.env = {
-            **os.environ,
-            "FORESIGHT_WORKER_ID": worker_id,
-            "FORESIGHT_WORKER_OFFSET_RESET": "latest",
-            "FORESIGHT_WORKER_STORE": "memory://",
-            "FORESIGHT_WORKER_PORT": str(self.port),
-            **env,
-        }
+        self.env = {**os.environ, **env}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> ForesightProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli", *self.command],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful shutdown), then SIGKILL after 30 s."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+
+class WorkerProcess(ForesightProcess):
+    """A worker with its own consumer group and web port, reading from the topics' end."""
+
+    def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
+        self.settings = settings
+        self.group = worker_id
+        self.port = free_port()
+        super().__init__(
+            ["worker"],
+            log,
+            {
+                "FORESIGHT_WORKER_ID": worker_id,
+                "FORESIGHT_WORKER_OFFSET_RESET": "latest",
+                "FORESIGHT_WORKER_STORE": "memory://",
+                "FORESIGHT_WORKER_PORT": str(self.port),
+                **env,
+            },
+        )
+
+    def start(self) -> WorkerProcess:
+        super().start()
         return self
 
     def health(self) -> dict[str, Any] | None:
@@ -115,17 +150,3 @@ class WorkerProcess:
                 await asyncio.sleep(0.5)
         finally:
             await producer.stop()
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill9()

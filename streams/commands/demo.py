@@ -1,7 +1,7 @@
 """``foresight demo`` (``make demo``): the whole product on one machine, for a minute.
 
-It brings the local stack up, creates the topics, starts a worker (and the ClickHouse sink
-and the live gateway), replays an hour of simulated telemetry with injected incidents in
+It brings the local stack up, creates the topics, starts a worker, the ClickHouse sink and
+the live gateway, replays an hour of simulated telemetry with injected incidents in
 about a minute, and shows the alerts as they happen. It ends with a summary: samples
 processed, predictions made, and the alerts scored against the incidents injected (caught,
 missed, false alarms, lead time before each failure); ``--json`` prints it for scripts.
@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +25,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from connectors.clickhouse import QueryResult
+from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from schemas.codec import Codec
 from streams import topics
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
+from streams.commands.sql import format_table, run_sql
 from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker_process import ForesightProcess, WorkerProcess
 
 _WATCHED = (topics.PREDICTIONS, topics.ALERTS, topics.LABELS, topics.DEADLETTER)
 _BOLD, _RED, _GREEN, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[2m", "\033[0m"
@@ -224,6 +228,75 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         print(f"    false alarm            {alarm['entity']:<10} {alarm['rule']}")
 
 
+def _sink_answers(settings: Settings) -> bool:
+    try:
+        ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, "SELECT 1", 2.0)
+    except (SinkUnavailableError, SqlError):
+        return False
+    return True
+
+
+def _gateway_url(settings: Settings) -> str:
+    return f"http://{loopback_for(settings.bind_host)}:{settings.gateway_port}"
+
+
+def _gateway_answers(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"{_gateway_url(settings)}/health", timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
+    """Start the ClickHouse sink and the gateway unless they already run; wait for them."""
+    started = []
+    if not settings.clickhouse_url and not _sink_answers(settings):
+        started.append(ForesightProcess(["sink", "clickhouse"], logs / "demo-sink.log", {}))
+    if not _gateway_answers(settings):
+        started.append(ForesightProcess(["gateway"], logs / "demo-gateway.log", {}))
+    for process in started:
+        process.start()
+    deadline = time.monotonic() + 90
+    while not ((settings.clickhouse_url or _sink_answers(settings)) and _gateway_answers(settings)):
+        if time.monotonic() > deadline or any(not p.alive() for p in started):
+            raise AssertionError(f"the sink or the gateway did not start; see {logs}")
+        time.sleep(0.5)
+    return started
+
+
+_SQL_SUMMARY = {
+    "predictions by kind": (
+        "SELECT kind, count() AS predictions, round(avg(score), 3) AS mean_score "
+        "FROM predictions WHERE ts >= fromUnixTimestamp64Milli({since}) "
+        "GROUP BY kind ORDER BY kind"
+    ),
+    "alerts by rule": (
+        "SELECT rule, status, count() AS alerts FROM alerts "
+        "WHERE ts >= fromUnixTimestamp64Milli({since}) GROUP BY rule, status ORDER BY rule, status"
+    ),
+    "entities most at risk": (
+        "SELECT entity, round(max(score), 3) AS failure_risk FROM predictions "
+        "WHERE kind = 'FAILURE_RISK' AND ts >= fromUnixTimestamp64Milli({since}) "
+        "GROUP BY entity ORDER BY failure_risk DESC LIMIT 5"
+    ),
+}
+
+
+def _sql_summary(settings: Settings, since_ms: int) -> dict[str, QueryResult]:
+    """A few ClickHouse queries over the run, once the sink has stored its predictions."""
+    count = f"SELECT count() FROM predictions WHERE ts >= fromUnixTimestamp64Milli({since_ms})"
+    deadline, last = time.monotonic() + 60, -1
+    while time.monotonic() < deadline:
+        rows = run_sql(count, settings).rows[0][0]
+        if rows and rows == last:
+            break
+        last = rows
+        time.sleep(2)
+    return {title: run_sql(sql.format(since=since_ms), settings)
+            for title, sql in _SQL_SUMMARY.items()}  # fmt: skip
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(quiet=args.json)
     stack = local_stack(settings, quiet=args.json)
@@ -234,22 +307,40 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight demo: {error}", file=sys.stderr)
         return 1
     create_topics(settings)
-    log = Path(settings.stack_dir) / "logs" / "demo-worker.log"
-    worker = WorkerProcess(settings, f"foresight-demo-{int(time.time())}", log).start()
+    logs = Path(settings.stack_dir) / "logs"
+    worker = WorkerProcess(settings, f"foresight-demo-{int(time.time())}", logs / "demo-worker.log")
+    services: list[ForesightProcess] = []
     try:
-        console.line("starting the worker", _BOLD)
+        console.line("starting the worker, the ClickHouse sink and the live gateway", _BOLD)
+        services = _serving(settings, logs)
+        worker.start()
         asyncio.run(worker.ready())
+        key = settings.api_keys.split(",")[0].strip()
+        console.line(f"watch it live: {_gateway_url(settings)}/?api_key={key}", _BOLD)
+        since_ms = int(time.time() * 1000) - int(args.duration * 1000)
         summary = asyncio.run(_run(args, settings, worker, console))
-    except AssertionError as error:
+        console.line("waiting for ClickHouse to store the run", _DIM)
+        tables = _sql_summary(settings, since_ms)
+    except (AssertionError, SqlError) as error:
         print(f"foresight demo: {error}", file=sys.stderr)
         return 1
     finally:
         worker.stop()
+        for process in services:
+            process.stop()
     report: IncidentReport = summary.pop("_report")
+    summary["clickhouse"] = {title: result.as_dicts() for title, result in tables.items()}
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(summary, report)
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    _print_summary(summary, report)
+    for title, result in tables.items():
+        print(f"\n  ClickHouse: {title}")
+        print("\n".join(f"    {line}" for line in format_table(result).splitlines()))
+    print(
+        '\n  query it yourself: foresight sql "SELECT rule, status, count() FROM alerts '
+        'GROUP BY rule, status"'
+    )
     return 0
 
 
