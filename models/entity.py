@@ -507,7 +507,8 @@ def _exhaustion_many(
         eta = np.sqrt(times[..., 0] * times[..., 1])
         sigma = np.maximum(np.abs(times[..., 0] - times[..., 1]) / 2, 0.15 * eta)
         z = (cfg.failure_horizon_s - eta) / sigma
-    risk = np.where(rising, 0.5 * (1 + _erf(z / math.sqrt(2.0))), 0.0)
+    rising &= np.isfinite(z)  # a degenerate fit (no spread, no headroom) says nothing
+    risk = np.where(rising, 0.5 * (1 + _erf(np.nan_to_num(z) / math.sqrt(2.0))), 0.0)
     exhausted = has & (headroom <= 0)
     risk = np.where(exhausted, 1.0, risk)
     eta = np.where(exhausted, 0.0, eta)

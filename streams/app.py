@@ -8,6 +8,11 @@ Agents (one worker process runs them all; scale out with partitions and more wor
 * ``agent_events``: ``telemetry.agent-events`` -> per agent x task type statistics -> agent
   features and DURATION predictions, and the statistics re-keyed by task type onto an internal
   topic for ``routing``, which advises the best agent per task type -> ``routing.decisions``.
+* ``labels``: ``telemetry.labels`` (ground truth, late) -> a FAILURE resolves the failure-risk
+  steps the entity logged before it: the online failure model learns from them, and every
+  failure-risk model's precision and recall are exported.
+* a task following ``models.updates``: hot reload of the production XGBoost model, and the
+  newest candidate scored in shadow.
 * a timer that advances idle partitions' watermarks on wall time (so windows close without new
   data), flushes the Redis cache, and watches every owned partition for stalls (``/health``).
 
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -37,6 +43,7 @@ from connectors.alert_payloads import payloads_for
 from connectors.redis_store import FeatureStore
 from models.agents import AgentTaskStats, AgentTracker, advise
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.failure_outcomes import OutcomeTracker, feature_vector
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK
 from schemas.codec import Codec, DeadLetter, Message
@@ -47,6 +54,7 @@ from streams.validation import Limits, Rejection, check_agent_event, check_metri
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
 _MIB = 1024 * 1024
+ONLINE_FAILURE_MODEL = "failure_risk_online"
 
 
 @dataclass
@@ -95,6 +103,7 @@ class Worker:
         self.cache_predictions: dict[str, bytes] = {}
         self.agents = AgentTracker()
         self.batch_models: list[BatchModel] = []
+        self.outcomes = OutcomeTracker(settings.failure_horizon_s)
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
         self.started_s = time.time()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
@@ -136,6 +145,33 @@ class Worker:
             BatchModel(FAILURE_RISK, m.version.version, int(m.model.horizon_s), m.score, shadow)
             for m, shadow in loaded
         ]
+
+    def log_failure_risk(self, features: Record, predictions: Record) -> None:
+        """Add the online failure model's score (in shadow: it never alerts) and log the
+        step's failure-risk scores for the labels that will come."""
+        x = feature_vector(features)
+        if not x.any():
+            return  # no capacity-bound resource on this entity
+        online = self.outcomes.score(x)
+        predictions["predictions"].append({
+            "metric": "entity", "kind": "FAILURE_RISK", "model": ONLINE_FAILURE_MODEL,
+            "model_version": "1", "horizon_s": int(self.settings.failure_horizon_s),
+            "value": online, "score": online, "lower": None, "upper": None,
+        })  # fmt: skip
+        scores = {"local_trend@1": 0.0}  # a step without a local-trend risk scored 0
+        for p in predictions["predictions"]:
+            if p["kind"] == "FAILURE_RISK":
+                scores[f"{p['model']}@{p['model_version']}"] = p["score"]
+        self.outcomes.log(features["entity"], features["event_time"], x, scores)
+
+    def publish_quality(self) -> None:
+        """Precision and recall of every failure-risk model against the labels so far."""
+        for key, quality in self.outcomes.quality.items():
+            model, _, version = key.partition("@")
+            if math.isfinite(quality.precision):
+                metrics.MODEL_PRECISION.labels(model, version).set(quality.precision)
+            if math.isfinite(quality.recall):
+                metrics.MODEL_RECALL.labels(model, version).set(quality.recall)
 
     def emit_many(
         self, due: list[tuple[EntityPipeline, int, float]]
@@ -212,6 +248,7 @@ def create_app(settings: Settings) -> faust.App:
     }
     metrics_in = app.topic(topics.METRICS.name, **raw)
     events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
+    labels_in = app.topic(topics.LABELS.name, **raw)
     out = {
         t.name: app.topic(t.name, **raw)
         for t in (
@@ -301,6 +338,7 @@ def create_app(settings: Settings) -> faust.App:
             due, worker.emit_many(due), strict=True
         ):
             entity = pipeline.entity
+            worker.log_failure_risk(features, predictions)
             worker.cache_features[entity] = await produce(topics.FEATURES, entity, features)
             worker.cache_predictions[entity] = await produce(
                 topics.PREDICTIONS, entity, predictions
@@ -427,6 +465,25 @@ def create_app(settings: Settings) -> faust.App:
                     {"agent": agent, "t_ms": record["event_time"], "stats": asdict(step.stats)}
                 ).encode(),
             )
+
+    @app.agent(labels_in)
+    async def labels_agent(stream: Any) -> None:
+        """Ground truth, late: a FAILURE resolves the entity's logged failure-risk steps.
+
+        ``telemetry.labels`` is keyed by entity like the metrics, so the worker that holds
+        an entity's steps also gets its labels.
+        """
+        async for event in stream.events():
+            m = event.message
+            metrics.EVENTS_IN.labels(m.topic).inc()
+            message = Message(m.topic, m.partition, m.offset, m.key, m.value)
+            record = codec.decode_message(message, topics.LABELS.schema)
+            if isinstance(record, DeadLetter):
+                await dead_letter(record)
+                continue
+            if record["kind"] == "FAILURE":
+                worker.outcomes.label(record["entity"], record["start_time"])
+                worker.publish_quality()
 
     @app.agent(routing_stats)
     async def routing_agent(stream: faust.StreamT[bytes]) -> None:

@@ -192,6 +192,7 @@ async def _run(
         "dead_letters": dict(seen.dead_letters),
         "report": report.as_dict(),
         "_report": report,
+        "_alert_ids": {a["alert_id"] for a in seen.alerts},
     }
 
 
@@ -268,33 +269,36 @@ def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
 _SQL_SUMMARY = {
     "predictions by kind": (
         "SELECT kind, count() AS predictions, round(avg(score), 3) AS mean_score "
-        "FROM predictions WHERE ts >= fromUnixTimestamp64Milli({since}) "
+        "FROM predictions WHERE emitted_at >= fromUnixTimestamp64Milli({since}) "
         "GROUP BY kind ORDER BY kind"
     ),
     "alerts by rule": (
         "SELECT rule, status, count() AS alerts FROM alerts "
-        "WHERE ts >= fromUnixTimestamp64Milli({since}) GROUP BY rule, status ORDER BY rule, status"
+        "WHERE alert_id IN ({alert_ids}) GROUP BY rule, status ORDER BY rule, status"
     ),
     "entities most at risk": (
         "SELECT entity, round(max(score), 3) AS failure_risk FROM predictions "
-        "WHERE kind = 'FAILURE_RISK' AND ts >= fromUnixTimestamp64Milli({since}) "
+        "WHERE kind = 'FAILURE_RISK' AND emitted_at >= fromUnixTimestamp64Milli({since}) "
         "GROUP BY entity ORDER BY failure_risk DESC LIMIT 5"
     ),
 }
 
 
-def _sql_summary(settings: Settings, since_ms: int) -> dict[str, QueryResult]:
-    """A few ClickHouse queries over the run, once the sink has stored its predictions."""
-    count = f"SELECT count() FROM predictions WHERE ts >= fromUnixTimestamp64Milli({since_ms})"
-    deadline, last = time.monotonic() + 60, -1
-    while time.monotonic() < deadline:
-        rows = run_sql(count, settings).rows[0][0]
-        if rows and rows == last:
-            break
-        last = rows
-        time.sleep(2)
-    return {title: run_sql(sql.format(since=since_ms), settings)
-            for title, sql in _SQL_SUMMARY.items()}  # fmt: skip
+def _sql_summary(
+    settings: Settings, started_ms: int, predictions: int, alert_ids: set[str]
+) -> dict[str, QueryResult]:
+    """This run's predictions (emitted since it started) and alerts, from ClickHouse, once
+    the sink has stored all ``predictions`` batches the run produced (or after 2 minutes)."""
+    since = f"fromUnixTimestamp64Milli({started_ms})"
+    stored = f"SELECT uniqExact(prediction_id) FROM predictions WHERE emitted_at >= {since}"
+    deadline = time.monotonic() + 120
+    while run_sql(stored, settings).rows[0][0] < predictions and time.monotonic() < deadline:
+        time.sleep(1)
+    quoted = ", ".join("'" + a.replace("'", "''") + "'" for a in sorted(alert_ids)) or "''"
+    return {
+        title: run_sql(sql.format(since=started_ms, alert_ids=quoted), settings)
+        for title, sql in _SQL_SUMMARY.items()
+    }
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -317,10 +321,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(worker.ready())
         key = settings.api_keys.split(",")[0].strip()
         console.line(f"watch it live: {_gateway_url(settings)}/?api_key={key}", _BOLD)
-        since_ms = int(time.time() * 1000) - int(args.duration * 1000)
+        started_ms = int(time.time() * 1000)
         summary = asyncio.run(_run(args, settings, worker, console))
         console.line("waiting for ClickHouse to store the run", _DIM)
-        tables = _sql_summary(settings, since_ms)
+        tables = _sql_summary(
+            settings, started_ms, summary["predictions"], summary.pop("_alert_ids")
+        )
     except (AssertionError, SqlError) as error:
         print(f"foresight demo: {error}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ quiet, every kind of bad input dead-lettered, idle windows closing, and a crash 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -111,6 +112,32 @@ async def test_a_leak_is_alerted_before_it_fails_and_a_healthy_host_stays_quiet(
     assert fired[0]["starts_at"] <= failure - 10 * 60_000, "warned less than 10 min ahead"
     assert "failure_risk" in {a["rule"] for a in fired}
     assert [a for a in alerts if a["entity"] == healthy] == []
+
+    # The ground truth arrives late; the worker joins it to the steps it logged.
+    producer = RecordProducer(stack_settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send(
+            topics.LABELS.name,
+            leaking,
+            "label",
+            {
+                "entity": leaking,
+                "kind": "FAILURE",
+                "incident_type": "memory_leak",
+                "start_time": failure,
+                "end_time": None,
+                "metric": "memory_percent",
+            },
+        )
+    finally:
+        await producer.stop()
+    recall = 'foresight_model_recall{model="local_trend",version="1"}'
+    deadline = time.monotonic() + 30
+    while worker.metric(recall) == 0:
+        assert time.monotonic() < deadline, "the FAILURE label was not joined to the steps"
+        await asyncio.sleep(0.5)
+    assert 0 < worker.metric(recall) <= 1
 
 
 async def test_every_kind_of_bad_input_is_dead_lettered(

@@ -1,0 +1,187 @@
+"""Delayed labels meet the predictions made before them: online failure learning and quality.
+
+A failure is known only when it happens, long after the predictions that should have
+warned of it. :class:`OutcomeTracker` logs, per entity, every step's failure-risk scores and
+a few features *as they were at prediction time*; a FAILURE label for the entity at time T
+resolves the logged steps in ``[T - horizon, T]`` as positives, and steps older than the
+horizon with no failure after them resolve as negatives. The resolved steps
+
+* teach an online logistic model (:class:`OnlineLogistic`) the failure risk from those
+  features: the model learns from labels while the stream runs, with no batch job;
+* score every failure-risk model seen (precision and recall at the alert threshold, with
+  exponential forgetting), so a dashboard shows how each model version is doing.
+
+State is bounded: a ring of ``capacity`` steps per entity and a weight vector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.base import FloatArray
+
+Record = dict[str, Any]
+
+#: The features the online failure model reads, by FeatureVector name.
+FAILURE_FEATURES: tuple[str, ...] = tuple(
+    f"{resource}:{window}:{statistic}"
+    for resource in ("memory_percent", "disk_used_percent")
+    for window, statistic in (("1m", "last"), ("5m", "slope"), ("15m", "slope"), ("15m", "r2"))
+)
+
+
+def feature_vector(record: Record, names: Sequence[str] = FAILURE_FEATURES) -> FloatArray:
+    """The named features of a FeatureVector record (0 where absent or not finite), scaled:
+    percentages to [0, 1], slopes to percentage points per minute."""
+    index = {name: i for i, name in enumerate(record["names"])}
+    values = record["values"]
+    x = np.zeros(len(names))
+    for j, name in enumerate(names):
+        i = index.get(name)
+        if i is not None and math.isfinite(values[i]):
+            statistic = name.rsplit(":", 1)[1]
+            scale = {"last": 0.01, "slope": 60.0}.get(statistic, 1.0)
+            x[j] = values[i] * scale
+    return x
+
+
+@dataclass
+class OnlineLogistic:
+    """Logistic regression learned one example at a time (AdaGrad), positives up-weighted
+    by the running ratio of negatives to positives, since failures are rare.
+
+    Examples
+    --------
+    >>> model = OnlineLogistic(2)
+    >>> for _ in range(300):
+    ...     model.learn(np.array([1.0, 0.0]), 1)
+    ...     model.learn(np.array([0.0, 1.0]), 0)
+    >>> model.predict(np.array([1.0, 0.0])) > 0.9 > model.predict(np.array([0.0, 1.0]))
+    True
+    """
+
+    features: int
+    rate: float = 0.5
+    weights: FloatArray = field(init=False)
+    squares: FloatArray = field(init=False)
+    positives: float = 1.0
+    negatives: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.weights = np.zeros(self.features + 1)
+        self.squares = np.full(self.features + 1, 1e-6)
+
+    def predict(self, x: FloatArray) -> float:
+        z = float(self.weights[0] + self.weights[1:] @ x)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 35.0), -35.0)))
+
+    def learn(self, x: FloatArray, y: int) -> None:
+        if y:
+            self.positives += 1
+        else:
+            self.negatives += 1
+        weight = self.negatives / self.positives if y else 1.0
+        gradient = (self.predict(x) - y) * weight * np.concatenate([[1.0], x])
+        self.squares += gradient * gradient
+        self.weights -= self.rate * gradient / np.sqrt(self.squares)
+
+
+@dataclass
+class Quality:
+    """Forgetting counts of alarms against outcomes, for one model version."""
+
+    half_life: float = 500.0
+    true_positives: float = 0.0
+    false_positives: float = 0.0
+    false_negatives: float = 0.0
+
+    def add(self, alarmed: bool, failed: bool) -> None:
+        decay = 0.5 ** (1.0 / self.half_life)
+        self.true_positives = decay * self.true_positives + float(alarmed and failed)
+        self.false_positives = decay * self.false_positives + float(alarmed and not failed)
+        self.false_negatives = decay * self.false_negatives + float(failed and not alarmed)
+
+    @property
+    def precision(self) -> float:
+        alarms = self.true_positives + self.false_positives
+        return self.true_positives / alarms if alarms > 0 else math.nan
+
+    @property
+    def recall(self) -> float:
+        failures = self.true_positives + self.false_negatives
+        return self.true_positives / failures if failures > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class _Logged:
+    t_ms: int
+    x: FloatArray
+    scores: Mapping[str, float]  # "model@version" -> failure risk at prediction time
+
+
+class OutcomeTracker:
+    """Logs each entity's failure-risk steps and resolves them against FAILURE labels.
+
+    Parameters
+    ----------
+    horizon_s
+        The failure-risk horizon: a step is positive when a failure follows within it.
+    threshold
+        Score at which a model's prediction counts as an alarm (the alert rule's threshold).
+    capacity
+        Steps kept per entity (bounded memory); older unresolved steps resolve as negatives.
+
+    Examples
+    --------
+    >>> tracker = OutcomeTracker(horizon_s=600)
+    >>> record = {"names": ["memory_percent:1m:last"], "values": [90.0]}
+    >>> tracker.log("web-1", 0, feature_vector(record), {"local_trend@1": 0.9})
+    >>> tracker.label("web-1", 300_000)
+    1
+    >>> tracker.quality["local_trend@1"].recall
+    1.0
+    """
+
+    def __init__(self, horizon_s: float, threshold: float = 0.7, capacity: int = 720) -> None:
+        self.horizon_ms = int(horizon_s * 1000)
+        self.threshold = threshold
+        self.capacity = capacity
+        self.model = OnlineLogistic(len(FAILURE_FEATURES))
+        self.quality: dict[str, Quality] = {}
+        self.resolved = 0
+        self._logged: dict[str, deque[_Logged]] = {}
+
+    def log(self, entity: str, t_ms: int, x: FloatArray, scores: Mapping[str, float]) -> None:
+        """Log a step; resolves as negatives the entity's steps now beyond the horizon."""
+        ring = self._logged.setdefault(entity, deque())
+        ring.append(_Logged(t_ms, x, dict(scores)))
+        while ring and (ring[0].t_ms < t_ms - self.horizon_ms or len(ring) > self.capacity):
+            self._resolve(ring.popleft(), failed=False)
+
+    def label(self, entity: str, failure_ms: int) -> int:
+        """A failure of ``entity`` at ``failure_ms``: its steps within the horizon before it
+        are positives (and earlier ones negatives). Returns the positives resolved."""
+        ring = self._logged.get(entity, deque())
+        positives = 0
+        while ring and ring[0].t_ms <= failure_ms:
+            step = ring.popleft()
+            failed = step.t_ms >= failure_ms - self.horizon_ms
+            positives += failed
+            self._resolve(step, failed)
+        return positives
+
+    def score(self, x: FloatArray) -> float:
+        """The online model's failure risk for features ``x``."""
+        return self.model.predict(x)
+
+    def _resolve(self, step: _Logged, failed: bool) -> None:
+        self.model.learn(step.x, int(failed))
+        for model, score in step.scores.items():
+            self.quality.setdefault(model, Quality()).add(score >= self.threshold, failed)
+        self.resolved += 1

@@ -1,0 +1,76 @@
+"""Delayed labels: logged steps resolve right, the online model learns, quality is counted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import FloatArray
+from models.failure_outcomes import FAILURE_FEATURES, OutcomeTracker, feature_vector
+
+STEP = 10_000
+HORIZON_S = 600.0
+
+
+def _x(memory: float, slope_per_s: float = 0.0) -> FloatArray:
+    record = {
+        "names": ["memory_percent:1m:last", "memory_percent:15m:slope", "other:1m:last"],
+        "values": [memory, slope_per_s, 5.0],
+    }
+    return feature_vector(record)
+
+
+def test_features_are_picked_by_name_and_scaled() -> None:
+    x = _x(80.0, 0.05)
+    assert len(x) == len(FAILURE_FEATURES)
+    assert x[FAILURE_FEATURES.index("memory_percent:1m:last")] == 0.8
+    assert x[FAILURE_FEATURES.index("memory_percent:15m:slope")] == 3.0  # points per minute
+    assert x[FAILURE_FEATURES.index("disk_used_percent:1m:last")] == 0.0  # absent
+
+
+def test_a_failure_resolves_the_steps_of_its_horizon_as_positives() -> None:
+    tracker = OutcomeTracker(HORIZON_S)
+    for k in range(100):
+        tracker.log("web-1", k * STEP, _x(50), {"local_trend@1": 0.0})
+    # Steps older than the horizon resolved as negatives as the log advanced.
+    assert tracker.resolved == 100 - 61
+    positives = tracker.label("web-1", 99 * STEP)
+    assert positives == 61  # every step within 600 s before the failure
+    assert tracker.resolved == 100
+    assert tracker.label("web-1", 200 * STEP) == 0  # nothing left to resolve
+
+
+def test_the_online_model_learns_what_precedes_failures() -> None:
+    tracker = OutcomeTracker(HORIZON_S)
+    rng = np.random.default_rng(0)
+    t = 0
+    for _ in range(30):  # 30 episodes: calm, then a leak that ends in a failure
+        for _ in range(120):
+            tracker.log("web-1", t, _x(40 + rng.normal(), 0.0), {})
+            t += STEP
+        for k in range(60):
+            tracker.log("web-1", t, _x(60 + k * 0.6, 0.06), {})
+            t += STEP
+        tracker.label("web-1", t)
+    assert tracker.score(_x(90, 0.06)) > 0.8
+    assert tracker.score(_x(40, 0.0)) < 0.2
+
+
+def test_precision_and_recall_per_model() -> None:
+    tracker = OutcomeTracker(HORIZON_S)
+    for k in range(200):
+        eager = 0.9 if k % 2 == 0 else 0.0  # alarms every other step, failure or not
+        late = 0.9 if k >= 190 else 0.0  # alarms only at the very end
+        tracker.log("web-1", k * STEP, _x(50), {"eager@1": eager, "late@1": late})
+    tracker.label("web-1", 199 * STEP)
+    eager_quality, late_quality = tracker.quality["eager@1"], tracker.quality["late@1"]
+    assert late_quality.precision == 1.0
+    assert 0.1 < late_quality.recall < 0.3  # 10 of the 61 steps before the failure
+    assert eager_quality.precision < 0.4
+    assert 0.4 < eager_quality.recall < 0.6
+
+
+def test_memory_stays_bounded() -> None:
+    tracker = OutcomeTracker(HORIZON_S, capacity=50)
+    for k in range(1000):
+        tracker.log("web-1", k, _x(50), {})  # a millisecond apart: nothing ages out
+    assert tracker.resolved == 950
