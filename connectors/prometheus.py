@@ -51,7 +51,9 @@ MODEL_RECALL = Gauge(
     "foresight_model_recall", "Rolling recall against labels.", ["model", "version"]
 )
 MODEL_MAE = Gauge(
-    "foresight_model_mae", "Rolling mean absolute error of forecasts.", ["model", "version"]
+    "foresight_model_mae",
+    "Rolling mean absolute error of forecasts, each scaled by its interval's half-width.",
+    ["model", "version"],
 )
 DRIFT_STATE = Gauge(
     "foresight_drift_detected", "1 while drift is detected on a signal.", ["model", "signal"]

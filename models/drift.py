@@ -40,6 +40,7 @@ stability index" (2018), for the usual PSI levels (0.1: moderate, 0.25: signific
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -357,3 +358,55 @@ def drift_alert(
         "retrain": "true" if verdict.retrain_recommended else "false",
     }
     return evaluate(DRIFT_RULE, state, f"model/{model}", verdict.score, verdict.worst, t_ms, labels)
+
+
+class ErrorDriftWatch:
+    """Page-Hinkley on each entity's prediction error, for one model, assessed now and then.
+
+    The stream calls :meth:`observe` whenever an entity's predictions meet their outcome,
+    and :meth:`assess` periodically: the share of entities whose error drifted since the last
+    assessment is the verdict's error signal (:func:`assess_drift`), and the mean error the
+    model's rolling quality.
+
+    Examples
+    --------
+    >>> watch = ErrorDriftWatch(PageHinkley(warmup=10))
+    >>> rng = np.random.default_rng(1)
+    >>> for i in range(200):
+    ...     for entity in ("a", "b"):
+    ...         shift = 4.0 if entity == "b" and i >= 150 else 0.0
+    ...         _ = watch.observe(entity, 1.0 + shift + 0.1 * rng.normal())
+    >>> verdict = watch.assess()
+    >>> verdict.retrain_recommended, verdict.reasons
+    (True, ("prediction error changed on 1 series: ['b']",))
+    """
+
+    def __init__(self, detector: PageHinkley | None = None, half_life: float = 200.0) -> None:
+        self.detector = detector or PageHinkley()
+        self.decay = 0.5 ** (1.0 / half_life)
+        self.mean_error = math.nan
+        self._rows: dict[str, int] = {}
+        self._state = self.detector.init_state(0)
+        self._drifted: set[str] = set()
+
+    def observe(self, entity: str, error: float) -> bool:
+        """Learn one error of ``entity``; True when its error just drifted."""
+        if not math.isfinite(error):
+            return False
+        row = self._rows.get(entity)
+        if row is None:
+            row = self._rows[entity] = len(self._rows)
+            self._state = np.concatenate([self._state, self.detector.init_state(1)])
+        drifted = bool(self.detector.update(self._state[row : row + 1], np.array([error]))[0])
+        if drifted:
+            self._drifted.add(entity)
+        previous = error if math.isnan(self.mean_error) else self.mean_error
+        self.mean_error = self.decay * previous + (1 - self.decay) * error
+        return drifted
+
+    def assess(self) -> DriftVerdict:
+        """The verdict over the entities seen, from the drifts since the last assessment."""
+        entities = list(self._rows)
+        flags = np.array([e in self._drifted for e in entities], dtype=bool)
+        self._drifted.clear()
+        return assess_drift(flags, entities, np.zeros(0), [])

@@ -139,6 +139,9 @@ class EntityPipeline:
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
+        # Scaled error of the forecasts checked at the latest forecast step (NaN until then):
+        # the worker watches it for drift.
+        self.forecast_error = math.nan
         # Kafka offset of the newest record in the windows: a record replayed after a crash
         # (at or below it) is already counted and is skipped, so nothing counts twice.
         self.last_offset = -1
@@ -318,6 +321,16 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], list[FloatArray]]:
     return header, arrays
 
 
+def _scaled_error(forecast: FloatArray, actual: FloatArray) -> float:
+    """Mean absolute error of the shortest-horizon forecasts against what came, each scaled
+    by its interval's half-width (so metrics of any unit average together); NaN if none."""
+    mean, lower, upper = forecast[:, 0], forecast[:, 1], forecast[:, 2]
+    half_width = np.maximum((upper - lower) / 2, 1e-9)
+    errors = np.abs(actual - mean) / half_width
+    errors = errors[np.isfinite(errors)]
+    return float(errors.mean()) if errors.size else math.nan
+
+
 def _aligned_groups(times: npt.NDArray[np.int64], period_ms: float) -> list[npt.NDArray[np.intp]]:
     """Indices grouped by ``period_ms`` slot: models that take one time per call get one
     call per slot, at the slot's latest time (the error is under one period)."""
@@ -396,8 +409,13 @@ def step_many(
         at = 0
         for e in entities:
             n = int(counts[e])
-            pipelines[e].forecast[:n] = sub[at : at + n]
-            pipelines[e].forecasts[:n] = cached[at : at + n]
+            p = pipelines[e]
+            if learn[e]:
+                p.forecast_error = _scaled_error(
+                    p.forecasts[:n, 0], level[starts[e] : starts[e] + n]
+                )
+            p.forecast[:n] = sub[at : at + n]
+            p.forecasts[:n] = cached[at : at + n]
             at += n
 
     exhaustion = _exhaustion_many(pipelines, now, grid, starts)

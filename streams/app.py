@@ -13,6 +13,8 @@ Agents (one worker process runs them all; scale out with partitions and more wor
   failure-risk model's precision and recall are exported.
 * a task following ``models.updates``: hot reload of the production XGBoost model, and the
   newest candidate scored in shadow.
+* a timer that watches the forecasters' scaled error for drift (Page-Hinkley per entity) and
+  raises a ``model_drift`` alert recommending a retrain, and exports the error as MAE.
 * a timer that advances idle partitions' watermarks on wall time (so windows close without new
   data), flushes the Redis cache, and watches every owned partition for stalls (``/health``).
 
@@ -42,6 +44,8 @@ from connectors import prometheus as metrics
 from connectors.alert_payloads import payloads_for
 from connectors.redis_store import FeatureStore
 from models.agents import AgentTaskStats, AgentTracker, advise
+from models.alerts import AlertState
+from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.failure_outcomes import OutcomeTracker, feature_vector
 from models.registry import ModelRegistry, RegistryError
@@ -104,6 +108,8 @@ class Worker:
         self.agents = AgentTracker()
         self.batch_models: list[BatchModel] = []
         self.outcomes = OutcomeTracker(settings.failure_horizon_s)
+        self.forecast_drift = ErrorDriftWatch()
+        self.forecast_drift_alert = AlertState()
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
         self.started_s = time.time()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
@@ -339,6 +345,9 @@ def create_app(settings: Settings) -> faust.App:
         ):
             entity = pipeline.entity
             worker.log_failure_risk(features, predictions)
+            if math.isfinite(pipeline.forecast_error):
+                worker.forecast_drift.observe(entity, pipeline.forecast_error)
+                pipeline.forecast_error = math.nan
             worker.cache_features[entity] = await produce(topics.FEATURES, entity, features)
             worker.cache_predictions[entity] = await produce(
                 topics.PREDICTIONS, entity, predictions
@@ -561,6 +570,29 @@ def create_app(settings: Settings) -> faust.App:
                     await reload_models()
         finally:
             await consumer.stop()
+
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    async def watch_drift() -> None:
+        """Once a minute: has the forecasters' error drifted? Raise (or clear) the alert."""
+        forecaster = worker.models.forecaster
+        verdict = worker.forecast_drift.assess()
+        metrics.DRIFT_STATE.labels(forecaster.name, "prediction_error").set(
+            float(verdict.score >= 1.0)
+        )
+        if math.isfinite(worker.forecast_drift.mean_error):
+            metrics.MODEL_MAE.labels(forecaster.name, forecaster.version).set(
+                worker.forecast_drift.mean_error
+            )
+        alert = drift_alert(
+            verdict,
+            worker.forecast_drift_alert,
+            forecaster.name,
+            forecaster.version,
+            int(time.time() * 1000),
+        )
+        if alert is not None:
+            metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+            await publish_alert(alert)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
