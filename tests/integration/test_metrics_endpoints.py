@@ -1,10 +1,11 @@
-"""The ingest and gateway processes serve /metrics, and their counters move with the traffic.
+"""Every Foresight process (ingest, gateway, worker, ClickHouse sink) serves /metrics, and its
+counters move with the traffic.
 
 Both run as ``foresight`` subprocesses, as Prometheus would find them, on free ports given
 through the environment (``FORESIGHT_INGEST_PORT``, ``FORESIGHT_GATEWAY_PORT``). The ingest
 server produces to the real telemetry topics, so it is only sent requests it refuses (nothing
-is produced); the gateway reads its own unique topics. The worker's and the sink's metrics are
-tested with them.
+is produced); the gateway and the sink read their own unique topics; the worker reads the real
+metrics topic with its own consumer group.
 """
 
 from __future__ import annotations
@@ -189,3 +190,85 @@ def test_gateway_counts_clients_and_messages(stack_settings: Settings, unique: s
         after = scrape(port)
     sent = ("foresight_gateway_messages_total", ())
     assert after[sent] - before[sent] == 1  # the prediction (answers are not relayed messages)
+
+
+def _counter(port: int, name: str, **labels: str) -> float:
+    wanted = tuple(sorted(labels.items()))
+    return sum(v for (n, ls), v in scrape(port).items() if n == name and set(wanted) <= set(ls))
+
+
+async def _produce_batches(bootstrap: str, topic: str, entity: str, count: int) -> None:
+    codec = Codec()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        for i in range(count):
+            record = dict(SAMPLES["metric_batch"], entity=entity, event_time=now - count + i)
+            await producer.send_and_wait(
+                topic, codec.encode("metric_batch", record), key=entity.encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def test_worker_counts_samples_in_and_records_out(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        "FORESIGHT_WORKER_PORT": str(port),
+        "FORESIGHT_WORKER_ID": f"metrics-{unique}",
+        "FORESIGHT_WORKER_OFFSET_RESET": "latest",
+        "FORESIGHT_WORKER_STORE": "memory://",
+        "FORESIGHT_STEP_S": "0.001",
+    }
+    with foresight_process(["worker"], port, env):
+        wait_for(
+            "the worker to own partitions",
+            lambda: (
+                _counter(port, "foresight_partition_stalled") == 0
+                and any(n == "foresight_partition_stalled" for n, _ in scrape(port))
+            ),
+        )
+        before = _counter(port, "foresight_samples_in_total")
+        out_before = _counter(port, "foresight_events_out_total", topic="predictions")
+        deadline = time.monotonic() + DEADLINE_S
+        # A new group reads from the end once it has its offsets: keep sending until counted.
+        while _counter(port, "foresight_samples_in_total") <= before:
+            assert time.monotonic() < deadline, "the worker never counted a sample"
+            asyncio.run(
+                _produce_batches(
+                    stack_settings.kafka_bootstrap_servers,
+                    "telemetry.metrics",
+                    f"metrics-{unique}",
+                    3,
+                )
+            )
+            time.sleep(0.5)
+        wait_for(
+            "predictions to be counted out",
+            lambda: _counter(port, "foresight_events_out_total", topic="predictions") > out_before,
+        )
+
+
+def test_sink_counts_rows_inserted(stack_settings: Settings, unique: str, tmp_path: Path) -> None:
+    topic = f"test.metrics-sink.{unique}"
+    asyncio.run(ensure_topics(stack_settings.kafka_bootstrap_servers, [TopicRequest(topic, 1, {})]))
+    port = _free_port()
+    env = {
+        "FORESIGHT_SINK_METRICS_PORT": str(port),
+        "FORESIGHT_SINK_SQL_PORT": str(_free_port()),
+        "FORESIGHT_CHDB_PATH": str(tmp_path / "chdb"),
+        "FORESIGHT_SINK_BATCH_SECONDS": "0.2",
+    }
+    with foresight_process(["sink", "clickhouse", "--topics", topic, "--group", unique], port, env):
+        assert _counter(port, "foresight_sink_rows_total") == 0
+        asyncio.run(
+            _produce_batches(stack_settings.kafka_bootstrap_servers, topic, f"sink-{unique}", 5)
+        )
+        wait_for(
+            "the sink to count the rows it inserted",
+            lambda: _counter(port, "foresight_sink_rows_total") >= 10,
+        )  # 5 batches x 2
+        assert _counter(port, "foresight_sink_batch_rows_count") >= 1
