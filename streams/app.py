@@ -114,14 +114,13 @@ class Worker:
         self.started_s = time.time()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
 
-    def see(self, message: Any) -> PartitionProgress:
+    def see(self, message: Any) -> None:
         """Record that a message of a partition was consumed now."""
         progress = self.progress[(message.topic, message.partition)]
         now = time.time()
         progress.last_arrival_s = now
         progress.last_offset = message.offset
         progress.progressed_s = now
-        return progress
 
     def load_batch_models(self) -> list[BatchModel]:
         """The production failure-risk model, and the newest candidate in shadow.
@@ -382,15 +381,24 @@ def create_app(settings: Settings) -> faust.App:
             await publish_steps()
             write_checkpoints()
 
-    async def ingest_metric_batch(m: Any) -> None:
-        """Decode, validate and window one MetricBatch; queue its entity's step if due."""
-        progress = worker.see(m)
+    async def receive(m: Any, spec: topics.TopicSpec) -> tuple[Message, Record] | None:
+        """Count and decode a consumed record; an undecodable one is dead-lettered (None)."""
+        worker.see(m)
         metrics.EVENTS_IN.labels(m.topic).inc()
         message = Message(m.topic, m.partition, m.offset, m.key, m.value)
-        record = codec.decode_message(message, topics.METRICS.schema)
+        record = codec.decode_message(message, spec.schema)
         if isinstance(record, DeadLetter):
             await dead_letter(record)
+            return None
+        return message, record
+
+    async def ingest_metric_batch(m: Any) -> None:
+        """Decode, validate and window one MetricBatch; queue its entity's step if due."""
+        received = await receive(m, topics.METRICS)
+        if received is None:
             return
+        message, record = received
+        progress = worker.progress[(m.topic, m.partition)]
         now_ms = int(time.time() * 1000)
         values = check_metric_batch(record, now_ms, worker.limits)
         if isinstance(values, Rejection):
@@ -444,13 +452,10 @@ def create_app(settings: Settings) -> faust.App:
     async def agent_events_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             m = event.message
-            worker.see(m)
-            metrics.EVENTS_IN.labels(m.topic).inc()
-            message = Message(m.topic, m.partition, m.offset, m.key, m.value)
-            record = codec.decode_message(message, topics.AGENT_EVENTS.schema)
-            if isinstance(record, DeadLetter):
-                await dead_letter(record)
+            received = await receive(m, topics.AGENT_EVENTS)
+            if received is None:
                 continue
+            message, record = received
             rejection = check_agent_event(record, int(time.time() * 1000), worker.limits)
             if rejection:
                 await dead_letter(rejected(message, rejection))
@@ -483,13 +488,10 @@ def create_app(settings: Settings) -> faust.App:
         an entity's steps also gets its labels.
         """
         async for event in stream.events():
-            m = event.message
-            metrics.EVENTS_IN.labels(m.topic).inc()
-            message = Message(m.topic, m.partition, m.offset, m.key, m.value)
-            record = codec.decode_message(message, topics.LABELS.schema)
-            if isinstance(record, DeadLetter):
-                await dead_letter(record)
+            received = await receive(event.message, topics.LABELS)
+            if received is None:
                 continue
+            _, record = received
             if record["kind"] == "FAILURE":
                 worker.outcomes.label(record["entity"], record["start_time"])
                 worker.publish_quality()
