@@ -10,7 +10,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from connectors.kafka_producer import RecordProducer
 from schemas.codec import Codec, DecodeError
+from streams.topics import TopicSpec
 
 
 class TopicReader:
@@ -58,3 +60,16 @@ class TopicReader:
                     self.records.append((m.topic, m.key, record))
             await asyncio.sleep(0)
         return self.records
+
+
+async def produce(
+    bootstrap: str, spec: TopicSpec, key_field: str, records: list[dict[str, Any]]
+) -> None:
+    """Encode and produce ``records`` to ``spec``'s topic, keyed by their ``key_field``."""
+    producer = RecordProducer(bootstrap)
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(spec.name, record[key_field], spec.schema, record)
+    finally:
+        await producer.stop()

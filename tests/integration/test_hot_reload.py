@@ -17,7 +17,7 @@ from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_fai
 from streams import topics
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.kafka_io import TopicReader
+from tests.integration.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,7 @@ def _register(registry: ModelRegistry, seed: int) -> dict[str, Any]:
 
 
 async def _send(settings: Settings, updates: list[dict[str, Any]]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for update in updates:
-            await producer.send(topics.MODEL_UPDATES.name, update["model"], "model_update", update)
-    finally:
-        await producer.stop()
+    await produce(settings.kafka_bootstrap_servers, topics.MODEL_UPDATES, "model", updates)
 
 
 async def _versions_scored(settings: Settings, entity: str) -> set[str]:

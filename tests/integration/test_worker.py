@@ -19,7 +19,7 @@ from schemas.codec import Codec
 from streams import topics
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.kafka_io import TopicReader
+from tests.integration.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
@@ -57,16 +57,6 @@ def _batch(entity: str, t_ms: int, values: dict[str, float]) -> dict[str, Any]:
     }
 
 
-async def _produce(settings: Settings, records: list[dict[str, Any]]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(topics.METRICS.name, record["entity"], "metric_batch", record)
-    finally:
-        await producer.stop()
-
-
 async def test_a_leak_is_alerted_before_it_fails_and_a_healthy_host_stays_quiet(
     stack_settings: Settings, worker: WorkerProcess
 ) -> None:
@@ -94,7 +84,7 @@ async def test_a_leak_is_alerted_before_it_fails_and_a_healthy_host_stays_quiet(
     async with TopicReader(
         stack_settings.kafka_bootstrap_servers, topics.ALERTS.name, topics.PREDICTIONS.name
     ) as reader:
-        await _produce(stack_settings, records)
+        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", records)
         last = start + 359 * STEP_MS
 
         def finished(seen: list[tuple[str, bytes | None, Any]]) -> bool:
@@ -224,7 +214,7 @@ async def test_idle_partition_windows_close_on_wall_time(
     now = int(time.time() * 1000)
     records = [_batch(entity, now - (5 - k) * STEP_MS, {"cpu_percent": 5.0}) for k in range(6)]
     async with TopicReader(stack_settings.kafka_bootstrap_servers, topics.FEATURES.name) as reader:
-        await _produce(stack_settings, records)
+        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", records)
         last = records[-1]["event_time"]
         seen = await reader.until(
             lambda rs: any(
@@ -256,7 +246,7 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
         async with TopicReader(
             stack_settings.kafka_bootstrap_servers, topics.FEATURES.name
         ) as reader:
-            await _produce(stack_settings, first)
+            await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", first)
             await reader.until(
                 lambda rs: any(
                     r["entity"] == entity and r["event_time"] == first[-1]["event_time"]
@@ -266,7 +256,7 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
                 timeout_s=90,
             )
         worker.kill9()
-        await _produce(stack_settings, second)
+        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", second)
         async with TopicReader(
             stack_settings.kafka_bootstrap_servers, topics.FEATURES.name
         ) as reader:
