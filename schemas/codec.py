@@ -23,7 +23,7 @@ import io
 import json
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -322,9 +322,3 @@ class Codec:
             reason=reason,
             error_kind=kind,
         )
-
-
-def iter_schemas() -> Iterator[Schema]:
-    """The current version of every schema."""
-    for name in SCHEMA_NAMES:
-        yield current_schema(name)

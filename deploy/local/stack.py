@@ -31,7 +31,6 @@ from urllib.parse import urlparse
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
-SERVICES = ("kafka", "connect", "redis", "clickhouse")
 _HERE = Path(__file__).resolve().parent
 
 
