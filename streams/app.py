@@ -50,8 +50,9 @@ from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, 
 from models.failure_outcomes import OutcomeTracker, feature_vector
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK
-from schemas.codec import Codec, DeadLetter, Message
+from schemas.codec import DeadLetter, Message
 from streams import topics
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.validation import Limits, Rejection, check_agent_event, check_metric_batch
 
@@ -84,7 +85,7 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.codec = Codec()
+        self.codec = codec_for(settings)
         self.models = ModelSet(
             PipelineConfig(
                 step_s=settings.step_s,
@@ -112,7 +113,9 @@ class Worker:
         self.forecast_drift_alert = AlertState()
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
         self.started_s = time.time()
-        self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
+        self.store = FeatureStore(
+            settings.feature_store_url, settings.prediction_cache_ttl, self.codec
+        )
 
     def see(self, message: Any) -> None:
         """Record that a message of a partition was consumed now."""

@@ -29,8 +29,8 @@ from connectors.clickhouse import QueryResult
 from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
-from schemas.codec import Codec
 from streams import topics
+from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
 from streams.commands.stack import create_topics, local_stack
@@ -78,7 +78,7 @@ async def _watch(
     stop: asyncio.Event,
 ) -> None:
     """Follow the output topics from their current end and print alerts as they come."""
-    codec = Codec()
+    codec = codec_for(settings)
     consumer = AIOKafkaConsumer(
         *(spec.name for spec in _WATCHED),
         bootstrap_servers=settings.kafka_bootstrap_servers,

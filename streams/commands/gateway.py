@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.gateway import Gateway, GatewayConfig, GatewayStartError
 from connectors.redis_store import FeatureStore
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS
 
@@ -29,9 +30,10 @@ def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfi
 
 
 async def _serve(config: GatewayConfig, settings: Settings) -> None:
-    store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl)
+    codec = codec_for(settings)
+    store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
     try:
-        await Gateway(config, store).run()
+        await Gateway(config, store, codec).run()
     finally:
         await store.close()
 

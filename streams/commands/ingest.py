@@ -14,8 +14,7 @@ import sys
 from aiokafka.errors import KafkaError
 
 from connectors.ingest_http import IngestConfig, IngestServer
-from connectors.schema_registry import ConfluentRegistry
-from schemas.codec import Codec
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import AGENT_EVENTS, METRICS
 
@@ -43,8 +42,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
 
 
 async def _serve(settings: Settings) -> None:
-    url = settings.schema_registry_url
-    codec = Codec(ConfluentRegistry(url) if url else None)
+    codec = codec_for(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -21,6 +21,7 @@ from typing import Any
 
 from connectors.kafka_producer import RecordProducer
 from streams import topics
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.simulation import (
     Incident,
@@ -45,7 +46,7 @@ async def play(
 
     Returns the count of records produced per topic, plus ``samples`` for metric samples.
     """
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
     await producer.start()
     counts: Counter[str] = Counter()
     started = time.monotonic()

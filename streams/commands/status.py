@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.clickhouse_sink import loopback_for
 from schemas.codec import Codec, DeadLetter, Message
+from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
 from streams.commands.tail import TailError, topic_partitions
@@ -162,7 +163,7 @@ def apply_alert(firing: dict[str, Report], alert: Report) -> None:
         firing.pop(alert["dedup_key"], None)
 
 
-async def replay_firing(bootstrap: str, topic: str) -> list[Report]:
+async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report]:
     """Alerts firing as of the end of ``topic``, replayed from its oldest retained record."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
     consumer = AIOKafkaConsumer(
@@ -170,7 +171,6 @@ async def replay_firing(bootstrap: str, topic: str) -> list[Report]:
     )
     await consumer.start()
     firing: dict[str, Report] = {}
-    codec = Codec()
     try:
         partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
@@ -203,7 +203,9 @@ def firing_alerts(settings: Settings, topic: str) -> Report:
         if body is not None:
             alerts: list[Report] = json.loads(body)
             return {"source": f"gateway {api}", "alerts": alerts}
-    replayed = asyncio.run(replay_firing(settings.kafka_bootstrap_servers, topic))
+    replayed = asyncio.run(
+        replay_firing(settings.kafka_bootstrap_servers, topic, codec_for(settings))
+    )
     return {"source": f"replay of topic {topic}", "alerts": replayed}
 
 

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.codec import Codec, DeadLetter, Message
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS, TopicSpec
 
@@ -100,6 +101,7 @@ async def follow(
     limit: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[int], None] | None = None,
+    codec: Codec | None = None,
 ) -> int:
     """Hand each decoded record of ``topic`` whose entity matches the glob to ``emit``.
 
@@ -110,7 +112,7 @@ async def follow(
     """
     stop = stop or asyncio.Event()
     partitions = await topic_partitions(bootstrap, topic)
-    codec = Codec()
+    codec = codec or Codec()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -188,6 +190,7 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
         limit=args.limit,
         stop=stop,
         ready=ready,
+        codec=codec_for(settings),
     )
 
 

@@ -24,6 +24,7 @@ from connectors.clickhouse_sink import SqlError
 from connectors.kafka_producer import RecordProducer
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
+from streams.codecs import codec_for
 from streams.commands.sql import query_table
 from streams.settings import Settings
 from streams.topics import MODEL_UPDATES
@@ -32,7 +33,7 @@ _PUBLISH_TIMEOUT_S = 30.0
 
 
 async def _produce(settings: Settings, records: Sequence[dict[str, Any]]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
     await producer.start()
     try:
         for record in records:
