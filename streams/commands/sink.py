@@ -14,6 +14,7 @@ from typing import Any
 from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
 from connectors.clickhouse_sink import ClickHouseSink, SinkError
 from connectors.prometheus import serve_metrics
+from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
 
@@ -70,6 +71,7 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         batch_seconds=settings.sink_batch_seconds,
         ttl_days=settings.clickhouse_ttl_days,
         sql_address=(settings.bind_host, settings.sink_sql_port),
+        codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
     try:
