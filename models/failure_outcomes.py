@@ -68,6 +68,7 @@ class OnlineLogistic:
 
     features: int
     rate: float = 0.5
+    prior: float = 0.01  # failure probability before any label: failures are rare
     weights: FloatArray = field(init=False)
     squares: FloatArray = field(init=False)
     positives: float = 1.0
@@ -75,6 +76,7 @@ class OnlineLogistic:
 
     def __post_init__(self) -> None:
         self.weights = np.zeros(self.features + 1)
+        self.weights[0] = math.log(self.prior / (1 - self.prior))
         self.squares = np.full(self.features + 1, 1e-6)
 
     def predict(self, x: FloatArray) -> float:

@@ -278,7 +278,8 @@ _SQL_SUMMARY = {
     ),
     "entities most at risk": (
         "SELECT entity, round(max(score), 3) AS failure_risk FROM predictions "
-        "WHERE kind = 'FAILURE_RISK' AND emitted_at >= fromUnixTimestamp64Milli({since}) "
+        "WHERE kind = 'FAILURE_RISK' AND model != 'failure_risk_online' "
+        "AND emitted_at >= fromUnixTimestamp64Milli({since}) "
         "GROUP BY entity ORDER BY failure_risk DESC LIMIT 5"
     ),
 }
