@@ -20,7 +20,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.settings import load_settings
+from streams.worker_process import free_port
 
 API_KEY = "bench-key"
 
@@ -114,13 +114,6 @@ def client_process(
     port: int, clients: int, slow: int, entities: int, ready: Event, stop: Event, out: Any
 ) -> None:
     asyncio.run(_run_clients(port, clients, slow, entities, ready, stop, out))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def get_json(url: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import copy
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.commands.sql import format_table, run_sql
 from streams.settings import Settings
+from streams.worker_process import free_port
 from tests.schemas.samples import SAMPLES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -210,17 +210,11 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
 # -- the sink on the real stack ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class SinkProcess:
     """``foresight sink clickhouse`` in a subprocess, on its own chdb folder and ports."""
 
     def __init__(self, settings: Settings, folder: Path, topic: str, group: str, **env: str):
-        self.sql_port = _free_port()
+        self.sql_port = free_port()
         self.log = folder.parent / f"sink-{group}-{time.monotonic_ns()}.log"
         environ = dict(
             os.environ,
@@ -228,7 +222,7 @@ class SinkProcess:
             CLICKHOUSE_URL="",
             FORESIGHT_CHDB_PATH=str(folder),
             FORESIGHT_SINK_SQL_PORT=str(self.sql_port),
-            FORESIGHT_SINK_METRICS_PORT=str(_free_port()),
+            FORESIGHT_SINK_METRICS_PORT=str(free_port()),
             **env,
         )
         command = [sys.executable, "-m", "streams.cli", "sink", "clickhouse"]

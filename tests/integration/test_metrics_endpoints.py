@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from connectors.ingest_http import AGENT_EVENTS_PATH
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.settings import Settings
+from streams.worker_process import free_port
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -39,13 +39,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "metrics-test-key"
 DEADLINE_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
@@ -116,7 +109,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def test_ingest_counts_requests_by_endpoint_and_code(stack_settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     with foresight_process(["ingest"], port, {"FORESIGHT_INGEST_PORT": str(port)}):
         before = scrape(port)
         url = f"http://127.0.0.1:{port}{AGENT_EVENTS_PATH}"
@@ -177,7 +170,7 @@ def test_gateway_counts_clients_and_messages(stack_settings: Settings, unique: s
 
         asyncio.run(send())
 
-    port = _free_port()
+    port = free_port()
     args = ["gateway", "--predictions-topic", predictions, "--alerts-topic", alerts]
     with foresight_process(args, port, {"FORESIGHT_GATEWAY_PORT": str(port)}):
         before = scrape(port)
@@ -215,7 +208,7 @@ async def _produce_batches(bootstrap: str, topic: str, entity: str, count: int) 
 def test_worker_counts_samples_in_and_records_out(
     stack_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         "FORESIGHT_WORKER_PORT": str(port),
         "FORESIGHT_WORKER_ID": f"metrics-{unique}",
@@ -255,10 +248,10 @@ def test_worker_counts_samples_in_and_records_out(
 def test_sink_counts_rows_inserted(stack_settings: Settings, unique: str, tmp_path: Path) -> None:
     topic = f"test.metrics-sink.{unique}"
     asyncio.run(ensure_topics(stack_settings.kafka_bootstrap_servers, [TopicRequest(topic, 1, {})]))
-    port = _free_port()
+    port = free_port()
     env = {
         "FORESIGHT_SINK_METRICS_PORT": str(port),
-        "FORESIGHT_SINK_SQL_PORT": str(_free_port()),
+        "FORESIGHT_SINK_SQL_PORT": str(free_port()),
         "FORESIGHT_CHDB_PATH": str(tmp_path / "chdb"),
         "FORESIGHT_SINK_BATCH_SECONDS": "0.2",
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,17 +30,12 @@ from schemas.codec import Codec
 from streams.commands import train as train_command
 from streams.settings import Settings
 from streams.topics import MODEL_UPDATES
+from streams.worker_process import free_port
 from tests.models.test_training import synthetic_history
 
 pytestmark = pytest.mark.integration
 
 HOUR_MS = 3_600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _consumed(records: list[dict[str, Any]]) -> Consumed:
@@ -130,7 +124,7 @@ def test_train_registers_a_candidate_and_promote_announces_it(
         KAFKA_BOOTSTRAP_SERVERS=stack_settings.kafka_bootstrap_servers,
         CLICKHOUSE_URL="",
         FORESIGHT_CHDB_PATH=str(tmp_path / "chdb"),
-        FORESIGHT_SINK_SQL_PORT=str(_free_port()),  # no sink there: the folder is opened
+        FORESIGHT_SINK_SQL_PORT=str(free_port()),  # no sink there: the folder is opened
         MODEL_REGISTRY_URL=f"file://{registry_folder}",
     )
     bootstrap = stack_settings.kafka_bootstrap_servers
@@ -173,7 +167,7 @@ def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(tmp_path:
     now = int(time.time() * 1000) // 60_000 * 60_000
     start = now - 12 * HOUR_MS
     _write_history(tmp_path / "chdb", start, hours=12)
-    settings = Settings(chdb_path=str(tmp_path / "chdb"), sink_sql_port=_free_port())
+    settings = Settings(chdb_path=str(tmp_path / "chdb"), sink_sql_port=free_port())
 
     def read(since_ms: int) -> list[Any]:
         features, labels, baseline = train_command._read_history(since_ms, now, settings)
