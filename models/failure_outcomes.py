@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from models.base import FloatArray
+from models.features import STATISTICS, WINDOW_NAMES
 
 Record = dict[str, Any]
 
@@ -36,14 +37,40 @@ FAILURE_FEATURES: tuple[str, ...] = tuple(
 )
 
 
+def _positions(all_names: Sequence[str], wanted: Sequence[str]) -> list[int | None]:
+    """Where each wanted feature is in a FeatureVector's names (None where absent).
+
+    A vector from :class:`models.features.FeatureWindows` is laid out metric by metric,
+    window by window, statistic by statistic, so a position is arithmetic on the metric's
+    rank; anything else is searched.
+    """
+    per_metric = len(WINDOW_NAMES) * len(STATISTICS)
+    if len(all_names) % per_metric == 0:
+        metrics = [name.split(":", 1)[0] for name in all_names[::per_metric]]
+        rank = {metric: i for i, metric in enumerate(metrics)}
+        positions: list[int | None] = []
+        for name in wanted:
+            metric, window, statistic = name.split(":")
+            m = rank.get(metric)
+            pos = None if m is None else (
+                m * per_metric + WINDOW_NAMES.index(window) * len(STATISTICS)
+                + STATISTICS.index(statistic)
+            )  # fmt: skip
+            positions.append(pos)
+        if all(
+            p is None or all_names[p] == name for p, name in zip(positions, wanted, strict=True)
+        ):
+            return positions
+    index = {name: i for i, name in enumerate(all_names)}
+    return [index.get(name) for name in wanted]
+
+
 def feature_vector(record: Record, names: Sequence[str] = FAILURE_FEATURES) -> FloatArray:
     """The named features of a FeatureVector record (0 where absent or not finite), scaled:
     percentages to [0, 1], slopes to percentage points per minute."""
-    index = {name: i for i, name in enumerate(record["names"])}
     values = record["values"]
     x = np.zeros(len(names))
-    for j, name in enumerate(names):
-        i = index.get(name)
+    for j, (name, i) in enumerate(zip(names, _positions(record["names"], names), strict=True)):
         if i is not None and math.isfinite(values[i]):
             statistic = name.rsplit(":", 1)[1]
             scale = {"last": 0.01, "slope": 60.0}.get(statistic, 1.0)
