@@ -12,6 +12,7 @@ Every process the stack starts is recorded in ``<stack_dir>/pids/<service>.pid``
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -484,9 +486,6 @@ def _zombie_or_gone(pid: int) -> bool:
 
 
 def _random_cluster_id() -> str:
-    import base64
-    import uuid
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
