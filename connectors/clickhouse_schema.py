@@ -64,6 +64,10 @@ class TableSpec:
     flatten: Callable[[Consumed], pa.Table]
     rows_of: Callable[[Record], int] = lambda record: 1
     """Rows one record becomes; raises ``ValueError`` for a record that cannot be flattened."""
+    identity: tuple[str, ...] = ()
+    """Columns naming a row whatever record carried it: a worker that restarts may send a
+    step's output again (at-least-once), and the sink keeps the first row of each identity.
+    The first column, a string, is the one stored rows are looked up by."""
 
     def ddl(self, ttl_days: int) -> str:
         return (
@@ -247,6 +251,7 @@ TABLES: tuple[TableSpec, ...] = (
         "entity, ts",
         _flatten_prediction_batches,
         lambda record: len(record["predictions"]),
+        ("prediction_id", "metric", "kind", "model", "model_version", "horizon_s"),
     ),
     TableSpec(
         "agent_events",
@@ -324,6 +329,7 @@ TABLES: tuple[TableSpec, ...] = (
                 ("feature_set", "feature_set", pa.string()),
             ]
         ),
+        identity=("entity", "ts"),
     ),
     TableSpec(
         "alerts",
@@ -350,6 +356,7 @@ TABLES: tuple[TableSpec, ...] = (
                 ("ts", "event_time", _MS_UTC),
             ]
         ),
+        identity=("alert_id", "status", "ts"),
     ),
     TableSpec(
         "routing_decisions",

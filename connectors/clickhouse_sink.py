@@ -21,6 +21,15 @@ it also fills the gaps an insert cut short (several parts, killed between them) 
 and materialised rollups never see a replayed row. This assumes one writer per partition,
 which Kafka's group assignment gives; the sink flushes and commits before giving partitions up.
 
+One row per output
+------------------
+A worker is at-least-once too: one killed between producing a step and checkpointing it sends
+the step again after its restart, under new offsets and perhaps with other values. Tables of
+worker outputs declare an identity (``TableSpec.identity``: a prediction's id, metric, kind,
+model and horizon; an alert's id, status and time; a feature vector's entity and time), and
+every batch drops the rows whose identity is already stored or earlier in the batch
+(:meth:`_without_repeats`): the first row of each stays.
+
 The chdb folder can be opened by one process only, so while it runs the sink also answers SQL
 for other processes on a loopback HTTP endpoint (:class:`SqlEndpoint`, :func:`ask_sink`).
 """
@@ -48,7 +57,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from connectors.clickhouse import ClickHouseStore, QueryResult
-from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, TABLES, Consumed, create_tables
+from connectors.clickhouse_schema import (
+    TABLE_FOR_SCHEMA,
+    TABLES,
+    Consumed,
+    TableSpec,
+    create_tables,
+)
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -116,6 +131,7 @@ class SinkStats:
     skipped: int = 0
     rows_inserted: int = 0
     rows_already_stored: int = 0
+    rows_repeated: int = 0
     inserts: int = 0
     commits: int = 0
 
@@ -304,6 +320,8 @@ class ClickHouseSink:
                 table = spec.flatten(consumed)
                 if self._high_water:
                     table = await asyncio.to_thread(self._without_stored, spec.name, table)
+                if spec.identity and table.num_rows:
+                    table = await asyncio.to_thread(self._without_repeats, spec, table)
                 if table.num_rows:
                     await self._insert(spec.name, table)
                     total += table.num_rows
@@ -397,6 +415,48 @@ class ClickHouseSink:
         self.stats.rows_already_stored += count
         log.info("%d replayed rows of %s were already stored; not inserted again", count, name)
         return table.filter(pa.array(~stored))
+
+    def _without_repeats(self, spec: TableSpec, table: pa.Table) -> pa.Table:
+        """``table`` with one row per ``spec.identity``: a row already stored, or already
+        earlier in the batch, is a worker's re-sent output and is not inserted again."""
+        columns = spec.identity
+        # Times compare as epoch milliseconds on both sides.
+        keys = list(zip(*(_plain(table[c]) for c in columns), strict=True))
+        selected = ", ".join(
+            f"toUnixTimestamp64Milli({c})" if pa.types.is_timestamp(table[c].type) else c
+            for c in columns
+        )
+        times = _plain(table["ts"])
+        ids = ", ".join(_sql_string(v) for v in set(table[columns[0]].to_pylist()))
+        seen = {
+            tuple(row)
+            for row in self._require_store()
+            .query(
+                f"SELECT {selected} FROM {spec.name} WHERE ts BETWEEN "
+                f"fromUnixTimestamp64Milli({min(times)}, 'UTC') AND "
+                f"fromUnixTimestamp64Milli({max(times)}, 'UTC') "
+                f"AND {columns[0]} IN ({ids})"
+            )
+            .rows
+        }
+        keep = np.ones(len(keys), dtype=bool)
+        for row, key in enumerate(keys):
+            keep[row] = key not in seen
+            seen.add(key)
+        repeats = len(keys) - int(keep.sum())
+        if not repeats:
+            return table
+        self.stats.rows_repeated += repeats
+        log.info("%d rows of %s repeat ones already stored; not inserted again", repeats, spec.name)
+        return table.filter(pa.array(keep))
+
+
+def _plain(column: pa.ChunkedArray) -> list[Any]:
+    """A column's values as Python scalars, times as epoch milliseconds."""
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

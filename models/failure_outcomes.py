@@ -205,6 +205,12 @@ class OutcomeTracker:
             self._resolve(step, failed)
         return positives
 
+    def forget(self, entity: str) -> None:
+        """``entity`` left (evicted after being idle longer than the horizon): its logged
+        steps resolve as negatives, since no failure followed them in time."""
+        for step in self._logged.pop(entity, deque()):
+            self._resolve(step, failed=False)
+
     def score(self, x: FloatArray) -> float:
         """The online model's failure risk for features ``x``."""
         return self.model.predict(x)

@@ -75,7 +75,14 @@ class Settings:
     worker_store: str = _setting(
         "rocksdb://",
         "FORESIGHT_WORKER_STORE",
-        "Faust table store: rocksdb:// (state on disk, under the stack folder) or memory://.",
+        "Faust table store: rocksdb:// (state on disk, in FORESIGHT_WORKER_DATA_DIR) or "
+        "memory:// (state rebuilt from the changelog at every start).",
+    )
+    worker_data_dir: str = _setting(
+        "",
+        "FORESIGHT_WORKER_DATA_DIR",
+        "Folder of the workers' local state (RocksDB), one subfolder per app id and web port; "
+        "empty: worker-data under the stack folder.",
     )
     worker_id: str = _setting(
         "foresight-worker",
@@ -131,6 +138,24 @@ class Settings:
     )
     max_metrics_per_entity: int = _setting(
         64, "FORESIGHT_MAX_METRICS", "Distinct metric names per entity (cardinality limit)."
+    )
+    max_entities: int = _setting(
+        10_000,
+        "FORESIGHT_MAX_ENTITIES",
+        "Entities a worker holds in memory; past it, idle ones are evicted to the changelog "
+        "and new ones are dead-lettered (error_kind entity_limit).",
+    )
+    entity_idle_s: float = _setting(
+        3600.0,
+        "FORESIGHT_ENTITY_IDLE_S",
+        "Wall seconds without data after which an entity's state leaves memory (it stays in "
+        "the changelog and comes back with the entity's next record).",
+    )
+    max_record_bytes: int = _setting(
+        1_000_000,
+        "FORESIGHT_MAX_RECORD_BYTES",
+        "Largest record a worker produces (Kafka's max.request.size); an input whose output "
+        "would be larger is dead-lettered (error_kind output_too_large).",
     )
     max_future_s: float = _setting(
         3600.0,

@@ -7,12 +7,14 @@ Every rejected record goes to ``telemetry.deadletter`` with the reason returned 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from models.base import FloatArray
+from schemas import limits
 
 Record = dict[str, Any]
 
@@ -27,23 +29,45 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on input records (from the settings)."""
+    """Bounds on input records: time from the settings, sizes from :mod:`schemas.limits`."""
 
     max_future_ms: int = 3_600_000
     max_age_ms: int = 7 * 24 * 3_600_000
-    max_samples: int = 10_000
-    max_name_chars: int = 256
-    max_label_chars: int = 1024
+    max_samples: int = limits.MAX_SAMPLES
+    max_name_chars: int = limits.MAX_NAME_CHARS
+    max_label_chars: int = limits.MAX_LABEL_VALUE_CHARS
+    max_labels: int = limits.MAX_LABELS
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A MetricBatch's acceptable samples, and why any others were dropped."""
+
+    names: list[str]
+    values: FloatArray
+    dropped: Rejection | None = None
 
 
 def _oversized(record: Record, limits: Limits, key: str) -> Rejection | None:
-    if len(record[key]) > limits.max_name_chars:
+    value = record.get(key)
+    if value is not None and len(value) > limits.max_name_chars:
         return Rejection(
-            "oversized", f"{key} is {len(record[key])} characters (limit {limits.max_name_chars})"
+            "oversized", f"{key} is {len(value)} characters (limit {limits.max_name_chars})"
         )
-    for name, value in record.get("labels", {}).items():
+    return None
+
+
+def _oversized_labels(labels: Mapping[str, str], limits: Limits) -> Rejection | None:
+    if len(labels) > limits.max_labels:
+        return Rejection("oversized", f"{len(labels)} labels (limit {limits.max_labels})")
+    for name, value in labels.items():
         if len(name) > limits.max_name_chars or len(value) > limits.max_label_chars:
-            return Rejection("oversized", f"label {name[:40]!r} is too long")
+            return Rejection(
+                "oversized",
+                f"label {name[:40]!r} is too long: {len(name)} characters in its name (limit "
+                f"{limits.max_name_chars}), {len(value)} in its value (limit "
+                f"{limits.max_label_chars})",
+            )
     return None
 
 
@@ -65,8 +89,12 @@ def _timestamp(t_ms: int, now_ms: int, limits: Limits) -> Rejection | None:
     return None
 
 
-def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection | FloatArray:
-    """The batch's values as an array, or why the batch is refused."""
+def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection | CheckedBatch:
+    """The batch's samples, or why the whole batch is refused.
+
+    A sample whose metric name is over the length limit is dropped on its own (the rest of
+    the batch is still good telemetry), and :attr:`CheckedBatch.dropped` says so.
+    """
     names, values = record["names"], record["values"]
     if not record["entity"]:
         return Rejection("invalid_value", "entity is empty")
@@ -78,17 +106,30 @@ def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection
         return Rejection(
             "oversized", f"{len(names)} samples in one batch (limit {limits.max_samples})"
         )
-    rejection = _oversized(record, limits, "entity") or _timestamp(
-        record["event_time"], now_ms, limits
+    rejection = (
+        _oversized(record, limits, "entity")
+        or _oversized_labels(record["labels"], limits)
+        or _timestamp(record["event_time"], now_ms, limits)
     )
     if rejection:
         return rejection
     array = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(array)
     if bad.any():
-        shown = ", ".join(f"{names[i]}={values[i]}" for i in np.flatnonzero(bad)[:5])
+        shown = ", ".join(f"{names[i][:60]}={values[i]}" for i in np.flatnonzero(bad)[:5])
         return Rejection("invalid_value", f"{int(bad.sum())} non-finite values: {shown}")
-    return array
+    long = [i for i, name in enumerate(names) if len(name) > limits.max_name_chars]
+    if not long:
+        return CheckedBatch(names, array)
+    keep = np.ones(len(names), dtype=bool)
+    keep[long] = False
+    shown = ", ".join(f"{names[i][:40]!r}… ({len(names[i])} characters)" for i in long[:3])
+    dropped = Rejection(
+        "oversized",
+        f"{len(long)} metric names over {limits.max_name_chars} characters were dropped (the "
+        f"rest of the batch was processed): {shown}",
+    )
+    return CheckedBatch([n for n, k in zip(names, keep, strict=True) if k], array[keep], dropped)
 
 
 def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection | None:
@@ -96,9 +137,15 @@ def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection 
     for key in ("agent", "task_id", "task_type"):
         if not record[key]:
             return Rejection("invalid_value", f"{key} is empty")
-        rejection = _oversized(record, limits, key)
-        if rejection:
-            return rejection
+    rejection = (
+        _oversized(record, limits, "agent")
+        or _oversized(record, limits, "task_id")
+        or _oversized(record, limits, "task_type")
+        or _oversized(record, limits, "error_class")
+        or _oversized_labels(record.get("labels") or {}, limits)
+    )
+    if rejection:
+        return rejection
     for key in ("duration_ms", "cost"):
         value = record.get(key)
         if value is not None and not (math.isfinite(value) and value >= 0):

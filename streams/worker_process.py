@@ -84,7 +84,7 @@ class WorkerProcess(ForesightProcess):
             {
                 "FORESIGHT_WORKER_ID": worker_id,
                 "FORESIGHT_WORKER_OFFSET_RESET": "latest",
-                "FORESIGHT_WORKER_STORE": "memory://",
+                "FORESIGHT_WORKER_DATA_DIR": str(log.parent / "worker-data"),
                 "FORESIGHT_WORKER_PORT": str(self.port),
                 **env,
             },

@@ -454,7 +454,7 @@ class LocalStack:
         """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
         stopped = [s for s in ("connect", "kafka", "redis") if self._stop(s)]
         if wipe and self.dir.exists():
-            for child in ("kafka", "redis", "connect", "chdb", "logs", "pids"):
+            for child in ("kafka", "redis", "connect", "chdb", "worker-data", "logs", "pids"):
                 shutil.rmtree(self.dir / child, ignore_errors=True)
             if self.where.chdb_path.resolve().is_relative_to(self.dir):
                 shutil.rmtree(self.where.chdb_path, ignore_errors=True)

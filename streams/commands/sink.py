@@ -33,7 +33,8 @@ def _totals(sink: ClickHouseSink) -> str:
     stats = sink.stats
     return (
         f"{stats.rows_inserted:,} rows from {stats.records:,} records, {stats.skipped:,} "
-        f"skipped, {stats.rows_already_stored:,} already stored"
+        f"skipped, {stats.rows_already_stored:,} already stored, {stats.rows_repeated:,} "
+        "repeated outputs"
     )
 
 

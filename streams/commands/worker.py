@@ -13,8 +13,12 @@ def run_worker(settings: Settings) -> int:
     from faust.worker import Worker
 
     from streams.app import create_app
+    from streams.state_store import discard_stale_state
 
     app = create_app(settings)
+    if settings.worker_store.startswith("rocksdb"):
+        changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]
+        discard_stale_state(app.conf.tabledir, settings.kafka_bootstrap_servers, changelogs)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG and costs ~14% of throughput.
     worker.spinner = None

@@ -435,3 +435,40 @@ def test_replayed_and_lost_rows_are_reconciled_by_kafka_coordinates(
     ) == [(expected, expected)]
     assert second.stop() == 0
     assert f"{expected - missing:,} already stored" in second.log.read_text()
+
+
+@pytest.mark.integration
+def test_a_step_sent_again_by_a_restarted_worker_is_stored_once(
+    stack_settings: Settings, unique: str, tmp_path: Path, sinks: list[SinkProcess]
+) -> None:
+    """A worker killed between producing a step and checkpointing it sends the step again
+    after its restart, possibly with other values (its models restored a little older): the
+    store keeps one row per prediction, feature vector and alert change, the first."""
+    bootstrap = stack_settings.kafka_bootstrap_servers
+    topic = f"test.sink.repeat.{unique}"
+    now = int(time.time() * 1000)
+    step = [
+        ("prediction_batch", _recent("prediction_batch", now, prediction_id="web-1@1")),
+        ("feature_vector", _recent("feature_vector", now)),
+        ("alert", _recent("alert", now)),
+    ]
+    again = copy.deepcopy(step)
+    again[0][1]["predictions"][0]["value"] = 99.0
+    asyncio.run(_produce(bootstrap, topic, 1, step + again))
+    group = f"test-repeat-{unique}"
+    sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, group)
+    sinks.append(sink)
+    sink.wait_until("the first step", lambda: sink.count("alerts") == 1)
+    asyncio.run(_produce(bootstrap, topic, 1, again))  # and once more, in a later insert
+
+    def drained() -> bool:
+        committed, end = asyncio.run(_committed_and_end(bootstrap, topic, group, 1))
+        return committed == end
+
+    sink.wait_until("every record read", drained)
+    assert sink.sql("SELECT prediction_id, value FROM predictions") == [
+        ("web-1@1", step[0][1]["predictions"][0]["value"])
+    ]
+    assert sink.count("features") == 1
+    assert sink.count("alerts") == 1
+    assert sink.stop() == 0

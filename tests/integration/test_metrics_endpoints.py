@@ -213,7 +213,7 @@ def test_worker_counts_samples_in_and_records_out(
         "FORESIGHT_WORKER_PORT": str(port),
         "FORESIGHT_WORKER_ID": f"metrics-{unique}",
         "FORESIGHT_WORKER_OFFSET_RESET": "latest",
-        "FORESIGHT_WORKER_STORE": "memory://",
+        "FORESIGHT_WORKER_DATA_DIR": str(tmp_path / "worker-data"),
         "FORESIGHT_STEP_S": "0.001",
     }
     with foresight_process(["worker"], port, env):

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 STEP_MS = 10_000
 MAX_METRICS = 16
+MAX_RECORD_BYTES = 150_000
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ async def worker(
         log,
         FORESIGHT_IDLE_TIMEOUT_S="2",
         FORESIGHT_MAX_METRICS=str(MAX_METRICS),
+        FORESIGHT_MAX_RECORD_BYTES=str(MAX_RECORD_BYTES),
     ).start()
     try:
         await process.ready()
@@ -157,6 +159,23 @@ async def test_every_kind_of_bad_input_is_dead_lettered(
             "too_old",
         ),
         "oversized": (codec.encode("metric_batch", dict(good, entity="e" * 300)), "oversized"),
+        "long-metric-name": (
+            codec.encode("metric_batch", dict(good, names=["m" * 100_000])),
+            "oversized",
+        ),
+        "many-labels": (
+            codec.encode("metric_batch", dict(good, labels={f"k{i}": "v" for i in range(10_000)})),
+            "oversized",
+        ),
+        "output-too-large": (
+            codec.encode(
+                "metric_batch",
+                _batch(
+                    f"big-{run}", now, {f"{i:02d}" + "x" * 250: 1.0 for i in range(MAX_METRICS)}
+                ),
+            ),
+            "output_too_large",
+        ),
         "cardinality": (
             codec.encode(
                 "metric_batch",
@@ -198,6 +217,8 @@ async def test_every_kind_of_bad_input_is_dead_lettered(
         **{f"{name}-{run}".encode(): kind for name, (_, kind) in cases.items()},
         late_entity.encode(): "late",
     }
+    assert worker.alive(), "a hostile record stopped the worker"
+    assert (worker.health() or {}).get("crashed_agents") == {}
     by_key = {key: record for _, key, record in seen}
     garbage = by_key[f"garbage-{run}".encode()]
     assert garbage["value"] == cases["garbage"][0]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from streams.validation import Limits, Rejection, check_agent_event, check_metric_batch
+from streams.validation import (
+    CheckedBatch,
+    Limits,
+    Rejection,
+    check_agent_event,
+    check_metric_batch,
+)
 
 NOW = 1_800_000_000_000
 LIMITS = Limits()
@@ -24,9 +29,11 @@ def _batch(**changes: object) -> dict[str, object]:
 
 
 def test_a_good_batch_gives_its_values() -> None:
-    values = check_metric_batch(_batch(), NOW, LIMITS)
-    assert isinstance(values, np.ndarray)
-    assert values.tolist() == [1.0, 2.0]
+    checked = check_metric_batch(_batch(), NOW, LIMITS)
+    assert isinstance(checked, CheckedBatch)
+    assert checked.names == ["cpu", "mem"]
+    assert checked.values.tolist() == [1.0, 2.0]
+    assert checked.dropped is None
 
 
 @pytest.mark.parametrize(
@@ -40,6 +47,7 @@ def test_a_good_batch_gives_its_values() -> None:
         ({"event_time": NOW - 8 * 24 * 3_600_000}, "too_old", "beyond retention"),
         ({"entity": "x" * 300}, "oversized", "entity is 300 characters"),
         ({"labels": {"k": "v" * 2000}}, "oversized", "label 'k'"),
+        ({"labels": {f"k{i}": "v" for i in range(10_000)}}, "oversized", "10000 labels"),
         ({"names": ["m"] * 10_001, "values": [0.0] * 10_001}, "oversized", "10001 samples"),
     ],
 )
@@ -48,6 +56,19 @@ def test_each_bad_batch_names_its_reason(changes: dict[str, object], kind: str, 
     assert isinstance(rejection, Rejection)
     assert rejection.kind == kind
     assert words in rejection.reason
+
+
+def test_an_overlong_metric_name_drops_that_sample_and_keeps_the_rest() -> None:
+    long = "m" * 100_000
+    checked = check_metric_batch(_batch(names=["cpu", long], values=[1.0, 2.0]), NOW, LIMITS)
+    assert isinstance(checked, CheckedBatch)
+    assert checked.names == ["cpu"]
+    assert checked.values.tolist() == [1.0]
+    assert checked.dropped is not None
+    assert checked.dropped.kind == "oversized"
+    assert "1 metric names over 256 characters" in checked.dropped.reason
+    assert "100000 characters" in checked.dropped.reason
+    assert len(checked.dropped.reason) < 500
 
 
 def test_agent_events() -> None:
@@ -65,3 +86,11 @@ def test_agent_events() -> None:
     assert bad is not None and "duration_ms" in bad.reason
     late = check_agent_event(dict(good, event_time=NOW + 10 * 3_600_000), NOW, LIMITS)
     assert late is not None and late.kind == "future_timestamp"
+    for oversized in (
+        {"error_class": "e" * 300},
+        {"agent": "a" * 300},
+        {"labels": {f"k{i}": "v" for i in range(65)}},
+        {"labels": {"k": "v" * 2000}},
+    ):
+        rejection = check_agent_event(dict(good, **oversized), NOW, LIMITS)
+        assert rejection is not None and rejection.kind == "oversized", oversized

@@ -1,0 +1,139 @@
+"""Where a worker keeps its entity state on disk: Faust's RocksDB store, made safe for us.
+
+Faust's RocksDB store files a key under the partition of the *current event*. The worker
+writes an entity's state outside any one event (after a whole poll batch, or on a timer), so
+there is no current event (Faust asserts) or it is another entity's (the key lands in the
+wrong partition's database, and a rebalance serves it stale). :class:`EntityRocksStore` files
+every key under its own partition instead: Kafka's default partitioner (murmur2 of the key),
+the partition the table's changelog record goes to (``use_partitioner``) and the partition the
+entity's telemetry arrives on.
+
+Local state is a cache of the changelog. :func:`discard_stale_state` drops a partition's local
+database whose recorded changelog offset is beyond the changelog's end (the topic was
+recreated, say by ``stack down --wipe``): Faust would refuse to start with a
+``ConsistencyError``; the worker rebuilds that partition from the changelog instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import faust.stores
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
+from faust.stores import rocksdb
+
+log = logging.getLogger(__name__)
+
+STORE_SCHEME = "foresight-rocksdb"
+_OFFSET_KEY = rocksdb.Store.offset_key
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (Java's and aiokafka's)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class EntityRocksStore(rocksdb.Store):
+    """Faust's RocksDB store with each key filed under its own partition (see module doc)."""
+
+    def _partition(self, key: bytes) -> int:
+        partitions = self.table.partitions
+        assert partitions, "the worker's tables declare their partition count"
+        return key_partition(key, partitions)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        partition = self._partition(key)
+        self._key_index[key] = partition
+        self._db_for_partition(partition).put(key, value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db_for_partition(self._partition(key)).get(key)
+        return value
+
+    def _del(self, key: bytes) -> None:
+        self._key_index.pop(key, None)
+        self._db_for_partition(self._partition(key)).delete(key)
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
+
+
+faust.stores.STORES.aliases[STORE_SCHEME] = f"{__name__}:EntityRocksStore"
+
+
+def table_store(worker_store: str) -> str:
+    """The store URL the worker's tables use for the ``FORESIGHT_WORKER_STORE`` setting."""
+    scheme, sep, rest = worker_store.partition("://")
+    if scheme == "rocksdb":
+        return f"{STORE_SCHEME}{sep}{rest}"
+    return worker_store
+
+
+def _persisted_offset(db_path: Path) -> int | None:
+    import rocksdict
+
+    db = rocksdict.Rdict(
+        str(db_path),
+        options=rocksdict.Options(raw_mode=True),
+        access_type=rocksdict.AccessType.read_only(),
+    )
+    try:
+        raw = db.get(_OFFSET_KEY)
+    finally:
+        db.close()
+    return None if raw is None else int(raw)
+
+
+async def _end_offsets(
+    bootstrap_servers: str, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """End offsets of the partitions whose topics exist (a missing topic ends at 0)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        known = await consumer.topics()
+        existing = [tp for tp in partitions if tp.topic in known]
+        return await consumer.end_offsets(existing) if existing else {}
+    finally:
+        await consumer.stop()
+
+
+def discard_stale_state(
+    tabledir: Path, bootstrap_servers: str, changelogs: Iterable[tuple[str, str]]
+) -> list[Path]:
+    """Delete each local partition database that is ahead of its changelog; return them.
+
+    ``changelogs`` pairs each table's name with its changelog topic.
+    """
+    local: dict[TopicPartition, Path] = {}
+    for table, topic in changelogs:
+        for path in sorted(tabledir.glob(f"{table}-*.db")):
+            partition = path.name[len(table) + 1 : -len(".db")]
+            if partition.isdigit():
+                local[TopicPartition(topic, int(partition))] = path
+    if not local:
+        return []
+    ends = asyncio.run(_end_offsets(bootstrap_servers, local))
+    dropped = []
+    for tp, path in local.items():
+        offset = _persisted_offset(path)
+        end = ends.get(tp, 0)
+        if offset is not None and offset >= end:
+            log.warning(
+                "local state %s records changelog offset %d but %s:%d ends at %d (the topic "
+                "was recreated): rebuilding this partition from the changelog",
+                path,
+                offset,
+                tp.topic,
+                tp.partition,
+                end,
+            )
+            shutil.rmtree(path)
+            dropped.append(path)
+    return dropped

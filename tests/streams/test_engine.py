@@ -1,0 +1,185 @@
+"""The worker's rules in memory: no Faust, no Kafka; a dict stands in for the changelog."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from models.base import FloatArray
+from models.entity import BatchModel
+from schemas.codec import Codec, Message
+from streams import topics
+from streams.engine import Checkpoint, Engine, Input, Outputs
+from streams.settings import Settings
+
+Record = dict[str, Any]
+NOW_S = 1_800_000_000.0
+STEP_MS = 10_000
+CODEC = Codec()
+
+
+class Changelog:
+    """The worker's two tables, as a dict: what the engine checkpoints, it can load."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[bytes | None, bytes | None]] = {}
+
+    def load(self, entity: str) -> tuple[bytes | None, bytes | None]:
+        return self.saved.get(entity, (None, None))
+
+    def write(self, checkpoints: Sequence[Checkpoint]) -> None:
+        for c in checkpoints:
+            windows, models = self.saved.get(c.entity, (None, None))
+            self.saved[c.entity] = (c.windows or windows, c.models or models)
+
+
+def _engine(changelog: Changelog, **settings: Any) -> Engine:
+    return Engine(Settings(step_s=10.0, **settings), changelog.load, CODEC, "routing-stats")
+
+
+class Feed:
+    """Encodes MetricBatches as consumed records, with rising offsets per partition."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[int, int] = {}
+
+    def record(
+        self, entity: str, t_ms: int, values: dict[str, float], partition: int = 0, **extra: Any
+    ) -> Input:
+        offset = self.offsets.get(partition, -1) + 1
+        self.offsets[partition] = offset
+        record = {"entity": entity, "event_time": t_ms, "labels": {}, "names": list(values),
+                  "values": list(values.values()), "source": "test", **extra}  # fmt: skip
+        value = CODEC.encode("metric_batch", record)
+        return Input(Message(topics.METRICS.name, partition, offset, entity.encode(), value))
+
+
+def _decoded(out: Outputs, topic: str) -> list[Record]:
+    return [CODEC.decode(r.value)[1] for r in out.records if r.topic == topic]
+
+
+def _series(feed: Feed, entity: str, steps: int, start_ms: int, **kw: Any) -> list[Input]:
+    return [
+        feed.record(entity, start_ms + k * STEP_MS, {"cpu": 10.0 + k % 3, "mem": 40.0}, **kw)
+        for k in range(steps)
+    ]
+
+
+T0_MS = int(NOW_S * 1000) - 3_600_000
+
+
+def test_records_close_steps_and_every_step_gives_features_and_predictions() -> None:
+    engine, feed = _engine(Changelog()), Feed()
+    out = engine.metrics(_series(feed, "web-1", 5, T0_MS), NOW_S)
+    features = _decoded(out, topics.FEATURES.name)
+    assert [f["event_time"] for f in features] == [T0_MS + k * STEP_MS for k in range(5)]
+    predictions = _decoded(out, topics.PREDICTIONS.name)
+    assert (
+        len(predictions) == 5
+        and predictions[-1]["prediction_id"] == f"web-1@{features[-1]['event_time']}"
+    )
+    assert _decoded(out, topics.DEADLETTER.name) == []
+    assert [c.entity for c in out.checkpoints] == ["web-1"]
+
+
+def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
+    changelog, feed = Changelog(), Feed()
+    first = _engine(changelog)
+    records = _series(feed, "web-1", 12, T0_MS)
+    changelog.write(first.metrics(records[:8], NOW_S).checkpoints)
+    # A restarted worker resumes from an older committed offset: records 5..11 come again.
+    second = _engine(changelog)
+    out = second.metrics(records[5:], NOW_S)
+    hour_count = _decoded(out, topics.FEATURES.name)[-1]
+    index = hour_count["names"].index("cpu:1h:count")
+    assert hour_count["values"][index] == 12
+
+
+def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
+    engine, feed = _engine(Changelog(), allowed_lateness_s=30.0, idle_timeout_s=5.0), Feed()
+    engine.metrics(_series(feed, "web-1", 20, T0_MS), NOW_S)
+    late = feed.record("web-1", T0_MS, {"cpu": 1.0})
+    letters = _decoded(engine.metrics([late], NOW_S), topics.DEADLETTER.name)
+    assert [(d["error_kind"], d["offset"]) for d in letters] == [("late", 20)]
+    quiet = engine.tick(NOW_S + 20)  # no record for 20 wall seconds: the watermark moves on
+    assert [f["event_time"] for f in _decoded(quiet, topics.FEATURES.name)] == [
+        T0_MS + 20 * STEP_MS
+    ]
+
+
+def test_one_hostile_record_is_dead_lettered_and_the_rest_flows() -> None:
+    engine, feed = _engine(Changelog()), Feed()
+    inputs = [
+        feed.record("web-1", T0_MS, {"cpu": 1.0, "m" * 100_000: 2.0}),
+        feed.record("web-2", T0_MS, {"cpu": 1.0}, labels={f"k{i}": "v" for i in range(10_000)}),
+        Input(Message(topics.METRICS.name, 0, 99, b"x", b"\x00not avro")),
+        feed.record("web-3", T0_MS, {"cpu": 1.0}),
+    ]
+    out = engine.metrics(inputs, NOW_S)
+    letters = _decoded(out, topics.DEADLETTER.name)
+    assert [d["error_kind"] for d in letters] == ["oversized", "oversized", "unknown_schema"]
+    assert "100000 characters" in letters[0]["reason"]
+    assert "10000 labels" in letters[1]["reason"]
+    assert {f["entity"] for f in _decoded(out, topics.FEATURES.name)} == {"web-1", "web-3"}
+    assert max(len(r.value) for r in out.records) < 1_000_000
+
+
+def test_an_output_too_large_to_produce_dead_letters_its_input() -> None:
+    engine, feed = _engine(Changelog(), max_record_bytes=20_000), Feed()
+    wide = {f"metric_{i:03d}_" + "x" * 200: float(i) for i in range(40)}
+    inputs = [feed.record("wide", T0_MS, wide), feed.record("narrow", T0_MS, {"cpu": 1.0})]
+    out = engine.metrics(inputs, NOW_S)
+    letters = _decoded(out, topics.DEADLETTER.name)
+    assert {(d["error_kind"], d["offset"]) for d in letters} == {("output_too_large", 0)}
+    assert "FORESIGHT_MAX_RECORD_BYTES" in letters[0]["reason"]
+    assert all(len(r.value) + len(r.key or b"") <= 20_000 for r in out.records)
+    assert {f["entity"] for f in _decoded(out, topics.FEATURES.name)} == {"narrow"}
+
+
+def test_a_failing_model_dead_letters_the_step_and_the_stream_goes_on() -> None:
+    engine, feed = _engine(Changelog()), Feed()
+
+    def broken(records: Sequence[Record]) -> FloatArray:
+        raise RuntimeError("model file is damaged")
+
+    engine.batch_models = [BatchModel("failure_risk", "9", 1800, broken)]
+    out = engine.metrics([feed.record("web-1", T0_MS, {"cpu": 1.0})], NOW_S)
+    letters = _decoded(out, topics.DEADLETTER.name)
+    assert [(d["error_kind"], d["reason"]) for d in letters] == [
+        ("internal_error", "RuntimeError: model file is damaged")
+    ]
+    engine.batch_models = []
+    later = engine.metrics([feed.record("web-1", T0_MS + STEP_MS, {"cpu": 1.0})], NOW_S)
+    assert len(_decoded(later, topics.PREDICTIONS.name)) == 1
+
+
+def test_past_the_entity_cap_idle_entities_leave_and_new_ones_wait() -> None:
+    changelog, feed = Changelog(), Feed()
+    engine = _engine(changelog, max_entities=2, entity_idle_s=600.0)
+    changelog.write(engine.metrics(_series(feed, "a", 3, T0_MS), NOW_S).checkpoints)
+    changelog.write(engine.metrics(_series(feed, "b", 3, T0_MS), NOW_S + 300).checkpoints)
+    refused = engine.metrics([feed.record("c", T0_MS, {"cpu": 1.0})], NOW_S + 400)
+    assert [d["error_kind"] for d in _decoded(refused, topics.DEADLETTER.name)] == ["entity_limit"]
+    # "a" has been idle for 700 s: the next new entity takes its place, "a" goes to the
+    # changelog whole (windows and models), and comes back from it.
+    out = engine.metrics([feed.record("c", T0_MS, {"cpu": 1.0})], NOW_S + 700)
+    changelog.write(out.checkpoints)
+    assert {c.entity for c in out.checkpoints if c.models} == {"a"}
+    assert set(engine.entities) == {"b", "c"}
+    engine.tick(NOW_S + 1100)  # "b" idle too now
+    back = engine.metrics([feed.record("a", T0_MS + 3 * STEP_MS, {"cpu": 1.0})], NOW_S + 1100)
+    features = _decoded(back, topics.FEATURES.name)
+    count = features[-1]["values"][features[-1]["names"].index("cpu:1h:count")]
+    assert count == 4, "the returning entity kept its windows"
+
+
+@pytest.mark.parametrize("partitions", [[(topics.METRICS.name, 0)], [(topics.METRICS.name, 1)]])
+def test_a_revoked_partition_takes_its_entities_along(partitions: list[tuple[str, int]]) -> None:
+    engine, feed = _engine(Changelog()), Feed()
+    engine.metrics(_series(feed, "p0", 2, T0_MS, partition=0), NOW_S)
+    engine.metrics(_series(feed, "p1", 2, T0_MS, partition=1), NOW_S)
+    engine.revoked(partitions)
+    kept = {0: {"p1"}, 1: {"p0"}}[partitions[0][1]]
+    assert set(engine.entities) == kept
