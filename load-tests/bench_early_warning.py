@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.capacity import SIMULATOR
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
 from streams.simulation import Simulation, SimulationConfig, default_incidents
@@ -48,7 +49,8 @@ def replay(seed: int, hosts: int, duration_s: float, quiet_s: float) -> dict[str
         for record in records:
             entity = record["entity"]
             pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
-            pipeline.add(t, record["names"], np.asarray(record["values"]))
+            names = record["names"]
+            pipeline.add(t, names, np.asarray(record["values"]), SIMULATOR.capacities(names))
             if pipeline.due(t):
                 due.append(pipeline)
         for _, _, step_alerts in step_many(due, [t] * len(due)):

@@ -31,9 +31,10 @@ from connectors import prometheus as metrics
 from connectors.alert_payloads import payloads_for
 from models.agents import AgentTaskStats, AgentTracker, advise
 from models.alerts import AlertState
+from models.capacity import SIMULATOR
 from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
-from models.failure_outcomes import OutcomeTracker, feature_vector
+from models.failure_outcomes import OutcomeTracker
 from schemas.codec import Codec, DeadLetter, Message
 from streams import topics
 from streams.engine.outputs import Checkpoint, Outputs, rejected
@@ -101,6 +102,7 @@ class Engine:
             max_future_ms=int(settings.max_future_s * 1000),
             max_age_ms=settings.topic_retention_hours * 3_600_000,
         )
+        self.capacity_rules = SIMULATOR
         self.entities: dict[str, EntityPipeline] = {}
         self.entity_partition: dict[str, int] = {}
         self.last_seen_s: dict[str, float] = {}
@@ -180,7 +182,8 @@ class Engine:
             return
         metrics.SAMPLES_IN.inc(len(checked.values))
         pipeline.labels = record["labels"]
-        refused = pipeline.add(t_ms, checked.names, checked.values)
+        capacities = self.capacity_rules.capacities(checked.names)
+        refused = pipeline.add(t_ms, checked.names, checked.values, capacities)
         pipeline.last_offset = message.offset
         if checked.dropped:
             out.dead(rejected(message, checked.dropped.kind, checked.dropped.reason))
@@ -263,7 +266,7 @@ class Engine:
             predictions["emitted_at"] = int(wall_ms)
             predictions["latency_ms"] = max(0.0, wall_ms - d.latency_from_ms)
             metrics.EVENT_TO_PREDICTION.observe(predictions["latency_ms"] / 1000)
-            self._log_failure_risk(features, predictions)
+            self._log_failure_risk(d.pipeline, predictions)
             if math.isfinite(d.pipeline.forecast_error):
                 self.forecast_drift.observe(entity, d.pipeline.forecast_error)
                 d.pipeline.forecast_error = math.nan
@@ -280,12 +283,12 @@ class Engine:
         for topic, body in payloads_for(alert).values():
             out.raw(topic, key.encode(), body, cause)
 
-    def _log_failure_risk(self, features: Record, predictions: Record) -> None:
+    def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the
         step's failure-risk scores for the labels that will come."""
-        x = feature_vector(features)
-        if not x.any():
-            return  # no capacity-bound resource on this entity
+        x = pipeline.risk_features
+        if x is None:
+            return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
         predictions["predictions"].append({
             "metric": "entity", "kind": "FAILURE_RISK", "model": ONLINE_FAILURE_MODEL,
@@ -296,7 +299,7 @@ class Engine:
         for p in predictions["predictions"]:
             if p["kind"] == "FAILURE_RISK":
                 scores[f"{p['model']}@{p['model_version']}"] = p["score"]
-        self.outcomes.log(features["entity"], features["event_time"], x, scores)
+        self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------
     def _checkpoint(self, out: Outputs) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models.capacity import SIMULATOR
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
 from schemas.codec import Codec
@@ -16,6 +17,7 @@ from streams.simulation import Simulation, SimulationConfig
 
 T0 = 1_700_000_000_000
 NAMES = ["cpu_percent", "memory_percent", "disk_used_percent", "request_latency_ms"]
+CAPACITIES = SIMULATOR.capacities(NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def _feed(pipelines: list[EntityPipeline], steps: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for k in range(steps):
         for i, p in enumerate(pipelines):
-            p.add(T0 + k * 10_000 + i, NAMES, 40 + rng.normal(size=len(NAMES)))
+            p.add(T0 + k * 10_000 + i, NAMES, 40 + rng.normal(size=len(NAMES)), CAPACITIES)
 
 
 def test_a_vectorised_step_equals_entity_by_entity(models: ModelSet) -> None:
@@ -38,8 +40,8 @@ def test_a_vectorised_step_equals_entity_by_entity(models: ModelSet) -> None:
         values = 40 + rng.normal(size=(4, len(NAMES)))
         now = [T0 + k * 10_000 + i for i in range(4)]
         for i in range(4):
-            together[i].add(now[i], NAMES, values[i])
-            alone[i].add(now[i], NAMES, values[i])
+            together[i].add(now[i], NAMES, values[i], CAPACITIES)
+            alone[i].add(now[i], NAMES, values[i], CAPACITIES)
         batch = step_many(together, now)
         single = [p.step(now[i]) for i, p in enumerate(alone)]
         assert batch == single
@@ -98,7 +100,8 @@ def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulat
         due = []
         for record in batches:
             p = pipelines.setdefault(record["entity"], EntityPipeline(record["entity"], models))
-            p.add(t, record["names"], np.asarray(record["values"]))
+            names = record["names"]
+            p.add(t, names, np.asarray(record["values"]), SIMULATOR.capacities(names))
             if p.due(t):
                 due.append(p)
         for _, _, step_alerts in step_many(due, [t] * len(due)):
