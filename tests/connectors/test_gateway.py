@@ -21,7 +21,7 @@ from connectors.gateway import Gateway, GatewayConfig
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import Subscription, SubscriptionError, parse_subscription
 from connectors.kafka_admin import TopicRequest, ensure_topics
-from connectors.prometheus import GATEWAY_DROPPED
+from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
 from schemas.codec import Codec
 from streams.settings import Settings
@@ -450,6 +450,49 @@ async def test_subscribing_sends_the_latest_state_first(
     assert {"clients", "uptime_s", "firing_alerts"} <= set(report)
     assert metrics[0] == 200 and b"foresight_gateway_clients" in metrics[1]
     assert page[0] == 200 and b"<canvas" in page[1]
+
+
+@pytest.mark.integration
+async def test_an_alert_state_change_sent_twice_is_shown_once(
+    stack_settings: Settings, unique: str
+) -> None:
+    """Two workers fed the same telemetry, or one replaying its last steps after a restart,
+    send the same state change again: the feed relays it once and firing counts it once."""
+    gone, held, new, end = (f"{name}-{unique}" for name in ("gone", "held", "new", "end"))
+    history = [
+        ("alert", alert(gone)),
+        ("alert", alert(gone, status="RESOLVED")),
+        ("alert", alert(gone)),  # its FIRING again, after it resolved
+        ("alert", alert(held)),
+        ("alert", alert(held)),
+    ]
+    async with running_gateway(stack_settings, unique, before_start=history) as (gateway, produce):
+        ws = await subscribe(gateway, {"topics": ["alerts"]})
+        got = await receive_until(ws, lambda got: len(got) == 2)
+        repeated_before = GATEWAY_REPEATED_ALERTS._value.get()
+        for record in (
+            alert(held),
+            alert(new),
+            alert(new),
+            alert(gone, status="RESOLVED"),
+            alert(end),
+        ):
+            await produce("alert", record)
+        got += await receive_until(ws, has("alert", end))
+        await ws.close()
+        base = f"http://127.0.0.1:{gateway.port}"
+        status, body = await asyncio.to_thread(
+            http_get, f"{base}/api/alerts/firing", {"X-API-Key": KEY}
+        )
+        health = gateway.health()
+
+    assert got[0]["type"] == "subscribed" and got[0]["snapshot"] == 1
+    assert (got[1]["type"], got[1]["data"]["entity"]) == ("snapshot", held)
+    live = [(m["data"]["entity"], m["data"]["status"]) for m in got if m["type"] == "alert"]
+    assert live == [(new, "FIRING"), (end, "FIRING")]
+    assert status == 200 and [a["entity"] for a in json.loads(body)] == [end, held, new]
+    assert health["firing_alerts"] == 3
+    assert GATEWAY_REPEATED_ALERTS._value.get() - repeated_before == 3
 
 
 @pytest.mark.integration
