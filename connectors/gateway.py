@@ -15,9 +15,10 @@ partition, because every replica serves its own clients. Predictions are read fr
 (a live feed); alerts are read from the beginning once at start, without dispatching, to
 rebuild which alerts are firing. The alerts topic is at-least-once, so it is folded with
 :class:`~models.alerts.FiringAlerts`: a state change already read (the same episode and
-status, re-sent) is neither relayed nor counted again. Ids are a sequence per gateway process,
-so a client resumes against the replica it was connected to; elsewhere it is told of the gap
-and gets a snapshot.
+status, re-sent) is neither relayed nor counted again. Ids are a sequence per gateway process
+that starts at its start time in microseconds, so a restarted gateway's ids are above any its
+predecessor gave out: a client resumes against the process it was connected to, and after a
+restart it is told of the gap and gets a snapshot.
 
 The consumer loop never awaits a client: it offers each message to each matching client's
 :class:`~connectors.gateway_feed.ClientOutbox` and moves on; a sender task per client drains
@@ -157,13 +158,14 @@ class Gateway:
         self._store = store
         self._codec = codec or Codec()
         self._static = StaticFiles()
-        self._ring = ReplayBuffer(config.replay_size)
+        # Above every id of an earlier process while it relayed under a million messages/s.
+        self._last_id = time.time_ns() // 1000
+        self._ring = ReplayBuffer(config.replay_size, origin=self._last_id)
         self._alerts = FiringAlerts()
         self._exact: dict[str, set[_Client]] = {}
         self._globbed: set[_Client] = set()
         self._glob_matches: dict[str, list[_Client]] = {}
         self._connections = 0
-        self._last_id = 0
         self._history_end: dict[TopicPartition, int] = {}
         self._started_at = time.monotonic()
         self._last_poll = 0.0

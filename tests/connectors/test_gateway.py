@@ -522,3 +522,34 @@ async def test_a_client_resumes_after_its_last_id(stack_settings: Settings, uniq
     assert resumed[0]["snapshot"] == 0
     assert [m["data"]["entity"] for m in resumed[1:]] == [f"r-{i}" for i in range(3, 8)]
     assert all(m["type"] == "prediction" and m["id"] > last_seen for m in resumed[1:])
+
+
+@pytest.mark.integration
+async def test_a_client_back_from_a_restarted_gateway_gets_a_fresh_snapshot(
+    stack_settings: Settings, unique: str
+) -> None:
+    """Ids of a restarted gateway are above its predecessor's, so an old ``last_id`` is a gap
+    even once the new process has relayed as many messages (a page left open across two
+    ``foresight demo`` runs)."""
+    watched = f"old-{unique}-*"
+    async with running_gateway(stack_settings, unique) as (gateway, produce):
+        ws = await subscribe(gateway, {"topics": ["predictions"], "entity": watched})
+        for i in range(3):
+            await produce("prediction_batch", prediction(f"old-{unique}-{i}"))
+        got = await receive_until(ws, has("prediction", f"old-{unique}-2"))
+        last_seen = got[-1]["id"]
+        await ws.close()
+    async with running_gateway(stack_settings, unique) as (restarted, produce):
+        ws = await subscribe(restarted, {"topics": ["predictions"], "entity": f"new-{unique}-*"})
+        for i in range(5):
+            await produce("prediction_batch", prediction(f"new-{unique}-{i}"))
+        newer = await receive_until(ws, has("prediction", f"new-{unique}-4"))
+        await ws.close()
+        back = await subscribe(
+            restarted, {"topics": ["predictions"], "entity": watched, "last_id": last_seen}
+        )
+        answer = json.loads(await back.recv())
+        await back.close()
+
+    assert answer["type"] == "subscribed" and answer["resumed"] is False
+    assert min(m["id"] for m in newer if m["type"] == "prediction") > last_seen
