@@ -219,6 +219,12 @@ function render() {
   renderAlerts();
 }
 
+function selectEntity(name) {
+  state.selected = name;
+  state.metric = null;
+  render();
+}
+
 function firingByEntity() {
   const byEntity = new Map();
   for (const alert of state.firing.values()) {
@@ -278,11 +284,7 @@ function entityItem(row) {
     dot.title = "no alert firing";
     item.append(dot);
   }
-  item.onclick = () => {
-    state.selected = row.name;
-    state.metric = null;
-    render();
-  };
+  item.onclick = () => selectEntity(row.name);
   return item;
 }
 
@@ -390,11 +392,7 @@ function alertItem(alert, inFeed) {
     summary.textContent = alert.summary;
   }
   item.append(summary);
-  item.onclick = () => {
-    state.selected = alert.entity;
-    state.metric = null;
-    render();
-  };
+  item.onclick = () => selectEntity(alert.entity);
   return item;
 }
 
