@@ -87,6 +87,10 @@ GATEWAY_DROPPED = Counter(
     "foresight_gateway_dropped_total", "Messages dropped or coalesced for slow clients."
 )
 GATEWAY_SENT = Counter("foresight_gateway_messages_total", "Messages sent to clients.")
+GATEWAY_REPEATED_ALERTS = Counter(
+    "foresight_gateway_repeated_alerts_total",
+    "Alert state changes read again (re-sent, or replayed by a worker) and not relayed.",
+)
 GATEWAY_UNDECODABLE = Counter(
     "foresight_gateway_undecodable_total",
     "Records the gateway could not decode and skipped (logged with the reason).",
