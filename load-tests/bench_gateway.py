@@ -180,7 +180,7 @@ async def produce(
     return produced
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000, help="clients, each with a filter")
     parser.add_argument("--slow-clients", type=int, default=1, help="clients reading 1 msg/s")
@@ -188,7 +188,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to produce")
     parser.add_argument("--entities", type=int, default=1000, help="entities predicted about")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = load_settings()
     run = uuid.uuid4().hex[:8]
     topics = {

@@ -3,8 +3,9 @@
 Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
 ``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
 plugin is built from ``connectors/kafka-connect/http-sink``; Redis is Debian's
-``redis-server`` (installed with apt when missing, reused when one already answers on its
-port); ClickHouse is chdb on a data folder, or the server at ``CLICKHOUSE_URL``.
+``redis-server`` (reused when one already answers on its port); ClickHouse is chdb on a data
+folder, or the server at ``CLICKHOUSE_URL``. Java, Maven and redis-server are installed with
+apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer too).
 
 Every process the stack starts is recorded in ``<stack_dir>/pids/<service>.pid`` so that
 ``down`` stops exactly those, and only those.
@@ -34,6 +35,7 @@ KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
 _HERE = Path(__file__).resolve().parent
+SYSTEM_PACKAGES = _HERE / "system-packages"
 
 
 class StackError(RuntimeError):
@@ -220,11 +222,21 @@ class LocalStack:
         return True
 
     # -- prerequisites ---------------------------------------------------------------------
-    @staticmethod
-    def _require(tool: str, install: str) -> str:
-        path = shutil.which(tool)
-        if path is None:
-            raise StackError(f"{tool} is not installed: {install}")
+    def _tool(self, command: str, *also: str) -> str:
+        """The path of ``command``, after ``system-packages`` installs whatever of it and of
+        ``also`` is missing (one line of progress per package; StackError if it cannot)."""
+        bash = shutil.which("bash") or "/bin/bash"
+        result = subprocess.run(
+            [bash, str(SYSTEM_PACKAGES), command, *also],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            self.progress(line)
+        path = shutil.which(command)
+        if result.returncode != 0 or path is None:
+            raise StackError(result.stderr.strip() or f"{command} is not on PATH")
         return path
 
     def classpath(self) -> str:
@@ -233,8 +245,7 @@ class LocalStack:
         cached = self.dir / "classpath.txt"
         if cached.is_file() and cached.stat().st_mtime >= pom.stat().st_mtime:
             return cached.read_text().strip()
-        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
-        self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        mvn = self._tool("mvn", "java")
         self.progress(f"resolving Kafka {KAFKA_VERSION} jars with Maven (first time only)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._run(
@@ -260,7 +271,7 @@ class LocalStack:
         newest = max(p.stat().st_mtime for p in sources if p.is_file())
         if jar.is_file() and jar.stat().st_mtime >= newest:
             return plugins.parent
-        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
+        mvn = self._tool("mvn", "javac")
         self.progress("building the Connect HTTP sink plugin with Maven")
         self._run(
             [mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package", "-DskipTests"],
@@ -280,7 +291,7 @@ class LocalStack:
             raise StackError(f"{what} failed (exit {result.returncode}):\n{tail}")
 
     def _java(self, service: str, main: str, config: Path, heap: str) -> list[str]:
-        java = self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        java = self._tool("java")
         return [
             java,
             f"-Xmx{heap}",
@@ -348,9 +359,10 @@ class LocalStack:
         w = self.where
         if self._running_pid("redis") or _redis_ping(w.redis_host, w.redis_port):
             return
-        server = shutil.which("redis-server")
-        if server is None:
-            server = self._install_redis()
+        try:
+            server = self._tool("redis-server")
+        except StackError as error:
+            raise StackError(f"{error}\nOr point FEATURE_STORE_URL at a Redis.") from None
         data = self.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         self.progress(f"starting Redis on {w.redis_host}:{w.redis_port}")
@@ -374,26 +386,6 @@ class LocalStack:
                 str(self.dir / "redis" / "redis.pid"),
             ],
         )
-
-    def _install_redis(self) -> str:
-        apt = shutil.which("apt-get")
-        if apt is None or os.geteuid() != 0:
-            raise StackError(
-                "redis-server is not installed and cannot be installed here: "
-                "run `sudo apt-get install redis-server` (or point FEATURE_STORE_URL at a Redis)"
-            )
-        self.progress("installing redis-server with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "redis-server"]):
-            result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-            if result.returncode != 0:
-                raise StackError(f"{' '.join(argv)} failed: {result.stderr.strip()[-500:]}")
-        # Debian's package starts a system-wide server; the stack runs its own.
-        subprocess.run(["service", "redis-server", "stop"], capture_output=True, check=False)
-        installed = shutil.which("redis-server")
-        if installed is None:
-            raise StackError("apt-get installed redis-server but it is not on PATH")
-        return installed
 
     def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
         """Start whatever is not running, wait until each service answers, return statuses."""
