@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from river import linear_model, optim
 
 from models.base import FloatArray
 
@@ -38,14 +38,15 @@ TREND_FEATURES: tuple[str, ...] = (
 capacity-bound signal, in fractions of its capacity (``EntityPipeline.risk_features``)."""
 
 
-@dataclass
 class OnlineLogistic:
-    """Logistic regression learned one example at a time (AdaGrad), positives up-weighted
-    by the running ratio of negatives to positives, since failures are rare.
+    """Logistic regression learned one resolved step at a time: River's, with AdaGrad, and
+    positives up-weighted by the running ratio of negatives to positives, since failures are
+    rare. Labels arrive a few per minute at most, so River's per-example cost is no matter.
 
     Examples
     --------
-    >>> model = OnlineLogistic(2)
+    >>> import numpy as np
+    >>> model = OnlineLogistic(("a", "b"))
     >>> for _ in range(300):
     ...     model.learn(np.array([1.0, 0.0]), 1)
     ...     model.learn(np.array([0.0, 1.0]), 0)
@@ -53,22 +54,21 @@ class OnlineLogistic:
     True
     """
 
-    features: int
-    rate: float = 0.5
-    prior: float = 0.01  # failure probability before any label: failures are rare
-    weights: FloatArray = field(init=False)
-    squares: FloatArray = field(init=False)
-    positives: float = 1.0
-    negatives: float = 1.0
+    def __init__(self, features: Sequence[str], rate: float = 0.5, prior: float = 0.01) -> None:
+        self.features = tuple(features)
+        # Before any label the risk is the prior: failures are rare.
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.AdaGrad(rate), intercept_init=math.log(prior / (1 - prior))
+        )
+        self.positives = 1.0
+        self.negatives = 1.0
 
-    def __post_init__(self) -> None:
-        self.weights = np.zeros(self.features + 1)
-        self.weights[0] = math.log(self.prior / (1 - self.prior))
-        self.squares = np.full(self.features + 1, 1e-6)
+    def _named(self, x: FloatArray) -> dict[str, float]:
+        return dict(zip(self.features, x.tolist(), strict=True))
 
     def predict(self, x: FloatArray) -> float:
-        z = float(self.weights[0] + self.weights[1:] @ x)
-        return 1.0 / (1.0 + math.exp(-max(min(z, 35.0), -35.0)))
+        probabilities = self.model.predict_proba_one(self._named(x))  # type: ignore[no-untyped-call]
+        return float(probabilities[True])
 
     def learn(self, x: FloatArray, y: int) -> None:
         if y:
@@ -76,9 +76,7 @@ class OnlineLogistic:
         else:
             self.negatives += 1
         weight = self.negatives / self.positives if y else 1.0
-        gradient = (self.predict(x) - y) * weight * np.concatenate([[1.0], x])
-        self.squares += gradient * gradient
-        self.weights -= self.rate * gradient / np.sqrt(self.squares)
+        self.model.learn_one(self._named(x), bool(y), w=weight)
 
 
 @dataclass
@@ -128,6 +126,7 @@ class OutcomeTracker:
 
     Examples
     --------
+    >>> import numpy as np
     >>> tracker = OutcomeTracker(horizon_s=600)
     >>> tracker.log("web-1", 0, np.array([0.9, 0.01, 0.01, 0.8]), {"local_trend@1": 0.9})
     >>> tracker.label("web-1", 300_000)
@@ -140,7 +139,7 @@ class OutcomeTracker:
         self.horizon_ms = int(horizon_s * 1000)
         self.threshold = threshold
         self.capacity = capacity
-        self.model = OnlineLogistic(len(TREND_FEATURES))
+        self.model = OnlineLogistic(TREND_FEATURES)
         self.quality: dict[str, Quality] = {}
         self.resolved = 0
         self._logged: dict[str, deque[_Logged]] = {}
