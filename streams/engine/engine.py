@@ -295,10 +295,12 @@ class Engine:
             "model_version": "1", "horizon_s": int(self.settings.failure_horizon_s),
             "value": online, "score": online, "lower": None, "upper": None,
         })  # fmt: skip
-        scores = {"local_trend@1": 0.0}  # a step without a local-trend risk scored 0
+        # Each model's risk for the entity: the highest over its signals.
+        scores: dict[str, float] = {}
         for p in predictions["predictions"]:
             if p["kind"] == "FAILURE_RISK":
-                scores[f"{p['model']}@{p['model_version']}"] = p["score"]
+                key = f"{p['model']}@{p['model_version']}"
+                scores[key] = max(scores.get(key, 0.0), p["score"])
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------
