@@ -526,12 +526,12 @@ class Gateway:
         address = str(connection.remote_address[0])
         arrival = self.config.gatekeeper.arrive(address)
         if not arrival.admitted:
-            return _refusal(arrival)
+            return await _refusal(arrival)
         if path == "/ws" or path.startswith("/api/"):
             presented = presented_key(request.headers, url.query)
             admission = self.config.gatekeeper.admit(address, presented, READ)
             if not admission.admitted:
-                return _refusal(admission)
+                return await _refusal(admission)
         if path == "/ws":
             return None  # go on with the WebSocket upgrade
         if request.method != "GET":
@@ -581,5 +581,6 @@ class Gateway:
         )
 
 
-def _refusal(admission: Admission) -> Response:
+async def _refusal(admission: Admission) -> Response:
+    await asyncio.sleep(admission.delay)
     return error_response(HTTPStatus(admission.status), admission.message, admission.headers)

@@ -59,6 +59,7 @@ class _Arrivals:
         if scope["type"] == "http":
             arrival = self.gatekeeper.arrive(client_address(scope))
             if not arrival.admitted:
+                await asyncio.sleep(arrival.delay)
                 response = error_response(arrival.status, arrival.message, headers=arrival.headers)
                 await response(scope, receive, send)
                 return
@@ -103,6 +104,7 @@ def require(role: str) -> Any:
             role,
         )
         if not admission.admitted or admission.key is None:
+            await asyncio.sleep(admission.delay)
             raise ApiError(admission.status, admission.message, headers=admission.headers)
         return admission.key
 

@@ -10,7 +10,10 @@
 3. the key must have the door's role (403 otherwise);
 4. each key may make ``per_key`` requests a second (bursts of twice that).
 
-Every refusal past the limits is 429 with ``Retry-After``.
+Every refusal past the limits is 429 with ``Retry-After``, answered only after a delay (the
+wait, at least 1 s and at most ``refusal_delay_s``, 1 s): a flood is held to as many requests
+a second as it keeps connections open, rather than to what the server can answer, so the
+clients within their limits keep their latency.
 """
 
 from __future__ import annotations
@@ -31,21 +34,24 @@ _KEY_HELP = (
 @dataclass(frozen=True)
 class RateLimits:
     """Requests per second per key and per address, and failed authentications per minute per
-    address (0: no limit)."""
+    address (0: no limit); the longest a 429 is held back."""
 
     per_key: float = 100.0
     per_address: float = 200.0
     auth_failures: int = 10
+    refusal_delay_s: float = 1.0
 
 
 @dataclass(frozen=True)
 class Admission:
-    """The answer at a door: the key let in, or the refusal (status, message, headers)."""
+    """The answer at a door: the key let in, or the refusal (status, message, headers), to be
+    sent after ``delay`` seconds."""
 
     key: ApiKey | None = None
     status: int = 200
     message: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
 
     @property
     def admitted(self) -> bool:
@@ -68,15 +74,23 @@ class Gatekeeper:
         self._per_key = TokenBuckets(limits.per_key, 2 * limits.per_key, clock=clock)
         self._failures = TokenBuckets(limits.auth_failures / 60, limits.auth_failures, clock=clock)
 
+    def _too_many(self, wait: float, message: str, key: ApiKey | None = None) -> Admission:
+        return Admission(
+            key=key,
+            status=429,
+            message=message,
+            headers=retry_after(wait),
+            delay=min(max(wait, 1.0), self.limits.refusal_delay_s),
+        )
+
     def arrive(self, address: str) -> Admission:
         """Rule 1, for every request, keyed or not."""
         wait = self._per_address.take(address)
         if wait:
-            return Admission(
-                status=429,
-                message=f"too many requests from {address}: at most "
-                f"{self.limits.per_address:g} a second; retry in {wait:.1f} s",
-                headers=retry_after(wait),
+            return self._too_many(
+                wait,
+                f"too many requests from {address}: at most {self.limits.per_address:g} a "
+                f"second; retry in {wait:.1f} s",
             )
         return Admission()
 
@@ -86,11 +100,10 @@ class Gatekeeper:
         if key is None:
             wait = self._failures.take(address)
             if wait:
-                return Admission(
-                    status=429,
-                    message=f"too many failed authentications from {address}; "
-                    f"retry in {wait:.0f} s with a valid key",
-                    headers=retry_after(wait),
+                return self._too_many(
+                    wait,
+                    f"too many failed authentications from {address}; retry in {wait:.0f} s "
+                    "with a valid key",
                 )
             what = "unknown" if presented else "missing"
             return Admission(status=401, message=f"{what} API key: {_KEY_HELP}")
@@ -103,11 +116,10 @@ class Gatekeeper:
             )
         wait = self._per_key.take(key.id)
         if wait:
-            return Admission(
-                key=key,
-                status=429,
-                message=f"too many requests with key {key.id}: at most "
-                f"{self.limits.per_key:g} a second; retry in {wait:.1f} s",
-                headers=retry_after(wait),
+            return self._too_many(
+                wait,
+                f"too many requests with key {key.id}: at most {self.limits.per_key:g} a "
+                f"second; retry in {wait:.1f} s",
+                key,
             )
         return Admission(key=key)

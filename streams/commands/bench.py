@@ -17,6 +17,7 @@ BENCHMARKS = {
     "gateway": "bench_gateway.py",
     "redis-read": "bench_redis_read.py",
     "early-warning": "bench_early_warning.py",
+    "auth-flood": "bench_auth_flood.py",
 }
 
 

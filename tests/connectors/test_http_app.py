@@ -4,6 +4,7 @@ size. Requests go through httpx's ASGI transport (no socket), from addresses giv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,9 @@ def keys(tmp_path: Path) -> KeysFile:
 
 
 def make_app(keys: KeysFile, limits: RateLimits | None = None, **options: Any) -> FastAPI:
-    """An app whose rate limits see a clock that stands still (no token comes back)."""
+    """An app whose rate limits see a clock that stands still (no token comes back), and
+    answer 429 at once."""
+    limits = dataclasses.replace(limits or RateLimits(), refusal_delay_s=0.0)
     app = create_app("test", Gatekeeper(keys, limits, clock=lambda: 0.0), **options)
 
     @app.post("/write", dependencies=[require(WRITE)])
@@ -164,3 +167,15 @@ async def test_zero_means_no_limit(keys: KeysFile) -> None:
         for _ in range(300):
             assert (await http.get("/read", headers={"X-API-Key": reader})).status_code == 200
             assert (await http.get("/read", headers={"X-API-Key": "no"})).status_code == 401
+
+
+def test_a_refusal_for_going_too_fast_is_held_back_a_second(keys: KeysFile) -> None:
+    _, reader = keys.create("reader", [READ])
+    gatekeeper = Gatekeeper(keys, RateLimits(per_key=4, auth_failures=1), clock=lambda: 0.0)
+    assert gatekeeper.admit(ATTACKER, "wrong", READ).status == 401
+    throttled = gatekeeper.admit(ATTACKER, "wrong", READ)
+    assert (throttled.status, throttled.delay) == (429, 1.0)  # the wait is 60 s: held 1 s
+    for _ in range(8):  # the burst
+        assert gatekeeper.admit(FRIEND, reader, READ).delay == 0.0
+    too_fast = gatekeeper.admit(FRIEND, reader, READ)
+    assert (too_fast.status, too_fast.delay) == (429, 1.0)  # 0.25 s to the next token: 1 s
