@@ -3,6 +3,7 @@ loopback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,23 @@ def test_every_server_refuses_to_start_with_a_documented_key_on_every_interface(
 def test_loopback_addresses() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["", "0.0.0.0", "::", "10.1.2.3", "example.org"]))
+
+
+def test_keys_commands_create_list_and_revoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FORESIGHT_KEYS_FILE", str(tmp_path / "keys.json"))
+    assert main(["keys", "create", "agents", "--roles", "write,read", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["roles"] == ["read", "write"] and created["key"].startswith("fsk_")
+    assert main(["keys", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{k: created[k] for k in ("id", "name", "roles", "created")}]
+    assert main(["keys", "list"]) == 0
+    table = capsys.readouterr().out
+    assert created["id"] in table and created["key"] not in table
+    assert main(["keys", "create", "x", "--roles", "admin"]) == 1
+    assert "unknown admin" in capsys.readouterr().err
+    assert main(["keys", "revoke", created["id"]]) == 0
+    assert main(["keys", "revoke", created["id"]]) == 1
+    assert KeysFile(tmp_path / "keys.json").find(created["key"]) is None
