@@ -59,11 +59,11 @@ from connectors.gateway_http import (
     StaticFiles,
     error_response,
     json_response,
-    key_accepted,
-    presented_key,
     respond,
     to_json,
 )
+from connectors.http.auth import Admission, Gatekeeper
+from connectors.http.keys import READ, presented_key
 from connectors.prometheus import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
@@ -90,8 +90,8 @@ class GatewayConfig:
     ----------
     bootstrap_servers
         Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
-    api_keys
-        Accepted API keys (``FORESIGHT_API_KEYS``); must not be empty.
+    gatekeeper
+        Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
         Where to listen (``FORESIGHT_BIND_HOST``, ``FORESIGHT_GATEWAY_PORT``); port 0 picks a
         free one, see :attr:`Gateway.port`.
@@ -113,7 +113,7 @@ class GatewayConfig:
     """
 
     bootstrap_servers: str
-    api_keys: frozenset[str]
+    gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
     predictions_topic: str = "predictions"
@@ -124,12 +124,6 @@ class GatewayConfig:
     max_poll_records: int = 500
     snapshot_limit: int = 1000
     compress: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.api_keys or not all(self.api_keys):
-            raise ValueError(
-                "the gateway needs at least one non-empty API key; set FORESIGHT_API_KEYS"
-            )
 
 
 class _Client:
@@ -533,13 +527,16 @@ class Gateway:
     async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
+        address = str(connection.remote_address[0])
+        arrival = self.config.gatekeeper.arrive(address)
+        if not arrival.admitted:
+            return await _refusal(arrival)
+        if path == "/ws" or path.startswith("/api/"):
+            presented = presented_key(request.headers, url.query)
+            admission = self.config.gatekeeper.admit(address, presented, READ)
+            if not admission.admitted:
+                return await _refusal(admission)
         if path == "/ws":
-            if not key_accepted(presented_key(request, url.query), self.config.api_keys):
-                return error_response(
-                    HTTPStatus.UNAUTHORIZED,
-                    "missing or unknown API key: connect to /ws?api_key=KEY or send "
-                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                )
             return None  # go on with the WebSocket upgrade
         if request.method != "GET":
             return error_response(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} not allowed")
@@ -555,12 +552,6 @@ class Gateway:
             found = self._static.response(path.removeprefix("/static/"))
             return found or error_response(HTTPStatus.NOT_FOUND, f"no static file {path!r}")
         if path.startswith("/api/"):
-            if not key_accepted(presented_key(request, url.query), self.config.api_keys):
-                return error_response(
-                    HTTPStatus.UNAUTHORIZED,
-                    "missing or unknown API key: add ?api_key=KEY or send "
-                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                )
             return await self._api(path)
         return error_response(
             HTTPStatus.NOT_FOUND,
@@ -592,3 +583,8 @@ class Gateway:
             HTTPStatus.NOT_FOUND,
             f"no API route {path!r}; try /api/entities/<entity>/predictions or /api/alerts/firing",
         )
+
+
+async def _refusal(admission: Admission) -> Response:
+    await asyncio.sleep(admission.delay)
+    return error_response(HTTPStatus(admission.status), admission.message, admission.headers)

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -34,6 +35,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
+from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.settings import load_settings
@@ -202,7 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     port = free_port()
-    env = {**os.environ, "FORESIGHT_API_KEYS": API_KEY, "FORESIGHT_LOG_LEVEL": "WARNING"}
+    keys = KeysFile(Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "keys.json")
+    keys.create("bench", [READ], key=API_KEY)
+    env = {
+        **os.environ,
+        "FORESIGHT_KEYS_FILE": str(keys.path),
+        "FORESIGHT_LOG_LEVEL": "WARNING",
+        # Every client connects from this address with this key, all at once.
+        "FORESIGHT_RATE_LIMIT_PER_KEY": "0",
+        "FORESIGHT_RATE_LIMIT_PER_ADDRESS": "0",
+    }
     gateway = subprocess.Popen(
         [
             sys.executable,

@@ -55,6 +55,7 @@ class Endpoints:
     clickhouse_url: str
     chdb_path: Path
     sink_sql_port: int | None = None
+    sink_key: str | None = None  # a key of the read role, to ask the sink
 
     @property
     def bootstrap(self) -> str:
@@ -86,6 +87,7 @@ def endpoints(
     clickhouse_url: str,
     chdb_path: str,
     sink_sql_port: int | None = None,
+    sink_key: str | None = None,
 ) -> Endpoints:
     """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
     host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
@@ -101,6 +103,7 @@ def endpoints(
         clickhouse_url=clickhouse_url,
         chdb_path=Path(chdb_path),
         sink_sql_port=sink_sql_port,
+        sink_key=sink_key,
     )
 
 
@@ -504,7 +507,9 @@ def _clickhouse_status(w: Endpoints) -> ServiceStatus:
         from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 
         try:
-            version = ask_sink("127.0.0.1", w.sink_sql_port, "SELECT version()", 5.0).rows[0][0]
+            version = ask_sink(
+                "127.0.0.1", w.sink_sql_port, "SELECT version()", w.sink_key, 5.0
+            ).rows[0][0]
         except SinkUnavailableError:
             pass  # no sink holds the folder: open it below
         except Exception as error:  # a sink that answers but fails is the status to report

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "gateway": "bench_gateway",
     "redis-read": "bench_redis_read",
     "early-warning": "bench_early_warning",
+    "auth-flood": "bench_auth_flood",
 }
 
 

@@ -31,6 +31,7 @@ from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink,
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from streams import topics
+from streams.access import local_client_key
 from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
@@ -235,7 +236,7 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, "SELECT 1", 2.0)
+        ask_sink("127.0.0.1", settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
     except (SinkUnavailableError, SqlError):
         return False
     return True
@@ -265,6 +266,12 @@ def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
     deadline = time.monotonic() + 90
     while not ((settings.clickhouse_url or _sink_answers(settings)) and _gateway_answers(settings)):
         if time.monotonic() > deadline or any(not p.alive() for p in started):
+            if local_client_key(settings) is None:
+                raise AssertionError(
+                    f"no API key to ask the sink with: set FORESIGHT_API_KEY to a key with the "
+                    f"read role (`foresight keys create demo --roles read`), or move "
+                    f"{settings.keys_file} away so the servers make a key on their first start"
+                )
             raise AssertionError(f"the sink or the gateway did not start; see {logs}")
         time.sleep(0.5)
     return started
@@ -325,8 +332,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         services = _serving(settings, logs)
         worker.start()
         asyncio.run(worker.ready())
-        key = settings.api_keys.split(",")[0].strip()
-        console.line(f"watch it live: {_gateway_url(settings)}/?api_key={key}", _BOLD)
+        console.line(
+            f"watch it live: {_gateway_url(settings)}/?api_key={local_client_key(settings)}",
+            _BOLD,
+        )
         started_ms = int(time.time() * 1000)
         summary = asyncio.run(_run(args, settings, worker, console))
         console.line("waiting for ClickHouse to store the run", _DIM)

@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.clickhouse_sink import loopback_for
 from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
+from streams.access import local_client_key
 from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
@@ -189,10 +190,10 @@ async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report
 def firing_alerts(settings: Settings, topic: str) -> Report:
     """Firing alerts from the gateway when it runs, else from the alerts topic itself."""
     urls = process_urls(settings)
-    keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
-    if topic == ALERTS.name and keys and _get(urls["gateway"]) is not None:
+    key = local_client_key(settings)
+    if topic == ALERTS.name and key and _get(urls["gateway"]) is not None:
         api = urls["gateway"].removesuffix("/metrics") + "/api/alerts/firing"
-        body = _get(api, {"X-API-Key": keys[0]})
+        body = _get(api, {"X-API-Key": key})
         if body is not None:
             alerts: list[Report] = json.loads(body)
             return {"source": f"gateway {api}", "alerts": alerts}

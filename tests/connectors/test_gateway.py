@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,8 @@ from websockets.exceptions import InvalidStatus
 from connectors.gateway import Gateway, GatewayConfig
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import Subscription, SubscriptionError, parse_subscription
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import READ, WRITE, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
@@ -28,6 +31,7 @@ from streams.settings import Settings
 from tests.schemas.samples import T0
 
 KEY = "test-key"
+WRITER_KEY = "writer-key"  # a key without the read role
 
 
 def prediction(
@@ -212,9 +216,13 @@ async def running_gateway(
         await produce(schema, record)
     await producer.flush()
     store = FeatureStore(settings.feature_store_url)
+    folder = tempfile.TemporaryDirectory()
+    keys = KeysFile(f"{folder.name}/keys.json")
+    for key, role in ((KEY, READ), ("other-key", READ), (WRITER_KEY, WRITE)):
+        keys.create(key, [role], key=key)
     config = GatewayConfig(
         bootstrap_servers=bootstrap,
-        api_keys=frozenset({KEY, "other-key"}),
+        gatekeeper=Gatekeeper(keys),
         port=0,
         predictions_topic=topics["prediction_batch"],
         alerts_topic=topics["alert"],
@@ -228,6 +236,7 @@ async def running_gateway(
         await gateway.stop()
         await producer.stop()
         await store.close()
+        folder.cleanup()
 
 
 async def subscribe(gateway: Gateway, request: dict[str, Any], **kwargs: Any) -> ClientConnection:
@@ -341,6 +350,25 @@ async def test_a_client_without_the_right_key_is_refused_before_the_upgrade(
             await ws.close()
         status, body = await asyncio.to_thread(http_get, f"http://{base}/api/alerts/firing")
         assert status == 401 and b"API key" in body
+        assert set(json.loads(body)["error"]) == {"code", "message", "details"}
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://{base}/ws?api_key={WRITER_KEY}")
+        assert refused.value.response.status_code == 403
+        status, body = await asyncio.to_thread(
+            http_get, f"http://{base}/api/alerts/firing?api_key={WRITER_KEY}"
+        )
+        assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+        # Wrong keys from this address are throttled (10 a minute, 3 failed above; each 429 is
+        # held back a second); the right key still gets in.
+        flood = [
+            (await asyncio.to_thread(http_get, f"http://{base}/api/alerts/firing?api_key=w{i}"))[0]
+            for i in range(12)
+        ]
+        assert flood.count(429) >= 3 and set(flood) == {401, 429}
+        status, _ = await asyncio.to_thread(
+            http_get, f"http://{base}/api/alerts/firing?api_key={KEY}"
+        )
+        assert status == 200
         ws = await connect(f"ws://{base}/ws?api_key={KEY}")
         await ws.send(json.dumps({"type": "subscribe", "kinds": ["GUESS"]}))
         error = json.loads(await ws.recv())
@@ -444,7 +472,7 @@ async def test_subscribing_sends_the_latest_state_first(
     assert [m["data"]["entity"] for m in snapshot if m["topic"] == "alerts"] == [f"snap-{unique}-0"]
     assert firing[0] == 200 and [a["entity"] for a in json.loads(firing[1])] == [f"snap-{unique}-0"]
     assert found[0] == 200 and json.loads(found[1]) == cached[2]
-    assert missing[0] == 404 and f"nobody-{unique}" in json.loads(missing[1])["error"]
+    assert missing[0] == 404 and f"nobody-{unique}" in json.loads(missing[1])["error"]["message"]
     report = json.loads(health[1])
     assert health[0] == 200 and report["kafka_consumer_alive"] is True
     assert {"clients", "uptime_s", "firing_alerts"} <= set(report)

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from deploy.local.stack import KAFKA_VERSION
-from streams.settings import setting_fields
+from streams.settings import Settings, setting_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,12 +22,33 @@ def _ports(service: dict[str, Any]) -> set[int]:
     return {int(str(p).split(":")[-1]) for p in service.get("ports", [])}
 
 
-def test_infrastructure_services_and_ports() -> None:
+def test_only_what_a_user_reaches_is_published() -> None:
+    """Ingestion, the gateway and Grafana; the rest answers on the compose network only."""
     services = _compose()["services"]
-    assert 9092 in _ports(services["kafka"])
-    assert 8083 in _ports(services["connect"])
-    assert 6379 in _ports(services["redis"])
-    assert 8123 in _ports(services["clickhouse"])
+    published = {name: _ports(s) for name, s in services.items() if s.get("ports")}
+    settings = Settings()
+    assert published == {
+        "foresight-ingest": {settings.ingest_port},
+        "foresight-gateway": {settings.gateway_port},
+        "grafana": {3000},
+    }
+
+
+def test_no_service_runs_with_a_password_anyone_can_read() -> None:
+    services = _compose()["services"]
+    grafana, clickhouse = services["grafana"]["environment"], services["clickhouse"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert clickhouse["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_PASSWORD:?")
+    assert "CLICKHOUSE_SKIP_USER_SETUP" not in clickhouse
+    url = services["foresight-sink"]["environment"]["CLICKHOUSE_URL"]
+    assert url.startswith(f"http://{clickhouse['CLICKHOUSE_USER']}:${{CLICKHOUSE_PASSWORD:?")
+    assert not {"FORESIGHT_API_KEY", "FORESIGHT_API_KEYS"} & set(
+        services["foresight-ingest"]["environment"]
+    )
+
+
+def test_infrastructure_images() -> None:
+    services = _compose()["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert services["connect"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
@@ -59,3 +80,6 @@ def test_every_foresight_process_gets_every_setting() -> None:
         assert service["environment"]["FEATURE_STORE_URL"].startswith("redis://redis:6379")
         assert service["environment"]["CLICKHOUSE_URL"].startswith("http://")
         assert "clickhouse:8123" in service["environment"]["CLICKHOUSE_URL"]
+        # Every process shares the keys file, in the volume every one of them mounts.
+        assert service["environment"]["FORESIGHT_KEYS_FILE"].startswith("/var/lib/foresight/")
+        assert "foresight-data:/var/lib/foresight" in service["volumes"]

@@ -24,6 +24,10 @@ TINY = {
     "redis-read": ["--entities", "10", "--reads", "50", "--concurrency", "4"],
     "clickhouse-sink": ["--records", "200", "--samples", "10", "--partitions", "1"],
     "gateway": ["--clients", "8", "--slow-clients", "1", "--rate", "50", "--seconds", "2"],
+    "auth-flood": [
+        *("--server", "ingest", "--probes", "20", "--concurrency", "4"),
+        *("--flood-seconds", "2", "--flood-requests", "400"),
+    ],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -89,3 +93,12 @@ def test_pipeline(stack_settings: Settings) -> None:
     assert result["raw_passthrough"]["records"] == 400
     assert result["pipeline_max"]["complete"] is True
     assert [r["rate_samples_per_s"] for r in result["fixed_rates"]] == [200.0]
+
+
+@pytest.mark.integration
+def test_auth_flood(stack_settings: Settings) -> None:
+    result = bench("auth-flood")
+    assert result["server"] == "ingest"
+    assert result["flood"]["requests"] > 0
+    assert set(result["flood"]["statuses"]) <= {"401", "429"}
+    assert result["quiet"]["p50_ms"] > 0
