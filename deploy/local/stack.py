@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors.kafka_connect import private_folder
+
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
@@ -139,6 +141,16 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None
     raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
 
 
+def connect_secrets_dir(stack_dir: Path) -> Path:
+    """The folder of connector secrets, the only one the stack's Connect worker may read them from.
+
+    ``foresight connect apply`` writes one 0600 properties file per connector here and gives
+    the connector ``${file:<file>:<key>}`` references, which the worker's FileConfigProvider
+    resolves when a connector or task starts.
+    """
+    return stack_dir.resolve() / "connect" / "secrets"
+
+
 class LocalStack:
     """Starts, checks and stops the local services.
 
@@ -167,6 +179,20 @@ class LocalStack:
 
     def _log(self, service: str) -> Path:
         return self.dir / "logs" / f"{service}.log"
+
+    def logs(self, service: str) -> list[Path]:
+        """Every log file of ``service``: its output, its Java log and their rotated copies."""
+        return sorted(self._log(service).parent.glob(f"{self._log(service).name}*"))
+
+    def _connect_config_file(self) -> Path:
+        return self.dir / "connect" / "connect-distributed.properties"
+
+    def connect_config(self) -> dict[str, str]:
+        """The Connect worker's configuration as rendered when this stack last started it."""
+        lines = self._connect_config_file().read_text().splitlines()
+        return dict(
+            line.split("=", 1) for line in lines if "=" in line and not line.startswith("#")
+        )
 
     def _render(self, template: str, target: Path, **values: object) -> Path:
         text = string.Template((_HERE / template).read_text()).substitute(
@@ -344,11 +370,12 @@ class LocalStack:
             return
         config = self._render(
             "connect.properties",
-            self.dir / "connect" / "connect-distributed.properties",
+            self._connect_config_file(),
             bootstrap=w.bootstrap,
             host=w.connect_host,
             port=w.connect_port,
             plugin_path=self.http_sink_plugin(),
+            secrets_dir=private_folder(connect_secrets_dir(self.dir)),
         )
         self.progress(f"starting Kafka Connect on {w.connect_url}")
         self._spawn(

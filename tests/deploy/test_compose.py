@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from deploy.local.stack import KAFKA_VERSION
+from deploy.local.stack import KAFKA_VERSION, connect_secrets_dir
 from streams.settings import Settings, setting_fields
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def _compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return loaded
+
+
+def _properties(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """``{path in the container: source}`` of a service's volumes."""
+    return {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
 
 
 def _ports(service: dict[str, Any]) -> set[int]:
@@ -56,14 +66,9 @@ def test_infrastructure_images() -> None:
 
 
 def test_connect_worker_has_the_http_sink_on_its_plugin_path() -> None:
-    connect = _compose()["services"]["connect"]
-    mounts = {m.split(":")[1]: m.split(":")[0] for m in connect["volumes"]}
+    mounts = _mounts(_compose()["services"]["connect"])
     config = ROOT / mounts["/etc/foresight/connect-distributed.properties"].lstrip("./")
-    properties = dict(
-        line.split("=", 1)
-        for line in config.read_text().splitlines()
-        if line and not line.startswith("#")
-    )
+    properties = _properties(config)
     assert properties["bootstrap.servers"] == "kafka:9092"
     assert any(target.startswith(properties["plugin.path"]) for target in mounts)
     assert "connectors/kafka-connect/http-sink" in " ".join(mounts.values())
@@ -83,3 +88,26 @@ def test_every_foresight_process_gets_every_setting() -> None:
         # Every process shares the keys file, in the volume every one of them mounts.
         assert service["environment"]["FORESIGHT_KEYS_FILE"].startswith("/var/lib/foresight/")
         assert "foresight-data:/var/lib/foresight" in service["volumes"]
+
+
+def test_connect_worker_reads_the_secrets_foresight_writes() -> None:
+    services = _compose()["services"]
+    mounts = _mounts(services["connect"])
+    worker = _properties(
+        ROOT / mounts["/etc/foresight/connect-distributed.properties"].lstrip("./")
+    )
+    stack_dir = services["foresight-worker"]["environment"]["FORESIGHT_STACK_DIR"]
+    secrets = str(connect_secrets_dir(Path(stack_dir)))
+    assert worker["config.providers"] == "file"
+    assert worker["config.providers.file.class"].endswith(".FileConfigProvider")
+    assert worker["config.providers.file.param.allowed.paths"] == secrets
+    assert f"connect-secrets:{secrets}:ro" in services["connect"]["volumes"]
+    ours = [s for name, s in services.items() if name.startswith("foresight-")]
+    assert all(_mounts(s)[secrets] == "connect-secrets" for s in ours)
+
+
+def test_local_worker_reads_secrets_only_from_the_stack_folder() -> None:
+    worker = _properties(ROOT / "deploy" / "local" / "connect.properties")
+    assert worker["config.providers"] == "file"
+    assert worker["config.providers.file.class"].endswith(".FileConfigProvider")
+    assert worker["config.providers.file.param.allowed.paths"] == "${secrets_dir}"
