@@ -351,8 +351,11 @@ class ClickHouseSink:
         """Learn, for newly assigned partitions, the highest offset already stored."""
         if not assigned:
             return
-        found = await asyncio.to_thread(self._stored_high_water, assigned)
-        self._high_water.update(found)
+        # aiokafka fetches from new partitions before this callback ends: hold the flush until
+        # their stored offsets are known, or a first batch would go in unfiltered.
+        async with self._flush_lock:
+            found = await asyncio.to_thread(self._stored_high_water, assigned)
+            self._high_water.update(found)
         if found:
             log.info("resuming with rows already stored up to offsets %s", found)
 

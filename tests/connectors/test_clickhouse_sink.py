@@ -23,9 +23,10 @@ import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.clickhouse import ChdbStore
+from connectors.clickhouse import ChdbStore, QueryResult
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import (
+    ClickHouseSink,
     SinkBatch,
     SinkUnavailableError,
     SqlError,
@@ -140,8 +141,6 @@ def test_query_values_become_json() -> None:
 
 
 def test_table_output_aligns_columns() -> None:
-    from connectors.clickhouse import QueryResult
-
     text = format_table(QueryResult(["entity", "risk"], [("web-1", 0.97), ("db-10", None)]))
     assert text.splitlines() == [
         "entity  risk",
@@ -435,3 +434,57 @@ def test_replayed_and_lost_rows_are_reconciled_by_kafka_coordinates(
     ) == [(expected, expected)]
     assert second.stop() == 0
     assert f"{expected - missing:,} already stored" in second.log.read_text()
+
+
+class SlowRecoveryStore(ChdbStore):
+    """chdb whose recovery query (the stored offsets) takes longer than a batch's wait."""
+
+    def query(self, sql: str) -> QueryResult:
+        if "max(offset)" in sql:
+            time.sleep(3.0)
+        return super().query(sql)
+
+
+@pytest.mark.integration
+def test_no_batch_goes_in_before_the_stored_offsets_are_known(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """aiokafka fetches from new partitions while the sink still reads what is stored.
+
+    A second group replays a stored topic with a recovery slower than ``batch_seconds``: its
+    first batch must wait for the recovery and be dropped as already stored, not inserted again.
+    """
+    bootstrap = stack_settings.kafka_bootstrap_servers
+    topic, folder = f"test.sink.recovery.{unique}", str(tmp_path / "chdb")
+    asyncio.run(_produce(bootstrap, topic, 1, _batches(100, 2, int(time.time() * 1000))))
+
+    async def store_all(group: str) -> ClickHouseSink:
+        sink = ClickHouseSink(
+            bootstrap=bootstrap,
+            topics=[topic],
+            group_id=group,
+            store_factory=lambda: SlowRecoveryStore(folder),
+            batch_rows=50_000,
+            batch_seconds=1.0,
+            ttl_days=30,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(sink.run(stop))
+        deadline = time.monotonic() + 90
+        while (await _committed_and_end(bootstrap, topic, group, 1))[0] < 101:
+            assert not running.done(), running.result()
+            assert time.monotonic() < deadline, "the sink did not commit the topic in time"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await running
+        return sink
+
+    first = asyncio.run(store_all(f"test-recovery-a-{unique}"))
+    second = asyncio.run(store_all(f"test-recovery-b-{unique}"))
+    assert (first.stats.rows_inserted, second.stats.rows_inserted) == (200, 0)
+    assert second.stats.rows_already_stored == 200
+    store = ChdbStore(folder)
+    try:
+        assert store.query("SELECT count() FROM metric_samples").rows == [(200,)]
+    finally:
+        store.close()
