@@ -56,6 +56,11 @@ class ClickHouseStore(Protocol):
     def close(self) -> None: ...
 
 
+def sql_string(value: str) -> str:
+    """``value`` as a ClickHouse string literal, quoted and escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _check_identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"not a plain table or column name: {name!r}")

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from connectors.clickhouse import ClickHouseStore, QueryResult
+from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, TABLES, Consumed, create_tables
 from connectors.prometheus import (
     EVENTS_IN,
@@ -154,10 +154,6 @@ class SinkBatch:
             self.next_offsets[tp] = messages[-1].offset + 1
             EVENTS_IN.labels(tp.topic).inc(len(messages))
         return skipped
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class ClickHouseSink:
@@ -360,7 +356,7 @@ class ClickHouseSink:
             log.info("resuming with rows already stored up to offsets %s", found)
 
     def _stored_high_water(self, partitions: set[TopicPartition]) -> dict[tuple[str, int], int]:
-        topics = ", ".join(_sql_string(t) for t in sorted({tp.topic for tp in partitions}))
+        topics = ", ".join(sql_string(t) for t in sorted({tp.topic for tp in partitions}))
         union = " UNION ALL ".join(
             f"SELECT topic, partition, offset FROM {t.name} WHERE topic IN ({topics})"
             for t in TABLES
@@ -387,7 +383,7 @@ class ClickHouseSink:
                 continue
             present = set(
                 store.query(
-                    f"SELECT offset, item FROM {name} WHERE topic = {_sql_string(topic)} "
+                    f"SELECT offset, item FROM {name} WHERE topic = {sql_string(topic)} "
                     f"AND partition = {partition} "
                     f"AND offset BETWEEN {offsets[rows].min()} AND {offsets[rows].max()}"
                 ).rows
