@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +57,7 @@ from connectors.prometheus import (
     SINK_ROWS,
     SINK_SKIPPED,
 )
+from connectors.user_sql import SqlError
 from schemas.codec import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,6 @@ class SinkError(RuntimeError):
 
 class SinkUnavailableError(ConnectionError):
     """No ClickHouse sink answers SQL at the address asked."""
-
-
-class SqlError(ValueError):
-    """ClickHouse rejected a statement; the message is ClickHouse's own."""
 
 
 class GuardedStore:
@@ -102,6 +99,9 @@ class GuardedStore:
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         with self._lock:
             self._store.insert_arrow(table, data)
+
+    def session(self, settings: Mapping[str, str]) -> ClickHouseStore:
+        return self._store.session(settings)
 
     def close(self) -> None:
         with self._lock:

@@ -26,7 +26,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from connectors.clickhouse import QueryResult
-from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
+from connectors.user_sql import SqlError
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from streams import topics

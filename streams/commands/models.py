@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from connectors.clickhouse import sql_string
-from connectors.clickhouse_sink import SqlError
+from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
 from models.training import compare_predictions
 from streams.commands.sql import query_table

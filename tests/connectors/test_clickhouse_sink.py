@@ -29,11 +29,11 @@ from connectors.clickhouse_sink import (
     ClickHouseSink,
     SinkBatch,
     SinkUnavailableError,
-    SqlError,
     ask_sink,
     jsonable,
 )
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.user_sql import SqlError, SqlLimits, UserSql
 from schemas.codec import Codec
 from streams.commands.sql import format_table, run_sql
 from streams.settings import Settings
@@ -195,10 +195,13 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
             spec = TABLE_FOR_SCHEMA[schema]
             store.insert_arrow(spec.name, spec.flatten(_consumed(batch)))
         answers = [store.query(sql) for sql in queries]
+        user_sql = UserSql(store.session, SqlLimits(timeout_s=30.0, max_rows=1000))
+        guarded = [user_sql.query(sql) for sql in queries]
     finally:
         store.close()
     for sql, answer in zip(queries, answers, strict=True):
         assert answer.rows, f"README query returned no rows on the sample data:\n{sql}"
+    assert guarded == answers, "the SQL guard changed what a README query answers"
     accuracy = answers[3].as_dicts()
     assert [(a["kind"], a["tp"], a["fn"]) for a in accuracy] == [
         ("ANOMALY", 0, 1),
