@@ -22,7 +22,9 @@ and materialised rollups never see a replayed row. This assumes one writer per p
 which Kafka's group assignment gives; the sink flushes and commits before giving partitions up.
 
 The chdb folder can be opened by one process only, so while it runs the sink also answers SQL
-for other processes on a loopback HTTP endpoint (:class:`SqlEndpoint`, :func:`ask_sink`).
+for other processes on a loopback HTTP endpoint (:class:`SqlEndpoint`, :func:`ask_sink`). Each
+statement is judged and run read-only, within limits, in a session of its own
+(:class:`connectors.user_sql.UserSql`): a slow query never holds up an insert.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import ipaddress
 import json
 import logging
 import threading
@@ -57,13 +60,15 @@ from connectors.prometheus import (
     SINK_ROWS,
     SINK_SKIPPED,
 )
-from connectors.user_sql import SqlError
+from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from schemas.codec import Codec, DecodeError
 
 log = logging.getLogger(__name__)
 
 _FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # 1 MiB (aiokafka's default) left fetches idle
 _POLL_SECONDS = 0.5  # longest a fetch waits, so a stop request is seen promptly
+SQL_HOST = "127.0.0.1"  # the SQL endpoint listens on loopback only, whatever FORESIGHT_BIND_HOST
+MAX_STATEMENT_BYTES = 1 << 20
 
 
 class SinkError(RuntimeError):
@@ -75,9 +80,10 @@ class SinkUnavailableError(ConnectionError):
 
 
 class GuardedStore:
-    """A store shared by threads (the sink's inserts, the SQL endpoint), one call at a time.
+    """The sink's own session, shared by its threads (inserts, recovery), one call at a time.
 
-    chdb gives a process one session, so every user of it in the sink goes through this lock.
+    A chdb connection runs one statement at a time; SQL for others runs in sessions of its own
+    (:meth:`session`), so it never waits for this lock nor holds it.
     """
 
     def __init__(self, store: ClickHouseStore) -> None:
@@ -175,8 +181,10 @@ class ClickHouseSink:
         Longest a record waits for its insert (``FORESIGHT_SINK_BATCH_SECONDS``, default 1).
     ttl_days
         Days rows are kept (``FORESIGHT_CLICKHOUSE_TTL_DAYS``, default 30).
-    sql_address
-        ``(host, port)`` to answer SQL on while the sink owns the store; ``None``: no endpoint.
+    sql_port
+        Loopback port to answer SQL on while the sink owns the store; ``None``: no endpoint.
+    sql_limits
+        What each statement sent to that port is held to (needed with ``sql_port``).
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -191,7 +199,8 @@ class ClickHouseSink:
         batch_rows: int,
         batch_seconds: float,
         ttl_days: int,
-        sql_address: tuple[str, int] | None = None,
+        sql_port: int | None = None,
+        sql_limits: SqlLimits | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -202,13 +211,16 @@ class ClickHouseSink:
                 f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
                 f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
             )
+        if sql_port is not None and sql_limits is None:
+            raise ValueError("a sink that answers SQL needs the limits to hold statements to")
         self.bootstrap = bootstrap
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.ttl_days = ttl_days
-        self.sql_address = sql_address
+        self.sql_port = sql_port
+        self.sql_limits = sql_limits
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -232,14 +244,15 @@ class ClickHouseSink:
         try:
             await asyncio.to_thread(create_tables, store, self.ttl_days)
             self._store = store
-            if self.sql_address is not None:
-                host, port = self.sql_address
+            if self.sql_port is not None and self.sql_limits is not None:
                 try:
-                    self.sql_endpoint = SqlEndpoint(store, host, port)
+                    self.sql_endpoint = SqlEndpoint(
+                        UserSql(store.session, self.sql_limits), self.sql_port
+                    )
                 except OSError as error:
                     raise SinkError(
-                        f"cannot answer SQL on {host}:{port}: {error}; is another sink "
-                        "running? Give this one a free port"
+                        f"cannot answer SQL on {SQL_HOST}:{self.sql_port}: {error}; is another "
+                        "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
                 self.sql_endpoint.start()
             consumer = AIOKafkaConsumer(
@@ -441,15 +454,17 @@ def jsonable(value: Any) -> Any:
 
 
 class SqlEndpoint:
-    """Answers SQL over HTTP from the store the sink holds: POST the statement to ``/``.
+    """Answers SQL over HTTP on loopback: POST the statement to ``/``.
 
-    The answer is ``{"columns": [...], "rows": [[...], ...]}``, or status 400 with
-    ``{"error": "<ClickHouse's message>"}``. No authentication: bind it to loopback.
+    The answer is ``{"columns": [...], "rows": [[...], ...]}``; status 403 with
+    ``{"error": ...}`` when the statement is refused (:class:`SqlRefusedError`), 400 when
+    ClickHouse rejects it or a limit stops it. Statements run through ``sql``, which judges
+    each and runs it in a session of its own, so requests are answered side by side.
     """
 
-    def __init__(self, store: GuardedStore, host: str, port: int) -> None:
-        self._store = store
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+    def __init__(self, sql: UserSql, port: int) -> None:
+        self._sql = sql
+        self._server = ThreadingHTTPServer((SQL_HOST, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sink-sql", daemon=True
@@ -467,18 +482,41 @@ class SqlEndpoint:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        store = self._store
+        sql = self._sql
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                refusal = self._admit()
+                if refusal is not None:
+                    self._reply(403, {"error": refusal})
+                    return
+                length = int(self.headers.get("Content-Length", 0))
+                if length > MAX_STATEMENT_BYTES:
+                    self._reply(
+                        413, {"error": f"statements are limited to {MAX_STATEMENT_BYTES} bytes"}
+                    )
+                    return
+                statement = self.rfile.read(length).decode(errors="replace")
                 try:
-                    result = store.query(sql)
-                except Exception as error:  # ClickHouse's message is the answer
-                    self._reply(400, {"error": str(error).strip()})
+                    result = sql.query(statement)
+                except SqlRefusedError as refused:
+                    self._reply(403, {"error": str(refused)})
+                    return
+                except SqlError as error:
+                    self._reply(400, {"error": str(error)})
                     return
                 rows = [[jsonable(v) for v in row] for row in result.rows]
                 self._reply(200, {"columns": result.columns, "rows": rows})
+
+            def _admit(self) -> str | None:
+                """Who may ask, decided here and only here: why a caller is refused, or None.
+
+                Today: processes on this machine. The caller's key and its role are checked
+                here too once Foresight has keys (issue 16).
+                """
+                if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+                    return "the SQL endpoint answers this machine only"
+                return None
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -499,13 +537,13 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(host: str, port: int, sql: str, timeout: float = 60.0) -> QueryResult:
-    """Run ``sql`` through a running sink's SQL endpoint.
+def ask_sink(port: int, sql: str, timeout: float = 60.0) -> QueryResult:
+    """Run ``sql`` through the SQL endpoint of the sink running on this machine at ``port``.
 
-    Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlError` with
-    ClickHouse's message when the statement is rejected.
+    Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlRefusedError`
+    when the statement is refused, :class:`SqlError` with ClickHouse's message when it fails.
     """
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    url = f"http://{SQL_HOST}:{port}/"
     request = urllib.request.Request(url, data=sql.encode(), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -517,7 +555,7 @@ def ask_sink(host: str, port: int, sql: str, timeout: float = 60.0) -> QueryResu
             raise SinkUnavailableError(
                 f"{url} answered {error.code}, not as a sink would"
             ) from error
-        raise SqlError(message) from error
+        raise (SqlRefusedError if error.code == 403 else SqlError)(message) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
         raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error
     except ValueError as error:

@@ -184,7 +184,8 @@ class Settings:
     sink_sql_port: int = _setting(
         8124,
         "FORESIGHT_SINK_SQL_PORT",
-        "Loopback port where the sink answers SQL for the CLI while it owns the chdb folder.",
+        "Port on 127.0.0.1 (always loopback) where the sink answers read-only SQL for the CLI "
+        "while it owns the chdb folder.",
     )
     sql_timeout_s: float = _setting(
         30.0,

@@ -232,7 +232,7 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, "SELECT 1", 2.0)
+        ask_sink(settings.sink_sql_port, "SELECT 1", 2.0)
     except (SinkUnavailableError, SqlError):
         return False
     return True

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
-from connectors.clickhouse_sink import ClickHouseSink, SinkError
+from connectors.clickhouse_sink import SQL_HOST, ClickHouseSink, SinkError
 from connectors.prometheus import serve_metrics
 from streams.codecs import codec_for
 from streams.settings import Settings
@@ -70,7 +70,8 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         batch_rows=settings.sink_batch_rows,
         batch_seconds=settings.sink_batch_seconds,
         ttl_days=settings.clickhouse_ttl_days,
-        sql_address=(settings.bind_host, settings.sink_sql_port),
+        sql_port=settings.sink_sql_port,
+        sql_limits=settings.sql_limits(),
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
@@ -85,8 +86,8 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     print(
-        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; SQL on "
-        f"{settings.bind_host}:{settings.sink_sql_port}, /metrics on "
+        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; read-only SQL on "
+        f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
         f"{settings.bind_host}:{settings.sink_metrics_port}",
         file=sys.stderr,
         flush=True,

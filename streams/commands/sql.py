@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from connectors.clickhouse import QueryResult, open_store
 from connectors.clickhouse_schema import create_tables
-from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, jsonable, loopback_for
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, jsonable
 from connectors.user_sql import SqlError, UserSql
 from streams.settings import Settings
 
@@ -38,12 +38,7 @@ def _where_the_tables_are(
     if not settings.clickhouse_url:
         try:
             return from_sink(
-                ask_sink(
-                    loopback_for(settings.bind_host),
-                    settings.sink_sql_port,
-                    sql,
-                    settings.sql_timeout_s + ANSWER_SECONDS,
-                )
+                ask_sink(settings.sink_sql_port, sql, settings.sql_timeout_s + ANSWER_SECONDS)
             )
         except SinkUnavailableError:
             pass

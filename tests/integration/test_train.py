@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
-from connectors.clickhouse_sink import GuardedStore, SqlEndpoint
+from connectors.clickhouse_sink import SqlEndpoint
+from connectors.user_sql import UserSql
 from models.registry import ModelRegistry
 from models.training import build_training_set
 from schemas.codec import Codec
@@ -175,8 +176,8 @@ def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(tmp_path:
         return [data.rows, int(data.target.sum()), data.features, data.baseline is not None]
 
     from_folder = read(start)
-    store = GuardedStore(ChdbStore(settings.chdb_path))
-    endpoint = SqlEndpoint(store, "127.0.0.1", settings.sink_sql_port)
+    store = ChdbStore(settings.chdb_path)
+    endpoint = SqlEndpoint(UserSql(store.session, settings.sql_limits()), settings.sink_sql_port)
     endpoint.start()
     try:
         through_sink = read(start)
