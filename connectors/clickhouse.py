@@ -6,17 +6,19 @@ ClickHouse server through clickhouse-connect.
 
 Only one process at a time can open a chdb folder (a second one fails with "Error
 initializing EmbeddedServer"), so callers open a store for a unit of work and close it, and
-long-lived owners (the ClickHouse sink) serve the others.
+long-lived owners (the ClickHouse sink) serve the others. Within that process a store opens
+further sessions on the same data (:meth:`ClickHouseStore.session`): each has its own settings
+and its own turn, so a slow query in one never holds up an insert in another.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlencode, urlparse
 
 import pyarrow as pa
 
@@ -53,7 +55,19 @@ class ClickHouseStore(Protocol):
         """Insert an Arrow table whose column names match the target table's."""
         ...
 
+    def session(self, settings: Mapping[str, str]) -> ClickHouseStore:
+        """A new session on the same data whose every query runs with ``settings``.
+
+        It runs beside this one (queries in one do not wait for the other); close it after use.
+        """
+        ...
+
     def close(self) -> None: ...
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a ClickHouse string literal, quoted and escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _check_identifier(name: str) -> str:
@@ -67,14 +81,18 @@ def _column_list(data: pa.Table) -> str:
 
 
 class ChdbStore:
-    """ClickHouse embedded in this process (chdb) on the data folder ``path``."""
+    """ClickHouse embedded in this process (chdb) on the data folder ``path``.
 
-    def __init__(self, path: str) -> None:
+    Every store on one folder is a chdb connection to the same engine, with its own session:
+    ``settings`` are applied to it as if by ``SET`` right after connecting.
+    """
+
+    def __init__(self, path: str, settings: Mapping[str, str] | None = None) -> None:
         import chdb
 
         connect: Callable[[str], Any] = chdb.connect
         self.path = path
-        self._conn = connect(path)
+        self._conn = connect(f"{path}?{urlencode(settings)}" if settings else path)
 
     def command(self, sql: str) -> None:
         self._conn.query(sql)
@@ -96,17 +114,25 @@ class ChdbStore:
             f"INSERT INTO {_check_identifier(table)} ({columns}) SELECT {columns} FROM Python(rows)"
         )
 
+    def session(self, settings: Mapping[str, str]) -> ChdbStore:
+        return ChdbStore(self.path, settings)
+
     def close(self) -> None:
         self._conn.close()
 
 
 class ServerStore:
-    """A ClickHouse server through clickhouse-connect (``http[s]://user:pass@host:port/db``)."""
+    """A ClickHouse server through clickhouse-connect (``http[s]://user:pass@host:port/db``).
 
-    def __init__(self, url: str) -> None:
+    With ``settings`` the client sends them with every query, and keeps no server session, so
+    threads may share it.
+    """
+
+    def __init__(self, url: str, settings: Mapping[str, str] | None = None) -> None:
         import clickhouse_connect
 
         parts = urlparse(url)
+        self.url = url
         self._client = clickhouse_connect.get_client(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or (8443 if parts.scheme == "https" else 8123),
@@ -114,6 +140,8 @@ class ServerStore:
             password=unquote(parts.password or ""),
             database=parts.path.strip("/") or "default",
             secure=parts.scheme == "https",
+            settings=dict(settings or {}),
+            autogenerate_session_id=settings is None,
         )
 
     def command(self, sql: str) -> None:
@@ -129,6 +157,9 @@ class ServerStore:
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         self._client.insert_arrow(_check_identifier(table), data)
+
+    def session(self, settings: Mapping[str, str]) -> ServerStore:
+        return ServerStore(self.url, settings)
 
     def close(self) -> None:
         self._client.close()

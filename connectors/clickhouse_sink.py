@@ -32,7 +32,9 @@ every batch drops the rows whose identity is already stored or earlier in the ba
 
 The chdb folder can be opened by one process only, so while it runs the sink also answers SQL
 for other processes on a loopback HTTP endpoint, behind a key with the ``read`` role
-(:class:`SqlEndpoint`, :func:`ask_sink`).
+(:class:`SqlEndpoint`, :func:`ask_sink`). Each statement is judged and run read-only, within
+limits, in a session of its own (:class:`connectors.user_sql.UserSql`): a slow query never
+holds up an insert.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +59,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from fastapi import FastAPI, Request
 
-from connectors.clickhouse import ClickHouseStore, QueryResult
+from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string
 from connectors.clickhouse_schema import (
     TABLE_FOR_SCHEMA,
     TABLES,
@@ -65,7 +67,7 @@ from connectors.clickhouse_schema import (
     TableSpec,
     create_tables,
 )
-from connectors.http.app import HttpServer, create_app, is_loopback, require
+from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ
@@ -77,12 +79,15 @@ from connectors.prometheus import (
     SINK_ROWS,
     SINK_SKIPPED,
 )
+from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from schemas.codec import Codec, DecodeError
 
 log = logging.getLogger(__name__)
 
 _FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # 1 MiB (aiokafka's default) left fetches idle
 _POLL_SECONDS = 0.5  # longest a fetch waits, so a stop request is seen promptly
+SQL_HOST = "127.0.0.1"  # the SQL endpoint listens on loopback only, whatever FORESIGHT_BIND_HOST
+MAX_STATEMENT_BYTES = 1 << 20
 
 
 class SinkError(RuntimeError):
@@ -93,14 +98,11 @@ class SinkUnavailableError(ConnectionError):
     """No ClickHouse sink answers SQL at the address asked."""
 
 
-class SqlError(ValueError):
-    """ClickHouse rejected a statement; the message is ClickHouse's own."""
-
-
 class GuardedStore:
-    """A store shared by threads (the sink's inserts, the SQL endpoint), one call at a time.
+    """The sink's own session, shared by its threads (inserts, recovery), one call at a time.
 
-    chdb gives a process one session, so every user of it in the sink goes through this lock.
+    A chdb connection runs one statement at a time; SQL for others runs in sessions of its own
+    (:meth:`session`), so it never waits for this lock nor holds it.
     """
 
     def __init__(self, store: ClickHouseStore) -> None:
@@ -122,6 +124,9 @@ class GuardedStore:
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         with self._lock:
             self._store.insert_arrow(table, data)
+
+    def session(self, settings: Mapping[str, str]) -> ClickHouseStore:
+        return self._store.session(settings)
 
     def close(self) -> None:
         with self._lock:
@@ -177,10 +182,6 @@ class SinkBatch:
         return skipped
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class ClickHouseSink:
     """Consumes ``topics`` as group ``group_id`` and inserts every record into ClickHouse.
 
@@ -204,6 +205,8 @@ class ClickHouseSink:
         Loopback port to answer SQL on while the sink owns the store; ``None``: no endpoint.
     gatekeeper
         Checks the keys (``read`` role) of SQL requests; needed with ``sql_port``.
+    sql_limits
+        What each statement sent to that port is held to (needed with ``sql_port``).
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -220,6 +223,7 @@ class ClickHouseSink:
         ttl_days: int,
         sql_port: int | None = None,
         gatekeeper: Gatekeeper | None = None,
+        sql_limits: SqlLimits | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -230,16 +234,19 @@ class ClickHouseSink:
                 f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
                 f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
             )
+        if sql_port is not None and sql_limits is None:
+            raise ValueError("a sink that answers SQL needs the limits to hold statements to")
         self.bootstrap = bootstrap
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.ttl_days = ttl_days
-        if sql_port is not None and gatekeeper is None:
-            raise ValueError("the sink's SQL endpoint needs a gatekeeper to check keys")
+        if sql_port is not None and (gatekeeper is None or sql_limits is None):
+            raise ValueError("the sink's SQL endpoint needs a gatekeeper and its SQL limits")
         self.sql_port = sql_port
         self.gatekeeper = gatekeeper
+        self.sql_limits = sql_limits
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -263,14 +270,15 @@ class ClickHouseSink:
         try:
             await asyncio.to_thread(create_tables, store, self.ttl_days)
             self._store = store
-            if self.sql_port is not None and self.gatekeeper is not None:
-                self.sql_endpoint = SqlEndpoint(store, self.sql_port, self.gatekeeper)
+            if self.sql_port is not None and self.gatekeeper and self.sql_limits:
+                sql = UserSql(store.session, self.sql_limits)
+                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper)
                 try:
                     await self.sql_endpoint.start()
                 except OSError as error:
                     self.sql_endpoint = None
                     raise SinkError(
-                        f"cannot answer SQL on 127.0.0.1:{self.sql_port}: {error}; is another "
+                        f"cannot answer SQL on {SQL_HOST}:{self.sql_port}: {error}; is another "
                         "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
             consumer = AIOKafkaConsumer(
@@ -380,13 +388,16 @@ class ClickHouseSink:
         """Learn, for newly assigned partitions, the highest offset already stored."""
         if not assigned:
             return
-        found = await asyncio.to_thread(self._stored_high_water, assigned)
-        self._high_water.update(found)
+        # aiokafka fetches from new partitions before this callback ends: hold the flush until
+        # their stored offsets are known, or a first batch would go in unfiltered.
+        async with self._flush_lock:
+            found = await asyncio.to_thread(self._stored_high_water, assigned)
+            self._high_water.update(found)
         if found:
             log.info("resuming with rows already stored up to offsets %s", found)
 
     def _stored_high_water(self, partitions: set[TopicPartition]) -> dict[tuple[str, int], int]:
-        topics = ", ".join(_sql_string(t) for t in sorted({tp.topic for tp in partitions}))
+        topics = ", ".join(sql_string(t) for t in sorted({tp.topic for tp in partitions}))
         union = " UNION ALL ".join(
             f"SELECT topic, partition, offset FROM {t.name} WHERE topic IN ({topics})"
             for t in TABLES
@@ -413,7 +424,7 @@ class ClickHouseSink:
                 continue
             present = set(
                 store.query(
-                    f"SELECT offset, item FROM {name} WHERE topic = {_sql_string(topic)} "
+                    f"SELECT offset, item FROM {name} WHERE topic = {sql_string(topic)} "
                     f"AND partition = {partition} "
                     f"AND offset BETWEEN {offsets[rows].min()} AND {offsets[rows].max()}"
                 ).rows
@@ -438,7 +449,7 @@ class ClickHouseSink:
             for c in columns
         )
         times = _plain(table["ts"])
-        ids = ", ".join(_sql_string(v) for v in set(table[columns[0]].to_pylist()))
+        ids = ", ".join(sql_string(v) for v in set(table[columns[0]].to_pylist()))
         seen = {
             tuple(row)
             for row in self._require_store()
@@ -513,20 +524,19 @@ def jsonable(value: Any) -> Any:
 
 
 class SqlEndpoint:
-    """Answers SQL over HTTP from the store the sink holds: POST the statement to ``/`` with a
-    key of the ``read`` role. It listens on a loopback address only.
+    """Answers SQL over HTTP on loopback: POST the statement to ``/`` with a key of the
+    ``read`` role.
 
-    The answer is ``{"columns": [...], "rows": [[...], ...]}``, or ``400`` with ClickHouse's
-    message in the one error body (:mod:`connectors.http.errors`).
+    The answer is ``{"columns": [...], "rows": [[...], ...]}``; in the one error body
+    (:mod:`connectors.http.errors`), 403 when the statement is refused
+    (:class:`SqlRefusedError`), 400 when ClickHouse rejects it or a limit stops it. Statements
+    run through ``sql``, which judges each and runs it in a session of its own, so requests are
+    answered side by side.
     """
 
-    def __init__(
-        self, store: GuardedStore, port: int, gatekeeper: Gatekeeper, host: str = "127.0.0.1"
-    ) -> None:
-        if not is_loopback(host):
-            raise ValueError(f"the SQL endpoint listens on the loopback only, not {host!r}")
-        self._store = store
-        self._http = HttpServer(self._app(gatekeeper), host, port)
+    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper) -> None:
+        self._sql = sql
+        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port)
 
     @property
     def port(self) -> int:
@@ -539,7 +549,7 @@ class SqlEndpoint:
         await self._http.stop()
 
     def _app(self, gatekeeper: Gatekeeper) -> FastAPI:
-        app = create_app("Foresight SQL", gatekeeper)
+        app = create_app("Foresight SQL", gatekeeper, max_body_bytes=MAX_STATEMENT_BYTES)
 
         @app.post("/", dependencies=[require(READ)])
         async def sql(request: Request) -> dict[str, Any]:
@@ -548,9 +558,11 @@ class SqlEndpoint:
             except UnicodeDecodeError as error:
                 raise ApiError(400, f"the statement is not UTF-8 text: {error}") from None
             try:
-                result = await asyncio.to_thread(self._store.query, statement)
-            except Exception as error:  # ClickHouse's message is the answer
-                raise ApiError(400, str(error).strip()) from None
+                result = await asyncio.to_thread(self._sql.query, statement)
+            except SqlRefusedError as refused:
+                raise ApiError(403, str(refused)) from None
+            except SqlError as error:  # ClickHouse's message, or the limit that stopped it
+                raise ApiError(400, str(error)) from None
             rows = [[jsonable(v) for v in row] for row in result.rows]
             return {"columns": result.columns, "rows": rows}
 
@@ -562,13 +574,15 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(host: str, port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
-    """Run ``sql`` through a running sink's SQL endpoint, with ``key`` (``read`` role).
+def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
+    """Run ``sql`` through the SQL endpoint of the sink running on this machine at ``port``,
+    with ``key`` (``read`` role).
 
-    Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlError` with
-    ClickHouse's message when the statement is rejected, or the sink's when it refuses the key.
+    Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlRefusedError`
+    when the statement (or the key) is refused, :class:`SqlError` with ClickHouse's message
+    when it fails.
     """
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    url = f"http://{SQL_HOST}:{port}/"
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     request = urllib.request.Request(url, data=sql.encode(), headers=headers, method="POST")
     try:
@@ -581,6 +595,8 @@ def ask_sink(host: str, port: int, sql: str, key: str | None, timeout: float = 6
             raise SinkUnavailableError(
                 f"{url} answered {error.code}, not as a sink would"
             ) from error
+        if error.code == 403:
+            raise SqlRefusedError(message) from error
         if error.code != 400:
             message = f"the ClickHouse sink at {url} refused the query ({error.code}): {message}"
         raise SqlError(message) from error

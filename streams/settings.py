@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from connectors.user_sql import SqlLimits
+
 CONFIG_ENV = "FORESIGHT_CONFIG"
 DEFAULT_CONFIG_FILE = "foresight.yaml"
 
@@ -233,7 +235,19 @@ class Settings:
     sink_sql_port: int = _setting(
         8124,
         "FORESIGHT_SINK_SQL_PORT",
-        "Loopback port where the sink answers SQL for the CLI while it owns the chdb folder.",
+        "Port on 127.0.0.1 (always loopback) where the sink answers read-only SQL for the CLI "
+        "while it owns the chdb folder.",
+    )
+    sql_timeout_s: float = _setting(
+        30.0,
+        "FORESIGHT_SQL_TIMEOUT_S",
+        "Longest a SQL statement (foresight sql, training, the sink's endpoint) runs before "
+        "ClickHouse stops it.",
+    )
+    sql_max_rows: int = _setting(
+        1_000_000,
+        "FORESIGHT_SQL_MAX_ROWS",
+        "Most rows a SQL answer may have; larger answers are refused (add LIMIT or aggregate).",
     )
     sink_batch_rows: int = _setting(
         50_000, "FORESIGHT_SINK_BATCH_ROWS", "Rows the ClickHouse sink buffers before inserting."
@@ -248,6 +262,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""
         return dataclasses.replace(self, **changes)
+
+    def sql_limits(self) -> SqlLimits:
+        """What every SQL statement a person or training sends is held to."""
+        return SqlLimits(timeout_s=self.sql_timeout_s, max_rows=self.sql_max_rows)
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:

@@ -534,9 +534,7 @@ def _clickhouse_status(w: Endpoints) -> ServiceStatus:
         from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 
         try:
-            version = ask_sink(
-                "127.0.0.1", w.sink_sql_port, "SELECT version()", w.sink_key, 5.0
-            ).rows[0][0]
+            version = ask_sink(w.sink_sql_port, "SELECT version()", w.sink_key, 5.0).rows[0][0]
         except SinkUnavailableError:
             pass  # no sink holds the folder: open it below
         except Exception as error:  # a sink that answers but fails is the status to report

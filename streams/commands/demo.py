@@ -27,7 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from connectors.clickhouse import QueryResult
-from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink, loopback_for
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
+from connectors.user_sql import SqlError
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from streams import topics
@@ -236,7 +237,7 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink("127.0.0.1", settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
+        ask_sink(settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
     except (SinkUnavailableError, SqlError):
         return False
     return True

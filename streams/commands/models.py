@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any
 
-from connectors.clickhouse_sink import SqlError
+from connectors.clickhouse import sql_string
+from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
 from models.training import compare_predictions
 from streams.commands.sql import query_table
@@ -139,22 +140,18 @@ def _contenders(registry: ModelRegistry, args: argparse.Namespace) -> tuple[Mode
     return by_version[champion_version], by_version[challenger_version]
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _compare(args: argparse.Namespace, settings: Settings) -> int:
     try:
         champion, challenger = _contenders(_registry(settings), args)
     except RegistryError as error:
         return _fail("compare", error)
     horizon_s = float(champion.params.get("horizon_s", settings.failure_horizon_s))
-    versions = f"{_sql_string(champion.version)}, {_sql_string(challenger.version)}"
+    versions = f"{sql_string(champion.version)}, {sql_string(challenger.version)}"
     try:
         predictions = query_table(
             "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, "
             "CAST(model_version, 'String') AS model_version, score FROM predictions "
-            f"WHERE kind = 'FAILURE_RISK' AND model = {_sql_string(args.name)} "
+            f"WHERE kind = 'FAILURE_RISK' AND model = {sql_string(args.name)} "
             f"AND model_version IN ({versions})",
             settings,
         )

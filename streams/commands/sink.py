@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
-from connectors.clickhouse_sink import ClickHouseSink, SinkError
+from connectors.clickhouse_sink import SQL_HOST, ClickHouseSink, SinkError
 from connectors.http.app import HttpServer, create_app
 from connectors.http.auth import Gatekeeper
 from streams.access import StartRefusedError, gatekeeper
@@ -92,12 +92,13 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         ttl_days=settings.clickhouse_ttl_days,
         sql_port=settings.sink_sql_port,
         gatekeeper=keys,
+        sql_limits=settings.sql_limits(),
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
     print(
-        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; SQL on "
-        f"127.0.0.1:{settings.sink_sql_port}, /metrics on "
+        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; read-only SQL on "
+        f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
         f"{settings.bind_host}:{settings.sink_metrics_port}",
         file=sys.stderr,
         flush=True,

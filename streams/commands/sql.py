@@ -2,7 +2,8 @@
 
 With ``CLICKHOUSE_URL`` set the statement goes to that server. Otherwise it goes to the
 ClickHouse sink's SQL endpoint when a sink runs (it owns the chdb folder, which only one
-process can open), and to the chdb folder itself when none does.
+process can open), and to the chdb folder itself when none does. Wherever it goes, it is
+judged and run read-only within the same limits (:class:`connectors.user_sql.UserSql`).
 """
 
 from __future__ import annotations
@@ -16,39 +17,43 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from connectors.clickhouse import ClickHouseStore, QueryResult, open_store
+from connectors.clickhouse import QueryResult, open_store
 from connectors.clickhouse_schema import create_tables
-from connectors.clickhouse_sink import (
-    SinkUnavailableError,
-    SqlError,
-    ask_sink,
-    jsonable,
-)
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, jsonable
+from connectors.user_sql import SqlError, UserSql
 from streams.access import local_client_key
 from streams.settings import Settings
 
 MAX_CELL = 60
+ANSWER_SECONDS = 30.0  # a sink's time to send an answer, beyond the statement's own limit
 T = TypeVar("T")
 
 
 def _where_the_tables_are(
     sql: str,
     settings: Settings,
-    on_store: Callable[[ClickHouseStore], T],
+    on_store: Callable[[UserSql], T],
     from_sink: Callable[[QueryResult], T],
 ) -> T:
     """Run ``sql`` on the sink's endpoint when one answers, else on chdb or the server."""
     if not settings.clickhouse_url:
         try:
             return from_sink(
-                ask_sink("127.0.0.1", settings.sink_sql_port, sql, local_client_key(settings))
+                ask_sink(
+                    settings.sink_sql_port,
+                    sql,
+                    local_client_key(settings),
+                    settings.sql_timeout_s + ANSWER_SECONDS,
+                )
             )
         except SinkUnavailableError:
             pass
     try:
         with open_store(settings.clickhouse_url, settings.chdb_path) as store:
             create_tables(store, settings.clickhouse_ttl_days)
-            return on_store(store)
+            return on_store(UserSql(store.session, settings.sql_limits()))
+    except SqlError:
+        raise
     except Exception as error:  # chdb and clickhouse-connect raise many types
         message = str(error).strip()
         if "EmbeddedServer" in message:
@@ -61,8 +66,8 @@ def _where_the_tables_are(
 
 
 def run_sql(sql: str, settings: Settings) -> QueryResult:
-    """Run ``sql`` where Foresight's tables are; raises ``SqlError`` if ClickHouse rejects it."""
-    return _where_the_tables_are(sql, settings, lambda store: store.query(sql), lambda r: r)
+    """Run ``sql`` where Foresight's tables are; ``SqlError`` says why it did not run."""
+    return _where_the_tables_are(sql, settings, lambda user_sql: user_sql.query(sql), lambda r: r)
 
 
 def query_table(sql: str, settings: Settings) -> pa.Table:
@@ -70,7 +75,7 @@ def query_table(sql: str, settings: Settings) -> pa.Table:
     return _where_the_tables_are(
         sql,
         settings,
-        lambda store: store.query_arrow(sql),
+        lambda user_sql: user_sql.query_arrow(sql),
         lambda r: pa.table({c: [row[i] for row in r.rows] for i, c in enumerate(r.columns)}),
     )
 

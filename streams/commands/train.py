@@ -20,8 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.clickhouse_sink import SqlError
 from connectors.kafka_producer import RecordProducer
+from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
 from streams.codecs import codec_for

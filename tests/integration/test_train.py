@@ -23,9 +23,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
-from connectors.clickhouse_sink import GuardedStore, SqlEndpoint
+from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, KeysFile
+from connectors.user_sql import UserSql
 from models.registry import ModelRegistry
 from models.training import build_training_set
 from schemas.codec import Codec
@@ -185,8 +186,9 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
         return [data.rows, int(data.target.sum()), data.features, data.baseline is not None]
 
     from_folder = read(start)
-    store = GuardedStore(ChdbStore(settings.chdb_path))
-    endpoint = SqlEndpoint(store, settings.sink_sql_port, Gatekeeper(keys))
+    store = ChdbStore(settings.chdb_path)
+    sql = UserSql(store.session, settings.sql_limits())
+    endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys))
     await endpoint.start()
     try:
         through_sink = await asyncio.to_thread(read, start)
