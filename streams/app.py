@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import faust.web.drivers
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import MessageSizeTooLargeError
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import prometheus as metrics
@@ -53,6 +55,21 @@ from streams.state_store import table_store
 
 log = logging.getLogger(__name__)
 _MIB = 1024 * 1024
+_WEB_SCHEME = "foresight-web"
+
+
+class WorkerWeb(AiohttpWeb):
+    """Faust's web server with none of Faust's own pages: the worker's port serves only
+    ``/health`` and ``/metrics`` (Faust's ``/router`` and ``/table`` would show the group's
+    layout and the tables' contents to anyone who can reach the port)."""
+
+    default_blueprints = ()
+    production_blueprints = ()
+    debug_blueprints = ()
+    optional_blueprints = ()
+
+
+faust.web.drivers.DRIVERS.aliases[_WEB_SCHEME] = f"{__name__}:WorkerWeb"
 
 
 def worker_datadir(settings: Settings) -> Path:
@@ -123,6 +140,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
+        web=f"{_WEB_SCHEME}://",
         web_host=settings.bind_host,
         web_bind=settings.bind_host,
         web_port=settings.worker_port,

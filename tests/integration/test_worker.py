@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -303,3 +305,17 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
     assert mine[-1]["values"][hour_count] == len(first) + len(second), (
         "every sample is counted once: none lost in the crash, none counted twice"
     )
+
+
+def test_the_worker_port_serves_health_and_metrics_and_nothing_else(
+    worker: WorkerProcess,
+) -> None:
+    base = f"http://127.0.0.1:{worker.port}"
+    for path in ("/health", "/metrics"):
+        with urllib.request.urlopen(base + path, timeout=30) as response:
+            assert response.status == 200, path
+    # Faust's own pages would show the group's layout and the tables' contents.
+    for path in ("/", "/router/", "/table/", "/table/entity-windows/", "/stats/", "/graph/"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + path, timeout=30)
+        assert refused.value.code == 404, path
