@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from connectors.private_files import write_private
+
 log = logging.getLogger(__name__)
 
 READ, WRITE, OPERATE = "read", "write", "operate"
@@ -119,20 +121,6 @@ def _entry(raw: Any, path: Path) -> ApiKey:
         raise KeysError(f"{path}: a key entry is malformed ({error}): {raw!r:.200}") from error
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this user only (mode 0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
 class KeysFile:
     """The keys file: create, list, revoke, and :meth:`find` the entry of a presented key.
 
@@ -216,7 +204,7 @@ class KeysFile:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = list(self._read())
             yield entries
-            _write_private(self.path, self._text(entries))
+            write_private(self.path, self._text(entries))
         finally:
             os.close(lock)  # releases the lock
 
@@ -272,7 +260,7 @@ class KeysFile:
             return None
         finally:
             os.unlink(draft)
-        _write_private(credentials, key + "\n")
+        write_private(credentials, key + "\n")
         return key
 
 
