@@ -71,6 +71,7 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -187,8 +188,9 @@ class ClickHouseSink:
 
     Parameters
     ----------
-    bootstrap
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     topics
         Topics to store; records are routed to tables by the schema in their header.
     group_id
@@ -214,7 +216,7 @@ class ClickHouseSink:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topics: Sequence[str],
         group_id: str,
         store_factory: Callable[[], ClickHouseStore],
@@ -236,7 +238,7 @@ class ClickHouseSink:
             )
         if sql_port is not None and sql_limits is None:
             raise ValueError("a sink that answers SQL needs the limits to hold statements to")
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
@@ -281,8 +283,7 @@ class ClickHouseSink:
                         f"cannot answer SQL on {SQL_HOST}:{self.sql_port}: {error}; is another "
                         "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            consumer = self.kafka.consumer(
                 group_id=self.group_id,
                 client_id=f"foresight-clickhouse-sink-{self.group_id}",
                 enable_auto_commit=False,

@@ -64,6 +64,7 @@ from connectors.gateway_http import (
 )
 from connectors.http.auth import Admission, Gatekeeper
 from connectors.http.keys import READ, presented_key
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
@@ -88,8 +89,9 @@ class GatewayConfig:
 
     Parameters
     ----------
-    bootstrap_servers
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     gatekeeper
         Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
@@ -112,7 +114,7 @@ class GatewayConfig:
         message; turn it on when clients sit behind slow links).
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
@@ -227,8 +229,7 @@ class Gateway:
 
     async def _start_consumer(self) -> None:
         topics = [self.config.predictions_topic, self.config.alerts_topic]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap_servers,
+        consumer = self.config.kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -238,7 +239,7 @@ class Gateway:
             await consumer.start()
         except Exception as error:
             raise GatewayStartError(
-                f"cannot reach Kafka at {self.config.bootstrap_servers}: {error}; "
+                f"cannot reach Kafka at {self.config.kafka.describe()}: {error!r}; "
                 "is the stack up (foresight stack up)?"
             ) from error
         self._consumer = consumer
@@ -247,7 +248,7 @@ class Gateway:
         if missing:
             await consumer.stop()
             raise GatewayStartError(
-                f"topics {missing} do not exist on {self.config.bootstrap_servers}; "
+                f"topics {missing} do not exist on {self.config.kafka.bootstrap_servers}; "
                 "create them with `foresight topics create`"
             )
         consumer.subscribe(topics)

@@ -25,7 +25,7 @@ non-empty and at most 256 characters (label keys and values too, at most 64 labe
 not negative, and not more than an hour ahead of the receiver's clock; the optional doubles
 (``duration_ms``, ``cost``) are finite, not negative, and fit a double.
 
-Topic names and the Kafka bootstrap are parameters: connectors do not import ``streams``.
+Topic names and the Kafka configuration are parameters: connectors do not import ``streams``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import WRITE
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
 from schemas.codec import Codec, Record, current_schema
@@ -240,7 +241,7 @@ class IngestConfig:
     0 picks a free port (see :attr:`IngestServer.port`).
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     metrics_topic: str
     agent_events_topic: str
     gatekeeper: Gatekeeper
@@ -307,9 +308,7 @@ class IngestServer:
 
     async def start(self) -> None:
         """Connect the producer, then listen; raises if Kafka or the address is unavailable."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap_servers, acks="all", linger_ms=5
-        )
+        producer = self.config.kafka.producer(acks="all", linger_ms=5)
         await producer.start()
         self._producer = producer
         try:

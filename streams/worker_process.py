@@ -126,7 +126,7 @@ class WorkerProcess(ForesightProcess):
         """
         assert self.process is not None
         deadline = time.monotonic() + timeout_s
-        producer = RecordProducer(self.settings.kafka_bootstrap_servers)
+        producer = RecordProducer(self.settings.kafka())
         await producer.start()
         try:
             while True:

@@ -113,7 +113,7 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     asyncio.run(
         ensure_sink_topics(
-            settings.kafka_bootstrap_servers,
+            settings.kafka(),
             sinks,
             ALERTS.partition_count(settings),
             ALERTS.config(settings),

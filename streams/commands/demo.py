@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from connectors.clickhouse import QueryResult
 from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
 from connectors.user_sql import SqlError
@@ -83,9 +81,8 @@ async def _watch(
 ) -> None:
     """Follow the output topics from their current end and print alerts as they come."""
     codec = codec_for(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka().consumer(
         *(spec.name for spec in _WATCHED),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"{group}-watch",
         auto_offset_reset="latest",
         enable_auto_commit=False,

@@ -18,7 +18,7 @@ from streams.topics import ALERTS, PREDICTIONS
 def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfig:
     """The gateway's parameters from the settings, with the command's overrides."""
     return GatewayConfig(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         gatekeeper=gatekeeper(settings, "gateway"),
         host=settings.bind_host,
         port=settings.gateway_port if args.port is None else args.port,

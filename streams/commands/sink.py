@@ -83,7 +83,7 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight sink: {error}", file=sys.stderr)
         return 2
     sink = ClickHouseSink(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         topics=args.topics,
         group_id=args.group,
         store_factory=partial(store_factory, settings),

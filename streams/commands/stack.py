@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
@@ -91,11 +93,15 @@ def topic_requests(settings: Settings) -> list[TopicRequest]:
 
 def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic that does not exist yet."""
-    return asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings)))
+    return asyncio.run(ensure_topics(settings.kafka(), topic_requests(settings)))
 
 
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    outcome = create_topics(settings)
+    try:
+        outcome = create_topics(settings)
+    except KafkaError as error:
+        print(f"foresight topics create: {error}", file=sys.stderr)
+        return 1
     rows: list[dict[str, Any]] = [
         {
             "topic": t.name,

@@ -29,12 +29,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.clickhouse_sink import loopback_for
+from connectors.kafka_clients import KafkaConfig
 from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
 from streams.access import local_client_key
@@ -109,12 +109,12 @@ def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
     return {"worker_running": True, "interval_s": round(elapsed, 2), "records_per_s": rates}
 
 
-async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
+async def consumer_lag(kafka: KafkaConfig, groups: list[str]) -> list[Report]:
     """Per group and topic: committed offsets against end offsets, summed over partitions.
 
     A group with no committed offsets is reported as such (not started, or expired).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="foresight-status")
+    admin = kafka.admin(client_id="foresight-status")
     await admin.start()
     try:
         known = {entry[0] for entry in await admin.list_consumer_groups()}
@@ -128,7 +128,7 @@ async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
     partitions = sorted({tp for offsets in committed.values() for tp in offsets})
     ends: dict[TopicPartition, int] = {}
     if partitions:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        consumer = kafka.consumer(group_id=None)
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions)
@@ -157,16 +157,14 @@ async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
     return rows
 
 
-async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report]:
+async def replay_firing(kafka: KafkaConfig, topic: str, codec: Codec) -> list[Report]:
     """Alerts firing as of the end of ``topic``, replayed from its oldest retained record."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    consumer = kafka.consumer(group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     alerts = FiringAlerts()
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -197,9 +195,7 @@ def firing_alerts(settings: Settings, topic: str) -> Report:
         if body is not None:
             alerts: list[Report] = json.loads(body)
             return {"source": f"gateway {api}", "alerts": alerts}
-    replayed = asyncio.run(
-        replay_firing(settings.kafka_bootstrap_servers, topic, codec_for(settings))
-    )
+    replayed = asyncio.run(replay_firing(settings.kafka(), topic, codec_for(settings)))
     return {"source": f"replay of topic {topic}", "alerts": replayed}
 
 
@@ -247,9 +243,9 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
         "processes": processes(settings),
     }
     try:
-        report["lag"] = asyncio.run(consumer_lag(settings.kafka_bootstrap_servers, groups))
+        report["lag"] = asyncio.run(consumer_lag(settings.kafka(), groups))
     except KafkaError as error:
-        report["lag"] = {"error": f"Kafka at {settings.kafka_bootstrap_servers}: {error!r}"}
+        report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
     report["throughput"] = throughput(settings)
     try:
         report["firing_alerts"] = firing_alerts(settings, alerts_topic)

@@ -33,7 +33,7 @@ _PUBLISH_TIMEOUT_S = 30.0
 
 
 async def _produce(settings: Settings, records: Sequence[dict[str, Any]]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
+    producer = RecordProducer(settings.kafka(), codec_for(settings))
     await producer.start()
     try:
         for record in records:
@@ -49,7 +49,7 @@ def publish_updates(settings: Settings, records: Sequence[dict[str, Any]]) -> st
         asyncio.run(asyncio.wait_for(_produce(settings, records), _PUBLISH_TIMEOUT_S))
     except Exception as error:  # aiokafka, asyncio and socket errors alike
         return (
-            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka_bootstrap_servers} "
+            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka().describe()} "
             f"({type(error).__name__}: {error}); the registry is changed, workers will see it "
             "when they next reload. Is Kafka up (foresight stack status)?"
         )

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -202,10 +201,10 @@ async def running_gateway(
 ) -> AsyncIterator[tuple[Gateway, Callable[[str, dict[str, Any]], Any]]]:
     """A gateway on its own one-partition topics, and a function producing to them."""
     topics = {"prediction_batch": f"test.predictions.{unique}", "alert": f"test.alerts.{unique}"}
-    bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(t, 1, {}) for t in topics.values()])
+    kafka = settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(t, 1, {}) for t in topics.values()])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = kafka.producer(linger_ms=5)
     await producer.start()
 
     async def produce(schema: str, record: dict[str, Any]) -> None:
@@ -221,7 +220,7 @@ async def running_gateway(
     for key, role in ((KEY, READ), ("other-key", READ), (WRITER_KEY, WRITE)):
         keys.create(key, [role], key=key)
     config = GatewayConfig(
-        bootstrap_servers=bootstrap,
+        kafka=kafka,
         gatekeeper=Gatekeeper(keys),
         port=0,
         predictions_topic=topics["prediction_batch"],

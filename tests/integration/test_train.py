@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, KeysFile
+from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import UserSql
 from models.registry import ModelRegistry
 from models.training import build_training_set
@@ -88,8 +89,8 @@ def _foresight(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
     )
 
 
-async def _end_offset(bootstrap: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _end_offset(kafka: KafkaConfig) -> int:
+    consumer = kafka.consumer()
     await consumer.start()
     try:
         tp = TopicPartition(MODEL_UPDATES.name, 0)
@@ -98,8 +99,8 @@ async def _end_offset(bootstrap: str) -> int:
         await consumer.stop()
 
 
-async def _updates_since(bootstrap: str, offset: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _updates_since(kafka: KafkaConfig, offset: int) -> list[dict[str, Any]]:
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(MODEL_UPDATES.name, 0)
@@ -130,8 +131,8 @@ def test_train_registers_a_candidate_and_promote_announces_it(
         FORESIGHT_SINK_SQL_PORT=str(free_port()),  # no sink there: the folder is opened
         MODEL_REGISTRY_URL=f"file://{registry_folder}",
     )
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    offset = asyncio.run(_end_offset(bootstrap))
+    kafka = stack_settings.kafka()
+    offset = asyncio.run(_end_offset(kafka))
 
     trained = _foresight(
         env, tmp_path, "train", "failure_risk", "--since", _iso(start), "--until", _iso(now),
@@ -158,7 +159,7 @@ def test_train_registers_a_candidate_and_promote_announces_it(
     assert [(r["version"], r["stage"]) for r in json.loads(listed.stdout)] == [("1", "production")]
 
     announced = [
-        u for u in asyncio.run(_updates_since(bootstrap, offset))
+        u for u in asyncio.run(_updates_since(kafka, offset))
         if u["content_hash"] == update["content_hash"]
     ]  # fmt: skip
     assert [u["action"] for u in announced] == ["REGISTERED", "PROMOTED"]
