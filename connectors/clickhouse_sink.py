@@ -44,6 +44,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.error
@@ -71,6 +72,7 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ
+from connectors.http.tls import TlsConfig
 from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     EVENTS_IN,
@@ -209,6 +211,8 @@ class ClickHouseSink:
         Checks the keys (``read`` role) of SQL requests; needed with ``sql_port``.
     sql_limits
         What each statement sent to that port is held to (needed with ``sql_port``).
+    tls
+        With a certificate, the SQL endpoint serves https only (``FORESIGHT_TLS_CERT``).
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -226,6 +230,7 @@ class ClickHouseSink:
         sql_port: int | None = None,
         gatekeeper: Gatekeeper | None = None,
         sql_limits: SqlLimits | None = None,
+        tls: TlsConfig | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -249,6 +254,7 @@ class ClickHouseSink:
         self.sql_port = sql_port
         self.gatekeeper = gatekeeper
         self.sql_limits = sql_limits
+        self.tls = tls or TlsConfig()
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -274,7 +280,7 @@ class ClickHouseSink:
             self._store = store
             if self.sql_port is not None and self.gatekeeper and self.sql_limits:
                 sql = UserSql(store.session, self.sql_limits)
-                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper)
+                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper, self.tls)
                 try:
                     await self.sql_endpoint.start()
                 except OSError as error:
@@ -535,9 +541,11 @@ class SqlEndpoint:
     answered side by side.
     """
 
-    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper) -> None:
+    def __init__(
+        self, sql: UserSql, port: int, gatekeeper: Gatekeeper, tls: TlsConfig | None = None
+    ) -> None:
         self._sql = sql
-        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port)
+        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port, tls)
 
     @property
     def port(self) -> int:
@@ -575,19 +583,25 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
+def ask_sink(
+    port: int, sql: str, key: str | None, timeout: float = 60.0, tls: TlsConfig | None = None
+) -> QueryResult:
     """Run ``sql`` through the SQL endpoint of the sink running on this machine at ``port``,
-    with ``key`` (``read`` role).
+    with ``key`` (``read`` role); over https, verified with ``tls``'s CA, when ``tls`` has a
+    certificate (the sink's settings are the caller's).
 
     Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlRefusedError`
     when the statement (or the key) is refused, :class:`SqlError` with ClickHouse's message
     when it fails.
     """
-    url = f"http://{SQL_HOST}:{port}/"
+    tls = tls or TlsConfig()
+    url = tls.url(SQL_HOST, port)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     request = urllib.request.Request(url, data=sql.encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=tls.client_context()
+        ) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
         try:
@@ -602,6 +616,12 @@ def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> Que
             message = f"the ClickHouse sink at {url} refused the query ({error.code}): {message}"
         raise SqlError(message) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise SqlError(
+                f"the ClickHouse sink at {url} presented a certificate this client does not "
+                f"trust ({reason.verify_message}); set FORESIGHT_TLS_CA to the CA that signed it"
+            ) from error
         raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error
     except ValueError as error:
         raise SinkUnavailableError(f"{url} answered something other than a sink's JSON") from error

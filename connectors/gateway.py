@@ -1,6 +1,7 @@
 """The WebSocket gateway: predictions and alerts from Kafka to browsers and dashboards, live.
 
-One asyncio process, one port (``FORESIGHT_GATEWAY_PORT``):
+One asyncio process, one port (``FORESIGHT_GATEWAY_PORT``), over TLS (https and wss) when the
+configuration has a certificate:
 
 * ``/ws``: the live feed. A client connects with its API key, sends a subscribe message (see
   :mod:`connectors.gateway_filters`), and gets ``{"type": "subscribed"}``, the latest state
@@ -36,7 +37,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -64,6 +65,7 @@ from connectors.gateway_http import (
 )
 from connectors.http.auth import Admission, Gatekeeper
 from connectors.http.keys import READ, presented_key
+from connectors.http.tls import TlsConfig
 from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     GATEWAY_CLIENTS,
@@ -112,6 +114,9 @@ class GatewayConfig:
     compress
         Offer permessage-deflate to clients (default ``False``: it costs CPU per client per
         message; turn it on when clients sit behind slow links).
+    tls
+        With a certificate (``FORESIGHT_TLS_CERT``), every route and the feed are served over
+        TLS only (``https``, ``wss``); without, plain (the default).
     """
 
     kafka: KafkaConfig
@@ -126,6 +131,7 @@ class GatewayConfig:
     max_poll_records: int = 500
     snapshot_limit: int = 1000
     compress: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 class _Client:
@@ -183,11 +189,11 @@ class Gateway:
             # permessage-deflate would compress each message once per client: CPU that grows
             # with the fan-out, for messages that are small already.
             compression="deflate" if self.config.compress else None,
+            ssl=self.config.tls.server_context(),
         )
         log.info(
-            "gateway on http://%s:%d relaying %s and %s",
-            self.config.host,
-            self.port,
+            "gateway on %s relaying %s and %s",
+            self.config.tls.url(self.config.host, self.port),
             self.config.predictions_topic,
             self.config.alerts_topic,
         )

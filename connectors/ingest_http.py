@@ -25,7 +25,8 @@ non-empty and at most 256 characters (label keys and values too, at most 64 labe
 not negative, and not more than an hour ahead of the receiver's clock; the optional doubles
 (``duration_ms``, ``cost``) are finite, not negative, and fit a double.
 
-Topic names and the Kafka configuration are parameters: connectors do not import ``streams``.
+With a certificate in ``tls`` it serves https only. Topic names and the Kafka configuration are
+parameters: connectors do not import ``streams``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -48,6 +49,7 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import WRITE
+from connectors.http.tls import TlsConfig
 from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
@@ -238,7 +240,7 @@ class IngestConfig:
 
     ``entity_labels`` is the parsed ``FORESIGHT_ENTITY_LABELS``; ``gatekeeper`` checks keys
     and rate limits (:func:`streams.access.gatekeeper` builds it from the settings); ``port``
-    0 picks a free port (see :attr:`IngestServer.port`).
+    0 picks a free port (see :attr:`IngestServer.port`); ``tls`` with a certificate: https.
     """
 
     kafka: KafkaConfig
@@ -249,6 +251,7 @@ class IngestConfig:
     host: str = "127.0.0.1"
     port: int = 9201
     max_body_bytes: int = 16 << 20
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -312,12 +315,12 @@ class IngestServer:
         await producer.start()
         self._producer = producer
         try:
-            self._http = HttpServer(self.app(), self.config.host, self.config.port)
+            self._http = HttpServer(self.app(), self.config.host, self.config.port, self.config.tls)
             await self._http.start()
         except BaseException:
             await self.stop()
             raise
-        log.info("ingesting on http://%s:%d", self.config.host, self.port)
+        log.info("ingesting on %s", self.config.tls.url(self.config.host, self.port))
 
     async def stop(self) -> None:
         """Stop listening, then flush and close the producer."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from connectors.kafka_producer import RecordProducer
 from streams import topics
+from streams.access import local_url, open_local
 from streams.settings import Settings
 
 
@@ -95,9 +96,11 @@ class WorkerProcess(ForesightProcess):
         return self
 
     def health(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.port}/health"
+        """The worker's /health report (https with the settings' TLS); ``None`` until it
+        answers."""
+        url = local_url(self.settings, self.port, "/health")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with open_local(self.settings, url, 2) as response:
                 loaded: dict[str, Any] = json.loads(response.read())
                 return loaded
         except urllib.error.HTTPError as error:
@@ -107,9 +110,9 @@ class WorkerProcess(ForesightProcess):
             return None
 
     def metric(self, name: str) -> float:
-        url = f"http://127.0.0.1:{self.port}/metrics"
+        url = local_url(self.settings, self.port, "/metrics")
         # A long vectorised pass holds the worker's event loop, and its web server with it.
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with open_local(self.settings, url, 30) as response:
             text = response.read().decode()
         return sum(
             float(line.rsplit(" ", 1)[1])

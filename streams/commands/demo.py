@@ -18,19 +18,18 @@ import asyncio
 import json
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connectors.clickhouse import QueryResult
-from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 from connectors.user_sql import SqlError
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from streams import topics
-from streams.access import local_client_key
+from streams.access import local_client_key, local_url, open_local
 from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
@@ -234,19 +233,21 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink(settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
+        ask_sink(
+            settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0, settings.tls()
+        )
     except (SinkUnavailableError, SqlError):
         return False
     return True
 
 
 def _gateway_url(settings: Settings) -> str:
-    return f"http://{loopback_for(settings.bind_host)}:{settings.gateway_port}"
+    return local_url(settings, settings.gateway_port, "")
 
 
 def _gateway_answers(settings: Settings) -> bool:
     try:
-        with urllib.request.urlopen(f"{_gateway_url(settings)}/health", timeout=2.0):
+        with open_local(settings, f"{_gateway_url(settings)}/health", 2.0):
             return True
     except OSError:
         return False

@@ -27,6 +27,7 @@ def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfi
         queue_size=settings.gateway_queue_size,
         coalesce=not args.no_coalesce,
         replay_size=args.replay_size,
+        tls=settings.tls(),
     )
 
 

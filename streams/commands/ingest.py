@@ -39,6 +39,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         entity_labels=tuple(k.strip() for k in settings.entity_labels.split(",") if k.strip()),
         host=settings.bind_host,
         port=settings.ingest_port,
+        tls=settings.tls(),
     )
 
 
@@ -50,7 +51,7 @@ async def _serve(config: IngestConfig, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with IngestServer(config, codec) as server:
         print(
-            f"foresight ingest: listening on http://{config.host}:{server.port} "
+            f"foresight ingest: listening on {config.tls.url(config.host, server.port)} "
             f"(remote_write at /api/v1/write), producing to {config.kafka.describe()}",
             file=sys.stderr,
             flush=True,

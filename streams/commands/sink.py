@@ -55,7 +55,7 @@ async def _progress(sink: ClickHouseSink, stop: asyncio.Event) -> None:
 async def _run(sink: ClickHouseSink, keys: Gatekeeper, settings: Settings) -> None:
     """Serve /health and /metrics, and run the sink until SIGTERM or SIGINT."""
     app = create_app("Foresight sink", keys, health=lambda: {"status": "ok", **asdict(sink.stats)})
-    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port)
+    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port, settings.tls())
     try:
         await metrics.start()
     except OSError as error:
@@ -93,13 +93,15 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         sql_port=settings.sink_sql_port,
         gatekeeper=keys,
         sql_limits=settings.sql_limits(),
+        tls=settings.tls(),
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
+    tls = settings.tls()
     print(
         f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; read-only SQL on "
-        f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
-        f"{settings.bind_host}:{settings.sink_metrics_port}",
+        f"{tls.url(SQL_HOST, settings.sink_sql_port)}, /metrics on "
+        f"{tls.url(settings.bind_host, settings.sink_metrics_port, '/metrics')}",
         file=sys.stderr,
         flush=True,
     )
