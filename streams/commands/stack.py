@@ -28,6 +28,9 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.chdb_path,
         settings.sink_sql_port,
         local_client_key(settings),
+        sink_tls=settings.tls(),
+        kafka_sasl_port=settings.stack_kafka_sasl_port,
+        kafka=settings.kafka(),
     )
 
     def progress(line: str) -> None:
