@@ -36,6 +36,7 @@ from models.features import (
     window_statistics,
 )
 from models.forecast import SeasonalForecaster
+from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
 
 Record = dict[str, Any]
 _MAGIC = b"FSE2"
@@ -68,6 +69,9 @@ class PipelineConfig:
         default_factory=lambda: {"memory_percent": 100.0, "disk_used_percent": 100.0}
     )
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    signal_rules: SignalRules = field(default_factory=SignalRules.shipped)
+    max_series: int = 10_000
+    series_lookback_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,9 @@ class EntityPipeline:
         self.models = models
         cfg = models.config
         self.windows = FeatureWindows(max_metrics=cfg.max_metrics)
+        self.stage = SignalStage(
+            cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
+        )
         self.labels: dict[str, str] = {}
         self.anomaly = models.detector.init_state(self.windows.capacity)
         self.forecast = models.forecaster.init_state(self.windows.capacity)
@@ -163,6 +170,33 @@ class EntityPipeline:
     def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
         """Add a batch of samples; returns the metric names refused by the cardinality limit."""
         return self.windows.add(t_ms, names, values)
+
+    def observe(
+        self,
+        t_ms: int,
+        names: Sequence[str],
+        values: FloatArray,
+        kinds: Sequence[MetricKind],
+        ended: Sequence[str] = (),
+    ) -> StageOutput:
+        """The first stage: one MetricBatch's raw series (see :mod:`models.signals`); the
+        signals of every scrape it completes go to the windows."""
+        return self._admit(self.stage.observe(t_ms, names, values, kinds, ended))
+
+    def close_scrape(self) -> StageOutput:
+        """Complete the open scrape now (its window step is closing): its signals go to the
+        windows."""
+        return self._admit(self.stage.close())
+
+    def _admit(self, out: StageOutput) -> StageOutput:
+        for signals in out.signals:
+            refused = set(self.add(signals.t_ms, signals.names, signals.values))
+            out.refused += [
+                (name, *origin)
+                for name, origin in zip(signals.names, signals.origins, strict=True)
+                if name in refused
+            ]
+        return out
 
     def due(self, watermark_ms: int) -> bool:
         """Whether a window step has ended by ``watermark_ms``."""
@@ -237,6 +271,7 @@ class EntityPipeline:
     def windows_bytes(self) -> bytes:
         """The windows, alert states and stream position, as compressed bytes."""
         n = len(self.windows.metrics)
+        series, table = self.stage.state()
         return _pack(
             {
                 "entity": self.entity,
@@ -245,12 +280,14 @@ class EntityPipeline:
                 "alerts": {k: v.as_array() for k, v in self.alerts.items()},
                 "last_step_ms": self.last_step_ms,
                 "last_offset": self.last_offset,
+                "signals": series,
             },
             [
                 self.windows.buckets[:n],
                 self.windows.bucket_ids[:n].astype(np.float64),
                 self.windows.last[:n],
                 self.windows.ewma[:n],
+                table,
             ],
         )
 
@@ -285,6 +322,8 @@ class EntityPipeline:
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
         pipeline.last_offset = header["last_offset"]
+        if "signals" in header:  # states saved before the signal stage have none
+            pipeline.stage.restore(header["signals"], arrays[4])
         if model_states is not None:
             saved, (anomaly, forecast, bottleneck) = _unpack(model_states)
             k = len(saved["metrics"])

@@ -11,6 +11,7 @@ import pytest
 
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
+from models.signals import MetricKind
 from schemas.codec import Codec
 from streams.simulation import Simulation, SimulationConfig
 
@@ -83,7 +84,8 @@ def test_state_stays_bounded(models: ModelSet) -> None:
 
 
 def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulation]:
-    """Run the simulator's hour through the pipeline as the worker does, scrape by scrape."""
+    """Run the simulator's hour through the pipeline as the worker does, scrape by scrape:
+    through the signal stage and its simulator profile, into the windows."""
     simulation = Simulation(SimulationConfig(hosts=hosts, agents=0, seed=7))
     codec = Codec()
     pipelines: dict[str, EntityPipeline] = {}
@@ -98,8 +100,10 @@ def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulat
         due = []
         for record in batches:
             p = pipelines.setdefault(record["entity"], EntityPipeline(record["entity"], models))
-            p.add(t, record["names"], np.asarray(record["values"]))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            p.observe(t, record["names"], np.asarray(record["values"]), kinds)
             if p.due(t):
+                assert p.close_scrape().signals[0].names == record["names"]
                 due.append(p)
         for _, _, step_alerts in step_many(due, [t] * len(due)):
             alerts += step_alerts
