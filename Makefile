@@ -3,11 +3,26 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# System packages (Debian) each target needs, installed by deploy/local/system-packages when
+# missing; `deploy/local/system-packages --list` says which package and why.
+SYSTEM_PACKAGES := deploy/local/system-packages
+PYTHON_NEEDS := python3.11 python3.11-venv
+STACK_NEEDS := $(PYTHON_NEEDS) java javac mvn redis-server
+TEST_NEEDS := $(STACK_NEEDS) chromium
 
-.PHONY: install demo test test-unit lint bench stack-up stack-down clean
+.PHONY: install demo test test-unit lint bench stack-up stack-down clean \
+	python-packages stack-packages test-packages
 
-$(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required: install python3.11"; exit 1; }
+python-packages:
+	@$(SYSTEM_PACKAGES) $(PYTHON_NEEDS)
+
+stack-packages:
+	@$(SYSTEM_PACKAGES) $(STACK_NEEDS)
+
+test-packages:
+	@$(SYSTEM_PACKAGES) $(TEST_NEEDS)
+
+$(STAMP): pyproject.toml | python-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -16,11 +31,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Bring up the local stack and run the product on its local defaults.
-demo: $(STAMP)
+demo: stack-packages $(STAMP)
 	$(BIN)/foresight demo
 
 ## Lint, type-check, and run every test (unit and integration on the real local stack).
-test: $(STAMP) lint
+test: test-packages $(STAMP) lint
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP)
@@ -31,10 +46,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: stack-packages $(STAMP)
 	$(BIN)/foresight bench pipeline
 
-stack-up: $(STAMP)
+stack-up: stack-packages $(STAMP)
 	$(BIN)/foresight stack up
 
 stack-down: $(STAMP)

@@ -109,11 +109,11 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
-def pagerduty_payload(alert: Alert, routing_key: str = "") -> dict[str, Any]:
+def pagerduty_payload(alert: Alert) -> dict[str, Any]:
     """A PagerDuty Events API v2 event: trigger on FIRING, resolve on RESOLVED, by dedup key.
 
-    Without ``routing_key`` the field is left out: the PagerDuty connector inserts it, so the
-    integration key lives in the connector config instead of in every Kafka record.
+    It has no ``routing_key``: the PagerDuty connector inserts it from its secrets file, so the
+    integration key is never in a Kafka record.
     """
     event: dict[str, Any] = {
         "event_action": "resolve" if alert["status"] == "RESOLVED" else "trigger",
@@ -134,8 +134,6 @@ def pagerduty_payload(alert: Alert, routing_key: str = "") -> dict[str, Any]:
         },
         "client": "Foresight",
     }
-    if routing_key:
-        event = {"routing_key": routing_key, **event}
     return event
 
 
@@ -184,7 +182,7 @@ class AlertTarget:
     connector_file: str
     content_type: str
     batch_json_array: bool
-    build: Callable[[Alert, str], Any]
+    build: Callable[[Alert], Any]
 
 
 TARGETS: dict[str, AlertTarget] = {
@@ -196,7 +194,7 @@ TARGETS: dict[str, AlertTarget] = {
             "webhook.json",
             "application/json",
             False,
-            lambda alert, _key: webhook_payload(alert),
+            webhook_payload,
         ),
         AlertTarget(
             "slack",
@@ -204,7 +202,7 @@ TARGETS: dict[str, AlertTarget] = {
             "slack.json",
             "application/json",
             False,
-            lambda alert, _key: slack_payload(alert),
+            slack_payload,
         ),
         AlertTarget(
             "pagerduty",
@@ -220,19 +218,16 @@ TARGETS: dict[str, AlertTarget] = {
             "alertmanager.json",
             "application/json",
             False,
-            lambda alert, _key: alertmanager_payload(alert),
+            alertmanager_payload,
         ),
     )
 }
 
 
-def payloads_for(alert: Alert, routing_key: str = "") -> dict[str, tuple[str, bytes]]:
+def payloads_for(alert: Alert) -> dict[str, tuple[str, bytes]]:
     """Every target's JSON twin of ``alert``: ``{target: (topic, UTF-8 JSON bytes)}``.
 
     Produce each to its topic keyed by ``alert["dedup_key"]``, so a firing and its resolve stay
-    in order on one partition. ``routing_key`` goes into the PagerDuty event when given.
+    in order on one partition.
     """
-    return {
-        name: (target.topic, _dumps(target.build(alert, routing_key)))
-        for name, target in TARGETS.items()
-    }
+    return {name: (target.topic, _dumps(target.build(alert))) for name, target in TARGETS.items()}

@@ -2,8 +2,11 @@
 
 One JSON file per target in ``connectors/kafka-connect/`` (``{"name": ..., "config": {...}}``,
 the body ``POST /connectors`` takes) holds the placeholders ``${url}`` and, for PagerDuty,
-``${routing_key}``. :func:`sink_config` fills them from parameters, so no endpoint or secret is
-stored in the repository; :func:`ensure_sink_topics` creates the topics they read and write.
+``${routing_key}``. :func:`sink_config` replaces them by references to the connector's secrets
+file (``${file:<secrets_dir>/<name>.properties:url}``), since a URL may carry a token (Slack,
+webhooks) and the routing key is one; :func:`apply_sink` writes that file, then the config. So
+no endpoint or secret is in the repository, in Kafka or in Connect's log.
+:func:`ensure_sink_topics` creates the topics the sinks read and write.
 """
 
 from __future__ import annotations
@@ -11,12 +14,18 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connectors.alert_payloads import TARGETS
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_connect import (
+    apply_connector,
+    restart_connector,
+    secret_reference,
+    write_secrets,
+)
 
 CONFIG_DIR = Path(__file__).parent / "kafka-connect"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -24,12 +33,17 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """A filled connector: its name, the topic it reads and the config to PUT."""
+    """A filled connector: its name, the topic it reads, the config to PUT and its secrets.
+
+    ``config`` refers to ``secrets_file`` for every secret; ``secrets`` is that file's content.
+    """
 
     target: str
     name: str
     topic: str
     config: dict[str, str]
+    secrets_file: Path
+    secrets: dict[str, str] = field(repr=False)
 
 
 def _check_url(target: str, url: str) -> None:
@@ -57,30 +71,50 @@ def sink_name(target: str) -> str:
 def sink_config(
     target: str,
     url: str,
+    *,
+    secrets_dir: Path,
     routing_key: str = "",
     topic: str | None = None,
     name: str | None = None,
 ) -> SinkConfig:
-    """The connector of ``target`` with its URL (and PagerDuty routing key) filled in.
+    """The connector of ``target``, its URL (and PagerDuty routing key) kept in its secrets file.
 
-    ``topic`` and ``name`` override the defaults (tests use unique ones per run).
+    The file is ``<secrets_dir>/<name>.properties``, a path the Connect worker must be allowed
+    to read. ``topic`` and ``name`` override the defaults (tests use unique ones per run).
     """
     document = _document(target)
     _check_url(target, url)
-    values = {"${url}": url, "${routing_key}": routing_key}
+    name = name or document["name"]
+    secrets_file = secrets_dir / f"{name}.properties"
+    placeholders = {"${url}": ("url", url), "${routing_key}": ("routing_key", routing_key)}
     config: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     for key, value in document["config"].items():
-        if value in values:
-            if not values[value]:
+        if value in placeholders:
+            secret_key, secret = placeholders[value]
+            if not secret:
                 raise ValueError(
                     f"{target}: {key} needs a value for {value}; pass the routing key "
                     "(--pagerduty-routing-key) of the PagerDuty service's Events API v2 integration"
                 )
-            value = values[value]
+            secrets[secret_key] = secret
+            value = secret_reference(secrets_file, secret_key)
         config[key] = value
     if topic is not None:
         config["topics"] = topic
-    return SinkConfig(target, name or document["name"], config["topics"], config)
+    return SinkConfig(target, name, config["topics"], config, secrets_file, secrets)
+
+
+def apply_sink(connect_url: str, sink: SinkConfig) -> None:
+    """Write the sink's secrets file, then create or update its connector (idempotent).
+
+    When the secrets changed, the connector and its tasks restart: the config itself, mere
+    references, may not have changed, and a running task keeps the values it started with.
+    """
+    changed = write_secrets(sink.secrets_file, sink.secrets)
+    apply_connector(connect_url, sink.name, sink.config)
+    if changed:
+        restart_connector(connect_url, sink.name)
 
 
 async def ensure_sink_topics(

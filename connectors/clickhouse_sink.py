@@ -31,7 +31,8 @@ every batch drops the rows whose identity is already stored or earlier in the ba
 (:meth:`_without_repeats`): the first row of each stays.
 
 The chdb folder can be opened by one process only, so while it runs the sink also answers SQL
-for other processes on a loopback HTTP endpoint (:class:`SqlEndpoint`, :func:`ask_sink`).
+for other processes on a loopback HTTP endpoint, behind a key with the ``read`` role
+(:class:`SqlEndpoint`, :func:`ask_sink`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from fastapi import FastAPI, Request
 
 from connectors.clickhouse import ClickHouseStore, QueryResult
 from connectors.clickhouse_schema import (
@@ -64,6 +65,10 @@ from connectors.clickhouse_schema import (
     TableSpec,
     create_tables,
 )
+from connectors.http.app import HttpServer, create_app, is_loopback, require
+from connectors.http.auth import Gatekeeper
+from connectors.http.errors import ApiError
+from connectors.http.keys import READ
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -195,8 +200,10 @@ class ClickHouseSink:
         Longest a record waits for its insert (``FORESIGHT_SINK_BATCH_SECONDS``, default 1).
     ttl_days
         Days rows are kept (``FORESIGHT_CLICKHOUSE_TTL_DAYS``, default 30).
-    sql_address
-        ``(host, port)`` to answer SQL on while the sink owns the store; ``None``: no endpoint.
+    sql_port
+        Loopback port to answer SQL on while the sink owns the store; ``None``: no endpoint.
+    gatekeeper
+        Checks the keys (``read`` role) of SQL requests; needed with ``sql_port``.
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -211,7 +218,8 @@ class ClickHouseSink:
         batch_rows: int,
         batch_seconds: float,
         ttl_days: int,
-        sql_address: tuple[str, int] | None = None,
+        sql_port: int | None = None,
+        gatekeeper: Gatekeeper | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -228,7 +236,10 @@ class ClickHouseSink:
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.ttl_days = ttl_days
-        self.sql_address = sql_address
+        if sql_port is not None and gatekeeper is None:
+            raise ValueError("the sink's SQL endpoint needs a gatekeeper to check keys")
+        self.sql_port = sql_port
+        self.gatekeeper = gatekeeper
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -252,16 +263,16 @@ class ClickHouseSink:
         try:
             await asyncio.to_thread(create_tables, store, self.ttl_days)
             self._store = store
-            if self.sql_address is not None:
-                host, port = self.sql_address
+            if self.sql_port is not None and self.gatekeeper is not None:
+                self.sql_endpoint = SqlEndpoint(store, self.sql_port, self.gatekeeper)
                 try:
-                    self.sql_endpoint = SqlEndpoint(store, host, port)
+                    await self.sql_endpoint.start()
                 except OSError as error:
+                    self.sql_endpoint = None
                     raise SinkError(
-                        f"cannot answer SQL on {host}:{port}: {error}; is another sink "
-                        "running? Give this one a free port"
+                        f"cannot answer SQL on 127.0.0.1:{self.sql_port}: {error}; is another "
+                        "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
-                self.sql_endpoint.start()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group_id,
@@ -279,7 +290,7 @@ class ClickHouseSink:
                 await consumer.stop()
         finally:
             if self.sql_endpoint is not None:
-                self.sql_endpoint.stop()
+                await self.sql_endpoint.stop()
             self._store = None
             store.close()
 
@@ -502,57 +513,48 @@ def jsonable(value: Any) -> Any:
 
 
 class SqlEndpoint:
-    """Answers SQL over HTTP from the store the sink holds: POST the statement to ``/``.
+    """Answers SQL over HTTP from the store the sink holds: POST the statement to ``/`` with a
+    key of the ``read`` role. It listens on a loopback address only.
 
-    The answer is ``{"columns": [...], "rows": [[...], ...]}``, or status 400 with
-    ``{"error": "<ClickHouse's message>"}``. No authentication: bind it to loopback.
+    The answer is ``{"columns": [...], "rows": [[...], ...]}``, or ``400`` with ClickHouse's
+    message in the one error body (:mod:`connectors.http.errors`).
     """
 
-    def __init__(self, store: GuardedStore, host: str, port: int) -> None:
+    def __init__(
+        self, store: GuardedStore, port: int, gatekeeper: Gatekeeper, host: str = "127.0.0.1"
+    ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"the SQL endpoint listens on the loopback only, not {host!r}")
         self._store = store
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sink-sql", daemon=True
-        )
+        self._http = HttpServer(self._app(gatekeeper), host, port)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._http.port
 
-    def start(self) -> None:
-        self._thread.start()
+    async def start(self) -> None:
+        await self._http.start()
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    async def stop(self) -> None:
+        await self._http.stop()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        store = self._store
+    def _app(self, gatekeeper: Gatekeeper) -> FastAPI:
+        app = create_app("Foresight SQL", gatekeeper)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                try:
-                    result = store.query(sql)
-                except Exception as error:  # ClickHouse's message is the answer
-                    self._reply(400, {"error": str(error).strip()})
-                    return
-                rows = [[jsonable(v) for v in row] for row in result.rows]
-                self._reply(200, {"columns": result.columns, "rows": rows})
+        @app.post("/", dependencies=[require(READ)])
+        async def sql(request: Request) -> dict[str, Any]:
+            try:
+                statement = (await request.body()).decode()
+            except UnicodeDecodeError as error:
+                raise ApiError(400, f"the statement is not UTF-8 text: {error}") from None
+            try:
+                result = await asyncio.to_thread(self._store.query, statement)
+            except Exception as error:  # ClickHouse's message is the answer
+                raise ApiError(400, str(error).strip()) from None
+            rows = [[jsonable(v) for v in row] for row in result.rows]
+            return {"columns": result.columns, "rows": rows}
 
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("sql endpoint: " + format, *args)
-
-        return Handler
+        return app
 
 
 def loopback_for(bind_host: str) -> str:
@@ -560,24 +562,27 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(host: str, port: int, sql: str, timeout: float = 60.0) -> QueryResult:
-    """Run ``sql`` through a running sink's SQL endpoint.
+def ask_sink(host: str, port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
+    """Run ``sql`` through a running sink's SQL endpoint, with ``key`` (``read`` role).
 
     Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlError` with
-    ClickHouse's message when the statement is rejected.
+    ClickHouse's message when the statement is rejected, or the sink's when it refuses the key.
     """
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
-    request = urllib.request.Request(url, data=sql.encode(), method="POST")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, data=sql.encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
         try:
-            message = json.loads(error.read())["error"]
-        except (ValueError, KeyError):
+            message = json.loads(error.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
             raise SinkUnavailableError(
                 f"{url} answered {error.code}, not as a sink would"
             ) from error
+        if error.code != 400:
+            message = f"the ClickHouse sink at {url} refused the query ({error.code}): {message}"
         raise SqlError(message) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
         raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error

@@ -13,8 +13,12 @@ One asyncio process, one port (``FORESIGHT_GATEWAY_PORT``):
 The Kafka consumer is raw aiokafka without a consumer group: every gateway replica reads every
 partition, because every replica serves its own clients. Predictions are read from the end
 (a live feed); alerts are read from the beginning once at start, without dispatching, to
-rebuild which alerts are firing. Ids are a sequence per gateway process, so a client resumes
-against the replica it was connected to; elsewhere it is told of the gap and gets a snapshot.
+rebuild which alerts are firing. The alerts topic is at-least-once, so it is folded with
+:class:`~models.alerts.FiringAlerts`: a state change already read (the same episode and
+status, re-sent) is neither relayed nor counted again. Ids are a sequence per gateway process
+that starts at its start time in microseconds, so a restarted gateway's ids are above any its
+predecessor gave out: a client resumes against the process it was connected to, and after a
+restart it is told of the gap and gets a snapshot.
 
 The consumer loop never awaits a client: it offers each message to each matching client's
 :class:`~connectors.gateway_feed.ClientOutbox` and moves on; a sender task per client drains
@@ -55,19 +59,21 @@ from connectors.gateway_http import (
     StaticFiles,
     error_response,
     json_response,
-    key_accepted,
-    presented_key,
     respond,
     to_json,
 )
+from connectors.http.auth import Admission, Gatekeeper
+from connectors.http.keys import READ, presented_key
 from connectors.prometheus import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
     GATEWAY_QUEUE_DEPTH,
+    GATEWAY_REPEATED_ALERTS,
     GATEWAY_SENT,
     GATEWAY_UNDECODABLE,
 )
 from connectors.redis_store import FeatureStore
+from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
 
 log = logging.getLogger(__name__)
@@ -84,8 +90,8 @@ class GatewayConfig:
     ----------
     bootstrap_servers
         Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
-    api_keys
-        Accepted API keys (``FORESIGHT_API_KEYS``); must not be empty.
+    gatekeeper
+        Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
         Where to listen (``FORESIGHT_BIND_HOST``, ``FORESIGHT_GATEWAY_PORT``); port 0 picks a
         free one, see :attr:`Gateway.port`.
@@ -107,7 +113,7 @@ class GatewayConfig:
     """
 
     bootstrap_servers: str
-    api_keys: frozenset[str]
+    gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
     predictions_topic: str = "predictions"
@@ -118,12 +124,6 @@ class GatewayConfig:
     max_poll_records: int = 500
     snapshot_limit: int = 1000
     compress: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.api_keys or not all(self.api_keys):
-            raise ValueError(
-                "the gateway needs at least one non-empty API key; set FORESIGHT_API_KEYS"
-            )
 
 
 class _Client:
@@ -152,13 +152,14 @@ class Gateway:
         self._store = store
         self._codec = codec or Codec()
         self._static = StaticFiles()
-        self._ring = ReplayBuffer(config.replay_size)
-        self._firing: dict[str, dict[str, Any]] = {}
+        # Above every id of an earlier process while it relayed under a million messages/s.
+        self._last_id = time.time_ns() // 1000
+        self._ring = ReplayBuffer(config.replay_size, origin=self._last_id)
+        self._alerts = FiringAlerts()
         self._exact: dict[str, set[_Client]] = {}
         self._globbed: set[_Client] = set()
         self._glob_matches: dict[str, list[_Client]] = {}
         self._connections = 0
-        self._last_id = 0
         self._history_end: dict[TopicPartition, int] = {}
         self._started_at = time.monotonic()
         self._last_poll = 0.0
@@ -297,19 +298,16 @@ class Gateway:
             )
             return
         if expect == "alert":
-            self._track_alert(decoded)
+            news = self._alerts.apply(decoded)
             end = self._history_end.get(TopicPartition(record.topic, record.partition))
             if end is not None and record.offset < end:
                 return  # history read at start: state only, clients never saw it live
-            self.dispatch_alert(decoded)
+            if news:
+                self.dispatch_alert(decoded)
+            else:
+                GATEWAY_REPEATED_ALERTS.inc()
         else:
             self.dispatch_predictions(decoded)
-
-    def _track_alert(self, alert: dict[str, Any]) -> None:
-        if alert["status"] == "FIRING":
-            self._firing[alert["dedup_key"]] = alert
-        else:
-            self._firing.pop(alert["dedup_key"], None)
 
     # -- fan-out ---------------------------------------------------------------------------
 
@@ -480,7 +478,7 @@ class Gateway:
                 kept = None if batch is None else subscription.filter_predictions(batch)
                 if kept is not None:
                     texts.append(to_json({"type": "snapshot", "topic": PREDICTIONS, "data": kept}))
-        for alert in list(self._firing.values()):
+        for alert in self._alerts.firing():
             if subscription.accepts_alert(alert):
                 texts.append(to_json({"type": "snapshot", "topic": ALERTS, "data": alert}))
         return texts
@@ -517,25 +515,28 @@ class Gateway:
             "clients": len(clients),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "last_id": self._last_id,
-            "firing_alerts": len(self._firing),
+            "firing_alerts": len(self._alerts),
             "queued": sum(len(c.outbox) for c in clients),
             "dropped": sum(c.outbox.dropped for c in clients),
         }
 
     def firing_alerts(self) -> list[dict[str, Any]]:
-        """Alerts firing now, as the alerts topic says (FIRING adds, RESOLVED removes)."""
-        return sorted(self._firing.values(), key=lambda a: (a["starts_at"], a["dedup_key"]))
+        """Alerts firing now, as the alerts topic says, oldest episode first."""
+        return self._alerts.firing()
 
     async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
+        address = str(connection.remote_address[0])
+        arrival = self.config.gatekeeper.arrive(address)
+        if not arrival.admitted:
+            return await _refusal(arrival)
+        if path == "/ws" or path.startswith("/api/"):
+            presented = presented_key(request.headers, url.query)
+            admission = self.config.gatekeeper.admit(address, presented, READ)
+            if not admission.admitted:
+                return await _refusal(admission)
         if path == "/ws":
-            if not key_accepted(presented_key(request, url.query), self.config.api_keys):
-                return error_response(
-                    HTTPStatus.UNAUTHORIZED,
-                    "missing or unknown API key: connect to /ws?api_key=KEY or send "
-                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                )
             return None  # go on with the WebSocket upgrade
         if request.method != "GET":
             return error_response(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} not allowed")
@@ -551,12 +552,6 @@ class Gateway:
             found = self._static.response(path.removeprefix("/static/"))
             return found or error_response(HTTPStatus.NOT_FOUND, f"no static file {path!r}")
         if path.startswith("/api/"):
-            if not key_accepted(presented_key(request, url.query), self.config.api_keys):
-                return error_response(
-                    HTTPStatus.UNAUTHORIZED,
-                    "missing or unknown API key: add ?api_key=KEY or send "
-                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                )
             return await self._api(path)
         return error_response(
             HTTPStatus.NOT_FOUND,
@@ -588,3 +583,8 @@ class Gateway:
             HTTPStatus.NOT_FOUND,
             f"no API route {path!r}; try /api/entities/<entity>/predictions or /api/alerts/firing",
         )
+
+
+async def _refusal(admission: Admission) -> Response:
+    await asyncio.sleep(admission.delay)
+    return error_response(HTTPStatus(admission.status), admission.message, admission.headers)

@@ -111,6 +111,9 @@ class Dispatched:
 class ReplayBuffer:
     """The last ``capacity`` dispatched messages, for resuming clients.
 
+    ``origin`` is the id before the first message (a client that subscribed before anything
+    was dispatched was told it); ids go up by one from there.
+
     Examples
     --------
     >>> ring = ReplayBuffer(capacity=2)
@@ -123,10 +126,11 @@ class ReplayBuffer:
     (True, True)
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, origin: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"the replay buffer must hold at least 1 message, got {capacity}")
         self._items: deque[Dispatched] = deque(maxlen=capacity)
+        self._origin = origin
 
     def append(self, message: Dispatched) -> None:
         self._items.append(message)
@@ -139,7 +143,7 @@ class ReplayBuffer:
         then needs the snapshot too, and gets whatever the ring still holds.
         """
         if not self._items:
-            return last_id != 0, []
+            return last_id != self._origin, []
         oldest, newest = self._items[0].id, self._items[-1].id
         if oldest - 1 <= last_id <= newest:
             return False, [m for m in self._items if m.id > last_id]

@@ -1,4 +1,4 @@
-"""The HTTP side of the gateway: API-key checks, responses, and the live page's static files.
+"""The HTTP side of the gateway: responses, and the live page's static files.
 
 The gateway answers plain HTTP from the ``process_request`` hook of the ``websockets`` server
 (one port for the WebSocket feed, the page, the read API, /health and /metrics), so responses
@@ -7,18 +7,18 @@ are built here as ``websockets`` :class:`~websockets.http11.Response` objects.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
 
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
+
+from connectors.http.errors import error_body
 
 STATIC_PACKAGE = "connectors"
 STATIC_FOLDER = "gateway_static"
@@ -37,29 +37,6 @@ _PAGE_POLICY = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
     "style-src 'self'; script-src 'self'"
 )
-
-
-def presented_key(request: Request, query: str) -> str | None:
-    """The API key a request carries: ``?api_key=``, ``Authorization: Bearer`` or ``X-API-Key``.
-
-    Browsers cannot set headers on a WebSocket, hence the query parameter.
-    """
-    from_query = parse_qs(query).get("api_key")
-    if from_query:
-        return from_query[0]
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("X-API-Key")
-
-
-def key_accepted(presented: str | None, keys: Iterable[str]) -> bool:
-    """Whether ``presented`` is one of ``keys``, compared in constant time."""
-    if not presented:
-        return False
-    given = presented.encode()
-    return any(hmac.compare_digest(given, key.encode()) for key in keys)
 
 
 def respond(
@@ -108,11 +85,14 @@ def json_response(status: HTTPStatus, payload: Any) -> Response:
     return respond(status, to_json(payload).encode(), "application/json")
 
 
-def error_response(status: HTTPStatus, message: str) -> Response:
-    """A JSON ``{"error": message}`` response; ``401`` also names the accepted schemes."""
-    extra = {"WWW-Authenticate": 'Bearer realm="foresight"'} if status == 401 else None
-    body = to_json({"error": message}).encode()
-    return respond(status, body, "application/json", extra)
+def error_response(
+    status: HTTPStatus, message: str, extra_headers: Mapping[str, str] | None = None
+) -> Response:
+    """The one error body of :mod:`connectors.http.errors`; ``401`` also names the scheme."""
+    extra = dict(extra_headers or {})
+    if status == 401:
+        extra.setdefault("WWW-Authenticate", 'Bearer realm="foresight"')
+    return respond(status, to_json(error_body(status, message)).encode(), "application/json", extra)
 
 
 class StaticFiles:

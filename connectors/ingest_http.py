@@ -1,25 +1,29 @@
 """HTTP ingestion: Prometheus remote_write and JSON agent events, produced to Kafka.
 
-Endpoints (aiohttp, on the ``FORESIGHT_BIND_HOST``:``FORESIGHT_INGEST_PORT`` address):
+Endpoints (on the shared HTTP stack, :mod:`connectors.http`, at the ``FORESIGHT_BIND_HOST``:
+``FORESIGHT_INGEST_PORT`` address); both writes need a key with the ``write`` role
+(``Authorization: Bearer KEY``, ``Authorization: Basic`` with the key as password, or
+``X-API-Key: KEY``):
 
 * ``POST /api/v1/write``: Prometheus remote_write 1.0 (snappy + protobuf). Decoded into
   per-entity MetricBatch records (:mod:`connectors.remote_write`), produced keyed by entity,
   and answered ``204`` only once the broker acknowledged every record, so a ``204`` means
-  durable. A malformed body gets ``400`` with the reason as text and produces nothing; a
-  broker failure gets ``503``, which Prometheus retries (delivery is at-least-once).
-* ``POST /api/v1/agent-events``: one AgentEvent JSON object or a list, authenticated by an
-  API key (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``). Every event is checked
+  durable. A malformed body gets ``400`` with the reason and produces nothing; a broker
+  failure gets ``503``, which Prometheus retries (delivery is at-least-once).
+* ``POST /api/v1/agent-events``: one AgentEvent JSON object or a list. Every event is checked
   against the AgentEvent schema and the rules below before anything is produced: one bad
-  event rejects the request with ``400`` and ``{"errors": [{"index", "field", "reason"}]}``
-  for every problem found; otherwise the events are produced keyed by agent and the answer
-  is ``202`` with ``{"accepted": n}``.
-* ``GET /health`` and ``GET /metrics`` (Prometheus text format).
+  event refuses the request with ``400``, every problem found listed in the error's
+  ``details`` as ``{"index", "field", "reason"}``; otherwise the events are produced keyed by
+  agent and the answer is ``202`` with ``{"accepted": n}``.
+* ``GET /health`` and ``GET /metrics`` (Prometheus text format), without a key.
 
-Agent event rules: the fields are the schema's, no others; strings are non-empty and at most
-256 characters (label keys and values too, at most 64 labels); ``phase`` is one of the
-schema's enum symbols; ``event_time`` is integer epoch milliseconds, not negative, and not
-more than an hour ahead of the receiver's clock; the optional doubles (``duration_ms``,
-``cost``) are finite and not negative.
+Every refusal is the one error body of :mod:`connectors.http.errors`.
+
+Agent event rules: the fields are the schema's, no others; strings are valid Unicode,
+non-empty and at most 256 characters (label keys and values too, at most 64 labels);
+``phase`` is one of the schema's enum symbols; ``event_time`` is integer epoch milliseconds,
+not negative, and not more than an hour ahead of the receiver's clock; the optional doubles
+(``duration_ms``, ``cost``) are finite, not negative, and fit a double.
 
 Topic names and the Kafka bootstrap are parameters: connectors do not import ``streams``.
 """
@@ -27,22 +31,23 @@ Topic names and the Kafka bootstrap are parameters: connectors do not import ``s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-from aiohttp.helpers import parse_mimetype
-from aiohttp.typedefs import Handler
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
+from connectors.http.app import HttpServer, create_app, require
+from connectors.http.auth import Gatekeeper
+from connectors.http.errors import ApiError
+from connectors.http.keys import WRITE
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
 from schemas.codec import Codec, Record, current_schema
@@ -54,6 +59,7 @@ AGENT_EVENTS_PATH = "/api/v1/agent-events"
 MAX_TEXT = 256
 MAX_LABELS = 64
 MAX_FUTURE_MS = 3_600_000
+_MAX_DOUBLE = sys.float_info.max
 
 # -- agent event validation (pure) ---------------------------------------------------------
 
@@ -80,6 +86,13 @@ def _text_problem(value: Any) -> str | None:
         return "must not be empty"
     if len(value) > MAX_TEXT:
         return f"is {len(value)} characters long; at most {MAX_TEXT} are allowed"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (
+            f"is not valid Unicode: a lone surrogate {value[error.start]!r} at character "
+            f"{error.start}; send UTF-8 text, or escape characters as surrogate pairs"
+        )
     return None
 
 
@@ -104,8 +117,8 @@ def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
 def _check_measure(value: Any, now_ms: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number, got {value!r:.60}"
-    if not math.isfinite(value):
-        return f"must be finite, got {value}"
+    if not -_MAX_DOUBLE <= value <= _MAX_DOUBLE:  # NaN, infinite, or an int past any double
+        return f"must be finite and fit a double, got {str(value)[:24]}"
     if value < 0:
         return f"must not be negative, got {value}"
     return None
@@ -222,81 +235,74 @@ def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list
 class IngestConfig:
     """Where the ingestion server listens, where it produces, and whom it lets in.
 
-    ``entity_labels`` and ``api_keys`` are the parsed ``FORESIGHT_ENTITY_LABELS`` and
-    ``FORESIGHT_API_KEYS`` settings; ``port`` 0 picks a free port (see
-    :attr:`IngestServer.port`).
+    ``entity_labels`` is the parsed ``FORESIGHT_ENTITY_LABELS``; ``gatekeeper`` checks keys
+    and rate limits (:func:`streams.access.gatekeeper` builds it from the settings); ``port``
+    0 picks a free port (see :attr:`IngestServer.port`).
     """
 
     bootstrap_servers: str
     metrics_topic: str
     agent_events_topic: str
-    api_keys: frozenset[str]
+    gatekeeper: Gatekeeper
     entity_labels: tuple[str, ...]
     host: str = "127.0.0.1"
     port: int = 9201
     max_body_bytes: int = 16 << 20
 
 
-def _api_key(request: web.Request) -> str | None:
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get("X-API-Key")
+def _media_type(header: str) -> tuple[str, dict[str, str]]:
+    """``"application/x-protobuf; proto=x"`` as ``("application/x-protobuf", {"proto": "x"})``."""
+    kind, *parameters = (part.strip() for part in header.split(";"))
+    pairs = (p.partition("=") for p in parameters if "=" in p)
+    return kind.lower(), {k.strip().lower(): v.strip().strip('"') for k, _, v in pairs}
 
 
-def _errors_response(status: int, errors: Sequence[FieldError]) -> web.Response:
-    return web.json_response({"errors": [e.as_dict() for e in errors]}, status=status)
-
-
-@web.middleware
-async def _count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resource = request.match_info.route.resource
-    endpoint = resource.canonical if resource is not None else "unmatched"
+def _parse_json(body: bytes) -> Any:
+    """The decoded body; any way it fails is the sender's, and answered 400."""
     try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        INGEST_REQUESTS.labels(endpoint, str(error.status)).inc()
-        raise
-    INGEST_REQUESTS.labels(endpoint, str(response.status)).inc()
-    return response
+        return json.loads(body)
+    except RecursionError:
+        raise ApiError(400, "body is not JSON Foresight takes: nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, too many int digits
+        raise ApiError(400, f"body is not JSON: {error}") from None
 
 
 class IngestServer:
-    """The ingestion HTTP server and its Kafka producer; ``async with`` starts and stops both.
-
-    Examples
-    --------
-    >>> config = IngestConfig("127.0.0.1:9092", "telemetry.metrics", "telemetry.agent-events",
-    ...                       frozenset({"dev-key"}), ("instance", "job"), port=0)
-    >>> IngestServer(config).config.port
-    0
-    """
+    """The ingestion HTTP server and its Kafka producer; ``async with`` starts and stops both."""
 
     def __init__(self, config: IngestConfig, codec: Codec | None = None) -> None:
         self.config = config
         self.codec = codec or Codec()
         self.decoder = RemoteWriteDecoder(config.entity_labels)
         self._producer: AIOKafkaProducer | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
 
     @property
     def port(self) -> int:
         """The port actually bound (useful when the configured port is 0)."""
-        if self._runner is None:
+        if self._http is None:
             raise RuntimeError("the ingest server is not started")
-        port: int = self._runner.addresses[0][1]
-        return port
+        return self._http.port
 
-    def application(self) -> web.Application:
-        """The aiohttp application with every route."""
-        app = web.Application(
-            client_max_size=self.config.max_body_bytes, middlewares=[_count_requests]
+    def app(self) -> FastAPI:
+        """The ASGI application with every route."""
+        app = create_app(
+            "Foresight ingest",
+            self.config.gatekeeper,
+            max_body_bytes=self.config.max_body_bytes,
+            requests=INGEST_REQUESTS,
         )
-        app.router.add_post(WRITE_PATH, self.remote_write)
-        app.router.add_post(AGENT_EVENTS_PATH, self.agent_events)
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/metrics", self.metrics)
+        writers = [require(WRITE)]
+        app.add_api_route(
+            WRITE_PATH, self.remote_write, methods=["POST"], dependencies=writers, status_code=204
+        )
+        app.add_api_route(
+            AGENT_EVENTS_PATH,
+            self.agent_events,
+            methods=["POST"],
+            dependencies=writers,
+            status_code=202,
+        )
         return app
 
     async def start(self) -> None:
@@ -307,10 +313,8 @@ class IngestServer:
         await producer.start()
         self._producer = producer
         try:
-            runner = web.AppRunner(self.application(), access_log=None)
-            await runner.setup()
-            self._runner = runner
-            await web.TCPSite(runner, self.config.host, self.config.port).start()
+            self._http = HttpServer(self.app(), self.config.host, self.config.port)
+            await self._http.start()
         except BaseException:
             await self.stop()
             raise
@@ -318,9 +322,9 @@ class IngestServer:
 
     async def stop(self) -> None:
         """Stop listening, then flush and close the producer."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -332,98 +336,66 @@ class IngestServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _produce(self, topic: str, keyed: Sequence[tuple[str, bytes]]) -> None:
-        """Produce every ``(key, value)`` and wait until the broker acknowledged them all."""
+    async def _produce(self, topic: str, keyed: Sequence[tuple[str, bytes]], what: str) -> None:
+        """Produce every ``(key, value)`` and wait until the broker acknowledged them all;
+        503 when it does not (the sender retries)."""
         if self._producer is None:
             raise RuntimeError("the ingest server is not started")
-        pending = [
-            await self._producer.send(topic, value, key=key.encode()) for key, value in keyed
-        ]
-        await asyncio.gather(*pending)
+        try:
+            pending = [
+                await self._producer.send(topic, value, key=key.encode()) for key, value in keyed
+            ]
+            await asyncio.gather(*pending)
+        except KafkaError as error:
+            log.warning("producing %s to %s failed: %r", what, topic, error)
+            raise ApiError(503, f"Kafka did not accept the {what}: {error!r}; retry") from error
         EVENTS_OUT.labels(topic).inc(len(keyed))
 
-    async def remote_write(self, request: web.Request) -> web.Response:
+    async def remote_write(self, request: Request) -> Response:
         """``POST /api/v1/write``: Prometheus remote_write 1.0."""
         encoding = request.headers.get("Content-Encoding", "")
         if encoding.lower() != "snappy":
-            return web.Response(
-                status=415,
-                text=f"Content-Encoding is {encoding or 'missing'!r}; remote_write 1.0 bodies "
+            raise ApiError(
+                415,
+                f"Content-Encoding is {encoding or 'missing'!r}; remote_write 1.0 bodies "
                 "must be sent with Content-Encoding: snappy",
             )
-        mime = parse_mimetype(request.headers.get("Content-Type", ""))
-        proto = mime.parameters.get("proto", "prometheus.WriteRequest")
-        if (mime.type, mime.subtype) != ("application", "x-protobuf") or (
-            proto != "prometheus.WriteRequest"
-        ):
-            return web.Response(
-                status=415,
-                text=f"Content-Type is {request.headers.get('Content-Type', 'missing')!r}; "
+        kind, parameters = _media_type(request.headers.get("Content-Type", ""))
+        proto = parameters.get("proto", "prometheus.WriteRequest")
+        if kind != "application/x-protobuf" or proto != "prometheus.WriteRequest":
+            raise ApiError(
+                415,
+                f"Content-Type is {request.headers.get('Content-Type', 'missing')!r}; "
                 "this receiver speaks remote_write 1.0: application/x-protobuf "
                 "(prometheus.WriteRequest)",
             )
-        body = await request.read()
+        body = await request.body()
         try:
             decoded = self.decoder.decode(body, now_ms=int(time.time() * 1000))
             values = [(b["entity"], self.codec.encode("metric_batch", b)) for b in decoded.batches]
         except ValueError as error:  # RemoteWriteError, or a record the schema refuses
             log.info("refused a remote_write body of %d bytes: %s", len(body), error)
-            return web.Response(status=400, text=str(error))
+            raise ApiError(400, str(error)) from None
         for reason, count in decoded.summary.dropped().items():
             if count:
                 INGEST_SAMPLES_DROPPED.labels(reason).inc(count)
-        try:
-            await self._produce(self.config.metrics_topic, values)
-        except KafkaError as error:
-            log.warning(
-                "remote_write: producing to %s failed: %r", self.config.metrics_topic, error
-            )
-            return web.Response(status=503, text=f"Kafka did not accept the samples: {error!r}")
-        return web.Response(status=204)
+        await self._produce(self.config.metrics_topic, values, "samples")
+        return Response(status_code=204)
 
-    async def agent_events(self, request: web.Request) -> web.Response:
-        """``POST /api/v1/agent-events``: JSON AgentEvents, behind an API key."""
-        key = _api_key(request)
-        given = (key or "").encode()
-        if not given or not any(
-            hmac.compare_digest(given, k.encode()) for k in self.config.api_keys
-        ):
-            response = _errors_response(
-                401,
-                [
-                    FieldError(
-                        None,
-                        None,
-                        "missing or unknown API key: send Authorization: Bearer KEY or "
-                        "X-API-Key: KEY with a key from FORESIGHT_API_KEYS",
-                    )
-                ],
-            )
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        try:
-            payload = json.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _errors_response(400, [FieldError(None, None, f"body is not JSON: {error}")])
+    async def agent_events(self, request: Request) -> JSONResponse:
+        """``POST /api/v1/agent-events``: JSON AgentEvents."""
+        payload = _parse_json(await request.body())
         records, errors = validate_agent_events(payload, now_ms=int(time.time() * 1000))
         if errors:
-            return _errors_response(400, errors)
-        values = [(r["agent"], self.codec.encode("agent_event", r)) for r in records]
+            raise ApiError(
+                400,
+                f"{len(errors)} problem{'s' if len(errors) > 1 else ''} in the events; "
+                "nothing was produced",
+                [e.as_dict() for e in errors],
+            )
         try:
-            await self._produce(self.config.agent_events_topic, values)
-        except KafkaError as error:
-            log.warning(
-                "agent events: producing to %s failed: %r", self.config.agent_events_topic, error
-            )
-            return _errors_response(
-                503, [FieldError(None, None, f"Kafka did not accept the events: {error!r}")]
-            )
-        return web.json_response({"accepted": len(values)}, status=202)
-
-    async def health(self, request: web.Request) -> web.Response:
-        """``GET /health``: 200 while the server and its producer run."""
-        return web.json_response({"status": "ok"})
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        """``GET /metrics``: every Foresight metric of this process."""
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            values = [(r["agent"], self.codec.encode("agent_event", r)) for r in records]
+        except ValueError as error:  # what the rules missed and the schema refuses
+            raise ApiError(400, f"an event does not fit the AgentEvent schema: {error}") from None
+        await self._produce(self.config.agent_events_topic, values, "events")
+        return JSONResponse({"accepted": len(values)}, status_code=202)

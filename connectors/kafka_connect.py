@@ -1,11 +1,19 @@
-"""Kafka Connect REST calls: create or update a connector, read its state, delete it."""
+"""Kafka Connect: REST calls (create or update a connector, read its state, restart, delete it)
+and the secrets files its FileConfigProvider reads.
+
+A connector config never holds a secret: it holds ``${file:<file>:<key>}``, and the worker
+reads the value from that properties file when the connector or a task starts. So the config
+topic, the REST API and the worker's log show only the reference.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -41,6 +49,11 @@ def connector_status(connect_url: str, name: str) -> dict[str, Any]:
     return reply
 
 
+def restart_connector(connect_url: str, name: str) -> None:
+    """Restart connector ``name`` and its tasks, which re-reads the secrets they reference."""
+    _call(f"{connect_url.rstrip('/')}/connectors/{name}/restart?includeTasks=true", "POST")
+
+
 def delete_connector(connect_url: str, name: str) -> None:
     """Remove connector ``name``; a connector that does not exist is not an error."""
     try:
@@ -48,3 +61,50 @@ def delete_connector(connect_url: str, name: str) -> None:
     except ConnectError as error:
         if "HTTP 404" not in str(error):
             raise
+
+
+def secret_reference(secrets_file: Path, key: str) -> str:
+    """``${file:<secrets_file>:<key>}``, the config value the worker replaces by the secret.
+
+    ValueError when the path holds a ``:`` or ``}``, which the reference syntax cannot carry.
+    """
+    if any(c in str(secrets_file) for c in ":}"):
+        raise ValueError(
+            f"secrets file {secrets_file} has ':' or '}}' in its path, which a ${{file:...}} "
+            "reference cannot hold; move the stack folder (FORESIGHT_STACK_DIR) to a plain path"
+        )
+    return f"${{file:{secrets_file}:{key}}}"
+
+
+def private_folder(path: Path) -> Path:
+    """``path``, created when missing, readable by its owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _properties_value(text: str) -> str:
+    """``text`` escaped for a Java properties file (read back by ``Properties.load``)."""
+    escapes = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}
+    escaped = "".join(escapes.get(c, c) for c in text)
+    return "\\" + escaped if escaped.startswith(" ") else escaped
+
+
+def write_secrets(secrets_file: Path, secrets: Mapping[str, str]) -> bool:
+    """Write ``secrets`` to a properties file only its owner can read (0600), atomically.
+
+    Returns True when the file held other secrets before: the connector's running tasks still
+    use those until restarted (:func:`restart_connector`).
+    """
+    text = "# Read by Kafka Connect's FileConfigProvider: ${file:<this file>:<key>}.\n" + "".join(
+        f"{key}={_properties_value(value)}\n" for key, value in secrets.items()
+    )
+    previous = secrets_file.read_text(encoding="utf-8") if secrets_file.is_file() else None
+    private_folder(secrets_file.parent)
+    staging = secrets_file.with_name(f".{secrets_file.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(staging, secrets_file)
+    return previous is not None and previous != text

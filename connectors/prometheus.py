@@ -8,7 +8,7 @@ alerting rule uses is one the code exports (:func:`exported_names`).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -93,6 +93,10 @@ GATEWAY_DROPPED = Counter(
     "foresight_gateway_dropped_total", "Messages dropped or coalesced for slow clients."
 )
 GATEWAY_SENT = Counter("foresight_gateway_messages_total", "Messages sent to clients.")
+GATEWAY_REPEATED_ALERTS = Counter(
+    "foresight_gateway_repeated_alerts_total",
+    "Alert state changes read again (re-sent, or replayed by a worker) and not relayed.",
+)
 GATEWAY_UNDECODABLE = Counter(
     "foresight_gateway_undecodable_total",
     "Records the gateway could not decode and skipped (logged with the reason).",
@@ -120,8 +124,3 @@ def exported_names() -> set[str]:
         if isinstance(metric, Counter | Gauge | Histogram):
             names.update(metric._name + suffix for suffix in suffixes[metric._type])
     return names
-
-
-def serve_metrics(host: str, port: int) -> None:
-    """Serve ``/metrics`` on ``host:port`` from a background thread."""
-    start_http_server(port, addr=host)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 import uuid
@@ -112,7 +113,7 @@ def raw_insert(args: argparse.Namespace, batches: list[dict[str, Any]], folder: 
     return float(sum(t.num_rows for t in tables) / elapsed)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka brokers")
     parser.add_argument("--records", type=int, default=20_000, help="MetricBatch records")
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=1.0, help="longest batch wait")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to give the sink")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     topic = f"bench.sink.{uuid.uuid4().hex[:10]}"
     batches = metric_batches(args.records, args.samples, int(time.time() * 1000))
@@ -148,7 +149,8 @@ def main() -> None:
             f"sink {result['sink_rows_per_s']:,} rows/s, raw insert "
             f"{result['raw_insert_rows_per_s']:,} rows/s, ratio {result['sink_to_raw_ratio']}"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
+from models.signals import MetricKind
 from streams.simulation import Simulation, SimulationConfig, default_incidents
 
 
@@ -48,8 +49,10 @@ def replay(seed: int, hosts: int, duration_s: float, quiet_s: float) -> dict[str
         for record in records:
             entity = record["entity"]
             pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
-            pipeline.add(t, record["names"], np.asarray(record["values"]))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            pipeline.observe(t, record["names"], np.asarray(record["values"]), kinds)
             if pipeline.due(t):
+                pipeline.close_scrape()
                 due.append(pipeline)
         for _, _, step_alerts in step_many(due, [t] * len(due)):
             alerts += step_alerts

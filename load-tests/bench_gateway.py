@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -34,6 +35,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
+from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.settings import load_settings
@@ -180,7 +182,7 @@ async def produce(
     return produced
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000, help="clients, each with a filter")
     parser.add_argument("--slow-clients", type=int, default=1, help="clients reading 1 msg/s")
@@ -188,7 +190,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to produce")
     parser.add_argument("--entities", type=int, default=1000, help="entities predicted about")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = load_settings()
     run = uuid.uuid4().hex[:8]
     topics = {
@@ -202,7 +204,16 @@ def main() -> int:
         )
     )
     port = free_port()
-    env = {**os.environ, "FORESIGHT_API_KEYS": API_KEY, "FORESIGHT_LOG_LEVEL": "WARNING"}
+    keys = KeysFile(Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "keys.json")
+    keys.create("bench", [READ], key=API_KEY)
+    env = {
+        **os.environ,
+        "FORESIGHT_KEYS_FILE": str(keys.path),
+        "FORESIGHT_LOG_LEVEL": "WARNING",
+        # Every client connects from this address with this key, all at once.
+        "FORESIGHT_RATE_LIMIT_PER_KEY": "0",
+        "FORESIGHT_RATE_LIMIT_PER_ADDRESS": "0",
+    }
     gateway = subprocess.Popen(
         [
             sys.executable,

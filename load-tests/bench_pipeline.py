@@ -264,17 +264,25 @@ async def fixed_rate(
         await collector
         await producer.stop()
         await consumer.stop()
-    values = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "rate_samples_per_s": rate,
         "achieved_samples_per_s": sent * metrics / (warmup_s + seconds),
         "predictions": len(latencies),
-        "latency_ms_p50": float(np.percentile(values, 50)),
-        "latency_ms_p95": float(np.percentile(values, 95)),
-        "latency_ms_p99": float(np.percentile(values, 99)),
-        "worker_latency_ms_p50": float(np.percentile(in_worker or [np.nan], 50)),
-        "worker_latency_ms_p99": float(np.percentile(in_worker or [np.nan], 99)),
+        "latency_ms_p50": _percentile(latencies, 50),
+        "latency_ms_p95": _percentile(latencies, 95),
+        "latency_ms_p99": _percentile(latencies, 99),
+        "worker_latency_ms_p50": _percentile(in_worker, 50),
+        "worker_latency_ms_p99": _percentile(in_worker, 99),
     }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """The ``q``th percentile, or None (null in JSON) when nothing arrived to measure."""
+    return float(np.percentile(values, q)) if values else None
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -313,10 +321,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         for rate in args.rates:
             progress(f"worker at {rate:,.0f} samples/s for {args.seconds:.0f}s")
             result = await fixed_rate(
-                settings, rate, args.seconds, args.entities, args.fixed_metrics
+                settings, rate, args.seconds, args.entities, args.fixed_metrics, args.warmup_s
             )
             progress(
-                f"  p50 {result['latency_ms_p50']:.1f} ms, p99 {result['latency_ms_p99']:.1f} ms"
+                f"  p50 {_ms(result['latency_ms_p50'])} ms, p99 {_ms(result['latency_ms_p99'])} ms"
             )
             fixed.append(result)
     finally:
@@ -352,8 +360,8 @@ def print_table(result: dict[str, Any]) -> None:
     for r in result["fixed_rates"]:
         print(
             f"{r['rate_samples_per_s']:>18,.0f}{r['achieved_samples_per_s']:>12,.0f}"
-            f"{r['latency_ms_p50']:>9.1f}{r['latency_ms_p95']:>9.1f}{r['latency_ms_p99']:>9.1f}"
-            f"{r['worker_latency_ms_p99']:>15.1f}"
+            f"{_ms(r['latency_ms_p50']):>9}{_ms(r['latency_ms_p95']):>9}"
+            f"{_ms(r['latency_ms_p99']):>9}{_ms(r['worker_latency_ms_p99']):>15}"
         )
 
 
@@ -376,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         help="samples per record at fixed rates (20: a host's scrape)",
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per fixed rate")
+    parser.add_argument(
+        "--warmup-s", type=float, default=15.0, help="unmeasured seconds before each fixed rate"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args, load_settings()))

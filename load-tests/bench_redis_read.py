@@ -96,16 +96,25 @@ async def bench(url: str, entities: int, reads: int, concurrency: int) -> dict[s
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=1000, help="cached entities")
     parser.add_argument("--reads", type=int, default=20_000, help="reads per phase")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent readers")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     url = load_settings().feature_store_url
     report = asyncio.run(bench(url, args.entities, args.reads, args.concurrency))
-    print(json.dumps(report, indent=2 if args.json else None))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['reads']:,} reads of {report['entities']:,} cached entities")
+    for phase in ("sequential", f"concurrent_{args.concurrency}"):
+        r = report[phase]
+        print(
+            f"  {phase:<16} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms, "
+            f"{r['reads_per_s']:,} reads/s"
+        )
     return 0
 
 

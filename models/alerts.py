@@ -8,10 +8,14 @@ per entity, not per metric). It fires once when the value has stayed at or above
 ``for`` and ``keep_firing_for``). Between the two it stays silent, however many predictions
 arrive: downstream tools receive one FIRING and one RESOLVED per episode, under a dedup key
 that is stable across restarts (``rule/entity``).
+
+Readers of the alert stream fold it with :class:`FiringAlerts`, which takes each state change
+once however often it is delivered.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,3 +154,67 @@ def evaluate(
         "ends_at": None if state.firing else t_ms,
         "event_time": t_ms,
     }
+
+
+_STATUS_ORDER = {"FIRING": 0, "RESOLVED": 1}
+
+
+class FiringAlerts:
+    """Which alerts fire now, folded from the alerts topic, each state change taken once.
+
+    The topic is at-least-once: a worker that restarts decides again the steps since its last
+    checkpoint, and two workers fed the same telemetry decide the same changes, so one change
+    can arrive twice. A change is known by its episode (``alert_id``: dedup key and start
+    time) and its status, so :meth:`apply` takes a FIRING once and a RESOLVED once per episode,
+    and a FIRING that arrives after its episode resolved changes nothing. Per dedup key the
+    newest FIRING episode is the one firing; a RESOLVED clears it unless a later episode has
+    started since.
+
+    Parameters
+    ----------
+    remember
+        Episodes remembered (default 100,000, the most recent); a change re-sent after that
+        many newer episodes counts again.
+
+    Examples
+    --------
+    >>> fired = {"dedup_key": "risk/web-1", "alert_id": "risk/web-1@1", "status": "FIRING",
+    ...          "starts_at": 1}
+    >>> resolved = {**fired, "status": "RESOLVED"}
+    >>> alerts = FiringAlerts()
+    >>> [alerts.apply(a) for a in (fired, fired)], len(alerts)
+    ([True, False], 1)
+    >>> [alerts.apply(a) for a in (resolved, fired, resolved)], len(alerts)
+    ([True, False, False], 0)
+    """
+
+    def __init__(self, remember: int = 100_000) -> None:
+        if remember < 1:
+            raise ValueError(f"FiringAlerts must remember at least 1 episode, got {remember}")
+        self._remember = remember
+        self._episodes: OrderedDict[str, str] = OrderedDict()  # alert_id -> furthest status
+        self._firing: dict[str, Record] = {}  # dedup_key -> its FIRING record
+
+    def __len__(self) -> int:
+        return len(self._firing)
+
+    def apply(self, alert: Record) -> bool:
+        """Fold one Alert record in; ``True`` when it is a state change not seen before."""
+        episode, status = alert["alert_id"], alert["status"]
+        seen = self._episodes.get(episode)
+        if seen is not None and _STATUS_ORDER[status] <= _STATUS_ORDER[seen]:
+            return False
+        self._episodes[episode] = status
+        self._episodes.move_to_end(episode)
+        if len(self._episodes) > self._remember:
+            self._episodes.popitem(last=False)
+        key = alert["dedup_key"]
+        if status == "FIRING":
+            self._firing[key] = alert
+        elif key in self._firing and self._firing[key]["starts_at"] <= alert["starts_at"]:
+            del self._firing[key]
+        return True
+
+    def firing(self) -> list[Record]:
+        """The firing alerts, oldest episode first."""
+        return sorted(self._firing.values(), key=lambda a: (a["starts_at"], a["dedup_key"]))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from models.anomaly import StreamingAnomalyDetector
 from models.base import OnlineModel
 from models.bottleneck import ExhaustionModel
+from models.failure_risk import LocalTrendRisk
 from models.forecast import SeasonalForecaster
 
 ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
@@ -20,4 +21,5 @@ ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
     ),
     "seasonal_forecaster": lambda: SeasonalForecaster(step_s=300.0),
     "exhaustion_model": ExhaustionModel,
+    "local_trend_risk": LocalTrendRisk,
 }

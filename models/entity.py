@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,8 @@ from models.alerts import DEFAULT_RULES, AlertRule, AlertState, evaluate, worst
 from models.anomaly import StreamingAnomalyDetector
 from models.base import FloatArray
 from models.bottleneck import ExhaustionModel
+from models.failure_risk import LocalTrendRisk
 from models.features import (
-    STATISTICS,
     FeatureWindows,
     feature_set_hash,
     statistic,
@@ -42,13 +42,6 @@ Record = dict[str, Any]
 _MAGIC = b"FSE2"
 
 
-@dataclass(frozen=True)
-class _ModelName:
-    name: str
-    version: str
-
-
-_LOCAL_TREND = _ModelName("local_trend", "1")
 _DAY_BUCKETS = 96  # quarter hours, the detector's default
 
 
@@ -65,9 +58,6 @@ class PipelineConfig:
     exhaustion_memory_s: float = 21_600.0
     trend_r2: float = 0.6
     trend_min_samples: int = 12
-    capacities: Mapping[str, float] = field(
-        default_factory=lambda: {"memory_percent": 100.0, "disk_used_percent": 100.0}
-    )
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     signal_rules: SignalRules = field(default_factory=SignalRules.shipped)
     max_series: int = 10_000
@@ -109,8 +99,9 @@ class ModelSet:
         )
         self.forecaster = SeasonalForecaster(step_s=config.forecast_step_s)
         self.bottleneck = ExhaustionModel(memory_s=config.exhaustion_memory_s)
-        self.resources = tuple(config.capacities)
-        self.capacity = np.array([config.capacities[r] for r in self.resources])
+        self.failure_risk = LocalTrendRisk(
+            config.failure_horizon_s, config.trend_r2, config.trend_min_samples
+        )
         self.horizon_steps = np.array(
             [max(1, round(h / config.forecast_step_s)) for h in config.horizons_s], dtype=np.int64
         )
@@ -142,13 +133,19 @@ class EntityPipeline:
         self.anomaly = models.detector.init_state(self.windows.capacity)
         self.forecast = models.forecaster.init_state(self.windows.capacity)
         self.forecasts = self._no_forecasts(self.windows.capacity)
-        self.bottleneck = models.bottleneck.init_state(len(models.resources))
+        self.bottleneck = models.bottleneck.init_state(self.windows.capacity)
+        # The capacity each metric is a used amount of (NaN: not capacity-bound), as the
+        # signal rules said with its latest samples.
+        self.capacity = np.full(self.windows.capacity, np.nan)
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
         # Scaled error of the forecasts checked at the latest forecast step (NaN until then):
         # the worker watches it for drift.
         self.forecast_error = math.nan
+        # The latest step's trend of the entity's riskiest capacity-bound metric (used
+        # fraction, slopes per minute, fit), for the failure-outcome log; None without one.
+        self.risk_features: FloatArray | None = None
         # Kafka offset of the newest record in the windows: a record replayed after a crash
         # (at or below it) is already counted and is skipped, so nothing counts twice.
         self.last_offset = -1
@@ -162,14 +159,32 @@ class EntityPipeline:
             self.anomaly = np.concatenate([self.anomaly, models.detector.init_state(extra)])
             self.forecast = np.concatenate([self.forecast, models.forecaster.init_state(extra)])
             self.forecasts = np.concatenate([self.forecasts, self._no_forecasts(extra)])
+            self.bottleneck = np.concatenate([self.bottleneck, models.bottleneck.init_state(extra)])
+            self.capacity = np.concatenate([self.capacity, np.full(extra, np.nan)])
 
     def _no_forecasts(self, rows: int) -> FloatArray:
         """Latest forecasts per metric and horizon: mean, lower, upper (NaN until learned)."""
         return np.full((rows, len(self.models.config.horizons_s), 3), np.nan)
 
-    def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
-        """Add a batch of samples; returns the metric names refused by the cardinality limit."""
-        return self.windows.add(t_ms, names, values)
+    def add(
+        self,
+        t_ms: int,
+        names: list[str],
+        values: FloatArray,
+        capacities: FloatArray | None = None,
+    ) -> list[str]:
+        """Add a batch of samples, with the capacity each is a used amount of (NaN where
+        none); returns the metric names refused by the cardinality limit."""
+        refused = self.windows.add(t_ms, names, values)
+        if capacities is not None:
+            self._fit_states()
+            index = self.windows.index
+            rows = [(index[n], c) for n, c in zip(names, capacities.tolist(), strict=True)
+                    if n in index]  # fmt: skip
+            if rows:
+                at, capacity = zip(*rows, strict=True)
+                self.capacity[list(at)] = capacity
+        return refused
 
     def observe(
         self,
@@ -190,7 +205,8 @@ class EntityPipeline:
 
     def _admit(self, out: StageOutput) -> StageOutput:
         for signals in out.signals:
-            refused = set(self.add(signals.t_ms, signals.names, signals.values))
+            added = self.add(signals.t_ms, signals.names, signals.values, signals.capacities)
+            refused = set(added)
             out.refused += [
                 (name, *origin)
                 for name, origin in zip(signals.names, signals.origins, strict=True)
@@ -287,6 +303,7 @@ class EntityPipeline:
                 self.windows.bucket_ids[:n].astype(np.float64),
                 self.windows.last[:n],
                 self.windows.ewma[:n],
+                self.capacity[:n],
                 table,
             ],
         )
@@ -296,7 +313,7 @@ class EntityPipeline:
         n = len(self.windows.metrics)
         return _pack(
             {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
-            [self.anomaly[:n], self.forecast[:n], self.bottleneck],
+            [self.anomaly[:n], self.forecast[:n], self.bottleneck[:n]],
         )
 
     @classmethod
@@ -318,18 +335,21 @@ class EntityPipeline:
         w.index = {m: i for i, m in enumerate(w.metrics)}
         w.buckets[:n], w.last[:n], w.ewma[:n] = arrays[0], arrays[2], arrays[3]
         w.bucket_ids[:n] = arrays[1].astype(np.int64)
+        if len(arrays) > 4:  # states saved before capacities learn them with the next samples
+            pipeline.capacity[:n] = arrays[4]
         pipeline.labels = header["labels"]
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
         pipeline.last_offset = header["last_offset"]
         if "signals" in header:  # states saved before the signal stage have none
-            pipeline.stage.restore(header["signals"], arrays[4])
+            pipeline.stage.restore(header["signals"], arrays[5])
         if model_states is not None:
             saved, (anomaly, forecast, bottleneck) = _unpack(model_states)
             k = len(saved["metrics"])
-            if saved["metrics"] == w.metrics[:k]:  # metrics are only ever appended
+            # Metrics are only ever appended; models saved by an older layout start afresh.
+            if saved["metrics"] == w.metrics[:k] and bottleneck.shape[0] == k:
                 pipeline.anomaly[:k], pipeline.forecast[:k] = anomaly, forecast
-                pipeline.bottleneck[:] = bottleneck
+                pipeline.bottleneck[:k] = bottleneck
                 pipeline.last_forecast_ms = saved["last_forecast_ms"]
         return pipeline
 
@@ -457,7 +477,7 @@ def step_many(
             p.forecasts[:n] = cached[at : at + n]
             at += n
 
-    exhaustion = _exhaustion_many(pipelines, now, grid, starts)
+    exhaustion = _exhaustion_many(pipelines, now, grid, starts, stack(lambda p, n: p.capacity[:n]))
 
     built: list[tuple[Record, list[Record]]] = []
     horizons = cfg.horizons_s
@@ -508,104 +528,81 @@ def _exhaustion_many(
     now: npt.NDArray[np.int64],
     grid: FloatArray,
     starts: npt.NDArray[np.int64],
+    capacity: FloatArray,
 ) -> list[list[Record]]:
-    """Bottleneck (days-scale exhaustion model) and failure risk (minutes-scale trend).
+    """BOTTLENECK and FAILURE_RISK of every capacity-bound metric of every entity.
 
     The BOTTLENECK call comes from the seasonality-aware :class:`ExhaustionModel`, which
-    weighs hours of history and is right for capacity planning. An OOM or a full disk
-    builds up in minutes, faster than that fit follows, so the FAILURE_RISK early warning
-    reads the local trend instead: the least-squares slopes of the 5-minute and 15-minute
-    windows (Prometheus' ``predict_linear`` over two ranges), and calls the risk the
-    probability that the resource is exhausted within ``failure_horizon_s``.
+    weighs hours of history and is right for capacity planning; FAILURE_RISK, the early
+    warning, from :class:`~models.failure_risk.LocalTrendRisk` on the minutes-scale windows.
+    Each pipeline's ``risk_features`` is left set to its riskiest metric's trend, for the
+    failure-outcome log.
     """
     models, cfg = pipelines[0].models, pipelines[0].models.config
-    n_res = len(models.resources)
-    rows = np.full((len(pipelines), n_res), -1)
-    for e, p in enumerate(pipelines):
-        for r, resource in enumerate(models.resources):
-            index = p.windows.index.get(resource)
-            if index is not None:
-                rows[e, r] = starts[e] + index
-    has = rows >= 0
-    values = np.where(has, grid[np.maximum(rows, 0), 0, STATISTICS.index("last")], np.nan)
-    state = np.concatenate([p.bottleneck for p in pipelines])  # (entities * n_res, S)
-    flat_values = values.reshape(-1)
-    tte = np.full(len(flat_values), np.inf)
+    out: list[list[Record]] = [[] for _ in pipelines]
+    for p in pipelines:
+        p.risk_features = None
+    bound = np.flatnonzero(np.isfinite(capacity))
+    if not bound.size:
+        return out
+    entity_of = np.searchsorted(starts, bound, side="right") - 1
+    local = bound - starts[entity_of]
+    state = np.stack([pipelines[e].bottleneck[r] for e, r in zip(entity_of, local, strict=True)])
+    values = statistic(grid, "last", "1m")[bound]
+    cap = capacity[bound]
+    tte = np.full(len(bound), np.inf)
     tte_lower, tte_upper = tte.copy(), tte.copy()
-    capacity = np.tile(models.capacity, len(pipelines))
-    entity_of_row = np.repeat(np.arange(len(pipelines)), n_res)
-    for group in _aligned_groups(now[entity_of_row], cfg.step_s * 1000):
+    for group in _aligned_groups(now[entity_of], cfg.step_s * 1000):
         sub = state[group]
-        t = int(now[entity_of_row[group]].max())
-        models.bottleneck.learn(sub, flat_values[group], t)
+        t = int(now[entity_of[group]].max())
+        models.bottleneck.learn(sub, values[group], t)
         state[group] = sub
         tte[group], tte_lower[group], tte_upper[group] = models.bottleneck.time_to_exhaustion(
-            sub, t, capacity[group]
+            sub, t, cap[group]
         )
-    slopes = np.stack(
-        [statistic(grid, "slope", w)[np.maximum(rows, 0)] for w in ("5m", "15m")], axis=-1
-    )  # (entities, n_res, 2)
-    headroom = models.capacity[None, :] - values
-    with np.errstate(invalid="ignore", divide="ignore"):
-        times = headroom[..., None] / slopes
-        fits = np.stack(
-            [statistic(grid, "r2", w)[np.maximum(rows, 0)] for w in ("5m", "15m")], axis=-1
-        )
-        evidence = statistic(grid, "count", "15m")[np.maximum(rows, 0)]
-        # A trend, not noise: both windows rise, the lines explain most of the variance,
-        # and the 15-minute window holds enough samples to fit.
-        rising = (
-            has
-            & (np.nan_to_num(slopes) > 0).all(axis=-1)
-            & (fits[..., 1] >= cfg.trend_r2)
-            & (fits[..., 0] >= cfg.trend_r2 / 2)
-            & (evidence >= cfg.trend_min_samples)
-        )
-        eta = np.sqrt(times[..., 0] * times[..., 1])
-        sigma = np.maximum(np.abs(times[..., 0] - times[..., 1]) / 2, 0.15 * eta)
-        z = (cfg.failure_horizon_s - eta) / sigma
-    rising &= np.isfinite(z)  # a degenerate fit (no spread, no headroom) says nothing
-    risk = np.where(rising, 0.5 * (1 + _erf(np.nan_to_num(z) / math.sqrt(2.0))), 0.0)
-    exhausted = has & (headroom <= 0)
-    risk = np.where(exhausted, 1.0, risk)
-    eta = np.where(exhausted, 0.0, eta)
-    out: list[list[Record]] = []
-    for e, p in enumerate(pipelines):
-        p.bottleneck[:] = state[e * n_res : (e + 1) * n_res]
-        records = []
-        finite = np.isfinite(tte[e * n_res : (e + 1) * n_res])
-        if finite.any():
-            r = int(np.argmin(np.where(finite, tte[e * n_res : (e + 1) * n_res], np.inf)))
-            k = e * n_res + r
-            records.append(
+    risk = models.failure_risk.assess(grid[bound], cap)
+    trend = np.stack(
+        [
+            values / cap,
+            statistic(grid, "slope", "5m")[bound] * 60 / cap,
+            statistic(grid, "slope", "15m")[bound] * 60 / cap,
+            statistic(grid, "r2", "15m")[bound],
+        ],
+        axis=1,
+    )
+    riskiest: dict[int, float] = {}
+    for j, (e, r) in enumerate(zip(entity_of.tolist(), local.tolist(), strict=True)):
+        p = pipelines[e]
+        p.bottleneck[r] = state[j]
+        metric = p.windows.metrics[r]
+        if np.isfinite(tte[j]):
+            upper = float(tte_upper[j]) if np.isfinite(tte_upper[j]) else None
+            out[e].append(
                 p._prediction(
-                    models.resources[r],
+                    metric,
                     "BOTTLENECK",
                     models.bottleneck,
                     0,
-                    float(tte[k]),
+                    float(tte[j]),
                     0.0,
-                    float(tte_lower[k]),
-                    float(tte_upper[k]) if np.isfinite(tte_upper[k]) else None,
+                    float(tte_lower[j]),
+                    upper,
                 )
             )
-        if (rising[e] | exhausted[e]).any():
-            r = int(np.argmax(risk[e]))
-            low, high = np.nanmin(times[e, r]), np.nanmax(times[e, r])
-            records.append(
-                p._prediction(
-                    models.resources[r],
-                    "FAILURE_RISK",
-                    _LOCAL_TREND,
-                    int(cfg.failure_horizon_s),
-                    float(eta[e, r]),
-                    float(risk[e, r]),
-                    max(float(low), 0.0) if exhausted[e, r] == 0 else 0.0,
-                    float(high) if not exhausted[e, r] else 0.0,
-                )
+        at_risk = bool(risk.rising[j] or risk.exhausted[j])
+        out[e].append(
+            p._prediction(
+                metric,
+                "FAILURE_RISK",
+                models.failure_risk,
+                int(cfg.failure_horizon_s),
+                float(risk.eta[j]),
+                float(risk.risk[j]),
+                float(risk.lower[j]) if at_risk else None,
+                float(risk.upper[j]) if at_risk else None,
             )
-        out.append(records)
+        )
+        if risk.risk[j] >= riskiest.get(e, -1.0):
+            riskiest[e] = float(risk.risk[j])
+            p.risk_features = np.nan_to_num(trend[j], posinf=0.0, neginf=0.0)
     return out
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])

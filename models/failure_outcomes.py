@@ -19,73 +19,34 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from river import linear_model, optim
 
 from models.base import FloatArray
-from models.features import STATISTICS, WINDOW_NAMES
 
 Record = dict[str, Any]
 
-#: The features the online failure model reads, by FeatureVector name.
-FAILURE_FEATURES: tuple[str, ...] = tuple(
-    f"{resource}:{window}:{statistic}"
-    for resource in ("memory_percent", "disk_used_percent")
-    for window, statistic in (("1m", "last"), ("5m", "slope"), ("15m", "slope"), ("15m", "r2"))
+TREND_FEATURES: tuple[str, ...] = (
+    "used_fraction",
+    "slope_5m_per_minute",
+    "slope_15m_per_minute",
+    "r2_15m",
 )
+"""What the online failure model reads of a step: the trend of the entity's riskiest
+capacity-bound signal, in fractions of its capacity (``EntityPipeline.risk_features``)."""
 
 
-def _positions(all_names: Sequence[str], wanted: Sequence[str]) -> list[int | None]:
-    """Where each wanted feature is in a FeatureVector's names (None where absent).
-
-    A vector from :class:`models.features.FeatureWindows` is laid out metric by metric,
-    window by window, statistic by statistic, so a position is arithmetic on the metric's
-    rank; anything else is searched.
-    """
-    per_metric = len(WINDOW_NAMES) * len(STATISTICS)
-    if len(all_names) % per_metric == 0:
-        metrics = [name.split(":", 1)[0] for name in all_names[::per_metric]]
-        rank = {metric: i for i, metric in enumerate(metrics)}
-        positions: list[int | None] = []
-        for name in wanted:
-            metric, window, statistic = name.split(":")
-            m = rank.get(metric)
-            pos = None if m is None else (
-                m * per_metric + WINDOW_NAMES.index(window) * len(STATISTICS)
-                + STATISTICS.index(statistic)
-            )  # fmt: skip
-            positions.append(pos)
-        if all(
-            p is None or all_names[p] == name for p, name in zip(positions, wanted, strict=True)
-        ):
-            return positions
-    index = {name: i for i, name in enumerate(all_names)}
-    return [index.get(name) for name in wanted]
-
-
-def feature_vector(record: Record, names: Sequence[str] = FAILURE_FEATURES) -> FloatArray:
-    """The named features of a FeatureVector record (0 where absent or not finite), scaled:
-    percentages to [0, 1], slopes to percentage points per minute."""
-    values = record["values"]
-    x = np.zeros(len(names))
-    for j, (name, i) in enumerate(zip(names, _positions(record["names"], names), strict=True)):
-        if i is not None and math.isfinite(values[i]):
-            statistic = name.rsplit(":", 1)[1]
-            scale = {"last": 0.01, "slope": 60.0}.get(statistic, 1.0)
-            x[j] = values[i] * scale
-    return x
-
-
-@dataclass
 class OnlineLogistic:
-    """Logistic regression learned one example at a time (AdaGrad), positives up-weighted
-    by the running ratio of negatives to positives, since failures are rare.
+    """Logistic regression learned one resolved step at a time: River's, with AdaGrad, and
+    positives up-weighted by the running ratio of negatives to positives, since failures are
+    rare. Labels arrive a few per minute at most, so River's per-example cost is no matter.
 
     Examples
     --------
-    >>> model = OnlineLogistic(2)
+    >>> import numpy as np
+    >>> model = OnlineLogistic(("a", "b"))
     >>> for _ in range(300):
     ...     model.learn(np.array([1.0, 0.0]), 1)
     ...     model.learn(np.array([0.0, 1.0]), 0)
@@ -93,22 +54,21 @@ class OnlineLogistic:
     True
     """
 
-    features: int
-    rate: float = 0.5
-    prior: float = 0.01  # failure probability before any label: failures are rare
-    weights: FloatArray = field(init=False)
-    squares: FloatArray = field(init=False)
-    positives: float = 1.0
-    negatives: float = 1.0
+    def __init__(self, features: Sequence[str], rate: float = 0.5, prior: float = 0.01) -> None:
+        self.features = tuple(features)
+        # Before any label the risk is the prior: failures are rare.
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.AdaGrad(rate), intercept_init=math.log(prior / (1 - prior))
+        )
+        self.positives = 1.0
+        self.negatives = 1.0
 
-    def __post_init__(self) -> None:
-        self.weights = np.zeros(self.features + 1)
-        self.weights[0] = math.log(self.prior / (1 - self.prior))
-        self.squares = np.full(self.features + 1, 1e-6)
+    def _named(self, x: FloatArray) -> dict[str, float]:
+        return dict(zip(self.features, x.tolist(), strict=True))
 
     def predict(self, x: FloatArray) -> float:
-        z = float(self.weights[0] + self.weights[1:] @ x)
-        return 1.0 / (1.0 + math.exp(-max(min(z, 35.0), -35.0)))
+        probabilities = self.model.predict_proba_one(self._named(x))  # type: ignore[no-untyped-call]
+        return float(probabilities[True])
 
     def learn(self, x: FloatArray, y: int) -> None:
         if y:
@@ -116,9 +76,7 @@ class OnlineLogistic:
         else:
             self.negatives += 1
         weight = self.negatives / self.positives if y else 1.0
-        gradient = (self.predict(x) - y) * weight * np.concatenate([[1.0], x])
-        self.squares += gradient * gradient
-        self.weights -= self.rate * gradient / np.sqrt(self.squares)
+        self.model.learn_one(self._named(x), bool(y), w=weight)
 
 
 @dataclass
@@ -168,9 +126,9 @@ class OutcomeTracker:
 
     Examples
     --------
+    >>> import numpy as np
     >>> tracker = OutcomeTracker(horizon_s=600)
-    >>> record = {"names": ["memory_percent:1m:last"], "values": [90.0]}
-    >>> tracker.log("web-1", 0, feature_vector(record), {"local_trend@1": 0.9})
+    >>> tracker.log("web-1", 0, np.array([0.9, 0.01, 0.01, 0.8]), {"local_trend@1": 0.9})
     >>> tracker.label("web-1", 300_000)
     1
     >>> tracker.quality["local_trend@1"].recall
@@ -181,7 +139,7 @@ class OutcomeTracker:
         self.horizon_ms = int(horizon_s * 1000)
         self.threshold = threshold
         self.capacity = capacity
-        self.model = OnlineLogistic(len(FAILURE_FEATURES))
+        self.model = OnlineLogistic(TREND_FEATURES)
         self.quality: dict[str, Quality] = {}
         self.resolved = 0
         self._logged: dict[str, deque[_Logged]] = {}

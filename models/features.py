@@ -69,7 +69,7 @@ class FeatureWindows:
     >>> admitted = w.add(60_000, ["cpu"], np.array([10.0]))
     >>> _ = w.add(70_000, ["cpu"], np.array([20.0]))
     >>> names, values = w.features(70_000)
-    >>> dict(zip(names, values))["cpu:1m:mean"]
+    >>> float(dict(zip(names, values))["cpu:1m:mean"])
     15.0
     """
 

@@ -187,15 +187,41 @@ class Settings:
         "FORESIGHT_FAILURE_HORIZON_S",
         "Failure risk is the probability of exhausting a resource within this many seconds.",
     )
-    api_keys: str = _setting(
-        "dev-key",
-        "FORESIGHT_API_KEYS",
-        "Comma-separated API keys accepted by the gateway and HTTP ingestion.",
+    keys_file: str = _setting(
+        ".stack/keys.json",
+        "FORESIGHT_KEYS_FILE",
+        "API keys the servers accept, hashed, with their roles (`foresight keys`); a server "
+        "started without it makes it with one key.",
+    )
+    credentials_file: str = _setting(
+        ".stack/credentials",
+        "FORESIGHT_CREDENTIALS_FILE",
+        "Where a server's first start saves the key it made (mode 0600), and where local "
+        "clients read their key when FORESIGHT_API_KEY is not set.",
+    )
+    rate_limit_per_key: float = _setting(
+        100.0,
+        "FORESIGHT_RATE_LIMIT_PER_KEY",
+        "Requests per second one API key may make to a server (bursts of twice that); "
+        "beyond, 429 with Retry-After. 0: no limit.",
+    )
+    rate_limit_per_address: float = _setting(
+        200.0,
+        "FORESIGHT_RATE_LIMIT_PER_ADDRESS",
+        "Requests per second one client address may make to a server (bursts of twice "
+        "that); beyond, 429 with Retry-After. 0: no limit.",
+    )
+    auth_failure_limit: int = _setting(
+        10,
+        "FORESIGHT_AUTH_FAILURE_LIMIT",
+        "Failed authentications one address may make per minute (in a burst of that many); "
+        "beyond, 429 with Retry-After. 0: no limit.",
     )
     bind_host: str = _setting(
         "127.0.0.1",
         "FORESIGHT_BIND_HOST",
-        "Interface every Foresight HTTP server (worker, gateway, ingest, metrics) listens on.",
+        "Interface every Foresight HTTP server (worker, gateway, ingest, metrics) listens on; "
+        "beyond the loopback, no key from the documentation is accepted.",
     )
     worker_port: int = _setting(
         6066, "FORESIGHT_WORKER_PORT", "Worker web port: /health, /metrics (Faust's web server)."

@@ -2,17 +2,33 @@
 // No framework and no build step; every string from the feed goes through textContent.
 "use strict";
 
-const HISTORY = 240; // points kept per entity and metric
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+// What the value chart shows around the entity's latest data: the recent past and the
+// forecast ahead. The first view is the one the page opens on (?view= picks another).
+const VIEWS = [
+  { id: "5m", label: "5 min", past: 15 * MINUTE, ahead: 5 * MINUTE },
+  { id: "1h", label: "1 h", past: HOUR, ahead: HOUR },
+  { id: "24h", label: "24 h", past: 3 * HOUR, ahead: DAY },
+];
+const HISTORY_MS = Math.max(...VIEWS.map((v) => v.past)); // observed history kept per series
+const HISTORY_POINTS = 1200; // and at most this many points per series
 const FEED = 50; // alert events kept in the feed
+const EPISODES = 2000; // alert episodes remembered to show each state change once
+const SEVERITY_RANK = { INFO: 1, WARNING: 2, CRITICAL: 3 };
+const STATUS_ORDER = { FIRING: 0, RESOLVED: 1 };
 
 const params = new URLSearchParams(location.search);
 const apiKey = params.get("api_key") || "";
 const state = {
   entities: new Map(), // name -> {latest, metrics: Map(metric -> {observed, score, forecast})}
   firing: new Map(), // dedup_key -> alert
+  episodes: new Map(), // alert_id -> furthest status shown in the feed
   feed: [],
   selected: params.get("entity"),
   metric: null,
+  view: VIEWS.find((v) => v.id === params.get("view")) || VIEWS[0],
   lastId: null,
   received: 0,
   socket: null,
@@ -39,11 +55,16 @@ function formatTime(ms) {
   return new Date(ms).toLocaleTimeString([], { hour12: false });
 }
 
-function scoreColor(score) {
-  if (score === undefined) return "#cbd5e1";
-  if (score >= 0.8) return "#b91c1c";
-  if (score >= 0.5) return "#d97706";
-  return "#15803d";
+function formatDuration(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 2 * 86400) return `${formatNumber(s / 3600)} h`;
+  return `${formatNumber(s / 86400)} d`;
+}
+
+function severityRank(severity) {
+  return SEVERITY_RANK[severity] || 0;
 }
 
 // ---- state -------------------------------------------------------------------------------
@@ -51,7 +72,7 @@ function scoreColor(score) {
 function push(series, point) {
   if (series.length && series[series.length - 1].t === point.t) series[series.length - 1] = point;
   else series.push(point);
-  if (series.length > HISTORY) series.shift();
+  while (series.length > HISTORY_POINTS || series[0].t < point.t - HISTORY_MS) series.shift();
 }
 
 function addBatch(batch) {
@@ -62,34 +83,54 @@ function addBatch(batch) {
   }
   if (entry.latest && entry.latest.event_time > batch.event_time) return;
   entry.latest = batch;
+  const forecasts = new Map(); // metric -> this batch's forecast points, one per horizon
   for (const p of batch.predictions) {
     let m = entry.metrics.get(p.metric);
     if (!m) {
-      m = { observed: [], score: [], forecast: [] };
+      m = { observed: [], score: [], forecast: null };
       entry.metrics.set(p.metric, m);
     }
     if (p.kind === "ANOMALY") {
       push(m.observed, { t: batch.event_time, v: p.value });
       push(m.score, { t: batch.event_time, v: p.score });
-    } else if (p.kind === "FORECAST") {
-      push(m.forecast, {
+    } else if (p.kind === "FORECAST" && p.value !== null) {
+      if (!forecasts.has(p.metric)) forecasts.set(p.metric, []);
+      forecasts.get(p.metric).push({
         t: batch.event_time + 1000 * (p.horizon_s || 0),
         v: p.value,
-        lo: p.lower,
-        hi: p.upper,
+        lo: p.lower ?? p.value,
+        hi: p.upper ?? p.value,
       });
     }
+  }
+  // Forecasts come on their own cadence: a metric keeps its latest set until a newer one.
+  for (const [metric, points] of forecasts) {
+    points.sort((a, b) => a.t - b.t);
+    entry.metrics.get(metric).forecast = { t0: batch.event_time, points };
   }
   if (!state.selected) state.selected = batch.entity;
 }
 
-function addAlert(alert, live) {
-  if (alert.status === "FIRING") state.firing.set(alert.dedup_key, alert);
-  else state.firing.delete(alert.dedup_key);
-  if (live) {
-    state.feed.unshift(alert);
-    if (state.feed.length > FEED) state.feed.pop();
+function setFiring(alert) {
+  if (alert.status === "FIRING") {
+    state.firing.set(alert.dedup_key, alert);
+    return;
   }
+  const current = state.firing.get(alert.dedup_key);
+  if (current && current.starts_at <= alert.starts_at) state.firing.delete(alert.dedup_key);
+}
+
+// A state change from the feed (live or replayed). The gateway relays each once, but a page
+// that reconnects to another gateway process can be replayed a change it has shown already.
+function takeAlert(alert) {
+  const seen = state.episodes.get(alert.alert_id);
+  if (seen !== undefined && STATUS_ORDER[alert.status] <= STATUS_ORDER[seen]) return;
+  state.episodes.delete(alert.alert_id);
+  state.episodes.set(alert.alert_id, alert.status);
+  if (state.episodes.size > EPISODES) state.episodes.delete(state.episodes.keys().next().value);
+  setFiring(alert);
+  state.feed.unshift(alert);
+  if (state.feed.length > FEED) state.feed.pop();
 }
 
 // ---- the feed ----------------------------------------------------------------------------
@@ -135,11 +176,12 @@ function onMessage(message) {
       state.retry = 0;
       showBanner("");
       setStatus("live", "ok");
+      if (!message.resumed) state.firing.clear(); // the snapshot that follows is all of it
       if (state.lastId === null || !message.resumed) state.lastId = message.id;
       break;
     case "snapshot":
       if (message.topic === "predictions") addBatch(message.data);
-      else addAlert(message.data, false);
+      else setFiring(message.data);
       break;
     case "prediction":
       state.lastId = message.id;
@@ -147,7 +189,7 @@ function onMessage(message) {
       break;
     case "alert":
       state.lastId = message.id;
-      addAlert(message.data, true);
+      takeAlert(message.data);
       break;
     case "dropped":
       setStatus(`live · ${message.total} skipped`, "wait");
@@ -177,45 +219,91 @@ function render() {
   renderAlerts();
 }
 
+function selectEntity(name) {
+  state.selected = name;
+  state.metric = null;
+  render();
+}
+
+function firingByEntity() {
+  const byEntity = new Map();
+  for (const alert of state.firing.values()) {
+    if (!byEntity.has(alert.entity)) byEntity.set(alert.entity, []);
+    byEntity.get(alert.entity).push(alert);
+  }
+  for (const alerts of byEntity.values()) {
+    alerts.sort((a, b) => severityRank(b.severity) - severityRank(a.severity));
+  }
+  return byEntity;
+}
+
+// Entities worst firing severity first (critical, warning, info, none), then by name.
 function renderEntities() {
-  const list = $("entity-list");
-  const filter = $("filter").value.trim().toLowerCase();
-  const names = [...state.entities.keys()].sort();
-  $("entity-count").textContent = String(names.length);
-  $("entity-empty").hidden = names.length > 0;
-  list.replaceChildren(
-    ...names
-      .filter((name) => name.toLowerCase().includes(filter))
-      .map((name) => {
-        const entry = state.entities.get(name);
-        const scores = entry.latest.predictions.filter((p) => p.kind === "ANOMALY");
-        const worst = scores.length ? Math.max(...scores.map((p) => p.score)) : undefined;
-        const item = el("li", name === state.selected ? "selected" : "");
-        item.dataset.entity = name;
-        item.append(el("span", "entity-name", name));
-        const dot = el("span", "score-dot");
-        dot.style.background = scoreColor(worst);
-        dot.title = worst === undefined ? "no anomaly score" : `anomaly score ${formatNumber(worst)}`;
-        item.append(dot);
-        item.onclick = () => {
-          state.selected = name;
-          state.metric = null;
-          render();
-        };
-        return item;
-      }),
+  const byEntity = firingByEntity();
+  const rows = [...new Set([...state.entities.keys(), ...byEntity.keys()])].map((name) => {
+    const alerts = byEntity.get(name) || [];
+    return { name, alerts, severity: alerts.length ? alerts[0].severity : null };
+  });
+  rows.sort(
+    (a, b) =>
+      severityRank(b.severity) - severityRank(a.severity) || (a.name < b.name ? -1 : 1),
   );
+  const alerting = rows.filter((r) => r.severity).length;
+  const critical = rows.filter((r) => r.severity === "CRITICAL").length;
+  const select = $("severity-filter");
+  select.options[0].textContent = `All entities (${rows.length})`;
+  select.options[1].textContent = `With a firing alert (${alerting})`;
+  select.options[2].textContent = `With a critical alert (${critical})`;
+  const text = $("filter").value.trim().toLowerCase();
+  const shown = rows.filter(
+    (r) =>
+      r.name.toLowerCase().includes(text) &&
+      (select.value === "all" ||
+        (select.value === "alerting" ? r.severity !== null : r.severity === select.value)),
+  );
+  $("entity-count").textContent = String(rows.length);
+  $("entity-empty").hidden = shown.length > 0;
+  $("entity-empty").textContent = rows.length ? "No entity matches." : "Waiting for predictions…";
+  $("entity-list").replaceChildren(...shown.map(entityItem));
+}
+
+function entityItem(row) {
+  const item = el("li", row.name === state.selected ? "selected" : "");
+  item.dataset.entity = row.name;
+  item.dataset.severity = row.severity || "none";
+  const name = el("span", "entity-name", row.name);
+  name.title = row.name;
+  item.append(name);
+  if (row.severity) {
+    const more = row.alerts.length > 1 ? ` +${row.alerts.length - 1}` : "";
+    const marker = el("span", `severity-marker sev-${row.severity}`, row.severity.toLowerCase() + more);
+    marker.title = row.alerts.map((a) => `${a.severity}: ${a.summary}`).join("\n");
+    item.append(marker);
+  } else {
+    const dot = el("span", "ok-dot");
+    dot.title = "no alert firing";
+    item.append(dot);
+  }
+  item.onclick = () => selectEntity(row.name);
+  return item;
 }
 
 function renderDetail() {
   const entry = state.selected ? state.entities.get(state.selected) : undefined;
   $("entity-title").textContent = state.selected || "No entity selected";
+  const firing = (firingByEntity().get(state.selected) || []).map((a) => {
+    const item = el("li", `sev-${a.severity}`);
+    item.append(el("span", "sev", a.severity), document.createTextNode(` ${a.summary}`));
+    return item;
+  });
+  $("entity-alerts").replaceChildren(...firing);
+  renderHorizon();
   const rows = $("prediction-rows");
-  if (!entry) {
+  if (!entry || !entry.latest) {
     $("entity-time").textContent = "";
     $("metric-tabs").replaceChildren();
     rows.replaceChildren();
-    drawScores(null, drawValues(null));
+    drawCharts(null, null);
     return;
   }
   const batch = entry.latest;
@@ -246,41 +334,65 @@ function renderDetail() {
       row.append(el("td", "num", formatNumber(p.score)));
       row.append(el("td", "num", formatNumber(p.lower)));
       row.append(el("td", "num", formatNumber(p.upper)));
-      row.append(el("td", "num", p.horizon_s ? `${p.horizon_s} s` : "now"));
+      row.append(el("td", "num", p.horizon_s ? formatDuration(1000 * p.horizon_s) : "now"));
       row.append(el("td", "muted", `${p.model} ${p.model_version}`));
       return row;
     }),
   );
-  const series = state.metric ? entry.metrics.get(state.metric) : null;
-  drawScores(series, drawValues(series));
+  const now = batch.event_time;
+  const range = [now - state.view.past, now + state.view.ahead];
+  drawCharts(state.metric ? entry.metrics.get(state.metric) : null, range, now);
+}
+
+function renderHorizon() {
+  $("horizon").replaceChildren(
+    ...VIEWS.map((view) => {
+      const button = el("button", "segment", view.label);
+      button.dataset.view = view.id;
+      button.setAttribute("aria-pressed", String(view === state.view));
+      button.title = `the last ${formatDuration(view.past)} and the forecast ${view.label} ahead`;
+      button.onclick = () => {
+        state.view = view;
+        render();
+      };
+      return button;
+    }),
+  );
+  $("chart-range").textContent =
+    `last ${formatDuration(state.view.past)} · next ${formatDuration(state.view.ahead)}`;
 }
 
 function renderAlerts() {
-  const firing = [...state.firing.values()].sort((a, b) => b.starts_at - a.starts_at);
+  const firing = [...state.firing.values()].sort(
+    (a, b) => severityRank(b.severity) - severityRank(a.severity) || b.starts_at - a.starts_at,
+  );
   $("firing-count").textContent = String(firing.length);
   $("firing-empty").hidden = firing.length > 0;
   $("firing-list").replaceChildren(...firing.map((a) => alertItem(a, false)));
+  $("feed-empty").hidden = state.feed.length > 0;
   $("alert-feed").replaceChildren(...state.feed.map((a) => alertItem(a, true)));
 }
 
-function alertItem(alert, compact) {
+function alertItem(alert, inFeed) {
   const item = el("li", `sev-${alert.severity}`);
   const top = el("div", "alert-top");
-  const left = el("span");
+  const left = el("span", "alert-who");
   left.append(el("span", "sev", alert.severity), document.createTextNode(` · ${alert.entity}`));
   top.append(left);
-  const right = el("span");
-  if (alert.status === "RESOLVED") right.append(el("span", "resolved", "RESOLVED "));
-  right.append(document.createTextNode(formatTime(alert.event_time)));
-  top.append(right);
+  top.append(el("span", "alert-when", formatTime(alert.event_time)));
   item.append(top);
-  item.append(el("div", "alert-summary", compact ? alert.rule : alert.summary));
-  item.onclick = () => {
-    if (state.entities.has(alert.entity)) {
-      state.selected = alert.entity;
-      render();
-    }
-  };
+  const summary = el("div", "alert-summary");
+  if (inFeed && alert.status === "RESOLVED") {
+    const lasted = alert.ends_at === null ? "" : `, lasted ${formatDuration(alert.ends_at - alert.starts_at)}`;
+    summary.append(
+      el("span", "resolved", "RESOLVED "),
+      document.createTextNode(`${alert.rule} · fired ${formatTime(alert.starts_at)}${lasted}`),
+    );
+  } else {
+    summary.textContent = alert.summary;
+  }
+  item.append(summary);
+  item.onclick = () => selectEntity(alert.entity);
   return item;
 }
 
@@ -308,7 +420,31 @@ function niceTicks(lo, hi, count) {
   return ticks;
 }
 
-const PAD = { left: 52, right: 12, top: 10, bottom: 22 };
+const TIME_STEPS = [
+  ...[1, 2, 5, 10, 15, 30].map((m) => m * MINUTE),
+  ...[1, 2, 3, 6, 12].map((h) => h * HOUR),
+  DAY,
+];
+
+// Ticks on round local times (every 5 min, every 6 h…), at most about seven of them.
+function timeTicks(from, to) {
+  const step = TIME_STEPS.find((s) => (to - from) / s <= 7) || DAY;
+  const offset = new Date(from).getTimezoneOffset() * MINUTE;
+  const ticks = [];
+  for (let t = Math.ceil((from - offset) / step) * step + offset; t <= to; t += step) {
+    ticks.push(t);
+  }
+  const label = (t) => {
+    const date = new Date(t);
+    if (step >= HOUR && date.getHours() === 0 && date.getMinutes() === 0) {
+      return date.toLocaleDateString([], { month: "short", day: "numeric" });
+    }
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+  };
+  return ticks.map((t) => ({ t, text: label(t) }));
+}
+
+const PAD = { left: 52, right: 14, top: 10, bottom: 22 };
 
 function frame(ctx, width, height, tRange, yRange, yTicks) {
   const x = (t) => PAD.left + ((t - tRange[0]) / (tRange[1] - tRange[0] || 1)) * (width - PAD.left - PAD.right);
@@ -328,13 +464,34 @@ function frame(ctx, width, height, tRange, yRange, yTicks) {
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  const timeTicks = 5;
-  for (let i = 0; i <= timeTicks; i++) {
-    const t = tRange[0] + ((tRange[1] - tRange[0]) * i) / timeTicks;
-    ctx.textAlign = i === 0 ? "left" : i === timeTicks ? "right" : "center";
-    ctx.fillText(formatTime(t), x(t), height - PAD.bottom + 6);
+  for (const tick of timeTicks(tRange[0], tRange[1])) {
+    ctx.beginPath();
+    ctx.moveTo(Math.round(x(tick.t)) + 0.5, height - PAD.bottom);
+    ctx.lineTo(Math.round(x(tick.t)) + 0.5, height - PAD.bottom + 4);
+    ctx.stroke();
+    ctx.fillText(tick.text, x(tick.t), height - PAD.bottom + 6);
   }
   return { x, y };
+}
+
+// Draw inside the plot area (and its right margin, where the last forecast dot sits), so
+// lines that run in from before the window are cut at its left edge.
+function clipToPlot(ctx, width, height) {
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(PAD.left, 0, width - PAD.left, height - PAD.bottom);
+  ctx.clip();
+}
+
+function nowLine(ctx, x, height, now) {
+  ctx.strokeStyle = "#94a3b8";
+  ctx.lineWidth = 1;
+  ctx.setLineDash([2, 3]);
+  ctx.beginPath();
+  ctx.moveTo(Math.round(x(now)) + 0.5, PAD.top);
+  ctx.lineTo(Math.round(x(now)) + 0.5, height - PAD.bottom);
+  ctx.stroke();
+  ctx.setLineDash([]);
 }
 
 function line(ctx, points, x, y, color, width, dash) {
@@ -346,10 +503,14 @@ function line(ctx, points, x, y, color, width, dash) {
   points.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.v)) : ctx.moveTo(x(p.t), y(p.v))));
   ctx.stroke();
   ctx.setLineDash([]);
-  if (points.length === 1) {
-    ctx.fillStyle = color;
+  if (points.length === 1) dots(ctx, points, x, y, color);
+}
+
+function dots(ctx, points, x, y, color) {
+  ctx.fillStyle = color;
+  for (const p of points) {
     ctx.beginPath();
-    ctx.arc(x(points[0].t), y(points[0].v), 3, 0, 2 * Math.PI);
+    ctx.arc(x(p.t), y(p.v), 3, 0, 2 * Math.PI);
     ctx.fill();
   }
 }
@@ -362,72 +523,108 @@ function placeholder(ctx, width, height, text) {
   ctx.fillText(text, width / 2, height / 2);
 }
 
-function drawValues(series) {
-  const { ctx, width, height } = setupCanvas($("value-chart"));
-  const band = series ? series.forecast.filter((p) => p.lo !== null && p.hi !== null) : [];
-  const all = series ? [...series.observed, ...series.forecast] : [];
-  if (!all.length) {
-    placeholder(ctx, width, height, series ? "no value or forecast for this metric yet" : "pick an entity");
-    return null;
+// The latest forecast as a path: from the value observed when it was made, through each
+// horizon's point (straight lines between them), cut where the window ends.
+function forecastPath(series, to) {
+  const forecast = series.forecast;
+  if (!forecast) return [];
+  const start = series.observed.find((p) => p.t === forecast.t0);
+  const points = start ? [{ t: start.t, v: start.v, lo: start.v, hi: start.v, start: true }] : [];
+  points.push(...forecast.points);
+  const path = [];
+  for (const [i, p] of points.entries()) {
+    if (p.t <= to) {
+      path.push(p);
+      continue;
+    }
+    if (i > 0) {
+      const a = points[i - 1];
+      const k = (to - a.t) / (p.t - a.t);
+      const at = (u, w) => u + k * (w - u);
+      path.push({ t: to, v: at(a.v, p.v), lo: at(a.lo, p.lo), hi: at(a.hi, p.hi), cut: true });
+    }
+    break;
   }
-  const times = all.map((p) => p.t);
-  const values = [...all.map((p) => p.v), ...band.flatMap((p) => [p.lo, p.hi])];
+  return path;
+}
+
+// Both charts share the window (`range`, data attributes on the value chart), so they line up.
+function drawCharts(series, range, now) {
+  const canvas = $("value-chart");
+  if (range) {
+    canvas.dataset.from = String(range[0]);
+    canvas.dataset.to = String(range[1]);
+  } else {
+    delete canvas.dataset.from;
+    delete canvas.dataset.to;
+  }
+  drawValues(canvas, series, range, now);
+  drawScores(series, range, now);
+}
+
+function drawValues(canvas, series, range, now) {
+  const { ctx, width, height } = setupCanvas(canvas);
+  if (!series) {
+    placeholder(ctx, width, height, range ? "no value or forecast for this metric yet" : "pick an entity");
+    return;
+  }
+  const [from, to] = range;
+  const observed = series.observed.filter((p) => p.t >= from && p.t <= to);
+  const path = forecastPath(series, to).filter((p) => p.t >= from);
+  if (!observed.length && !path.length) {
+    placeholder(ctx, width, height, "no value or forecast in this window");
+    return;
+  }
+  const values = [...observed.map((p) => p.v), ...path.flatMap((p) => [p.v, p.lo, p.hi])];
   let lo = Math.min(...values);
   let hi = Math.max(...values);
   const margin = (hi - lo) * 0.08 || Math.abs(hi) * 0.1 || 1;
   lo -= margin;
   hi += margin;
-  const ticks = niceTicks(lo, hi, 5);
-  const tRange = [Math.min(...times), Math.max(...times)];
-  if (tRange[0] === tRange[1]) {
-    tRange[0] -= 30000;
-    tRange[1] += 30000;
-  }
-  const { x, y } = frame(ctx, width, height, tRange, [lo, hi], ticks);
-  if (band.length) {
+  const { x, y } = frame(ctx, width, height, range, [lo, hi], niceTicks(lo, hi, 5));
+  clipToPlot(ctx, width, height);
+  nowLine(ctx, x, height, now);
+  if (path.length > 1) {
     ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--band");
     ctx.beginPath();
-    band.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.hi)) : ctx.moveTo(x(p.t), y(p.hi))));
-    [...band].reverse().forEach((p) => ctx.lineTo(x(p.t), y(p.lo)));
+    path.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.hi)) : ctx.moveTo(x(p.t), y(p.hi))));
+    [...path].reverse().forEach((p) => ctx.lineTo(x(p.t), y(p.lo)));
     ctx.closePath();
     ctx.fill();
-    if (band.length === 1) {
-      const p = band[0];
-      ctx.fillRect(x(p.t) - 4, y(p.hi), 8, y(p.lo) - y(p.hi));
-    }
   }
-  line(ctx, series.forecast, x, y, "#2563eb", 2, [6, 4]);
-  line(ctx, series.observed, x, y, "#1f2933", 2);
-  return tRange;
+  line(ctx, path, x, y, "#2563eb", 2, [6, 4]);
+  dots(ctx, path.filter((p) => !p.cut && !p.start), x, y, "#2563eb");
+  // One point before the window keeps the observed line running in from the left edge.
+  const before = series.observed.filter((p) => p.t < from).slice(-1);
+  line(ctx, [...before, ...observed], x, y, "#1f2933", 2);
+  ctx.restore();
 }
 
-// The score chart shares the value chart's time axis (when there is one), so they line up.
-function drawScores(series, valueRange) {
+function drawScores(series, range, now) {
   const { ctx, width, height } = setupCanvas($("score-chart"));
-  if (!series || !series.score.length) {
-    placeholder(ctx, width, height, "no anomaly score for this metric yet");
+  const score = series && range ? series.score.filter((p) => p.t >= range[0] && p.t <= range[1]) : [];
+  if (!score.length) {
+    placeholder(ctx, width, height, "no anomaly score for this metric in this window");
     return;
   }
-  const times = series.score.map((p) => p.t);
-  const tRange = valueRange || [Math.min(...times), Math.max(...times)];
-  if (tRange[0] === tRange[1]) {
-    tRange[0] -= 30000;
-    tRange[1] += 30000;
-  }
-  const { x, y } = frame(ctx, width, height, tRange, [0, 1], [0, 0.5, 1]);
+  const { x, y } = frame(ctx, width, height, range, [0, 1], [0, 0.5, 1]);
+  clipToPlot(ctx, width, height);
+  nowLine(ctx, x, height, now);
   ctx.fillStyle = "rgba(217, 119, 6, 0.12)";
   ctx.beginPath();
-  ctx.moveTo(x(series.score[0].t), y(0));
-  series.score.forEach((p) => ctx.lineTo(x(p.t), y(p.v)));
-  ctx.lineTo(x(series.score[series.score.length - 1].t), y(0));
+  ctx.moveTo(x(score[0].t), y(0));
+  score.forEach((p) => ctx.lineTo(x(p.t), y(p.v)));
+  ctx.lineTo(x(score[score.length - 1].t), y(0));
   ctx.closePath();
   ctx.fill();
-  line(ctx, series.score, x, y, "#d97706", 2);
+  line(ctx, score, x, y, "#d97706", 2);
+  ctx.restore();
 }
 
 // ---- start -------------------------------------------------------------------------------
 
 $("filter").addEventListener("input", renderEntities);
+$("severity-filter").addEventListener("change", renderEntities);
 window.addEventListener("resize", scheduleRender);
 setInterval(() => {
   $("rate").textContent = `${state.received - (state.lastCount || 0)} msg/s`;

@@ -3,8 +3,9 @@
 Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
 ``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
 plugin is built from ``connectors/kafka-connect/http-sink``; Redis is Debian's
-``redis-server`` (installed with apt when missing, reused when one already answers on its
-port); ClickHouse is chdb on a data folder, or the server at ``CLICKHOUSE_URL``.
+``redis-server`` (reused when one already answers on its port); ClickHouse is chdb on a data
+folder, or the server at ``CLICKHOUSE_URL``. Java, Maven and redis-server are installed with
+apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer too).
 
 Every process the stack starts is recorded in ``<stack_dir>/pids/<service>.pid`` so that
 ``down`` stops exactly those, and only those.
@@ -30,10 +31,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors.kafka_connect import private_folder
+
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
 _HERE = Path(__file__).resolve().parent
+SYSTEM_PACKAGES = _HERE / "system-packages"
 
 
 class StackError(RuntimeError):
@@ -53,6 +57,7 @@ class Endpoints:
     clickhouse_url: str
     chdb_path: Path
     sink_sql_port: int | None = None
+    sink_key: str | None = None  # a key of the read role, to ask the sink
 
     @property
     def bootstrap(self) -> str:
@@ -84,6 +89,7 @@ def endpoints(
     clickhouse_url: str,
     chdb_path: str,
     sink_sql_port: int | None = None,
+    sink_key: str | None = None,
 ) -> Endpoints:
     """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
     host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
@@ -99,6 +105,7 @@ def endpoints(
         clickhouse_url=clickhouse_url,
         chdb_path=Path(chdb_path),
         sink_sql_port=sink_sql_port,
+        sink_key=sink_key,
     )
 
 
@@ -134,6 +141,16 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None
     raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
 
 
+def connect_secrets_dir(stack_dir: Path) -> Path:
+    """The folder of connector secrets, the only one the stack's Connect worker may read them from.
+
+    ``foresight connect apply`` writes one 0600 properties file per connector here and gives
+    the connector ``${file:<file>:<key>}`` references, which the worker's FileConfigProvider
+    resolves when a connector or task starts.
+    """
+    return stack_dir.resolve() / "connect" / "secrets"
+
+
 class LocalStack:
     """Starts, checks and stops the local services.
 
@@ -162,6 +179,20 @@ class LocalStack:
 
     def _log(self, service: str) -> Path:
         return self.dir / "logs" / f"{service}.log"
+
+    def logs(self, service: str) -> list[Path]:
+        """Every log file of ``service``: its output, its Java log and their rotated copies."""
+        return sorted(self._log(service).parent.glob(f"{self._log(service).name}*"))
+
+    def _connect_config_file(self) -> Path:
+        return self.dir / "connect" / "connect-distributed.properties"
+
+    def connect_config(self) -> dict[str, str]:
+        """The Connect worker's configuration as rendered when this stack last started it."""
+        lines = self._connect_config_file().read_text().splitlines()
+        return dict(
+            line.split("=", 1) for line in lines if "=" in line and not line.startswith("#")
+        )
 
     def _render(self, template: str, target: Path, **values: object) -> Path:
         text = string.Template((_HERE / template).read_text()).substitute(
@@ -220,11 +251,21 @@ class LocalStack:
         return True
 
     # -- prerequisites ---------------------------------------------------------------------
-    @staticmethod
-    def _require(tool: str, install: str) -> str:
-        path = shutil.which(tool)
-        if path is None:
-            raise StackError(f"{tool} is not installed: {install}")
+    def _tool(self, command: str, *also: str) -> str:
+        """The path of ``command``, after ``system-packages`` installs whatever of it and of
+        ``also`` is missing (one line of progress per package; StackError if it cannot)."""
+        bash = shutil.which("bash") or "/bin/bash"
+        result = subprocess.run(
+            [bash, str(SYSTEM_PACKAGES), command, *also],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            self.progress(line)
+        path = shutil.which(command)
+        if result.returncode != 0 or path is None:
+            raise StackError(result.stderr.strip() or f"{command} is not on PATH")
         return path
 
     def classpath(self) -> str:
@@ -233,8 +274,7 @@ class LocalStack:
         cached = self.dir / "classpath.txt"
         if cached.is_file() and cached.stat().st_mtime >= pom.stat().st_mtime:
             return cached.read_text().strip()
-        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
-        self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        mvn = self._tool("mvn", "java")
         self.progress(f"resolving Kafka {KAFKA_VERSION} jars with Maven (first time only)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._run(
@@ -260,7 +300,7 @@ class LocalStack:
         newest = max(p.stat().st_mtime for p in sources if p.is_file())
         if jar.is_file() and jar.stat().st_mtime >= newest:
             return plugins.parent
-        mvn = self._require("mvn", "install Maven (apt-get install maven) and Java 17")
+        mvn = self._tool("mvn", "javac")
         self.progress("building the Connect HTTP sink plugin with Maven")
         self._run(
             [mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package", "-DskipTests"],
@@ -280,7 +320,7 @@ class LocalStack:
             raise StackError(f"{what} failed (exit {result.returncode}):\n{tail}")
 
     def _java(self, service: str, main: str, config: Path, heap: str) -> list[str]:
-        java = self._require("java", "install Java 17 (apt-get install openjdk-17-jre-headless)")
+        java = self._tool("java")
         return [
             java,
             f"-Xmx{heap}",
@@ -330,11 +370,12 @@ class LocalStack:
             return
         config = self._render(
             "connect.properties",
-            self.dir / "connect" / "connect-distributed.properties",
+            self._connect_config_file(),
             bootstrap=w.bootstrap,
             host=w.connect_host,
             port=w.connect_port,
             plugin_path=self.http_sink_plugin(),
+            secrets_dir=private_folder(connect_secrets_dir(self.dir)),
         )
         self.progress(f"starting Kafka Connect on {w.connect_url}")
         self._spawn(
@@ -348,9 +389,10 @@ class LocalStack:
         w = self.where
         if self._running_pid("redis") or _redis_ping(w.redis_host, w.redis_port):
             return
-        server = shutil.which("redis-server")
-        if server is None:
-            server = self._install_redis()
+        try:
+            server = self._tool("redis-server")
+        except StackError as error:
+            raise StackError(f"{error}\nOr point FEATURE_STORE_URL at a Redis.") from None
         data = self.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         self.progress(f"starting Redis on {w.redis_host}:{w.redis_port}")
@@ -374,26 +416,6 @@ class LocalStack:
                 str(self.dir / "redis" / "redis.pid"),
             ],
         )
-
-    def _install_redis(self) -> str:
-        apt = shutil.which("apt-get")
-        if apt is None or os.geteuid() != 0:
-            raise StackError(
-                "redis-server is not installed and cannot be installed here: "
-                "run `sudo apt-get install redis-server` (or point FEATURE_STORE_URL at a Redis)"
-            )
-        self.progress("installing redis-server with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "redis-server"]):
-            result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-            if result.returncode != 0:
-                raise StackError(f"{' '.join(argv)} failed: {result.stderr.strip()[-500:]}")
-        # Debian's package starts a system-wide server; the stack runs its own.
-        subprocess.run(["service", "redis-server", "stop"], capture_output=True, check=False)
-        installed = shutil.which("redis-server")
-        if installed is None:
-            raise StackError("apt-get installed redis-server but it is not on PATH")
-        return installed
 
     def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
         """Start whatever is not running, wait until each service answers, return statuses."""
@@ -512,7 +534,9 @@ def _clickhouse_status(w: Endpoints) -> ServiceStatus:
         from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 
         try:
-            version = ask_sink("127.0.0.1", w.sink_sql_port, "SELECT version()", 5.0).rows[0][0]
+            version = ask_sink(
+                "127.0.0.1", w.sink_sql_port, "SELECT version()", w.sink_key, 5.0
+            ).rows[0][0]
         except SinkUnavailableError:
             pass  # no sink holds the folder: open it below
         except Exception as error:  # a sink that answers but fails is the status to report

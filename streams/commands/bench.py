@@ -1,9 +1,16 @@
-"""``foresight bench pipeline``: run a benchmark of ``load-tests/`` (a source checkout's)."""
+"""``foresight bench NAME``: run a benchmark of ``load-tests/`` (a source checkout's).
+
+Each benchmark is a script that also runs on its own (``python load-tests/bench_gateway.py``).
+Here it is imported as a real module under its file's name, with ``load-tests/`` on
+``sys.path``: the processes a benchmark spawns with multiprocessing get the parent's
+``sys.path`` and import it by that name to find their target functions, which they could not
+do for a script run anonymously by ``runpy``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import runpy
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,23 +19,27 @@ from streams.settings import Settings
 
 LOAD_TESTS = Path(__file__).resolve().parents[2] / "load-tests"
 BENCHMARKS = {
-    "pipeline": "bench_pipeline.py",
-    "clickhouse-sink": "bench_clickhouse_sink.py",
-    "gateway": "bench_gateway.py",
-    "redis-read": "bench_redis_read.py",
-    "early-warning": "bench_early_warning.py",
+    "pipeline": "bench_pipeline",
+    "clickhouse-sink": "bench_clickhouse_sink",
+    "gateway": "bench_gateway",
+    "redis-read": "bench_redis_read",
+    "early-warning": "bench_early_warning",
+    "auth-flood": "bench_auth_flood",
 }
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    script = LOAD_TESTS / BENCHMARKS[args.name]
+    module_name = BENCHMARKS[args.name]
+    script = LOAD_TESTS / f"{module_name}.py"
     if not script.is_file():
         print(f"foresight bench: {script} not found: benchmarks run from a source checkout")
         return 2
-    sys.argv = [str(script), *args.rest]  # each benchmark parses its own options
-    namespace = runpy.run_path(str(script))
-    code: int | None = namespace["main"]()
-    return code or 0
+    if str(LOAD_TESTS) not in sys.path:
+        sys.path.insert(0, str(LOAD_TESTS))
+    benchmark = importlib.import_module(module_name)
+    sys.argv = [f"foresight bench {args.name}", *args.rest]  # the name its --help shows
+    code: int = benchmark.main(args.rest)  # each benchmark parses its own options
+    return code
 
 
 def register(subparsers: Any) -> None:

@@ -2,8 +2,10 @@
 
 ``apply`` creates or updates (PUT, idempotent) one connector per target whose endpoint is given
 (webhook, Slack, PagerDuty, Alertmanager), after creating the JSON topics the worker fills and
-the dead letter queue, then waits for each connector to run and prints its state. ``status``
-prints the state of every alert connector, applied or not.
+the dead letter queue, then waits for each connector to run and prints its state. Endpoints and
+the routing key go to a 0600 file per connector in the stack's ``connect/secrets`` folder, and
+the connector config refers to them (``${file:...}``), so they never reach Kafka or the logs.
+``status`` prints the state of every alert connector, applied or not.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from connectors.alert_payloads import TARGETS
 from connectors.alert_sinks import (
     PAGERDUTY_EVENTS_URL,
     SinkConfig,
+    apply_sink,
     ensure_sink_topics,
     sink_config,
     sink_name,
 )
-from connectors.kafka_connect import ConnectError, apply_connector, connector_status
+from connectors.kafka_connect import ConnectError, connector_status
+from deploy.local.stack import connect_secrets_dir
 from streams.settings import Settings
 from streams.topics import ALERTS
 
@@ -67,12 +72,13 @@ def _print_states(rows: list[dict[str, Any]], as_json: bool) -> None:
     for row in rows:
         tasks = ", ".join(row["tasks"]) or "no tasks"
         where = f" -> {row['topic']}" if row.get("topic") else ""
-        print(f"{row['state']:<11} {row['connector']}{where} (tasks: {tasks})")
+        secrets = f", secrets in {row['secrets_file']}" if row.get("secrets_file") else ""
+        print(f"{row['state']:<11} {row['connector']}{where} (tasks: {tasks}{secrets})")
         if row["trace"]:
             print(f"            {row['trace']}")
 
 
-def _requested(args: argparse.Namespace) -> list[SinkConfig]:
+def _requested(args: argparse.Namespace, secrets_dir: Path) -> list[SinkConfig]:
     """The connectors the options ask for; ValueError names a bad or missing option."""
     if args.pagerduty_url and not args.pagerduty_routing_key:
         raise ValueError("--pagerduty-url needs --pagerduty-routing-key (the integration key)")
@@ -85,7 +91,9 @@ def _requested(args: argparse.Namespace) -> list[SinkConfig]:
         "alertmanager": args.alertmanager_url,
     }
     sinks = [
-        sink_config(target, url, args.pagerduty_routing_key or "")
+        sink_config(
+            target, url, secrets_dir=secrets_dir, routing_key=args.pagerduty_routing_key or ""
+        )
         for target, url in urls.items()
         if url
     ]
@@ -99,7 +107,7 @@ def _requested(args: argparse.Namespace) -> list[SinkConfig]:
 
 def _apply(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        sinks = _requested(args)
+        sinks = _requested(args, connect_secrets_dir(Path(settings.stack_dir)))
     except ValueError as error:
         print(f"foresight connect apply: {error}", file=sys.stderr)
         return 2
@@ -113,7 +121,7 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         for sink in sinks:
-            apply_connector(settings.kafka_connect_url, sink.name, sink.config)
+            apply_sink(settings.kafka_connect_url, sink)
         deadline = time.monotonic() + args.timeout
         states = [_state(settings.kafka_connect_url, s.name) for s in sinks]
         while not all(_settled(s) for s in states) and time.monotonic() < deadline:
@@ -125,7 +133,10 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    rows = [dict(state, topic=sink.topic) for sink, state in zip(sinks, states, strict=True)]
+    rows = [
+        dict(state, topic=sink.topic, secrets_file=str(sink.secrets_file))
+        for sink, state in zip(sinks, states, strict=True)
+    ]
     _print_states(rows, args.json)
     return 0 if all(_running(s) for s in states) else 1
 

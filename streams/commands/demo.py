@@ -3,8 +3,9 @@
 It brings the local stack up, creates the topics, starts a worker, the ClickHouse sink and
 the live gateway, replays an hour of simulated telemetry with injected incidents in
 about a minute, and shows the alerts as they happen. It ends with a summary: samples
-processed, predictions made, and the alerts scored against the incidents injected (caught,
-missed, false alarms, lead time before each failure); ``--json`` prints it for scripts.
+processed, predictions made (and the PredictionBatch records that carry them), and the
+alerts scored against the incidents injected (caught, missed, false alarms, lead time before
+each failure); ``--json`` prints it for scripts.
 
 Each run uses a fresh worker group that starts at the end of the topics, so earlier runs'
 records and state never leak into this one.
@@ -30,6 +31,7 @@ from connectors.clickhouse_sink import SinkUnavailableError, SqlError, ask_sink,
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
 from streams import topics
+from streams.access import local_client_key
 from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
@@ -45,6 +47,7 @@ _BOLD, _RED, _GREEN, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[2m"
 class Observed:
     """What the demo saw come out of the pipeline."""
 
+    prediction_batches: int = 0
     predictions: int = 0
     entities: set[str] = field(default_factory=set)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -109,7 +112,8 @@ async def _watch(
 
 def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Console) -> None:
     if topic == topics.PREDICTIONS.name:
-        seen.predictions += 1
+        seen.prediction_batches += 1
+        seen.predictions += len(record["predictions"])
         seen.entities.add(record["entity"])
         seen.latencies_ms.append(record["latency_ms"])
     elif topic == topics.ALERTS.name:
@@ -154,7 +158,7 @@ async def _run(
         }
         console.line(
             f"  [{elapsed:5.1f}s] {counts['samples']:>9,} samples in   "
-            f"{seen.predictions:>7,} predictions out   {len(firing)} alerts firing",
+            f"{seen.predictions:>9,} predictions out   {len(firing)} alerts firing",
             _DIM,
         )
 
@@ -184,6 +188,7 @@ async def _run(
             worker.metric(f'foresight_events_in_total{{topic="{topics.METRICS.name}"}}')
         ),
         "agent_events_produced": counts[topics.AGENT_EVENTS.name],
+        "prediction_batches": seen.prediction_batches,
         "predictions": seen.predictions,
         "entities_predicted": len(seen.entities),
         "latency_ms_p50": latencies[len(latencies) // 2],
@@ -209,9 +214,9 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         f"{summary['agent_events_produced']:,} agent events"
     )
     print(
-        f"  predictions     {summary['predictions']:,} for {summary['entities_predicted']} "
-        f"entities (latency p50 {summary['latency_ms_p50']:.0f} ms, "
-        f"p99 {summary['latency_ms_p99']:.0f} ms)"
+        f"  predictions     {summary['predictions']:,} in {summary['prediction_batches']:,} "
+        f"batches for {summary['entities_predicted']} entities "
+        f"(latency p50 {summary['latency_ms_p50']:.0f} ms, p99 {summary['latency_ms_p99']:.0f} ms)"
     )
     print(
         f"  alerts          {summary['alerts']} state changes; "
@@ -231,7 +236,7 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, "SELECT 1", 2.0)
+        ask_sink("127.0.0.1", settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
     except (SinkUnavailableError, SqlError):
         return False
     return True
@@ -261,6 +266,12 @@ def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
     deadline = time.monotonic() + 90
     while not ((settings.clickhouse_url or _sink_answers(settings)) and _gateway_answers(settings)):
         if time.monotonic() > deadline or any(not p.alive() for p in started):
+            if local_client_key(settings) is None:
+                raise AssertionError(
+                    f"no API key to ask the sink with: set FORESIGHT_API_KEY to a key with the "
+                    f"read role (`foresight keys create demo --roles read`), or move "
+                    f"{settings.keys_file} away so the servers make a key on their first start"
+                )
             raise AssertionError(f"the sink or the gateway did not start; see {logs}")
         time.sleep(0.5)
     return started
@@ -286,14 +297,15 @@ _SQL_SUMMARY = {
 
 
 def _sql_summary(
-    settings: Settings, started_ms: int, predictions: int, alert_ids: set[str]
+    settings: Settings, started_ms: int, batches: int, alert_ids: set[str]
 ) -> dict[str, QueryResult]:
     """This run's predictions (emitted since it started) and alerts, from ClickHouse, once
-    the sink has stored all ``predictions`` batches the run produced (or after 2 minutes)."""
+    the sink has stored all ``batches`` PredictionBatches the run produced (or after 2
+    minutes)."""
     since = f"fromUnixTimestamp64Milli({started_ms})"
     stored = f"SELECT uniqExact(prediction_id) FROM predictions WHERE emitted_at >= {since}"
     deadline = time.monotonic() + 120
-    while run_sql(stored, settings).rows[0][0] < predictions and time.monotonic() < deadline:
+    while run_sql(stored, settings).rows[0][0] < batches and time.monotonic() < deadline:
         time.sleep(1)
     quoted = ", ".join("'" + a.replace("'", "''") + "'" for a in sorted(alert_ids)) or "''"
     return {
@@ -320,13 +332,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         services = _serving(settings, logs)
         worker.start()
         asyncio.run(worker.ready())
-        key = settings.api_keys.split(",")[0].strip()
-        console.line(f"watch it live: {_gateway_url(settings)}/?api_key={key}", _BOLD)
+        console.line(
+            f"watch it live: {_gateway_url(settings)}/?api_key={local_client_key(settings)}",
+            _BOLD,
+        )
         started_ms = int(time.time() * 1000)
         summary = asyncio.run(_run(args, settings, worker, console))
         console.line("waiting for ClickHouse to store the run", _DIM)
         tables = _sql_summary(
-            settings, started_ms, summary["predictions"], summary.pop("_alert_ids")
+            settings, started_ms, summary["prediction_batches"], summary.pop("_alert_ids")
         )
     except (AssertionError, SqlError) as error:
         print(f"foresight demo: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.gateway import Gateway, GatewayConfig, GatewayStartError
 from connectors.redis_store import FeatureStore
+from streams.access import StartRefusedError, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS
@@ -18,7 +19,7 @@ def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfi
     """The gateway's parameters from the settings, with the command's overrides."""
     return GatewayConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        api_keys=frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip()),
+        gatekeeper=gatekeeper(settings, "gateway"),
         host=settings.bind_host,
         port=settings.gateway_port if args.port is None else args.port,
         predictions_topic=args.predictions_topic,
@@ -42,7 +43,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT; exit 2 on a bad configuration, 1 if it cannot start."""
     try:
         config = gateway_config(args, settings)
-    except ValueError as error:
+    except StartRefusedError as error:
         print(f"foresight gateway: {error}", file=sys.stderr)
         return 2
     try:

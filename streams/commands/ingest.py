@@ -14,6 +14,7 @@ import sys
 from aiokafka.errors import KafkaError
 
 from connectors.ingest_http import IngestConfig, IngestServer
+from streams.access import StartRefusedError, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import AGENT_EVENTS, METRICS
@@ -34,20 +35,20 @@ def ingest_config(settings: Settings) -> IngestConfig:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         metrics_topic=METRICS.name,
         agent_events_topic=AGENT_EVENTS.name,
-        api_keys=frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip()),
+        gatekeeper=gatekeeper(settings, "ingest"),
         entity_labels=tuple(k.strip() for k in settings.entity_labels.split(",") if k.strip()),
         host=settings.bind_host,
         port=settings.ingest_port,
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(config: IngestConfig, settings: Settings) -> None:
     codec = codec_for(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with IngestServer(ingest_config(settings), codec) as server:
+    async with IngestServer(config, codec) as server:
         print(
             f"foresight ingest: listening on http://{settings.bind_host}:{server.port} "
             f"(remote_write at /api/v1/write), producing to {settings.kafka_bootstrap_servers}",
@@ -58,9 +59,15 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until interrupted; exit 1 when Kafka or the listening address is unavailable."""
+    """Serve until interrupted; exit 2 when the keys forbid starting, 1 when Kafka or the
+    listening address is unavailable."""
     try:
-        asyncio.run(_serve(settings))
+        config = ingest_config(settings)
+    except StartRefusedError as error:
+        print(f"foresight ingest: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, settings))
     except (KafkaError, OSError) as error:
         print(
             f"foresight ingest: cannot start: {error!r} (is Kafka up at "

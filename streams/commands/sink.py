@@ -8,12 +8,15 @@ import contextlib
 import signal
 import sys
 import time
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
 from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
 from connectors.clickhouse_sink import ClickHouseSink, SinkError
-from connectors.prometheus import serve_metrics
+from connectors.http.app import HttpServer, create_app
+from connectors.http.auth import Gatekeeper
+from streams.access import StartRefusedError, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
@@ -49,7 +52,17 @@ async def _progress(sink: ClickHouseSink, stop: asyncio.Event) -> None:
         print(f"sink: {rate:,.0f} rows/s; {_totals(sink)}", file=sys.stderr, flush=True)
 
 
-async def _run(sink: ClickHouseSink) -> None:
+async def _run(sink: ClickHouseSink, keys: Gatekeeper, settings: Settings) -> None:
+    """Serve /health and /metrics, and run the sink until SIGTERM or SIGINT."""
+    app = create_app("Foresight sink", keys, health=lambda: {"status": "ok", **asdict(sink.stats)})
+    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port)
+    try:
+        await metrics.start()
+    except OSError as error:
+        raise SinkError(
+            f"cannot serve /metrics on {settings.bind_host}:{settings.sink_metrics_port} "
+            f"({error}); is another sink running? Set FORESIGHT_SINK_METRICS_PORT to a free port"
+        ) from error
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -60,9 +73,15 @@ async def _run(sink: ClickHouseSink) -> None:
     finally:
         stop.set()
         await progress
+        await metrics.stop()
 
 
 def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        keys = gatekeeper(settings, "sink")
+    except StartRefusedError as error:
+        print(f"foresight sink: {error}", file=sys.stderr)
+        return 2
     sink = ClickHouseSink(
         bootstrap=settings.kafka_bootstrap_servers,
         topics=args.topics,
@@ -71,29 +90,20 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         batch_rows=settings.sink_batch_rows,
         batch_seconds=settings.sink_batch_seconds,
         ttl_days=settings.clickhouse_ttl_days,
-        sql_address=(settings.bind_host, settings.sink_sql_port),
+        sql_port=settings.sink_sql_port,
+        gatekeeper=keys,
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
-    try:
-        serve_metrics(settings.bind_host, settings.sink_metrics_port)
-    except OSError as error:
-        print(
-            f"foresight sink: cannot serve /metrics on {settings.bind_host}:"
-            f"{settings.sink_metrics_port} ({error}); is another sink running? "
-            "Set FORESIGHT_SINK_METRICS_PORT to a free port",
-            file=sys.stderr,
-        )
-        return 1
     print(
         f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; SQL on "
-        f"{settings.bind_host}:{settings.sink_sql_port}, /metrics on "
+        f"127.0.0.1:{settings.sink_sql_port}, /metrics on "
         f"{settings.bind_host}:{settings.sink_metrics_port}",
         file=sys.stderr,
         flush=True,
     )
     try:
-        asyncio.run(_run(sink))
+        asyncio.run(_run(sink, keys, settings))
     except SinkError as error:
         print(f"foresight sink: {error}", file=sys.stderr)
         return 1

@@ -23,8 +23,8 @@ from connectors.clickhouse_sink import (
     SqlError,
     ask_sink,
     jsonable,
-    loopback_for,
 )
+from streams.access import local_client_key
 from streams.settings import Settings
 
 MAX_CELL = 60
@@ -41,7 +41,7 @@ def _where_the_tables_are(
     if not settings.clickhouse_url:
         try:
             return from_sink(
-                ask_sink(loopback_for(settings.bind_host), settings.sink_sql_port, sql)
+                ask_sink("127.0.0.1", settings.sink_sql_port, sql, local_client_key(settings))
             )
         except SinkUnavailableError:
             pass

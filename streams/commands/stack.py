@@ -11,6 +11,7 @@ from typing import Any
 
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
+from streams.access import local_client_key
 from streams.settings import Settings
 from streams.topics import ALERT_JSON_TOPICS, ALL_TOPICS
 
@@ -24,6 +25,7 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.clickhouse_url,
         settings.chdb_path,
         settings.sink_sql_port,
+        local_client_key(settings),
     )
 
     def progress(line: str) -> None:

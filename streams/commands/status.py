@@ -9,7 +9,7 @@ It reports, each from the place that knows it:
 * throughput: records per second in and out per topic, from two samples of the worker's
   ``/metrics`` counters about a second apart;
 * firing alerts: from the gateway's read API when a gateway runs, else by replaying the
-  ``alerts`` topic (FIRING adds by dedup key, RESOLVED removes), as the gateway itself does;
+  ``alerts`` topic through the gateway's own fold (:class:`models.alerts.FiringAlerts`);
 * models in production: from the model registry (``models.registry``), when this build has it.
 
 Nothing here writes anywhere: no group is joined and no offset is committed.
@@ -35,7 +35,9 @@ from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.clickhouse_sink import loopback_for
+from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
+from streams.access import local_client_key
 from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
@@ -155,14 +157,6 @@ async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
     return rows
 
 
-def apply_alert(firing: dict[str, Report], alert: Report) -> None:
-    """Fold one Alert record into the firing set: FIRING adds by dedup key, RESOLVED removes."""
-    if alert["status"] == "FIRING":
-        firing[alert["dedup_key"]] = alert
-    else:
-        firing.pop(alert["dedup_key"], None)
-
-
 async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report]:
     """Alerts firing as of the end of ``topic``, replayed from its oldest retained record."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
@@ -170,7 +164,7 @@ async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report
         bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
-    firing: dict[str, Report] = {}
+    alerts = FiringAlerts()
     try:
         partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
@@ -186,20 +180,20 @@ async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report
                     message = Message(m.topic, m.partition, m.offset, m.key, m.value)
                     record = codec.decode_message(message, ALERTS.schema)
                     if not isinstance(record, DeadLetter):
-                        apply_alert(firing, record)
+                        alerts.apply(record)
             left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
-    return sorted(firing.values(), key=lambda a: (a["starts_at"], a["dedup_key"]))
+    return alerts.firing()
 
 
 def firing_alerts(settings: Settings, topic: str) -> Report:
     """Firing alerts from the gateway when it runs, else from the alerts topic itself."""
     urls = process_urls(settings)
-    keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
-    if topic == ALERTS.name and keys and _get(urls["gateway"]) is not None:
+    key = local_client_key(settings)
+    if topic == ALERTS.name and key and _get(urls["gateway"]) is not None:
         api = urls["gateway"].removesuffix("/metrics") + "/api/alerts/firing"
-        body = _get(api, {"X-API-Key": keys[0]})
+        body = _get(api, {"X-API-Key": key})
         if body is not None:
             alerts: list[Report] = json.loads(body)
             return {"source": f"gateway {api}", "alerts": alerts}

@@ -33,7 +33,7 @@ from models.agents import AgentTaskStats, AgentTracker, advise
 from models.alerts import AlertState
 from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
-from models.failure_outcomes import OutcomeTracker, feature_vector
+from models.failure_outcomes import OutcomeTracker
 from models.signals import SignalRules, StageOutput
 from schemas.codec import Codec, DeadLetter, Message
 from streams import topics
@@ -303,7 +303,7 @@ class Engine:
             predictions["emitted_at"] = int(wall_ms)
             predictions["latency_ms"] = max(0.0, wall_ms - d.latency_from_ms)
             metrics.EVENT_TO_PREDICTION.observe(predictions["latency_ms"] / 1000)
-            self._log_failure_risk(features, predictions)
+            self._log_failure_risk(d.pipeline, predictions)
             if math.isfinite(d.pipeline.forecast_error):
                 self.forecast_drift.observe(entity, d.pipeline.forecast_error)
                 d.pipeline.forecast_error = math.nan
@@ -320,23 +320,25 @@ class Engine:
         for topic, body in payloads_for(alert).values():
             out.raw(topic, key.encode(), body, cause)
 
-    def _log_failure_risk(self, features: Record, predictions: Record) -> None:
+    def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the
         step's failure-risk scores for the labels that will come."""
-        x = feature_vector(features)
-        if not x.any():
-            return  # no capacity-bound resource on this entity
+        x = pipeline.risk_features
+        if x is None:
+            return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
         predictions["predictions"].append({
             "metric": "entity", "kind": "FAILURE_RISK", "model": ONLINE_FAILURE_MODEL,
             "model_version": "1", "horizon_s": int(self.settings.failure_horizon_s),
             "value": online, "score": online, "lower": None, "upper": None,
         })  # fmt: skip
-        scores = {"local_trend@1": 0.0}  # a step without a local-trend risk scored 0
+        # Each model's risk for the entity: the highest over its signals.
+        scores: dict[str, float] = {}
         for p in predictions["predictions"]:
             if p["kind"] == "FAILURE_RISK":
-                scores[f"{p['model']}@{p['model_version']}"] = p["score"]
-        self.outcomes.log(features["entity"], features["event_time"], x, scores)
+                key = f"{p['model']}@{p['model_version']}"
+                scores[key] = max(scores.get(key, 0.0), p["score"])
+        self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------
     def _checkpoint(self, out: Outputs) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +34,8 @@ FIRING: dict[str, Any] = {
 RESOLVED = dict(FIRING, status="RESOLVED", ends_at=T0 + 60_000, event_time=T0 + 60_000)
 
 
-def body(alert: dict[str, Any], target: str, routing_key: str = "") -> Any:
-    topic, raw = payloads_for(alert, routing_key)[target]
+def body(alert: dict[str, Any], target: str) -> Any:
+    topic, raw = payloads_for(alert)[target]
     assert topic == TARGETS[target].topic
     return json.loads(raw)
 
@@ -84,18 +85,17 @@ def test_pagerduty_severity(severity: str, expected: str) -> None:
 
 
 def test_pagerduty_triggers_then_resolves_by_dedup_key() -> None:
-    trigger = body(FIRING, "pagerduty", routing_key="R0UT1NG")
-    assert trigger["routing_key"] == "R0UT1NG"
+    trigger = body(FIRING, "pagerduty")
     assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == "anomaly/web-1"
     assert trigger["payload"]["source"] == "web-1"
     assert trigger["payload"]["summary"] == FIRING["summary"]
     assert trigger["payload"]["timestamp"] == "2026-01-01T00:00:00.000Z"
     assert trigger["payload"]["custom_details"]["value"] == 0.97
-    resolve = body(RESOLVED, "pagerduty", routing_key="R0UT1NG")
+    resolve = body(RESOLVED, "pagerduty")
     assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == trigger["dedup_key"]
 
 
-def test_pagerduty_leaves_the_routing_key_to_the_connector_when_not_given() -> None:
+def test_pagerduty_leaves_the_routing_key_to_the_connector() -> None:
     assert "routing_key" not in body(FIRING, "pagerduty")
 
 
@@ -125,30 +125,54 @@ def test_alert_labels_never_override_the_identity_labels() -> None:
     assert alert["labels"]["alertname"] == "anomaly" and alert["labels"]["entity"] == "web-1"
 
 
+def reference(secrets_dir: Path, name: str, key: str) -> str:
+    return f"${{file:{secrets_dir}/{name}.properties:{key}}}"
+
+
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_connector_configs_match_the_targets(target: str) -> None:
-    sink = sink_config(target, "https://example.com/hook", routing_key="R0UT1NG")
+def test_connector_configs_match_the_targets(target: str, tmp_path: Path) -> None:
+    sink = sink_config(
+        target, "https://example.com/hook/T0K3N", secrets_dir=tmp_path, routing_key="R0UT1NG"
+    )
     spec = TARGETS[target]
     assert sink.name == sink_name(target) == f"foresight-alerts-{target}"
     assert sink.topic == sink.config["topics"] == spec.topic
     assert sink.config["connector.class"] == "io.foresight.connect.http.HttpSinkConnector"
-    assert sink.config["http.url"] == "https://example.com/hook"
     assert f"Content-Type:{spec.content_type}" in sink.config["http.headers"]
     assert sink.config["http.batch.json.array"] == str(spec.batch_json_array).lower()
     assert sink.config["errors.deadletterqueue.topic.name"] == "alerts.connect.dlq"
     assert sink.config["errors.deadletterqueue.context.headers.enable"] == "true"
-    assert not any("${" in value for value in sink.config.values())
 
 
-def test_pagerduty_connector_inserts_the_routing_key() -> None:
-    sink = sink_config("pagerduty", "https://events.example.com/v2/enqueue", routing_key="K")
-    assert sink.config["transforms.routingKey.static.value"] == "K"
-    assert sink.config["transforms.routingKey.static.field"] == "routing_key"
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_connector_configs_hold_references_not_secrets(target: str, tmp_path: Path) -> None:
+    url = "https://example.com/hook/T0K3N"
+    sink = sink_config(target, url, secrets_dir=tmp_path, routing_key="R0UT1NG")
+    assert sink.config["http.url"] == reference(tmp_path, sink.name, "url")
+    assert sink.secrets_file == tmp_path / f"{sink.name}.properties"
+    assert sink.secrets["url"] == url
+    shown = json.dumps(sink.config) + repr(sink)
+    assert "T0K3N" not in shown and "R0UT1NG" not in shown
+    references = [v for v in sink.config.values() if "${" in v]
+    assert references and all(v.startswith(f"${{file:{tmp_path}/") for v in references)
 
 
-def test_sink_config_overrides_topic_and_name() -> None:
-    sink = sink_config("webhook", "http://127.0.0.1:1/x", topic="t.1", name="n-1")
+def test_pagerduty_connector_inserts_the_routing_key(tmp_path: Path) -> None:
+    sink = sink_config(
+        "pagerduty", "https://events.example.com/v2/enqueue", secrets_dir=tmp_path, routing_key="K"
+    )
+    assert sink.config["http.body.insert.field"] == "routing_key"
+    assert sink.config["http.body.insert.value"] == reference(tmp_path, sink.name, "routing_key")
+    assert sink.secrets == {"url": "https://events.example.com/v2/enqueue", "routing_key": "K"}
+    assert not any(key.startswith("transforms") for key in sink.config)
+
+
+def test_sink_config_overrides_topic_and_name(tmp_path: Path) -> None:
+    sink = sink_config(
+        "webhook", "http://127.0.0.1:1/x", secrets_dir=tmp_path, topic="t.1", name="n-1"
+    )
     assert (sink.name, sink.topic, sink.config["topics"]) == ("n-1", "t.1", "t.1")
+    assert sink.secrets_file == tmp_path / "n-1.properties"
 
 
 @pytest.mark.parametrize(
@@ -159,6 +183,8 @@ def test_sink_config_overrides_topic_and_name() -> None:
         ("pagerduty", "https://events.pagerduty.com/v2/enqueue", "", "--pagerduty-routing-key"),
     ],
 )
-def test_sink_config_names_the_bad_value(target: str, url: str, key: str, message: str) -> None:
+def test_sink_config_names_the_bad_value(
+    target: str, url: str, key: str, message: str, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match=message):
-        sink_config(target, url, routing_key=key)
+        sink_config(target, url, secrets_dir=tmp_path, routing_key=key)

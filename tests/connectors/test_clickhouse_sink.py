@@ -32,6 +32,7 @@ from connectors.clickhouse_sink import (
     ask_sink,
     jsonable,
 )
+from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
 from streams.commands.sql import format_table, run_sql
@@ -211,11 +212,16 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
 
 
 class SinkProcess:
-    """``foresight sink clickhouse`` in a subprocess, on its own chdb folder and ports."""
+    """``foresight sink clickhouse`` in a subprocess, on its own chdb folder, ports and keys
+    file; ``key`` (read role) is also in the ``credentials`` file, for ``run_sql``."""
 
     def __init__(self, settings: Settings, folder: Path, topic: str, group: str, **env: str):
         self.sql_port = free_port()
         self.log = folder.parent / f"sink-{group}-{time.monotonic_ns()}.log"
+        keys = KeysFile(folder.parent / "keys.json")
+        self.key = keys.create(f"sink-test-{time.monotonic_ns()}", [READ])[1]
+        self.credentials = folder.parent / f"credentials-{time.monotonic_ns()}"
+        self.credentials.write_text(self.key)
         environ = dict(
             os.environ,
             KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
@@ -223,6 +229,8 @@ class SinkProcess:
             FORESIGHT_CHDB_PATH=str(folder),
             FORESIGHT_SINK_SQL_PORT=str(self.sql_port),
             FORESIGHT_SINK_METRICS_PORT=str(free_port()),
+            FORESIGHT_KEYS_FILE=str(keys.path),
+            FORESIGHT_CREDENTIALS_FILE=str(self.credentials),
             **env,
         )
         command = [sys.executable, "-m", "streams.cli", "sink", "clickhouse"]
@@ -236,7 +244,7 @@ class SinkProcess:
             )
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
-        return ask_sink("127.0.0.1", self.sql_port, statement).rows
+        return ask_sink("127.0.0.1", self.sql_port, statement, self.key).rows
 
     def count(self, table: str) -> int:
         return int(self.sql(f"SELECT count() FROM {table}")[0][0])
@@ -348,7 +356,11 @@ def test_records_are_queryable_and_offsets_committed_on_sigterm(
     assert sink.sql(
         "SELECT kind, horizon_s, lower FROM predictions WHERE prediction_id = 'p3'"
     ) == [("FORECAST", 300, 10.0)]
-    settings = stack_settings.replace(sink_sql_port=sink.sql_port, chdb_path=str(tmp_path / "x"))
+    settings = stack_settings.replace(
+        sink_sql_port=sink.sql_port,
+        chdb_path=str(tmp_path / "x"),
+        credentials_file=str(sink.credentials),
+    )
     assert run_sql("SELECT sum(n) FROM metric_minutes", settings).rows == [(60,)]
     with pytest.raises(SqlError, match="UNKNOWN_TABLE"):
         run_sql("SELECT * FROM no_such_table", settings)

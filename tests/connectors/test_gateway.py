@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,14 +21,17 @@ from websockets.exceptions import InvalidStatus
 from connectors.gateway import Gateway, GatewayConfig
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import Subscription, SubscriptionError, parse_subscription
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import READ, WRITE, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
-from connectors.prometheus import GATEWAY_DROPPED
+from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
 from schemas.codec import Codec
 from streams.settings import Settings
 from tests.schemas.samples import T0
 
 KEY = "test-key"
+WRITER_KEY = "writer-key"  # a key without the read role
 
 
 def prediction(
@@ -212,9 +216,13 @@ async def running_gateway(
         await produce(schema, record)
     await producer.flush()
     store = FeatureStore(settings.feature_store_url)
+    folder = tempfile.TemporaryDirectory()
+    keys = KeysFile(f"{folder.name}/keys.json")
+    for key, role in ((KEY, READ), ("other-key", READ), (WRITER_KEY, WRITE)):
+        keys.create(key, [role], key=key)
     config = GatewayConfig(
         bootstrap_servers=bootstrap,
-        api_keys=frozenset({KEY, "other-key"}),
+        gatekeeper=Gatekeeper(keys),
         port=0,
         predictions_topic=topics["prediction_batch"],
         alerts_topic=topics["alert"],
@@ -228,6 +236,7 @@ async def running_gateway(
         await gateway.stop()
         await producer.stop()
         await store.close()
+        folder.cleanup()
 
 
 async def subscribe(gateway: Gateway, request: dict[str, Any], **kwargs: Any) -> ClientConnection:
@@ -341,6 +350,25 @@ async def test_a_client_without_the_right_key_is_refused_before_the_upgrade(
             await ws.close()
         status, body = await asyncio.to_thread(http_get, f"http://{base}/api/alerts/firing")
         assert status == 401 and b"API key" in body
+        assert set(json.loads(body)["error"]) == {"code", "message", "details"}
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://{base}/ws?api_key={WRITER_KEY}")
+        assert refused.value.response.status_code == 403
+        status, body = await asyncio.to_thread(
+            http_get, f"http://{base}/api/alerts/firing?api_key={WRITER_KEY}"
+        )
+        assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+        # Wrong keys from this address are throttled (10 a minute, 3 failed above; each 429 is
+        # held back a second); the right key still gets in.
+        flood = [
+            (await asyncio.to_thread(http_get, f"http://{base}/api/alerts/firing?api_key=w{i}"))[0]
+            for i in range(12)
+        ]
+        assert flood.count(429) >= 3 and set(flood) == {401, 429}
+        status, _ = await asyncio.to_thread(
+            http_get, f"http://{base}/api/alerts/firing?api_key={KEY}"
+        )
+        assert status == 200
         ws = await connect(f"ws://{base}/ws?api_key={KEY}")
         await ws.send(json.dumps({"type": "subscribe", "kinds": ["GUESS"]}))
         error = json.loads(await ws.recv())
@@ -444,12 +472,55 @@ async def test_subscribing_sends_the_latest_state_first(
     assert [m["data"]["entity"] for m in snapshot if m["topic"] == "alerts"] == [f"snap-{unique}-0"]
     assert firing[0] == 200 and [a["entity"] for a in json.loads(firing[1])] == [f"snap-{unique}-0"]
     assert found[0] == 200 and json.loads(found[1]) == cached[2]
-    assert missing[0] == 404 and f"nobody-{unique}" in json.loads(missing[1])["error"]
+    assert missing[0] == 404 and f"nobody-{unique}" in json.loads(missing[1])["error"]["message"]
     report = json.loads(health[1])
     assert health[0] == 200 and report["kafka_consumer_alive"] is True
     assert {"clients", "uptime_s", "firing_alerts"} <= set(report)
     assert metrics[0] == 200 and b"foresight_gateway_clients" in metrics[1]
     assert page[0] == 200 and b"<canvas" in page[1]
+
+
+@pytest.mark.integration
+async def test_an_alert_state_change_sent_twice_is_shown_once(
+    stack_settings: Settings, unique: str
+) -> None:
+    """Two workers fed the same telemetry, or one replaying its last steps after a restart,
+    send the same state change again: the feed relays it once and firing counts it once."""
+    gone, held, new, end = (f"{name}-{unique}" for name in ("gone", "held", "new", "end"))
+    history = [
+        ("alert", alert(gone)),
+        ("alert", alert(gone, status="RESOLVED")),
+        ("alert", alert(gone)),  # its FIRING again, after it resolved
+        ("alert", alert(held)),
+        ("alert", alert(held)),
+    ]
+    async with running_gateway(stack_settings, unique, before_start=history) as (gateway, produce):
+        ws = await subscribe(gateway, {"topics": ["alerts"]})
+        got = await receive_until(ws, lambda got: len(got) == 2)
+        repeated_before = GATEWAY_REPEATED_ALERTS._value.get()
+        for record in (
+            alert(held),
+            alert(new),
+            alert(new),
+            alert(gone, status="RESOLVED"),
+            alert(end),
+        ):
+            await produce("alert", record)
+        got += await receive_until(ws, has("alert", end))
+        await ws.close()
+        base = f"http://127.0.0.1:{gateway.port}"
+        status, body = await asyncio.to_thread(
+            http_get, f"{base}/api/alerts/firing", {"X-API-Key": KEY}
+        )
+        health = gateway.health()
+
+    assert got[0]["type"] == "subscribed" and got[0]["snapshot"] == 1
+    assert (got[1]["type"], got[1]["data"]["entity"]) == ("snapshot", held)
+    live = [(m["data"]["entity"], m["data"]["status"]) for m in got if m["type"] == "alert"]
+    assert live == [(new, "FIRING"), (end, "FIRING")]
+    assert status == 200 and [a["entity"] for a in json.loads(body)] == [end, held, new]
+    assert health["firing_alerts"] == 3
+    assert GATEWAY_REPEATED_ALERTS._value.get() - repeated_before == 3
 
 
 @pytest.mark.integration
@@ -479,3 +550,34 @@ async def test_a_client_resumes_after_its_last_id(stack_settings: Settings, uniq
     assert resumed[0]["snapshot"] == 0
     assert [m["data"]["entity"] for m in resumed[1:]] == [f"r-{i}" for i in range(3, 8)]
     assert all(m["type"] == "prediction" and m["id"] > last_seen for m in resumed[1:])
+
+
+@pytest.mark.integration
+async def test_a_client_back_from_a_restarted_gateway_gets_a_fresh_snapshot(
+    stack_settings: Settings, unique: str
+) -> None:
+    """Ids of a restarted gateway are above its predecessor's, so an old ``last_id`` is a gap
+    even once the new process has relayed as many messages (a page left open across two
+    ``foresight demo`` runs)."""
+    watched = f"old-{unique}-*"
+    async with running_gateway(stack_settings, unique) as (gateway, produce):
+        ws = await subscribe(gateway, {"topics": ["predictions"], "entity": watched})
+        for i in range(3):
+            await produce("prediction_batch", prediction(f"old-{unique}-{i}"))
+        got = await receive_until(ws, has("prediction", f"old-{unique}-2"))
+        last_seen = got[-1]["id"]
+        await ws.close()
+    async with running_gateway(stack_settings, unique) as (restarted, produce):
+        ws = await subscribe(restarted, {"topics": ["predictions"], "entity": f"new-{unique}-*"})
+        for i in range(5):
+            await produce("prediction_batch", prediction(f"new-{unique}-{i}"))
+        newer = await receive_until(ws, has("prediction", f"new-{unique}-4"))
+        await ws.close()
+        back = await subscribe(
+            restarted, {"topics": ["predictions"], "entity": watched, "last_id": last_seen}
+        )
+        answer = json.loads(await back.recv())
+        await back.close()
+
+    assert answer["type"] == "subscribed" and answer["resumed"] is False
+    assert min(m["id"] for m in newer if m["type"] == "prediction") > last_seen

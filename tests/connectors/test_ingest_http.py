@@ -1,13 +1,28 @@
-"""Agent event validation of the HTTP ingestion, without any service."""
+"""Agent event validation and the HTTP door of the ingestion, without any service."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from connectors.ingest_http import MAX_FUTURE_MS, validate_agent_events
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import READ, WRITE, KeysFile
+from connectors.ingest_http import (
+    AGENT_EVENTS_PATH,
+    MAX_FUTURE_MS,
+    WRITE_PATH,
+    IngestConfig,
+    IngestServer,
+    validate_agent_events,
+)
 
 NOW = 1_767_225_600_000
 EVENT: dict[str, Any] = {
@@ -44,6 +59,9 @@ def test_a_valid_event_gets_the_schema_defaults() -> None:
         ("event_time", -1),
         ("duration_ms", -1.0),
         ("duration_ms", math.nan),
+        ("duration_ms", 10**400),
+        ("agent", "web\ud800"),
+        ("labels", {"\udfff": "v"}),
         ("cost", math.inf),
         ("cost", True),
         ("error_class", ""),
@@ -74,3 +92,83 @@ def test_an_empty_list_is_refused() -> None:
 def test_reasons_say_what_to_send() -> None:
     (error,) = validate_agent_events({**EVENT, "phase": "DONE"}, NOW)[1]
     assert error.reason == "must be one of STARTED, SUCCEEDED, FAILED; got 'DONE'"
+
+
+# -- the HTTP door, in process (no request here reaches Kafka) ----------------------------------
+
+
+@pytest.fixture
+def ingest_keys(tmp_path: Path) -> tuple[KeysFile, str, str]:
+    """A keys file with a writer's key and a reader's key."""
+    keys = KeysFile(tmp_path / "keys.json")
+    return keys, keys.create("agents", [WRITE])[1], keys.create("dashboards", [READ])[1]
+
+
+@asynccontextmanager
+async def ingest_client(keys: KeysFile) -> AsyncIterator[httpx.AsyncClient]:
+    config = IngestConfig("unused:9092", "m", "e", Gatekeeper(keys), ("instance",), port=0)
+    app = IngestServer(config).app()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"agent": "\\ud800"}', "lone surrogate"),
+        (json.dumps([{**EVENT, "duration_ms": 10**400}]).encode(), "fit a double"),
+        (b'{"agent": ' + b"9" * 5000 + b"}", "not JSON"),
+        (b"\xff\xfe not utf-8", "not JSON"),
+        (b"{not json", "not JSON"),
+    ],
+)
+async def test_every_bad_agent_events_body_gets_400(
+    ingest_keys: tuple[KeysFile, str, str], body: bytes, reason: str
+) -> None:
+    keys, writer, _ = ingest_keys
+    async with ingest_client(keys) as http:
+        response = await http.post(
+            AGENT_EVENTS_PATH, content=body, headers={"Authorization": f"Bearer {writer}"}
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert reason in error["message"] + json.dumps(error["details"])
+
+
+async def test_agent_event_problems_are_the_error_details(
+    ingest_keys: tuple[KeysFile, str, str],
+) -> None:
+    keys, writer, _ = ingest_keys
+    async with ingest_client(keys) as http:
+        response = await http.post(
+            AGENT_EVENTS_PATH,
+            json=[EVENT, {**EVENT, "phase": "DONE", "cost": -1}],
+            headers={"X-API-Key": writer},
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_request"
+    assert [(d["index"], d["field"]) for d in error["details"]] == [(1, "phase"), (1, "cost")]
+    assert error["details"][0]["reason"] == "must be one of STARTED, SUCCEEDED, FAILED; got 'DONE'"
+
+
+async def test_remote_write_needs_a_writer_key_as_bearer_or_basic_auth(
+    ingest_keys: tuple[KeysFile, str, str],
+) -> None:
+    keys, writer, reader = ingest_keys
+    basic = base64.b64encode(f"prometheus:{writer}".encode()).decode()
+    wrong_type = {"Content-Encoding": "snappy", "Content-Type": "text/plain"}
+    async with ingest_client(keys) as http:
+        for headers, status in [
+            ({}, 401),
+            ({"Authorization": "Bearer nope"}, 401),
+            ({"Authorization": f"Bearer {reader}"}, 403),
+            ({"Authorization": f"Bearer {writer}"}, 415),  # in: then the body is checked
+            ({"Authorization": f"Basic {basic}"}, 415),
+        ]:
+            response = await http.post(WRITE_PATH, content=b"x", headers={**headers, **wrong_type})
+            assert (response.status_code, set(response.json())) == (status, {"error"})
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 200

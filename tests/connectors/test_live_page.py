@@ -1,7 +1,9 @@
 """The live page in a real headless Chromium, driven over the Chrome DevTools Protocol.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); no Selenium or Playwright.
-A PredictionBatch produced to Kafka must show up on the page with its entity and value.
+A PredictionBatch produced to Kafka must show up on the page with its entity and value; the
+chart opens on the recent past and the near forecast, and the horizon picker widens it; an
+entity with a firing CRITICAL alert is marked critical and listed first.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def chromium() -> Iterator[int]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         pytest.fail("no chromium on PATH: install it with `apt-get install -y chromium`")
-    with tempfile.TemporaryDirectory(prefix="foresight-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as the browser exits.
+    with tempfile.TemporaryDirectory(
+        prefix="foresight-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = subprocess.Popen(
             [
                 binary,
@@ -120,10 +125,15 @@ async def page(devtools_port: int) -> AsyncIterator[DevTools]:
         yield DevTools(ws)
 
 
+MINUTE = 60_000
+LISTED = "[...document.querySelectorAll('#entity-list li')]"
+CHART_RANGE = "['from', 'to'].map(k => Number(document.getElementById('value-chart').dataset[k]))"
+
+
 async def test_a_produced_prediction_appears_on_the_live_page(
     stack_settings: Settings, unique: str
 ) -> None:
-    entity = f"web-{unique}"
+    entity, calm, warned = f"web-{unique}", f"aaa-{unique}", f"mid-{unique}"
     async with running_gateway(stack_settings, unique) as (gateway, produce):
         with chromium() as devtools_port:
             async with page(devtools_port) as browser:
@@ -132,17 +142,43 @@ async def test_a_produced_prediction_appears_on_the_live_page(
                 await browser.call("Page.navigate", url=url)
                 await browser.wait_for("document.getElementById('status').textContent === 'live'")
                 await produce("alert", alert(entity, "CRITICAL", labels={"region": "eu"}))
+                await produce("alert", alert(warned, "WARNING"))
+                await produce("prediction_batch", prediction(calm))
                 for step in range(6):  # a short history, so the chart has lines to draw
                     batch = prediction(entity, value=70.0 + step * 0.65)
                     batch["event_time"] += step * 10_000
                     await produce("prediction_batch", batch)
+                now = batch["event_time"]
                 shown = await browser.wait_for(
-                    f"[...document.querySelectorAll('#entity-list li')]"
-                    f".some(li => li.dataset.entity === {json.dumps(entity)})"
+                    f"{LISTED}.some(li => li.dataset.entity === {json.dumps(calm)})"
                     " && document.getElementById('prediction-rows').innerText.includes('73.25')"
                     " && document.getElementById('entity-title').textContent"
                     " && document.getElementById('firing-list').innerText"
                 )
                 assert entity in shown
+                listed = await browser.evaluate(
+                    f"{LISTED}.map(li => [li.dataset.entity, li.dataset.severity,"
+                    " (li.querySelector('.severity-marker') || {}).textContent || ''])"
+                )
+                opened_on = await browser.evaluate(CHART_RANGE)
                 shot = await browser.call("Page.captureScreenshot", format="png")
                 await asyncio.to_thread(SCREENSHOT.write_bytes, base64.b64decode(shot["data"]))
+                await browser.evaluate(
+                    """document.querySelector('#horizon [data-view="1h"]').click()"""
+                )
+                widened = await browser.wait_for(
+                    f"(r => r[1] === {now + 60 * MINUTE} && r)({CHART_RANGE})"
+                )
+                await browser.evaluate(
+                    "(s => { s.value = 'CRITICAL'; s.dispatchEvent(new Event('change')); })"
+                    "(document.getElementById('severity-filter'))"
+                )
+                critical_only = await browser.evaluate(f"{LISTED}.map(li => li.dataset.entity)")
+
+    # The worst firing severity first, whatever the names; entities without alerts after.
+    assert listed[:2] == [[entity, "CRITICAL", "critical"], [warned, "WARNING", "warning"]]
+    assert [calm, "none", ""] in listed
+    assert critical_only == [entity]
+    # The chart opens on the last 15 minutes and the 5 minutes ahead, not the 24 h forecast.
+    assert opened_on == [now - 15 * MINUTE, now + 5 * MINUTE]
+    assert widened == [now - 60 * MINUTE, now + 60 * MINUTE]

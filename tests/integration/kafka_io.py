@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.kafka_producer import RecordProducer
 from schemas.codec import Codec, DecodeError
+from streams.commands.tail import topic_partitions
 from streams.topics import TopicSpec
 
 
@@ -73,3 +74,31 @@ async def produce(
             await producer.send(spec.name, record[key_field], spec.schema, record)
     finally:
         await producer.stop()
+
+
+async def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 60) -> list[bytes]:
+    """Every record of ``topics`` from their start to their current end, as raw bytes: its
+    key, value and header values joined by NUL, undecoded, so nothing in them can hide."""
+    # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [tp for topic in topics for tp in await topic_partitions(bootstrap, topic)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            assert time.monotonic() < deadline, f"could not read {topics} in {timeout_s}s"
+            batches = await consumer.getmany(*partitions, timeout_ms=500)
+            for messages in batches.values():
+                for m in messages:
+                    seen.append(
+                        b"\0".join([m.key or b"", m.value or b"", *(v for _, v in m.headers)])
+                    )
+        return seen
+    finally:
+        await consumer.stop()

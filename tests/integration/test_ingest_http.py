@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH, WRITE_PATH, IngestConfig, IngestServer
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
@@ -23,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 KEY = "test-key"
 REMOTE_WRITE_HEADERS = {
+    "Authorization": f"Bearer {KEY}",
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
     "X-Prometheus-Remote-Write-Version": "0.1.0",
@@ -72,16 +76,20 @@ async def _ingest(settings: Settings, unique: str) -> AsyncIterator[Ingest]:
     metrics, events = f"test.ingest.metrics.{unique}", f"test.ingest.events.{unique}"
     bootstrap = settings.kafka_bootstrap_servers
     await ensure_topics(bootstrap, [TopicRequest(metrics, 1, {}), TopicRequest(events, 1, {})])
-    config = IngestConfig(
-        bootstrap_servers=bootstrap,
-        metrics_topic=metrics,
-        agent_events_topic=events,
-        api_keys=frozenset({KEY, "other-key"}),
-        entity_labels=("entity", "instance", "host", "job"),
-        port=0,
-    )
-    async with IngestServer(config) as server, aiohttp.ClientSession() as http:
-        yield Ingest(f"http://127.0.0.1:{server.port}", bootstrap, metrics, events, http)
+    with tempfile.TemporaryDirectory() as folder:
+        keys = KeysFile(f"{folder}/keys.json")
+        for name in (KEY, "other-key"):
+            keys.create(name, [WRITE], key=name)
+        config = IngestConfig(
+            bootstrap_servers=bootstrap,
+            metrics_topic=metrics,
+            agent_events_topic=events,
+            gatekeeper=Gatekeeper(keys),
+            entity_labels=("entity", "instance", "host", "job"),
+            port=0,
+        )
+        async with IngestServer(config) as server, aiohttp.ClientSession() as http:
+            yield Ingest(f"http://127.0.0.1:{server.port}", bootstrap, metrics, events, http)
 
 
 async def test_remote_write_lands_as_metric_batches(stack_settings: Settings, unique: str) -> None:
@@ -185,16 +193,16 @@ async def test_agent_events_valid_invalid_and_unauthenticated(
             url, json=[_event(now), _event(now, phase="DONE")], headers={"X-API-Key": KEY}
         ) as reply:
             assert reply.status == 400
-            (error,) = (await reply.json())["errors"]
+            (error,) = (await reply.json())["error"]["details"]
             assert (error["index"], error["field"]) == (1, "phase")
             assert "STARTED, SUCCEEDED, FAILED" in error["reason"]
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""}):
             async with ingest.http.post(url, json=_event(now), headers=headers) as reply:
                 assert reply.status == 401
-                assert "API key" in (await reply.json())["errors"][0]["reason"]
+                assert "API key" in (await reply.json())["error"]["message"]
         async with ingest.http.post(url, data=b"{not json", headers={"X-API-Key": KEY}) as reply:
             assert reply.status == 400
-            assert "not JSON" in (await reply.json())["errors"][0]["reason"]
+            assert "not JSON" in (await reply.json())["error"]["message"]
         assert await ingest.end_offsets(ingest.events_topic) == produced == 3
 
         records = await ingest.consume(ingest.events_topic, 3)

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from connectors.http.keys import ROLES, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from schemas.codec import Codec
@@ -71,11 +73,20 @@ def answers(port: int) -> bool:
 
 @contextmanager
 def foresight_process(args: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
-    """``foresight ARGS`` in the background until /metrics answers on ``port``; stopped after."""
+    """``foresight ARGS`` in the background until /metrics answers on ``port``; stopped after.
+
+    It accepts ``KEY`` (every role), from a keys file of its own.
+    """
+    folder = tempfile.TemporaryDirectory()
+    KeysFile(f"{folder.name}/keys.json").create("metrics-test", ROLES, key=KEY)
+    keys_env = {
+        "FORESIGHT_KEYS_FILE": f"{folder.name}/keys.json",
+        "FORESIGHT_CREDENTIALS_FILE": f"{folder.name}/credentials",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", *args],
         cwd=ROOT,
-        env={**os.environ, "FORESIGHT_API_KEYS": KEY, **env},
+        env={**os.environ, **keys_env, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -96,6 +107,7 @@ def foresight_process(args: list[str], port: int, env: dict[str, str]) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        folder.cleanup()
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:

@@ -24,6 +24,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import GuardedStore, SqlEndpoint
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import READ, KeysFile
 from models.registry import ModelRegistry
 from models.training import build_training_set
 from schemas.codec import Codec
@@ -162,12 +164,20 @@ def test_train_registers_a_candidate_and_promote_announces_it(
     assert all(u["model"] == "failure_risk" for u in announced)
 
 
-def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(tmp_path: Path) -> None:
+async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
+    tmp_path: Path,
+) -> None:
     """The JSON rows a running sink answers train the same as the folder's Arrow tables."""
     now = int(time.time() * 1000) // 60_000 * 60_000
     start = now - 12 * HOUR_MS
     _write_history(tmp_path / "chdb", start, hours=12)
-    settings = Settings(chdb_path=str(tmp_path / "chdb"), sink_sql_port=free_port())
+    keys = KeysFile(tmp_path / "keys.json")
+    (tmp_path / "credentials").write_text(keys.create("train-test", [READ])[1])
+    settings = Settings(
+        chdb_path=str(tmp_path / "chdb"),
+        sink_sql_port=free_port(),
+        credentials_file=str(tmp_path / "credentials"),
+    )
 
     def read(since_ms: int) -> list[Any]:
         features, labels, baseline = train_command._read_history(since_ms, now, settings)
@@ -176,11 +186,11 @@ def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(tmp_path:
 
     from_folder = read(start)
     store = GuardedStore(ChdbStore(settings.chdb_path))
-    endpoint = SqlEndpoint(store, "127.0.0.1", settings.sink_sql_port)
-    endpoint.start()
+    endpoint = SqlEndpoint(store, settings.sink_sql_port, Gatekeeper(keys))
+    await endpoint.start()
     try:
-        through_sink = read(start)
-        _, labels, _ = train_command._read_history(now, now, settings)
+        through_sink = await asyncio.to_thread(read, start)
+        _, labels, _ = await asyncio.to_thread(train_command._read_history, now, now, settings)
         empty = build_training_set(
             [{"entity": "a", "event_time": now, "names": ["m:5m:mean"], "values": [1.0]}],
             labels,  # no label at `now`: an untyped empty table from JSON
@@ -188,7 +198,7 @@ def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(tmp_path:
             label_until_ms=now + HOUR_MS,
         )
     finally:
-        endpoint.stop()
+        await endpoint.stop()
         store.close()
     assert through_sink == from_folder
     assert from_folder[1] > 0 and from_folder[3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.alerts import AlertRule, AlertState, evaluate, worst
+from models.alerts import AlertRule, AlertState, FiringAlerts, evaluate, worst
 
 RULE = AlertRule(
     "risk",
@@ -68,3 +68,42 @@ def test_worst_ranks_metrics_for_agreement_rules() -> None:
 def test_a_rule_without_hysteresis_is_refused() -> None:
     with pytest.raises(ValueError, match="clear"):
         AlertRule("bad", "ANOMALY", 0.5, 0.5, 1, "INFO", "x")
+
+
+def _change(entity: str, status: str, starts_at: int, rule: str = "risk") -> dict[str, object]:
+    key = f"{rule}/{entity}"
+    return {"dedup_key": key, "alert_id": f"{key}@{starts_at}", "status": status,
+            "starts_at": starts_at}  # fmt: skip
+
+
+def test_a_state_change_delivered_twice_counts_once() -> None:
+    alerts = FiringAlerts()
+    fired, resolved = _change("web-1", "FIRING", 1), _change("web-1", "RESOLVED", 1)
+    assert [alerts.apply(a) for a in (fired, fired)] == [True, False]
+    assert alerts.firing() == [fired]
+    assert [alerts.apply(a) for a in (resolved, resolved)] == [True, False]
+    # A worker that replays its last steps sends the episode's FIRING again: still resolved.
+    assert not alerts.apply(fired)
+    assert alerts.firing() == [] and len(alerts) == 0
+
+
+def test_a_new_episode_fires_again_and_an_older_one_cannot_clear_it() -> None:
+    alerts = FiringAlerts()
+    first, second = _change("web-1", "FIRING", 1), _change("web-1", "FIRING", 9)
+    other = _change("db-1", "FIRING", 5)
+    assert all(alerts.apply(a) for a in (first, other, second))
+    assert alerts.firing() == [other, second]
+    assert alerts.apply(_change("web-1", "RESOLVED", 1))  # news, but about the first episode
+    assert alerts.firing() == [other, second]
+    assert alerts.apply(_change("web-1", "RESOLVED", 9))
+    assert alerts.firing() == [other]
+
+
+def test_only_the_latest_episodes_are_remembered() -> None:
+    alerts = FiringAlerts(remember=2)
+    changes = [_change(f"web-{i}", "FIRING", i) for i in range(3)]
+    assert all(alerts.apply(a) for a in changes)
+    assert alerts.apply(changes[0])  # forgotten, so it counts again
+    assert not alerts.apply(changes[2])
+    with pytest.raises(ValueError, match="at least 1"):
+        FiringAlerts(remember=0)

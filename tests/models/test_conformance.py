@@ -17,29 +17,57 @@ import pytest
 from models.base import AnomalyDetector, FloatArray, Forecaster, OnlineModel
 from models.bottleneck import ExhaustionModel
 from models.catalog import ONLINE_MODELS
+from models.failure_risk import LocalTrendRisk
+from models.features import FeatureWindows, window_statistics
 
 T0 = 1_700_000_000_000
 STEP_MS = 300_000
 
 
-def _outputs(model: OnlineModel, state: FloatArray, x: FloatArray, t_ms: int) -> FloatArray:
-    """One step of the model's own verbs; every output it gives, as one array per series."""
-    if isinstance(model, AnomalyDetector):
-        return model.score_learn(state, x, t_ms)[:, None]
-    if isinstance(model, Forecaster):
-        model.learn(state, x, t_ms)
-        mean, lower, upper = model.forecast(state, t_ms, np.array([1, 12, 288]))
-        return np.concatenate([mean, lower, upper], axis=1)
-    if isinstance(model, ExhaustionModel):
-        model.learn(state, x, t_ms)
-        seconds: FloatArray = np.stack(model.time_to_exhaustion(state, t_ms, 100.0), axis=1)
-        return seconds
-    raise AssertionError(f"{type(model).__name__} speaks no verb the suite knows")
+class _Runner:
+    """Drives a model over ``n`` series with its own verbs. A model that reads the entity's
+    rolling windows (the local-trend failure risk) gets windows fed with the same points."""
+
+    def __init__(self, model: OnlineModel, n: int) -> None:
+        self.model = model
+        self.state = model.init_state(n)
+        self.names = [f"s{i}" for i in range(n)]
+        self.windows = FeatureWindows(max_metrics=n)
+
+    def step(self, x: FloatArray, t_ms: int) -> FloatArray:
+        """One step; every output the model gives, as one row per series."""
+        model, state = self.model, self.state
+        if isinstance(model, AnomalyDetector):
+            return model.score_learn(state, x, t_ms)[:, None]
+        if isinstance(model, Forecaster):
+            model.learn(state, x, t_ms)
+            mean, lower, upper = model.forecast(state, t_ms, np.array([1, 12, 288]))
+            return np.concatenate([mean, lower, upper], axis=1)
+        if isinstance(model, ExhaustionModel):
+            model.learn(state, x, t_ms)
+            seconds: FloatArray = np.stack(model.time_to_exhaustion(state, t_ms, 100.0), axis=1)
+            return seconds
+        if isinstance(model, LocalTrendRisk):
+            seen = np.isfinite(x)  # the worker never windows a missing value
+            self.windows.add(t_ms, [n for n, s in zip(self.names, seen, strict=True) if s], x[seen])
+            w = self.windows
+            rows = [w.index.get(n, -1) for n in self.names]
+            grid = window_statistics(
+                w.buckets, w.bucket_ids, w.last, w.ewma, np.full(w.capacity, t_ms)
+            )[rows]
+            grid[np.array(rows) < 0] = np.nan
+            risk = model.assess(grid, np.full(len(rows), 100.0))
+            return np.stack([risk.risk, risk.eta, risk.lower, risk.upper], axis=1)
+        raise AssertionError(f"{type(model).__name__} speaks no verb the suite knows")
+
+    def arrays(self) -> list[FloatArray]:
+        """Everything the model keeps between steps."""
+        return [self.state, self.windows.buckets]
 
 
 def _run(model: OnlineModel, values: npt.NDArray[np.float64]) -> FloatArray:
-    state = model.init_state(values.shape[1])
-    steps = [_outputs(model, state, values[k], T0 + k * STEP_MS) for k in range(len(values))]
+    runner = _Runner(model, values.shape[1])
+    steps = [runner.step(values[k], T0 + k * STEP_MS) for k in range(len(values))]
     stacked: FloatArray = np.stack(steps)
     return stacked
 
@@ -73,12 +101,13 @@ def test_seeded_runs_are_deterministic(make: Callable[[], OnlineModel]) -> None:
 def test_state_stays_bounded(make: Callable[[], OnlineModel]) -> None:
     model = make()
     assert model.state_size <= 2048, "at most 16 KB per series"
-    state = model.init_state(2)
-    shape = state.shape
+    runner = _Runner(model, 2)
+    shapes = [a.shape for a in runner.arrays()]
     for k, x in enumerate(_series(3000, 2)):
-        _outputs(model, state, x, T0 + k * STEP_MS)
-    assert state.shape == shape
-    assert np.isfinite(state[~np.isnan(state)]).all()
+        runner.step(x, T0 + k * STEP_MS)
+    assert [a.shape for a in runner.arrays()] == shapes
+    for state in runner.arrays():
+        assert np.isfinite(state[~np.isnan(state)]).all()
 
 
 @MODELS
@@ -102,6 +131,10 @@ def test_odd_input_gives_usable_outputs(
         assert ((out >= 0) & (out <= 1)).all()
     elif isinstance(model, Forecaster):
         assert np.isfinite(out[-1]).all(), "a forecaster that has learned must forecast"
+    elif isinstance(model, LocalTrendRisk):  # a probability, and when: seconds or +inf
+        assert ((out[:, :, 0] >= 0) & (out[:, :, 0] <= 1)).all()
+        assert not np.isnan(out[:, :, 1:]).any()
+        assert (out[:, :, 1:] >= 0).all()
     else:  # times to exhaustion: a number of seconds, or +inf when not heading there
         assert not np.isnan(out[-1]).any()
         assert (out[-1] >= 0).all()

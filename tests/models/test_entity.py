@@ -17,6 +17,7 @@ from streams.simulation import Simulation, SimulationConfig
 
 T0 = 1_700_000_000_000
 NAMES = ["cpu_percent", "memory_percent", "disk_used_percent", "request_latency_ms"]
+CAPACITIES = np.array([np.nan, 100.0, 100.0, np.nan])  # as the simulator profile marks them
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def _feed(pipelines: list[EntityPipeline], steps: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for k in range(steps):
         for i, p in enumerate(pipelines):
-            p.add(T0 + k * 10_000 + i, NAMES, 40 + rng.normal(size=len(NAMES)))
+            p.add(T0 + k * 10_000 + i, NAMES, 40 + rng.normal(size=len(NAMES)), CAPACITIES)
 
 
 def test_a_vectorised_step_equals_entity_by_entity(models: ModelSet) -> None:
@@ -39,8 +40,8 @@ def test_a_vectorised_step_equals_entity_by_entity(models: ModelSet) -> None:
         values = 40 + rng.normal(size=(4, len(NAMES)))
         now = [T0 + k * 10_000 + i for i in range(4)]
         for i in range(4):
-            together[i].add(now[i], NAMES, values[i])
-            alone[i].add(now[i], NAMES, values[i])
+            together[i].add(now[i], NAMES, values[i], CAPACITIES)
+            alone[i].add(now[i], NAMES, values[i], CAPACITIES)
         batch = step_many(together, now)
         single = [p.step(now[i]) for i, p in enumerate(alone)]
         assert batch == single

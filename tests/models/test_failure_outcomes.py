@@ -5,26 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from models.base import FloatArray
-from models.failure_outcomes import FAILURE_FEATURES, OutcomeTracker, feature_vector
+from models.failure_outcomes import TREND_FEATURES, OutcomeTracker
 
 STEP = 10_000
 HORIZON_S = 600.0
 
 
-def _x(memory: float, slope_per_s: float = 0.0) -> FloatArray:
-    record = {
-        "names": ["memory_percent:1m:last", "memory_percent:15m:slope", "other:1m:last"],
-        "values": [memory, slope_per_s, 5.0],
-    }
-    return feature_vector(record)
-
-
-def test_features_are_picked_by_name_and_scaled() -> None:
-    x = _x(80.0, 0.05)
-    assert len(x) == len(FAILURE_FEATURES)
-    assert x[FAILURE_FEATURES.index("memory_percent:1m:last")] == 0.8
-    assert x[FAILURE_FEATURES.index("memory_percent:15m:slope")] == 3.0  # points per minute
-    assert x[FAILURE_FEATURES.index("disk_used_percent:1m:last")] == 0.0  # absent
+def _x(memory_percent: float, slope_per_s: float = 0.0) -> FloatArray:
+    """The trend features of a memory signal at ``memory_percent``, rising ``slope_per_s``."""
+    per_minute = slope_per_s * 60 / 100
+    x = np.array([memory_percent / 100, per_minute, per_minute, 0.9 if slope_per_s else 0.0])
+    assert len(x) == len(TREND_FEATURES)
+    return x
 
 
 def test_a_failure_resolves_the_steps_of_its_horizon_as_positives() -> None:

@@ -16,8 +16,17 @@ import org.apache.kafka.common.config.ConfigDef.Importance;
 import org.apache.kafka.common.config.ConfigDef.Type;
 import org.apache.kafka.common.config.ConfigDef.Width;
 import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.config.types.Password;
 
-/** The connector's settings, parsed and validated once. */
+/**
+ * The connector's settings, parsed and validated once.
+ *
+ * <p>The URL, the headers and the inserted body field's value may carry secrets (a Slack or
+ * webhook token in the URL, an Authorization header, PagerDuty's routing key), so they are
+ * {@link Type#PASSWORD} settings: Connect logs them as {@code [hidden]}, and validation errors
+ * never quote them. Give them as config provider references ({@code ${file:<file>:<key>}}) and
+ * the connector config in Kafka holds only the reference.
+ */
 public final class HttpSinkConfig extends AbstractConfig {
 
     public static final String URL = "http.url";
@@ -27,6 +36,8 @@ public final class HttpSinkConfig extends AbstractConfig {
     public static final String RETRIES = "http.retries";
     public static final String RETRY_BACKOFF_MS = "http.retry.backoff.ms";
     public static final String BATCH_JSON_ARRAY = "http.batch.json.array";
+    public static final String INSERT_FIELD = "http.body.insert.field";
+    public static final String INSERT_VALUE = "http.body.insert.value";
 
     private static final String GROUP = "HTTP";
 
@@ -35,18 +46,19 @@ public final class HttpSinkConfig extends AbstractConfig {
             Set.of("connection", "content-length", "expect", "host", "upgrade");
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
-            .define(URL, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new UrlValidator(), Importance.HIGH,
+            .define(URL, Type.PASSWORD, ConfigDef.NO_DEFAULT_VALUE, new UrlValidator(), Importance.HIGH,
                     "Absolute http:// or https:// URL every request goes to, e.g. "
-                            + "http://alertmanager:9093/api/v2/alerts.",
+                            + "http://alertmanager:9093/api/v2/alerts. A secret (its path or query may "
+                            + "carry a token): hidden in logs, which show only its scheme, host and port.",
                     GROUP, 1, Width.LONG, "URL")
             .define(METHOD, Type.STRING, "POST", ConfigDef.CaseInsensitiveValidString.in("POST", "PUT"),
                     Importance.MEDIUM, "HTTP method: POST or PUT.", GROUP, 2, Width.SHORT, "Method")
-            .define(HEADERS, Type.STRING, "", new HeadersValidator(), Importance.MEDIUM,
+            .define(HEADERS, Type.PASSWORD, "", new HeadersValidator(), Importance.MEDIUM,
                     "Extra request headers as comma-separated Name:Value pairs, e.g. "
                             + "'Content-Type:application/json,Authorization:Token abc'. A value may not "
                             + "contain a comma. Content-Type defaults to application/json when not given. "
                             + "Connection, Content-Length, Expect, Host and Upgrade are set by the client "
-                            + "and rejected here.",
+                            + "and rejected here. A secret (values may be credentials): hidden in logs.",
                     GROUP, 3, Width.LONG, "Headers")
             .define(TIMEOUT_MS, Type.INT, 10_000, ConfigDef.Range.atLeast(1), Importance.LOW,
                     "Connect timeout and per-request response timeout, in milliseconds.",
@@ -66,17 +78,34 @@ public final class HttpSinkConfig extends AbstractConfig {
                             + "per batch handed to the task, the body is a JSON array of the record values "
                             + "(Alertmanager's /api/v2/alerts takes an array). String and byte[] values are "
                             + "then taken to be JSON text already.",
-                    GROUP, 7, Width.SHORT, "Batch as JSON array");
+                    GROUP, 7, Width.SHORT, "Batch as JSON array")
+            .define(INSERT_FIELD, Type.STRING, "", Importance.MEDIUM,
+                    "A top-level field set in every request body, e.g. routing_key for PagerDuty; "
+                            + "empty: none. Record values must then be JSON objects (JsonConverter with "
+                            + "schemas.enable=false). For a secret that must stay out of Kafka and the logs.",
+                    GROUP, 8, Width.MEDIUM, "Inserted body field")
+            .define(INSERT_VALUE, Type.PASSWORD, "", Importance.MEDIUM,
+                    "The string value of " + INSERT_FIELD + ". A secret: hidden in logs.",
+                    GROUP, 9, Width.MEDIUM, "Inserted body value");
 
     private final Map<String, String> headers;
 
     public HttpSinkConfig(Map<String, String> props) {
         super(CONFIG_DEF, props);
-        this.headers = parseHeaders(getString(HEADERS));
+        this.headers = parseHeaders(getPassword(HEADERS).value());
     }
 
     public URI url() {
-        return URI.create(getString(URL).trim());
+        return URI.create(getPassword(URL).value().trim());
+    }
+
+    /** The URL without user info, path or query, which may carry tokens: safe to log. */
+    public String loggableUrl() {
+        URI uri = url();
+        String port = uri.getPort() < 0 ? "" : ":" + uri.getPort();
+        boolean more = (uri.getRawPath() != null && !uri.getRawPath().isEmpty() && !uri.getRawPath().equals("/"))
+                || uri.getRawQuery() != null;
+        return uri.getScheme() + "://" + uri.getHost() + port + (more ? "/..." : "");
     }
 
     public String method() {
@@ -104,31 +133,57 @@ public final class HttpSinkConfig extends AbstractConfig {
         return getBoolean(BATCH_JSON_ARRAY);
     }
 
-    /** Parses "Name:Value,Name2:Value2"; splits each pair at its first colon. */
+    /** The field set in every body, or empty when none is. */
+    public String insertField() {
+        return getString(INSERT_FIELD).trim();
+    }
+
+    public String insertValue() {
+        return getPassword(INSERT_VALUE).value();
+    }
+
+    /**
+     * Parses "Name:Value,Name2:Value2"; splits each pair at its first colon. Errors name the pair
+     * by position and never quote a value, which may be a credential.
+     */
     static Map<String, String> parseHeaders(String spec) {
         Map<String, String> out = new LinkedHashMap<>();
         if (spec == null || spec.isBlank()) {
             return out;
         }
-        for (String pair : spec.split(",")) {
+        String[] pairs = spec.split(",");
+        for (int i = 0; i < pairs.length; i++) {
+            String pair = pairs[i];
             if (pair.isBlank()) {
                 continue;
             }
             int colon = pair.indexOf(':');
             if (colon <= 0) {
-                throw new ConfigException(HEADERS, spec, "expected Name:Value, got '" + pair.trim() + "'");
+                throw invalidHeaders("header " + (i + 1) + " is not Name:Value");
             }
             String name = pair.substring(0, colon).trim();
             String value = pair.substring(colon + 1).trim();
             if (name.isEmpty() || !name.chars().allMatch(HttpSinkConfig::isTokenChar)) {
-                throw new ConfigException(HEADERS, spec, "invalid header name '" + name + "'");
+                throw invalidHeaders("header " + (i + 1) + " has an invalid name");
             }
             if (RESTRICTED_HEADERS.contains(name.toLowerCase(Locale.ROOT))) {
-                throw new ConfigException(HEADERS, spec, "header '" + name + "' is set by the HTTP client");
+                throw invalidHeaders("header '" + name + "' is set by the HTTP client");
             }
             out.put(name, value);
         }
         return out;
+    }
+
+    private static ConfigException invalidHeaders(String reason) {
+        return new ConfigException(HEADERS, Password.HIDDEN, reason);
+    }
+
+    /** A PASSWORD setting's text as the validator sees it (a Password, or a String in unit use). */
+    private static String text(Object value) {
+        if (value instanceof Password) {
+            return ((Password) value).value();
+        }
+        return value == null ? "" : value.toString();
     }
 
     private static boolean isTokenChar(int c) {
@@ -156,15 +211,22 @@ public final class HttpSinkConfig extends AbstractConfig {
     private static final class UrlValidator implements ConfigDef.Validator {
         @Override
         public void ensureValid(String name, Object value) {
-            String s = value == null ? "" : value.toString().trim();
+            String s = text(value).trim();
+            if (s.startsWith("${") && s.endsWith("}")) {
+                // A reference is not a secret, and the worker left it unresolved: say so.
+                throw new ConfigException(name, s, "a config provider reference the worker did not resolve: "
+                        + "enable the provider in the worker config (config.providers) and check that the "
+                        + "file and key exist within its allowed.paths");
+            }
             try {
                 URI uri = new URI(s);
                 String scheme = uri.getScheme() == null ? "" : uri.getScheme().toLowerCase(Locale.ROOT);
                 if (!(scheme.equals("http") || scheme.equals("https")) || uri.getHost() == null) {
-                    throw new ConfigException(name, value, "must be an absolute http:// or https:// URL");
+                    throw new ConfigException(name, Password.HIDDEN, "must be an absolute http:// or https:// URL");
                 }
             } catch (URISyntaxException e) {
-                throw new ConfigException(name, value, "not a valid URL: " + e.getMessage());
+                throw new ConfigException(name, Password.HIDDEN,
+                        "not a valid URL: " + e.getReason() + " at index " + e.getIndex());
             }
         }
 
@@ -177,7 +239,7 @@ public final class HttpSinkConfig extends AbstractConfig {
     private static final class HeadersValidator implements ConfigDef.Validator {
         @Override
         public void ensureValid(String name, Object value) {
-            parseHeaders(value == null ? "" : value.toString());
+            parseHeaders(text(value));
         }
 
         @Override

@@ -4,7 +4,9 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
+import org.apache.kafka.common.config.Config;
 import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.config.ConfigValue;
 import org.apache.kafka.connect.connector.Task;
 import org.apache.kafka.connect.sink.SinkConnector;
 
@@ -40,6 +42,23 @@ public class HttpSinkConnector extends SinkConnector {
     @Override
     public void stop() {
         // nothing to release
+    }
+
+    /** ConfigDef's checks, plus the one across two settings: an inserted body field needs its value. */
+    @Override
+    public Config validate(Map<String, String> connectorConfigs) {
+        Config config = super.validate(connectorConfigs);
+        String field = connectorConfigs.getOrDefault(HttpSinkConfig.INSERT_FIELD, "");
+        String value = connectorConfigs.getOrDefault(HttpSinkConfig.INSERT_VALUE, "");
+        if (field.isBlank() != value.isEmpty()) {
+            for (ConfigValue configValue : config.configValues()) {
+                if (configValue.name().equals(HttpSinkConfig.INSERT_VALUE)) {
+                    configValue.addErrorMessage(HttpSinkConfig.INSERT_FIELD + " and "
+                            + HttpSinkConfig.INSERT_VALUE + " go together: set both or neither");
+                }
+            }
+        }
+        return config;
     }
 
     @Override

@@ -11,6 +11,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -19,6 +20,7 @@ import java.util.Set;
 import java.util.concurrent.ExecutionException;
 
 import org.apache.kafka.connect.errors.ConnectException;
+import org.apache.kafka.connect.errors.DataException;
 import org.apache.kafka.connect.errors.RetriableException;
 import org.apache.kafka.connect.sink.ErrantRecordReporter;
 import org.apache.kafka.connect.sink.SinkRecord;
@@ -51,6 +53,9 @@ import org.slf4j.LoggerFactory;
  *       {@code all} it is written to the DLQ and the task moves on, with {@code none} the task
  *       fails). Without a reporter, put() throws the ConnectException and the task fails.</li>
  * </ul>
+ *
+ * <p>Logs and error messages name the endpoint by {@link HttpSinkConfig#loggableUrl()}, never by
+ * its full URL, and never quote a header or the inserted body value: they may carry secrets.
  */
 public class HttpSinkTask extends SinkTask {
 
@@ -64,6 +69,8 @@ public class HttpSinkTask extends SinkTask {
     private HttpClient client;
     private URI url;
     private String method;
+    /** "POST https://host:port/...": the request line as logs and errors show it. */
+    private String target;
     private Duration timeout;
     private boolean addJsonContentType;
     private ErrantRecordReporter reporter;
@@ -83,6 +90,7 @@ public class HttpSinkTask extends SinkTask {
         config = new HttpSinkConfig(props);
         url = config.url();
         method = config.method();
+        target = method + " " + config.loggableUrl();
         timeout = Duration.ofMillis(config.timeoutMs());
         addJsonContentType = config.headers().keySet().stream()
                 .noneMatch(h -> h.equalsIgnoreCase("Content-Type"));
@@ -97,8 +105,9 @@ public class HttpSinkTask extends SinkTask {
         }
         redelivering = false;
         deliveredInPendingBatch.clear();
-        log.info("HTTP sink task started: {} {} (batch as JSON array: {}, retries: {}, DLQ reporter: {})",
-                method, url, config.batchJsonArray(), config.retries(), reporter != null);
+        log.info("HTTP sink task started: {} (batch as JSON array: {}, retries: {}, DLQ reporter: {}, "
+                + "inserted body field: {})", target, config.batchJsonArray(), config.retries(), reporter != null,
+                config.insertField().isEmpty() ? "none" : config.insertField());
     }
 
     @Override
@@ -124,8 +133,8 @@ public class HttpSinkTask extends SinkTask {
                 // Wait as long as the next step of the backoff sequence would have.
                 long wait = Math.max(1L, backoffMs(config.retries() + 1));
                 context.timeout(wait);
-                log.warn("Giving up on {} {} for now, Connect will redeliver the batch in {} ms: {}",
-                        method, url, wait, e.getMessage());
+                log.warn("Giving up on {} for now, Connect will redeliver the batch in {} ms: {}",
+                        target, wait, e.getMessage());
                 throw new RetriableException(e.getMessage(), e.getCause());
             }
             resetPending();
@@ -150,7 +159,7 @@ public class HttpSinkTask extends SinkTask {
         }
         byte[] body;
         try {
-            body = bodyOf(value);
+            body = bodyOf(withInsertedField(value));
         } catch (RuntimeException e) {
             permanentFailure(List.of(record), new ConnectException(
                     "cannot serialise the value at " + recordId(record) + ": " + e.getMessage(), e));
@@ -170,7 +179,7 @@ public class HttpSinkTask extends SinkTask {
             Object value = record.value();
             String element;
             try {
-                element = value == null ? null : jsonElementOf(value);
+                element = value == null ? null : jsonElementOf(withInsertedField(value));
             } catch (RuntimeException e) {
                 permanentFailure(List.of(record), new ConnectException(
                         "cannot serialise the value at " + recordId(record) + ": " + e.getMessage(), e));
@@ -217,13 +226,13 @@ public class HttpSinkTask extends SinkTask {
                 HttpResponse<String> response = client.send(request, HttpResponse.BodyHandlers.ofString());
                 int status = response.statusCode();
                 if (status >= 200 && status < 300) {
-                    log.trace("{} {} -> {} ({} records)", method, url, status, recordCount);
+                    log.trace("{} -> {} ({} records)", target, status, recordCount);
                     return;
                 }
                 String snippet = snippet(response.body());
                 if (status != 429 && status < 500) {
-                    log.error("{} {} failed permanently with HTTP {} ({} records): {}",
-                            method, url, status, recordCount, snippet);
+                    log.error("{} failed permanently with HTTP {} ({} records): {}",
+                            target, status, recordCount, snippet);
                     throw new PermanentFailure(status, snippet);
                 }
                 problem = "HTTP " + status + ": " + snippet;
@@ -235,25 +244,24 @@ public class HttpSinkTask extends SinkTask {
                 problem = describe(e);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
-                throw new ConnectException("interrupted while sending to " + url, e);
+                throw new ConnectException("interrupted while sending to " + target, e);
             }
             if (attempt >= retries) {
-                log.error("{} {} failed after {} attempts ({} records): {}",
-                        method, url, attempt + 1, recordCount, problem);
-                throw new RetriesExhausted(method + " " + url + " failed after " + (attempt + 1)
-                        + " attempts: " + problem);
+                log.error("{} failed after {} attempts ({} records): {}",
+                        target, attempt + 1, recordCount, problem);
+                throw new RetriesExhausted(target + " failed after " + (attempt + 1) + " attempts: " + problem);
             }
             long backoff = backoffMs(attempt);
             if (retryAfterMs >= 0) {
                 backoff = Math.min(MAX_BACKOFF_MS, Math.max(backoff, retryAfterMs));
             }
-            log.warn("{} {} attempt {}/{} failed ({}), retrying in {} ms",
-                    method, url, attempt + 1, retries + 1, problem, backoff);
+            log.warn("{} attempt {}/{} failed ({}), retrying in {} ms",
+                    target, attempt + 1, retries + 1, problem, backoff);
             try {
                 Thread.sleep(backoff);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
-                throw new ConnectException("interrupted while backing off from " + url, e);
+                throw new ConnectException("interrupted while backing off from " + target, e);
             }
         }
     }
@@ -316,6 +324,26 @@ public class HttpSinkTask extends SinkTask {
         }
     }
 
+    /** The value with the configured body field set first (replacing the record's own); as is without one. */
+    private Object withInsertedField(Object value) {
+        String field = config.insertField();
+        if (field.isEmpty()) {
+            return value;
+        }
+        if (!(value instanceof Map)) {
+            throw new DataException(HttpSinkConfig.INSERT_FIELD + " needs JSON object values "
+                    + "(JsonConverter with schemas.enable=false), not " + value.getClass().getSimpleName());
+        }
+        Map<Object, Object> body = new LinkedHashMap<>();
+        body.put(field, config.insertValue());
+        ((Map<?, ?>) value).forEach((k, v) -> {
+            if (!field.equals(k)) {
+                body.put(k, v);
+            }
+        });
+        return body;
+    }
+
     /** The request body for one record: text as UTF-8, bytes as they are, anything else as JSON. */
     static byte[] bodyOf(Object value) {
         if (value instanceof String) {
@@ -356,7 +384,7 @@ public class HttpSinkTask extends SinkTask {
     public void stop() {
         // HttpClient has no close() before Java 21; its threads end when it is unreachable.
         client = null;
-        log.info("HTTP sink task stopped: {} {}", method, url);
+        log.info("HTTP sink task stopped: {}", target);
     }
 
     /** Retries ran out on a transient failure. */
@@ -381,8 +409,7 @@ public class HttpSinkTask extends SinkTask {
         }
 
         ConnectException toConnectException() {
-            return new ConnectException(String.format(Locale.ROOT, "%s %s returned HTTP %d: %s",
-                    method, url, status, body));
+            return new ConnectException(String.format(Locale.ROOT, "%s returned HTTP %d: %s", target, status, body));
         }
     }
 }

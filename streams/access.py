@@ -1,0 +1,75 @@
+"""API keys and rate limits from the settings: what a server checks, and what a client sends.
+
+Every Foresight server builds its :class:`~connectors.http.auth.Gatekeeper` here, so the rules
+of the first start (make a key, print it once) and of the bind (beyond the loopback, refuse to
+start with a key from the documentation) are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from connectors.http.app import is_loopback
+from connectors.http.auth import Gatekeeper, RateLimits
+from connectors.http.keys import CLIENT_KEY_ENV, KeysError, KeysFile, client_key
+from streams.settings import Settings
+
+
+class StartRefusedError(RuntimeError):
+    """A server must not start with these keys on this interface; the message says why."""
+
+
+def keys_file(settings: Settings) -> KeysFile:
+    return KeysFile(settings.keys_file)
+
+
+def gatekeeper(settings: Settings, server: str) -> Gatekeeper:
+    """The gatekeeper of the server ``server`` (a name for messages).
+
+    Without a keys file, makes one with a key of every role, prints the key once on stderr and
+    saves it in the credentials file. Raises :class:`StartRefusedError` when the keys file
+    holds no key or is malformed, or when it holds a documented key and ``FORESIGHT_BIND_HOST``
+    is not a loopback address.
+    """
+    keys = keys_file(settings)
+    made = keys.create_first(Path(settings.credentials_file))
+    if made is not None:
+        print(
+            f"foresight {server}: {keys.path} did not exist, so it was made with one key of "
+            f"every role (read, write, operate). The key is shown this once:\n\n    {made}\n\n"
+            f"Local clients (foresight sql, status, demo) read it from "
+            f"{settings.credentials_file} (mode 0600), or from {CLIENT_KEY_ENV}. Make a key "
+            "per client with `foresight keys create NAME --roles read,write`.",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        entries = keys.entries()
+        documented = keys.documented()
+    except KeysError as error:
+        raise StartRefusedError(str(error)) from error
+    if not entries:
+        raise StartRefusedError(
+            f"{keys.path} holds no key, so nothing could get in: create one with "
+            "`foresight keys create NAME --roles read,write,operate`"
+        )
+    if documented and not is_loopback(settings.bind_host):
+        named = ", ".join(f"{e.id} ({e.name})" for e in documented)
+        raise StartRefusedError(
+            f"refusing to listen on {settings.bind_host!r}: key {named} is an example key from "
+            "Foresight's documentation, which anyone can read. Revoke it "
+            "(`foresight keys revoke ID`) and give clients keys from `foresight keys create`, "
+            "or listen on the loopback only (FORESIGHT_BIND_HOST=127.0.0.1)"
+        )
+    limits = RateLimits(
+        per_key=settings.rate_limit_per_key,
+        per_address=settings.rate_limit_per_address,
+        auth_failures=settings.auth_failure_limit,
+    )
+    return Gatekeeper(keys, limits)
+
+
+def local_client_key(settings: Settings) -> str | None:
+    """The key this machine's clients send: ``FORESIGHT_API_KEY``, else the credentials file."""
+    return client_key(settings.credentials_file)

@@ -1,0 +1,104 @@
+"""Every ``foresight bench`` benchmark completes a tiny run and prints its ``--json`` result.
+
+Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
+benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
+early-warning need the local stack.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.commands.bench import BENCHMARKS
+from streams.settings import Settings
+
+FORESIGHT = Path(sys.executable).parent / "foresight"
+TINY = {
+    "early-warning": ["--seeds", "1", "--hosts", "2", "--duration-s", "900", "--quiet-s", "300"],
+    "redis-read": ["--entities", "10", "--reads", "50", "--concurrency", "4"],
+    "clickhouse-sink": ["--records", "200", "--samples", "10", "--partitions", "1"],
+    "gateway": ["--clients", "8", "--slow-clients", "1", "--rate", "50", "--seconds", "2"],
+    "auth-flood": [
+        *("--server", "ingest", "--probes", "20", "--concurrency", "4"),
+        *("--flood-seconds", "2", "--flood-requests", "400"),
+    ],
+    "pipeline": [
+        *("--entities", "20", "--metrics", "5", "--records", "400"),
+        *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
+    ],
+}
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def bench(name: str) -> dict[str, Any]:
+    """``foresight bench NAME`` with its tiny options and ``--json``; its parsed stdout."""
+    run = subprocess.run(
+        [str(FORESIGHT), "bench", name, *TINY[name], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}:\n{run.stderr[-3000:]}"
+    result: dict[str, Any] = json.loads(run.stdout, parse_constant=_refuse)
+    return result
+
+
+def test_every_benchmark_has_a_tiny_run_here() -> None:
+    assert set(TINY) == set(BENCHMARKS)
+
+
+def test_early_warning() -> None:
+    result = bench("early-warning")
+    assert result["seeds"] == 1
+    assert 0.0 <= result["warned_share"] <= 1.0
+
+
+@pytest.mark.integration
+def test_redis_read(stack_settings: Settings) -> None:
+    result = bench("redis-read")
+    assert (result["entities"], result["reads"]) == (10, 50)
+    assert result["sequential"]["reads_per_s"] > 0
+    assert result["concurrent_4"]["reads_per_s"] > 0
+
+
+@pytest.mark.integration
+def test_clickhouse_sink(stack_settings: Settings) -> None:
+    result = bench("clickhouse-sink")
+    assert result["rows"] == 2000
+    assert result["sink_rows_per_s"] > 0
+    assert result["raw_insert_rows_per_s"] > 0
+
+
+@pytest.mark.integration
+def test_gateway(stack_settings: Settings) -> None:
+    result = bench("gateway")
+    assert result["connected"] == 9
+    assert result["produced"] > 0
+    assert result["delivered"] > 0
+
+
+@pytest.mark.integration
+def test_pipeline(stack_settings: Settings) -> None:
+    result = bench("pipeline")
+    assert result["raw_passthrough"]["records"] == 400
+    assert result["pipeline_max"]["complete"] is True
+    assert [r["rate_samples_per_s"] for r in result["fixed_rates"]] == [200.0]
+
+
+@pytest.mark.integration
+def test_auth_flood(stack_settings: Settings) -> None:
+    result = bench("auth-flood")
+    assert result["server"] == "ingest"
+    assert result["flood"]["requests"] > 0
+    assert set(result["flood"]["statuses"]) <= {"401", "429"}
+    assert result["quiet"]["p50_ms"] > 0

@@ -1,0 +1,40 @@
+"""The demo's summary counts predictions, and names the PredictionBatch records apart."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from models.incident_report import match_alerts
+from streams import topics
+from streams.commands.demo import Console, Observed, _observe, _print_summary
+from tests.schemas.samples import SAMPLES
+
+
+def test_predictions_are_counted_one_by_one_and_batches_apart() -> None:
+    seen = Observed()
+    batch = copy.deepcopy(SAMPLES["prediction_batch"])
+    batch["predictions"] *= 3
+    for _ in range(2):
+        _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
+    assert seen.prediction_batches == 2
+    assert seen.predictions == 2 * len(batch["predictions"]) > seen.prediction_batches
+
+
+def test_the_summary_names_both_units(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = {
+        "simulated_s": 5400.0,
+        "wall_s": 63.2,
+        "samples_produced": 86_400,
+        "metric_batches_processed": 10_806,
+        "agent_events_produced": 3_466,
+        "prediction_batches": 12_527,
+        "predictions": 364_113,
+        "entities_predicted": 25,
+        "latency_ms_p50": 28.0,
+        "latency_ms_p99": 162.0,
+        "alerts": 0,
+    }
+    _print_summary(summary, match_alerts([], []))
+    assert "predictions     364,113 in 12,527 batches for 25 entities" in capsys.readouterr().out
