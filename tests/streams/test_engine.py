@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -215,8 +216,13 @@ def test_a_node_exporter_host_through_the_door_is_modelled_as_signals() -> None:
     engine = _engine(Changelog())
     out = engine.metrics(inputs, NOW_S)
     assert _decoded(out, topics.DEADLETTER.name) == []  # not one series over any limit
-    modelled = engine.entities["db-1:9100"].windows.metrics
+    pipeline = engine.entities["db-1:9100"]
+    modelled = pipeline.windows.metrics
     assert len(first) == 507 and len(modelled) == 22
+    capacity = dict(zip(modelled, pipeline.capacity.tolist(), strict=False))
+    assert capacity['filesystem_used_fraction{mountpoint="/"}'] == 1.0  # exhaustion models on
+    assert capacity["memory_used_fraction"] == 1.0
+    assert math.isnan(capacity["cpu_used_fraction"])
     expected = ["memory_used_fraction", 'filesystem_used_fraction{mountpoint="/"}']
     expected += ["cpu_used_fraction", 'network_receive_bytes_per_second{device="eth0"}']
     assert set(expected) <= set(modelled)
