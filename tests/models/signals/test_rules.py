@@ -152,3 +152,28 @@ def test_a_bad_rules_file_is_refused_with_the_place_and_reason(
 def test_a_missing_rules_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot read the signal rules file"):
         SignalRules.load(tmp_path / "nowhere.yaml")
+
+
+def test_the_readme_example_is_a_working_rules_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Real telemetry") :]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    rules = _rules(tmp_path, section[start : section.index("```", start)])
+    scrape = {
+        "shop_stock_free": 20.0,
+        "shop_stock_capacity": 80.0,
+        'shop_checkouts_total{result="ok"}': 100.0,
+        'shop_checkouts_total{result="error"}': 10.0,
+        "shop_queue_depth": 3.0,
+        "shop_workers_busy": 12.0,
+        "shop_logins": 5.0,
+    }
+    later = {**scrape, 'shop_checkouts_total{result="ok"}': 118.0}
+    later['shop_checkouts_total{result="error"}'] = 12.0
+    nan = pytest.approx(math.nan, nan_ok=True)
+    assert _run(rules, scrape, later) == {
+        "stock_used_fraction": (0.75, 1.0),
+        "checkout_error_ratio": (pytest.approx(0.1), nan),
+        "shop_queue_depth": (3.0, nan),
+        "shop_workers_busy": (12.0, 32.0),
+    }
