@@ -142,29 +142,35 @@ class SeriesTable:
         if len(self.names) >= self.max_series:
             self._compact(t_ms - self.lookback_ms)
         rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
-        over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
-        taken = rows >= 0
-        rows, x = rows[taken], np.asarray(values, dtype=np.float64)[taken]
-        previous_t = self.table[rows, _RAW_T]
-        newer = ~(previous_t >= t_ms)  # NaN (no previous sample) counts as newer
-        late = [self.names[r] for r in rows[~newer]]
-        rows, x, previous_t = rows[newer], x[newer], previous_t[newer]
-        previous = self.table[rows, _RAW]
+        x = np.asarray(values, dtype=np.float64)
+        over: list[str] = []
+        if (rows < 0).any():
+            over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+            rows, x = rows[rows >= 0], x[rows >= 0]
+        sub = self.table[rows]  # one gather and one scatter: batches are small, calls cost
+        newer = ~(sub[:, _RAW_T] >= t_ms)  # NaN (no previous sample) counts as newer
+        late: list[str] = []
+        if not newer.all():
+            late = [self.names[r] for r in rows[~newer]]
+            rows, x, sub = rows[newer], x[newer], sub[newer]
+        previous, previous_t = sub[:, _RAW], sub[:, _RAW_T]
         with np.errstate(invalid="ignore", divide="ignore"):
             increase = np.where(x >= previous, x - previous, x)
-            span_s = (t_ms - previous_t) / 1000.0
-            rate = np.where(span_s * 1000.0 <= self.lookback_ms, increase / span_s, np.nan)
-        value = np.where(self.table[rows, _RATE] == 1.0, rate, x)
-        self.table[rows, _RAW] = x
-        self.table[rows, _RAW_T] = t_ms
+            span_ms = t_ms - previous_t
+            rate = np.where(span_ms <= self.lookback_ms, increase * 1000.0 / span_ms, np.nan)
+        value = np.where(sub[:, _RATE] == 1.0, rate, x)
         has = np.isfinite(value)
-        self.table[rows[has], _VALUE] = value[has]
-        self.table[rows[has], _VALUE_T] = t_ms
-        self.table[rows[has], _FRESH] = 1.0
+        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
+        sub[:, _VALUE] = np.where(has, value, sub[:, _VALUE])
+        sub[:, _VALUE_T] = np.where(has, t_ms, sub[:, _VALUE_T])
+        sub[:, _FRESH] = np.where(has, 1.0, sub[:, _FRESH])
+        self.table[rows] = sub
         return Observed(over, late)
 
     def end(self, names: Sequence[str]) -> None:
         """Staleness markers: these series are gone; a series that comes back starts anew."""
+        if not names:
+            return
         rows = [self.index[n] for n in names if n in self.index]
         self.table[rows, _RAW:_FRESH] = np.nan
         self.table[rows, _FRESH] = 0.0

@@ -56,13 +56,20 @@ class EvaluationError(ValueError):
 
 
 class SeriesIndex:
-    """An entity's series at one scrape, indexed by metric name for the selectors."""
+    """An entity's series at one scrape, indexed by metric name (on first use) for the
+    selectors."""
 
     def __init__(self, samples: Sequence[Sample]) -> None:
         self.samples = samples
-        self.by_name: dict[str, list[Sample]] = {}
-        for sample in samples:
-            self.by_name.setdefault(sample.labels[NAME], []).append(sample)
+        self._by_name: dict[str, list[Sample]] | None = None
+
+    def named(self, name: str) -> list[Sample]:
+        """The series called ``name``."""
+        if self._by_name is None:
+            self._by_name = {}
+            for sample in self.samples:
+                self._by_name.setdefault(sample.labels[NAME], []).append(sample)
+        return self._by_name.get(name, [])
 
 
 # -- histogram quantiles ---------------------------------------------------------------------
@@ -149,7 +156,7 @@ class Selector:
 
     def evaluate(self, index: SeriesIndex) -> Value:
         name = next((m.value for m in self.matchers if m.label == NAME and m.op == "="), None)
-        candidates = index.samples if name is None else index.by_name.get(name, [])
+        candidates = index.samples if name is None else index.named(name)
         return [s for s in candidates if all(m.matches(s.labels) for m in self.matchers)]
 
 

@@ -301,10 +301,13 @@ class SignalRules:
                 capacities.append(capacity)
                 out.origins.append(origin)
 
-        index = SeriesIndex(scrape.samples)
+        index = (
+            SeriesIndex(scrape.samples) if any(self.profiles[p].records for p in owned) else None
+        )
         for p in sorted(owned):
             profile = self.profiles[p]
             for rule in profile.records:
+                assert index is not None
                 try:
                     vector = rule.expr.evaluate(index)
                 except EvaluationError as error:
