@@ -133,12 +133,18 @@ def _capacity(raw: Any, where: str) -> float:
     return value
 
 
-def _record(raw: Any, where: str) -> Record:
+def _fields(raw: Any, fields: set[str], what: str, where: str) -> Mapping[str, Any]:
+    """``raw`` when it is a mapping of known fields; else the error naming the place."""
     if not isinstance(raw, Mapping):
-        raise _fail(where, f"a signal is a mapping with record and expr, got {raw!r}")
-    unknown = set(raw) - _SIGNAL_FIELDS
+        raise _fail(where, f"{what} is a mapping of {sorted(fields)}, got {raw!r:.80}")
+    unknown = set(raw) - fields
     if unknown:
-        raise _fail(where, f"unknown field(s) {sorted(unknown)}; use {sorted(_SIGNAL_FIELDS)}")
+        raise _fail(where, f"unknown field(s) {sorted(unknown)}; use {sorted(fields)}")
+    return raw
+
+
+def _record(raw: Any, where: str) -> Record:
+    raw = _fields(raw, _SIGNAL_FIELDS, "a signal", where)
     name = raw.get("record")
     if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
         raise _fail(where, f"record must be a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), got {name!r}")
@@ -173,11 +179,7 @@ def _relabel_steps(raw: Any, where: str) -> tuple[RelabelConfig, ...]:
 
 def parse_profile(raw: Any, where: str) -> Profile:
     """A profile from its YAML mapping; raises :class:`RulesError` naming the place."""
-    if not isinstance(raw, Mapping):
-        raise _fail(where, f"a profile is a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - _PROFILE_FIELDS
-    if unknown:
-        raise _fail(where, f"unknown field(s) {sorted(unknown)}; use {sorted(_PROFILE_FIELDS)}")
+    raw = _fields(raw, _PROFILE_FIELDS, "a profile", where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(where, "a profile needs a name")
