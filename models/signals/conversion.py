@@ -121,9 +121,9 @@ class SeriesTable:
             labels = parse_series(name)
             self.labels.append(labels)
             self.table[row] = np.nan
-            self._set_kind(row, kind if kind is not MetricKind.UNKNOWN else
-                           infer_kind(labels[NAME], labels))  # fmt: skip
             self.table[row, _FRESH] = 0.0
+            named = infer_kind(labels[NAME], labels)
+            self._set_kind(row, named if kind is MetricKind.UNKNOWN else kind)
         elif kind is not MetricKind.UNKNOWN and _KINDS[int(self.table[row, _KIND])] is not kind:
             self._set_kind(row, kind)
         return row
