@@ -23,6 +23,12 @@ REPLAYED = Counter(
 DEAD_LETTERS = Counter(
     "foresight_dead_letters_total", "Records sent to telemetry.deadletter.", ["reason"]
 )
+SIGNALS_DROPPED = Counter(
+    "foresight_signals_dropped_total",
+    "Series and signals of entities not modelled, by reason (signal_limit, series_limit, "
+    "out_of_order, rule_error), with the profile and rule that made a dropped signal.",
+    ["reason", "profile", "rule"],
+)
 CONSUMER_LAG = Gauge(
     "foresight_consumer_lag_records",
     "Records behind the end of a partition.",

@@ -17,7 +17,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cramjam
@@ -36,6 +36,7 @@ from models.features import (
     window_statistics,
 )
 from models.forecast import SeasonalForecaster
+from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
 
 Record = dict[str, Any]
 _MAGIC = b"FSE2"
@@ -58,6 +59,9 @@ class PipelineConfig:
     trend_r2: float = 0.6
     trend_min_samples: int = 12
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    signal_rules: SignalRules = field(default_factory=SignalRules.shipped)
+    max_series: int = 10_000
+    series_lookback_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,9 @@ class EntityPipeline:
         self.models = models
         cfg = models.config
         self.windows = FeatureWindows(max_metrics=cfg.max_metrics)
+        self.stage = SignalStage(
+            cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
+        )
         self.labels: dict[str, str] = {}
         self.anomaly = models.detector.init_state(self.windows.capacity)
         self.forecast = models.forecaster.init_state(self.windows.capacity)
@@ -178,6 +185,34 @@ class EntityPipeline:
                 at, capacity = zip(*rows, strict=True)
                 self.capacity[list(at)] = capacity
         return refused
+
+    def observe(
+        self,
+        t_ms: int,
+        names: Sequence[str],
+        values: FloatArray,
+        kinds: Sequence[MetricKind],
+        ended: Sequence[str] = (),
+    ) -> StageOutput:
+        """The first stage: one MetricBatch's raw series (see :mod:`models.signals`); the
+        signals of every scrape it completes go to the windows."""
+        return self._admit(self.stage.observe(t_ms, names, values, kinds, ended))
+
+    def close_scrape(self) -> StageOutput:
+        """Complete the open scrape now (its window step is closing): its signals go to the
+        windows."""
+        return self._admit(self.stage.close())
+
+    def _admit(self, out: StageOutput) -> StageOutput:
+        for signals in out.signals:
+            added = self.add(signals.t_ms, signals.names, signals.values, signals.capacities)
+            refused = set(added)
+            out.refused += [
+                (name, *origin)
+                for name, origin in zip(signals.names, signals.origins, strict=True)
+                if name in refused
+            ]
+        return out
 
     def due(self, watermark_ms: int) -> bool:
         """Whether a window step has ended by ``watermark_ms``."""
@@ -252,6 +287,7 @@ class EntityPipeline:
     def windows_bytes(self) -> bytes:
         """The windows, alert states and stream position, as compressed bytes."""
         n = len(self.windows.metrics)
+        series, table = self.stage.state()
         return _pack(
             {
                 "entity": self.entity,
@@ -260,6 +296,7 @@ class EntityPipeline:
                 "alerts": {k: v.as_array() for k, v in self.alerts.items()},
                 "last_step_ms": self.last_step_ms,
                 "last_offset": self.last_offset,
+                "signals": series,
             },
             [
                 self.windows.buckets[:n],
@@ -267,6 +304,7 @@ class EntityPipeline:
                 self.windows.last[:n],
                 self.windows.ewma[:n],
                 self.capacity[:n],
+                table,
             ],
         )
 
@@ -303,6 +341,8 @@ class EntityPipeline:
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
         pipeline.last_offset = header["last_offset"]
+        if "signals" in header:  # states saved before the signal stage have none
+            pipeline.stage.restore(header["signals"], arrays[5])
         if model_states is not None:
             saved, (anomaly, forecast, bottleneck) = _unpack(model_states)
             k = len(saved["metrics"])

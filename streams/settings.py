@@ -139,7 +139,22 @@ class Settings:
         "Wall seconds a partition may hold unprocessed records before it is called stalled.",
     )
     max_metrics_per_entity: int = _setting(
-        64, "FORESIGHT_MAX_METRICS", "Distinct metric names per entity (cardinality limit)."
+        256,
+        "FORESIGHT_MAX_METRICS",
+        "Distinct signals modelled per entity (cardinality limit); past it, new signals are "
+        "dead-lettered (error_kind cardinality) and counted by profile and rule.",
+    )
+    max_series_per_entity: int = _setting(
+        10_000,
+        "FORESIGHT_MAX_SERIES",
+        "Distinct input series an entity's conversion stage tracks at once (series unseen for "
+        "5 minutes are forgotten); past it, new series are dead-lettered (cardinality).",
+    )
+    signal_rules: str = _setting(
+        "",
+        "FORESIGHT_SIGNAL_RULES",
+        "A YAML file of signal rules (profiles) to apply before the shipped ones; empty: the "
+        "shipped profiles alone (node_exporter, cadvisor, red, simulator, generic).",
     )
     max_entities: int = _setting(
         10_000,

@@ -103,7 +103,8 @@ async def test_remote_write_lands_as_metric_batches(stack_settings: Settings, un
                     [(now, 3.0)],
                 ),
                 ({"__name__": "node_load1", "instance": "web-2", "job": "node"}, [(now, 1.5)]),
-            ]
+            ],
+            metadata={"http_requests_total": 1},  # a counter
         )
     )
     async with _ingest(stack_settings, unique) as ingest:
@@ -122,6 +123,8 @@ async def test_remote_write_lands_as_metric_batches(stack_settings: Settings, un
                 "names": ['node_load1{job="node"}', 'http_requests_total{code="500"}'],
                 "values": [0.5, 3.0],
                 "source": "remote_write",
+                "kinds": ["UNKNOWN", "COUNTER"],
+                "ended": [],
             },
         ),
         (
@@ -133,6 +136,8 @@ async def test_remote_write_lands_as_metric_batches(stack_settings: Settings, un
                 "names": ["node_load1"],
                 "values": [1.5],
                 "source": "remote_write",
+                "kinds": [],
+                "ended": [],
             },
         ),
     ]

@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.capacity import SIMULATOR
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
+from models.signals import MetricKind
 from schemas.codec import Codec
 from streams.simulation import Simulation, SimulationConfig
 
 T0 = 1_700_000_000_000
 NAMES = ["cpu_percent", "memory_percent", "disk_used_percent", "request_latency_ms"]
-CAPACITIES = SIMULATOR.capacities(NAMES)
+CAPACITIES = np.array([np.nan, 100.0, 100.0, np.nan])  # as the simulator profile marks them
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,8 @@ def test_state_stays_bounded(models: ModelSet) -> None:
 
 
 def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulation]:
-    """Run the simulator's hour through the pipeline as the worker does, scrape by scrape."""
+    """Run the simulator's hour through the pipeline as the worker does, scrape by scrape:
+    through the signal stage and its simulator profile, into the windows."""
     simulation = Simulation(SimulationConfig(hosts=hosts, agents=0, seed=7))
     codec = Codec()
     pipelines: dict[str, EntityPipeline] = {}
@@ -100,9 +101,10 @@ def _replay(hosts: int, models: ModelSet) -> tuple[list[dict[str, Any]], Simulat
         due = []
         for record in batches:
             p = pipelines.setdefault(record["entity"], EntityPipeline(record["entity"], models))
-            names = record["names"]
-            p.add(t, names, np.asarray(record["values"]), SIMULATOR.capacities(names))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            p.observe(t, record["names"], np.asarray(record["values"]), kinds)
             if p.due(t):
+                assert p.close_scrape().signals[0].names == record["names"]
                 due.append(p)
         for _, _, step_alerts in step_many(due, [t] * len(due)):
             alerts += step_alerts

@@ -14,6 +14,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "names": ["cpu_percent", "memory_percent"],
         "values": [12.5, 40.0],
         "source": "test",
+        "kinds": ["GAUGE", "UNKNOWN"],
+        "ended": ['http_requests_total{code="503"}'],
     },
     "agent_event": {
         "agent": "agent-01",
