@@ -111,6 +111,12 @@ INGEST_SAMPLES_DROPPED = Counter(
     ["reason"],
 )
 
+PII_SCRUBBED = Counter(
+    "foresight_pii_scrubbed_total",
+    "Label values and event fields a PII rule dropped, hashed or redacted at ingestion.",
+    ["rule", "action"],
+)
+
 
 def exported_names() -> set[str]:
     """Every series name the metrics above export (``_total``, ``_bucket``... included)."""

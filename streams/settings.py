@@ -244,6 +244,18 @@ class Settings:
         "FORESIGHT_ENTITY_LABELS",
         "Labels tried in order to name a remote_write series' entity.",
     )
+    pii_rules: str = _setting(
+        "",
+        "FORESIGHT_PII_RULES",
+        "A YAML file of PII rules applied at ingestion before the shipped ones (or instead of "
+        "them); empty: the shipped rules alone (secrets, tokens, e-mail and IP addresses).",
+    )
+    pii_key_file: str = _setting(
+        ".stack/pii.key",
+        "FORESIGHT_PII_KEY_FILE",
+        "Secret of the PII rules' keyed hash (HMAC-SHA-256), made at the first start of "
+        "`foresight ingest` (mode 0600); every ingest process must share it.",
+    )
     sink_metrics_port: int = _setting(
         9301, "FORESIGHT_SINK_METRICS_PORT", "ClickHouse sink's /metrics port."
     )

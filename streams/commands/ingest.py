@@ -14,6 +14,7 @@ import sys
 from aiokafka.errors import KafkaError
 
 from connectors.ingest_http import IngestConfig, IngestServer
+from connectors.pii import PiiRulesError, Scrubber
 from streams.access import StartRefusedError, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
@@ -30,13 +31,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def ingest_config(settings: Settings) -> IngestConfig:
-    """The ingestion server the settings describe."""
+    """The ingestion server the settings describe; raises :class:`StartRefusedError` or
+    :class:`PiiRulesError` when it must not start."""
     return IngestConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         metrics_topic=METRICS.name,
         agent_events_topic=AGENT_EVENTS.name,
         gatekeeper=gatekeeper(settings, "ingest"),
         entity_labels=tuple(k.strip() for k in settings.entity_labels.split(",") if k.strip()),
+        scrubber=Scrubber.from_files(settings.pii_rules, settings.pii_key_file),
         host=settings.bind_host,
         port=settings.ingest_port,
     )
@@ -59,11 +62,11 @@ async def _serve(config: IngestConfig, settings: Settings) -> None:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until interrupted; exit 2 when the keys forbid starting, 1 when Kafka or the
-    listening address is unavailable."""
+    """Serve until interrupted; exit 2 when the keys or the PII rules forbid starting, 1 when
+    Kafka or the listening address is unavailable."""
     try:
         config = ingest_config(settings)
-    except StartRefusedError as error:
+    except (StartRefusedError, PiiRulesError) as error:
         print(f"foresight ingest: {error}", file=sys.stderr)
         return 2
     try:
