@@ -48,6 +48,7 @@ SCHEMA_NAMES = {
     "alert": "io.foresight.Alert",
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
+    "audit_event": "io.foresight.AuditEvent",
 }
 
 

@@ -219,6 +219,12 @@ class Settings:
         "Failed authentications one address may make per minute (in a burst of that many); "
         "beyond, 429 with Retry-After. 0: no limit.",
     )
+    audit_topic: str = _setting(
+        "audit",
+        "FORESIGHT_AUDIT_TOPIC",
+        "Topic of the audit trail (AuditEvent records: model and connector changes, SQL through "
+        "the sink, refused keys), which `topics create` makes and the sink stores.",
+    )
     bind_host: str = _setting(
         "127.0.0.1",
         "FORESIGHT_BIND_HOST",

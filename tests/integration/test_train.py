@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.audit import AuditTrail
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import SqlEndpoint
@@ -166,7 +167,7 @@ def test_train_registers_a_candidate_and_promote_announces_it(
 
 
 async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
-    tmp_path: Path,
+    stack_settings: Settings, tmp_path: Path, unique: str
 ) -> None:
     """The JSON rows a running sink answers train the same as the folder's Arrow tables."""
     now = int(time.time() * 1000) // 60_000 * 60_000
@@ -188,7 +189,8 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
     from_folder = read(start)
     store = ChdbStore(settings.chdb_path)
     sql = UserSql(store.session, settings.sql_limits())
-    endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys))
+    audit = AuditTrail(stack_settings.kafka_bootstrap_servers, f"test.audit.{unique}", "sink")
+    endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys), audit)
     await endpoint.start()
     try:
         through_sink = await asyncio.to_thread(read, start)
