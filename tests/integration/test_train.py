@@ -26,7 +26,7 @@ from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
-from connectors.http.keys import READ, KeysFile
+from connectors.http.keys import OPERATE, READ, KeysFile
 from connectors.user_sql import UserSql
 from models.registry import ModelRegistry
 from models.training import build_training_set
@@ -117,7 +117,7 @@ async def _updates_since(bootstrap: str, offset: int) -> list[dict[str, Any]]:
 
 
 def test_train_registers_a_candidate_and_promote_announces_it(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, unique: str
 ) -> None:
     now = int(time.time() * 1000) // 60_000 * 60_000
     start = now - 36 * HOUR_MS  # recent: older rows would fall to the tables' TTL
@@ -130,6 +130,9 @@ def test_train_registers_a_candidate_and_promote_announces_it(
         FORESIGHT_CHDB_PATH=str(tmp_path / "chdb"),
         FORESIGHT_SINK_SQL_PORT=str(free_port()),  # no sink there: the folder is opened
         MODEL_REGISTRY_URL=f"file://{registry_folder}",
+        FORESIGHT_KEYS_FILE=str(tmp_path / "keys.json"),
+        FORESIGHT_API_KEY=KeysFile(tmp_path / "keys.json").create("ops", [OPERATE])[1],
+        FORESIGHT_AUDIT_TOPIC=f"test.audit.train.{unique}",
     )
     bootstrap = stack_settings.kafka_bootstrap_servers
     offset = asyncio.run(_end_offset(bootstrap))
