@@ -429,6 +429,31 @@ TABLES: tuple[TableSpec, ...] = (
             ]
         ),
     ),
+    TableSpec(
+        "audit",
+        "audit_event",
+        "event_id String, ts DateTime64(3, 'UTC'), key_id String, key_name String, "
+        "action LowCardinality(String), target String, outcome LowCardinality(String), "
+        "service LowCardinality(String), origin String, "
+        "details Map(LowCardinality(String), String), count UInt32",
+        "key_id, ts",
+        _columns(
+            [
+                ("event_id", "event_id", pa.string()),
+                ("ts", "event_time", _MS_UTC),
+                ("key_id", "key_id", pa.string()),
+                ("key_name", "key_name", pa.string()),
+                ("action", "action", pa.string()),
+                ("target", "target", pa.string()),
+                ("outcome", "outcome", pa.string()),
+                ("service", "service", pa.string()),
+                ("origin", "origin", pa.string()),
+                ("details", "details", _STRING_MAP),
+                ("count", "count", pa.uint32()),
+            ]
+        ),
+        identity=("event_id",),
+    ),
 )
 
 TABLE_FOR_SCHEMA: dict[str, TableSpec] = {t.schema: t for t in TABLES}

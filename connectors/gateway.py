@@ -534,7 +534,7 @@ class Gateway:
             return await _refusal(arrival)
         if path == "/ws" or path.startswith("/api/"):
             presented = presented_key(request.headers, url.query)
-            admission = self.config.gatekeeper.admit(address, presented, READ)
+            admission = self.config.gatekeeper.admit(address, presented, READ, path)
             if not admission.admitted:
                 return await _refusal(admission)
         if path == "/ws":

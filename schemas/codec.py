@@ -50,6 +50,7 @@ SCHEMA_NAMES = {
     "alert": "io.foresight.Alert",
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
+    "audit_event": "io.foresight.AuditEvent",
 }
 
 

@@ -112,6 +112,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metrics": {"auc": 0.91},
         "event_time": T0,
     },
+    "audit_event": {
+        "event_id": "0f" * 16,
+        "event_time": T0,
+        "key_id": "k1a2b3c4d",
+        "key_name": "ops",
+        "action": "model.promote",
+        "target": "failure_risk 3",
+        "outcome": "SUCCEEDED",
+        "service": "cli",
+        "origin": "ada@ops-1",
+        "details": {"updates": "ARCHIVED 2, PROMOTED 3"},
+        "count": 1,
+    },
 }
 
 
