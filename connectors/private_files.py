@@ -20,22 +20,33 @@ def private_folder(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` readable by its owner only (mode 0600), atomically.
+def write_private(path: Path, content: str | bytes, *, replace: bool = True) -> bool:
+    """Write ``content`` to ``path`` readable by its owner only (mode 0600); the file appears
+    whole or not at all. With ``replace=False``, only when ``path`` does not exist yet: of two
+    processes making it at once, one wins and the other keeps its file. True when written.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "secret"
-    >>> write_private(target, "s3cret\\n")
+    >>> write_private(target, "s3cret\\n"), write_private(target, "other", replace=False)
+    (True, False)
     >>> oct(target.stat().st_mode & 0o777), target.read_text()
     ('0o600', 's3cret\\n')
     """
+    if not replace and path.exists():
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(descriptor, "wb") as out:
             out.write(content.encode() if isinstance(content, str) else content)
-        os.replace(temporary, path)
+        if replace:
+            os.replace(draft, path)
+        else:
+            os.link(draft, path)  # fails if the file appeared meanwhile
+    except FileExistsError:
+        return False
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+            os.unlink(draft)
+    return True

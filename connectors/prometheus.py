@@ -23,6 +23,12 @@ REPLAYED = Counter(
 DEAD_LETTERS = Counter(
     "foresight_dead_letters_total", "Records sent to telemetry.deadletter.", ["reason"]
 )
+SIGNALS_DROPPED = Counter(
+    "foresight_signals_dropped_total",
+    "Series and signals of entities not modelled, by reason (signal_limit, series_limit, "
+    "out_of_order, rule_error), with the profile and rule that made a dropped signal.",
+    ["reason", "profile", "rule"],
+)
 CONSUMER_LAG = Gauge(
     "foresight_consumer_lag_records",
     "Records behind the end of a partition.",
@@ -103,6 +109,29 @@ INGEST_SAMPLES_DROPPED = Counter(
     "foresight_ingest_samples_dropped_total",
     "Remote-write samples not produced: stale_marker, non_finite, future, native_histogram.",
     ["reason"],
+)
+
+PII_SCRUBBED = Counter(
+    "foresight_pii_scrubbed_total",
+    "Label values and event fields a PII rule dropped, hashed or redacted at ingestion.",
+    ["rule", "action"],
+)
+
+# -- the audit trail -----------------------------------------------------------------------
+AUDIT_EVENTS = Counter(
+    "foresight_audit_events_total",
+    "Audit events the broker acknowledged on the audit topic.",
+    ["action", "outcome"],
+)
+AUDIT_DROPPED = Counter(
+    "foresight_audit_dropped_total",
+    "Audit events not recorded: buffer_full (Kafka slower than the events), kafka_error, "
+    "unsent_at_stop.",
+    ["reason"],
+)
+AUDIT_SUMMARISED = Counter(
+    "foresight_audit_refusals_summarised_total",
+    "Refused authentications counted in a summary event rather than recorded one by one.",
 )
 
 

@@ -21,38 +21,61 @@ How samples become records (the design's "batches on the wire, columnar"):
   makes Prometheus drop the entire batch, valid samples included, and never retry it.
 * **Batch labels**: the entity labels (``entity_labels``' keys) that every series of the
   entity in the request carries with the same value, e.g. ``instance`` and ``job``.
-* **Metric names**: ``__name__`` with every other label folded in Prometheus-style, keys
+* **Series names**: ``__name__`` with every other label folded in Prometheus-style, keys
   sorted: ``http_requests_total{code="500",method="get"}``, so nothing is lost. A series'
   name depends only on its own labels and the entity labels, never on which other series
   Prometheus happened to put in the same request (it shards series across requests), so a
-  metric keeps one name from request to request.
-* **One MetricBatch per (entity, timestamp)**, split every ``max_batch_samples`` samples to
-  stay far below Kafka's message size limit; ``source`` is ``"remote_write"``.
+  series keeps one name from request to request.
+* **Kinds**: each series' type (counter, gauge, histogram, summary...) from the metadata
+  Prometheus sends (``WriteRequest.metadata``, in requests of their own every minute in
+  Prometheus 2.x), remembered per metric family by this decoder; ``kinds`` is left empty
+  when no series of a batch has a known type, and the worker types those by their names.
+* **Ended series**: a staleness marker (a NaN with a special bit pattern that means "this
+  series disappeared") is carried in the batch's ``ended`` list, so the worker stops the
+  series instead of holding its last value.
+* **One MetricBatch per (entity, timestamp)**, split every ``max_batch_samples`` samples or
+  256 KiB of names to stay far below Kafka's message size limit; ``source`` is
+  ``"remote_write"``.
 
 Samples that cannot become Avro doubles are dropped and counted in :class:`WriteSummary`,
-never fail the request: Prometheus' staleness markers (a NaN with a special bit pattern that
-means "this series disappeared"), other NaNs and infinities (a summary quantile with no
-observations is NaN in normal operation), and timestamps more than an hour in the future.
-A malformed body (empty, not snappy, not protobuf, truncated, a series without ``__name__``)
-raises :class:`RemoteWriteError` before any record is built, so the caller produces nothing.
+never fail the request: NaNs and infinities other than staleness markers (a summary
+quantile with no observations is NaN in normal operation), and timestamps more than an hour
+in the future. A series over the limits of :mod:`schemas.limits` (a label name over 256
+characters, a value over 1,024, a metric name over 256, more than 64 labels, or a folded
+name over 2,048) is dropped with its samples and counted by reason, and logged once per
+metric name. A request for more than ``max_entities`` entities is refused whole: no
+Prometheus configuration sends one (it would need a ``max_samples_per_send`` that large),
+and each entity costs a Kafka record. A malformed body (empty, not snappy, not protobuf,
+truncated, a series without ``__name__``) raises :class:`RemoteWriteError` before any record
+is built, so the caller produces nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cramjam
 
+from models.signals import MetricKind
+from models.signals.kinds import family_names
+from models.signals.series import NAME, series_name
+from schemas import limits
+
+log = logging.getLogger(__name__)
 Record = dict[str, Any]
 
 SOURCE = "remote_write"
 FALLBACK_ENTITY = "global"
 STALE_NAN_BITS = 0x7FF0000000000002  # Prometheus' value.StaleNaN
 MAX_FUTURE_MS = 3_600_000
+MAX_ENTITIES = 10_000
+MAX_BATCH_NAME_BYTES = 256 << 10
+MAX_FAMILIES = 100_000  # metric families whose type the decoder remembers
 
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 _DOUBLE = struct.Struct("<d")
@@ -65,7 +88,8 @@ class RemoteWriteError(ValueError):
 
 @dataclass
 class WriteSummary:
-    """What one request held: series and samples kept, and samples dropped by reason."""
+    """What one request held: series, samples and staleness markers kept, and samples
+    dropped by reason (``over_limits``: samples of series over the label limits, by which)."""
 
     series: int = 0
     samples: int = 0
@@ -73,14 +97,15 @@ class WriteSummary:
     non_finite: int = 0
     future: int = 0
     histogram_series: int = 0  # native histograms: not representable as a MetricBatch value
+    over_limits: dict[str, int] = field(default_factory=dict)
 
     def dropped(self) -> dict[str, int]:
         """Samples (or histogram series) not produced, by reason, for the ingest metrics."""
         return {
-            "stale_marker": self.stale_markers,
             "non_finite": self.non_finite,
             "future": self.future,
             "native_histogram": self.histogram_series,
+            **self.over_limits,
         }
 
 
@@ -97,6 +122,7 @@ class _Series:
     labels: dict[str, str]
     times: list[int]
     values: list[float]
+    ended: list[int]  # times of staleness markers
 
 
 # -- protobuf wire format ------------------------------------------------------------------
@@ -223,22 +249,55 @@ def _sample(buf: bytes, start: int, end: int) -> tuple[float, int, int]:
     return value, bits, timestamp
 
 
-def parse_write_request(data: bytes, summary: WriteSummary) -> list[_Series]:
+def _metadata(buf: bytes, start: int, end: int) -> tuple[str, MetricKind]:
+    """A MetricMetadata's family name and type."""
+    family, number = "", 0
+    for field_number, wire, a, b in _fields(buf, start, end, "MetricMetadata"):
+        if field_number == 1:
+            _expect("MetricMetadata", field_number, wire, _VARINT)
+            number = a
+        elif field_number == 2:
+            _expect("MetricMetadata", field_number, wire, _LENGTH_DELIMITED)
+            family = _text(buf, a, b, "metric family name")
+    return family, MetricKind.from_number(number)
+
+
+def over_limits(labels: dict[str, str]) -> str | None:
+    """Why a series' labels are over the limits of :mod:`schemas.limits`, or None."""
+    if len(labels) > limits.MAX_LABELS:
+        return "too_many_labels"
+    for name, value in labels.items():
+        if len(name) > limits.MAX_NAME_CHARS:
+            return "label_name_too_long"
+        limit = limits.MAX_NAME_CHARS if name == NAME else limits.MAX_LABEL_VALUE_CHARS
+        if len(value) > limit:
+            return "label_value_too_long"
+    return None
+
+
+def parse_write_request(
+    data: bytes, summary: WriteSummary, metadata: dict[str, MetricKind]
+) -> list[_Series]:
     """Parse an uncompressed ``prometheus.WriteRequest`` into series with their samples.
 
-    Drops non-finite and stale samples (counted in ``summary``) and skips native histogram
-    series and metadata; raises :class:`RemoteWriteError` on a malformed message.
+    Drops non-finite samples other than staleness markers (counted in ``summary``), skips
+    native histogram series, and adds the families the request types to ``metadata``;
+    raises :class:`RemoteWriteError` on a malformed message.
     """
     series: list[_Series] = []
     # Label messages repeat across series (job, instance...): decode each distinct one once.
     known_labels: dict[bytes, tuple[str, str]] = {}
     for number, wire, start, end in _fields(data, 0, len(data), "WriteRequest"):
+        if number == 3:
+            _expect("WriteRequest", number, wire, _LENGTH_DELIMITED)
+            family, kind = _metadata(data, start, end)
+            if family and kind is not MetricKind.UNKNOWN:
+                metadata[family] = kind
+            continue
         if number != 1:
-            continue  # metadata (3) and fields of newer protocol versions
+            continue  # fields of newer protocol versions
         _expect("WriteRequest", number, wire, _LENGTH_DELIMITED)
-        labels: dict[str, str] = {}
-        times: list[int] = []
-        values: list[float] = []
+        one = _Series({}, [], [], [])
         histograms = 0
         for field_number, field_wire, a, b in _fields(data, start, end, "TimeSeries"):
             if field_number == 1:
@@ -249,27 +308,27 @@ def parse_write_request(data: bytes, summary: WriteSummary) -> list[_Series]:
                     pair = known_labels[raw] = _label(data, a, b)
                 name, value = pair
                 if value:
-                    labels[name] = value
+                    one.labels[name] = value
             elif field_number == 2:
                 _expect("TimeSeries", field_number, field_wire, _LENGTH_DELIMITED)
                 sample, bits, timestamp = _sample(data, a, b)
                 if math.isfinite(sample):
-                    times.append(timestamp)
-                    values.append(sample)
+                    one.times.append(timestamp)
+                    one.values.append(sample)
                 elif bits == STALE_NAN_BITS:
-                    summary.stale_markers += 1
+                    one.ended.append(timestamp)
                 else:
                     summary.non_finite += 1
             elif field_number == 4:
                 histograms += 1
-        if "__name__" not in labels:
+        if NAME not in one.labels:
             raise RemoteWriteError(
-                f"a series has no __name__ label (labels {labels}); remote_write requires "
+                f"a series has no __name__ label (labels {one.labels}); remote_write requires "
                 "every series to be named"
             )
         summary.histogram_series += histograms > 0
-        if values:
-            series.append(_Series(labels, times, values))
+        if one.values or one.ended:
+            series.append(one)
     return series
 
 
@@ -304,23 +363,40 @@ def decompress(body: bytes, max_bytes: int) -> bytes:
 # -- series to MetricBatch records ---------------------------------------------------------
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+@dataclass
+class _Group:
+    """The samples of one (entity, timestamp)."""
 
+    labels: dict[str, str]
+    names: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    kinds: list[MetricKind] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
 
-def series_name(labels: dict[str, str], batch_labels: dict[str, str]) -> str:
-    """``__name__`` with the labels not in ``batch_labels`` folded in, Prometheus-style.
+    def batches(self, entity: str, timestamp: int, max_samples: int) -> Iterator[Record]:
+        """The group as MetricBatch records, split by sample count and by name bytes."""
+        typed = any(kind is not MetricKind.UNKNOWN for kind in self.kinds)
+        start = size = 0
+        for i, name in enumerate(self.names):
+            size += len(name)
+            if i - start == max_samples or (size > MAX_BATCH_NAME_BYTES and i > start):
+                yield self._batch(entity, timestamp, start, i, typed, [])
+                start, size = i, len(name)
+        yield self._batch(entity, timestamp, start, len(self.names), typed, self.ended)
 
-    >>> series_name({"__name__": "up", "job": "api", "code": "500"}, {"job": "api"})
-    'up{code="500"}'
-    """
-    extra = [
-        f'{key}="{_escape(value)}"'
-        for key, value in sorted(labels.items())
-        if key != "__name__" and key not in batch_labels
-    ]
-    name = labels["__name__"]
-    return f"{name}{{{','.join(extra)}}}" if extra else name
+    def _batch(
+        self, entity: str, timestamp: int, start: int, end: int, typed: bool, ended: list[str]
+    ) -> Record:
+        return {
+            "entity": entity,
+            "event_time": timestamp,
+            "labels": dict(self.labels),
+            "names": self.names[start:end],
+            "values": self.values[start:end],
+            "source": SOURCE,
+            "kinds": [k.value for k in self.kinds[start:end]] if typed else [],
+            "ended": ended,
+        }
 
 
 class RemoteWriteDecoder:
@@ -336,6 +412,12 @@ class RemoteWriteDecoder:
         Default 1000.
     max_decoded_bytes
         Largest uncompressed WriteRequest accepted. Default 64 MiB.
+    max_entities
+        Most entities one request may hold (default 10,000); more refuse the request.
+    scrub
+        Applied to each series' labels before anything else sees them (the ingest server's
+        PII rules, :meth:`connectors.pii.Scrubber.labels`), so the entity, the batch labels
+        and the series names are all built from scrubbed values. Default: labels unchanged.
 
     Examples
     --------
@@ -352,6 +434,8 @@ class RemoteWriteDecoder:
         entity_labels: Sequence[str],
         max_batch_samples: int = 1000,
         max_decoded_bytes: int = 64 << 20,
+        max_entities: int = MAX_ENTITIES,
+        scrub: Callable[[dict[str, str]], dict[str, str]] | None = None,
     ) -> None:
         self.entity_labels = tuple(label for label in entity_labels if label)
         if not self.entity_labels:
@@ -360,6 +444,12 @@ class RemoteWriteDecoder:
             raise ValueError(f"max_batch_samples must be at least 1, got {max_batch_samples}")
         self.max_batch_samples = max_batch_samples
         self.max_decoded_bytes = max_decoded_bytes
+        self.max_entities = max_entities
+        self.scrub = scrub
+        # The type of each metric family, from the metadata Prometheus sends now and then,
+        # oldest first; and the (metric, reason) pairs already logged as over the limits.
+        self.metadata: dict[str, MetricKind] = {}
+        self._logged: set[tuple[str, str]] = set()
 
     def entity_of(self, labels: dict[str, str]) -> str:
         """The first entity label the series has, or :data:`FALLBACK_ENTITY`."""
@@ -369,6 +459,14 @@ class RemoteWriteDecoder:
                 return value
         return FALLBACK_ENTITY
 
+    def kind_of(self, name: str) -> MetricKind:
+        """The type the sender's metadata gave the family of the sample ``name``."""
+        for family in family_names(name):
+            kind = self.metadata.get(family)
+            if kind is not None:
+                return kind
+        return MetricKind.UNKNOWN
+
     def decode(self, body: bytes, now_ms: int) -> DecodedWrite:
         """Decode one snappy-compressed WriteRequest; raises :class:`RemoteWriteError`.
 
@@ -376,41 +474,84 @@ class RemoteWriteDecoder:
         dropped and counted.
         """
         summary = WriteSummary()
-        series = parse_write_request(decompress(body, self.max_decoded_bytes), summary)
+        metadata: dict[str, MetricKind] = {}
+        data = decompress(body, self.max_decoded_bytes)
+        series = parse_write_request(data, summary, metadata)
+        if self.scrub is not None:
+            for one in series:
+                one.labels = self.scrub(one.labels)
+        self._remember(metadata)
         by_entity: dict[str, list[_Series]] = {}
         for one in series:
             by_entity.setdefault(self.entity_of(one.labels), []).append(one)
+        if len(by_entity) > self.max_entities:
+            raise RemoteWriteError(
+                f"the request holds series of {len(by_entity):,} entities, over the limit of "
+                f"{self.max_entities:,} per request (each entity is a Kafka record): lower "
+                "queue_config.max_samples_per_send in the sender"
+            )
         latest = now_ms + MAX_FUTURE_MS
-        groups: dict[tuple[str, int], tuple[dict[str, str], list[str], list[float]]] = {}
+        groups: dict[tuple[str, int], _Group] = {}
         for entity, members in by_entity.items():
             shared = self._shared_entity_labels(members)
             for one in members:
                 name = series_name(one.labels, shared)
+                reason = over_limits(one.labels) or (
+                    "series_name_too_long" if len(name) > limits.MAX_SERIES_CHARS else None
+                )
+                if reason:
+                    self._refuse(one, reason, summary)
+                    continue
                 summary.series += 1
+                kind = self.kind_of(one.labels[NAME])
                 for timestamp, value in zip(one.times, one.values, strict=True):
                     if timestamp > latest:
                         summary.future += 1
                         continue
                     group = groups.get((entity, timestamp))
                     if group is None:
-                        group = groups[(entity, timestamp)] = (shared, [], [])
-                    group[1].append(name)
-                    group[2].append(value)
+                        group = groups[(entity, timestamp)] = _Group(shared)
+                    group.names.append(name)
+                    group.values.append(value)
+                    group.kinds.append(kind)
                     summary.samples += 1
-        step = self.max_batch_samples
+                for timestamp in one.ended:
+                    if timestamp <= latest:
+                        group = groups.setdefault((entity, timestamp), _Group(shared))
+                        group.ended.append(name)
+                        summary.stale_markers += 1
         batches = [
-            {
-                "entity": entity,
-                "event_time": timestamp,
-                "labels": dict(shared),
-                "names": names[i : i + step],
-                "values": values[i : i + step],
-                "source": SOURCE,
-            }
-            for (entity, timestamp), (shared, names, values) in sorted(groups.items())
-            for i in range(0, len(names), step)
+            batch
+            for (entity, timestamp), group in sorted(groups.items())
+            for batch in group.batches(entity, timestamp, self.max_batch_samples)
         ]
         return DecodedWrite(batches, summary)
+
+    def _remember(self, metadata: dict[str, MetricKind]) -> None:
+        for family, kind in metadata.items():
+            self.metadata.pop(family, None)
+            self.metadata[family] = kind
+        while len(self.metadata) > MAX_FAMILIES:
+            self.metadata.pop(next(iter(self.metadata)))
+
+    def _refuse(self, one: _Series, reason: str, summary: WriteSummary) -> None:
+        """Count a series over the limits, and log it once per metric name."""
+        summary.over_limits[reason] = summary.over_limits.get(reason, 0) + len(one.values)
+        name = one.labels[NAME][: limits.MAX_NAME_CHARS]
+        if (name, reason) not in self._logged and len(self._logged) < MAX_FAMILIES:
+            self._logged.add((name, reason))
+            log.warning(
+                "remote_write: dropping series of %s (%s: %d labels, longest name %d and value "
+                "%d characters; limits %d, %d and %d); logged once per metric",
+                name,
+                reason,
+                len(one.labels),
+                max(len(k) for k in one.labels),
+                max(len(v) for v in one.labels.values()),
+                limits.MAX_LABELS,
+                limits.MAX_NAME_CHARS,
+                limits.MAX_LABEL_VALUE_CHARS,
+            )
 
     def _shared_entity_labels(self, members: list[_Series]) -> dict[str, str]:
         """The entity labels every series of one entity carries with the same value."""

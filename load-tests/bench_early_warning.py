@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.capacity import SIMULATOR
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.incident_report import Incident, match_alerts
+from models.signals import MetricKind
 from streams.simulation import Simulation, SimulationConfig, default_incidents
 
 
@@ -49,9 +49,10 @@ def replay(seed: int, hosts: int, duration_s: float, quiet_s: float) -> dict[str
         for record in records:
             entity = record["entity"]
             pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
-            names = record["names"]
-            pipeline.add(t, names, np.asarray(record["values"]), SIMULATOR.capacities(names))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            pipeline.observe(t, record["names"], np.asarray(record["values"]), kinds)
             if pipeline.due(t):
+                pipeline.close_scrape()
                 due.append(pipeline)
         for _, _, step_alerts in step_many(due, [t] * len(due)):
             alerts += step_alerts

@@ -11,6 +11,10 @@ from __future__ import annotations
 MAX_NAME_CHARS = 256
 """Entity, metric, label key, agent, task and error-class names."""
 
+MAX_SERIES_CHARS = 2048
+"""A series' name with its labels folded in (``name{key="value",...}``, a MetricBatch name):
+a container's series from cAdvisor carry ids and image digests, and run to 500 characters."""
+
 MAX_LABEL_VALUE_CHARS = 1024
 """A label's value."""
 

@@ -1,10 +1,11 @@
-"""API keys, rate limits and TLS from the settings: what a server checks, and what a client
-sends and trusts.
+"""API keys, rate limits, TLS and the audit trail from the settings: what a server checks, what
+a client sends and trusts, and where what they did is recorded.
 
 Every Foresight server builds its :class:`~connectors.http.auth.Gatekeeper` here, so the rules
 of the first start (make a key, print it once) and of the bind (beyond the loopback, refuse to
-start with a key from the documentation) are the same everywhere. Local clients reach the
-servers through :func:`local_url` and :func:`open_local`: https, verified with
+start with a key from the documentation) are the same everywhere, and every refused key goes to
+the process's :class:`~connectors.audit.AuditTrail` (:func:`audit_trail`). Local clients reach
+the servers through :func:`local_url` and :func:`open_local`: https, verified with
 ``FORESIGHT_TLS_CA``, when the servers have a certificate.
 """
 
@@ -15,10 +16,12 @@ import urllib.request
 from http.client import HTTPResponse
 from pathlib import Path
 
+from connectors.audit import AuditTrail, command_origin
 from connectors.clickhouse_sink import loopback_for
 from connectors.http.app import is_loopback
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.keys import CLIENT_KEY_ENV, KeysError, KeysFile, client_key
+from streams.codecs import codec_for
 from streams.settings import Settings
 
 
@@ -30,8 +33,21 @@ def keys_file(settings: Settings) -> KeysFile:
     return KeysFile(settings.keys_file)
 
 
-def gatekeeper(settings: Settings, server: str) -> Gatekeeper:
-    """The gatekeeper of the server ``server`` (a name for messages).
+def audit_trail(settings: Settings, service: str) -> AuditTrail:
+    """The audit trail of the process ``service`` (``cli``, ``ingest``, ``gateway``, ``sink``),
+    to ``FORESIGHT_AUDIT_TOPIC``; not started (``with audit_trail(...) as audit:``)."""
+    return AuditTrail(
+        settings.kafka(),
+        settings.audit_topic,
+        service,
+        origin=command_origin() if service == "cli" else "",
+        codec=codec_for(settings),
+    )
+
+
+def gatekeeper(settings: Settings, server: str, audit: AuditTrail) -> Gatekeeper:
+    """The gatekeeper of the server ``server`` (a name for messages), recording refused keys
+    in ``audit``.
 
     Without a keys file, makes one with a key of every role, prints the key once on stderr and
     saves it in the credentials file. Raises :class:`StartRefusedError` when the keys file
@@ -73,7 +89,7 @@ def gatekeeper(settings: Settings, server: str) -> Gatekeeper:
         per_address=settings.rate_limit_per_address,
         auth_failures=settings.auth_failure_limit,
     )
-    return Gatekeeper(keys, limits)
+    return Gatekeeper(keys, limits, audit=audit.refused)
 
 
 def local_client_key(settings: Settings) -> str | None:

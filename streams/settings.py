@@ -172,7 +172,22 @@ class Settings:
         "Wall seconds a partition may hold unprocessed records before it is called stalled.",
     )
     max_metrics_per_entity: int = _setting(
-        64, "FORESIGHT_MAX_METRICS", "Distinct metric names per entity (cardinality limit)."
+        256,
+        "FORESIGHT_MAX_METRICS",
+        "Distinct signals modelled per entity (cardinality limit); past it, new signals are "
+        "dead-lettered (error_kind cardinality) and counted by profile and rule.",
+    )
+    max_series_per_entity: int = _setting(
+        10_000,
+        "FORESIGHT_MAX_SERIES",
+        "Distinct input series an entity's conversion stage tracks at once (series unseen for "
+        "5 minutes are forgotten); past it, new series are dead-lettered (cardinality).",
+    )
+    signal_rules: str = _setting(
+        "",
+        "FORESIGHT_SIGNAL_RULES",
+        "A YAML file of signal rules (profiles) to apply before the shipped ones; empty: the "
+        "shipped profiles alone (node_exporter, cadvisor, red, simulator, generic).",
     )
     max_entities: int = _setting(
         10_000,
@@ -237,6 +252,12 @@ class Settings:
         "Failed authentications one address may make per minute (in a burst of that many); "
         "beyond, 429 with Retry-After. 0: no limit.",
     )
+    audit_topic: str = _setting(
+        "audit",
+        "FORESIGHT_AUDIT_TOPIC",
+        "Topic of the audit trail (AuditEvent records: model and connector changes, SQL through "
+        "the sink, refused keys), which `topics create` makes and the sink stores.",
+    )
     bind_host: str = _setting(
         "127.0.0.1",
         "FORESIGHT_BIND_HOST",
@@ -276,6 +297,18 @@ class Settings:
         "entity,instance,host,job",
         "FORESIGHT_ENTITY_LABELS",
         "Labels tried in order to name a remote_write series' entity.",
+    )
+    pii_rules: str = _setting(
+        "",
+        "FORESIGHT_PII_RULES",
+        "A YAML file of PII rules applied at ingestion before the shipped ones (or instead of "
+        "them); empty: the shipped rules alone (secrets, tokens, e-mail and IP addresses).",
+    )
+    pii_key_file: str = _setting(
+        ".stack/pii.key",
+        "FORESIGHT_PII_KEY_FILE",
+        "Secret of the PII rules' keyed hash (HMAC-SHA-256), made at the first start of "
+        "`foresight ingest` (mode 0600); every ingest process must share it.",
     )
     sink_metrics_port: int = _setting(
         9301, "FORESIGHT_SINK_METRICS_PORT", "ClickHouse sink's /metrics port."

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from models.signals import MetricKind
 from schemas.codec import Record
 from streams.topics import AGENT_EVENTS, LABELS, METRICS
 
@@ -606,6 +607,7 @@ class Simulation:
         pending: list[tuple[int, int, str, str, Record]] = []
         order = itertools.count()
         names = list(METRIC_NAMES)
+        kinds = [MetricKind.GAUGE.value] * len(names)
         for step in steps:
             now_ms = self._step_ms(step)
             until_ms = min(self._step_ms(step + 1), end_ms)
@@ -623,6 +625,8 @@ class Simulation:
                         "names": names.copy(),
                         "values": row,
                         "source": "simulator",
+                        "kinds": kinds.copy(),
+                        "ended": [],
                     },
                 )
             for incident in self.incidents:
@@ -896,6 +900,8 @@ def csv_series(
                     "names": [metric],
                     "values": [value],
                     "source": "csv",
+                    "kinds": [MetricKind.GAUGE.value],  # a replayed series is modelled as it is
+                    "ended": [],
                 },
             )
 

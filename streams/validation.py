@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.base import FloatArray
+from models.signals import MetricKind
 from schemas import limits
 
 Record = dict[str, Any]
@@ -35,16 +36,20 @@ class Limits:
     max_age_ms: int = 7 * 24 * 3_600_000
     max_samples: int = limits.MAX_SAMPLES
     max_name_chars: int = limits.MAX_NAME_CHARS
+    max_series_chars: int = limits.MAX_SERIES_CHARS
     max_label_chars: int = limits.MAX_LABEL_VALUE_CHARS
     max_labels: int = limits.MAX_LABELS
 
 
 @dataclass(frozen=True)
 class CheckedBatch:
-    """A MetricBatch's acceptable samples, and why any others were dropped."""
+    """A MetricBatch's acceptable samples with their kinds (UNKNOWN where the producer did
+    not say), the series that ended, and why any samples were dropped."""
 
     names: list[str]
     values: FloatArray
+    kinds: list[MetricKind]
+    ended: list[str]
     dropped: Rejection | None = None
 
 
@@ -92,19 +97,27 @@ def _timestamp(t_ms: int, now_ms: int, limits: Limits) -> Rejection | None:
 def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection | CheckedBatch:
     """The batch's samples, or why the whole batch is refused.
 
-    A sample whose metric name is over the length limit is dropped on its own (the rest of
+    A sample whose series name is over the length limit is dropped on its own (the rest of
     the batch is still good telemetry), and :attr:`CheckedBatch.dropped` says so.
     """
     names, values = record["names"], record["values"]
+    kinds, ended = record.get("kinds") or [], record.get("ended") or []
     if not record["entity"]:
         return Rejection("invalid_value", "entity is empty")
     if len(names) != len(values):
         return Rejection(
             "invalid_value", f"{len(names)} names but {len(values)} values: they must be parallel"
         )
-    if len(names) > limits.max_samples:
+    if kinds and len(kinds) != len(names):
         return Rejection(
-            "oversized", f"{len(names)} samples in one batch (limit {limits.max_samples})"
+            "invalid_value",
+            f"{len(names)} names but {len(kinds)} kinds: kinds must be parallel, or empty",
+        )
+    if len(names) + len(ended) > limits.max_samples:
+        return Rejection(
+            "oversized",
+            f"{len(names)} samples and {len(ended)} ended series in one batch (limit "
+            f"{limits.max_samples})",
         )
     rejection = (
         _oversized(record, limits, "entity")
@@ -118,18 +131,26 @@ def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection
     if bad.any():
         shown = ", ".join(f"{names[i][:60]}={values[i]}" for i in np.flatnonzero(bad)[:5])
         return Rejection("invalid_value", f"{int(bad.sum())} non-finite values: {shown}")
-    long = [i for i, name in enumerate(names) if len(name) > limits.max_name_chars]
+    kinds = [MetricKind(k) for k in kinds] or [MetricKind.UNKNOWN] * len(names)
+    ended = [name for name in ended if len(name) <= limits.max_series_chars]
+    long = [i for i, name in enumerate(names) if len(name) > limits.max_series_chars]
     if not long:
-        return CheckedBatch(names, array)
+        return CheckedBatch(names, array, kinds, ended)
     keep = np.ones(len(names), dtype=bool)
     keep[long] = False
     shown = ", ".join(f"{names[i][:40]!r}… ({len(names[i])} characters)" for i in long[:3])
     dropped = Rejection(
         "oversized",
-        f"{len(long)} metric names over {limits.max_name_chars} characters were dropped (the "
+        f"{len(long)} series names over {limits.max_series_chars} characters were dropped (the "
         f"rest of the batch was processed): {shown}",
     )
-    return CheckedBatch([n for n, k in zip(names, keep, strict=True) if k], array[keep], dropped)
+    return CheckedBatch(
+        [n for n, k in zip(names, keep, strict=True) if k],
+        array[keep],
+        [kind for kind, k in zip(kinds, keep, strict=True) if k],
+        ended,
+        dropped,
+    )
 
 
 def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection | None:

@@ -249,18 +249,9 @@ class KeysFile:
             return None
         key = new_key()
         entry = ApiKey.for_key(key, FIRST_KEY_NAME, ROLES)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        draft = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as out:
-                out.write(self._text([entry]))
-            os.link(draft, self.path)  # fails if the file appeared meanwhile
-        except FileExistsError:
+        if not write_private(self.path, self._text([entry]), replace=False):
             return None
-        finally:
-            os.unlink(draft)
-        write_private(credentials, key + "\n")
+        write_private(Path(credentials), key + "\n")
         return key
 
 

@@ -8,6 +8,9 @@ It reports, each from the place that knows it:
   end of each partition (the worker's and the sink's groups, plus any ``--group``);
 * throughput: records per second in and out per topic, from two samples of the worker's
   ``/metrics`` counters about a second apart;
+* not modelled: what the worker's signal stage and the remote_write door dropped since they
+  started, by reason (and, for a signal, the profile and rule that made it), from their
+  ``/metrics`` counters; the dead letters name each series;
 * firing alerts: from the gateway's read API when a gateway runs, else by replaying the
   ``alerts`` topic through the gateway's own fold (:class:`models.alerts.FiringAlerts`);
 * models in production: from the model registry (``models.registry``), when this build has it.
@@ -80,13 +83,19 @@ def processes(settings: Settings) -> list[Report]:
     ]
 
 
-def counters(text: str, names: tuple[str, ...]) -> dict[tuple[str, str], float]:
-    """``{(series name, topic label): value}`` of the counters ``names`` in a /metrics page."""
+def counters(
+    text: str, names: tuple[str, ...], label: str = "topic"
+) -> dict[tuple[str, str], float]:
+    """``{(series name, value of label): value}`` of the counters ``names`` in a /metrics
+    page; ``label`` may name several labels, comma-separated, whose values are joined by
+    ``/``."""
     found: dict[tuple[str, str], float] = {}
+    keys = label.split(",")
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in names:
-                found[(sample.name, sample.labels.get("topic", ""))] = sample.value
+                key = "/".join(sample.labels.get(k, "") for k in keys)
+                found[(sample.name, key)] = sample.value
     return found
 
 
@@ -107,6 +116,30 @@ def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
         direction = "in" if name == "foresight_events_in_total" else "out"
         rates[direction][topic] = round((value - before.get((name, topic), 0.0)) / elapsed, 1)
     return {"worker_running": True, "interval_s": round(elapsed, 2), "records_per_s": rates}
+
+
+_NOT_MODELLED = {
+    "worker": ("foresight_signals_dropped_total", "reason,profile,rule"),
+    "ingest": ("foresight_ingest_samples_dropped_total", "reason"),
+}
+
+
+def not_modelled(settings: Settings) -> Report:
+    """Series and signals the worker and the ingest door dropped since they started, by
+    reason (``reason/profile/rule`` for the worker's signals), from their counters."""
+    urls = process_urls(settings)
+    report: Report = {}
+    for process, (name, labels) in _NOT_MODELLED.items():
+        body = _get(settings, urls[process])
+        if body is None:
+            report[process] = {"running": False}
+            continue
+        dropped = counters(body.decode(), (name,), labels)
+        report[process] = {
+            "running": True,
+            "dropped": {key.rstrip("/"): v for (_, key), v in sorted(dropped.items()) if v},
+        }
+    return report
 
 
 async def consumer_lag(kafka: KafkaConfig, groups: list[str]) -> list[Report]:
@@ -247,6 +280,7 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
     except KafkaError as error:
         report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
     report["throughput"] = throughput(settings)
+    report["not_modelled"] = not_modelled(settings)
     try:
         report["firing_alerts"] = firing_alerts(settings, alerts_topic)
     except (KafkaError, TailError) as error:
@@ -279,6 +313,14 @@ def format_report(report: Report) -> str:
         for direction, rates in flow["records_per_s"].items():
             for topic, rate in rates.items():
                 out.append(f"  {direction:<4} {topic:<28} {rate:>10,.1f}")
+    out.append("not modelled since start (reason[/profile/rule]; the dead letters name them):")
+    for process, found in report["not_modelled"].items():
+        if not found["running"]:
+            out.append(f"  {process:<7} not running")
+        elif not found["dropped"]:
+            out.append(f"  {process:<7} nothing")
+        for key, count in found.get("dropped", {}).items():
+            out.append(f"  {process:<7} {key:<48} {count:>12,.0f}")
     firing = report["firing_alerts"]
     if "error" in firing:
         out.append(f"firing alerts: {firing['error']}")

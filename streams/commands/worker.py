@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from models.signals import RulesError
 from streams.settings import Settings
 
 
@@ -15,7 +17,11 @@ def run_worker(settings: Settings) -> int:
     from streams.app import create_app
     from streams.state_store import discard_stale_state
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except RulesError as error:
+        print(f"foresight worker: {error}", file=sys.stderr)
+        return 2
     if settings.worker_store.startswith("rocksdb"):
         changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]
         discard_stale_state(app.conf.tabledir, settings.kafka(), changelogs)

@@ -31,11 +31,12 @@ from connectors import prometheus as metrics
 from connectors.alert_payloads import payloads_for
 from models.agents import AgentTaskStats, AgentTracker, advise
 from models.alerts import AlertState
-from models.capacity import SIMULATOR
 from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.failure_outcomes import OutcomeTracker
+from models.signals import SignalRules, StageOutput
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.engine.outputs import Checkpoint, Outputs, rejected
 from streams.engine.progress import PartitionProgress
@@ -96,13 +97,14 @@ class Engine:
                 max_metrics=settings.max_metrics_per_entity,
                 anomaly_warmup_steps=settings.anomaly_warmup_steps,
                 failure_horizon_s=settings.failure_horizon_s,
+                signal_rules=SignalRules.load(settings.signal_rules),
+                max_series=settings.max_series_per_entity,
             )
         )
         self.limits = Limits(
             max_future_ms=int(settings.max_future_s * 1000),
             max_age_ms=settings.topic_retention_hours * 3_600_000,
         )
-        self.capacity_rules = SIMULATOR
         self.entities: dict[str, EntityPipeline] = {}
         self.entity_partition: dict[str, int] = {}
         self.last_seen_s: dict[str, float] = {}
@@ -182,21 +184,11 @@ class Engine:
             return
         metrics.SAMPLES_IN.inc(len(checked.values))
         pipeline.labels = record["labels"]
-        capacities = self.capacity_rules.capacities(checked.names)
-        refused = pipeline.add(t_ms, checked.names, checked.values, capacities)
+        staged = pipeline.observe(t_ms, checked.names, checked.values, checked.kinds, checked.ended)
         pipeline.last_offset = message.offset
         if checked.dropped:
             out.dead(rejected(message, checked.dropped.kind, checked.dropped.reason))
-        if refused:
-            out.dead(
-                rejected(
-                    message,
-                    "cardinality",
-                    f"{len(refused)} metrics over the limit of "
-                    f"{self.settings.max_metrics_per_entity} per entity were dropped (the rest "
-                    f"of the batch was processed): {', '.join(r[:60] for r in refused[:5])}",
-                )
-            )
+        self._not_modelled(staged, message, out)
         progress = self.progress[(message.topic, message.partition)]
         progress.max_event_ms = max(progress.max_event_ms, t_ms)
         self.entity_partition[entity] = message.partition
@@ -206,6 +198,47 @@ class Engine:
             self._pending[entity] = _Due(pipeline, t_ms, latency_from, message)
         if t_ms - self.checkpointed.get(entity, 0) >= self.settings.checkpoint_s * 1000:
             self._touched[entity] = t_ms
+
+    def _not_modelled(self, staged: StageOutput, cause: Message, out: Outputs) -> None:
+        """Dead letters, and counts by reason, profile and rule, for what the signal stage
+        could not take: one letter per reason, naming the first few series or signals."""
+        settings, dropped = self.settings, metrics.SIGNALS_DROPPED
+        letters = []
+        for _, profile, rule in staged.refused:
+            dropped.labels("signal_limit", profile, rule).inc()
+        if staged.refused:
+            shown = _listed(f"{name} ({profile}/{rule})" for name, profile, rule in staged.refused)
+            reason = (
+                f"{len(staged.refused)} signals over the limit of "
+                f"{settings.max_metrics_per_entity} per entity (FORESIGHT_MAX_METRICS) were "
+                f"not modelled, the others were: {shown}. Raise the limit, or leave signals "
+                "out with a rules file (FORESIGHT_SIGNAL_RULES)"
+            )
+            letters.append(("cardinality", reason))
+        over = staged.over_series_limit
+        if over:
+            dropped.labels("series_limit", "", "").inc(len(over))
+            reason = (
+                f"{len(over)} series over the limit of {settings.max_series_per_entity} per "
+                f"entity (FORESIGHT_MAX_SERIES) were dropped, the rest of the batch was not: "
+                f"{_listed(over)}"
+            )
+            letters.append(("cardinality", reason))
+        late = staged.out_of_order
+        if late:
+            dropped.labels("out_of_order", "", "").inc(len(late))
+            reason = (
+                f"{len(late)} samples were not newer than their series' previous sample (a "
+                f"resent or reordered request) and were skipped: {_listed(late)}"
+            )
+            letters.append(("out_of_order", reason))
+        errors = [e for signals in staged.signals for e in signals.errors]
+        for profile, rule, _ in errors:
+            dropped.labels("rule_error", profile, rule).inc()
+        if errors:
+            letters.append(("signal_rule", _listed(f"{p}/{r}: {why}" for p, r, why in errors)))
+        for kind, reason in letters:
+            out.dead(rejected(cause, kind, reason))
 
     def _pipeline(
         self, entity: str, message: Message, now_s: float, out: Outputs
@@ -249,6 +282,11 @@ class Engine:
             return
         due = list(self._pending.values())
         self._pending.clear()
+        for d in due:
+            try:
+                self._not_modelled(d.pipeline.close_scrape(), d.cause, out)
+            except Exception as error:
+                self._internal_error(d.cause, error, out)
         started = time.perf_counter()
         try:
             results = step_many(
@@ -270,8 +308,13 @@ class Engine:
             if math.isfinite(d.pipeline.forecast_error):
                 self.forecast_drift.observe(entity, d.pipeline.forecast_error)
                 d.pipeline.forecast_error = math.nan
-            out.emit(topics.FEATURES, entity, features, d.cause)
-            out.emit(topics.PREDICTIONS, entity, predictions, d.cause)
+            cached = (
+                ("predictions", "forecasts")
+                if "FORECAST" in predictions["kinds"]
+                else ("predictions",)
+            )
+            out.emit(topics.FEATURES, entity, features, d.cause, ("features",))
+            out.emit(topics.PREDICTIONS, entity, predictions, d.cause, cached)
             for alert in alerts:
                 self.alert(alert, d.cause, out)
 
@@ -285,22 +328,18 @@ class Engine:
 
     def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the
-        step's failure-risk scores for the labels that will come."""
+        step's failure-risk scores, each model's highest over the entity's signals, for the
+        labels that will come."""
         x = pipeline.risk_features
         if x is None:
             return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
-        predictions["predictions"].append({
-            "metric": "entity", "kind": "FAILURE_RISK", "model": ONLINE_FAILURE_MODEL,
-            "model_version": "1", "horizon_s": int(self.settings.failure_horizon_s),
-            "value": online, "score": online, "lower": None, "upper": None,
-        })  # fmt: skip
-        # Each model's risk for the entity: the highest over its signals.
-        scores: dict[str, float] = {}
-        for p in predictions["predictions"]:
-            if p["kind"] == "FAILURE_RISK":
-                key = f"{p['model']}@{p['model_version']}"
-                scores[key] = max(scores.get(key, 0.0), p["score"])
+        columns = PredictionColumns.of(predictions)
+        columns.add(
+            "FAILURE_RISK", (ONLINE_FAILURE_MODEL, "1"), ["entity"],
+            [self.settings.failure_horizon_s], [online], [online],
+        )  # fmt: skip
+        scores = {f"{m}@{v}": score for (m, v), score in columns.highest("FAILURE_RISK").items()}
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------
@@ -479,6 +518,13 @@ class Engine:
 
     def stalled(self) -> list[str]:
         return [f"{t}:{p}" for (t, p), s in self.progress.items() if s.stalled]
+
+
+def _listed(items: Iterable[str], most: int = 5) -> str:
+    """The first ``most`` items, each cut to 120 characters, and how many more."""
+    items = list(items)
+    shown = ", ".join(item[:120] for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def inputs_of(events: Sequence[Any]) -> list[Input]:

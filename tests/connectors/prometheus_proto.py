@@ -72,12 +72,15 @@ Series = tuple[Mapping[str, str], Sequence[tuple[int, float]]]
 
 
 def write_request(
-    series: Sequence[Series], metadata: Sequence[str] = (), histogram_series: int = 0
+    series: Sequence[Series],
+    metadata: Mapping[str, int] | None = None,
+    histogram_series: int = 0,
 ) -> bytes:
     """Serialise a WriteRequest: ``series`` as ``(labels, [(timestamp ms, value), ...])``.
 
-    ``metadata`` adds a MetricMetadata per family name; ``histogram_series`` adds that many
-    series carrying only a native histogram.
+    ``metadata`` adds a MetricMetadata per family name, with its type number (1 counter,
+    2 gauge, 3 histogram, 5 summary); ``histogram_series`` adds that many series carrying
+    only a native histogram.
     """
     request = MESSAGES["WriteRequest"]()
     for labels, samples in series:
@@ -90,8 +93,8 @@ def write_request(
         one = request.timeseries.add()
         one.labels.add(name="__name__", value=f"native_histogram_{index}")
         one.histograms.add(count_int=3, sum=1.5)
-    for family in metadata:
-        request.metadata.add(type=1, metric_family_name=family, help="a counter")
+    for family, kind in (metadata or {}).items():
+        request.metadata.add(type=kind, metric_family_name=family, help="from the test")
     data: bytes = request.SerializeToString()
     return data
 

@@ -56,6 +56,8 @@ def _batch(entity: str, time: int, labels: dict[str, str], **samples: float) -> 
         "names": list(samples),
         "values": list(samples.values()),
         "source": "remote_write",
+        "kinds": [],
+        "ended": [],
     }
 
 
@@ -65,13 +67,17 @@ EXPECTED = [
     _batch("db-1", T0, {"host": "db-1"}, **{'temp{sensor="a"}': 40.0}),
     _batch("db-1", T0, {"host": "db-1"}, **{'temp{job="ipmi",sensor="b"}': 41.0}),
     _batch(FALLBACK_ENTITY, T0, {}, **{"cluster:cpu:sum": 10.0}),
-    _batch(
-        "web-1:9100",
-        T0,
-        WEB1,
-        node_load1=0.5,
-        **{'http_requests_total{code="500",method="get"}': 3.0},
-    ),
+    {
+        **_batch(
+            "web-1:9100",
+            T0,
+            WEB1,
+            node_load1=0.5,
+            **{'http_requests_total{code="500",method="get"}': 3.0},
+        ),
+        "kinds": ["UNKNOWN", "COUNTER"],  # the request's metadata types http_requests_total
+        "ended": ["up"],  # its staleness marker
+    },
     _batch("web-1:9100", T0 + 15_000, WEB1, node_load1=0.75),
     _batch("web-2:9100", T0 + 15_000, WEB2, cpu_seconds=2.0),
 ]
@@ -83,16 +89,19 @@ def _merged(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for batch in batches:
         key = (batch["entity"], batch["event_time"])
         if key in merged:
-            merged[key]["names"] += batch["names"]
-            merged[key]["values"] += batch["values"]
+            for column in ("names", "values", "kinds", "ended"):
+                merged[key][column] += batch[column]
         else:
-            merged[key] = {**batch, "names": list(batch["names"]), "values": list(batch["values"])}
+            merged[key] = {
+                **batch,
+                **{c: list(batch[c]) for c in ("names", "values", "kinds", "ended")},
+            }
     return list(merged.values())
 
 
 @pytest.fixture
 def payload() -> bytes:
-    return write_request(SERIES, metadata=["http_requests_total"], histogram_series=1)
+    return write_request(SERIES, metadata={"http_requests_total": 1}, histogram_series=1)
 
 
 @pytest.mark.parametrize("compress", [snappy, snappy_literals], ids=["cramjam", "hand-written"])
@@ -100,7 +109,7 @@ def test_decodes_series_into_entity_batches(payload: bytes, compress: Any) -> No
     decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(compress(payload), now_ms=NOW)
     assert decoded.batches == _merged(EXPECTED)
     assert decoded.summary == WriteSummary(
-        series=8, samples=9, stale_markers=1, non_finite=2, future=1, histogram_series=1
+        series=9, samples=9, stale_markers=1, non_finite=2, future=1, histogram_series=1
     )
 
 
@@ -129,7 +138,7 @@ def test_large_groups_are_split_into_batches() -> None:
 
 def test_metadata_only_request_is_valid_and_empty() -> None:
     decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(
-        snappy(write_request([], metadata=["up"])), now_ms=NOW
+        snappy(write_request([], metadata={"up": 2})), now_ms=NOW
     )
     assert decoded.batches == []
 
@@ -185,3 +194,94 @@ def test_truncated_or_corrupted_bodies_raise_only_the_decoders_error(payload: by
             reasons.append(str(error))
     assert len(reasons) > 100
     assert [r for r in reasons if "protobuf" not in r and "__name__" not in r] == []
+
+
+# -- types, staleness, limits ------------------------------------------------------------------
+
+
+def _decode(decoder: RemoteWriteDecoder, series: list[Series], **kw: Any) -> list[dict[str, Any]]:
+    return decoder.decode(snappy(write_request(series, **kw)), now_ms=NOW).batches
+
+
+def test_types_come_from_metadata_remembered_across_requests() -> None:
+    decoder = RemoteWriteDecoder(ENTITY_LABELS)
+    # Prometheus 2.x sends metadata in requests of its own; OpenMetrics names a counter's
+    # family without _total; metadata wins over naming (a gauge that ends in _total).
+    metadata = {"rpc_duration_seconds": 3, "jobs_queued_total": 2, "requests": 1}
+    assert _decode(decoder, [], metadata=metadata) == []
+    series: list[Series] = [
+        ({"__name__": "rpc_duration_seconds_bucket", "le": "0.1", **WEB1}, [(T0, 4.0)]),
+        ({"__name__": "rpc_duration_seconds_sum", **WEB1}, [(T0, 0.2)]),
+        ({"__name__": "jobs_queued_total", **WEB1}, [(T0, 7.0)]),
+        ({"__name__": "requests_total", **WEB1}, [(T0, 9.0)]),
+        ({"__name__": "node_load1", **WEB1}, [(T0, 0.5)]),
+    ]
+    (batch,) = _decode(decoder, series)
+    assert dict(zip(batch["names"], batch["kinds"], strict=True)) == {
+        'rpc_duration_seconds_bucket{le="0.1"}': "HISTOGRAM",
+        "rpc_duration_seconds_sum": "HISTOGRAM",
+        "jobs_queued_total": "GAUGE",
+        "requests_total": "COUNTER",
+        "node_load1": "UNKNOWN",
+    }
+    untyped = _decode(RemoteWriteDecoder(ENTITY_LABELS), series[-1:])
+    assert untyped[0]["kinds"] == []  # nothing known: the worker types by name
+
+
+def test_a_staleness_marker_ends_its_series_in_the_batch_of_its_time() -> None:
+    series: list[Series] = [
+        ({"__name__": "node_load1", **WEB1}, [(T0, 0.5), (T0 + 15_000, STALE_NAN)]),
+        ({"__name__": "node_load5", **WEB1}, [(T0, 0.4), (T0 + 15_000, 0.4)]),
+    ]
+    batches = _decode(RemoteWriteDecoder(ENTITY_LABELS), series)
+    assert [(b["event_time"], b["names"], b["ended"]) for b in batches] == [
+        (T0, ["node_load1", "node_load5"], []),
+        (T0 + 15_000, ["node_load5"], ["node_load1"]),
+    ]
+
+
+def test_series_over_the_label_limits_are_dropped_and_counted_alone() -> None:
+    series: list[Series] = [
+        ({"__name__": "ok", **WEB1}, [(T0, 1.0)]),
+        ({"__name__": "many", **WEB1, **{f"l{i}": "v" for i in range(63)}}, [(T0, 1.0)]),
+        ({"__name__": "long_value", "path": "p" * 1025, **WEB1}, [(T0, 1.0), (T0 + 1, 2.0)]),
+        ({"__name__": "long_name", "k" * 257: "v", **WEB1}, [(T0, 1.0)]),
+        ({"__name__": "m" * 257, **WEB1}, [(T0, 1.0)]),
+        ({"__name__": "wide", **{f"l{i}": "v" * 1000 for i in range(3)}, **WEB1}, [(T0, 1.0)]),
+    ]
+    decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(snappy(write_request(series)), now_ms=NOW)
+    assert [b["names"] for b in decoded.batches] == [["ok"]]
+    assert decoded.summary.dropped() == {
+        "non_finite": 0,
+        "future": 0,
+        "native_histogram": 0,
+        "too_many_labels": 1,
+        "label_value_too_long": 3,
+        "label_name_too_long": 1,
+        "series_name_too_long": 1,
+    }
+
+
+def test_a_request_for_absurdly_many_entities_is_refused_whole() -> None:
+    series: list[Series] = [
+        ({"__name__": "up", "instance": f"h{i}"}, [(T0, 1.0)]) for i in range(11)
+    ]
+    with pytest.raises(RemoteWriteError, match=r"11 entities, over the limit of 10 per request"):
+        RemoteWriteDecoder(ENTITY_LABELS, max_entities=10).decode(
+            snappy(write_request(series)), now_ms=NOW
+        )
+    assert len(_decode(RemoteWriteDecoder(ENTITY_LABELS, max_entities=11), series)) == 11
+
+
+def test_batches_are_split_by_the_size_of_their_names() -> None:
+    series: list[Series] = [
+        (
+            {"__name__": f"m{i}", "a": "x" * 500, "b": "y" * 500, "c": "z" * 500, **WEB1},
+            [(T0, float(i))],
+        )
+        for i in range(400)
+    ]
+    batches = _decode(RemoteWriteDecoder(ENTITY_LABELS), series)
+    assert len(batches) == 3
+    assert all(sum(len(n) for n in b["names"]) <= 256 << 10 for b in batches)
+    assert [v for b in batches for v in b["values"]] == [float(i) for i in range(400)]

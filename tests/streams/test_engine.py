@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from connectors import prometheus as metrics
+from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.entity import BatchModel
+from models.features import vector_names
 from schemas.codec import Codec, Message
+from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
 from streams.settings import Settings
+from tests.connectors.prometheus_proto import Series, snappy, write_request
+from tests.exposition import NODE_EXPORTER, TYPE_NUMBERS, scrape
 
 Record = dict[str, Any]
 NOW_S = 1_800_000_000.0
@@ -48,11 +55,13 @@ class Feed:
     def record(
         self, entity: str, t_ms: int, values: dict[str, float], partition: int = 0, **extra: Any
     ) -> Input:
-        offset = self.offsets.get(partition, -1) + 1
-        self.offsets[partition] = offset
         record = {"entity": entity, "event_time": t_ms, "labels": {}, "names": list(values),
                   "values": list(values.values()), "source": "test", **extra}  # fmt: skip
-        value = CODEC.encode("metric_batch", record)
+        return self.encoded(entity, CODEC.encode("metric_batch", record), partition)
+
+    def encoded(self, entity: str, value: bytes, partition: int = 0) -> Input:
+        offset = self.offsets.get(partition, -1) + 1
+        self.offsets[partition] = offset
         return Input(Message(topics.METRICS.name, partition, offset, entity.encode(), value))
 
 
@@ -93,7 +102,7 @@ def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     second = _engine(changelog)
     out = second.metrics(records[5:], NOW_S)
     hour_count = _decoded(out, topics.FEATURES.name)[-1]
-    index = hour_count["names"].index("cpu:1h:count")
+    index = vector_names(hour_count).index("cpu:1h:count")
     assert hour_count["values"][index] == 12
 
 
@@ -171,7 +180,7 @@ def test_past_the_entity_cap_idle_entities_leave_and_new_ones_wait() -> None:
     engine.tick(NOW_S + 1100)  # "b" idle too now
     back = engine.metrics([feed.record("a", T0_MS + 3 * STEP_MS, {"cpu": 1.0})], NOW_S + 1100)
     features = _decoded(back, topics.FEATURES.name)
-    count = features[-1]["values"][features[-1]["names"].index("cpu:1h:count")]
+    count = features[-1]["values"][vector_names(features[-1]).index("cpu:1h:count")]
     assert count == 4, "the returning entity kept its windows"
 
 
@@ -183,3 +192,60 @@ def test_a_revoked_partition_takes_its_entities_along(partitions: list[tuple[str
     engine.revoked(partitions)
     kept = {0: {"p1"}, 1: {"p0"}}[partitions[0][1]]
     assert set(engine.entities) == kept
+
+
+def _remote_write(decoder: RemoteWriteDecoder, feed: Feed, series: list[Series]) -> list[Input]:
+    """Series through the remote_write door, as the records it produces."""
+    body = snappy(write_request(series))
+    return [
+        feed.encoded(batch["entity"], CODEC.encode("metric_batch", batch))
+        for batch in decoder.decode(body, now_ms=int(NOW_S * 1000)).batches
+    ]
+
+
+def test_a_node_exporter_host_through_the_door_is_modelled_as_signals() -> None:
+    decoder, feed = RemoteWriteDecoder(("entity", "instance", "host", "job")), Feed()
+    first = scrape(NODE_EXPORTER[0])
+    # Prometheus sends each family's type in requests of their own.
+    types = {s.family: TYPE_NUMBERS[s.type] for s in first if s.type in TYPE_NUMBERS}
+    decoder.decode(snappy(write_request([], metadata=types)), now_ms=int(NOW_S * 1000))
+    host = {"instance": "db-1:9100", "job": "node"}
+    inputs = []
+    for k, path in enumerate(NODE_EXPORTER):
+        t_ms = T0_MS + k * STEP_MS
+        series: list[Series] = [({**s.labels, **host}, [(t_ms, s.value)]) for s in scrape(path)]
+        inputs += _remote_write(decoder, feed, series)
+    engine = _engine(Changelog())
+    out = engine.metrics(inputs, NOW_S)
+    assert _decoded(out, topics.DEADLETTER.name) == []  # not one series over any limit
+    pipeline = engine.entities["db-1:9100"]
+    modelled = pipeline.windows.metrics
+    assert len(first) == 507 and len(modelled) == 22
+    capacity = dict(zip(modelled, pipeline.capacity.tolist(), strict=False))
+    assert capacity['filesystem_used_fraction{mountpoint="/"}'] == 1.0  # exhaustion models on
+    assert capacity["memory_used_fraction"] == 1.0
+    assert math.isnan(capacity["cpu_used_fraction"])
+    expected = ["memory_used_fraction", 'filesystem_used_fraction{mountpoint="/"}']
+    expected += ["cpu_used_fraction", 'network_receive_bytes_per_second{device="eth0"}']
+    assert set(expected) <= set(modelled)
+    raw = ("node_cpu_seconds_total", "_bucket", "go_", "node_memory_", "node_filesystem_")
+    assert [m for m in modelled if any(r in m for r in raw)] == []
+    features = _decoded(out, topics.FEATURES.name)[-1]
+    last = dict(zip(vector_names(features), features["values"], strict=True))
+    assert 0.0 < last["cpu_used_fraction:1m:last"] < 1.0  # a rate, not seconds since boot
+    predicted = {p["metric"] for p in prediction_rows(_decoded(out, topics.PREDICTIONS.name)[-1])}
+    assert predicted <= {*modelled, "entity"}
+
+
+def test_signals_past_the_limit_are_named_with_their_rule_and_counted() -> None:
+    engine, feed = _engine(Changelog(), max_metrics_per_entity=3), Feed()
+    dropped = metrics.SIGNALS_DROPPED.labels("signal_limit", "generic", "relabel")
+    before = dropped._value.get()
+    out = engine.metrics(
+        [feed.record("app-1", T0_MS, {f"queue_{i}": 1.0 for i in range(5)})], NOW_S
+    )
+    (letter,) = _decoded(out, topics.DEADLETTER.name)
+    assert letter["error_kind"] == "cardinality"
+    assert "2 signals over the limit of 3 per entity (FORESIGHT_MAX_METRICS)" in letter["reason"]
+    assert "queue_3 (generic/relabel), queue_4 (generic/relabel)" in letter["reason"]
+    assert dropped._value.get() == before + 2

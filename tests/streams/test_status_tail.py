@@ -199,5 +199,6 @@ def test_status_reports_services_lag_and_firing_alerts(
     assert firing["source"] == f"replay of topic {topic}"
     assert firing["alerts"] == [records[1]]
     assert "worker_running" in report["throughput"]
+    assert set(report["not_modelled"]) == {"worker", "ingest"}
     assert "available" in report["models"]
     assert time.monotonic() - started < 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from models.signals import MetricKind
 from streams.validation import (
     CheckedBatch,
     Limits,
@@ -33,7 +34,16 @@ def test_a_good_batch_gives_its_values() -> None:
     assert isinstance(checked, CheckedBatch)
     assert checked.names == ["cpu", "mem"]
     assert checked.values.tolist() == [1.0, 2.0]
+    assert checked.kinds == [MetricKind.UNKNOWN] * 2  # the producer did not say
     assert checked.dropped is None
+
+
+def test_kinds_and_ended_series_come_through() -> None:
+    batch = _batch(kinds=["COUNTER", "GAUGE"], ended=['up{job="gone"}'])
+    checked = check_metric_batch(batch, NOW, LIMITS)
+    assert isinstance(checked, CheckedBatch)
+    assert checked.kinds == [MetricKind.COUNTER, MetricKind.GAUGE]
+    assert checked.ended == ['up{job="gone"}']
 
 
 @pytest.mark.parametrize(
@@ -42,6 +52,8 @@ def test_a_good_batch_gives_its_values() -> None:
         ({"values": [1.0, float("nan")]}, "invalid_value", "mem=nan"),
         ({"values": [float("inf"), 2.0]}, "invalid_value", "cpu=inf"),
         ({"values": [1.0]}, "invalid_value", "parallel"),
+        ({"kinds": ["GAUGE"]}, "invalid_value", "2 names but 1 kinds"),
+        ({"ended": ["x"] * 10_000}, "oversized", "10000 ended series"),
         ({"entity": ""}, "invalid_value", "entity is empty"),
         ({"event_time": NOW + 2 * 3_600_000}, "future_timestamp", "in the future"),
         ({"event_time": NOW - 8 * 24 * 3_600_000}, "too_old", "beyond retention"),
@@ -58,15 +70,18 @@ def test_each_bad_batch_names_its_reason(changes: dict[str, object], kind: str, 
     assert words in rejection.reason
 
 
-def test_an_overlong_metric_name_drops_that_sample_and_keeps_the_rest() -> None:
+def test_an_overlong_series_name_drops_that_sample_and_keeps_the_rest() -> None:
     long = "m" * 100_000
-    checked = check_metric_batch(_batch(names=["cpu", long], values=[1.0, 2.0]), NOW, LIMITS)
+    fine = 'container_cpu_usage_seconds_total{id="' + "x" * 500 + '"}'
+    batch = _batch(names=["cpu", long, fine], values=[1.0, 2.0, 3.0], kinds=["GAUGE"] * 3)
+    checked = check_metric_batch(batch, NOW, LIMITS)
     assert isinstance(checked, CheckedBatch)
-    assert checked.names == ["cpu"]
-    assert checked.values.tolist() == [1.0]
+    assert checked.names == ["cpu", fine]
+    assert checked.values.tolist() == [1.0, 3.0]
+    assert checked.kinds == [MetricKind.GAUGE] * 2
     assert checked.dropped is not None
     assert checked.dropped.kind == "oversized"
-    assert "1 metric names over 256 characters" in checked.dropped.reason
+    assert "1 series names over 2048 characters" in checked.dropped.reason
     assert "100000 characters" in checked.dropped.reason
     assert len(checked.dropped.reason) < 500
 

@@ -1,0 +1,275 @@
+"""The first stage of an entity's pipeline: raw series in, the values worth modelling out.
+
+One :class:`SeriesTable` per entity remembers each series' previous sample, which is what
+the conversions need and why they run in the worker (the entity's owner sees its series in
+order; Prometheus shards a target's series across requests, so no receiver does):
+
+* a **gauge** is its value;
+* a **counter** (a ``COUNTER``, a histogram's ``_bucket``, ``_sum`` and ``_count``, a
+  summary's ``_sum`` and ``_count``) is its per-second rate since its previous sample, with
+  Prometheus' reset handling: a decrease is a reset, and the increase is the new value. Its
+  first sample, and one after a gap longer than the lookback, give no rate yet;
+* a **classic histogram** also gives, per scrape, ``family{quantile="0.5"|"0.95"|"0.99"}``
+  from its bucket rates (:func:`~models.signals.expressions.bucket_quantile`, which is
+  ``histogram_quantile``), and ``family_mean`` = rate of ``_sum`` / rate of ``_count``; a
+  summary gives ``family_mean`` the same way (its quantiles are gauges already);
+* a series **ends** with Prometheus' staleness marker, or when it has not been seen for the
+  lookback (5 minutes, Prometheus' own): it is then left out, never held at its last value.
+
+The state is a float table, one row per series, so a checkpoint is one array and the names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.base import FloatArray
+from models.signals.expressions import Sample, bucket_quantile
+from models.signals.kinds import MetricKind, infer_kind
+from models.signals.series import NAME, parse_series, series_name
+
+QUANTILES = (0.5, 0.95, 0.99)
+_KINDS = list(MetricKind)
+_KIND, _RATE, _RAW, _RAW_T, _VALUE, _VALUE_T, _FRESH = range(7)
+_COLUMNS = 7
+
+
+def _bound(le: str) -> float:
+    try:
+        return float(le)
+    except ValueError:
+        return math.nan  # not a bucket bound: the series is not one of the histogram's buckets
+
+
+def _is_rate(kind: MetricKind, name: str, labels: dict[str, str]) -> bool:
+    """Whether a series of ``kind`` accumulates (its rate is what means something)."""
+    if kind is MetricKind.COUNTER:
+        return True
+    if kind is MetricKind.HISTOGRAM:
+        return (name.endswith("_bucket") and "le" in labels) or name.endswith(("_sum", "_count"))
+    return kind is MetricKind.SUMMARY and name.endswith(("_sum", "_count"))
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """An entity's converted series at one evaluation: parallel samples, names and kinds."""
+
+    samples: list[Sample]
+    keys: list[str]
+    kinds: list[MetricKind]
+
+
+@dataclass
+class Observed:
+    """What :meth:`SeriesTable.observe` could not take: series past the limit, and samples
+    not newer than their series' previous one."""
+
+    over_limit: list[str]
+    out_of_order: list[str]
+
+
+class SeriesTable:
+    """The conversion state of one entity's series.
+
+    Parameters
+    ----------
+    max_series
+        Series tracked at once (the ``FORESIGHT_MAX_SERIES`` setting); samples of new
+        series past it are refused.
+    lookback_ms
+        A series not seen for this long is gone (Prometheus' lookback delta, 5 minutes).
+
+    Examples
+    --------
+    >>> table = SeriesTable()
+    >>> _ = table.observe(0, ["requests_total"], np.array([100.0]), [MetricKind.UNKNOWN])
+    >>> _ = table.observe(10_000, ["requests_total"], np.array([150.0]), [MetricKind.UNKNOWN])
+    >>> [(s.labels["__name__"], s.value) for s in table.scrape(10_000).samples]
+    [('requests_total', 5.0)]
+    """
+
+    def __init__(self, max_series: int = 10_000, lookback_ms: int = 300_000) -> None:
+        self.max_series = max_series
+        self.lookback_ms = lookback_ms
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.labels: list[dict[str, str]] = []
+        self.table: FloatArray = np.full((0, _COLUMNS), np.nan)
+        self._groups: tuple[dict[str, list[int]], dict[str, tuple[int, int]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # -- input -------------------------------------------------------------------------
+    def _row(self, name: str, kind: MetricKind) -> int:
+        row = self.index.get(name)
+        if row is None:
+            if len(self.names) >= self.max_series:
+                return -1
+            row = len(self.names)
+            if row >= self.table.shape[0]:
+                grown = np.full((max(8, 2 * row), _COLUMNS), np.nan)
+                grown[:row] = self.table[:row]
+                self.table = grown
+            self.index[name] = row
+            self.names.append(name)
+            labels = parse_series(name)
+            self.labels.append(labels)
+            self.table[row] = np.nan
+            self.table[row, _FRESH] = 0.0
+            named = infer_kind(labels[NAME], labels)
+            self._set_kind(row, named if kind is MetricKind.UNKNOWN else kind)
+        elif kind is not MetricKind.UNKNOWN and _KINDS[int(self.table[row, _KIND])] is not kind:
+            self._set_kind(row, kind)
+        return row
+
+    def _set_kind(self, row: int, kind: MetricKind) -> None:
+        labels = self.labels[row]
+        self.table[row, _KIND] = _KINDS.index(kind)
+        self.table[row, _RATE] = float(_is_rate(kind, labels[NAME], labels))
+        self._groups = None
+
+    def observe(
+        self, t_ms: int, names: Sequence[str], values: FloatArray, kinds: Sequence[MetricKind]
+    ) -> Observed:
+        """Take one batch of samples stamped ``t_ms`` (``kinds`` parallel, UNKNOWN where
+        the sender did not say)."""
+        if len(self.names) >= self.max_series:
+            self._compact(t_ms - self.lookback_ms)
+        rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
+        x = np.asarray(values, dtype=np.float64)
+        over: list[str] = []
+        if (rows < 0).any():
+            over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+            rows, x = rows[rows >= 0], x[rows >= 0]
+        sub = self.table[rows]  # one gather and one scatter: batches are small, calls cost
+        newer = ~(sub[:, _RAW_T] >= t_ms)  # NaN (no previous sample) counts as newer
+        late: list[str] = []
+        if not newer.all():
+            late = [self.names[r] for r in rows[~newer]]
+            rows, x, sub = rows[newer], x[newer], sub[newer]
+        previous, previous_t = sub[:, _RAW], sub[:, _RAW_T]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            increase = np.where(x >= previous, x - previous, x)
+            span_ms = t_ms - previous_t
+            rate = np.where(span_ms <= self.lookback_ms, increase * 1000.0 / span_ms, np.nan)
+        value = np.where(sub[:, _RATE] == 1.0, rate, x)
+        has = np.isfinite(value)
+        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
+        sub[:, _VALUE] = np.where(has, value, sub[:, _VALUE])
+        sub[:, _VALUE_T] = np.where(has, t_ms, sub[:, _VALUE_T])
+        sub[:, _FRESH] = np.where(has, 1.0, sub[:, _FRESH])
+        self.table[rows] = sub
+        return Observed(over, late)
+
+    def end(self, names: Sequence[str]) -> None:
+        """Staleness markers: these series are gone; a series that comes back starts anew."""
+        if not names:
+            return
+        rows = [self.index[n] for n in names if n in self.index]
+        self.table[rows, _RAW:_FRESH] = np.nan
+        self.table[rows, _FRESH] = 0.0
+
+    # -- output ------------------------------------------------------------------------
+    def scrape(self, t_ms: int) -> Scrape:
+        """The converted series at ``t_ms``: every live series' value, and the histogram
+        quantiles and means; the series are no longer fresh afterwards."""
+        n = len(self.names)
+        table = self.table[:n]
+        oldest = t_ms - self.lookback_ms
+        gone = table[:, _VALUE_T] < oldest
+        table[gone, _VALUE] = np.nan
+        live = np.flatnonzero(np.isfinite(table[:, _VALUE]))
+        values = table[:, _VALUE].tolist()
+        fresh = (table[:, _FRESH] == 1.0).tolist()
+        kinds = table[:, _KIND].astype(np.int64).tolist()
+        samples = [Sample(self.labels[r], values[r], fresh[r]) for r in live]
+        keys = [self.names[r] for r in live]
+        kind_of = [_KINDS[kinds[r]] for r in live]
+        buckets, means = self._derived_groups()
+        for members in buckets.values():
+            alive = [r for r in members if math.isfinite(values[r])]
+            if not alive or not any(fresh[r] for r in alive):
+                continue
+            bounds = [float(self.labels[r]["le"]) for r in alive]
+            rates = [values[r] for r in alive]
+            base = {k: v for k, v in self.labels[alive[0]].items() if k != "le"}
+            base[NAME] = base[NAME].removesuffix("_bucket")
+            for q in QUANTILES:
+                value = bucket_quantile(q, bounds, rates)
+                if math.isfinite(value):
+                    labels = {**base, "quantile": f"{q:g}"}
+                    samples.append(Sample(labels, value, True))
+                    keys.append(series_name(labels))
+                    kind_of.append(MetricKind.HISTOGRAM)
+        for mean_name, (total, count) in means.items():
+            mean = values[total] / values[count] if values[count] > 0 else math.nan
+            if not (fresh[total] or fresh[count]) or not math.isfinite(mean):
+                continue
+            family = self.labels[count][NAME].removesuffix("_count")
+            samples.append(Sample({**self.labels[count], NAME: f"{family}_mean"}, mean, True))
+            keys.append(mean_name)
+            kind_of.append(_KINDS[kinds[count]])
+        table[:, _FRESH] = 0.0
+        if np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
+            self._compact(oldest)
+        return Scrape(samples, keys, kind_of)
+
+    def _derived_groups(self) -> tuple[dict[str, list[int]], dict[str, tuple[int, int]]]:
+        """The bucket rows of each histogram, keyed by its family series (``le`` aside);
+        the ``(_sum, _count)`` rows of each histogram and summary, keyed by its mean's name."""
+        if self._groups is not None:
+            return self._groups
+        buckets: dict[str, list[int]] = {}
+        parts: dict[str, dict[str, int]] = {}
+        for row, labels in enumerate(self.labels):
+            kind = _KINDS[int(self.table[row, _KIND])]
+            name = labels[NAME]
+            bucket = name.endswith("_bucket") and not math.isnan(_bound(labels.get("le", "")))
+            if kind is MetricKind.HISTOGRAM and bucket:
+                family = {k: v for k, v in labels.items() if k != "le"}
+                family[NAME] = name.removesuffix("_bucket")
+                buckets.setdefault(series_name(family), []).append(row)
+            elif kind in (MetricKind.HISTOGRAM, MetricKind.SUMMARY) and name.endswith(
+                ("_sum", "_count")
+            ):
+                family_name, _, part = name.rpartition("_")
+                mean = series_name({**labels, NAME: f"{family_name}_mean"})
+                parts.setdefault(mean, {})[part] = row
+        self._groups = (
+            buckets,
+            {k: (p["sum"], p["count"]) for k, p in parts.items() if len(p) == 2},
+        )
+        return self._groups
+
+    def _compact(self, oldest: int) -> None:
+        """Forget series not seen since ``oldest`` (pods come and go; state must not grow)."""
+        n = len(self.names)
+        keep = np.flatnonzero(self.table[:n, _RAW_T] >= oldest)
+        self.names = [self.names[r] for r in keep]
+        self.labels = [self.labels[r] for r in keep]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.table = self.table[keep].copy()
+        self._groups = None
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], FloatArray]:
+        """A JSON-ready header and the table, for the entity's checkpoint."""
+        return {"series": self.names}, self.table[: len(self.names)]
+
+    @classmethod
+    def restore(
+        cls, header: dict[str, Any], table: FloatArray, max_series: int, lookback_ms: int
+    ) -> SeriesTable:
+        """The table :meth:`state` saved."""
+        restored = cls(max_series, lookback_ms)
+        restored.names = list(header["series"])
+        restored.index = {name: i for i, name in enumerate(restored.names)}
+        restored.labels = [parse_series(name) for name in restored.names]
+        restored.table = np.array(table, dtype=np.float64).reshape(-1, _COLUMNS)
+        return restored

@@ -1,0 +1,149 @@
+"""The conversion stage: counters to rates with resets, histograms to quantiles and means,
+staleness, limits, and a checkpoint that resumes where it stopped."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.signals import MetricKind
+from models.signals.conversion import SeriesTable
+
+T0 = 1_700_000_000_000
+U = MetricKind.UNKNOWN
+
+
+def _observe(
+    table: SeriesTable, t_ms: int, samples: dict[str, float], kind: MetricKind = U
+) -> None:
+    table.observe(t_ms, list(samples), np.array(list(samples.values())), [kind] * len(samples))
+
+
+def _values(table: SeriesTable, t_ms: int) -> dict[str, float]:
+    scrape = table.scrape(t_ms)
+    return {key: s.value for key, s in zip(scrape.keys, scrape.samples, strict=True)}
+
+
+def test_a_counter_is_its_per_second_rate_and_a_decrease_is_a_reset() -> None:
+    table = SeriesTable()
+    _observe(table, T0, {"requests_total": 100.0, "temperature": 20.0})
+    assert _values(table, T0) == {"temperature": 20.0}  # no rate from one sample
+    _observe(table, T0 + 10_000, {"requests_total": 150.0, "temperature": 21.0})
+    assert _values(table, T0 + 10_000) == {"requests_total": 5.0, "temperature": 21.0}
+    # The process restarted: 150 -> 30 means 30 new requests since the reset, not -120.
+    _observe(table, T0 + 20_000, {"requests_total": 30.0})
+    assert _values(table, T0 + 20_000) == {"requests_total": 3.0, "temperature": 21.0}
+
+
+def test_the_senders_type_wins_over_the_name() -> None:
+    table = SeriesTable()
+    for k, value in enumerate([7.0, 5.0]):
+        _observe(table, T0 + k * 10_000, {"jobs_queued_total": value}, MetricKind.GAUGE)
+        _observe(table, T0 + k * 10_000, {"pg_connections_count": value}, MetricKind.GAUGE)
+        _observe(table, T0 + k * 10_000, {"restarts": 10.0 * (k + 1)}, MetricKind.COUNTER)
+    assert _values(table, T0 + 10_000) == {
+        "jobs_queued_total": 5.0,
+        "pg_connections_count": 5.0,
+        "restarts": 1.0,
+    }
+
+
+def test_a_gap_longer_than_the_lookback_gives_no_rate() -> None:
+    table = SeriesTable(lookback_ms=60_000)
+    _observe(table, T0, {"requests_total": 100.0})
+    _observe(table, T0 + 120_000, {"requests_total": 160.0})
+    assert _values(table, T0 + 120_000) == {}
+    _observe(table, T0 + 130_000, {"requests_total": 170.0})
+    assert _values(table, T0 + 130_000) == {"requests_total": 1.0}
+
+
+def _histogram(table: SeriesTable, t_ms: int, counts: list[float], total: float) -> None:
+    bounds = ["0.1", "0.5", "1", "+Inf"]
+    samples = {
+        f'rpc_seconds_bucket{{le="{b}",path="/a"}}': c for b, c in zip(bounds, counts, strict=True)
+    }
+    samples |= {'rpc_seconds_sum{path="/a"}': total, 'rpc_seconds_count{path="/a"}': counts[-1]}
+    _observe(table, t_ms, samples, MetricKind.HISTOGRAM)
+
+
+def test_a_histogram_gives_quantiles_and_a_mean_from_its_bucket_deltas() -> None:
+    table = SeriesTable()
+    _histogram(table, T0, [100.0, 200.0, 300.0, 300.0], 120.0)
+    # In 10 s: 10 observations under 0.1, 30 in (0.1, 0.5], 10 in (0.5, 1], none above;
+    # they took 16 s in all.
+    _histogram(table, T0 + 10_000, [110.0, 240.0, 350.0, 350.0], 136.0)
+    values = _values(table, T0 + 10_000)
+    # p50: rank 25 of 50, in (0.1, 0.5] which holds 30: 0.1 + 0.4 * 15/30 = 0.3.
+    assert values['rpc_seconds{path="/a",quantile="0.5"}'] == pytest.approx(0.3)
+    # p95: rank 47.5, in (0.5, 1] which holds 10: 0.5 + 0.5 * 7.5/10 = 0.875.
+    assert values['rpc_seconds{path="/a",quantile="0.95"}'] == pytest.approx(0.875)
+    assert values['rpc_seconds{path="/a",quantile="0.99"}'] == pytest.approx(0.975)
+    assert values['rpc_seconds_mean{path="/a"}'] == pytest.approx(16.0 / 50)
+    # The buckets themselves are rates too (the rules decide whether they are signals).
+    assert values['rpc_seconds_bucket{le="0.1",path="/a"}'] == pytest.approx(1.0)
+
+
+def test_a_quiet_histogram_has_no_quantile_and_a_summary_keeps_its_own() -> None:
+    table = SeriesTable()
+    for k in range(2):
+        _histogram(table, T0 + k * 10_000, [100.0, 200.0, 300.0, 300.0], 120.0)
+        summary = {'gc_seconds{quantile="0.5"}': 0.002, "gc_seconds_sum": 3.0 + k}
+        summary["gc_seconds_count"] = 100.0 + 4 * k
+        _observe(table, T0 + k * 10_000, summary, MetricKind.SUMMARY)
+    values = _values(table, T0 + 10_000)
+    assert not [key for key in values if "quantile" in key and "rpc" in key]
+    assert values['gc_seconds{quantile="0.5"}'] == 0.002
+    assert values["gc_seconds_mean"] == pytest.approx(0.25)  # 1 s over 4 observations
+
+
+def test_an_ended_series_is_left_out_and_starts_anew() -> None:
+    table = SeriesTable()
+    _observe(table, T0, {"requests_total": 100.0, "temperature": 20.0})
+    _observe(table, T0 + 10_000, {"requests_total": 110.0, "temperature": 20.0})
+    table.end(["requests_total"])
+    assert _values(table, T0 + 10_000) == {"temperature": 20.0}
+    _observe(table, T0 + 20_000, {"requests_total": 5.0})  # back, from a fresh process
+    assert "requests_total" not in _values(table, T0 + 20_000)
+    _observe(table, T0 + 30_000, {"requests_total": 15.0})
+    assert _values(table, T0 + 30_000)["requests_total"] == 1.0
+
+
+def test_a_series_not_seen_for_the_lookback_is_gone_not_held() -> None:
+    table = SeriesTable(lookback_ms=60_000)
+    _observe(table, T0, {"temperature": 20.0, "humidity": 0.4})
+    assert _values(table, T0) == {"temperature": 20.0, "humidity": 0.4}
+    _observe(table, T0 + 30_000, {"humidity": 0.5})
+    scrape = table.scrape(T0 + 30_000)
+    # Still within the lookback: its last value, but not new at this scrape.
+    assert [(k, s.fresh) for k, s in zip(scrape.keys, scrape.samples, strict=True)] == [
+        ("temperature", False),
+        ("humidity", True),
+    ]
+    _observe(table, T0 + 70_000, {"humidity": 0.6})
+    assert _values(table, T0 + 70_000) == {"humidity": 0.6}
+
+
+def test_an_old_sample_is_refused_and_series_past_the_limit_wait_for_room() -> None:
+    table = SeriesTable(max_series=2, lookback_ms=60_000)
+    table.observe(T0, ["a", "b"], np.array([1.0, 2.0]), [U, U])
+    observed = table.observe(T0 - 1, ["a", "c"], np.array([0.0, 3.0]), [U, U])
+    assert (observed.out_of_order, observed.over_limit) == (["a"], ["c"])
+    assert _values(table, T0) == {"a": 1.0, "b": 2.0}
+    # Once a and b are unseen for the lookback, they are forgotten and c has room.
+    observed = table.observe(T0 + 61_000, ["c"], np.array([3.0]), [U])
+    assert observed.over_limit == [] and len(table) == 1
+
+
+def test_a_checkpoint_resumes_the_rates_where_they_were() -> None:
+    table = SeriesTable()
+    _histogram(table, T0, [100.0, 200.0, 300.0, 300.0], 120.0)
+    _observe(table, T0, {"requests_total": 100.0})
+    header, saved = table.state()
+    restored = SeriesTable.restore(header, saved.copy(), 10_000, 300_000)
+    for t in (table, restored):
+        _histogram(t, T0 + 10_000, [110.0, 240.0, 350.0, 350.0], 136.0)
+        _observe(t, T0 + 10_000, {"requests_total": 150.0})
+    assert _values(restored, T0 + 10_000) == _values(table, T0 + 10_000)
+    assert math.isclose(_values(restored, T0 + 10_000)["requests_total"], 5.0)

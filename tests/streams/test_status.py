@@ -1,0 +1,59 @@
+"""``foresight status`` parts that read a process's /metrics page, against a real page."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from streams.commands.status import not_modelled
+from streams.settings import Settings
+from streams.worker_process import free_port
+
+
+@pytest.fixture
+def worker_metrics() -> Iterator[int]:
+    """A /metrics page with the worker's dropped-signal counter, on a free port."""
+    registry = CollectorRegistry()
+    dropped = Counter(
+        "foresight_signals_dropped_total", "x", ["reason", "profile", "rule"], registry=registry
+    )
+    dropped.labels("signal_limit", "node_exporter", "filesystem_used_fraction").inc(3)
+    dropped.labels("series_limit", "", "").inc(2)
+    dropped.labels("out_of_order", "", "")  # zero: not reported
+    page = generate_latest(registry)
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_not_modelled_says_what_was_dropped_by_reason_profile_and_rule(
+    worker_metrics: int,
+) -> None:
+    settings = Settings(bind_host="127.0.0.1", worker_port=worker_metrics, ingest_port=free_port())
+    assert not_modelled(settings) == {
+        "worker": {
+            "running": True,
+            "dropped": {
+                "series_limit": 2.0,
+                "signal_limit/node_exporter/filesystem_used_fraction": 3.0,
+            },
+        },
+        "ingest": {"running": False},
+    }
