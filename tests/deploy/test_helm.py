@@ -4,6 +4,7 @@ settings, topics, connectors), with only the architecture's network flows."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import tomllib
@@ -273,7 +274,7 @@ def test_the_keys_file_is_mounted_read_only_where_the_setting_says(
     path = Path(_settings(objects).keys_file)
     secret = _one(objects, "Secret", "foresight-api-keys")
     stored = secret["data"]["keys.json"]
-    assert json.loads(__import__("base64").b64decode(stored)) == json.loads(keys_file.read_text())
+    assert json.loads(base64.b64decode(stored)) == json.loads(keys_file.read_text())
     assert KEY_PREFIX not in keys_file.read_text()  # hashes only
     for component, workload in _workloads(objects).items():
         spec = workload["spec"]["template"]["spec"]
