@@ -30,6 +30,7 @@ from tests.deploy.kube import render as helm_template
 
 PROFILES = {"small": CHART / "profiles" / "small.yaml", "large": CHART / "profiles" / "large.yaml"}
 PASSWORD = "pw-for-the-test"
+PII_KEY = "0123456789abcdef" * 4 + "\n"
 ALERT_URLS = {
     "webhook": "https://hooks.example.com/foresight?token=a\\b",
     "slack": "https://hooks.slack.com/services/T000/B000/XXXX",
@@ -63,12 +64,13 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def install(keys_file: Path) -> Path:
-    """The values every install gives: the keys file, the ClickHouse password, and an endpoint
-    for every alert target."""
+    """The values every install gives: the keys file, the PII hash secret, the ClickHouse
+    password, and an endpoint for every alert target."""
     alerts: dict[str, Any] = {t: {"url": u} for t, u in ALERT_URLS.items()}
     alerts["pagerduty"]["routingKey"] = ROUTING_KEY
     values = {
         "apiKeys": {"keysFile": keys_file.read_text()},
+        "pii": {"keyFile": PII_KEY},
         "clickhouse": {"password": PASSWORD},
         "connect": {"alerts": alerts},
     }
@@ -177,10 +179,14 @@ def test_with_services_of_your_own_every_object_is_still_valid(install: Path) ->
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        (["--set", "clickhouse.password=x"], "apiKeys: give the keys file"),
-        (["--set", "apiKeys.existingSecret=k"], "clickhouse: give the password"),
+        (["--set", "clickhouse.password=x,pii.existingSecret=p"], "apiKeys: give the keys file"),
+        (["--set", "apiKeys.existingSecret=k,clickhouse.password=x"], "pii: give the secret"),
         (
-            ["--set", "apiKeys.existingSecret=k,clickhouse.enabled=false"],
+            ["--set", "apiKeys.existingSecret=k,pii.existingSecret=p"],
+            "clickhouse: give the password",
+        ),
+        (
+            ["--set", "apiKeys.existingSecret=k,pii.existingSecret=p,clickhouse.enabled=false"],
             "name the Secret whose key `url` is your server's CLICKHOUSE_URL",
         ),
     ],
@@ -248,7 +254,7 @@ def test_every_process_gets_every_setting_and_secrets_only_where_needed(
 
 def test_no_secret_is_in_a_config_map(objects: list[Object], keys_file: Path) -> None:
     settings = json.dumps(_one(objects, "ConfigMap")["data"])
-    for secret in [PASSWORD, ROUTING_KEY, *ALERT_URLS.values(), keys_file.read_text()]:
+    for secret in [PASSWORD, ROUTING_KEY, *ALERT_URLS.values(), keys_file.read_text(), PII_KEY]:
         assert secret not in settings
 
 
@@ -268,30 +274,40 @@ def test_ports_probes_and_services_are_the_settings(objects: list[Object]) -> No
         assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
 
 
-def test_the_keys_file_is_mounted_read_only_where_the_setting_says(
+# The files processes read from Secrets: volume, the setting of the path, the Secret and its key,
+# and the processes that read it (the worker serves /health and /metrics only: no keys).
+SECRET_FILES = {
+    "api-keys": ("keys_file", "foresight-api-keys", "keys.json", {"ingest", "gateway", "sink"}),
+    "pii-key": ("pii_key_file", "foresight-pii", "pii.key", {"ingest"}),
+}
+
+
+def test_secret_files_are_mounted_read_only_where_the_settings_say(
     objects: list[Object], keys_file: Path
 ) -> None:
-    path = Path(_settings(objects).keys_file)
-    secret = _one(objects, "Secret", "foresight-api-keys")
-    stored = secret["data"]["keys.json"]
+    stored = _one(objects, "Secret", "foresight-api-keys")["data"]["keys.json"]
     assert json.loads(base64.b64decode(stored)) == json.loads(keys_file.read_text())
     assert KEY_PREFIX not in keys_file.read_text()  # hashes only
+    stored = _one(objects, "Secret", "foresight-pii")["data"]["pii.key"]
+    assert base64.b64decode(stored).decode() == PII_KEY
+    settings = _settings(objects)
     for component, workload in _workloads(objects).items():
-        spec = workload["spec"]["template"]["spec"]
         mounts = {m["name"]: m for m in _container(workload)["volumeMounts"]}
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        if component == "worker":  # serves /health and /metrics only: no keys
-            assert "api-keys" not in mounts
-            continue
-        assert mounts["api-keys"] == {
-            "name": "api-keys",
-            "mountPath": str(path.parent),
-            "readOnly": True,
-        }
-        assert volumes["api-keys"]["secret"] == {
-            "secretName": "foresight-api-keys",
-            "items": [{"key": "keys.json", "path": path.name}],
-        }
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        for volume, (setting, secret, key, readers) in SECRET_FILES.items():
+            if component not in readers:
+                assert volume not in mounts, component
+                continue
+            path = Path(getattr(settings, setting))
+            assert mounts[volume] == {
+                "name": volume,
+                "mountPath": str(path.parent),
+                "readOnly": True,
+            }
+            assert volumes[volume]["secret"] == {
+                "secretName": secret,
+                "items": [{"key": key, "path": path.name}],
+            }
 
 
 # -- Workers: state on volumes, standbys, disruption budget, autoscaling on lag ----------------
@@ -446,9 +462,9 @@ def test_the_chart_s_connector_configs_are_the_code_s() -> None:
         assert linked.resolve() == (CONFIG_DIR / target.connector_file).resolve()
 
 
-def test_no_alert_target_no_connector(keys_file: Path) -> None:
+def test_no_alert_target_no_connector() -> None:
     objects = helm_template(
-        "--set-file", f"apiKeys.keysFile={keys_file}", "--set", f"clickhouse.password={PASSWORD}"
+        "--set", f"apiKeys.existingSecret=k,pii.existingSecret=p,clickhouse.password={PASSWORD}"
     )
     assert not [o for o in objects if o["kind"] == "KafkaConnector"]
     assert "stringData" not in _one(objects, "Secret", "foresight-alert-targets")

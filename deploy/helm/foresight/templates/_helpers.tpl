@@ -57,6 +57,16 @@ redis://{{ include "foresight.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
 
+{{- define "foresight.piiSecret" -}}
+{{- if .Values.pii.existingSecret -}}
+{{- .Values.pii.existingSecret -}}
+{{- else if .Values.pii.keyFile -}}
+{{- include "foresight.fullname" . }}-pii
+{{- else -}}
+{{- fail "pii: give the secret of the PII hash every ingest pod shares (`openssl rand -hex 32 > pii.key`, then --set-file pii.keyFile=pii.key) or the name of a Secret holding it as pii.key (pii.existingSecret)" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "foresight.clickhouseSecret" -}}
 {{- if .Values.clickhouse.existingSecret -}}
 {{- .Values.clickhouse.existingSecret -}}
@@ -109,29 +119,48 @@ env:
 {{- end }}
 {{- end -}}
 
+{{/* The files a process may read from Secrets: the setting of each one's path, its key in the
+Secret, and the helper that names the Secret. */}}
+{{- define "foresight.secretFiles" -}}
+api-keys: {setting: FORESIGHT_KEYS_FILE, key: keys.json, secret: foresight.apiKeysSecret}
+pii-key: {setting: FORESIGHT_PII_KEY_FILE, key: pii.key, secret: foresight.piiSecret}
+{{- end -}}
+
+{{/* The Secret-borne files of a process of values.processes (root, process). */}}
+{{- define "foresight.secretsOf" -}}
+{{- $secrets := list }}
+{{- if .process.keys }}{{ $secrets = append $secrets "api-keys" }}{{ end }}
+{{- if .process.piiKey }}{{ $secrets = append $secrets "pii-key" }}{{ end }}
+{{- join "," $secrets -}}
+{{- end -}}
+
 {{/*
-Volumes and mounts every Foresight process has: the keys Secret (read only), a writable
-/tmp and the folder of the settings' paths (stack folder, credentials, registry).
+Volumes and mounts every Foresight process has: a writable /tmp and the folder of the settings'
+paths (stack folder, credentials, registry); and, read only, the Secrets it reads (root,
+secrets: names of foresight.secretFiles).
 */}}
 {{- define "foresight.volumes" -}}
 - name: tmp
   emptyDir: {}
 - name: foresight
   emptyDir: {}
-{{- if .keys }}
-- name: api-keys
+{{- $files := include "foresight.secretFiles" . | fromYaml }}
+{{- range .secrets }}
+{{- $f := index $files . }}
+- name: {{ . }}
   secret:
-    secretName: {{ include "foresight.apiKeysSecret" .root }}
-    items: [{key: keys.json, path: {{ base (include "foresight.setting" (dict "root" .root "name" "FORESIGHT_KEYS_FILE")) }}}]
+    secretName: {{ include $f.secret $.root }}
+    items: [{key: {{ $f.key }}, path: {{ base (include "foresight.setting" (dict "root" $.root "name" $f.setting)) }}}]
 {{- end }}
 {{- end -}}
 
 {{- define "foresight.volumeMounts" -}}
 - {name: tmp, mountPath: /tmp}
 - {name: foresight, mountPath: /var/lib/foresight}
-{{- if .keys }}
-- name: api-keys
-  mountPath: {{ dir (include "foresight.setting" (dict "root" .root "name" "FORESIGHT_KEYS_FILE")) }}
+{{- $files := include "foresight.secretFiles" . | fromYaml }}
+{{- range .secrets }}
+- name: {{ . }}
+  mountPath: {{ dir (include "foresight.setting" (dict "root" $.root "name" (index $files .).setting)) }}
   readOnly: true
 {{- end }}
 {{- end -}}
