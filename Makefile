@@ -12,6 +12,11 @@ TEST_NEEDS := $(STACK_NEEDS) chromium
 # The Helm chart's tests (tests/deploy/test_helm.py) render it with Helm, built from its Go module
 # (about 7 minutes on a new machine, once), and validate it against the operators' CRDs.
 HELM_VERSION := v3.22.0
+# What Helm's own release build stamps in: its version, and the Kubernetes of its client-go
+# (1.37), which `helm template` assumes when not told.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/$(pkg).k8sVersionMinor=37)
 HELM := $(BIN)/helm
 CRDS := $(VENV)/k8s-crds
 
@@ -37,7 +42,7 @@ install: $(STAMP)
 
 $(HELM): | $(STAMP)
 	@command -v go >/dev/null || { echo "make: Helm is built with Go (1.21 or newer fetches the toolchain Helm needs); install Go, then run make again" >&2; exit 1; }
-	GOBIN=$(abspath $(BIN)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(abspath $(BIN)) go install -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 $(CRDS)/.complete: deploy/helm/crd-schemas | $(STAMP)
 	@$(SYSTEM_PACKAGES) java javac mvn
