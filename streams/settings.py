@@ -97,11 +97,11 @@ class Settings:
         "Where a new worker group starts reading: earliest (all retained data) or latest.",
     )
     worker_standby_replicas: int = _setting(
-        0,
+        1,
         "FORESIGHT_WORKER_STANDBY_REPLICAS",
         "Warm copies of each table partition that other workers keep from the changelog "
-        "(Faust's table_standby_replicas), so a failover resumes without replaying it; 0 "
-        "for a single worker.",
+        "(Faust's table_standby_replicas), so a failover resumes without replaying it; a "
+        "single worker keeps none whatever this says.",
     )
     step_s: float = _setting(
         10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
