@@ -36,6 +36,9 @@ from connectors.kafka_connect import private_folder
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+CONTROLLER_PORT_OFFSET = 3
+"""Kafka's KRaft controller listens this far above the broker (9095 beside 9092): 9093 and
+9094 are Alertmanager's web and cluster ports, so both run on one machine with defaults."""
 _HERE = Path(__file__).resolve().parent
 SYSTEM_PACKAGES = _HERE / "system-packages"
 
@@ -346,7 +349,7 @@ class LocalStack:
             self.dir / "kafka" / "server.properties",
             host=w.kafka_host,
             port=w.kafka_port,
-            controller_port=w.kafka_port + 1,
+            controller_port=w.kafka_port + CONTROLLER_PORT_OFFSET,
             data_dir=data,
         )
         if not (data / "meta.properties").is_file():
