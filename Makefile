@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := deploy/local/system-packages
 PYTHON_NEEDS := python3.11 python3.11-venv
 STACK_NEEDS := $(PYTHON_NEEDS) java javac mvn redis-server
-TEST_NEEDS := $(STACK_NEEDS) chromium
+# The real clients of the integration tests: node_exporter -> Prometheus -> Foresight ->
+# Alertmanager, and promtool for deploy/prometheus. `foresight demo` installs the first two
+# itself when it can, and runs without them when it cannot.
+REAL_CLIENTS := prometheus-node-exporter prometheus promtool prometheus-alertmanager
+TEST_NEEDS := $(STACK_NEEDS) chromium $(REAL_CLIENTS)
 
 .PHONY: install demo test test-unit lint bench stack-up stack-down clean \
 	python-packages stack-packages test-packages
