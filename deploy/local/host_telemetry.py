@@ -48,7 +48,8 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return body
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when ``url`` answers a GET with a success."""
     try:
         _get(url, timeout=2.0)
     except (OSError, urllib.error.URLError):
@@ -76,7 +77,7 @@ class _Server(ChildProcess):
         def answering() -> bool:
             if not self.alive():
                 raise StackError(f"{self.argv[0]} exited; see {self.log}")
-            return _answers(self.url + self.ready_path)
+            return answers(self.url + self.ready_path)
 
         wait_until(self.argv[0], answering, timeout_s, self.log)
 

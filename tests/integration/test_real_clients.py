@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from deploy.local.host_telemetry import (
     Alertmanager,
     NodeExporter,
     Prometheus,
+    answers,
     program,
     prometheus_config,
     scrape_config,
@@ -84,14 +84,6 @@ def _create_key(env: dict[str, str]) -> str:
     return key
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 async def _until(what: str, done: Any, timeout_s: float) -> None:
     """Poll ``done()`` until it holds; fail naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -131,7 +123,7 @@ async def host(
     started: list[Any] = [ingest.start(), worker.start(), node.start()]
     try:
         node.ready()
-        await _until("ingest", lambda: _answers(f"http://127.0.0.1:{ingest_port}/health"), 60)
+        await _until("ingest", lambda: answers(f"http://127.0.0.1:{ingest_port}/health"), 60)
         await worker.ready()
         # The README's relabelling names the entity by the instance's host part.
         entity = f"host-{run}"
