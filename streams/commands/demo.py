@@ -202,8 +202,7 @@ async def _run(
         Incident(i.entity, str(i.incident_type), i.start_ms, i.end_ms, i.failure_ms)
         for i in simulation.incidents
     ]
-    simulated = [a for a in seen.alerts if a["entity"] != this_machine]
-    report = match_alerts(incidents, simulated, lead_window_ms=0)
+    report = _scored(incidents, seen)
     latencies = sorted(seen.latencies_ms) or [0.0]
     return {
         "simulated_s": duration,
@@ -226,6 +225,13 @@ async def _run(
         "_report": report,
         "_alert_ids": {a["alert_id"] for a in seen.alerts},
     }
+
+
+def _scored(incidents: list[Incident], seen: Observed) -> IncidentReport:
+    """The simulated incidents against the alerts; this machine's alerts are its own (no
+    incident was injected there), reported apart rather than called false alarms."""
+    simulated = [a for a in seen.alerts if a["entity"] != seen.this_machine]
+    return match_alerts(incidents, simulated, lead_window_ms=0)
 
 
 def _machine_summary(seen: Observed) -> dict[str, Any]:
