@@ -47,6 +47,7 @@ from deploy.local.host_telemetry import (
 from deploy.local.processes import ChildProcess, free_port
 from deploy.local.stack import StackError, wait_until
 from models.incident_report import Incident, IncidentReport, match_alerts
+from schemas.predictions import prediction_count, prediction_rows
 from streams import topics
 from streams.access import local_client_key
 from streams.codecs import codec_for
@@ -132,11 +133,13 @@ async def _watch(
 def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Console) -> None:
     if topic == topics.PREDICTIONS.name:
         seen.prediction_batches += 1
-        seen.predictions += len(record["predictions"])
+        seen.predictions += prediction_count(record)
         seen.entities.add(record["entity"])
         seen.latencies_ms.append(record["latency_ms"])
         if record["entity"] == seen.this_machine:
-            seen.machine_predictions.update((p["metric"], p["kind"]) for p in record["predictions"])
+            seen.machine_predictions.update(
+                (p["metric"], p["kind"]) for p in prediction_rows(record)
+            )
     elif topic == topics.ALERTS.name:
         seen.alerts.append(record)
         clock = time.strftime("%H:%M", time.gmtime(record["event_time"] / 1000))

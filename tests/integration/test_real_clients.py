@@ -40,6 +40,7 @@ from deploy.local.host_telemetry import (
 )
 from deploy.local.processes import free_port
 from deploy.local.stack import connect_secrets_dir
+from schemas.predictions import prediction_rows
 from streams import topics
 from streams.settings import Settings
 from streams.worker_process import ForesightProcess, WorkerProcess
@@ -145,7 +146,7 @@ def _kinds(records: Records, entity: str) -> dict[str, set[str]]:
     kinds: dict[str, set[str]] = {}
     for topic, _, record in records:
         if topic == topics.PREDICTIONS.name and record["entity"] == entity:
-            for p in record["predictions"]:
+            for p in prediction_rows(record):
                 kinds.setdefault(p["metric"], set()).add(p["kind"])
     return kinds
 
@@ -155,7 +156,7 @@ def _predictions(records: Records, entity: str, metric: str, kind: str) -> list[
         p
         for topic, _, record in records
         if topic == topics.PREDICTIONS.name and record["entity"] == entity
-        for p in record["predictions"]
+        for p in prediction_rows(record)
         if p["metric"] == metric and p["kind"] == kind
     ]
 

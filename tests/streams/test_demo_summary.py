@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from models.incident_report import match_alerts
+from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.commands.demo import (
     Console,
@@ -22,11 +23,11 @@ from tests.schemas.samples import SAMPLES
 def test_predictions_are_counted_one_by_one_and_batches_apart() -> None:
     seen = Observed()
     batch = copy.deepcopy(SAMPLES["prediction_batch"])
-    batch["predictions"] *= 3
+    PredictionColumns.of(batch).add("ANOMALY", ("d", "1"), ["a", "b"], [0, 0], [1, 2], [0, 0])
     for _ in range(2):
         _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
     assert seen.prediction_batches == 2
-    assert seen.predictions == 2 * len(batch["predictions"]) > seen.prediction_batches
+    assert seen.predictions == 2 * 3 > seen.prediction_batches
 
 
 def test_the_summary_names_both_units(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,12 +54,10 @@ def test_this_machine_is_reported_apart_with_its_own_alerts(
     seen = Observed(this_machine="vm")
     batch = copy.deepcopy(SAMPLES["prediction_batch"])
     batch["entity"] = "vm"
-    for metric, kind in [
-        ("memory_used_fraction", "FAILURE_RISK"),
-        ("cpu_used_fraction", "ANOMALY"),
-    ]:
-        batch["predictions"][0] = dict(batch["predictions"][0], metric=metric, kind=kind)
-        _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
+    columns = PredictionColumns.of(batch)
+    columns.add("FAILURE_RISK", ("t", "1"), ["memory_used_fraction"], [0], [1], [0])
+    columns.add("ANOMALY", ("d", "1"), ["cpu_used_fraction"], [0], [1], [0])
+    _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
     alert = {
         "entity": "vm",
         "status": "FIRING",
@@ -72,6 +71,7 @@ def test_this_machine_is_reported_apart_with_its_own_alerts(
     assert report.false_alarms == []
     machine = _machine_summary(seen)
     assert machine["signals"] == {
+        "cpu_percent": ["FORECAST"],  # the sample's own
         "cpu_used_fraction": ["ANOMALY"],
         "memory_used_fraction": ["FAILURE_RISK"],
     }
@@ -94,6 +94,6 @@ def test_this_machine_is_reported_apart_with_its_own_alerts(
         report,
     )
     out = capsys.readouterr().out
-    assert "this machine    vm: 2 signals" in out
+    assert "this machine    vm: 3 signals" in out
     assert "alert                  vm: filesystem_used_fraction" in out
     assert "0 false alarms" in out and "false alarm " not in out
