@@ -17,7 +17,7 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,29 @@ def answers(url: str) -> bool:
 
 
 class _Server(ChildProcess):
-    """A client listening on 127.0.0.1:``port``, ready once ``ready_path`` answers 200."""
+    """``binary`` listening on 127.0.0.1:``port`` (a free one by default) with ``flags``, and
+    its ``config`` (a mapping) written as YAML to ``folder``/``config_name`` when given; ready
+    once ``ready_path`` answers."""
 
     ready_path = "/"
+    config_name = ""
 
-    def __init__(self, argv: list[str], folder: Path, port: int) -> None:
+    def __init__(
+        self,
+        binary: str,
+        folder: Path,
+        flags: Sequence[str] = (),
+        config: dict[str, Any] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.folder = folder
-        self.port = port
+        self.port = port or free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [binary, f"--web.listen-address=127.0.0.1:{self.port}", *flags]
+        if config is not None:
+            config_file = folder / self.config_name
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            argv.append(f"--config.file={config_file}")
         super().__init__(argv, folder / "log")
 
     @property
@@ -87,34 +103,18 @@ class NodeExporter(_Server):
 
     ready_path = "/metrics"
 
-    def __init__(self, binary: str, folder: Path, port: int | None = None) -> None:
-        port = port or free_port()
-        super().__init__([binary, f"--web.listen-address=127.0.0.1:{port}"], folder, port)
-
 
 class Prometheus(_Server):
     """Prometheus with ``config`` (a prometheus.yml as a mapping) and its data in ``folder``."""
 
     ready_path = "/-/ready"
+    config_name = "prometheus.yml"
 
     def __init__(
         self, binary: str, folder: Path, config: dict[str, Any], port: int | None = None
     ) -> None:
-        port = port or free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        config_file = folder / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        super().__init__(
-            [
-                binary,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1d",
-            ],
-            folder,
-            port,
-        )
+        flags = [f"--storage.tsdb.path={folder / 'data'}", "--storage.tsdb.retention.time=1d"]
+        super().__init__(binary, folder, flags, config, port)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector of PromQL ``expr`` now: ``[{"metric": {...}, "value": [t, v]}]``."""
@@ -129,12 +129,11 @@ class Alertmanager(_Server):
     resolved, as soon as it can (group_wait and group_interval of a second)."""
 
     ready_path = "/-/ready"
+    config_name = "alertmanager.yml"
 
     def __init__(
         self, binary: str, folder: Path, webhook_url: str = "", port: int | None = None
     ) -> None:
-        port = port or free_port()
-        folder.mkdir(parents=True, exist_ok=True)
         receiver: dict[str, Any] = {"name": "default"}
         if webhook_url:
             receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
@@ -148,19 +147,8 @@ class Alertmanager(_Server):
             },
             "receivers": [receiver],
         }
-        config_file = folder / "alertmanager.yml"
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        super().__init__(
-            [
-                binary,
-                f"--config.file={config_file}",
-                f"--storage.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            folder,
-            port,
-        )
+        flags = [f"--storage.path={folder / 'data'}", "--cluster.listen-address="]
+        super().__init__(binary, folder, flags, config, port)
 
     @property
     def alerts_endpoint(self) -> str:
