@@ -99,7 +99,7 @@ class _Server(ChildProcess):
 
 
 class NodeExporter(_Server):
-    """node_exporter with its default collectors."""
+    """node_exporter with its default collectors, or as ``flags`` say."""
 
     ready_path = "/metrics"
 
