@@ -262,8 +262,9 @@ def _print_machine(machine: dict[str, Any]) -> None:
     shown = [s for s in signals if s.startswith(("memory", "filesystem_used", "cpu_used"))]
     kinds = ", ".join(f"{kind} {count:,}" for kind, count in machine["predictions"].items())
     print(
-        f"  this machine    {machine['entity']}: {len(signals)} signals "
-        f"({', '.join(shown)}, ...), predictions: {kinds or 'none yet'}; "
+        f"  this machine    {machine['entity']}: {len(signals)} signals"
+        f"{' (' + ', '.join(shown) + ', ...)' if shown else ''}, "
+        f"predictions: {kinds or 'none yet'}; "
         f"{len(machine['alerts'])} alerts"
     )
     for summary in machine["alerts"]:
