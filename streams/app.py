@@ -162,6 +162,7 @@ def create_app(settings: Settings) -> faust.App:
         web_ssl_context=settings.tls().server_context(),
         consumer_max_fetch_size=4 * _MIB,
         consumer_auto_offset_reset=settings.worker_offset_reset,
+        table_standby_replicas=settings.worker_standby_replicas,
         producer_linger_ms=5,
         producer_max_request_size=settings.max_record_bytes,
         broker_commit_interval=1.0,

@@ -98,7 +98,7 @@ class Settings:
         0,
         "FORESIGHT_STACK_KAFKA_SASL_PORT",
         "When not 0, the local stack's Kafka also listens SASL_SSL (SCRAM-SHA-512, TLS with "
-        "the certificates of `foresight certs dev`) on this port, e.g. 9094.",
+        "the certificates of `foresight certs dev`) on this port, e.g. 9096.",
     )
     topic_partitions: int = _setting(
         6, "FORESIGHT_TOPIC_PARTITIONS", "Partitions of each data topic `topics create` makes."
@@ -128,6 +128,13 @@ class Settings:
         "earliest",
         "FORESIGHT_WORKER_OFFSET_RESET",
         "Where a new worker group starts reading: earliest (all retained data) or latest.",
+    )
+    worker_standby_replicas: int = _setting(
+        1,
+        "FORESIGHT_WORKER_STANDBY_REPLICAS",
+        "Warm copies of each table partition that other workers keep from the changelog "
+        "(Faust's table_standby_replicas), so a failover resumes without replaying it; a "
+        "single worker keeps none whatever this says.",
     )
     step_s: float = _setting(
         10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."

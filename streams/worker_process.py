@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,57 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from connectors.kafka_producer import RecordProducer
+from deploy.local.processes import ChildProcess, free_port
 from streams import topics
 from streams.access import local_url, open_local
 from streams.settings import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ForesightProcess:
+class ForesightProcess(ChildProcess):
     """``foresight <command>`` in its own process group, logging to ``log``."""
 
     def __init__(self, command: list[str], log: Path, env: dict[str, str]) -> None:
-        self.command = command
-        self.log = log
-        self.env = {**os.environ, **env}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ForesightProcess:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.command],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful shutdown), then SIGKILL after 30 s."""
-        if not self.alive():
-            return
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        super().__init__([sys.executable, "-m", "streams.cli", *command], log, env)
 
 
 class WorkerProcess(ForesightProcess):
@@ -90,10 +46,6 @@ class WorkerProcess(ForesightProcess):
                 **env,
             },
         )
-
-    def start(self) -> WorkerProcess:
-        super().start()
-        return self
 
     def health(self) -> dict[str, Any] | None:
         """The worker's /health report (https with the settings' TLS); ``None`` until it

@@ -18,7 +18,9 @@ import pytest
 from deploy.local.stack import SYSTEM_PACKAGES, LocalStack, StackError, endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-EVERY_NEED = {"python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server", "chromium"}
+STACK_NEEDS = {"python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server"}
+REAL_CLIENTS = {"prometheus-node-exporter", "prometheus", "promtool", "prometheus-alertmanager"}
+EVERY_NEED = STACK_NEEDS | {"chromium"} | REAL_CLIENTS
 
 
 def _commands(script: Path) -> list[str]:
@@ -61,7 +63,7 @@ def test_ci_runs_make_test_and_installs_nothing_itself() -> None:
     ("target", "needs"),
     [
         ("test", EVERY_NEED),
-        ("demo", EVERY_NEED - {"chromium"}),
+        ("demo", STACK_NEEDS),
         ("install", {"python3.11", "python3.11-venv"}),
     ],
 )
@@ -112,3 +114,10 @@ def test_the_stack_installs_through_the_same_script(
     stack = LocalStack(tmp_path / "stack", where, progress=lambda line: None)
     with pytest.raises(StackError, match=r"maven \(resolves the Kafka jars"):
         stack.classpath()
+
+
+def test_two_needs_of_one_package_name_it_once(tmp_path: Path) -> None:
+    result = _system_packages("prometheus", "promtool", path=_bin_with(tmp_path))
+    assert result.returncode == 1
+    assert "sudo apt-get install prometheus` (or your system's equivalent)" in result.stderr
+    assert result.stderr.count("  prometheus (") == 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,11 +28,12 @@ import pytest
 from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import WRITE_PATH
 from deploy.local.certs import DevCerts, certs_folder, make_dev_certs
+from deploy.local.processes import free_port
 from deploy.local.stack import SCRAM_USER, LocalStack
 from streams import topics
 from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings, load_settings, setting_fields
-from streams.worker_process import ForesightProcess, WorkerProcess, free_port
+from streams.worker_process import ForesightProcess, WorkerProcess
 from tests.connectors.prometheus_proto import snappy, write_request
 from tests.integration.kafka_io import TopicReader
 
@@ -57,26 +57,13 @@ class SecureStack:
         return {**changed, **overrides}
 
 
-def _free_port_and_next() -> int:
-    """A free port whose next one is free too: the stack's KRaft controller takes it."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two free ports in a row")
-
-
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     folder = tmp_path_factory.mktemp("secure")
     stack_dir = folder / "stack"
     certs = make_dev_certs(certs_folder(stack_dir))  # `foresight certs dev`, before the stack
     plain = load_settings(environ={}).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{_free_port_and_next()}",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         stack_dir=str(stack_dir),
         chdb_path=str(stack_dir / "chdb"),
