@@ -9,6 +9,7 @@ tasks in flight and the throughput. It predicts the run time with an interval, a
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,13 @@ from models.alerts import AlertRule, AlertState, evaluate, worst
 
 Record = dict[str, Any]
 _Z90 = 1.6448536269514722
+_LOG_MAX = math.log(sys.float_info.max)
+
+
+def _exp(x: float) -> float:
+    """``exp``, saturating at the largest double: any finite duration is valid input, and
+    one near ``1e308`` ms must not overflow the statistics built on its logarithm."""
+    return math.exp(min(x, _LOG_MAX))
 
 
 @dataclass
@@ -86,23 +94,23 @@ class AgentTaskStats:
 
     def expected_duration_ms(self) -> float:
         """Median run time (the log-normal's exp(mu))."""
-        return math.exp(self.log_mean) if self.weight > 0 else math.nan
+        return _exp(self.log_mean) if self.weight > 0 else math.nan
 
     def interval_ms(self) -> tuple[float, float]:
         """A 90% interval of the run time."""
         return (
-            math.exp(self.log_mean - _Z90 * self.sigma),
-            math.exp(self.log_mean + _Z90 * self.sigma),
+            _exp(self.log_mean - _Z90 * self.sigma),
+            _exp(self.log_mean + _Z90 * self.sigma),
         )
 
     def p95_ms(self) -> float:
-        return math.exp(self.log_mean + _Z90 * self.sigma)
+        return _exp(self.log_mean + _Z90 * self.sigma)
 
     def features(self) -> dict[str, float]:
         """The agent x task type features, by name."""
         return {
             "success_rate": self.success_rate,
-            "duration_mean_ms": math.exp(self.log_mean + self.sigma**2 / 2)
+            "duration_mean_ms": _exp(self.log_mean + self.sigma**2 / 2)
             if self.weight
             else math.nan,
             "duration_p95_ms": self.p95_ms() if self.weight else math.nan,
@@ -176,7 +184,7 @@ class AgentHealth:
 
     def slowdown_score(self) -> float:
         """0 at the usual speed, 1 at twice the usual run time or slower."""
-        return min(max(math.expm1(self.log_slowdown), 0.0), 1.0)
+        return min(max(math.expm1(min(self.log_slowdown, 1.0)), 0.0), 1.0)
 
 
 AGENT_RULES: tuple[AlertRule, ...] = (
@@ -255,7 +263,7 @@ class AgentTracker:
              "value": health.failure_rate, "score": health.failure_rate,
              "lower": None, "upper": None},
             {**model, "metric": "task_duration", "kind": "ANOMALY",
-             "value": math.exp(health.log_slowdown), "score": health.slowdown_score(),
+             "value": _exp(health.log_slowdown), "score": health.slowdown_score(),
              "lower": None, "upper": None},
         ]  # fmt: skip
         states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
