@@ -17,6 +17,7 @@ when none remain. ``min_severity`` keeps alerts at or above it.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,6 +96,20 @@ def _string_list(message: Mapping[str, Any], field: str, allowed: tuple[str, ...
     if unknown:
         raise SubscriptionError(f"unknown {field} {unknown}; choose from {list(allowed)}")
     return value
+
+
+def read_subscription(raw: str | bytes) -> Subscription:
+    """A subscribe message as the client sent it (JSON text) and its Subscription; any way
+    it fails is a :class:`SubscriptionError` saying why."""
+    try:
+        message = json.loads(raw)
+    except RecursionError:
+        raise SubscriptionError(
+            "the message is nested too deeply to read: send one flat subscribe object"
+        ) from None
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise SubscriptionError(f"the message is not JSON: {error}") from None
+    return parse_subscription(message)
 
 
 def parse_subscription(message: Any) -> Subscription:

@@ -17,9 +17,7 @@ from streams import topics
 
 Record = dict[str, Any]
 
-_TRUNCATION_NOTE = (
-    "; key and value cut from {size:,} bytes: the whole record stays at {where}"
-)
+_TRUNCATION_NOTE = "; key and value cut from {size:,} bytes: the whole record stays at {where}"
 
 
 @dataclass(frozen=True)
