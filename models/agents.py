@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,8 +220,38 @@ class AgentStep:
     stats: AgentTaskStats
 
 
+class RecentPairs:
+    """The ``(outer, inner)`` name pairs seen most recently, at most ``capacity`` of them.
+
+    >>> recent = RecentPairs(capacity=2)
+    >>> recent.seen("a1", "triage"), recent.seen("a2", "triage"), recent.seen("a1", "triage")
+    ([], [], [])
+    >>> recent.seen("a3", "deploy")
+    [('a2', 'triage')]
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def seen(self, outer: str, inner: str) -> list[tuple[str, str]]:
+        """Note a pair as the most recent; returns the pairs that fell out to make room."""
+        self._order[(outer, inner)] = None
+        self._order.move_to_end((outer, inner))
+        dropped = []
+        while len(self._order) > self.capacity:
+            dropped.append(self._order.popitem(last=False)[0])
+        return dropped
+
+
 class AgentTracker:
     """Statistics, health and alert state of every agent a worker sees.
+
+    At most ``max_pairs`` agent x task type statistics are held (agents come and go, and a
+    sender can name new ones without end): the least recently seen are forgotten, and an
+    agent with its last one.
 
     Examples
     --------
@@ -234,15 +265,18 @@ class AgentTracker:
     ['DURATION', 'FAILURE_RISK', 'ANOMALY']
     """
 
-    def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES) -> None:
+    def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES, max_pairs: int = 10_000) -> None:
         self.rules = rules
         self.stats: dict[str, dict[str, AgentTaskStats]] = {}
         self.health: dict[str, AgentHealth] = {}
         self.alert_states: dict[str, dict[str, AlertState]] = {}
+        self._recent = RecentPairs(max_pairs)
 
     def observe(self, event: Record) -> AgentStep | None:
         """Learn one AgentEvent; a finished task gives the records to publish."""
         agent, task_type, t_ms = event["agent"], event["task_type"], event["event_time"]
+        for old_agent, old_task_type in self._recent.seen(agent, task_type):
+            self._forget(old_agent, old_task_type)
         stats = self.stats.setdefault(agent, {}).setdefault(task_type, AgentTaskStats())
         if event["phase"] == "STARTED":
             stats.started(t_ms)
@@ -286,3 +320,13 @@ class AgentTracker:
             alerts=alerts,
             stats=stats,
         )  # fmt: skip
+
+    def _forget(self, agent: str, task_type: str) -> None:
+        tasks = self.stats.get(agent, {})
+        tasks.pop(task_type, None)
+        health = self.health.get(agent)
+        if health is not None and health.baselines:
+            health.baselines.pop(task_type, None)
+        if not tasks:
+            for held in (self.stats, self.health, self.alert_states):
+                held.pop(agent, None)
