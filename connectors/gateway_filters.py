@@ -98,6 +98,17 @@ def _string_list(message: Mapping[str, Any], field: str, allowed: tuple[str, ...
     return value
 
 
+def _check_unicode(text: str) -> None:
+    """Names are looked up in Redis and sent back as UTF-8: a lone surrogate has no form there."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise SubscriptionError(
+            f"{text!r:.60} is not valid Unicode: a lone surrogate at character {error.start}; "
+            "send UTF-8 text, or escape characters as surrogate pairs"
+        ) from None
+
+
 def read_subscription(raw: str | bytes) -> Subscription:
     """A subscribe message as the client sent it (JSON text) and its Subscription; any way
     it fails is a :class:`SubscriptionError` saying why."""
@@ -136,6 +147,8 @@ def parse_subscription(message: Any) -> Subscription:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise SubscriptionError(f"labels must map label names to string values, got {labels!r}")
+    for text in (entity, *labels, *labels.values()):
+        _check_unicode(text)
     severity = message.get("min_severity", "INFO")
     if severity not in SEVERITIES:
         raise SubscriptionError(f"min_severity must be one of {list(SEVERITIES)}, got {severity!r}")

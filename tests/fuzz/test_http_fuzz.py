@@ -150,6 +150,13 @@ def _calls(
     return st.one_of(anything, to_the_body, to_the_body)
 
 
+requests = st.one_of(
+    _calls(st.one_of(st.binary(max_size=100), _json_bodies), AGENT_EVENTS_PATH, _WRITER),
+    _calls(st.one_of(st.binary(max_size=100), bodies), WRITE_PATH, _REMOTE_WRITE),
+)
+"""Requests to the ingest server."""
+
+
 def _would_produce(call: Call) -> bool:
     """Whether the ingest app, given a producer, would produce this call's records."""
     path, key = (
@@ -173,12 +180,7 @@ def _would_produce(call: Call) -> bool:
 
 
 @fuzz(300)
-@given(
-    st.one_of(
-        _calls(st.one_of(st.binary(max_size=100), _json_bodies), AGENT_EVENTS_PATH, _WRITER),
-        _calls(st.one_of(st.binary(max_size=100), bodies), WRITE_PATH, _REMOTE_WRITE),
-    )
-)
+@given(requests)
 @example(  # found: an event_time past a double overflowed the message's arithmetic (a 500)
     Call(
         "POST",
