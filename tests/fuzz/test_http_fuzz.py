@@ -179,7 +179,7 @@ def _would_produce(call: Call) -> bool:
     return False
 
 
-@fuzz(300)
+@fuzz(200)
 @given(requests)
 @example(  # found: an event_time past a double overflowed the message's arithmetic (a 500)
     Call(

@@ -60,7 +60,7 @@ def event_like(draw: st.DrawFn) -> dict[str, Any]:
 payloads = st.one_of(json_values, event_like(), st.lists(event_like(), max_size=5))
 
 
-@fuzz(500)
+@fuzz(300)
 @given(payloads)
 @example({"agent": "\ud800", "task_id": "t", "task_type": "x", "phase": "STARTED", "event_time": 1})
 @example([])
@@ -103,7 +103,7 @@ messages = st.one_of(
 )
 
 
-@fuzz(500)
+@fuzz(300)
 @given(messages)
 @example("[" * 65_000)  # found by this suite: json.loads raised RecursionError, not ValueError
 @example('{"type": "subscribe", "labels": ' + '{"a": ' * 30_000 + "1" + "}" * 30_001)
