@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -22,7 +21,6 @@ from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 
 from connectors.clickhouse import ChdbStore
-from connectors.clickhouse_schema import create_tables
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.keys import READ, WRITE, KeysFile
@@ -201,14 +199,9 @@ def test_every_ingest_request_is_answered_below_500(keys: KeysFile, call: Call) 
 
 
 @pytest.fixture(scope="module")
-def sql_app(keys: KeysFile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
-    store = ChdbStore(str(tmp_path_factory.mktemp("chdb") / "chdb"))
-    try:
-        create_tables(store, ttl_days=30)
-        sql = UserSql(store.session, SqlLimits(timeout_s=5.0, max_rows=100))
-        yield SqlEndpoint(sql, 0, Gatekeeper(keys, NO_LIMITS)).app
-    finally:
-        store.close()
+def sql_app(keys: KeysFile, store: ChdbStore) -> FastAPI:
+    sql = UserSql(store.session, SqlLimits(timeout_s=5.0, max_rows=100))
+    return SqlEndpoint(sql, 0, Gatekeeper(keys, NO_LIMITS)).app
 
 
 def _statements() -> st.SearchStrategy[bytes]:

@@ -10,15 +10,12 @@ after every statement the store holds the same tables and rows, and no file was 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from connectors.clickhouse import ChdbStore
-from connectors.clickhouse_schema import create_tables
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql, judge
 from connectors.user_sql import parse_explain_ast as parse_ast
 from tests.fuzz.budget import fuzz
@@ -97,16 +94,6 @@ harmful_cased = st.builds(_cased, harmful, st.lists(st.booleans(), max_size=7))
 harmless = st.one_of(
     st.sampled_from(READS), st.sampled_from(ODD), st.text(max_size=80), st.binary(max_size=40)
 )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
-    store = ChdbStore(str(tmp_path_factory.mktemp("chdb") / "chdb"))
-    try:
-        create_tables(store, ttl_days=30)
-        yield store
-    finally:
-        store.close()
 
 
 def _state(store: ChdbStore) -> list[tuple[object, ...]]:
