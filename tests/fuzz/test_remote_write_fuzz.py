@@ -117,6 +117,7 @@ def _decoded(body: bytes, decoder: RemoteWriteDecoder | None = None) -> DecodedW
 @example(b"")
 @example(snappy(b"\x0a\xff\xff\xff\xff\x0f"))  # a length past the end
 @example(snappy(b"\x0a\x02\x12\x00"))  # a series without __name__, with an empty sample
+@example(snappy(b"\x0a\x11\x0a\x0f\x0a\x08__name__\x12\x03\xed\xa0\x80"))  # a lone surrogate
 def test_any_body_decodes_or_is_refused_with_a_reason(body: bytes) -> None:
     result = _decoded(body)
     if isinstance(result, str):
