@@ -21,6 +21,7 @@ The same statements run on chdb and on a ClickHouse server.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -30,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from connectors.clickhouse import ClickHouseStore
+from models.features import vector_names
+from schemas.predictions import prediction_count
 
 Record = dict[str, Any]
 
@@ -146,18 +149,47 @@ def _flatten_metric_batches(batch: Consumed) -> pa.Table:
     )
 
 
+def _prediction_columns(records: Sequence[Record]) -> dict[str, list[Any]]:
+    """Every prediction of ``records`` (either version), one list per column; a missing
+    bound is NaN."""
+    out: dict[str, list[Any]] = {name: [] for name in _PREDICTION_FIELDS}
+    for r in records:
+        if r.get("kinds"):
+            metrics, models, versions = r["metrics"], r["models"], r["model_versions"]
+            out["metric"] += [metrics[i] for i in r["metric_index"]]
+            out["model"] += [models[i] for i in r["model_index"]]
+            out["model_version"] += [versions[i] for i in r["model_index"]]
+            for column, field in _FROM_COLUMNS:
+                out[column] += r[field]
+        else:
+            for p in r.get("predictions") or ():
+                for column in _PREDICTION_FIELDS:
+                    value = p[column]
+                    out[column].append(math.nan if value is None else value)
+    return out
+
+
+_PREDICTION_FIELDS = (
+    "metric", "model", "model_version", "kind", "horizon_s", "value", "score", "lower", "upper"
+)  # fmt: skip
+_FROM_COLUMNS = (
+    ("kind", "kinds"), ("horizon_s", "horizons_s"), ("value", "values"), ("score", "scores"),
+    ("lower", "lowers"), ("upper", "uppers"),
+)  # fmt: skip
+
+
 def _flatten_prediction_batches(batch: Consumed) -> pa.Table:
     records = batch.records
-    counts = np.fromiter((len(r["predictions"]) for r in records), np.int64, len(records))
+    counts = np.fromiter((prediction_count(r) for r in records), np.int64, len(records))
     repeat = np.repeat(np.arange(len(records)), counts)
     take = pa.array(repeat)
-    items: list[Record] = list(chain.from_iterable(r["predictions"] for r in records))
+    columns = _prediction_columns(records)
 
     def per_record(key: str, kind: pa.DataType) -> pa.Array:
         return pa.array([r[key] for r in records], kind).take(take)
 
     def per_item(key: str, kind: pa.DataType) -> pa.Array:
-        return pa.array([p[key] for p in items], kind)
+        return pa.array(columns[key], kind, from_pandas=True)  # NaN bounds become NULL
 
     return pa.table(
         {
@@ -176,6 +208,20 @@ def _flatten_prediction_batches(batch: Consumed) -> pa.Table:
             "lower": per_item("lower", pa.float64()),
             "upper": per_item("upper", pa.float64()),
             **_coordinates(batch, repeat),
+        }
+    )
+
+
+def _flatten_feature_vectors(batch: Consumed) -> pa.Table:
+    records = batch.records
+    return pa.table(
+        {
+            "entity": pa.array([r["entity"] for r in records], pa.string()),
+            "ts": _ms([r["event_time"] for r in records]),
+            "names": pa.array([vector_names(r) for r in records], pa.list_(pa.string())),
+            "values": pa.array([r["values"] for r in records], pa.list_(pa.float64())),
+            "feature_set": pa.array([r["feature_set"] for r in records], pa.string()),
+            **_coordinates(batch),
         }
     )
 
@@ -250,7 +296,7 @@ TABLES: tuple[TableSpec, ...] = (
         "lower Nullable(Float64), upper Nullable(Float64)",
         "entity, ts",
         _flatten_prediction_batches,
-        lambda record: len(record["predictions"]),
+        prediction_count,
         ("prediction_id", "metric", "kind", "model", "model_version", "horizon_s"),
     ),
     TableSpec(
@@ -320,15 +366,7 @@ TABLES: tuple[TableSpec, ...] = (
         "entity String, ts DateTime64(3, 'UTC'), names Array(LowCardinality(String)), "
         "values Array(Float64), feature_set LowCardinality(String)",
         "entity, ts",
-        _columns(
-            [
-                ("entity", "entity", pa.string()),
-                ("ts", "event_time", _MS_UTC),
-                ("names", "names", pa.list_(pa.string())),
-                ("values", "values", pa.list_(pa.float64())),
-                ("feature_set", "feature_set", pa.string()),
-            ]
-        ),
+        _flatten_feature_vectors,
         identity=("entity", "ts"),
     ),
     TableSpec(
@@ -390,6 +428,31 @@ TABLES: tuple[TableSpec, ...] = (
                 ("ts", "event_time", _MS_UTC),
             ]
         ),
+    ),
+    TableSpec(
+        "audit",
+        "audit_event",
+        "event_id String, ts DateTime64(3, 'UTC'), key_id String, key_name String, "
+        "action LowCardinality(String), target String, outcome LowCardinality(String), "
+        "service LowCardinality(String), origin String, "
+        "details Map(LowCardinality(String), String), count UInt32",
+        "key_id, ts",
+        _columns(
+            [
+                ("event_id", "event_id", pa.string()),
+                ("ts", "event_time", _MS_UTC),
+                ("key_id", "key_id", pa.string()),
+                ("key_name", "key_name", pa.string()),
+                ("action", "action", pa.string()),
+                ("target", "target", pa.string()),
+                ("outcome", "outcome", pa.string()),
+                ("service", "service", pa.string()),
+                ("origin", "origin", pa.string()),
+                ("details", "details", _STRING_MAP),
+                ("count", "count", pa.uint32()),
+            ]
+        ),
+        identity=("event_id",),
     ),
 )
 

@@ -26,7 +26,8 @@ One row per output
 A worker is at-least-once too: one killed between producing a step and checkpointing it sends
 the step again after its restart, under new offsets and perhaps with other values. Tables of
 worker outputs declare an identity (``TableSpec.identity``: a prediction's id, metric, kind,
-model and horizon; an alert's id, status and time; a feature vector's entity and time), and
+model and horizon; an alert's id, status and time; a feature vector's entity and time; an
+audit event's id, since the audit trail's producer may send one twice), and
 every batch drops the rows whose identity is already stored or earlier in the batch
 (:meth:`_without_repeats`): the first row of each stays.
 
@@ -34,7 +35,7 @@ The chdb folder can be opened by one process only, so while it runs the sink als
 for other processes on a loopback HTTP endpoint, behind a key with the ``read`` role
 (:class:`SqlEndpoint`, :func:`ask_sink`). Each statement is judged and run read-only, within
 limits, in a session of its own (:class:`connectors.user_sql.UserSql`): a slow query never
-holds up an insert.
+holds up an insert. Each is recorded in the audit trail, with its key and whether it ran.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +60,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from fastapi import FastAPI, Request
 
+from connectors.audit import FAILED, REFUSED, SUCCEEDED, AuditTrail
 from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string
 from connectors.clickhouse_schema import (
     TABLE_FOR_SCHEMA,
@@ -67,10 +69,10 @@ from connectors.clickhouse_schema import (
     TableSpec,
     create_tables,
 )
-from connectors.http.app import HttpServer, create_app, require
+from connectors.http.app import HttpServer, client_address, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
-from connectors.http.keys import READ
+from connectors.http.keys import READ, ApiKey
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -207,6 +209,8 @@ class ClickHouseSink:
         Checks the keys (``read`` role) of SQL requests; needed with ``sql_port``.
     sql_limits
         What each statement sent to that port is held to (needed with ``sql_port``).
+    audit
+        Where each statement sent to that port is recorded (needed with ``sql_port``).
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -224,6 +228,7 @@ class ClickHouseSink:
         sql_port: int | None = None,
         gatekeeper: Gatekeeper | None = None,
         sql_limits: SqlLimits | None = None,
+        audit: AuditTrail | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -234,19 +239,20 @@ class ClickHouseSink:
                 f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
                 f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
             )
-        if sql_port is not None and sql_limits is None:
-            raise ValueError("a sink that answers SQL needs the limits to hold statements to")
         self.bootstrap = bootstrap
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.ttl_days = ttl_days
-        if sql_port is not None and (gatekeeper is None or sql_limits is None):
-            raise ValueError("the sink's SQL endpoint needs a gatekeeper and its SQL limits")
+        if sql_port is not None and (gatekeeper is None or sql_limits is None or audit is None):
+            raise ValueError(
+                "the sink's SQL endpoint needs a gatekeeper, its SQL limits and an audit trail"
+            )
         self.sql_port = sql_port
         self.gatekeeper = gatekeeper
         self.sql_limits = sql_limits
+        self.audit = audit
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -270,9 +276,9 @@ class ClickHouseSink:
         try:
             await asyncio.to_thread(create_tables, store, self.ttl_days)
             self._store = store
-            if self.sql_port is not None and self.gatekeeper and self.sql_limits:
+            if self.sql_port is not None and self.gatekeeper and self.sql_limits and self.audit:
                 sql = UserSql(store.session, self.sql_limits)
-                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper)
+                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper, self.audit)
                 try:
                     await self.sql_endpoint.start()
                 except OSError as error:
@@ -531,11 +537,14 @@ class SqlEndpoint:
     (:mod:`connectors.http.errors`), 403 when the statement is refused
     (:class:`SqlRefusedError`), 400 when ClickHouse rejects it or a limit stops it. Statements
     run through ``sql``, which judges each and runs it in a session of its own, so requests are
-    answered side by side.
+    answered side by side. Every statement is recorded in ``audit`` (``sql.query``, the
+    statement as target): SUCCEEDED with the rows answered, REFUSED with the guard's reason,
+    FAILED with ClickHouse's message.
     """
 
-    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper) -> None:
+    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper, audit: AuditTrail) -> None:
         self._sql = sql
+        self._audit = audit
         self.app = self._app(gatekeeper)
         """The ASGI application (in-process clients use it without a socket)."""
         self._http = HttpServer(self.app, SQL_HOST, port)
@@ -553,18 +562,32 @@ class SqlEndpoint:
     def _app(self, gatekeeper: Gatekeeper) -> FastAPI:
         app = create_app("Foresight SQL", gatekeeper, max_body_bytes=MAX_STATEMENT_BYTES)
 
-        @app.post("/", dependencies=[require(READ)])
-        async def sql(request: Request) -> dict[str, Any]:
+        @app.post("/")
+        async def sql(request: Request, key: Annotated[ApiKey, require(READ)]) -> dict[str, Any]:
             try:
                 statement = (await request.body()).decode()
             except UnicodeDecodeError as error:
                 raise ApiError(400, f"the statement is not UTF-8 text: {error}") from None
+
+            def audit(outcome: str, **details: str) -> None:
+                self._audit.record(
+                    "sql.query",
+                    statement,
+                    outcome,
+                    key=key,
+                    origin=client_address(request.scope),
+                    details=details,
+                )
+
             try:
                 result = await asyncio.to_thread(self._sql.query, statement)
             except SqlRefusedError as refused:
+                audit(REFUSED, reason=str(refused))
                 raise ApiError(403, str(refused)) from None
             except SqlError as error:  # ClickHouse's message, or the limit that stopped it
+                audit(FAILED, error=str(error))
                 raise ApiError(400, str(error)) from None
+            audit(SUCCEEDED, rows=str(len(result.rows)))
             rows = [[jsonable(v) for v in row] for row in result.rows]
             return {"columns": result.columns, "rows": rows}
 

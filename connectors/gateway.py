@@ -75,6 +75,7 @@ from connectors.prometheus import (
 from connectors.redis_store import FeatureStore
 from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.predictions import as_rows
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +307,8 @@ class Gateway:
                 self.dispatch_alert(decoded)
             else:
                 GATEWAY_REPEATED_ALERTS.inc()
-        else:
-            self.dispatch_predictions(decoded)
+        else:  # clients get one record per prediction, whichever version wrote the batch
+            self.dispatch_predictions(as_rows(decoded))
 
     # -- fan-out ---------------------------------------------------------------------------
 
@@ -533,7 +534,7 @@ class Gateway:
             return await _refusal(arrival)
         if path == "/ws" or path.startswith("/api/"):
             presented = presented_key(request.headers, url.query)
-            admission = self.config.gatekeeper.admit(address, presented, READ)
+            admission = self.config.gatekeeper.admit(address, presented, READ, path)
             if not admission.admitted:
                 return await _refusal(admission)
         if path == "/ws":

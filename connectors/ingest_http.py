@@ -19,6 +19,10 @@ Endpoints (on the shared HTTP stack, :mod:`connectors.http`, at the ``FORESIGHT_
 
 Every refusal is the one error body of :mod:`connectors.http.errors`.
 
+PII rules (:mod:`connectors.pii`) scrub what either write carries before it is produced: the
+labels of every remote_write series, before its entity and name are taken from them, and the
+text fields and labels of every agent event, after it is validated.
+
 Agent event rules: the fields are the schema's, no others; strings are valid Unicode,
 non-empty and at most 256 characters (label keys and values too, at most 64 labels);
 ``phase`` is one of the schema's enum symbols; ``event_time`` is integer epoch milliseconds,
@@ -49,6 +53,7 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import WRITE
+from connectors.pii import Scrubber
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
 from schemas.codec import Codec, Record, current_schema
@@ -236,11 +241,13 @@ def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Where the ingestion server listens, where it produces, and whom it lets in.
+    """Where the ingestion server listens, where it produces, whom it lets in, and what it
+    scrubs.
 
     ``entity_labels`` is the parsed ``FORESIGHT_ENTITY_LABELS``; ``gatekeeper`` checks keys
-    and rate limits (:func:`streams.access.gatekeeper` builds it from the settings); ``port``
-    0 picks a free port (see :attr:`IngestServer.port`).
+    and rate limits (:func:`streams.access.gatekeeper` builds it from the settings);
+    ``scrubber`` applies the PII rules (``FORESIGHT_PII_RULES``); ``port`` 0 picks a free
+    port (see :attr:`IngestServer.port`).
     """
 
     bootstrap_servers: str
@@ -248,6 +255,7 @@ class IngestConfig:
     agent_events_topic: str
     gatekeeper: Gatekeeper
     entity_labels: tuple[str, ...]
+    scrubber: Scrubber
     host: str = "127.0.0.1"
     port: int = 9201
     max_body_bytes: int = 16 << 20
@@ -276,7 +284,7 @@ class IngestServer:
     def __init__(self, config: IngestConfig, codec: Codec | None = None) -> None:
         self.config = config
         self.codec = codec or Codec()
-        self.decoder = RemoteWriteDecoder(config.entity_labels)
+        self.decoder = RemoteWriteDecoder(config.entity_labels, scrub=config.scrubber.labels)
         self._producer: AIOKafkaProducer | None = None
         self._http: HttpServer | None = None
 
@@ -396,6 +404,7 @@ class IngestServer:
                 "nothing was produced",
                 [e.as_dict() for e in errors],
             )
+        records = self.config.scrubber.agent_events(records)
         try:
             values = [(r["agent"], self.codec.encode("agent_event", r)) for r in records]
         except ValueError as error:  # what the rules missed and the schema refuses

@@ -90,15 +90,21 @@ def _properties_value(text: str) -> str:
     return "\\" + escaped if escaped.startswith(" ") else escaped
 
 
+def secrets_text(secrets: Mapping[str, str]) -> str:
+    """The properties file of ``secrets`` that a connector's ``${file:...}`` references read
+    (also the content of the Kubernetes Secret the chart mounts on its Connect workers)."""
+    return "# Read by Kafka Connect's FileConfigProvider: ${file:<this file>:<key>}.\n" + "".join(
+        f"{key}={_properties_value(value)}\n" for key, value in secrets.items()
+    )
+
+
 def write_secrets(secrets_file: Path, secrets: Mapping[str, str]) -> bool:
     """Write ``secrets`` to a properties file only its owner can read (0600), atomically.
 
     Returns True when the file held other secrets before: the connector's running tasks still
     use those until restarted (:func:`restart_connector`).
     """
-    text = "# Read by Kafka Connect's FileConfigProvider: ${file:<this file>:<key>}.\n" + "".join(
-        f"{key}={_properties_value(value)}\n" for key, value in secrets.items()
-    )
+    text = secrets_text(secrets)
     previous = secrets_file.read_text(encoding="utf-8") if secrets_file.is_file() else None
     private_folder(secrets_file.parent)
     staging = secrets_file.with_name(f".{secrets_file.name}.{os.getpid()}")

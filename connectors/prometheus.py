@@ -111,6 +111,29 @@ INGEST_SAMPLES_DROPPED = Counter(
     ["reason"],
 )
 
+PII_SCRUBBED = Counter(
+    "foresight_pii_scrubbed_total",
+    "Label values and event fields a PII rule dropped, hashed or redacted at ingestion.",
+    ["rule", "action"],
+)
+
+# -- the audit trail -----------------------------------------------------------------------
+AUDIT_EVENTS = Counter(
+    "foresight_audit_events_total",
+    "Audit events the broker acknowledged on the audit topic.",
+    ["action", "outcome"],
+)
+AUDIT_DROPPED = Counter(
+    "foresight_audit_dropped_total",
+    "Audit events not recorded: buffer_full (Kafka slower than the events), kafka_error, "
+    "unsent_at_stop.",
+    ["reason"],
+)
+AUDIT_SUMMARISED = Counter(
+    "foresight_audit_refusals_summarised_total",
+    "Refused authentications counted in a summary event rather than recorded one by one.",
+)
+
 
 def exported_names() -> set[str]:
     """Every series name the metrics above export (``_total``, ``_bucket``... included)."""

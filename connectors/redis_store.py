@@ -6,6 +6,11 @@ Key names (documented in the README, stable for other readers):
   (overwritten every window step).
 * ``foresight:predictions:<entity>``: the newest PredictionBatch of the entity, expiring after
   ``PREDICTION_CACHE_TTL`` seconds, so a silent entity drops out.
+* ``foresight:forecasts:<entity>``: the newest PredictionBatch that carried forecasts (they
+  are refreshed every few minutes, not every step), expiring after twice that TTL.
+
+:meth:`FeatureStore.predictions` answers the latest of everything: the newest batch's
+predictions, and the forecasts of the newest batch that had them.
 
 Values are the records' Avro bytes exactly as they travel on Kafka (framed with their schema
 name and version, see :mod:`schemas.codec`): the worker stores the bytes it already encoded
@@ -28,11 +33,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.codec import Codec, DecodeError
+from schemas.predictions import as_rows, prediction_rows
 
 log = logging.getLogger(__name__)
 
 FEATURES_PREFIX = "foresight:features:"
 PREDICTIONS_PREFIX = "foresight:predictions:"
+FORECASTS_PREFIX = "foresight:forecasts:"
 
 
 class FeatureStore:
@@ -62,13 +69,17 @@ class FeatureStore:
         self,
         features: Iterable[tuple[str, bytes]] = (),
         predictions: Iterable[tuple[str, bytes]] = (),
+        forecasts: Iterable[tuple[str, bytes]] = (),
     ) -> None:
-        """Store already encoded FeatureVector and PredictionBatch records, by entity."""
+        """Store already encoded FeatureVector and PredictionBatch records, by entity
+        (``forecasts``: the batches that carry forecasts)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for entity, value in features:
                 pipe.set(FEATURES_PREFIX + entity, value)
             for entity, value in predictions:
                 pipe.set(PREDICTIONS_PREFIX + entity, value, ex=self.prediction_ttl_s)
+            for entity, value in forecasts:
+                pipe.set(FORECASTS_PREFIX + entity, value, ex=2 * self.prediction_ttl_s)
             await pipe.execute()
 
     async def put_features(self, vectors: Iterable[dict[str, Any]]) -> None:
@@ -79,8 +90,10 @@ class FeatureStore:
 
     async def put_predictions(self, batches: Iterable[dict[str, Any]]) -> None:
         """Cache PredictionBatch records per entity, with the TTL."""
+        encoded = [(b, self._codec.encode("prediction_batch", b)) for b in batches]
         await self.put_encoded(
-            predictions=[(b["entity"], self._codec.encode("prediction_batch", b)) for b in batches]
+            predictions=[(b["entity"], value) for b, value in encoded],
+            forecasts=[(b["entity"], value) for b, value in encoded if _has_forecasts(b)],
         )
 
     async def features(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -88,8 +101,12 @@ class FeatureStore:
         return await self._get_many(FEATURES_PREFIX, entities)
 
     async def predictions(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Cached PredictionBatch record of each entity (``None`` where absent or expired)."""
-        return await self._get_many(PREDICTIONS_PREFIX, entities)
+        """The latest of everything predicted about each entity, as one PredictionBatch with
+        a record per prediction (``None`` where nothing is cached): the newest batch, with
+        the forecasts of the newest batch that had them when it has none of its own."""
+        latest = await self._get_many(PREDICTIONS_PREFIX, entities)
+        forecasts = await self._get_many(FORECASTS_PREFIX, entities)
+        return [_merged(new, old) for new, old in zip(latest, forecasts, strict=True)]
 
     async def entities_with_predictions(self, limit: int = 10_000) -> list[str]:
         """Entities that have a cached prediction now."""
@@ -122,3 +139,18 @@ class FeatureStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _has_forecasts(batch: dict[str, Any]) -> bool:
+    return any(p["kind"] == "FORECAST" for p in prediction_rows(batch))
+
+
+def _merged(
+    latest: dict[str, Any] | None, forecast: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if latest is None:
+        return None
+    merged = as_rows(latest)
+    if forecast is not None and not any(p["kind"] == "FORECAST" for p in merged["predictions"]):
+        merged["predictions"] += [p for p in prediction_rows(forecast) if p["kind"] == "FORECAST"]
+    return merged

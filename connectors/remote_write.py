@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -414,6 +414,10 @@ class RemoteWriteDecoder:
         Largest uncompressed WriteRequest accepted. Default 64 MiB.
     max_entities
         Most entities one request may hold (default 10,000); more refuse the request.
+    scrub
+        Applied to each series' labels before anything else sees them (the ingest server's
+        PII rules, :meth:`connectors.pii.Scrubber.labels`), so the entity, the batch labels
+        and the series names are all built from scrubbed values. Default: labels unchanged.
 
     Examples
     --------
@@ -431,6 +435,7 @@ class RemoteWriteDecoder:
         max_batch_samples: int = 1000,
         max_decoded_bytes: int = 64 << 20,
         max_entities: int = MAX_ENTITIES,
+        scrub: Callable[[dict[str, str]], dict[str, str]] | None = None,
     ) -> None:
         self.entity_labels = tuple(label for label in entity_labels if label)
         if not self.entity_labels:
@@ -440,6 +445,7 @@ class RemoteWriteDecoder:
         self.max_batch_samples = max_batch_samples
         self.max_decoded_bytes = max_decoded_bytes
         self.max_entities = max_entities
+        self.scrub = scrub
         # The type of each metric family, from the metadata Prometheus sends now and then,
         # oldest first; and the (metric, reason) pairs already logged as over the limits.
         self.metadata: dict[str, MetricKind] = {}
@@ -471,6 +477,9 @@ class RemoteWriteDecoder:
         metadata: dict[str, MetricKind] = {}
         data = decompress(body, self.max_decoded_bytes)
         series = parse_write_request(data, summary, metadata)
+        if self.scrub is not None:
+            for one in series:
+                one.labels = self.scrub(one.labels)
         self._remember(metadata)
         by_entity: dict[str, list[_Series]] = {}
         for one in series:

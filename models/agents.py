@@ -14,7 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from models.alerts import AlertRule, AlertState, evaluate, worst
+from models.alerts import AlertRule, AlertState, evaluate
+from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
 _Z90 = 1.6448536269514722
@@ -261,7 +262,7 @@ class AgentTracker:
     >>> tracker.observe(event) is None
     True
     >>> step = tracker.observe(dict(event, phase="SUCCEEDED", duration_ms=900.0, event_time=9))
-    >>> [p["kind"] for p in step.predictions["predictions"]]
+    >>> step.predictions["kinds"]
     ['DURATION', 'FAILURE_RISK', 'ANOMALY']
     """
 
@@ -288,22 +289,18 @@ class AgentTracker:
         entity = f"{agent}:{task_type}"
         features = stats.features()
         lower, upper = stats.interval_ms()
-        model = {"model": "agent_lognormal", "model_version": "1", "horizon_s": 0}
-        predictions = [
-            {**model, "metric": task_type, "kind": "DURATION",
-             "value": stats.expected_duration_ms(), "score": 1.0 - stats.success_rate,
-             "lower": lower, "upper": upper},
-            {**model, "metric": "task_failure_rate", "kind": "FAILURE_RISK",
-             "value": health.failure_rate, "score": health.failure_rate,
-             "lower": None, "upper": None},
-            {**model, "metric": "task_duration", "kind": "ANOMALY",
-             "value": _exp(health.log_slowdown), "score": health.slowdown_score(),
-             "lower": None, "upper": None},
-        ]  # fmt: skip
+        model = ("agent_lognormal", "1")
+        predictions = PredictionColumns()
+        predictions.add("DURATION", model, [task_type], [0], [stats.expected_duration_ms()],
+                        [1.0 - stats.success_rate], [lower], [upper])  # fmt: skip
+        predictions.add("FAILURE_RISK", model, ["task_failure_rate"], [0],
+                        [health.failure_rate], [health.failure_rate])  # fmt: skip
+        predictions.add("ANOMALY", model, ["task_duration"], [0],
+                        [_exp(health.log_slowdown)], [health.slowdown_score()])  # fmt: skip
         states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
         alerts = []
         for rule in self.rules:
-            value, metric = worst(predictions[1:], rule.kind, rule.min_metrics)
+            value, metric = predictions.worst(rule.kind, rule.min_metrics)
             alert = evaluate(rule, states[rule.name], agent, value, metric, t_ms)
             if alert is not None:
                 alerts.append(alert)
@@ -315,7 +312,7 @@ class AgentTracker:
             predictions={
                 "prediction_id": f"{agent}@{event['task_id']}", "entity": agent,
                 "event_time": t_ms, "emitted_at": t_ms, "latency_ms": 0.0,
-                "predictions": predictions,
+                **predictions.record(),
             },
             alerts=alerts,
             stats=stats,

@@ -19,8 +19,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 Record = dict[str, Any]
 
 
@@ -80,19 +78,6 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         summary="{entity}: {metric} and other metrics behave abnormally (score {value:.2f})",
     ),
 )
-
-
-def worst(predictions: list[Record], kind: str, rank: int = 1) -> tuple[float, str]:
-    """The ``rank``-th highest score of ``kind`` among ``predictions`` and its metric.
-
-    ``(0, '')`` when fewer than ``rank`` predictions of that kind have a finite score.
-    """
-    scored = sorted(
-        ((float(p["score"]), p["metric"]) for p in predictions
-         if p["kind"] == kind and np.isfinite(p["score"])),
-        reverse=True,
-    )  # fmt: skip
-    return scored[rank - 1] if len(scored) >= rank else (0.0, "")
 
 
 class AlertState:

@@ -24,7 +24,7 @@ import cramjam
 import numpy as np
 import numpy.typing as npt
 
-from models.alerts import DEFAULT_RULES, AlertRule, AlertState, evaluate, worst
+from models.alerts import DEFAULT_RULES, AlertRule, AlertState, evaluate
 from models.anomaly import StreamingAnomalyDetector
 from models.base import FloatArray
 from models.bottleneck import ExhaustionModel
@@ -37,6 +37,7 @@ from models.features import (
 )
 from models.forecast import SeasonalForecaster
 from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
+from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
 _MAGIC = b"FSE2"
@@ -117,8 +118,8 @@ class EntityPipeline:
     >>> p = EntityPipeline("web-1", models)
     >>> _ = p.add(600_000, ["cpu_percent"], np.array([12.0]))
     >>> features, predictions, alerts = p.step(600_000)
-    >>> features["names"][:2], [x["kind"] for x in predictions["predictions"]][:1]
-    (['cpu_percent:1m:count', 'cpu_percent:1m:mean'], ['ANOMALY'])
+    >>> features["metrics"], predictions["metrics"], predictions["kinds"]
+    (['cpu_percent'], ['cpu_percent'], ['ANOMALY', 'FORECAST', 'FORECAST', 'FORECAST'])
     """
 
     def __init__(self, entity: str, models: ModelSet) -> None:
@@ -222,61 +223,40 @@ class EntityPipeline:
         """Close the step ending at ``now_ms``: features, predictions and alert changes."""
         return step_many([self], [now_ms])[0]
 
-    def _prediction(
-        self,
-        metric: str,
-        kind: str,
-        model: Any,
-        horizon_s: int,
-        value: float,
-        score: float,
-        lower: float | None = None,
-        upper: float | None = None,
-    ) -> Record:
-        return {
-            "metric": metric,
-            "kind": kind,
-            "model": model.name,
-            "model_version": model.version,
-            "horizon_s": horizon_s,
-            "value": value,
-            "score": score,
-            "lower": lower,
-            "upper": upper,
-        }
-
     def _features(self, now_ms: int, grid: FloatArray) -> Record:
-        """The step's FeatureVector record."""
+        """The step's FeatureVector record: the standard layout, metrics named once."""
         return {
             "entity": self.entity,
             "event_time": now_ms,
-            "names": self.windows.names(),
-            "values": grid.reshape(-1).tolist(),
+            "names": [],
+            "metrics": list(self.windows.metrics),
+            "values": grid.reshape(-1),
             "feature_set": self.models.feature_set,
         }
 
-    def _close(
-        self, now_ms: int, predictions: list[Record], shadow: list[Record]
-    ) -> tuple[Record, list[Record]]:
-        """The step's PredictionBatch and alert changes; shadow predictions never alert."""
+    def _alerts(self, now_ms: int, columns: PredictionColumns) -> list[Record]:
+        """The step's alert changes, from its predictions (shadow ones are not in yet)."""
         self.last_step_ms = now_ms
         alerts = []
         for rule in self.models.config.rules:
-            value, metric = worst(predictions, rule.kind, rule.min_metrics)
+            value, metric = columns.worst(rule.kind, rule.min_metrics)
             alert = evaluate(
                 rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels
             )
             if alert is not None:
                 alerts.append(alert)
-        batch = {
+        return alerts
+
+    def _batch(self, now_ms: int, columns: PredictionColumns) -> Record:
+        """The step's PredictionBatch record."""
+        return {
             "prediction_id": f"{self.entity}@{now_ms}",
             "entity": self.entity,
             "event_time": now_ms,
             "emitted_at": now_ms,
             "latency_ms": 0.0,
-            "predictions": predictions + shadow,
+            **columns.record(),
         }
-        return batch, alerts
 
     # -- compact state -------------------------------------------------------------------
     # Two parts, written at different paces: the windows (and alert states, offsets) change
@@ -477,49 +457,56 @@ def step_many(
             p.forecasts[:n] = cached[at : at + n]
             at += n
 
-    exhaustion = _exhaustion_many(pipelines, now, grid, starts, stack(lambda p, n: p.capacity[:n]))
-
-    built: list[tuple[Record, list[Record]]] = []
-    horizons = cfg.horizons_s
+    columns = [PredictionColumns() for _ in pipelines]
     detector, forecaster = models.detector, models.forecaster
+    horizons = np.asarray(cfg.horizons_s)
     for k, p in enumerate(pipelines):
         a, b = starts[k], starts[k + 1]
         p.anomaly[: b - a] = anomaly[a:b]
         p.last_forecast_ms = int(learned[k])
-        values, anomaly_scores = last[a:b, 0].tolist(), scores[a:b].tolist()
-        predictions = [
-            p._prediction(metric, "ANOMALY", detector, 0, values[i], anomaly_scores[i])
-            for i, metric in enumerate(p.windows.metrics)
-            if fresh[a + i]
-        ]
-        forecasts = p.forecasts[: b - a].tolist()
-        for i, metric in enumerate(p.windows.metrics):
-            for h, horizon in enumerate(horizons):
-                mean, low, high = forecasts[i][h]
-                if math.isfinite(mean):
-                    predictions.append(
-                        p._prediction(metric, "FORECAST", forecaster, horizon, mean, 0.0, low, high)
-                    )
-        predictions += exhaustion[k]
-        built.append((p._features(int(now[k]), grid[a:b]), predictions))
-    features = [f for f, _ in built]
-    scored = [(model, model.score(features).tolist()) for model in batch_models if features]
-    out = []
-    for k, (p, (record, predictions)) in enumerate(zip(pipelines, built, strict=True)):
-        extra: dict[bool, list[Record]] = {False: [], True: []}
-        for model, probabilities in scored:
-            extra[model.shadow].append(
-                p._prediction(
-                    "entity",
-                    "FAILURE_RISK",
-                    model,
-                    model.horizon_s,
-                    probabilities[k],
-                    probabilities[k],
-                )
+        metrics = p.windows.metrics
+        rows = np.flatnonzero(fresh[a:b])
+        columns[k].add(
+            "ANOMALY",
+            (detector.name, detector.version),
+            [metrics[i] for i in rows],
+            np.zeros(len(rows)),
+            last[a:b, 0][rows],
+            scores[a:b][rows],
+        )
+        if learn[k] or stale[k]:  # forecasts go out when they are refreshed
+            made = p.forecasts[: b - a]
+            row, h = np.nonzero(np.isfinite(made[..., 0]))
+            columns[k].add(
+                "FORECAST",
+                (forecaster.name, forecaster.version),
+                [metrics[i] for i in row],
+                horizons[h],
+                made[row, h, 0],
+                np.zeros(len(row)),
+                made[row, h, 1],
+                made[row, h, 2],
             )
-        batch, alerts = p._close(int(now[k]), predictions + extra[False], extra[True])
-        out.append((record, batch, alerts))
+    _exhaustion_many(pipelines, now, grid, starts, stack(lambda p, n: p.capacity[:n]), columns)
+    features = [p._features(int(now[k]), grid[starts[k] : starts[k + 1]])
+                for k, p in enumerate(pipelines)]  # fmt: skip
+    scored = [(model, model.score(features)) for model in batch_models]
+
+    def add_scored(k: int, shadow: bool) -> None:
+        for model, probabilities in scored:
+            if model.shadow == shadow:
+                risk = probabilities[k : k + 1]
+                columns[k].add(
+                    "FAILURE_RISK", (model.name, model.version), ["entity"],
+                    [model.horizon_s], risk, risk,
+                )  # fmt: skip
+
+    out = []
+    for k, p in enumerate(pipelines):
+        add_scored(k, shadow=False)  # a champion's risk is one the alert rules read
+        alerts = p._alerts(int(now[k]), columns[k])
+        add_scored(k, shadow=True)  # a shadow's is recorded, and never alerts
+        out.append((features[k], p._batch(int(now[k]), columns[k]), alerts))
     return out
 
 
@@ -529,22 +516,24 @@ def _exhaustion_many(
     grid: FloatArray,
     starts: npt.NDArray[np.int64],
     capacity: FloatArray,
-) -> list[list[Record]]:
-    """BOTTLENECK and FAILURE_RISK of every capacity-bound metric of every entity.
+    columns: Sequence[PredictionColumns],
+) -> None:
+    """BOTTLENECK and FAILURE_RISK of every capacity-bound metric of every entity, added to
+    each entity's ``columns``.
 
     The BOTTLENECK call comes from the seasonality-aware :class:`ExhaustionModel`, which
-    weighs hours of history and is right for capacity planning; FAILURE_RISK, the early
-    warning, from :class:`~models.failure_risk.LocalTrendRisk` on the minutes-scale windows.
-    Each pipeline's ``risk_features`` is left set to its riskiest metric's trend, for the
-    failure-outcome log.
+    weighs hours of history and is right for capacity planning: one where it sees a finite
+    time to exhaustion. FAILURE_RISK, the early warning, comes from
+    :class:`~models.failure_risk.LocalTrendRisk` on the minutes-scale windows: one for every
+    capacity-bound metric, every step. Each pipeline's ``risk_features`` is left set to its
+    riskiest metric's trend, for the failure-outcome log.
     """
     models, cfg = pipelines[0].models, pipelines[0].models.config
-    out: list[list[Record]] = [[] for _ in pipelines]
     for p in pipelines:
         p.risk_features = None
     bound = np.flatnonzero(np.isfinite(capacity))
     if not bound.size:
-        return out
+        return
     entity_of = np.searchsorted(starts, bound, side="right") - 1
     local = bound - starts[entity_of]
     state = np.stack([pipelines[e].bottleneck[r] for e, r in zip(entity_of, local, strict=True)])
@@ -561,48 +550,39 @@ def _exhaustion_many(
             sub, t, cap[group]
         )
     risk = models.failure_risk.assess(grid[bound], cap)
-    trend = np.stack(
-        [
-            values / cap,
-            statistic(grid, "slope", "5m")[bound] * 60 / cap,
-            statistic(grid, "slope", "15m")[bound] * 60 / cap,
-            statistic(grid, "r2", "15m")[bound],
-        ],
-        axis=1,
+    at_risk = risk.rising | risk.exhausted
+    trend = np.nan_to_num(
+        np.stack(
+            [
+                values / cap,
+                statistic(grid, "slope", "5m")[bound] * 60 / cap,
+                statistic(grid, "slope", "15m")[bound] * 60 / cap,
+                statistic(grid, "r2", "15m")[bound],
+            ],
+            axis=1,
+        ),
+        posinf=0.0,
+        neginf=0.0,
     )
-    riskiest: dict[int, float] = {}
-    for j, (e, r) in enumerate(zip(entity_of.tolist(), local.tolist(), strict=True)):
+    bottleneck = (models.bottleneck.name, models.bottleneck.version)
+    failure = (models.failure_risk.name, models.failure_risk.version)
+    horizon = int(cfg.failure_horizon_s)
+    for e in np.unique(entity_of).tolist():
+        js = np.flatnonzero(entity_of == e)
         p = pipelines[e]
-        p.bottleneck[r] = state[j]
-        metric = p.windows.metrics[r]
-        if np.isfinite(tte[j]):
-            upper = float(tte_upper[j]) if np.isfinite(tte_upper[j]) else None
-            out[e].append(
-                p._prediction(
-                    metric,
-                    "BOTTLENECK",
-                    models.bottleneck,
-                    0,
-                    float(tte[j]),
-                    0.0,
-                    float(tte_lower[j]),
-                    upper,
-                )
-            )
-        at_risk = bool(risk.rising[j] or risk.exhausted[j])
-        out[e].append(
-            p._prediction(
-                metric,
-                "FAILURE_RISK",
-                models.failure_risk,
-                int(cfg.failure_horizon_s),
-                float(risk.eta[j]),
-                float(risk.risk[j]),
-                float(risk.lower[j]) if at_risk else None,
-                float(risk.upper[j]) if at_risk else None,
-            )
-        )
-        if risk.risk[j] >= riskiest.get(e, -1.0):
-            riskiest[e] = float(risk.risk[j])
-            p.risk_features = np.nan_to_num(trend[j], posinf=0.0, neginf=0.0)
-    return out
+        p.bottleneck[local[js]] = state[js]
+        metrics = [p.windows.metrics[r] for r in local[js].tolist()]
+        finite = np.isfinite(tte[js])
+        seen = js[finite]
+        columns[e].add(
+            "BOTTLENECK", bottleneck, [m for m, f in zip(metrics, finite, strict=True) if f],
+            np.zeros(len(seen)), tte[seen], np.zeros(len(seen)), tte_lower[seen],
+            np.where(np.isfinite(tte_upper[seen]), tte_upper[seen], np.nan),
+        )  # fmt: skip
+        columns[e].add(
+            "FAILURE_RISK", failure, metrics, np.full(len(js), horizon), risk.eta[js],
+            risk.risk[js], np.where(at_risk[js], risk.lower[js], np.nan),
+            np.where(at_risk[js], risk.upper[js], np.nan),
+        )  # fmt: skip
+        highest = js[np.flatnonzero(risk.risk[js] == risk.risk[js].max())[-1]]
+        p.risk_features = trend[highest]

@@ -18,8 +18,11 @@ samples themselves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +49,19 @@ def feature_names(metrics: list[str]) -> list[str]:
         for window in WINDOW_NAMES
         for stat in STATISTICS
     ]
+
+
+def vector_names(record: Mapping[str, Any]) -> list[str]:
+    """The feature names of a FeatureVector record of either version: its ``names``, or
+    those of the standard layout over its ``metrics`` (shared lists: do not change them)."""
+    names: list[str] = record.get("names") or _layout_names(tuple(record.get("metrics") or ()))
+    return names
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_names(metrics: tuple[str, ...]) -> list[str]:
+    # An entity's metrics repeat step after step: expand each list once.
+    return feature_names(list(metrics))
 
 
 def feature_set_hash() -> str:

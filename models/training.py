@@ -42,7 +42,13 @@ import pyarrow.compute as pc
 from models.alerts import DEFAULT_RULES
 from models.base import FloatArray
 from models.drift import FeatureReference
-from models.features import STATISTICS, WINDOW_NAMES, feature_names, feature_set_hash
+from models.features import (
+    STATISTICS,
+    WINDOW_NAMES,
+    feature_names,
+    feature_set_hash,
+    vector_names,
+)
 
 Record = dict[str, Any]
 IntArray = npt.NDArray[np.int64]
@@ -64,7 +70,7 @@ def feature_table(records: Iterable[Record]) -> pa.Table:
         {
             "entity": pa.array([r["entity"] for r in rows], pa.string()),
             "ts": pa.array([r["event_time"] for r in rows], pa.int64()),
-            "names": pa.array([r["names"] for r in rows], pa.list_(pa.string())),
+            "names": pa.array([vector_names(r) for r in rows], pa.list_(pa.string())),
             "values": pa.array([r["values"] for r in rows], pa.list_(pa.float64())),
             "feature_set": pa.array([r.get("feature_set", "") for r in rows], pa.string()),
         }
@@ -487,13 +493,16 @@ class FailureRiskModel:
         booster = xgb.train(merged, data, num_boost_round=rounds)
         return cls(booster, features, horizon_s, config.threshold)
 
-    def _layout(self, names: Sequence[str]) -> npt.NDArray[np.intp]:
-        key = tuple(names)
+    def _layout(self, vector: Record) -> npt.NDArray[np.intp]:
+        # A vector names its features, or its metrics for the standard layout: the shorter
+        # key, since an entity's metrics repeat step after step.
+        key = ("metrics", *vector["metrics"]) if vector.get("metrics") else tuple(vector["names"])
         layout = self._layouts.get(key)
         if layout is None:
             if len(self._layouts) >= 4096:  # entities' name lists are few; bound the cache
                 self._layouts.clear()
-            layout = np.array([self._column_of.get(n, -1) for n in key], dtype=np.intp)
+            names = vector_names(vector)
+            layout = np.array([self._column_of.get(n, -1) for n in names], dtype=np.intp)
             self._layouts[key] = layout
         return layout
 
@@ -501,7 +510,7 @@ class FailureRiskModel:
         """FeatureVector records as rows over the model's features (NaN where absent)."""
         out = np.full((len(feature_vectors), len(self.features)), np.nan)
         for i, vector in enumerate(feature_vectors):
-            layout = self._layout(vector["names"])
+            layout = self._layout(vector)
             used = layout >= 0
             out[i, layout[used]] = np.asarray(vector["values"], dtype=np.float64)[used]
         return out

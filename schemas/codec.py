@@ -23,13 +23,15 @@ import io
 import json
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
 import fastavro
+
+from schemas.avro_writer import compile_writer
 
 Record = dict[str, Any]
 
@@ -48,6 +50,7 @@ SCHEMA_NAMES = {
     "alert": "io.foresight.Alert",
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
+    "audit_event": "io.foresight.AuditEvent",
 }
 
 
@@ -120,6 +123,11 @@ def schema_history(name: str) -> dict[int, Schema]:
             schema = _parse(name, json.loads(entry.read_text()))
             versions[schema.version] = schema
     return versions
+
+
+@cache
+def _writer(name: str) -> Callable[[Any], bytes]:
+    return compile_writer(current_schema(name).raw)
 
 
 class SchemaRegistry(Protocol):
@@ -205,15 +213,17 @@ class Codec:
         return header
 
     def encode(self, name: str, record: Record) -> bytes:
-        """Frame and encode one record of schema ``name``; raises ``ValueError`` if invalid."""
+        """Frame and encode one record of schema ``name``; raises ``ValueError`` if invalid.
+
+        Arrays of numbers may be NumPy arrays. The body is what fastavro would write
+        (:mod:`schemas.avro_writer`, several times faster on arrays of doubles).
+        """
         schema = current_schema(name)
-        buffer = io.BytesIO()
-        buffer.write(self._header(schema))
         try:
-            fastavro.schemaless_writer(buffer, schema.parsed, record, strict_allow_default=True)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            body = _writer(name)(record)
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error) as error:
             raise ValueError(f"{name} record does not fit its schema: {error}") from error
-        return buffer.getvalue()
+        return self._header(schema) + body
 
     def encode_many(self, name: str, records: Iterable[Record]) -> list[bytes]:
         """Encode a batch of records of one schema."""

@@ -1,8 +1,10 @@
-"""API keys and rate limits from the settings: what a server checks, and what a client sends.
+"""API keys, rate limits and the audit trail from the settings: what a server checks, what a
+client sends, and where what they did is recorded.
 
 Every Foresight server builds its :class:`~connectors.http.auth.Gatekeeper` here, so the rules
 of the first start (make a key, print it once) and of the bind (beyond the loopback, refuse to
-start with a key from the documentation) are the same everywhere.
+start with a key from the documentation) are the same everywhere, and every refused key goes to
+the process's :class:`~connectors.audit.AuditTrail` (:func:`audit_trail`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from connectors.audit import AuditTrail, command_origin
 from connectors.http.app import is_loopback
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.keys import CLIENT_KEY_ENV, KeysError, KeysFile, client_key
+from streams.codecs import codec_for
 from streams.settings import Settings
 
 
@@ -24,8 +28,21 @@ def keys_file(settings: Settings) -> KeysFile:
     return KeysFile(settings.keys_file)
 
 
-def gatekeeper(settings: Settings, server: str) -> Gatekeeper:
-    """The gatekeeper of the server ``server`` (a name for messages).
+def audit_trail(settings: Settings, service: str) -> AuditTrail:
+    """The audit trail of the process ``service`` (``cli``, ``ingest``, ``gateway``, ``sink``),
+    to ``FORESIGHT_AUDIT_TOPIC``; not started (``with audit_trail(...) as audit:``)."""
+    return AuditTrail(
+        settings.kafka_bootstrap_servers,
+        settings.audit_topic,
+        service,
+        origin=command_origin() if service == "cli" else "",
+        codec=codec_for(settings),
+    )
+
+
+def gatekeeper(settings: Settings, server: str, audit: AuditTrail) -> Gatekeeper:
+    """The gatekeeper of the server ``server`` (a name for messages), recording refused keys
+    in ``audit``.
 
     Without a keys file, makes one with a key of every role, prints the key once on stderr and
     saves it in the credentials file. Raises :class:`StartRefusedError` when the keys file
@@ -67,7 +84,7 @@ def gatekeeper(settings: Settings, server: str) -> Gatekeeper:
         per_address=settings.rate_limit_per_address,
         auth_failures=settings.auth_failure_limit,
     )
-    return Gatekeeper(keys, limits)
+    return Gatekeeper(keys, limits, audit=audit.refused)
 
 
 def local_client_key(settings: Settings) -> str | None:

@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.worker_port,
         consumer_max_fetch_size=4 * _MIB,
         consumer_auto_offset_reset=settings.worker_offset_reset,
+        table_standby_replicas=settings.worker_standby_replicas,
         producer_linger_ms=5,
         producer_max_request_size=settings.max_record_bytes,
         broker_commit_interval=1.0,
@@ -193,8 +194,8 @@ def create_app(settings: Settings) -> faust.App:
     engine = Engine(settings, load_state, codec, routing_stats.get_topic_name())
     health = WorkerHealth()
     cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
-    # The newest features and predictions of each entity, flushed to Redis once a second.
-    latest: dict[str, dict[str, bytes]] = {topics.FEATURES.name: {}, topics.PREDICTIONS.name: {}}
+    # The newest cache entries of each entity (see FeatureStore), flushed once a second.
+    latest: dict[str, dict[str, bytes]] = {"features": {}, "predictions": {}, "forecasts": {}}
 
     async def send(outputs: Outputs) -> None:
         """Produce the engine's records and write its checkpoints."""
@@ -208,8 +209,8 @@ def create_app(settings: Settings) -> faust.App:
                 await send(refused)
                 continue
             metrics.EVENTS_OUT.labels(record.topic).inc()
-            if record.topic in latest and record.key is not None:
-                latest[record.topic][record.key.decode()] = record.value
+            for slot in record.cache:
+                latest[slot][(record.key or b"").decode()] = record.value
         for checkpoint in outputs.checkpoints:
             key = checkpoint.entity.encode()
             if checkpoint.windows is not None:
@@ -246,16 +247,18 @@ def create_app(settings: Settings) -> faust.App:
 
     async def flush_cache() -> None:
         """Write the latest features and predictions to Redis; a Redis outage is logged."""
-        features = latest[topics.FEATURES.name]
-        predictions = latest[topics.PREDICTIONS.name]
-        if not features and not predictions:
+        flushed = {slot: entries for slot, entries in latest.items() if entries}
+        if not flushed:
             return
-        latest[topics.FEATURES.name], latest[topics.PREDICTIONS.name] = {}, {}
+        for slot in flushed:
+            latest[slot] = {}
         try:
-            await cache.put_encoded(features.items(), predictions.items())
+            await cache.put_encoded(**{slot: e.items() for slot, e in flushed.items()})
         except Exception as error:  # the cache is not the source of truth: keep streaming
             log.warning(
-                "Redis cache write failed (%s); %d entities not cached", error, len(predictions)
+                "Redis cache write failed (%s); %d entities not cached",
+                error,
+                len(flushed.get("predictions", {})),
             )
 
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,

@@ -96,6 +96,13 @@ class Settings:
         "FORESIGHT_WORKER_OFFSET_RESET",
         "Where a new worker group starts reading: earliest (all retained data) or latest.",
     )
+    worker_standby_replicas: int = _setting(
+        1,
+        "FORESIGHT_WORKER_STANDBY_REPLICAS",
+        "Warm copies of each table partition that other workers keep from the changelog "
+        "(Faust's table_standby_replicas), so a failover resumes without replaying it; a "
+        "single worker keeps none whatever this says.",
+    )
     step_s: float = _setting(
         10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
     )
@@ -220,6 +227,12 @@ class Settings:
         "Failed authentications one address may make per minute (in a burst of that many); "
         "beyond, 429 with Retry-After. 0: no limit.",
     )
+    audit_topic: str = _setting(
+        "audit",
+        "FORESIGHT_AUDIT_TOPIC",
+        "Topic of the audit trail (AuditEvent records: model and connector changes, SQL through "
+        "the sink, refused keys), which `topics create` makes and the sink stores.",
+    )
     bind_host: str = _setting(
         "127.0.0.1",
         "FORESIGHT_BIND_HOST",
@@ -244,6 +257,18 @@ class Settings:
         "entity,instance,host,job",
         "FORESIGHT_ENTITY_LABELS",
         "Labels tried in order to name a remote_write series' entity.",
+    )
+    pii_rules: str = _setting(
+        "",
+        "FORESIGHT_PII_RULES",
+        "A YAML file of PII rules applied at ingestion before the shipped ones (or instead of "
+        "them); empty: the shipped rules alone (secrets, tokens, e-mail and IP addresses).",
+    )
+    pii_key_file: str = _setting(
+        ".stack/pii.key",
+        "FORESIGHT_PII_KEY_FILE",
+        "Secret of the PII rules' keyed hash (HMAC-SHA-256), made at the first start of "
+        "`foresight ingest` (mode 0600); every ingest process must share it.",
     )
     sink_metrics_port: int = _setting(
         9301, "FORESIGHT_SINK_METRICS_PORT", "ClickHouse sink's /metrics port."

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connectors.alert_payloads import TARGETS
 from streams.settings import Settings
@@ -47,6 +47,7 @@ ROUTING = TopicSpec("routing.decisions", "routing_decision", "task type", "agent
 MODEL_UPDATES = TopicSpec(
     "models.updates", "model_update", "model name", "registry changes", compacted=True, partitions=1
 )
+AUDIT = TopicSpec("audit", "audit_event", "key id", "who did what, when, from where, and how")
 
 #: The JSON twins of ``alerts``, one per alerting tool, that Kafka Connect HTTP sinks carry.
 ALERT_JSON_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -64,4 +65,15 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ALERTS,
     ROUTING,
     MODEL_UPDATES,
+    AUDIT,
 )
+
+
+def audit_topic(settings: Settings) -> TopicSpec:
+    """The audit topic, named by ``FORESIGHT_AUDIT_TOPIC`` (``audit`` by default)."""
+    return replace(AUDIT, name=settings.audit_topic)
+
+
+def data_topics(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Every data topic, as the settings name them: what the sink stores."""
+    return tuple(audit_topic(settings) if t is AUDIT else t for t in ALL_TOPICS)

@@ -102,6 +102,7 @@ def require(role: str) -> Any:
             client_address(request.scope),
             presented_key(request.headers, request.url.query),
             role,
+            request.url.path,
         )
         if not admission.admitted or admission.key is None:
             await asyncio.sleep(admission.delay)

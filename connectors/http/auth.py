@@ -14,6 +14,10 @@ Every refusal past the limits is 429 with ``Retry-After``, answered only after a
 wait, at least 1 s and at most ``refusal_delay_s``, 1 s): a flood is held to as many requests
 a second as it keeps connections open, rather than to what the server can answer, so the
 clients within their limits keep their latency.
+
+Every refused authentication (rules 2 and 3: a missing, unknown or throttled key, a key
+without the role) is handed to ``audit`` as a :class:`Refusal`, so the audit trail sees every
+door's refusals in this one place.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A refused authentication, for the audit trail: from where, with which key (when it
+    was known), at which door (``target``), needing which role, and why."""
+
+    address: str
+    key: ApiKey | None
+    status: int
+    role: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Admission:
     """The answer at a door: the key let in, or the refusal (status, message, headers), to be
     sent after ``delay`` seconds."""
@@ -60,15 +77,17 @@ class Admission:
 
 class Gatekeeper:
     """Checks keys against a :class:`KeysFile` and applies :class:`RateLimits` (the buckets
-    refill by ``clock``)."""
+    refill by ``clock``); hands each refused authentication to ``audit``."""
 
     def __init__(
         self,
         keys: KeysFile,
         limits: RateLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        audit: Callable[[Refusal], None] | None = None,
     ) -> None:
         self.keys = keys
+        self.audit = audit
         self.limits = limits = limits or RateLimits()
         self._per_address = TokenBuckets(limits.per_address, 2 * limits.per_address, clock=clock)
         self._per_key = TokenBuckets(limits.per_key, 2 * limits.per_key, clock=clock)
@@ -94,26 +113,29 @@ class Gatekeeper:
             )
         return Admission()
 
-    def admit(self, address: str, presented: str | None, role: str) -> Admission:
-        """Rules 2 to 4, for a request at a door that needs ``role``."""
+    def admit(self, address: str, presented: str | None, role: str, target: str = "") -> Admission:
+        """Rules 2 to 4, for a request to ``target`` (its path) at a door that needs ``role``."""
         key = self.keys.find(presented)
         if key is None:
             wait = self._failures.take(address)
             if wait:
-                return self._too_many(
+                refusal = self._too_many(
                     wait,
                     f"too many failed authentications from {address}; retry in {wait:.0f} s "
                     "with a valid key",
                 )
-            what = "unknown" if presented else "missing"
-            return Admission(status=401, message=f"{what} API key: {_KEY_HELP}")
+            else:
+                what = "unknown" if presented else "missing"
+                refusal = Admission(status=401, message=f"{what} API key: {_KEY_HELP}")
+            return self._refused(refusal, address, role, target)
         if role not in key.roles:
-            return Admission(
+            refusal = Admission(
                 key=key,
                 status=403,
                 message=f"key {key.id} ({key.name}) has the roles "
                 f"{', '.join(sorted(key.roles))}; this needs the {role} role",
             )
+            return self._refused(refusal, address, role, target)
         wait = self._per_key.take(key.id)
         if wait:
             return self._too_many(
@@ -123,3 +145,10 @@ class Gatekeeper:
                 key,
             )
         return Admission(key=key)
+
+    def _refused(self, admission: Admission, address: str, role: str, target: str) -> Admission:
+        if self.audit is not None:
+            self.audit(
+                Refusal(address, admission.key, admission.status, role, target, admission.message)
+            )
+        return admission

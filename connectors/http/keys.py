@@ -119,18 +119,28 @@ def _entry(raw: Any, path: Path) -> ApiKey:
         raise KeysError(f"{path}: a key entry is malformed ({error}): {raw!r:.200}") from error
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this user only (mode 0600), atomically."""
+def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
+    """Write ``text`` to ``path`` readable by this user only (mode 0600); the file appears
+    whole or not at all. With ``replace=False``, only when ``path`` does not exist yet: of two
+    processes making it at once, one wins and the other keeps its file. True when written."""
+    if not replace and path.exists():
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(descriptor, "w") as out:
             out.write(text)
-        os.replace(temporary, path)
+        if replace:
+            os.replace(draft, path)
+        else:
+            os.link(draft, path)  # fails if the file appeared meanwhile
+    except FileExistsError:
+        return False
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+            os.unlink(draft)
+    return True
 
 
 class KeysFile:
@@ -216,7 +226,7 @@ class KeysFile:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = list(self._read())
             yield entries
-            _write_private(self.path, self._text(entries))
+            write_private(self.path, self._text(entries))
         finally:
             os.close(lock)  # releases the lock
 
@@ -261,18 +271,9 @@ class KeysFile:
             return None
         key = new_key()
         entry = ApiKey.for_key(key, FIRST_KEY_NAME, ROLES)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        draft = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as out:
-                out.write(self._text([entry]))
-            os.link(draft, self.path)  # fails if the file appeared meanwhile
-        except FileExistsError:
+        if not write_private(self.path, self._text([entry]), replace=False):
             return None
-        finally:
-            os.unlink(draft)
-        _write_private(credentials, key + "\n")
+        write_private(Path(credentials), key + "\n")
         return key
 
 

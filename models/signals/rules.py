@@ -44,6 +44,7 @@ import numpy as np
 import yaml
 
 from models.base import FloatArray
+from models.rules_file import read_rules_file
 from models.signals.conversion import Scrape
 from models.signals.expressions import (
     EvaluationError,
@@ -239,23 +240,7 @@ class SignalRules:
         shipped profiles alone when ``path`` is empty. Raises :class:`RulesError`."""
         if not path:
             return cls.shipped()
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except OSError as error:
-            raise RulesError(f"cannot read the signal rules file {path}: {error}") from None
-        except yaml.YAMLError as error:
-            raise RulesError(f"{path} is not YAML: {error}") from None
-        if not isinstance(raw, Mapping) or set(raw) - {"profiles", "shipped"}:
-            raise RulesError(
-                f"{path}: a rules file is a mapping with 'profiles' (a list) and optionally "
-                "'shipped' (the shipped profiles to keep after them)"
-            )
-        mine = raw.get("profiles") or []
-        if not isinstance(mine, list):
-            raise RulesError(f"{path}: profiles must be a list")
-        shipped = raw.get("shipped", list(SHIPPED))
-        if not isinstance(shipped, list) or set(shipped) - set(SHIPPED):
-            raise RulesError(f"{path}: shipped must be a list drawn from {list(SHIPPED)}")
+        mine, shipped = read_rules_file(path, "signal", "profiles", SHIPPED, RulesError)
         profiles = [parse_profile(p, f"{path} profiles[{i}]") for i, p in enumerate(mine)]
         return cls(profiles + [shipped_profile(name) for name in shipped])
 

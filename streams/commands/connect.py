@@ -5,64 +5,31 @@
 the dead letter queue, then waits for each connector to run and prints its state. Endpoints and
 the routing key go to a 0600 file per connector in the stack's ``connect/secrets`` folder, and
 the connector config refers to them (``${file:...}``), so they never reach Kafka or the logs.
-``status`` prints the state of every alert connector, applied or not.
+``apply`` needs a key with the ``operate`` role and records an audit event
+(:mod:`streams.operations`). ``status`` prints the state of every alert connector, applied or
+not.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from connectors.alert_payloads import TARGETS
-from connectors.alert_sinks import (
-    PAGERDUTY_EVENTS_URL,
-    SinkConfig,
-    apply_sink,
-    ensure_sink_topics,
-    sink_config,
-    sink_name,
-)
-from connectors.kafka_connect import ConnectError, connector_status
+from connectors.alert_sinks import PAGERDUTY_EVENTS_URL, SinkConfig, sink_config, sink_name
+from connectors.kafka_connect import ConnectError
 from deploy.local.stack import connect_secrets_dir
+from streams.access import audit_trail
+from streams.operations import (
+    OperatorRefusedError,
+    apply_alert_connectors,
+    connector_state,
+    running,
+)
 from streams.settings import Settings
-from streams.topics import ALERTS
-
-_POLL_S = 0.5
-
-
-def _state(connect_url: str, name: str) -> dict[str, Any]:
-    """``{"connector", "state", "tasks": [states], "trace"}``; state NOT_APPLIED if unknown."""
-    try:
-        status = connector_status(connect_url, name)
-    except ConnectError as error:
-        if "HTTP 404" in str(error):
-            return {"connector": name, "state": "NOT_APPLIED", "tasks": [], "trace": ""}
-        raise
-    tasks = status.get("tasks", [])
-    traces = [t.get("trace", "") for t in [status["connector"], *tasks] if t.get("trace")]
-    return {
-        "connector": name,
-        "state": status["connector"]["state"],
-        "tasks": [t["state"] for t in tasks],
-        "trace": traces[0].splitlines()[0] if traces else "",
-    }
-
-
-def _running(state: dict[str, Any]) -> bool:
-    return (
-        state["state"] == "RUNNING"
-        and bool(state["tasks"])
-        and all(t == "RUNNING" for t in state["tasks"])
-    )
-
-
-def _settled(state: dict[str, Any]) -> bool:
-    return _running(state) or "FAILED" in [state["state"], *state["tasks"]]
 
 
 def _print_states(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -111,41 +78,27 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"foresight connect apply: {error}", file=sys.stderr)
         return 2
-    asyncio.run(
-        ensure_sink_topics(
-            settings.kafka_bootstrap_servers,
-            sinks,
-            ALERTS.partition_count(settings),
-            ALERTS.config(settings),
-        )
-    )
-    try:
-        for sink in sinks:
-            apply_sink(settings.kafka_connect_url, sink)
-        deadline = time.monotonic() + args.timeout
-        states = [_state(settings.kafka_connect_url, s.name) for s in sinks]
-        while not all(_settled(s) for s in states) and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
-            states = [_state(settings.kafka_connect_url, s.name) for s in sinks]
-    except (ConnectError, OSError) as error:
-        print(
-            f"foresight connect apply: Kafka Connect at {settings.kafka_connect_url}: {error}",
-            file=sys.stderr,
-        )
-        return 1
-    rows = [
-        dict(state, topic=sink.topic, secrets_file=str(sink.secrets_file))
-        for sink, state in zip(sinks, states, strict=True)
-    ]
+    with audit_trail(settings, "cli") as audit:
+        try:
+            rows = apply_alert_connectors(settings, audit, sinks, args.timeout)
+        except OperatorRefusedError as error:
+            print(f"foresight connect apply: {error}", file=sys.stderr)
+            return 1
+        except (ConnectError, OSError) as error:
+            print(
+                f"foresight connect apply: Kafka Connect at {settings.kafka_connect_url}: {error}",
+                file=sys.stderr,
+            )
+            return 1
     _print_states(rows, args.json)
-    return 0 if all(_running(s) for s in states) else 1
+    return 0 if all(running(row) for row in rows) else 1
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     names = {target: sink_name(target) for target in TARGETS}
     try:
         rows = [
-            dict(_state(settings.kafka_connect_url, name), target=target)
+            dict(connector_state(settings.kafka_connect_url, name), target=target)
             for target, name in names.items()
         ]
     except (ConnectError, OSError) as error:
@@ -156,7 +109,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _print_states(rows, args.json)
     applied = [r for r in rows if r["state"] != "NOT_APPLIED"]
-    return 0 if all(_running(r) for r in applied) else 1
+    return 0 if all(running(r) for r in applied) else 1
 
 
 def register(subparsers: Any) -> None:

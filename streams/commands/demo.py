@@ -31,6 +31,7 @@ from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_
 from connectors.user_sql import SqlError
 from deploy.local.stack import StackError
 from models.incident_report import Incident, IncidentReport, match_alerts
+from schemas.predictions import prediction_count
 from streams import topics
 from streams.access import local_client_key
 from streams.codecs import codec_for
@@ -114,7 +115,7 @@ async def _watch(
 def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Console) -> None:
     if topic == topics.PREDICTIONS.name:
         seen.prediction_batches += 1
-        seen.predictions += len(record["predictions"])
+        seen.predictions += prediction_count(record)
         seen.entities.add(record["entity"])
         seen.latencies_ms.append(record["latency_ms"])
     elif topic == topics.ALERTS.name:

@@ -7,19 +7,23 @@ import asyncio
 import sys
 from typing import Any
 
+from connectors.audit import AuditTrail
 from connectors.gateway import Gateway, GatewayConfig, GatewayStartError
 from connectors.redis_store import FeatureStore
-from streams.access import StartRefusedError, gatekeeper
+from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS
 
 
-def gateway_config(args: argparse.Namespace, settings: Settings) -> GatewayConfig:
-    """The gateway's parameters from the settings, with the command's overrides."""
+def gateway_config(
+    args: argparse.Namespace, settings: Settings, audit: AuditTrail
+) -> GatewayConfig:
+    """The gateway's parameters from the settings, with the command's overrides; refused
+    keys are recorded in ``audit``."""
     return GatewayConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        gatekeeper=gatekeeper(settings, "gateway"),
+        gatekeeper=gatekeeper(settings, "gateway", audit),
         host=settings.bind_host,
         port=settings.gateway_port if args.port is None else args.port,
         predictions_topic=args.predictions_topic,
@@ -41,16 +45,18 @@ async def _serve(config: GatewayConfig, settings: Settings) -> None:
 
 def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT; exit 2 on a bad configuration, 1 if it cannot start."""
+    audit = audit_trail(settings, "gateway")
     try:
-        config = gateway_config(args, settings)
+        config = gateway_config(args, settings, audit)
     except StartRefusedError as error:
         print(f"foresight gateway: {error}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_serve(config, settings))
-    except (GatewayStartError, OSError) as error:
-        print(f"foresight gateway: {error}", file=sys.stderr)
-        return 1
+    with audit:
+        try:
+            asyncio.run(_serve(config, settings))
+        except (GatewayStartError, OSError) as error:
+            print(f"foresight gateway: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -13,8 +13,10 @@ import sys
 
 from aiokafka.errors import KafkaError
 
+from connectors.audit import AuditTrail
 from connectors.ingest_http import IngestConfig, IngestServer
-from streams.access import StartRefusedError, gatekeeper
+from connectors.pii import PiiRulesError, Scrubber
+from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import AGENT_EVENTS, METRICS
@@ -29,14 +31,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run_ingest)
 
 
-def ingest_config(settings: Settings) -> IngestConfig:
-    """The ingestion server the settings describe."""
+def ingest_config(settings: Settings, audit: AuditTrail) -> IngestConfig:
+    """The ingestion server the settings describe, recording refused keys in ``audit``;
+    raises :class:`StartRefusedError` or :class:`PiiRulesError` when it must not start."""
     return IngestConfig(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         metrics_topic=METRICS.name,
         agent_events_topic=AGENT_EVENTS.name,
-        gatekeeper=gatekeeper(settings, "ingest"),
+        gatekeeper=gatekeeper(settings, "ingest", audit),
         entity_labels=tuple(k.strip() for k in settings.entity_labels.split(",") if k.strip()),
+        scrubber=Scrubber.from_files(settings.pii_rules, settings.pii_key_file),
         host=settings.bind_host,
         port=settings.ingest_port,
     )
@@ -59,20 +63,22 @@ async def _serve(config: IngestConfig, settings: Settings) -> None:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until interrupted; exit 2 when the keys forbid starting, 1 when Kafka or the
-    listening address is unavailable."""
+    """Serve until interrupted; exit 2 when the keys or the PII rules forbid starting, 1 when
+    Kafka or the listening address is unavailable."""
+    audit = audit_trail(settings, "ingest")
     try:
-        config = ingest_config(settings)
-    except StartRefusedError as error:
+        config = ingest_config(settings, audit)
+    except (StartRefusedError, PiiRulesError) as error:
         print(f"foresight ingest: {error}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_serve(config, settings))
-    except (KafkaError, OSError) as error:
-        print(
-            f"foresight ingest: cannot start: {error!r} (is Kafka up at "
-            f"{settings.kafka_bootstrap_servers} and port {settings.ingest_port} free?)",
-            file=sys.stderr,
-        )
-        return 1
+    with audit:
+        try:
+            asyncio.run(_serve(config, settings))
+        except (KafkaError, OSError) as error:
+            print(
+                f"foresight ingest: cannot start: {error!r} (is Kafka up at "
+                f"{settings.kafka_bootstrap_servers} and port {settings.ingest_port} free?)",
+                file=sys.stderr,
+            )
+            return 1
     return 0

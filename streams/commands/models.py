@@ -1,7 +1,8 @@
 """``foresight models list | show | promote | rollback | compare``: the model registry.
 
 ``promote`` and ``rollback`` change the registry (``MODEL_REGISTRY_URL``) and produce their
-ModelUpdate records to ``models.updates``, which workers act on. ``compare`` scores champion
+ModelUpdate records to ``models.updates``, which workers act on; they need a key with the
+``operate`` role and record an audit event (:mod:`streams.operations`). ``compare`` scores champion
 against challenger on the FAILURE_RISK predictions both made (the ``predictions`` table, where
 each row names its model and version) against the FAILURE labels that have arrived.
 """
@@ -18,8 +19,15 @@ from connectors.clickhouse import sql_string
 from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
 from models.training import compare_predictions
+from streams.access import audit_trail
 from streams.commands.sql import query_table
-from streams.commands.train import millis_as_ts, publish_updates
+from streams.commands.train import millis_as_ts
+from streams.operations import (
+    ModelChange,
+    OperatorRefusedError,
+    promote_model,
+    rollback_model,
+)
 from streams.settings import Settings
 
 _METRICS = ("auc_pr", "roc_auc", "precision", "recall", "brier")
@@ -90,32 +98,33 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _announce(verb: str, args: argparse.Namespace, settings: Settings, updates: list[Any]) -> int:
-    problem = publish_updates(settings, updates)
+def _change(verb: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Promote or roll back, as the operator the caller's key names; print what changed."""
+    with audit_trail(settings, "cli") as audit:
+        try:
+            if verb == "promote":
+                change: ModelChange = promote_model(settings, audit, args.name, args.version)
+            else:
+                change = rollback_model(settings, audit, args.name)
+        except (OperatorRefusedError, RegistryError) as error:
+            return _fail(verb, error)
     if args.json:
-        print(json.dumps({"updates": updates, "published": problem is None}, indent=2))
+        published = change.problem is None
+        print(json.dumps({"updates": change.updates, "published": published}, indent=2))
     else:
-        for u in updates:
+        for u in change.updates:
             print(f"{u['action']:<12}{u['model']} version {u['version']} -> {u['stage']}")
-    if problem:
-        return _fail(verb, RuntimeError(problem))
+    if change.problem:
+        return _fail(verb, RuntimeError(change.problem))
     return 0
 
 
 def _promote(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        updates = _registry(settings).promote(args.name, args.version)
-    except RegistryError as error:
-        return _fail("promote", error)
-    return _announce("promote", args, settings, updates)
+    return _change("promote", args, settings)
 
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        updates = _registry(settings).rollback(args.name)
-    except RegistryError as error:
-        return _fail("rollback", error)
-    return _announce("rollback", args, settings, updates)
+    return _change("rollback", args, settings)
 
 
 def _contenders(registry: ModelRegistry, args: argparse.Namespace) -> tuple[ModelVersion, ...]:

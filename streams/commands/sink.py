@@ -16,10 +16,10 @@ from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
 from connectors.clickhouse_sink import SQL_HOST, ClickHouseSink, SinkError
 from connectors.http.app import HttpServer, create_app
 from connectors.http.auth import Gatekeeper
-from streams.access import StartRefusedError, gatekeeper
+from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
-from streams.topics import ALL_TOPICS
+from streams.topics import data_topics
 
 DEFAULT_GROUP = "foresight-clickhouse-sink"
 PROGRESS_SECONDS = 5.0
@@ -77,14 +77,16 @@ async def _run(sink: ClickHouseSink, keys: Gatekeeper, settings: Settings) -> No
 
 
 def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
+    topics = args.topics or [t.name for t in data_topics(settings)]
+    audit = audit_trail(settings, "sink")
     try:
-        keys = gatekeeper(settings, "sink")
+        keys = gatekeeper(settings, "sink", audit)
     except StartRefusedError as error:
         print(f"foresight sink: {error}", file=sys.stderr)
         return 2
     sink = ClickHouseSink(
         bootstrap=settings.kafka_bootstrap_servers,
-        topics=args.topics,
+        topics=topics,
         group_id=args.group,
         store_factory=partial(store_factory, settings),
         batch_rows=settings.sink_batch_rows,
@@ -93,21 +95,23 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         sql_port=settings.sink_sql_port,
         gatekeeper=keys,
         sql_limits=settings.sql_limits(),
+        audit=audit,
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
     print(
-        f"sink: {', '.join(args.topics)} -> {where} as group {args.group}; read-only SQL on "
+        f"sink: {', '.join(topics)} -> {where} as group {args.group}; read-only SQL on "
         f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
         f"{settings.bind_host}:{settings.sink_metrics_port}",
         file=sys.stderr,
         flush=True,
     )
-    try:
-        asyncio.run(_run(sink, keys, settings))
-    except SinkError as error:
-        print(f"foresight sink: {error}", file=sys.stderr)
-        return 1
+    with audit:
+        try:
+            asyncio.run(_run(sink, keys, settings))
+        except SinkError as error:
+            print(f"foresight sink: {error}", file=sys.stderr)
+            return 1
     print(f"sink: stopped after {_totals(sink)}", file=sys.stderr)
     return 0
 
@@ -122,9 +126,9 @@ def register(subparsers: Any) -> None:
     clickhouse.add_argument(
         "--topics",
         nargs="+",
-        default=[t.name for t in ALL_TOPICS],
         metavar="TOPIC",
-        help="topics to store (default: every data topic)",
+        help="topics to store (default: every data topic, the audit topic as "
+        "FORESIGHT_AUDIT_TOPIC names it)",
     )
     clickhouse.add_argument(
         "--group", default=DEFAULT_GROUP, help=f"consumer group (default: {DEFAULT_GROUP})"

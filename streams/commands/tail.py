@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.predictions import as_rows, prediction_rows
 from streams.codecs import codec_for
 from streams.settings import Settings
 from streams.topics import ALERTS, PREDICTIONS, TopicSpec
@@ -74,7 +75,7 @@ def prediction_line(batch: Record) -> str:
     parts = [
         f"{p['kind']} {p['metric']}={_number(p['value'])} score={_number(p['score'])}"
         + (f" +{p['horizon_s']}s" if p["horizon_s"] else "")
-        for p in batch["predictions"]
+        for p in prediction_rows(batch)
     ]
     return f"{_when(batch['event_time'])}  {batch['entity']}  " + "; ".join(parts)
 
@@ -169,7 +170,11 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or spec.name
 
     def emit(record: Record) -> None:
-        print(json.dumps(record) if args.json else line(record), flush=True)
+        if args.json:  # one object per prediction, whichever version wrote the batch
+            shown = as_rows(record) if args.what == "predictions" else record
+            print(json.dumps(shown), flush=True)
+        else:
+            print(line(record), flush=True)
 
     def ready(partitions: int) -> None:
         start = "the oldest retained record" if args.from_beginning else "the end"

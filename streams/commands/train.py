@@ -11,49 +11,19 @@ ClickHouse (the sink's SQL endpoint when a sink runs, else the chdb folder or th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from connectors.kafka_producer import RecordProducer
 from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
-from streams.codecs import codec_for
 from streams.commands.sql import query_table
+from streams.operations import publish_updates
 from streams.settings import Settings
-from streams.topics import MODEL_UPDATES
-
-_PUBLISH_TIMEOUT_S = 30.0
-
-
-async def _produce(settings: Settings, records: Sequence[dict[str, Any]]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(MODEL_UPDATES.name, record["model"], "model_update", record)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def publish_updates(settings: Settings, records: Sequence[dict[str, Any]]) -> str | None:
-    """Produce ModelUpdate records to ``models.updates`` in order; the error, or None."""
-    try:
-        asyncio.run(asyncio.wait_for(_produce(settings, records), _PUBLISH_TIMEOUT_S))
-    except Exception as error:  # aiokafka, asyncio and socket errors alike
-        return (
-            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka_bootstrap_servers} "
-            f"({type(error).__name__}: {error}); the registry is changed, workers will see it "
-            "when they next reload. Is Kafka up (foresight stack status)?"
-        )
-    return None
 
 
 def parse_time(text: str) -> int:

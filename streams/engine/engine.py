@@ -36,6 +36,7 @@ from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, 
 from models.failure_outcomes import OutcomeTracker
 from models.signals import SignalRules, StageOutput
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.engine.outputs import Checkpoint, Outputs, rejected
 from streams.engine.progress import PartitionProgress
@@ -308,8 +309,13 @@ class Engine:
             if math.isfinite(d.pipeline.forecast_error):
                 self.forecast_drift.observe(entity, d.pipeline.forecast_error)
                 d.pipeline.forecast_error = math.nan
-            out.emit(topics.FEATURES, entity, features, d.cause)
-            out.emit(topics.PREDICTIONS, entity, predictions, d.cause)
+            cached = (
+                ("predictions", "forecasts")
+                if "FORECAST" in predictions["kinds"]
+                else ("predictions",)
+            )
+            out.emit(topics.FEATURES, entity, features, d.cause, ("features",))
+            out.emit(topics.PREDICTIONS, entity, predictions, d.cause, cached)
             for alert in alerts:
                 self.alert(alert, d.cause, out)
 
@@ -323,22 +329,18 @@ class Engine:
 
     def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the
-        step's failure-risk scores for the labels that will come."""
+        step's failure-risk scores, each model's highest over the entity's signals, for the
+        labels that will come."""
         x = pipeline.risk_features
         if x is None:
             return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
-        predictions["predictions"].append({
-            "metric": "entity", "kind": "FAILURE_RISK", "model": ONLINE_FAILURE_MODEL,
-            "model_version": "1", "horizon_s": int(self.settings.failure_horizon_s),
-            "value": online, "score": online, "lower": None, "upper": None,
-        })  # fmt: skip
-        # Each model's risk for the entity: the highest over its signals.
-        scores: dict[str, float] = {}
-        for p in predictions["predictions"]:
-            if p["kind"] == "FAILURE_RISK":
-                key = f"{p['model']}@{p['model_version']}"
-                scores[key] = max(scores.get(key, 0.0), p["score"])
+        columns = PredictionColumns.of(predictions)
+        columns.add(
+            "FAILURE_RISK", (ONLINE_FAILURE_MODEL, "1"), ["entity"],
+            [self.settings.failure_horizon_s], [online], [online],
+        )  # fmt: skip
+        scores = {f"{m}@{v}": score for (m, v), score in columns.highest("FAILURE_RISK").items()}
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------

@@ -22,12 +22,14 @@ _TRUNCATION_NOTE = "; key and value cut from {size:,} bytes: the whole record st
 
 @dataclass(frozen=True)
 class Output:
-    """One record to produce: topic, key and encoded value, and the input it came from."""
+    """One record to produce: topic, key and encoded value, the input it came from, and the
+    cache entries it refreshes (``features``, ``predictions``, ``forecasts``)."""
 
     topic: str
     key: bytes | None
     value: bytes
     cause: Message | None = None
+    cache: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,32 @@ class Outputs:
     checkpoints: list[Checkpoint] = field(default_factory=list)
 
     def emit(
-        self, spec: topics.TopicSpec, key: str, record: Record, cause: Message | None
+        self,
+        spec: topics.TopicSpec,
+        key: str,
+        record: Record,
+        cause: Message | None,
+        cache: tuple[str, ...] = (),
     ) -> bytes | None:
         """Encode and queue ``record``; returns its bytes, or None when it was too large
         (then ``cause``, the input that led to it, is dead-lettered)."""
         value = self.codec.encode(spec.schema, record)
-        return self.raw(spec.name, key.encode(), value, cause)
+        return self.raw(spec.name, key.encode(), value, cause, cache)
 
-    def raw(self, topic: str, key: bytes, value: bytes, cause: Message | None) -> bytes | None:
+    def raw(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        cause: Message | None,
+        cache: tuple[str, ...] = (),
+    ) -> bytes | None:
         """Queue an already encoded record, with the same size rule as :meth:`emit`."""
         size = len(key) + len(value)
         if size > self.max_record_bytes:
             self.dead(too_large(cause, topic, size, self.max_record_bytes))
             return None
-        self.records.append(Output(topic, key, value, cause))
+        self.records.append(Output(topic, key, value, cause, cache))
         return value
 
     def dead(self, letter: DeadLetter) -> None:

@@ -41,10 +41,11 @@ from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from schemas.codec import Codec
+from schemas.predictions import PredictionColumns
 from streams.commands.sql import format_table, run_sql
 from streams.settings import Settings
 from streams.worker_process import free_port
-from tests.schemas.samples import SAMPLES
+from tests.schemas.samples import SAMPLES, V1_SAMPLES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TIME_FIELDS = ("event_time", "start_time", "starts_at", "emitted_at")
@@ -87,27 +88,19 @@ def test_metric_batches_become_one_row_per_sample() -> None:
     assert table.column("ts").cast(pa.int64()).to_pylist() == [1_000, 1_000, 2_000, 2_000, 2_000]
 
 
-def test_prediction_batches_become_one_row_per_prediction() -> None:
-    anomaly = {
-        "metric": "cpu_percent",
-        "kind": "ANOMALY",
-        "model": "hst",
-        "model_version": "2",
-        "horizon_s": 0,
-        "value": 97.0,
-        "score": 0.9,
-        "lower": None,
-        "upper": None,
-    }
+def test_prediction_batches_of_either_version_become_one_row_per_prediction() -> None:
     record = _recent("prediction_batch", 5_000)
-    record["predictions"].append(anomaly)
-    empty = _recent("prediction_batch", 6_000, predictions=[])
-    table = TABLE_FOR_SCHEMA["prediction_batch"].flatten(_consumed([record, empty]))
-    assert table.num_rows == 2
-    assert table.column("kind").to_pylist() == ["FORECAST", "ANOMALY"]
-    assert table.column("lower").to_pylist() == [10.0, None]
-    assert table.column("item").to_pylist() == [0, 1]
-    assert table.column("prediction_id").to_pylist() == [record["prediction_id"]] * 2
+    PredictionColumns.of(record).add("ANOMALY", ("hst", "2"), ["cpu_percent"], [0], [97.0], [0.9])
+    empty = _recent("prediction_batch", 6_000, **PredictionColumns().record())
+    old = dict(copy.deepcopy(V1_SAMPLES["prediction_batch"]), event_time=7_000)
+    table = TABLE_FOR_SCHEMA["prediction_batch"].flatten(_consumed([record, empty, old]))
+    assert table.num_rows == 3
+    assert table.column("kind").to_pylist() == ["FORECAST", "ANOMALY", "FORECAST"]
+    assert table.column("model").to_pylist() == ["seasonal", "hst", "seasonal"]
+    assert table.column("lower").to_pylist() == [10.0, None, 10.0]
+    assert table.column("item").to_pylist() == [0, 1, 0]
+    assert table.column("offset").to_pylist() == [0, 0, 2]
+    assert table.column("prediction_id").to_pylist()[:2] == [record["prediction_id"]] * 2
 
 
 @pytest.mark.parametrize("schema", sorted(TABLE_FOR_SCHEMA))
@@ -169,18 +162,21 @@ def readme_queries() -> list[str]:
     return re.findall(r"```sql\n(.*?)```", section, flags=re.DOTALL)
 
 
+def _risky() -> dict[str, Any]:
+    """Prediction columns of a step at risk: a failure risk and an anomaly score."""
+    columns = PredictionColumns()
+    for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2)):
+        columns.add(kind, ("seasonal", "1"), ["cpu_percent"], [600], [13.0], [score])
+    return columns.record()
+
+
 def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
     queries = readme_queries()
     assert len(queries) >= 5, "the README lost its SQL examples"
     now = int(time.time() * 1000)
     minute = 60_000
     forecast = _recent("prediction_batch", now - 10 * minute)
-    forecast["predictions"][0]["horizon_s"] = 300
-    risky = _recent("prediction_batch", now - minute, prediction_id="web-1@risk")
-    risky["predictions"] = [
-        dict(forecast["predictions"][0], kind=kind, score=score, horizon_s=600)
-        for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2))
-    ]
+    risky = _recent("prediction_batch", now - minute, prediction_id="web-1@risk", **_risky())
     records = {
         "metric_batch": [_recent("metric_batch", now - 5 * minute, values=[11.0, 40.0])],
         "prediction_batch": [forecast, risky],
@@ -513,7 +509,7 @@ def test_a_step_sent_again_by_a_restarted_worker_is_stored_once(
         ("alert", _recent("alert", now)),
     ]
     again = copy.deepcopy(step)
-    again[0][1]["predictions"][0]["value"] = 99.0
+    again[0][1]["values"][0] = 99.0
     asyncio.run(_produce(bootstrap, topic, 1, step + again))
     group = f"test-repeat-{unique}"
     sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, group)
@@ -527,7 +523,7 @@ def test_a_step_sent_again_by_a_restarted_worker_is_stored_once(
 
     sink.wait_until("every record read", drained)
     assert sink.sql("SELECT prediction_id, value FROM predictions") == [
-        ("web-1@1", step[0][1]["predictions"][0]["value"])
+        ("web-1@1", step[0][1]["values"][0])
     ]
     assert sink.count("features") == 1
     assert sink.count("alerts") == 1

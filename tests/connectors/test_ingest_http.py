@@ -23,6 +23,7 @@ from connectors.ingest_http import (
     IngestServer,
     validate_agent_events,
 )
+from connectors.pii import Scrubber, shipped_rules
 
 NOW = 1_767_225_600_000
 EVENT: dict[str, Any] = {
@@ -106,7 +107,10 @@ def ingest_keys(tmp_path: Path) -> tuple[KeysFile, str, str]:
 
 @asynccontextmanager
 async def ingest_client(keys: KeysFile) -> AsyncIterator[httpx.AsyncClient]:
-    config = IngestConfig("unused:9092", "m", "e", Gatekeeper(keys), ("instance",), port=0)
+    scrubber = Scrubber(shipped_rules(), secret=b"0" * 32)
+    config = IngestConfig(
+        "unused:9092", "m", "e", Gatekeeper(keys), ("instance",), scrubber, port=0
+    )
     app = IngestServer(config).app()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:

@@ -23,6 +23,7 @@ import yaml
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.prometheus import exported_names
+from schemas.predictions import PredictionColumns
 from streams.settings import Settings
 from tests.schemas.samples import SAMPLES
 
@@ -322,10 +323,10 @@ def _sample_store(folder: Path, now_ms: int) -> ChdbStore:
     minute = 60_000
     forecast = _recent("prediction_batch", now_ms - 10 * minute, emitted_at=now_ms)
     risky = _recent("prediction_batch", now_ms - minute, prediction_id="web-1@risk")
-    risky["predictions"] = [
-        dict(forecast["predictions"][0], kind=kind, score=score, horizon_s=600)
-        for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2))
-    ]
+    columns = PredictionColumns()
+    for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2)):
+        columns.add(kind, ("seasonal", "1"), ["cpu_percent"], [600], [13.0], [score])
+    risky.update(columns.record())
     records = {
         "metric_batch": [_recent("metric_batch", now_ms - 5 * minute)],
         "prediction_batch": [forecast, risky],

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 
+from connectors.audit import AuditTrail
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper, RateLimits
@@ -31,6 +32,7 @@ from connectors.ingest_http import (
     IngestServer,
     validate_agent_events,
 )
+from connectors.pii import Scrubber, shipped_rules
 from connectors.remote_write import RemoteWriteDecoder, RemoteWriteError
 from connectors.user_sql import SqlLimits, UserSql
 from tests.fuzz.budget import fuzz
@@ -60,7 +62,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeysFile:
 
 
 def _ingest_app(gatekeeper: Gatekeeper) -> FastAPI:
-    config = IngestConfig("unused:9092", "m", "e", gatekeeper, ENTITY_LABELS, port=0)
+    scrubber = Scrubber(shipped_rules(), secret=b"0" * 32)
+    config = IngestConfig("unused:9092", "m", "e", gatekeeper, ENTITY_LABELS, scrubber, port=0)
     return IngestServer(config).app()
 
 
@@ -201,7 +204,8 @@ def test_every_ingest_request_is_answered_below_500(keys: KeysFile, call: Call) 
 @pytest.fixture(scope="module")
 def sql_app(keys: KeysFile, store: ChdbStore) -> FastAPI:
     sql = UserSql(store.session, SqlLimits(timeout_s=5.0, max_rows=100))
-    return SqlEndpoint(sql, 0, Gatekeeper(keys, NO_LIMITS)).app
+    audit = AuditTrail("unused:9092", "audit", "sink")  # never started: events wait in memory
+    return SqlEndpoint(sql, 0, Gatekeeper(keys, NO_LIMITS), audit).app
 
 
 def _statements() -> st.SearchStrategy[bytes]:

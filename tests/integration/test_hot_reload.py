@@ -14,6 +14,7 @@ import pytest
 from connectors.kafka_producer import RecordProducer
 from models.registry import ModelRegistry
 from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_failure_risk
+from schemas.predictions import prediction_rows
 from streams import topics
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -64,7 +65,7 @@ async def _versions_scored(settings: Settings, entity: str) -> set[str]:
             timeout_s=60,
         )
     (batch,) = [r for _, _, r in seen if r["entity"] == entity and r["event_time"] == t]
-    return {p["model_version"] for p in batch["predictions"] if p["model"] == FAILURE_RISK}
+    return {p["model_version"] for p in prediction_rows(batch) if p["model"] == FAILURE_RISK}
 
 
 async def test_promotion_is_picked_up_and_a_candidate_runs_in_shadow(

@@ -18,13 +18,16 @@ from connectors.http.auth import Gatekeeper
 from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH, WRITE_PATH, IngestConfig, IngestServer
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.pii import Scrubber, shipped_rules
 from schemas.codec import Codec
 from streams.settings import Settings
 from tests.connectors.prometheus_proto import snappy, write_request
+from tests.integration.kafka_io import read_topics
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key"
+SCRUBBER = Scrubber(shipped_rules(), secret=b"integration-test-secret-0123456789")
 REMOTE_WRITE_HEADERS = {
     "Authorization": f"Bearer {KEY}",
     "Content-Encoding": "snappy",
@@ -86,6 +89,7 @@ async def _ingest(settings: Settings, unique: str) -> AsyncIterator[Ingest]:
             agent_events_topic=events,
             gatekeeper=Gatekeeper(keys),
             entity_labels=("entity", "instance", "host", "job"),
+            scrubber=SCRUBBER,
             port=0,
         )
         async with IngestServer(config) as server, aiohttp.ClientSession() as http:
@@ -225,3 +229,76 @@ async def test_agent_events_valid_invalid_and_unauthenticated(
         if s.name == "foresight_ingest_requests_total"
     }
     assert requests[(AGENT_EVENTS_PATH, "401")] >= 3
+
+
+def _scrubbed_counts(exposition: str) -> dict[str, float]:
+    return {
+        s.labels["rule"]: s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == "foresight_pii_scrubbed_total"
+    }
+
+
+async def test_pii_never_reaches_the_topics(stack_settings: Settings, unique: str) -> None:
+    """Addresses, e-mails and tokens sent through both doors: what lands on Kafka holds none
+    of them (read as raw bytes), and a hashed address is the same token wherever it was."""
+    now = int(time.time() * 1000)
+    ip, email, jwt = (
+        "10.20.30.40",
+        f"ada.{unique}@example.com",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2ln",
+    )
+    body = snappy(
+        write_request(
+            [
+                (
+                    {"__name__": "node_load1", "instance": f"{ip}:9100", "entity": ip,
+                     "owner": email, "api_token": "s3cr3t-value"},
+                    [(now, 0.5)],
+                ),
+            ]
+        )
+    )  # fmt: skip
+    event = _event(
+        now,
+        agent=email,
+        error_class=f"Authorization: Bearer {jwt}",
+        labels={"client": ip, "session_token": "plain-secret"},
+    )
+    async with _ingest(stack_settings, unique) as ingest:
+        async with ingest.http.get(ingest.url + "/metrics") as reply:
+            before = _scrubbed_counts(await reply.text())
+        async with ingest.http.post(
+            ingest.url + WRITE_PATH, data=body, headers=REMOTE_WRITE_HEADERS
+        ) as reply:
+            assert reply.status == 204, await reply.text()
+        async with ingest.http.post(
+            ingest.url + AGENT_EVENTS_PATH, json=event, headers={"X-API-Key": KEY}
+        ) as reply:
+            assert reply.status == 202, await reply.text()
+        async with ingest.http.get(ingest.url + "/metrics") as reply:
+            after = _scrubbed_counts(await reply.text())
+        ((_, batch),) = await ingest.consume(ingest.metrics_topic, 1)
+        ((agent, recorded),) = await ingest.consume(ingest.events_topic, 1)
+        raw = b"\n".join(
+            await read_topics(ingest.bootstrap, [ingest.metrics_topic, ingest.events_topic])
+        )
+    for secret in (ip, email, jwt, "s3cr3t-value", "plain-secret"):
+        assert secret.encode() not in raw, f"{secret!r} reached Kafka"
+    token = SCRUBBER.token(ip)
+    assert batch["entity"] == token
+    assert batch["labels"] == {"entity": token, "instance": f"{token}:9100"}
+    assert batch["names"] == [
+        f'node_load1{{api_token="[redacted]",owner="{SCRUBBER.token(email)}"}}'
+    ]
+    assert agent == SCRUBBER.token(email).encode() == recorded["agent"].encode()
+    assert recorded["error_class"] == "Authorization: [redacted]"
+    assert recorded["labels"] == {"client": token, "session_token": "[redacted]"}
+    gained = {rule: after[rule] - before.get(rule, 0) for rule in after}
+    assert {rule: n for rule, n in gained.items() if n} == {
+        "secret_labels": 2,
+        "bearer_tokens": 1,
+        "emails": 2,
+        "ipv4": 3,
+    }

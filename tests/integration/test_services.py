@@ -20,6 +20,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_connect import apply_connector, connector_status, delete_connector
 from connectors.redis_store import FeatureStore
 from schemas.codec import Codec, Message
+from schemas.predictions import PredictionColumns
 from streams.cli import main
 from streams.settings import Settings
 from tests.schemas.samples import SAMPLES
@@ -73,6 +74,15 @@ async def test_redis_features_and_prediction_cache(stack_settings: Settings, uni
         assert missing is None
         (cached,) = await store.predictions([entity])
         assert cached is not None and cached["predictions"][0]["kind"] == "FORECAST"
+        # A newer step without forecasts (they are refreshed every few minutes): the cache
+        # answers its scores and the forecasts still standing.
+        scores = PredictionColumns()
+        scores.add("ANOMALY", ("detector", "1"), ["cpu_percent"], [0], [12.0], [0.4])
+        newer = dict(SAMPLES["prediction_batch"], entity=entity, **scores.record())
+        await store.put_predictions([dict(newer, event_time=newer["event_time"] + 10_000)])
+        (latest,) = await store.predictions([entity])
+        assert latest is not None
+        assert [p["kind"] for p in latest["predictions"]] == ["ANOMALY", "FORECAST"]
         deadline = time.monotonic() + 10
         while (await store.predictions([entity]))[0] is not None:
             assert time.monotonic() < deadline, "the prediction cache entry never expired"

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.audit import AuditTrail
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
-from connectors.http.keys import READ, KeysFile
+from connectors.http.keys import OPERATE, READ, KeysFile
 from connectors.user_sql import UserSql
 from models.registry import ModelRegistry
 from models.training import build_training_set
@@ -116,7 +117,7 @@ async def _updates_since(bootstrap: str, offset: int) -> list[dict[str, Any]]:
 
 
 def test_train_registers_a_candidate_and_promote_announces_it(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, unique: str
 ) -> None:
     now = int(time.time() * 1000) // 60_000 * 60_000
     start = now - 36 * HOUR_MS  # recent: older rows would fall to the tables' TTL
@@ -129,6 +130,9 @@ def test_train_registers_a_candidate_and_promote_announces_it(
         FORESIGHT_CHDB_PATH=str(tmp_path / "chdb"),
         FORESIGHT_SINK_SQL_PORT=str(free_port()),  # no sink there: the folder is opened
         MODEL_REGISTRY_URL=f"file://{registry_folder}",
+        FORESIGHT_KEYS_FILE=str(tmp_path / "keys.json"),
+        FORESIGHT_API_KEY=KeysFile(tmp_path / "keys.json").create("ops", [OPERATE])[1],
+        FORESIGHT_AUDIT_TOPIC=f"test.audit.train.{unique}",
     )
     bootstrap = stack_settings.kafka_bootstrap_servers
     offset = asyncio.run(_end_offset(bootstrap))
@@ -166,7 +170,7 @@ def test_train_registers_a_candidate_and_promote_announces_it(
 
 
 async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
-    tmp_path: Path,
+    stack_settings: Settings, tmp_path: Path, unique: str
 ) -> None:
     """The JSON rows a running sink answers train the same as the folder's Arrow tables."""
     now = int(time.time() * 1000) // 60_000 * 60_000
@@ -188,7 +192,8 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
     from_folder = read(start)
     store = ChdbStore(settings.chdb_path)
     sql = UserSql(store.session, settings.sql_limits())
-    endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys))
+    audit = AuditTrail(stack_settings.kafka_bootstrap_servers, f"test.audit.{unique}", "sink")
+    endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys), audit)
     await endpoint.start()
     try:
         through_sink = await asyncio.to_thread(read, start)

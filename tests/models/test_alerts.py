@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.alerts import AlertRule, AlertState, FiringAlerts, evaluate, worst
+from models.alerts import AlertRule, AlertState, FiringAlerts, evaluate
 
 RULE = AlertRule(
     "risk",
@@ -51,18 +51,6 @@ def test_dedup_key_and_episode_id_are_stable() -> None:
     assert resolved["ends_at"] == 4
     restored = AlertState.from_array(state.as_array())
     assert restored.as_array() == state.as_array()
-
-
-def test_worst_ranks_metrics_for_agreement_rules() -> None:
-    predictions = [
-        {"kind": "ANOMALY", "metric": "cpu", "score": 0.95},
-        {"kind": "ANOMALY", "metric": "latency", "score": 0.91},
-        {"kind": "ANOMALY", "metric": "disk", "score": float("nan")},
-        {"kind": "FORECAST", "metric": "cpu", "score": 1.0},
-    ]
-    assert worst(predictions, "ANOMALY") == (0.95, "cpu")
-    assert worst(predictions, "ANOMALY", rank=2) == (0.91, "latency")
-    assert worst(predictions, "ANOMALY", rank=3) == (0.0, "")
 
 
 def test_a_rule_without_hysteresis_is_refused() -> None:

@@ -50,9 +50,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "feature_vector": {
         "entity": "web-1",
         "event_time": T0,
-        "names": ["cpu_percent:1m:mean"],
-        "values": [12.0],
+        "names": [],
+        "values": [float(i) for i in range(44)],
         "feature_set": "abc",
+        "metrics": ["cpu_percent"],
     },
     "prediction_batch": {
         "prediction_id": "web-1@1767225600000",
@@ -60,19 +61,18 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "event_time": T0,
         "emitted_at": T0 + 5,
         "latency_ms": 5.0,
-        "predictions": [
-            {
-                "metric": "cpu_percent",
-                "kind": "FORECAST",
-                "model": "seasonal",
-                "model_version": "1",
-                "horizon_s": 300,
-                "value": 13.0,
-                "score": 0.1,
-                "lower": 10.0,
-                "upper": 16.0,
-            }
-        ],
+        "predictions": [],
+        "metrics": ["cpu_percent"],
+        "models": ["seasonal"],
+        "model_versions": ["1"],
+        "kinds": ["FORECAST"],
+        "metric_index": [0],
+        "model_index": [0],
+        "horizons_s": [300],
+        "values": [13.0],
+        "scores": [0.1],
+        "lowers": [10.0],
+        "uppers": [16.0],
     },
     "alert": {
         "dedup_key": "anomaly/web-1",
@@ -112,4 +112,49 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metrics": {"auc": 0.91},
         "event_time": T0,
     },
+    "audit_event": {
+        "event_id": "0f" * 16,
+        "event_time": T0,
+        "key_id": "k1a2b3c4d",
+        "key_name": "ops",
+        "action": "model.promote",
+        "target": "failure_risk 3",
+        "outcome": "SUCCEEDED",
+        "service": "cli",
+        "origin": "ada@ops-1",
+        "details": {"updates": "ARCHIVED 2, PROMOTED 3"},
+        "count": 1,
+    },
 }
+
+
+V1_SAMPLES: dict[str, dict[str, Any]] = {
+    "feature_vector": {
+        "entity": "web-1",
+        "event_time": T0,
+        "names": [f"cpu_percent:{i}" for i in range(44)],
+        "values": [float(i) for i in range(44)],
+        "feature_set": "abc",
+    },
+    "prediction_batch": {
+        "prediction_id": "web-1@1767225600000",
+        "entity": "web-1",
+        "event_time": T0,
+        "emitted_at": T0 + 5,
+        "latency_ms": 5.0,
+        "predictions": [
+            {
+                "metric": "cpu_percent",
+                "kind": "FORECAST",
+                "model": "seasonal",
+                "model_version": "1",
+                "horizon_s": 300,
+                "value": 13.0,
+                "score": 0.1,
+                "lower": 10.0,
+                "upper": 16.0,
+            }
+        ],
+    },
+}
+"""Records as version 1 of these schemas wrote them (still readable, through the history)."""

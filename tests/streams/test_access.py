@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from connectors.http.app import is_loopback
+from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, WRITE, KeysFile
-from streams.access import StartRefusedError, gatekeeper, local_client_key
+from streams.access import StartRefusedError, audit_trail, gatekeeper, local_client_key
 from streams.cli import main
 from streams.settings import Settings
 
@@ -22,16 +23,21 @@ def _settings(tmp_path: Path, **changes: str) -> Settings:
     ).replace(**changes)
 
 
+def _gatekeeper(settings: Settings, server: str) -> Gatekeeper:
+    """The server's gatekeeper, with an audit trail that is never started (no Kafka here)."""
+    return gatekeeper(settings, server, audit_trail(settings, server))
+
+
 def test_the_first_start_makes_a_key_prints_it_once_and_saves_it_for_clients(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FORESIGHT_API_KEY", raising=False)
     settings = _settings(tmp_path)
-    gate = gatekeeper(settings, "ingest")
+    gate = _gatekeeper(settings, "ingest")
     key = local_client_key(settings)
     assert key is not None and key in capsys.readouterr().err
     assert gate.admit("127.0.0.1", key, WRITE).admitted
-    gatekeeper(settings, "gateway")
+    _gatekeeper(settings, "gateway")
     assert key not in capsys.readouterr().err  # shown once
     assert local_client_key(settings) == key
 
@@ -39,19 +45,19 @@ def test_the_first_start_makes_a_key_prints_it_once_and_saves_it_for_clients(
 @pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.0.2.1", "foresight.example"])
 def test_a_documented_key_is_refused_beyond_the_loopback(tmp_path: Path, host: str) -> None:
     KeysFile(tmp_path / "keys.json").create("legacy", [WRITE], key="dev-key")
-    gatekeeper(_settings(tmp_path), "ingest")  # the loopback: allowed
+    _gatekeeper(_settings(tmp_path), "ingest")  # the loopback: allowed
     with pytest.raises(StartRefusedError, match="example key from Foresight's documentation"):
-        gatekeeper(_settings(tmp_path, bind_host=host), "ingest")
+        _gatekeeper(_settings(tmp_path, bind_host=host), "ingest")
 
 
 def test_an_empty_or_broken_keys_file_refuses_to_start(tmp_path: Path) -> None:
     keys = KeysFile(tmp_path / "keys.json")
     keys.revoke(keys.create("only", [READ])[0].id)
     with pytest.raises(StartRefusedError, match="holds no key"):
-        gatekeeper(_settings(tmp_path), "gateway")
+        _gatekeeper(_settings(tmp_path), "gateway")
     keys.path.write_text("[]")
     with pytest.raises(StartRefusedError, match="not a Foresight keys file"):
-        gatekeeper(_settings(tmp_path), "gateway")
+        _gatekeeper(_settings(tmp_path), "gateway")
 
 
 @pytest.mark.parametrize("command", [["ingest"], ["gateway"], ["sink", "clickhouse"]])

@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from models.incident_report import match_alerts
+from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.commands.demo import Console, Observed, _observe, _print_summary
 from tests.schemas.samples import SAMPLES
@@ -15,11 +16,11 @@ from tests.schemas.samples import SAMPLES
 def test_predictions_are_counted_one_by_one_and_batches_apart() -> None:
     seen = Observed()
     batch = copy.deepcopy(SAMPLES["prediction_batch"])
-    batch["predictions"] *= 3
+    PredictionColumns.of(batch).add("ANOMALY", ("d", "1"), ["a", "b"], [0, 0], [1, 2], [0, 0])
     for _ in range(2):
         _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
     assert seen.prediction_batches == 2
-    assert seen.predictions == 2 * len(batch["predictions"]) > seen.prediction_batches
+    assert seen.predictions == 2 * 3 > seen.prediction_batches
 
 
 def test_the_summary_names_both_units(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,9 @@ from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.entity import BatchModel
+from models.features import vector_names
 from schemas.codec import Codec, Message
+from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
 from streams.settings import Settings
@@ -100,7 +102,7 @@ def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     second = _engine(changelog)
     out = second.metrics(records[5:], NOW_S)
     hour_count = _decoded(out, topics.FEATURES.name)[-1]
-    index = hour_count["names"].index("cpu:1h:count")
+    index = vector_names(hour_count).index("cpu:1h:count")
     assert hour_count["values"][index] == 12
 
 
@@ -178,7 +180,7 @@ def test_past_the_entity_cap_idle_entities_leave_and_new_ones_wait() -> None:
     engine.tick(NOW_S + 1100)  # "b" idle too now
     back = engine.metrics([feed.record("a", T0_MS + 3 * STEP_MS, {"cpu": 1.0})], NOW_S + 1100)
     features = _decoded(back, topics.FEATURES.name)
-    count = features[-1]["values"][features[-1]["names"].index("cpu:1h:count")]
+    count = features[-1]["values"][vector_names(features[-1]).index("cpu:1h:count")]
     assert count == 4, "the returning entity kept its windows"
 
 
@@ -229,9 +231,9 @@ def test_a_node_exporter_host_through_the_door_is_modelled_as_signals() -> None:
     raw = ("node_cpu_seconds_total", "_bucket", "go_", "node_memory_", "node_filesystem_")
     assert [m for m in modelled if any(r in m for r in raw)] == []
     features = _decoded(out, topics.FEATURES.name)[-1]
-    last = dict(zip(features["names"], features["values"], strict=True))
+    last = dict(zip(vector_names(features), features["values"], strict=True))
     assert 0.0 < last["cpu_used_fraction:1m:last"] < 1.0  # a rate, not seconds since boot
-    predicted = {p["metric"] for p in _decoded(out, topics.PREDICTIONS.name)[-1]["predictions"]}
+    predicted = {p["metric"] for p in prediction_rows(_decoded(out, topics.PREDICTIONS.name)[-1])}
     assert predicted <= {*modelled, "entity"}
 
 

@@ -1,4 +1,5 @@
-"""``foresight worker`` refuses a rules file it cannot use, before touching Kafka."""
+"""``foresight worker``: the Faust app it builds from the settings, and a rules file it refuses
+before touching Kafka."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.app import create_app
 from streams.cli import main
+from streams.settings import Settings
 
 
 def test_a_bad_signal_rules_file_stops_the_worker_with_the_place_and_reason(
@@ -18,3 +21,11 @@ def test_a_bad_signal_rules_file_stops_the_worker_with_the_place_and_reason(
     assert main(["worker"]) == 2
     error = capsys.readouterr().err
     assert f"{rules} profiles[0] (mine) signals[0] (cpu): expr: rate() is not needed" in error
+
+
+@pytest.mark.parametrize("standbys", [0, 2])
+def test_the_worker_keeps_as_many_standby_replicas_as_the_setting_says(
+    tmp_path: Path, standbys: int
+) -> None:
+    settings = Settings(worker_data_dir=str(tmp_path), worker_standby_replicas=standbys)
+    assert create_app(settings).conf.table_standby_replicas == standbys

@@ -1,0 +1,202 @@
+"""The columnar PredictionBatch: build one, and read one whatever its version.
+
+Version 2 of ``prediction_batch.avsc`` carries predictions as parallel arrays (metric and model
+names once, then kinds, indices, horizons, values, scores and bounds), so an entity step with
+two hundred predictions encodes as a dozen arrays rather than two hundred records. Version 1
+data, with its list of prediction records, still decodes into the current schema: readers
+that want one record per prediction call :func:`prediction_rows` (or :func:`as_rows` for the
+whole batch) and need not care which version wrote it.
+
+In the columns a missing interval bound is NaN; in rows it is ``None``, as in version 1.
+
+Examples
+--------
+>>> columns = PredictionColumns()
+>>> columns.add("ANOMALY", ("detector", "1"), ["cpu", "mem"], [0.0, 0.0], [12.0, 40.0],
+...             [0.1, 0.9])
+>>> batch = {"entity": "web-1", **columns.record()}
+>>> [(p["metric"], p["score"], p["lower"]) for p in prediction_rows(batch)]
+[('cpu', 0.1, None), ('mem', 0.9, None)]
+>>> columns.worst("ANOMALY")
+(0.9, 'mem')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Record = dict[str, Any]
+
+KINDS: tuple[str, ...] = ("ANOMALY", "FORECAST", "FAILURE_RISK", "BOTTLENECK", "DURATION")
+COLUMNS: tuple[str, ...] = (
+    "kinds",
+    "metric_index",
+    "model_index",
+    "horizons_s",
+    "values",
+    "scores",
+    "lowers",
+    "uppers",
+)
+NAMES: tuple[str, ...] = ("metrics", "models", "model_versions")
+
+
+class PredictionColumns:
+    """The prediction columns of one batch, filled a kind at a time."""
+
+    def __init__(self) -> None:
+        self.metrics: list[str] = []
+        self.models: list[str] = []
+        self.model_versions: list[str] = []
+        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self._metric_at: dict[str, int] = {}
+        self._model_at: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> PredictionColumns:
+        """The columns of a built batch record, shared: :meth:`add` then grows the record."""
+        columns = cls()
+        columns.metrics = record["metrics"]
+        columns.models = record["models"]
+        columns.model_versions = record["model_versions"]
+        columns.columns = {name: record[name] for name in COLUMNS}
+        columns._metric_at = {m: i for i, m in enumerate(columns.metrics)}
+        columns._model_at = {
+            (m, v): i
+            for i, (m, v) in enumerate(zip(columns.models, columns.model_versions, strict=True))
+        }
+        return columns
+
+    def highest(self, kind: str) -> dict[tuple[str, str], float]:
+        """Each model's highest score of ``kind`` (over its metrics)."""
+        out: dict[tuple[str, str], float] = {}
+        columns = self.columns
+        for k, at, score in zip(
+            columns["kinds"], columns["model_index"], columns["scores"], strict=True
+        ):
+            if k == kind:
+                key = (self.models[at], self.model_versions[at])
+                out[key] = max(out.get(key, 0.0), score)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.columns["kinds"])
+
+    def metric(self, name: str) -> int:
+        """The index of metric ``name``, added when new."""
+        at = self._metric_at.get(name)
+        if at is None:
+            at = self._metric_at[name] = len(self.metrics)
+            self.metrics.append(name)
+        return at
+
+    def model(self, name: str, version: str) -> int:
+        """The index of a model version, added when new."""
+        at = self._model_at.get((name, version))
+        if at is None:
+            at = self._model_at[(name, version)] = len(self.models)
+            self.models.append(name)
+            self.model_versions.append(version)
+        return at
+
+    def add(
+        self,
+        kind: str,
+        model: tuple[str, str],
+        metrics: Sequence[str],
+        horizons_s: npt.ArrayLike,
+        values: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        lowers: npt.ArrayLike | None = None,
+        uppers: npt.ArrayLike | None = None,
+    ) -> None:
+        """Predictions of one kind by one model, one per metric (parallel sequences; bounds
+        NaN, or None for none at all)."""
+        n = len(metrics)
+        if not n:
+            return
+        columns = self.columns
+        columns["kinds"] += [kind] * n
+        columns["metric_index"] += [self.metric(m) for m in metrics]
+        columns["model_index"] += [self.model(*model)] * n
+        columns["horizons_s"] += np.asarray(horizons_s, dtype=np.int64).tolist()
+        columns["values"] += _floats(values)
+        columns["scores"] += _floats(scores)
+        columns["lowers"] += [math.nan] * n if lowers is None else _floats(lowers)
+        columns["uppers"] += [math.nan] * n if uppers is None else _floats(uppers)
+
+    def worst(self, kind: str, rank: int = 1) -> tuple[float, str]:
+        """The ``rank``-th highest finite score of ``kind`` and its metric; ``(0, '')`` when
+        fewer than ``rank`` predictions of that kind have one."""
+        columns = self.columns
+        scored = sorted(
+            (
+                (score, self.metrics[at])
+                for k, score, at in zip(
+                    columns["kinds"], columns["scores"], columns["metric_index"], strict=True
+                )
+                if k == kind and math.isfinite(score)
+            ),
+            reverse=True,
+        )
+        return scored[rank - 1] if len(scored) >= rank else (0.0, "")
+
+    def record(self) -> Record:
+        """The batch's prediction fields."""
+        return {
+            "predictions": [],
+            "metrics": self.metrics,
+            "models": self.models,
+            "model_versions": self.model_versions,
+            **self.columns,
+        }
+
+
+def _floats(values: npt.ArrayLike) -> list[float]:
+    floats: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    return floats
+
+
+def _bound(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def prediction_rows(batch: Mapping[str, Any]) -> list[Record]:
+    """One record per prediction (version 1's shape), from a batch of either version."""
+    if batch.get("predictions"):
+        return list(batch["predictions"])
+    metrics, models, versions = batch["metrics"], batch["models"], batch["model_versions"]
+    return [
+        {
+            "metric": metrics[m],
+            "kind": kind,
+            "model": models[k],
+            "model_version": versions[k],
+            "horizon_s": horizon,
+            "value": value,
+            "score": score,
+            "lower": _bound(lower),
+            "upper": _bound(upper),
+        }
+        for kind, m, k, horizon, value, score, lower, upper in zip(
+            *(batch.get(name, ()) for name in COLUMNS), strict=True
+        )
+    ]
+
+
+def prediction_count(batch: Mapping[str, Any]) -> int:
+    """How many predictions a batch of either version carries."""
+    return len(batch.get("predictions") or ()) or len(batch.get("kinds") or ())
+
+
+def as_rows(batch: Mapping[str, Any]) -> Record:
+    """The batch in version 1's shape, ``predictions`` as records and no columns: for
+    readers that hand it on as JSON (the gateway, ``tail``, the read API)."""
+    out = {k: v for k, v in batch.items() if k not in COLUMNS and k not in NAMES}
+    out["predictions"] = prediction_rows(batch)
+    return out
