@@ -27,8 +27,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from connectors.http.keys import KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from deploy.local.processes import free_port
 from streams.settings import Settings
-from streams.worker_process import ForesightProcess, free_port
+from streams.worker_process import ForesightProcess
 from tests.fuzz.budget import fuzz
 from tests.fuzz.test_http_fuzz import KEYS, Call, _answered, _would_produce, requests
 from tests.fuzz.test_json_doors_fuzz import messages
