@@ -19,7 +19,7 @@ from schemas.predictions import prediction_count
 from streams import topics
 from streams.settings import Settings
 from streams.state_store import key_partition
-from streams.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess, group_ready
 from tests.integration.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -43,33 +43,6 @@ def _batch(entity: str, t_ms: int, k: int, leak: bool) -> dict[str, Any]:
     }
 
 
-async def _group_ready(workers: list[WorkerProcess], settings: Settings, timeout_s: float) -> None:
-    """Wait until the group's workers between them read every metrics partition (probes
-    to each partition, as a single worker's ``ready`` sends)."""
-    deadline = time.monotonic() + timeout_s
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        while True:
-            consumed = {
-                key
-                for w in workers
-                for key, offset in ((w.health() or {}).get("consumed") or {}).items()
-                if key.startswith(topics.METRICS.name) and offset >= 0
-            }
-            if len(consumed) >= settings.topic_partitions:
-                return
-            assert time.monotonic() < deadline, f"the group reads only {sorted(consumed)}"
-            for partition in range(settings.topic_partitions):
-                await producer.send_to_partition(
-                    topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
-                )
-            await producer.flush()
-            await asyncio.sleep(0.5)
-    finally:
-        await producer.stop()
-
-
 def _owned(worker: WorkerProcess) -> set[int]:
     consumed = (worker.health() or {}).get("consumed") or {}
     return {int(k.rsplit(":", 1)[1]) for k in consumed if k.startswith(topics.METRICS.name)}
@@ -88,7 +61,7 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
     start = int(time.time() * 1000) - STEPS * STEP_MS - 600_000
     producer = RecordProducer(stack_settings.kafka_bootstrap_servers)
     try:
-        await _group_ready(workers, stack_settings, timeout_s=120)
+        await group_ready(workers, timeout_s=120)
         victim = next(w for w in workers if _owned(w))
         lost = _owned(victim)
         victim_entities = {
