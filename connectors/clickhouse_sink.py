@@ -561,7 +561,9 @@ class SqlEndpoint:
     ) -> None:
         self._sql = sql
         self._audit = audit
-        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port, tls)
+        self.app = self._app(gatekeeper)
+        """The ASGI application (in-process clients use it without a socket)."""
+        self._http = HttpServer(self.app, SQL_HOST, port, tls)
 
     @property
     def port(self) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import json
 import logging
 import signal
 import time
@@ -54,7 +53,8 @@ from connectors.gateway_filters import (
     ALERTS,
     PREDICTIONS,
     Subscription,
-    parse_subscription,
+    SubscriptionError,
+    read_subscription,
 )
 from connectors.gateway_http import (
     StaticFiles,
@@ -402,8 +402,8 @@ class Gateway:
         try:
             async for raw in connection:
                 try:
-                    subscription = parse_subscription(json.loads(raw))
-                except ValueError as error:  # bad JSON or a SubscriptionError
+                    subscription = read_subscription(raw)
+                except SubscriptionError as error:
                     await connection.send(to_json({"type": "error", "message": str(error)}))
                     continue
                 if sender is not None and client is not None:

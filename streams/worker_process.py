@@ -73,35 +73,43 @@ class WorkerProcess(ForesightProcess):
         )
 
     async def ready(self, timeout_s: float = 90) -> None:
-        """Wait until the worker reads every partition of ``telemetry.metrics``.
+        """Wait until the worker reads every partition of ``telemetry.metrics``."""
+        await group_ready([self], timeout_s)
 
-        A new group reading from ``latest`` fixes its start offset on its first fetch, so
-        the test sends a probe to each partition until the worker has consumed one from
-        each: records produced after that are certain to be read.
-        """
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        producer = RecordProducer(self.settings.kafka())
-        await producer.start()
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"worker exited; see {self.log}")
-                health = self.health() or {}
-                consumed = [
-                    k
-                    for k, offset in health.get("consumed", {}).items()
-                    if k.startswith(topics.METRICS.name) and offset >= 0
-                ]
-                if len(consumed) >= self.settings.topic_partitions:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"worker not ready in {timeout_s}s: {health}")
-                for partition in range(self.settings.topic_partitions):
-                    await producer.send_to_partition(
-                        topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
-                    )
-                await producer.flush()
-                await asyncio.sleep(0.5)
-        finally:
-            await producer.stop()
+
+async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:
+    """Wait until the workers of one group between them read every partition of
+    ``telemetry.metrics``.
+
+    A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
+    sends a probe to each partition until the group has consumed one from each: records
+    produced after that are certain to be read.
+    """
+    settings = workers[0].settings
+    deadline = time.monotonic() + timeout_s
+    producer = RecordProducer(settings.kafka())
+    await producer.start()
+    try:
+        while True:
+            consumed = set()
+            for worker in workers:
+                if worker.process is None or worker.process.poll() is not None:
+                    raise AssertionError(f"worker exited; see {worker.log}")
+                health = worker.health() or {}
+                consumed |= {
+                    key
+                    for key, offset in health.get("consumed", {}).items()
+                    if key.startswith(topics.METRICS.name) and offset >= 0
+                }
+            if len(consumed) >= settings.topic_partitions:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not ready in {timeout_s}s: read {sorted(consumed)}")
+            for partition in range(settings.topic_partitions):
+                await producer.send_to_partition(
+                    topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
+                )
+            await producer.flush()
+            await asyncio.sleep(0.5)
+    finally:
+        await producer.stop()

@@ -17,6 +17,7 @@ import pytest
 
 from deploy.local.stack import SYSTEM_PACKAGES, LocalStack, StackError, endpoints
 
+_MAKE_ENVIRONMENT = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 ROOT = Path(__file__).resolve().parents[2]
 STACK_NEEDS = {"python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server"}
 REAL_CLIENTS = {"prometheus-node-exporter", "prometheus", "promtool", "prometheus-alertmanager"}
@@ -68,9 +69,13 @@ def test_ci_runs_make_test_and_installs_nothing_itself() -> None:
     ],
 )
 def test_make_targets_install_their_system_packages_first(target: str, needs: set[str]) -> None:
+    # Run as a user would, not as a sub-make: `make test` runs this test, and a nested make
+    # reads its parent's flags and announces the directory it enters.
+    outside = {k: v for k, v in os.environ.items() if k not in _MAKE_ENVIRONMENT}
     dry_run = subprocess.run(
-        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True,
+        env=outside,
+    ).stdout.splitlines()  # fmt: skip
     first = dry_run[0].split()
     assert first[0] == "deploy/local/system-packages", dry_run[:3]
     assert set(first[1:]) == needs
