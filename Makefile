@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := deploy/local/system-packages
 PYTHON_NEEDS := python3.11 python3.11-venv
 STACK_NEEDS := $(PYTHON_NEEDS) java javac mvn redis-server
-TEST_NEEDS := $(STACK_NEEDS) chromium
+TEST_NEEDS := $(STACK_NEEDS) chromium kcat
 # The Helm chart's tests (tests/deploy/test_helm.py) render it with Helm, built from its Go module
 # (about 7 minutes on a new machine, once), and validate it against the operators' CRDs.
 HELM_VERSION := v3.22.0

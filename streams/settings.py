@@ -62,7 +62,14 @@ class Settings:
     schema_registry_url: str = _setting(
         "",
         "SCHEMA_REGISTRY_URL",
-        "A Confluent-compatible schema registry; when set, records use Confluent's framing.",
+        "A Confluent-compatible schema registry (the local stack's: http://127.0.0.1:8085); when "
+        "set, every process writes Confluent's framing under record-name subjects, each BACKWARD "
+        "compatible; empty: Foresight's framing, no registry needed.",
+    )
+    schema_registry_port: int = _setting(
+        8085,
+        "FORESIGHT_SCHEMA_REGISTRY_PORT",
+        "Port on 127.0.0.1 where `foresight stack up` runs the local schema registry.",
     )
     stack_dir: str = _setting(
         ".stack", "FORESIGHT_STACK_DIR", "Data, logs and pids of the local stack."

@@ -1,8 +1,10 @@
-"""The local stack: Kafka (KRaft), Kafka Connect, Redis and embedded ClickHouse on one machine.
+"""The local stack: Kafka (KRaft), Kafka Connect, a schema registry, Redis and embedded
+ClickHouse on one machine.
 
 Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
 ``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
-plugin is built from ``connectors/kafka-connect/http-sink``; Redis is Debian's
+plugin is built from ``connectors/kafka-connect/http-sink``, and the schema registry (Confluent's
+REST API over Apache Avro) from ``deploy/local/schema-registry``; Redis is Debian's
 ``redis-server`` (reused when one already answers on its port); ClickHouse is chdb on a data
 folder, or the server at ``CLICKHOUSE_URL``. Java, Maven and redis-server are installed with
 apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer too).
@@ -36,6 +38,8 @@ from connectors.kafka_connect import private_folder
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+REGISTRY_MAIN = "io.foresight.registry.SchemaRegistry"
+SERVICES = ("kafka", "connect", "schema-registry", "redis")
 _HERE = Path(__file__).resolve().parent
 SYSTEM_PACKAGES = _HERE / "system-packages"
 
@@ -58,10 +62,15 @@ class Endpoints:
     chdb_path: Path
     sink_sql_port: int | None = None
     sink_key: str | None = None  # a key of the read role, to ask the sink
+    registry_port: int = 8085
 
     @property
     def bootstrap(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry_port}"
 
     @property
     def connect_url(self) -> str:
@@ -90,6 +99,7 @@ def endpoints(
     chdb_path: str,
     sink_sql_port: int | None = None,
     sink_key: str | None = None,
+    registry_port: int = 8085,
 ) -> Endpoints:
     """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
     host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
@@ -106,6 +116,7 @@ def endpoints(
         chdb_path=Path(chdb_path),
         sink_sql_port=sink_sql_port,
         sink_key=sink_key,
+        registry_port=registry_port,
     )
 
 
@@ -313,6 +324,27 @@ class LocalStack:
         shutil.copy2(built[-1], jar)
         return plugins.parent
 
+    def schema_registry(self) -> list[str]:
+        """The registry's jar and classpath, built with Maven when its sources are newer."""
+        project = _HERE / "schema-registry"
+        built = self.dir / "schema-registry" / "classpath.txt"
+        sources = [project / "pom.xml", *sorted((project / "src").rglob("*"))]
+        newest = max(p.stat().st_mtime for p in sources if p.is_file())
+        jars = sorted((project / "target").glob("foresight-schema-registry-*.jar"))
+        if not (built.is_file() and jars and built.stat().st_mtime >= newest):
+            mvn = self._tool("mvn", "javac")
+            self.progress("building the schema registry with Maven")
+            built.parent.mkdir(parents=True, exist_ok=True)
+            self._run(
+                [
+                    *(mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package"),
+                    *("dependency:build-classpath", f"-Dmdep.outputFile={built}"),
+                ],
+                "building the schema registry",
+            )
+            jars = sorted((project / "target").glob("foresight-schema-registry-*.jar"))
+        return [str(jars[-1]), built.read_text().strip()]
+
     def _run(self, argv: list[str], what: str) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -385,6 +417,30 @@ class LocalStack:
             ),
         )
 
+    def _up_registry(self) -> None:
+        w = self.where
+        if self._running_pid("schema-registry") or _port_open("127.0.0.1", w.registry_port):
+            return
+        classpath = ":".join(self.schema_registry())
+        journal = self.dir / "schema-registry" / "journal.jsonl"
+        self.progress(f"starting the schema registry on {w.registry_url}")
+        self._spawn(
+            "schema-registry",
+            [
+                *(self._tool("java"), "-Xmx128m", "-XX:+UseSerialGC", "-cp", classpath),
+                *(REGISTRY_MAIN, "--host", "127.0.0.1", "--port", str(w.registry_port)),
+                *("--journal", str(journal)),
+            ],
+        )
+
+    def _registry_subjects(self) -> list[str] | None:
+        """The registry's subjects, or None when no registry answers."""
+        try:
+            subjects = _http_json(f"{self.where.registry_url}/subjects")
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        return [str(s) for s in subjects] if isinstance(subjects, list) else None
+
     def _up_redis(self) -> None:
         w = self.where
         if self._running_pid("redis") or _redis_ping(w.redis_host, w.redis_port):
@@ -423,7 +479,14 @@ class LocalStack:
         w = self.where
         self._up_redis()
         self._up_kafka()
+        self._up_registry()
         _wait("Redis", lambda: _redis_ping(w.redis_host, w.redis_port), 30, self._log("redis"))
+        _wait(
+            "The schema registry",
+            lambda: self._registry_subjects() is not None,
+            timeout,
+            self._log("schema-registry"),
+        )
         _wait("Kafka", lambda: _kafka_ready(w.bootstrap), timeout, self._log("kafka.java"))
         self._up_connect()
         _wait("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
@@ -462,6 +525,16 @@ class LocalStack:
         else:
             detail, ok = f"nothing answers on {w.connect_url}", False
         out.append(ServiceStatus("connect", ok, detail, pid, pid is not None))
+        pid = self._running_pid("schema-registry")
+        subjects = self._registry_subjects()
+        detail = (
+            f"no registry answers on {w.registry_url}"
+            if subjects is None
+            else f"registry on {w.registry_url} holds {len(subjects)} subjects"
+        )
+        out.append(
+            ServiceStatus("schema-registry", subjects is not None, detail, pid, pid is not None)
+        )
         pid = self._running_pid("redis")
         ok = _redis_ping(w.redis_host, w.redis_port)
         where = f"{w.redis_host}:{w.redis_port}"
@@ -474,9 +547,12 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
-        stopped = [s for s in ("connect", "kafka", "redis") if self._stop(s)]
+        stopped = [s for s in SERVICES if self._stop(s)]
         if wipe and self.dir.exists():
-            for child in ("kafka", "redis", "connect", "chdb", "worker-data", "logs", "pids"):
+            for child in (
+                *("kafka", "redis", "connect", "schema-registry"),
+                *("chdb", "worker-data", "logs", "pids"),
+            ):
                 shutil.rmtree(self.dir / child, ignore_errors=True)
             if self.where.chdb_path.resolve().is_relative_to(self.dir):
                 shutil.rmtree(self.where.chdb_path, ignore_errors=True)
@@ -484,7 +560,7 @@ class LocalStack:
 
     def managed_pids(self) -> Iterator[tuple[str, int]]:
         """``(service, pid)`` of every live process this stack started."""
-        for service in ("kafka", "connect", "redis"):
+        for service in SERVICES:
             pid = self._running_pid(service)
             if pid is not None:
                 yield service, pid

@@ -26,6 +26,7 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.chdb_path,
         settings.sink_sql_port,
         local_client_key(settings),
+        settings.schema_registry_port,
     )
 
     def progress(line: str) -> None:
@@ -50,7 +51,7 @@ def _print_statuses(statuses: list[ServiceStatus], as_json: bool) -> None:
     for s in statuses:
         mark = "ok  " if s.healthy else "DOWN"
         owner = f" pid {s.pid}" if s.pid else ""
-        print(f"{mark} {s.name:<11} {s.detail}{owner}")
+        print(f"{mark} {s.name:<15} {s.detail}{owner}")
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:

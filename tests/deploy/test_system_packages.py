@@ -18,7 +18,9 @@ import pytest
 from deploy.local.stack import SYSTEM_PACKAGES, LocalStack, StackError, endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-EVERY_NEED = {"python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server", "chromium"}
+EVERY_NEED = {
+    *("python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server", "chromium", "kcat")
+}
 
 
 def _commands(script: Path) -> list[str]:
@@ -61,7 +63,7 @@ def test_ci_runs_make_test_and_installs_nothing_itself() -> None:
     ("target", "needs"),
     [
         ("test", EVERY_NEED),
-        ("demo", EVERY_NEED - {"chromium"}),
+        ("demo", EVERY_NEED - {"chromium", "kcat"}),
         ("install", {"python3.11", "python3.11-venv"}),
     ],
 )
