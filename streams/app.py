@@ -175,7 +175,7 @@ def create_app(settings: Settings) -> faust.App:
         topics.PREDICTIONS,
         topics.ALERTS,
         topics.ROUTING,
-        *topics.ALERT_JSON_TOPICS,
+        *topics.JSON_TOPICS,
     ]
     out = {t.name: app.topic(t.name, **raw) for t in out_topics}
     out[routing_stats.get_topic_name()] = routing_stats

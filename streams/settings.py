@@ -71,6 +71,13 @@ class Settings:
         "FORESIGHT_SCHEMA_REGISTRY_PORT",
         "Port on 127.0.0.1 where `foresight stack up` runs the local schema registry.",
     )
+    json_twins: bool = _setting(
+        False,
+        "FORESIGHT_JSON_TWINS",
+        "The worker also writes every output topic as plain JSON on a twin topic (features.json, "
+        "predictions.json, alerts.json, routing.decisions.json), per the JSON Schemas in "
+        "schemas/json; off: each record is encoded once, as Avro.",
+    )
     stack_dir: str = _setting(
         ".stack", "FORESIGHT_STACK_DIR", "Data, logs and pids of the local stack."
     )

@@ -13,7 +13,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
 from streams.settings import Settings
-from streams.topics import ALERT_JSON_TOPICS, data_topics
+from streams.topics import JSON_TOPICS, data_topics
 
 
 def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
@@ -83,11 +83,11 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def topic_requests(settings: Settings) -> list[TopicRequest]:
-    """Every topic of :func:`streams.topics.data_topics` and the alerts' JSON twins, as the
-    broker should hold it."""
+    """Every topic of :func:`streams.topics.data_topics` and the JSON twins, as the broker
+    should hold it."""
     return [
         TopicRequest(t.name, t.partition_count(settings), t.config(settings))
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
 
 
@@ -105,7 +105,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
             "cleanup": t.config(settings)["cleanup.policy"],
             "result": outcome[t.name],
         }
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
