@@ -164,7 +164,7 @@ def create_app(settings: Settings) -> faust.App:
     events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
     labels_in = app.topic(topics.LABELS.name, **raw)
     routing_stats = app.topic(
-        f"{settings.worker_id}-routing-stats",
+        topics.routing_stats(settings).name,
         internal=True,
         partitions=settings.topic_partitions,
         **raw,

@@ -103,6 +103,13 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def routing_stats(settings: Settings) -> TopicSpec:
+    """The worker's internal topic that carries agent statistics to its routing step."""
+    return TopicSpec(
+        f"{settings.worker_id}-routing-stats", "json", "task type", "agent statistics to route"
+    )
+
+
 def audit_topic(settings: Settings) -> TopicSpec:
     """The audit topic, named by ``FORESIGHT_AUDIT_TOPIC`` (``audit`` by default)."""
     return replace(AUDIT, name=settings.audit_topic)

@@ -9,13 +9,16 @@ resolution), as a consumer built against one version of a schema reads every oth
     python examples/python/subscriber.py --registry http://127.0.0.1:8085 predictions alerts
 
 It reads each topic from its start and stops after ``--max`` records, or when nothing came for
-``--idle`` seconds. JSON has no NaN or infinity: such values print as null.
+``--idle`` seconds. JSON has no NaN or infinity: such values print as null; bytes print as
+base64.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import datetime
 import io
 import json
 import math
@@ -29,14 +32,19 @@ import fastavro
 from aiokafka import AIOKafkaConsumer
 
 
-def finite(value: Any) -> Any:
-    """``value`` with NaN and infinities (which JSON cannot carry) as None."""
+def as_json(value: Any) -> Any:
+    """``value`` as JSON can carry it: NaN and infinities as None, bytes as base64,
+    timestamps as epoch milliseconds (as Avro carries them)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime):  # fastavro reads timestamp-millis as datetime
+        return round(value.timestamp() * 1000)
     if isinstance(value, list):
-        return [finite(v) for v in value]
+        return [as_json(v) for v in value]
     if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
+        return {k: as_json(v) for k, v in value.items()}
     return value
 
 
@@ -93,7 +101,7 @@ async def subscribe(args: argparse.Namespace, registry: Registry) -> None:
                         continue
                     key = m.key.decode() if m.key is not None else None
                     line = {"topic": m.topic, "key": key, "schema_id": schema_id}
-                    print(json.dumps({**line, "value": finite(value)}, default=str), flush=True)
+                    print(json.dumps({**line, "value": as_json(value)}), flush=True)
                     seen += 1
     finally:
         await consumer.stop()

@@ -119,8 +119,8 @@ public final class Subscriber {
                 DecoderFactory.get()
                     .binaryDecoder(value.array(), value.position(), value.remaining(), null));
     String key = record.key() == null ? "null" : quote(new String(record.key(), "UTF-8"));
-    // GenericData's toString is JSON, but for NaN and Infinity (JSON has none): they come as
-    // the bare words NaN and Infinity, which most JSON readers accept.
+    // GenericData's toString is JSON; NaN and infinities, which JSON has not, come as the
+    // strings "NaN", "Infinity" and "-Infinity", bytes as {"bytes": "..."}.
     System.out.printf(
         "{\"topic\":%s,\"key\":%s,\"schema_id\":%d,\"value\":%s}%n",
         quote(record.topic()), key, id, decoded);
