@@ -141,7 +141,7 @@ async def run(
                 for burst in range(12):
                     for i in range(6):
                         failed = i >= 2  # two in three fail: the agent_failures alert
-                        event = {
+                        event: dict[str, Any] = {
                             "agent": agent, "task_id": f"{burst}-{i}", "task_type": task_type,
                             "phase": "FAILED" if failed else "SUCCEEDED",
                             "event_time": start + (burst * 6 + i) * 1000,
