@@ -70,16 +70,25 @@ def _kind(node: Any) -> str:
     return str(node)
 
 
-def _converter(node: Any, named: dict[str, Any]) -> Convert:
-    """A function from a value of Avro type ``node`` to its JSON form."""
-    if isinstance(node, str) and node in named:
-        return _converter(named[node], named)
-    kind = _kind(node)
-    if isinstance(node, dict) and isinstance(node["type"], (dict, list)):
-        return _converter(node["type"], named)
+def _resolved(node: Any, named: dict[str, Any]) -> tuple[Any, str]:
+    """The type ``node`` stands for (a named type's definition, a field type's inner type), and
+    its kind; a named type met for the first time is remembered in ``named``."""
+    while True:
+        if isinstance(node, str) and node in named:
+            node = named[node]
+        elif isinstance(node, dict) and isinstance(node["type"], (dict, list)):
+            node = node["type"]
+        else:
+            break
     if isinstance(node, dict) and "name" in node:
         named[node["name"]] = node
         named[f"{node.get('namespace', 'io.foresight')}.{node['name']}"] = node
+    return node, _kind(node)
+
+
+def _converter(node: Any, named: dict[str, Any]) -> Convert:
+    """A function from a value of Avro type ``node`` to its JSON form."""
+    node, kind = _resolved(node, named)
     if kind == "record":
         fields = [
             (f["name"], f.get("default", _MISSING), _converter(f["type"], named))
@@ -95,13 +104,9 @@ def _converter(node: Any, named: dict[str, Any]) -> Convert:
 
         return record
     if kind == "array":
-        items = node["items"]
-        if _kind(named[items] if isinstance(items, str) and items in named else items) in (
-            "double",
-            "float",
-        ):
+        if _resolved(node["items"], named)[1] in ("double", "float"):
             return _finite_array
-        convert = _converter(items, named)
+        convert = _converter(node["items"], named)
         return lambda values: [convert(v) for v in values]
     if kind == "map":
         convert = _converter(node["values"], named)
@@ -130,14 +135,7 @@ def json_form(name: str) -> Convert:
 
 def _schema_of(node: Any, named: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema of the JSON form of Avro type ``node``."""
-    if isinstance(node, str) and node in named:
-        return _schema_of(named[node], named)
-    kind = _kind(node)
-    if isinstance(node, dict) and isinstance(node["type"], (dict, list)):
-        return _schema_of(node["type"], named)
-    if isinstance(node, dict) and "name" in node:
-        named[node["name"]] = node
-        named[f"{node.get('namespace', 'io.foresight')}.{node['name']}"] = node
+    node, kind = _resolved(node, named)
     if kind == "record":
         properties = {}
         for field in node["fields"]:
