@@ -30,7 +30,7 @@ def run_worker(settings: Settings) -> int:
     internal = topics.routing_stats(settings)
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap_servers,
+            settings.kafka(),
             [TopicRequest(internal.name, internal.partition_count(settings), {})],
         )
     )

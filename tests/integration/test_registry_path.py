@@ -32,12 +32,12 @@ from typing import Any
 import fastavro
 import jsonschema
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from connectors.clickhouse import open_store
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_producer import RecordProducer
 from connectors.schema_registry import ConfluentRegistry, RegistryError
+from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
 from schemas.codec import Codec, Schema, current_schema, schema_history
 from schemas.json_form import json_form, json_schema
@@ -45,7 +45,7 @@ from schemas.predictions import prediction_rows
 from streams import topics
 from streams.commands.stack import local_stack
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess, free_port
+from streams.worker_process import WorkerProcess
 from tests.integration.kafka_io import TopicReader
 from tests.integration.test_metrics_endpoints import (
     foresight_process,
@@ -106,7 +106,7 @@ async def run(
 ) -> Run:
     u = uuid.uuid4().hex[:8]
     entity, agent, task_type = f"reg-{u}", f"agent-{u}", f"task-{u}"
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     codec = Codec(ConfluentRegistry(registry))
     worker = WorkerProcess(
         stack_settings,
@@ -119,8 +119,8 @@ async def run(
     names = [s.name for s in OUTPUTS] + list(TWINS)
     try:
         await worker.ready()
-        async with TopicReader(bootstrap, *names, codec=codec) as reader:
-            producer = RecordProducer(bootstrap, codec)
+        async with TopicReader(kafka, *names, codec=codec) as reader:
+            producer = RecordProducer(kafka, codec)
             await producer.start()
             try:
                 start = int(time.time() * 1000) - 3_600_000
@@ -167,15 +167,15 @@ async def run(
     finally:
         worker.stop()
     copies = {n: f"test.registry.{u}.{n}" for n in names}
-    await ensure_topics(bootstrap, [TopicRequest(c, 1, {}) for c in copies.values()])
-    kafka = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await kafka.start()
+    await ensure_topics(kafka, [TopicRequest(c, 1, {}) for c in copies.values()])
+    copier = kafka.producer()
+    await copier.start()
     try:
         for name, records in raw.items():
             for key, value in records:
-                await kafka.send_and_wait(copies[name], value, key=key)
+                await copier.send_and_wait(copies[name], value, key=key)
     finally:
-        await kafka.stop()
+        await copier.stop()
     return Run(entity, agent, task_type, copies, raw)
 
 
@@ -266,18 +266,18 @@ def _settled(port: int) -> bool:
 def test_the_gateway_relays_registry_framed_predictions(
     run: Run, registry: str, stack_settings: Settings
 ) -> None:
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     predictions, alerts = (
         f"{run.topic[t.name]}.gateway" for t in (topics.PREDICTIONS, topics.ALERTS)
     )
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
+    asyncio.run(ensure_topics(kafka, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
     key, value = next(
         (k, v) for k, v in run.raw[topics.PREDICTIONS.name] if k == run.entity.encode()
     )
 
     def produce() -> None:
         async def send() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            producer = kafka.producer()
             await producer.start()
             try:
                 await producer.send_and_wait(predictions, value, key=key)
@@ -456,9 +456,9 @@ def test_a_v1_java_consumer_and_a_v2_python_consumer_read_both_versions(
     topic = f"{run.topic[topics.PREDICTIONS.name]}.evolution"
 
     async def produce() -> None:
-        bootstrap = stack_settings.kafka_bootstrap_servers
-        await ensure_topics(bootstrap, [TopicRequest(topic, 1, {})])
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        kafka = stack_settings.kafka()
+        await ensure_topics(kafka, [TopicRequest(topic, 1, {})])
+        producer = kafka.producer()
         await producer.start()
         try:
             for value in (v1_value, v2_value):
