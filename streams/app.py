@@ -180,7 +180,7 @@ def create_app(settings: Settings) -> faust.App:
     events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
     labels_in = app.topic(topics.LABELS.name, **raw)
     routing_stats = app.topic(
-        f"{settings.worker_id}-routing-stats",
+        topics.routing_stats(settings).name,
         internal=True,
         partitions=settings.topic_partitions,
         **raw,
@@ -191,7 +191,7 @@ def create_app(settings: Settings) -> faust.App:
         topics.PREDICTIONS,
         topics.ALERTS,
         topics.ROUTING,
-        *topics.ALERT_JSON_TOPICS,
+        *topics.JSON_TOPICS,
     ]
     out = {t.name: app.topic(t.name, **raw) for t in out_topics}
     out[routing_stats.get_topic_name()] = routing_stats

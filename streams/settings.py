@@ -89,7 +89,21 @@ class Settings:
     schema_registry_url: str = _setting(
         "",
         "SCHEMA_REGISTRY_URL",
-        "A Confluent-compatible schema registry; when set, records use Confluent's framing.",
+        "A Confluent-compatible schema registry (the local stack's: http://127.0.0.1:8085); when "
+        "set, every process writes Confluent's framing under record-name subjects, each BACKWARD "
+        "compatible; empty: Foresight's framing, no registry needed.",
+    )
+    schema_registry_port: int = _setting(
+        8085,
+        "FORESIGHT_SCHEMA_REGISTRY_PORT",
+        "Port on 127.0.0.1 where `foresight stack up` runs the local schema registry.",
+    )
+    json_twins: bool = _setting(
+        False,
+        "FORESIGHT_JSON_TWINS",
+        "The worker also writes every output topic as plain JSON on a twin topic (features.json, "
+        "predictions.json, alerts.json, routing.decisions.json), per the JSON Schemas in "
+        "schemas/json; off: each record is encoded once, as Avro.",
     )
     stack_dir: str = _setting(
         ".stack", "FORESIGHT_STACK_DIR", "Data, logs and pids of the local stack."

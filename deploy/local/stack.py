@@ -1,8 +1,10 @@
-"""The local stack: Kafka (KRaft), Kafka Connect, Redis and embedded ClickHouse on one machine.
+"""The local stack: Kafka (KRaft), Kafka Connect, a schema registry, Redis and embedded
+ClickHouse on one machine.
 
 Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
 ``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
-plugin is built from ``connectors/kafka-connect/http-sink``; Redis is Debian's
+plugin is built from ``connectors/kafka-connect/http-sink``, and the schema registry (Confluent's
+REST API over Apache Avro) from ``deploy/local/schema-registry``; Redis is Debian's
 ``redis-server`` (reused when one already answers on its port); ClickHouse is chdb on a data
 folder, or the server at ``CLICKHOUSE_URL``. Java, Maven and redis-server are installed with
 apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer too).
@@ -49,12 +51,13 @@ from deploy.local.certs import certs_folder, make_dev_certs
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+REGISTRY_MAIN = "io.foresight.registry.SchemaRegistry"
 CONTROLLER_PORT_OFFSET = 3
 """Kafka's KRaft controller listens this far above the broker (9095 beside 9092): 9093 and
 9094 are Alertmanager's web and cluster ports, so both run on one machine with defaults."""
 SCRAM_USER = "foresight"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-SERVICES = ("redis", "kafka", "connect")
+SERVICES = ("redis", "kafka", "schema-registry", "connect")
 _LOGIN_MODULES = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -85,10 +88,15 @@ class Endpoints:
     sink_tls: TlsConfig = field(default_factory=TlsConfig)
     kafka_sasl_port: int = 0  # the SASL_SSL listener's port; 0: none
     kafka: KafkaConfig = field(default_factory=KafkaConfig)  # how Foresight's clients talk
+    registry_port: int = 8085
 
     @property
     def bootstrap(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry_port}"
 
     @property
     def sasl_bootstrap(self) -> str:
@@ -121,6 +129,7 @@ def endpoints(
     chdb_path: str,
     sink_sql_port: int | None = None,
     sink_key: str | None = None,
+    registry_port: int = 8085,
     *,
     sink_tls: TlsConfig | None = None,
     kafka_sasl_port: int = 0,
@@ -141,6 +150,7 @@ def endpoints(
         chdb_path=Path(chdb_path),
         sink_sql_port=sink_sql_port,
         sink_key=sink_key,
+        registry_port=registry_port,
         sink_tls=sink_tls or TlsConfig(),
         kafka_sasl_port=kafka_sasl_port,
         kafka=kafka or KafkaConfig(kafka_bootstrap_servers),
@@ -414,6 +424,27 @@ class LocalStack:
         shutil.copy2(built[-1], jar)
         return plugins.parent
 
+    def schema_registry(self) -> list[str]:
+        """The registry's jar and classpath, built with Maven when its sources are newer."""
+        project = _HERE / "schema-registry"
+        built = self.dir / "schema-registry" / "classpath.txt"
+        sources = [project / "pom.xml", *sorted((project / "src").rglob("*"))]
+        newest = max(p.stat().st_mtime for p in sources if p.is_file())
+        jars = sorted((project / "target").glob("foresight-schema-registry-*.jar"))
+        if not (built.is_file() and jars and built.stat().st_mtime >= newest):
+            mvn = self._tool("mvn", "javac")
+            self.progress("building the schema registry with Maven")
+            built.parent.mkdir(parents=True, exist_ok=True)
+            self._run(
+                [
+                    *(mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package"),
+                    *("dependency:build-classpath", f"-Dmdep.outputFile={built}"),
+                ],
+                "building the schema registry",
+            )
+            jars = sorted((project / "target").glob("foresight-schema-registry-*.jar"))
+        return [str(jars[-1]), built.read_text().strip()]
+
     def _run(self, argv: list[str], what: str) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -503,6 +534,30 @@ class LocalStack:
             ),
         )
 
+    def _up_registry(self) -> None:
+        w = self.where
+        if self._running_pid("schema-registry") or _port_open("127.0.0.1", w.registry_port):
+            return
+        classpath = ":".join(self.schema_registry())
+        journal = self.dir / "schema-registry" / "journal.jsonl"
+        self.progress(f"starting the schema registry on {w.registry_url}")
+        self._spawn(
+            "schema-registry",
+            [
+                *(self._tool("java"), "-Xmx128m", "-XX:+UseSerialGC", "-cp", classpath),
+                *(REGISTRY_MAIN, "--host", "127.0.0.1", "--port", str(w.registry_port)),
+                *("--journal", str(journal)),
+            ],
+        )
+
+    def _registry_subjects(self) -> list[str] | None:
+        """The registry's subjects, or None when no registry answers."""
+        try:
+            subjects = _http_json(f"{self.where.registry_url}/subjects")
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        return [str(s) for s in subjects] if isinstance(subjects, list) else None
+
     def _up_redis(self) -> None:
         w = self.where
         if self._running_pid("redis") or _redis_ping(w.redis_host, w.redis_port):
@@ -559,6 +614,14 @@ class LocalStack:
                     timeout,
                     self._log("kafka.java"),
                 )
+        if "schema-registry" in services:
+            self._up_registry()
+            wait_until(
+                "The schema registry",
+                lambda: self._registry_subjects() is not None,
+                timeout,
+                self._log("schema-registry"),
+            )
         if "connect" in services:
             self._up_connect()
             wait_until("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
@@ -605,6 +668,16 @@ class LocalStack:
         else:
             detail, ok = f"nothing answers on {w.connect_url}", False
         out.append(ServiceStatus("connect", ok, detail, pid, pid is not None))
+        pid = self._running_pid("schema-registry")
+        subjects = self._registry_subjects()
+        detail = (
+            f"no registry answers on {w.registry_url}"
+            if subjects is None
+            else f"registry on {w.registry_url} holds {len(subjects)} subjects"
+        )
+        out.append(
+            ServiceStatus("schema-registry", subjects is not None, detail, pid, pid is not None)
+        )
         pid = self._running_pid("redis")
         ok = _redis_ping(w.redis_host, w.redis_port)
         where = f"{w.redis_host}:{w.redis_port}"
@@ -633,9 +706,12 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
-        stopped = [s for s in ("connect", "kafka", "redis") if self._stop(s)]
+        stopped = [s for s in SERVICES if self._stop(s)]
         if wipe and self.dir.exists():
-            for child in ("kafka", "redis", "connect", "chdb", "worker-data", "logs", "pids"):
+            for child in (
+                *("kafka", "redis", "connect", "schema-registry"),
+                *("chdb", "worker-data", "logs", "pids"),
+            ):
                 shutil.rmtree(self.dir / child, ignore_errors=True)
             if self.where.chdb_path.resolve().is_relative_to(self.dir):
                 shutil.rmtree(self.where.chdb_path, ignore_errors=True)
@@ -643,7 +719,7 @@ class LocalStack:
 
     def managed_pids(self) -> Iterator[tuple[str, int]]:
         """``(service, pid)`` of every live process this stack started."""
-        for service in ("kafka", "connect", "redis"):
+        for service in SERVICES:
             pid = self._running_pid(service)
             if pid is not None:
                 yield service, pid

@@ -15,7 +15,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
 from streams.settings import Settings
-from streams.topics import ALERT_JSON_TOPICS, data_topics
+from streams.topics import JSON_TOPICS, data_topics
 
 
 def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
@@ -31,6 +31,7 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         sink_tls=settings.tls(),
         kafka_sasl_port=settings.stack_kafka_sasl_port,
         kafka=settings.kafka(),
+        registry_port=settings.schema_registry_port,
     )
 
     def progress(line: str) -> None:
@@ -55,7 +56,7 @@ def _print_statuses(statuses: list[ServiceStatus], as_json: bool) -> None:
     for s in statuses:
         mark = "ok  " if s.healthy else "DOWN"
         owner = f" pid {s.pid}" if s.pid else ""
-        print(f"{mark} {s.name:<11} {s.detail}{owner}")
+        print(f"{mark} {s.name:<15} {s.detail}{owner}")
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,11 +88,11 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def topic_requests(settings: Settings) -> list[TopicRequest]:
-    """Every topic of :func:`streams.topics.data_topics` and the alerts' JSON twins, as the
-    broker should hold it."""
+    """Every topic of :func:`streams.topics.data_topics` and the JSON twins, as the broker
+    should hold it."""
     return [
         TopicRequest(t.name, t.partition_count(settings), t.config(settings))
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
 
 
@@ -113,7 +114,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
             "cleanup": t.config(settings)["cleanup.policy"],
             "result": outcome[t.name],
         }
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from connectors import prometheus as metrics
-from connectors.alert_payloads import payloads_for
 from models.agents import AgentTaskStats, AgentTracker, RecentPairs, advise
 from models.alerts import AlertState
 from models.drift import ErrorDriftWatch, drift_alert
@@ -120,9 +119,10 @@ class Engine:
         self._routed = RecentPairs(settings.max_entities)
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
+        self.twins = topics.json_twins(settings)
 
     def outputs(self) -> Outputs:
-        return Outputs(self.codec, self.settings.max_record_bytes)
+        return Outputs(self.codec, self.settings.max_record_bytes, self.twins)
 
     # -- telemetry.metrics -------------------------------------------------------------------
     def metrics(self, inputs: Iterable[Input], now_s: float) -> Outputs:
@@ -320,12 +320,9 @@ class Engine:
                 self.alert(alert, d.cause, out)
 
     def alert(self, alert: Record, cause: Message | None, out: Outputs) -> None:
-        """The alert on ``alerts``, and its JSON twin for each alerting tool's connector."""
+        """The alert on ``alerts``, with its JSON twins (one per alerting tool's connector)."""
         metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
-        key = alert["dedup_key"]
-        out.emit(topics.ALERTS, key, alert, cause)
-        for topic, body in payloads_for(alert).values():
-            out.raw(topic, key.encode(), body, cause)
+        out.emit(topics.ALERTS, alert["dedup_key"], alert, cause)
 
     def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the

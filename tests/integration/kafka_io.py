@@ -16,11 +16,13 @@ from streams.topics import TopicSpec
 
 
 class TopicReader:
-    """Follows topics from their current end (a fresh group, ``latest``), decoding records."""
+    """Follows topics from their current end (a fresh group, ``latest``), decoding records
+    (with ``codec``, Foresight's framing by default) and keeping their bytes in ``raw``."""
 
-    def __init__(self, kafka: KafkaConfig, *topics: str) -> None:
-        self.codec = Codec()
+    def __init__(self, kafka: KafkaConfig, *topics: str, codec: Codec | None = None) -> None:
+        self.codec = codec or Codec()
         self.records: list[tuple[str, bytes | None, Any]] = []
+        self.raw: list[tuple[str, bytes | None, bytes]] = []
         self._consumer = kafka.consumer(
             *topics,
             group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
@@ -43,12 +45,20 @@ class TopicReader:
         self, done: Callable[[list[tuple[str, bytes | None, Any]]], bool], timeout_s: float
     ) -> list[tuple[str, bytes | None, Any]]:
         """Read until ``done(records)`` holds; fail with what was read after ``timeout_s``."""
+        if not await self.wait(done, timeout_s):
+            raise AssertionError(
+                f"condition not met in {timeout_s}s; read {len(self.records)} records"
+            )
+        return self.records
+
+    async def wait(
+        self, done: Callable[[list[tuple[str, bytes | None, Any]]], bool], timeout_s: float
+    ) -> bool:
+        """Read until ``done(records)`` holds (True) or ``timeout_s`` has passed (False)."""
         deadline = time.monotonic() + timeout_s
         while not done(self.records):
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"condition not met in {timeout_s}s; read {len(self.records)} records"
-                )
+                return False
             batches = await self._consumer.getmany(timeout_ms=250)
             for messages in batches.values():
                 for m in messages:
@@ -57,8 +67,9 @@ class TopicReader:
                     except DecodeError:
                         record = m.value
                     self.records.append((m.topic, m.key, record))
+                    self.raw.append((m.topic, m.key, m.value))
             await asyncio.sleep(0)
-        return self.records
+        return True
 
 
 async def produce(

@@ -142,7 +142,7 @@ def test_ingest_counts_requests_by_endpoint_and_code(stack_settings: Settings) -
     assert moved("400") == 1
 
 
-async def _subscribe_and_receive(port: int, entity: str, produce: Callable[[], object]) -> None:
+async def subscribe_and_receive(port: int, entity: str, produce: Callable[[], object]) -> None:
     """Connect a client, subscribe to ``entity``'s predictions, then receive one produced after.
 
     The entity is unique, so no prediction cached by other runs comes as a snapshot.
@@ -187,7 +187,7 @@ def test_gateway_counts_clients_and_messages(stack_settings: Settings, unique: s
     with foresight_process(args, port, {"FORESIGHT_GATEWAY_PORT": str(port)}):
         before = scrape(port)
         assert before[("foresight_gateway_clients", ())] == 0
-        asyncio.run(_subscribe_and_receive(port, batch["entity"], produce))
+        asyncio.run(subscribe_and_receive(port, batch["entity"], produce))
         wait_for(
             "the gateway to count the client gone",
             lambda: scrape(port)[("foresight_gateway_clients", ())] == 0,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import jsonschema
 import pytest
 
 from connectors import prometheus as metrics
@@ -14,6 +16,7 @@ from models.base import FloatArray
 from models.entity import BatchModel
 from models.features import vector_names
 from schemas.codec import Codec, Message
+from schemas.json_form import json_form, json_schema
 from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
@@ -91,6 +94,19 @@ def test_records_close_steps_and_every_step_gives_features_and_predictions() -> 
     )
     assert _decoded(out, topics.DEADLETTER.name) == []
     assert [c.entity for c in out.checkpoints] == ["web-1"]
+
+
+def test_json_twins_copy_every_output_only_when_asked() -> None:
+    off = _engine(Changelog()).metrics(_series(Feed(), "web-1", 3, T0_MS), NOW_S)
+    assert {r.topic for r in off.records} == {topics.FEATURES.name, topics.PREDICTIONS.name}
+    on = _engine(Changelog(), json_twins=True).metrics(_series(Feed(), "web-1", 3, T0_MS), NOW_S)
+    for source in (topics.FEATURES, topics.PREDICTIONS):
+        twins = [json.loads(r.value) for r in on.records if r.topic == f"{source.name}.json"]
+        originals = _decoded(on, source.name)
+        assert twins == [json_form(source.schema)(r) for r in originals]
+        assert [r.key for r in on.records if r.topic == f"{source.name}.json"] == [b"web-1"] * 3
+        for twin in twins:
+            jsonschema.validate(twin, json_schema(source.schema))
 
 
 def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
