@@ -42,6 +42,8 @@ Record = dict[str, Any]
 FloatArray = npt.NDArray[np.float64]
 _Z90 = 1.6448536269514722
 MODEL = ("agent_bandit", "1")
+#: The most decided-but-not-started tasks counted in one agent's load.
+MAX_PENDING = 4096
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ class RoutingPolicy:
         self.arms: dict[str, _Arms] = {}
         self.loads: dict[str, AgentLoad] = {}
         self._recent = RecentPairs(max_pairs)
+        self._recent_loads = RecentPairs(max_pairs)
         self._prior_mean = math.log(60_000.0)
 
     # -- learning --------------------------------------------------------------------------
@@ -229,8 +232,6 @@ class RoutingPolicy:
             arms.drop(agent)
             if not arms.agents:
                 del self.arms[task_type]
-        if not any(agent in a.index for a in self.arms.values()):
-            self.loads.pop(agent, None)
 
     def learn(self, agent: str, task_type: str, duration_ms: float | None, succeeded: bool) -> None:
         """A finished task: discount every arm of the task type, then add the outcome."""
@@ -260,14 +261,23 @@ class RoutingPolicy:
             for values in arrays:
                 values[at] *= self.config.max_weight / weight
 
+    def _load(self, agent: str) -> AgentLoad:
+        for gone, _ in self._recent_loads.seen(agent, ""):
+            self.loads.pop(gone, None)
+        return self.loads.setdefault(agent, AgentLoad())
+
     def observe_load(self, agent: str, in_flight: int, limit: int) -> None:
         """The agent's tasks in flight (all task types) and its recommended limit."""
-        load = self.loads.setdefault(agent, AgentLoad())
+        load = self._load(agent)
         load.in_flight, load.limit = max(0, in_flight), max(1, limit)
 
     def assigned(self, agent: str, task_id: str, now_ms: int) -> None:
-        """A decision sent ``task_id`` to ``agent``: it weighs on the agent until it starts."""
-        self.loads.setdefault(agent, AgentLoad()).pending[task_id] = now_ms
+        """A decision sent ``task_id`` to ``agent``: it weighs on the agent until it starts
+        (the oldest are let go past :data:`MAX_PENDING`)."""
+        pending = self._load(agent).pending
+        pending[task_id] = now_ms
+        while len(pending) > MAX_PENDING:
+            del pending[next(iter(pending))]
 
     def started(self, agent: str, task_id: str) -> None:
         """``task_id`` started: it is in the agent's in-flight count from now on."""
@@ -486,22 +496,28 @@ class AgentConcurrency:
         self._max_agents = max_agents
         self._max_open = max_open
 
+    def _running(self, agent: str) -> dict[str, int]:
+        running = self.open.get(agent)
+        if running is None:
+            running = self.open[agent] = {}
+            while len(self.open) > self._max_agents:
+                gone = next(iter(self.open))
+                self.open.pop(gone)
+                self.curves.pop(gone, None)
+        return running
+
     def started(self, agent: str, task_id: str) -> int:
         """A task started; returns the agent's tasks in flight."""
-        running = self.open.setdefault(agent, {})
+        running = self._running(agent)
         running[task_id] = len(running) + 1
         while len(running) > self._max_open:
             del running[next(iter(running))]
-        while len(self.open) > self._max_agents:
-            gone = next(iter(self.open))
-            self.open.pop(gone)
-            self.curves.pop(gone, None)
         return len(running)
 
     def finished(self, agent: str, task_id: str, residual: float | None) -> int:
         """A task finished, ``residual`` its log-duration against the agent's mean for its
         type (None when it says nothing of speed); returns the tasks still in flight."""
-        running = self.open.setdefault(agent, {})
+        running = self._running(agent)
         concurrency = running.pop(task_id, None)
         if concurrency is not None and residual is not None and math.isfinite(residual):
             self.curves.setdefault(agent, ConcurrencyCurve()).observe(concurrency, residual)
