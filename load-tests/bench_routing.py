@@ -442,16 +442,16 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
     from each request's send to its decision's arrival."""
     from aiokafka import AIOKafkaConsumer
 
+    from connectors.kafka_admin import ensure_topics
     from connectors.kafka_producer import RecordProducer
-    from schemas.codec import Codec
     from streams import topics
-    from streams.commands.stack import local_stack
+    from streams.commands.stack import local_stack, topic_requests
     from streams.settings import load_settings
     from streams.worker_process import WorkerProcess
 
     settings = load_settings()
-    local_stack(settings).ensure_up()
-    codec = Codec()
+    local_stack(settings, quiet=True).up()
+    await ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings))
     run = uuid.uuid4().hex[:8]
     logs = Path(settings.stack_dir) / "logs" / f"bench-routing-{run}"
     logs.mkdir(parents=True, exist_ok=True)
@@ -471,8 +471,11 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
     names = [f"bench-{run}-agent-{i}" for i in range(agents)]
     task_type = f"bench-{run}"
 
+    done_sending = asyncio.Event()
+
     async def collect(until: float) -> None:
-        while time.monotonic() < until and (len(latencies) < len(sent) or not sent):
+        """Decisions until every request sent is answered, or ``until``."""
+        while time.monotonic() < until and not (done_sending.is_set() and not sent):
             batches = await consumer.getmany(timeout_ms=200)
             arrived = time.perf_counter()
             for messages in batches.values():
@@ -492,21 +495,21 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
                     "phase": phase, "event_time": now_ms, "labels": {},
                     "duration_ms": 1000.0 * (i + 1) if phase == "SUCCEEDED" else None,
                 }  # fmt: skip
-                await producer.send(
-                    topics.AGENT_EVENTS.name, agent.encode(), codec.encode("agent_event", event)
-                )
+                await producer.send(topics.AGENT_EVENTS.name, agent, "agent_event", event)
         await producer.flush()
         # Warm-up: requests until one is answered, so the worker's routes are in place.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not latencies:
             task_id = f"warm-{uuid.uuid4().hex[:8]}"
-            await _request(producer, codec, task_id, task_type, names)
+            await _request(producer, task_id, task_type, names)
             sent[task_id] = time.perf_counter()
+            done_sending.set()
             await collect(time.monotonic() + 1.0)
         if not latencies:
             raise RuntimeError(f"the worker answered no routing request in 60 s; see {worker.log}")
         sent.clear()
         latencies.clear()
+        done_sending.clear()
         collector = asyncio.create_task(collect(time.monotonic() + seconds + 30))
         interval = 1.0 / rate
         started = time.perf_counter()
@@ -516,8 +519,9 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
                 await asyncio.sleep(wait)
             task_id = f"{run}-{i}"
             sent[task_id] = time.perf_counter()
-            await _request(producer, codec, task_id, task_type, names)
+            await _request(producer, task_id, task_type, names)
         await producer.flush()
+        done_sending.set()
         await collector
     finally:
         await producer.stop()
@@ -536,9 +540,7 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
     }
 
 
-async def _request(
-    producer: Any, codec: Any, task_id: str, task_type: str, candidates: list[str]
-) -> None:
+async def _request(producer: Any, task_id: str, task_type: str, candidates: list[str]) -> None:
     from streams import topics
 
     record = {
@@ -549,9 +551,7 @@ async def _request(
         "priority": 0,
         "event_time": int(time.time() * 1000),
     }
-    await producer.send(
-        topics.ROUTING_REQUESTS.name, task_id.encode(), codec.encode("routing_request", record)
-    )
+    await producer.send(topics.ROUTING_REQUESTS.name, task_id, "routing_request", record)
 
 
 def main(argv: list[str] | None = None) -> int:

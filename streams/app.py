@@ -252,9 +252,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(routing_stats)
     async def routing_agent(stream: Any) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing"):
-                await send(engine.route(inputs_of([event])[0], time.time()))
+                await send(engine.route(inputs_of(events), time.time()))
 
     async def flush_cache() -> None:
         """Write the latest features and predictions to Redis; a Redis outage is logged."""

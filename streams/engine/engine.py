@@ -558,26 +558,30 @@ class Engine:
         return out
 
     # -- the routing step ---------------------------------------------------------------------
-    def route(self, item: Input, now_s: float) -> Outputs:
-        """One record of the routing topic (keyed by task type): an agent event teaches the
+    def route(self, inputs: Iterable[Input], now_s: float) -> Outputs:
+        """Records of the routing topic (keyed by task type): an agent event teaches the
         policy (and refreshes the standing advice and the pool's scaling advice), a load
         update sets agents' loads, a request gets its decision."""
         out = self.outputs()
-        message = item.message
-        self._consumed(message, now_s)
-        try:
-            task_type = (message.key or b"").decode()
-            update = json.loads(message.value)
-            if update["kind"] == "loads":
-                for agent, (in_flight, limit) in update["loads"].items():
-                    self.policy.observe_load(agent, in_flight, limit)
-            elif update["kind"] == "request":
-                self._decide(task_type, update, message, now_s, out)
-            else:
-                self._learn(task_type, update, out)
-        except Exception as error:
-            self._internal_error(message, error, out)
+        for item in inputs:
+            message = item.message
+            self._consumed(message, now_s)
+            try:
+                self._route(message, now_s, out)
+            except Exception as error:
+                self._internal_error(message, error, out)
         return out
+
+    def _route(self, message: Message, now_s: float, out: Outputs) -> None:
+        task_type = (message.key or b"").decode()
+        update = json.loads(message.value)
+        if update["kind"] == "loads":
+            for agent, (in_flight, limit) in update["loads"].items():
+                self.policy.observe_load(agent, in_flight, limit)
+        elif update["kind"] == "request":
+            self._decide(task_type, update, message, now_s, out)
+        else:
+            self._learn(task_type, update, out)
 
     def _learn(self, task_type: str, event: Record, out: Outputs) -> None:
         agent, t_ms = event["agent"], event["t_ms"]

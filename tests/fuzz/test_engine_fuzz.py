@@ -47,7 +47,7 @@ def _routed(feed: Feed) -> Feed:
         routed = [r for r in out.records if r.topic == "routing-stats"]
         for offset, record in enumerate(routed):
             message = Message("routing-stats", 0, offset, record.key, record.value)
-            out.extend(engine.route(Input(message), now_s))
+            out.extend(engine.route([Input(message)], now_s))
         return out
 
     return through
@@ -222,7 +222,7 @@ def test_memory_stays_bounded_over_a_long_hostile_run() -> None:
             routed = [r for r in out.records if r.topic == "routing-stats"]
             for offset, update in enumerate(routed):
                 message = Message("routing-stats", 0, offset, update.key, update.value)
-                _check(engine.route(Input(message), now_s), 1_000_000, 1)
+                _check(engine.route([Input(message)], now_s), 1_000_000, 1)
             engine.tick(now_s)
             del metrics, events, out
             traced.append(tracemalloc.get_traced_memory()[0])

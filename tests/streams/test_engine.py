@@ -273,7 +273,7 @@ class Router:
             message = self._input(
                 "routing-stats", "routing", (record.key or b"").decode(), record.value
             )
-            done.extend(self.engine.route(message, now_s))
+            done.extend(self.engine.route([message], now_s))
         return done
 
     def task(
