@@ -48,6 +48,7 @@ SCHEMA_NAMES = {
     "feature_vector": "io.foresight.FeatureVector",
     "prediction_batch": "io.foresight.PredictionBatch",
     "alert": "io.foresight.Alert",
+    "routing_request": "io.foresight.RoutingRequest",
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
     "audit_event": "io.foresight.AuditEvent",

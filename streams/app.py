@@ -9,8 +9,13 @@ Agents (one worker process runs them all; scale out with partitions and more wor
 * ``metrics``: ``telemetry.metrics``, a poll batch at a time -> ``features``,
   ``predictions``, ``alerts`` (and Redis), dead letters.
 * ``agent_events``: ``telemetry.agent-events`` -> agent features, DURATION predictions and
-  health alerts, and statistics re-keyed by task type onto an internal topic for ``routing``,
-  which advises the best agent per task type -> ``routing.decisions``.
+  health alerts; each event and the agents' loads go on, re-keyed by task type, to an
+  internal topic for ``routing``.
+* ``routing_requests``: ``routing.requests`` -> checked, re-keyed by task type onto the same
+  internal topic.
+* ``routing``: the internal topic -> the learned policy of each task type: a decision per
+  request (keyed by task id) and standing advice per task type on ``routing.decisions``, and
+  the pool's SCALING prediction on ``predictions``.
 * ``labels``: ``telemetry.labels`` (ground truth, late) -> failure-model learning and quality.
 * a task following ``models.updates``: hot reload of the production XGBoost model, and the
   newest candidate scored in shadow.
@@ -179,6 +184,7 @@ def create_app(settings: Settings) -> faust.App:
     metrics_in = app.topic(topics.METRICS.name, **raw)
     events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
     labels_in = app.topic(topics.LABELS.name, **raw)
+    requests_in = app.topic(topics.ROUTING_REQUESTS.name, **raw)
     routing_stats = app.topic(
         topics.routing_stats(settings).name,
         internal=True,
@@ -254,12 +260,17 @@ def create_app(settings: Settings) -> faust.App:
             with health.running("labels"):
                 await send(engine.labels(inputs_of(events), time.time()))
 
+    @app.agent(requests_in)
+    async def routing_requests_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
+            with health.running("routing_requests"):
+                await send(engine.routing_requests(inputs_of(events), time.time()))
+
     @app.agent(routing_stats)
     async def routing_agent(stream: Any) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing"):
-                key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-                await send(engine.route(key, event.value))
+                await send(engine.route(inputs_of(events), time.time()))
 
     async def flush_cache() -> None:
         """Write the latest features and predictions to Redis; a Redis outage is logged."""
@@ -278,7 +289,7 @@ def create_app(settings: Settings) -> faust.App:
             )
 
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,
-               routing_stats.get_topic_name()}  # fmt: skip
+               topics.ROUTING_REQUESTS.name, routing_stats.get_topic_name()}  # fmt: skip
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def watch() -> None:

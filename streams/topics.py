@@ -46,7 +46,15 @@ DEADLETTER = TopicSpec("telemetry.deadletter", "dead_letter", "source key", "rej
 FEATURES = TopicSpec("features", "feature_vector", "entity", "features per entity per step")
 PREDICTIONS = TopicSpec("predictions", "prediction_batch", "entity", "predictions per step")
 ALERTS = TopicSpec("alerts", "alert", "dedup key", "alert state changes")
-ROUTING = TopicSpec("routing.decisions", "routing_decision", "task type", "agent advice")
+ROUTING_REQUESTS = TopicSpec(
+    "routing.requests", "routing_request", "task id", "tasks asking for an agent"
+)
+ROUTING = TopicSpec(
+    "routing.decisions",
+    "routing_decision",
+    "task id (task type for standing advice)",
+    "agent advice",
+)
 MODEL_UPDATES = TopicSpec(
     "models.updates", "model_update", "model name", "registry changes", compacted=True, partitions=1
 )
@@ -97,6 +105,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FEATURES,
     PREDICTIONS,
     ALERTS,
+    ROUTING_REQUESTS,
     ROUTING,
     MODEL_UPDATES,
     AUDIT,

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from connectors.clickhouse import ChdbStore, QueryResult
-from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
+from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, TableSpec, create_tables
 from connectors.clickhouse_sink import (
     ClickHouseSink,
     SinkBatch,
@@ -210,6 +211,38 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
         ("ANOMALY", 0, 1),
         ("FAILURE_RISK", 1, 0),
     ]
+
+
+def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
+    tmp_path: Path,
+) -> None:
+    spec = TABLE_FOR_SCHEMA["routing_decision"]
+    old_columns = spec.columns.split(", " + spec.added[0])[0]
+    now = int(time.time() * 1000)
+    store = ChdbStore(str(tmp_path / "chdb"))
+    try:
+        store.command(replace(spec, columns=old_columns, added=()).ddl(30))
+        store.insert_arrow(spec.name, _old_decisions(spec, now - 1))
+        create_tables(store, ttl_days=30)
+        create_tables(store, ttl_days=30)  # idempotent
+        store.insert_arrow(spec.name, spec.flatten(_consumed([_recent("routing_decision", now)])))
+        rows = store.query(
+            "SELECT task_id, runner_up, reason, recommended_concurrency FROM routing_decisions "
+            "ORDER BY ts"
+        ).rows
+    finally:
+        store.close()
+    assert rows == [
+        ("t-9", None, "", None),
+        ("t-9", "agent-01", SAMPLES["routing_decision"]["reason"], 3),
+    ]
+
+
+def _old_decisions(spec: TableSpec, now_ms: int) -> pa.Table:
+    """A row as the table of version 1 of RoutingDecision held it."""
+    table = spec.flatten(_consumed([_recent("routing_decision", now_ms)]))
+    added = [c.split(" ")[0] for c in spec.added]
+    return table.drop_columns(added)
 
 
 # -- the sink on the real stack ---------------------------------------------------------------
