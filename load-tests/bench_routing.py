@@ -440,8 +440,6 @@ def goals(table: dict[str, Any]) -> dict[str, Any]:
 async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, Any]:
     """Routing requests at ``rate`` a second for ``seconds`` to a worker of its own; the time
     from each request's send to its decision's arrival."""
-    from aiokafka import AIOKafkaConsumer
-
     from connectors.kafka_admin import ensure_topics
     from connectors.kafka_producer import RecordProducer
     from streams import topics
@@ -451,19 +449,15 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
 
     settings = load_settings()
     local_stack(settings, quiet=True).up()
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings))
+    kafka = settings.kafka()
+    await ensure_topics(kafka, topic_requests(settings))
     run = uuid.uuid4().hex[:8]
     logs = Path(settings.stack_dir) / "logs" / f"bench-routing-{run}"
     logs.mkdir(parents=True, exist_ok=True)
     worker = WorkerProcess(settings, f"bench-routing-{run}", logs / "worker.log")
     worker.start()
-    consumer = AIOKafkaConsumer(
-        topics.ROUTING.name,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="latest",
-    )
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    consumer = kafka.consumer(topics.ROUTING.name, group_id=None, auto_offset_reset="latest")
+    producer = RecordProducer(kafka)
     await consumer.start()
     await producer.start()
     sent: dict[str, float] = {}
