@@ -183,4 +183,10 @@ def test_stack_status_json_is_healthy(
     assert main(["stack", "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True
-    assert {s["name"] for s in report["services"]} == {"kafka", "connect", "redis", "clickhouse"}
+    assert {s["name"] for s in report["services"]} == {
+        "kafka",
+        "connect",
+        "schema-registry",
+        "redis",
+        "clickhouse",
+    }

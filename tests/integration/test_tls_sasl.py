@@ -220,7 +220,11 @@ def test_the_connect_worker_runs_on_the_sasl_ssl_listener(secure: SecureStack) -
     password = secure.settings.kafka().sasl_password
     assert not [key for key, value in worker.items() if password in value]
     internal = {worker[f"{kind}.storage.topic"] for kind in ("config", "offset", "status")}
-    assert internal <= set(asyncio.run(_topics(secure.settings)))
+    # Connect's REST port answers before its herder has created the internal topics.
+    deadline = time.monotonic() + 60
+    while not internal <= set(asyncio.run(_topics(secure.settings))):
+        assert time.monotonic() < deadline, f"Connect made none of {internal} on the listener"
+        time.sleep(1)
 
 
 async def _topics(settings: Settings) -> list[str]:
