@@ -41,6 +41,7 @@ holds up an insert. Each is recorded in the audit trail, with its key and whethe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -70,6 +71,7 @@ from connectors.clickhouse_schema import (
     TableSpec,
     create_tables,
 )
+from connectors.dependencies import Dependency, KafkaProbe, watching
 from connectors.http.app import HttpServer, client_address, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
@@ -91,12 +93,16 @@ log = logging.getLogger(__name__)
 
 _FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # 1 MiB (aiokafka's default) left fetches idle
 _POLL_SECONDS = 0.5  # longest a fetch waits, so a stop request is seen promptly
+MAX_INSERT_BACKOFF_S = 10.0
+"""Longest wait between two tries of an insert the store refused: the most a recovered
+store waits for the sink."""
 SQL_HOST = "127.0.0.1"  # the SQL endpoint listens on loopback only, whatever FORESIGHT_BIND_HOST
 MAX_STATEMENT_BYTES = 1 << 20
 
 
 class SinkError(RuntimeError):
-    """The sink cannot go on (an insert kept failing); nothing uncommitted was lost."""
+    """The sink cannot go on (it cannot open the store, or was stopped while the store
+    refused inserts); nothing uncommitted was lost."""
 
 
 class SinkUnavailableError(ConnectionError):
@@ -217,8 +223,13 @@ class ClickHouseSink:
         Where each statement sent to that port is recorded (needed with ``sql_port``).
     tls
         With a certificate, the SQL endpoint serves https only (``FORESIGHT_TLS_CERT``).
-    insert_attempts
-        Tries per insert before the sink gives up with :class:`SinkError` (backing off).
+    store_where
+        The store as messages and /health name it (no credentials).
+
+    An insert the store refuses is tried again, backing off up to
+    :data:`MAX_INSERT_BACKOFF_S`, for as long as it takes: nothing more is read meanwhile
+    and no offset is committed, so the sink catches up from where it stopped, each record
+    once. :attr:`store` and :attr:`brokers` say meanwhile what does not answer.
     """
 
     def __init__(
@@ -236,7 +247,7 @@ class ClickHouseSink:
         sql_limits: SqlLimits | None = None,
         audit: AuditTrail | None = None,
         tls: TlsConfig | None = None,
-        insert_attempts: int = 5,
+        store_where: str = "ClickHouse",
         codec: Codec | None = None,
     ) -> None:
         if not topics:
@@ -261,8 +272,10 @@ class ClickHouseSink:
         self.sql_limits = sql_limits
         self.audit = audit
         self.tls = tls or TlsConfig()
-        self.insert_attempts = insert_attempts
+        self.store = Dependency("clickhouse", store_where)
+        self.brokers = Dependency("kafka", kafka.bootstrap_servers)
         self.stats = SinkStats()
+        self._stop = asyncio.Event()
         self._store_factory = store_factory
         self._codec = codec or Codec()
         self._store: GuardedStore | None = None
@@ -274,6 +287,7 @@ class ClickHouseSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then insert what is buffered, commit and close."""
+        self._stop = stop
         try:
             store = GuardedStore(self._store_factory())
         except Exception as error:  # chdb and clickhouse-connect raise many types
@@ -306,10 +320,13 @@ class ClickHouseSink:
             )
             consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
             await consumer.start()
+            probe = KafkaProbe(self.kafka)
             try:
-                await self._consume(consumer, stop)
-                await self._flush(consumer)
+                async with watching({self.brokers: probe}):
+                    await self._consume(consumer, stop)
+                    await self._flush(consumer)
             finally:
+                await probe.close()
                 await consumer.stop()
         finally:
             if self.sql_endpoint is not None:
@@ -351,14 +368,7 @@ class ClickHouseSink:
             total = 0
             for schema, consumed in batch.by_schema.items():
                 spec = TABLE_FOR_SCHEMA[schema]
-                table = spec.flatten(consumed)
-                if self._high_water:
-                    table = await asyncio.to_thread(self._without_stored, spec.name, table)
-                if spec.identity and table.num_rows:
-                    table = await asyncio.to_thread(self._without_repeats, spec, table)
-                if table.num_rows:
-                    await self._insert(spec.name, table)
-                    total += table.num_rows
+                total += await self._store_rows(spec, spec.flatten(consumed))
             SINK_BATCH_ROWS.observe(total)
             for tp, next_offset in batch.next_offsets.items():
                 key = (tp.topic, tp.partition)
@@ -371,28 +381,56 @@ class ClickHouseSink:
                 # The rows are stored: whoever replays these offsets finds them and skips them.
                 log.warning("offset commit failed after a successful insert: %s", error)
 
-    async def _insert(self, name: str, table: pa.Table) -> None:
-        store = self._require_store()
-        for attempt in range(1, self.insert_attempts + 1):
-            started = time.perf_counter()
+    async def _store_rows(self, spec: TableSpec, table: pa.Table) -> int:
+        """Insert the rows of ``table`` not stored yet into ``spec``'s table, trying again
+        until the store takes them (or the sink stops); returns how many went in."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                await asyncio.to_thread(store.insert_arrow, name, table)
+                inserted = await self._insert_new(spec, table)
             except Exception as error:  # chdb and clickhouse-connect raise many types
-                SINK_ERRORS.labels(name).inc()
-                if attempt == self.insert_attempts:
+                SINK_ERRORS.labels(spec.name).inc()
+                self.store.failed(error)
+                if self._stop.is_set():
                     raise SinkError(
-                        f"inserting {table.num_rows} rows into ClickHouse table {name} failed "
-                        f"{attempt} times; last error: {error}. Offsets were not committed: "
-                        "fix the store and restart the sink to resume from them"
+                        f"stopped while ClickHouse refused {table.num_rows} rows for table "
+                        f"{spec.name} ({error}); their offsets were not committed, so the "
+                        "next start stores them"
                     ) from error
-                log.warning("insert into %s failed (attempt %d): %s", name, attempt, error)
-                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+                wait = min(0.5 * 2**attempt, MAX_INSERT_BACKOFF_S)
+                log.warning(
+                    "insert into %s failed (attempt %d), trying again in %.1f s: %s",
+                    spec.name,
+                    attempt,
+                    wait,
+                    error,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
             else:
-                SINK_INSERT_SECONDS.labels(name).observe(time.perf_counter() - started)
-                SINK_ROWS.labels(name).inc(table.num_rows)
-                self.stats.rows_inserted += table.num_rows
-                self.stats.inserts += 1
-                return
+                self.store.answered()
+                return inserted
+
+    async def _insert_new(self, spec: TableSpec, table: pa.Table) -> int:
+        """One try: drop the rows already stored, or repeating a stored output, then insert."""
+        offered = table.num_rows
+        if self._high_water:
+            table = await asyncio.to_thread(self._without_stored, spec.name, table)
+        already = offered - table.num_rows
+        if spec.identity and table.num_rows:
+            table = await asyncio.to_thread(self._without_repeats, spec, table)
+        repeated = offered - already - table.num_rows
+        if table.num_rows:
+            started = time.perf_counter()
+            await asyncio.to_thread(self._require_store().insert_arrow, spec.name, table)
+            SINK_INSERT_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+            SINK_ROWS.labels(spec.name).inc(table.num_rows)
+            self.stats.inserts += 1
+        self.stats.rows_inserted += table.num_rows
+        self.stats.rows_already_stored += already
+        self.stats.rows_repeated += repeated
+        return int(table.num_rows)
 
     def _require_store(self) -> GuardedStore:
         if self._store is None:
@@ -449,7 +487,6 @@ class ClickHouseSink:
         count = int(stored.sum())
         if not count:
             return table
-        self.stats.rows_already_stored += count
         log.info("%d replayed rows of %s were already stored; not inserted again", count, name)
         return table.filter(pa.array(~stored))
 
@@ -483,7 +520,6 @@ class ClickHouseSink:
         repeats = len(keys) - int(keep.sum())
         if not repeats:
             return table
-        self.stats.rows_repeated += repeats
         log.info("%d rows of %s repeat ones already stored; not inserted again", repeats, spec.name)
         return table.filter(pa.array(keep))
 

@@ -48,6 +48,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from connectors.dependencies import Check, Dependency, KafkaProbe, health_report, watch
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import (
     ALERTS,
@@ -175,12 +176,18 @@ class Gateway:
         self._consumer: AIOKafkaConsumer | None = None
         self._consumer_task: asyncio.Task[None] | None = None
         self._server: Server | None = None
+        self._kafka = Dependency("kafka", config.kafka.bootstrap_servers)
+        self._redis = Dependency("redis", store.where)
+        self._probe = KafkaProbe(config.kafka)
+        self._watch: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start consuming and listening; returns once both are ready."""
         await self._start_consumer()
+        checks: dict[Dependency, Check] = {self._kafka: self._probe, self._redis: self._store.ping}
+        self._watch = asyncio.create_task(watch(checks), name="gateway-dependencies")
         self._server = await serve(
             self._serve_client,
             self.config.host,
@@ -218,6 +225,11 @@ class Gateway:
                 await self._consumer_task
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self._probe.close()
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
@@ -472,23 +484,40 @@ class Gateway:
             pass
 
     async def _snapshot(self, subscription: Subscription) -> list[str]:
-        """The latest state for a subscription: cached predictions, then firing alerts."""
+        """The latest state for a subscription: cached predictions, then firing alerts.
+
+        Without Redis the snapshot has no predictions, and says so in a ``snapshot_degraded``
+        message first; the firing alerts and the live feed do not need Redis.
+        """
         texts: list[str] = []
         if PREDICTIONS in subscription.topics:
-            exact = subscription.exact_entity
-            if exact is not None:
-                entities = [exact]
-            else:
-                known = await self._store.entities_with_predictions(limit=100_000)
-                entities = fnmatch.filter(known, subscription.entity)
-            entities = entities[: self.config.snapshot_limit]
-            for batch in await self._store.predictions(entities):
-                kept = None if batch is None else subscription.filter_predictions(batch)
-                if kept is not None:
-                    texts.append(to_json({"type": "snapshot", "topic": PREDICTIONS, "data": kept}))
+            try:
+                texts += await self._cached_predictions(subscription)
+            except RedisError as error:
+                self._redis.failed(error)
+                message = (
+                    f"the prediction cache (Redis at {self._redis.where}) did not answer, so "
+                    "this snapshot has no predictions; live predictions follow, and a new "
+                    f"subscribe message gets the cached ones once Redis is back ({error})"
+                )
+                texts.append(to_json({"type": "snapshot_degraded", "message": message}))
         for alert in self._alerts.firing():
             if subscription.accepts_alert(alert):
                 texts.append(to_json({"type": "snapshot", "topic": ALERTS, "data": alert}))
+        return texts
+
+    async def _cached_predictions(self, subscription: Subscription) -> list[str]:
+        exact = subscription.exact_entity
+        if exact is not None:
+            entities = [exact]
+        else:
+            known = await self._store.entities_with_predictions(limit=100_000)
+            entities = fnmatch.filter(known, subscription.entity)
+        texts = []
+        for batch in await self._store.predictions(entities[: self.config.snapshot_limit]):
+            kept = None if batch is None else subscription.filter_predictions(batch)
+            if kept is not None:
+                texts.append(to_json({"type": "snapshot", "topic": PREDICTIONS, "data": kept}))
         return texts
 
     @staticmethod
@@ -507,7 +536,8 @@ class Gateway:
     # -- HTTP ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """What /health reports: whether the consumer polls, clients, uptime, ids, drops."""
+        """What /health reports: whether the consumer polls, which services are down,
+        clients, uptime, ids, drops."""
         task = self._consumer_task
         alive = (
             task is not None
@@ -515,8 +545,10 @@ class Gateway:
             and time.monotonic() - self._last_poll < 10 * _POLL_TIMEOUT_MS / 1000
         )
         clients = self._clients()
+        dependencies = health_report(self._kafka, self._redis)
         return {
-            "status": "ok" if alive else "degraded",
+            "status": dependencies["status"] if alive else "consumer_stopped",
+            "down": dependencies["down"],
             "kafka_consumer_alive": alive,
             "topics": [self.config.predictions_topic, self.config.alerts_topic],
             "connections": self._connections,
@@ -576,9 +608,11 @@ class Gateway:
             try:
                 (cached,) = await self._store.predictions([entity])
             except RedisError as error:
-                log.warning("Redis read for %r failed: %s", entity, error)
+                self._redis.failed(error)
                 return error_response(
-                    HTTPStatus.SERVICE_UNAVAILABLE, f"the prediction cache did not answer: {error}"
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"the prediction cache (Redis at {self._redis.where}) did not answer: "
+                    f"{error}; retry once it is back (GET /health says)",
                 )
             if cached is None:
                 return error_response(

@@ -36,6 +36,7 @@ parameters: connectors do not import ``streams``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from connectors.dependencies import Dependency, KafkaProbe, health_report, watch
 from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
@@ -291,6 +293,9 @@ class IngestServer:
         self.decoder = RemoteWriteDecoder(config.entity_labels, scrub=config.scrubber.labels)
         self._producer: AIOKafkaProducer | None = None
         self._http: HttpServer | None = None
+        self.kafka = Dependency("kafka", config.kafka.bootstrap_servers)
+        self._probe = KafkaProbe(config.kafka)
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -306,6 +311,7 @@ class IngestServer:
             self.config.gatekeeper,
             max_body_bytes=self.config.max_body_bytes,
             requests=INGEST_REQUESTS,
+            health=lambda: health_report(self.kafka),
         )
         writers = [require(WRITE)]
         app.add_api_route(
@@ -325,6 +331,7 @@ class IngestServer:
         producer = self.config.kafka.producer(acks="all", linger_ms=5)
         await producer.start()
         self._producer = producer
+        self._watch = asyncio.create_task(watch({self.kafka: self._probe}), name="ingest-kafka")
         try:
             self._http = HttpServer(self.app(), self.config.host, self.config.port, self.config.tls)
             await self._http.start()
@@ -338,6 +345,12 @@ class IngestServer:
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await self._probe.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -351,9 +364,17 @@ class IngestServer:
 
     async def _produce(self, topic: str, keyed: Sequence[tuple[str, bytes]], what: str) -> None:
         """Produce every ``(key, value)`` and wait until the broker acknowledged them all;
-        503 when it does not (the sender retries)."""
+        503 when it does not, and at once, producing nothing, while Kafka does not answer
+        (the sender retries)."""
         if self._producer is None:
             raise RuntimeError("the ingest server is not started")
+        down = self.kafka.problem()
+        if down is not None:
+            raise ApiError(
+                503,
+                f"Kafka at {self.kafka.where} has not answered for {down['down_for_s']} s "
+                f"({down['error']}); nothing was produced: retry",
+            )
         try:
             pending = [
                 await self._producer.send(topic, value, key=key.encode()) for key, value in keyed
@@ -361,6 +382,7 @@ class IngestServer:
             await asyncio.gather(*pending)
         except KafkaError as error:
             log.warning("producing %s to %s failed: %r", what, topic, error)
+            self.kafka.failed(error)
             raise ApiError(503, f"Kafka did not accept the {what}: {error!r}; retry") from error
         EVENTS_OUT.labels(topic).inc(len(keyed))
 

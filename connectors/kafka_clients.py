@@ -24,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -179,6 +180,10 @@ class KafkaConfig:
     def admin(self, **options: Any) -> AIOKafkaAdminClient:
         """An aiokafka admin client with the caller's ``options`` (client_id, ...)."""
         return _Admin(self, **self.options(**options))
+
+    def client(self, **options: Any) -> AIOKafkaClient:
+        """aiokafka's bare client (metadata requests, no producing or consuming)."""
+        return AIOKafkaClient(**self.options(**options))
 
     async def refusal(self) -> str | None:
         """Why a connection to the first broker fails, in words; ``None`` when it succeeds."""

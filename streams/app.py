@@ -26,7 +26,8 @@ State: each entity's windows and models live in the engine and are written to th
 ``entity-windows`` and ``entity-models`` tables as compact bytes; a restarted worker resumes
 from them. Outputs are at-least-once with stable ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
-tables, or while a partition is stalled.
+tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
+answer (see :mod:`connectors.dependencies`), and the worker goes on by itself when they do.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ from aiokafka.errors import MessageSizeTooLargeError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors import dependencies
 from connectors import prometheus as metrics
+from connectors.dependencies import DEGRADED, Dependency, KafkaProbe, health_report
 from connectors.kafka_clients import KafkaConfig
 from connectors.redis_store import FeatureStore
 from models.entity import BatchModel
 from models.registry import ModelRegistry, RegistryError
 from models.training import FAILURE_RISK
+from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Engine, Outputs, inputs_of
@@ -216,6 +220,8 @@ def create_app(settings: Settings) -> faust.App:
     engine = Engine(settings, load_state, codec, routing_stats.get_topic_name())
     health = WorkerHealth()
     cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
+    brokers = Dependency("kafka", settings.kafka_bootstrap_servers)
+    redis = Dependency("redis", cache.where)
     # The newest cache entries of each entity (see FeatureStore), flushed once a second.
     latest: dict[str, dict[str, bytes]] = {"features": {}, "predictions": {}, "forecasts": {}}
 
@@ -273,7 +279,9 @@ def create_app(settings: Settings) -> faust.App:
                 await send(engine.route(inputs_of(events), time.time()))
 
     async def flush_cache() -> None:
-        """Write the latest features and predictions to Redis; a Redis outage is logged."""
+        """Write the latest features and predictions to Redis. While Redis is away the
+        newest entry of each entity waits for the next flush, so the cache refills as soon
+        as Redis answers, with what is newest by then."""
         flushed = {slot: entries for slot, entries in latest.items() if entries}
         if not flushed:
             return
@@ -282,11 +290,11 @@ def create_app(settings: Settings) -> faust.App:
         try:
             await cache.put_encoded(**{slot: e.items() for slot, e in flushed.items()})
         except Exception as error:  # the cache is not the source of truth: keep streaming
-            log.warning(
-                "Redis cache write failed (%s); %d entities not cached",
-                error,
-                len(flushed.get("predictions", {})),
-            )
+            redis.failed(error)
+            for slot, entries in flushed.items():
+                latest[slot] = {**entries, **latest[slot]}
+        else:
+            redis.answered()
 
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,
                topics.ROUTING_REQUESTS.name, routing_stats.get_topic_name()}  # fmt: skip
@@ -329,7 +337,15 @@ def create_app(settings: Settings) -> faust.App:
         await consumer.start()
         try:
             async for message in consumer:
-                _, update = codec.decode(message.value)
+                coordinates = (message.topic, message.partition, message.offset)
+                update = codec.decode_message(
+                    Message(*coordinates, message.key, message.value), "model_update"
+                )
+                if isinstance(update, DeadLetter):
+                    refused = engine.outputs()
+                    refused.dead(update)
+                    await send(refused)
+                    continue
                 if update.get("model") == FAILURE_RISK:
                     log.info(
                         "model update: %s v%s %s",
@@ -340,6 +356,15 @@ def create_app(settings: Settings) -> faust.App:
                     await reload_models()
         finally:
             await consumer.stop()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_dependencies() -> None:
+        """Kafka and Redis asked every few seconds, so /health knows even when idle."""
+        probe = KafkaProbe(settings.kafka())
+        try:
+            await dependencies.watch({brokers: probe, redis: cache.ping})
+        finally:
+            await probe.close()
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def watch_drift() -> None:
@@ -355,15 +380,17 @@ def create_app(settings: Settings) -> faust.App:
             "recovering": bool(getattr(app, "in_recovery", False)),
             "stalled": bool(stalled),
         }
-        status = next((name for name, bad in problems.items() if bad), "ok")
+        services = health_report(brokers, redis)
+        status = next((name for name, bad in problems.items() if bad), services["status"])
         body = {
             "status": status,
+            "down": services["down"],
             "crashed_agents": health.crashed,
             "stalled_partitions": stalled,
             **engine.health_fields(),
             "uptime_s": round(time.time() - health.started_s, 1),
         }
-        return web.json(body, status=200 if status == "ok" else 503)
+        return web.json(body, status=200 if status in ("ok", DEGRADED) else 503)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.dependencies import DEGRADED
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError, error_response, install_error_handlers
 from connectors.http.keys import ApiKey, presented_key
@@ -123,8 +124,10 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app with Foresight's errors, limits, ``/health`` and ``/metrics``.
 
-    ``health`` reports the server's state (``{"status": "ok", ...}`` answers 200, any other
-    status 503); ``requests`` is a counter labelled ``endpoint`` and ``code``.
+    ``health`` reports the server's state (``{"status": "ok", ...}`` and ``"degraded"``, a
+    service it relies on being down, answer 200; any other status 503, see
+    :mod:`connectors.dependencies`); ``requests`` is a counter labelled ``endpoint`` and
+    ``code``.
     """
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gatekeeper = gatekeeper
@@ -137,7 +140,8 @@ def create_app(
     @app.get("/health")
     async def report_health() -> JSONResponse:
         report = dict(health()) if health is not None else {"status": "ok"}
-        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
+        healthy = report.get("status") in ("ok", DEGRADED)
+        return JSONResponse(report, status_code=200 if healthy else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -357,7 +357,9 @@ class LocalStack:
         self._pid_file(service).write_text(f"{process.pid} {_start_time(process.pid)}\n")
         return process.pid
 
-    def _stop(self, service: str, timeout: float = 30.0) -> bool:
+    def stop(self, service: str, timeout: float = 30.0) -> bool:
+        """Stop ``service`` (one of :data:`SERVICES`) if this stack started it:
+        SIGTERM, then SIGKILL after ``timeout`` seconds; ``up`` starts it again."""
         pid = self._running_pid(service)
         self._pid_file(service).unlink(missing_ok=True)
         if pid is None:
@@ -706,7 +708,7 @@ class LocalStack:
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
-        stopped = [s for s in SERVICES if self._stop(s)]
+        stopped = [s for s in reversed(SERVICES) if self.stop(s)]  # Connect before Kafka
         if wipe and self.dir.exists():
             for child in (
                 *("kafka", "redis", "connect", "schema-registry"),

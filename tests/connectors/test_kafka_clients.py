@@ -122,7 +122,7 @@ def test_an_empty_password_file_is_refused(tmp_path: Path) -> None:
 def test_no_kafka_client_is_built_outside_the_factory() -> None:
     """Every producer, consumer and admin client comes from connectors/kafka_clients.py, so
     none can miss the security settings; the Faust app gets them as broker_credentials."""
-    built = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(")
+    built = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient|Client)\(")
     folders = ("connectors", "streams", "deploy", "load-tests", "tests")
     found = [
         f"{path.relative_to(ROOT)}:{n}"
