@@ -25,6 +25,7 @@ BENCHMARKS = {
     "redis-read": "bench_redis_read",
     "early-warning": "bench_early_warning",
     "auth-flood": "bench_auth_flood",
+    "engine": "bench_engine",
 }
 
 
