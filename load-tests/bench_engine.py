@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.codec import Codec, Message  # noqa: E402
-from streams import topics  # noqa: E402
-from streams.engine import Engine, Input  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
+from schemas.codec import Codec, Message
+from streams import topics
+from streams.engine import Engine, Input
+from streams.settings import Settings, load_settings
 
 
 def make_inputs(
@@ -179,7 +179,9 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'RSS MiB (peak)':<34}{result['rss_bytes'] / 2**20:>14,.0f}"
           f" ({result['peak_rss_bytes'] / 2**20:,.0f})")  # fmt: skip
     print(f"{'state bytes per series':<34}{result['state_bytes_per_series']:>14,.0f}")
-    print(f"{'changelog bytes per event-second':<34}{result['changelog_bytes_per_event_s']:>14,.0f}")
+    print(
+        f"{'changelog bytes per event-second':<34}{result['changelog_bytes_per_event_s']:>14,.0f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
