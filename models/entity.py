@@ -193,12 +193,9 @@ class EntityPipeline:
         refused = self.windows.add(t_ms, names, values)
         if capacities is not None:
             self._fit_states()
-            index = self.windows.index
-            rows = [(index[n], c) for n, c in zip(names, capacities.tolist(), strict=True)
-                    if n in index]  # fmt: skip
-            if rows:
-                at, capacity = zip(*rows, strict=True)
-                self.models.states.parts["capacity"][self.rows[list(at)]] = capacity
+            at, _ = self.windows.admit(names)  # rows now, -1 for the refused
+            kept = at >= 0
+            self.models.states.parts["capacity"][self.rows[at[kept]]] = capacities[kept]
         return refused
 
     def observe(
