@@ -45,6 +45,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.error
@@ -73,6 +74,8 @@ from connectors.http.app import HttpServer, client_address, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ, ApiKey
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -189,8 +192,9 @@ class ClickHouseSink:
 
     Parameters
     ----------
-    bootstrap
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     topics
         Topics to store; records are routed to tables by the schema in their header.
     group_id
@@ -211,6 +215,8 @@ class ClickHouseSink:
         What each statement sent to that port is held to (needed with ``sql_port``).
     audit
         Where each statement sent to that port is recorded (needed with ``sql_port``).
+    tls
+        With a certificate, the SQL endpoint serves https only (``FORESIGHT_TLS_CERT``).
     insert_attempts
         Tries per insert before the sink gives up with :class:`SinkError` (backing off).
     """
@@ -218,7 +224,7 @@ class ClickHouseSink:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topics: Sequence[str],
         group_id: str,
         store_factory: Callable[[], ClickHouseStore],
@@ -229,6 +235,7 @@ class ClickHouseSink:
         gatekeeper: Gatekeeper | None = None,
         sql_limits: SqlLimits | None = None,
         audit: AuditTrail | None = None,
+        tls: TlsConfig | None = None,
         insert_attempts: int = 5,
         codec: Codec | None = None,
     ) -> None:
@@ -239,7 +246,7 @@ class ClickHouseSink:
                 f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
                 f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
             )
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
@@ -253,6 +260,7 @@ class ClickHouseSink:
         self.gatekeeper = gatekeeper
         self.sql_limits = sql_limits
         self.audit = audit
+        self.tls = tls or TlsConfig()
         self.insert_attempts = insert_attempts
         self.stats = SinkStats()
         self._store_factory = store_factory
@@ -278,7 +286,9 @@ class ClickHouseSink:
             self._store = store
             if self.sql_port is not None and self.gatekeeper and self.sql_limits and self.audit:
                 sql = UserSql(store.session, self.sql_limits)
-                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper, self.audit)
+                self.sql_endpoint = SqlEndpoint(
+                    sql, self.sql_port, self.gatekeeper, self.audit, self.tls
+                )
                 try:
                     await self.sql_endpoint.start()
                 except OSError as error:
@@ -287,8 +297,7 @@ class ClickHouseSink:
                         f"cannot answer SQL on {SQL_HOST}:{self.sql_port}: {error}; is another "
                         "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            consumer = self.kafka.consumer(
                 group_id=self.group_id,
                 client_id=f"foresight-clickhouse-sink-{self.group_id}",
                 enable_auto_commit=False,
@@ -542,10 +551,19 @@ class SqlEndpoint:
     FAILED with ClickHouse's message.
     """
 
-    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        sql: UserSql,
+        port: int,
+        gatekeeper: Gatekeeper,
+        audit: AuditTrail,
+        tls: TlsConfig | None = None,
+    ) -> None:
         self._sql = sql
         self._audit = audit
-        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port)
+        self.app = self._app(gatekeeper)
+        """The ASGI application (in-process clients use it without a socket)."""
+        self._http = HttpServer(self.app, SQL_HOST, port, tls)
 
     @property
     def port(self) -> int:
@@ -597,19 +615,25 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
+def ask_sink(
+    port: int, sql: str, key: str | None, timeout: float = 60.0, tls: TlsConfig | None = None
+) -> QueryResult:
     """Run ``sql`` through the SQL endpoint of the sink running on this machine at ``port``,
-    with ``key`` (``read`` role).
+    with ``key`` (``read`` role); over https, verified with ``tls``'s CA, when ``tls`` has a
+    certificate (the sink's settings are the caller's).
 
     Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlRefusedError`
     when the statement (or the key) is refused, :class:`SqlError` with ClickHouse's message
     when it fails.
     """
-    url = f"http://{SQL_HOST}:{port}/"
+    tls = tls or TlsConfig()
+    url = tls.url(SQL_HOST, port)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     request = urllib.request.Request(url, data=sql.encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=tls.client_context()
+        ) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
         try:
@@ -624,6 +648,12 @@ def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> Que
             message = f"the ClickHouse sink at {url} refused the query ({error.code}): {message}"
         raise SqlError(message) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise SqlError(
+                f"the ClickHouse sink at {url} presented a certificate this client does not "
+                f"trust ({reason.verify_message}); set FORESIGHT_TLS_CA to the CA that signed it"
+            ) from error
         raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error
     except ValueError as error:
         raise SinkUnavailableError(f"{url} answered something other than a sink's JSON") from error

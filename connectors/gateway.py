@@ -1,6 +1,7 @@
 """The WebSocket gateway: predictions and alerts from Kafka to browsers and dashboards, live.
 
-One asyncio process, one port (``FORESIGHT_GATEWAY_PORT``):
+One asyncio process, one port (``FORESIGHT_GATEWAY_PORT``), over TLS (https and wss) when the
+configuration has a certificate:
 
 * ``/ws``: the live feed. A client connects with its API key, sends a subscribe message (see
   :mod:`connectors.gateway_filters`), and gets ``{"type": "subscribed"}``, the latest state
@@ -31,12 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import json
 import logging
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,7 +53,8 @@ from connectors.gateway_filters import (
     ALERTS,
     PREDICTIONS,
     Subscription,
-    parse_subscription,
+    SubscriptionError,
+    read_subscription,
 )
 from connectors.gateway_http import (
     StaticFiles,
@@ -64,6 +65,8 @@ from connectors.gateway_http import (
 )
 from connectors.http.auth import Admission, Gatekeeper
 from connectors.http.keys import READ, presented_key
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
@@ -89,8 +92,9 @@ class GatewayConfig:
 
     Parameters
     ----------
-    bootstrap_servers
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     gatekeeper
         Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
@@ -111,9 +115,12 @@ class GatewayConfig:
     compress
         Offer permessage-deflate to clients (default ``False``: it costs CPU per client per
         message; turn it on when clients sit behind slow links).
+    tls
+        With a certificate (``FORESIGHT_TLS_CERT``), every route and the feed are served over
+        TLS only (``https``, ``wss``); without, plain (the default).
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
@@ -125,6 +132,7 @@ class GatewayConfig:
     max_poll_records: int = 500
     snapshot_limit: int = 1000
     compress: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 class _Client:
@@ -182,11 +190,11 @@ class Gateway:
             # permessage-deflate would compress each message once per client: CPU that grows
             # with the fan-out, for messages that are small already.
             compression="deflate" if self.config.compress else None,
+            ssl=self.config.tls.server_context(),
         )
         log.info(
-            "gateway on http://%s:%d relaying %s and %s",
-            self.config.host,
-            self.port,
+            "gateway on %s relaying %s and %s",
+            self.config.tls.url(self.config.host, self.port),
             self.config.predictions_topic,
             self.config.alerts_topic,
         )
@@ -228,8 +236,7 @@ class Gateway:
 
     async def _start_consumer(self) -> None:
         topics = [self.config.predictions_topic, self.config.alerts_topic]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap_servers,
+        consumer = self.config.kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -239,7 +246,7 @@ class Gateway:
             await consumer.start()
         except Exception as error:
             raise GatewayStartError(
-                f"cannot reach Kafka at {self.config.bootstrap_servers}: {error}; "
+                f"cannot reach Kafka at {self.config.kafka.describe()}: {error!r}; "
                 "is the stack up (foresight stack up)?"
             ) from error
         self._consumer = consumer
@@ -248,7 +255,7 @@ class Gateway:
         if missing:
             await consumer.stop()
             raise GatewayStartError(
-                f"topics {missing} do not exist on {self.config.bootstrap_servers}; "
+                f"topics {missing} do not exist on {self.config.kafka.bootstrap_servers}; "
                 "create them with `foresight topics create`"
             )
         consumer.subscribe(topics)
@@ -395,8 +402,8 @@ class Gateway:
         try:
             async for raw in connection:
                 try:
-                    subscription = parse_subscription(json.loads(raw))
-                except ValueError as error:  # bad JSON or a SubscriptionError
+                    subscription = read_subscription(raw)
+                except SubscriptionError as error:
                     await connection.send(to_json({"type": "error", "message": str(error)}))
                     continue
                 if sender is not None and client is not None:

@@ -29,7 +29,8 @@ non-empty and at most 256 characters (label keys and values too, at most 64 labe
 not negative, and not more than an hour ahead of the receiver's clock; the optional doubles
 (``duration_ms``, ``cost``) are finite, not negative, and fit a double.
 
-Topic names and the Kafka bootstrap are parameters: connectors do not import ``streams``.
+With a certificate in ``tls`` it serves https only. Topic names and the Kafka configuration are
+parameters: connectors do not import ``streams``.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -52,6 +54,8 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import WRITE
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
@@ -109,10 +113,12 @@ def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer of epoch milliseconds, got {value!r:.60}"
     if value < 0:
-        return f"must not be negative, got {value}"
+        return f"must not be negative, got {str(value)[:24]}"
     if value > now_ms + MAX_FUTURE_MS:
+        # JSON integers have no bound: one past a long is still an answer, not an overflow.
+        ahead = (value - now_ms) / 3_600_000 if value < 2**63 else math.inf
         return (
-            f"{value} is {(value - now_ms) / 3_600_000:.1f} h ahead of the receiver's clock "
+            f"{str(value)[:24]} is {ahead:.1f} h ahead of the receiver's clock "
             f"({now_ms}); at most 1 h is allowed: send epoch milliseconds (not microseconds) "
             "and check the sender's clock"
         )
@@ -244,10 +250,10 @@ class IngestConfig:
     ``entity_labels`` is the parsed ``FORESIGHT_ENTITY_LABELS``; ``gatekeeper`` checks keys
     and rate limits (:func:`streams.access.gatekeeper` builds it from the settings);
     ``scrubber`` applies the PII rules (``FORESIGHT_PII_RULES``); ``port`` 0 picks a free
-    port (see :attr:`IngestServer.port`).
+    port (see :attr:`IngestServer.port`); ``tls`` with a certificate: https.
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     metrics_topic: str
     agent_events_topic: str
     gatekeeper: Gatekeeper
@@ -256,6 +262,7 @@ class IngestConfig:
     host: str = "127.0.0.1"
     port: int = 9201
     max_body_bytes: int = 16 << 20
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -315,18 +322,16 @@ class IngestServer:
 
     async def start(self) -> None:
         """Connect the producer, then listen; raises if Kafka or the address is unavailable."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap_servers, acks="all", linger_ms=5
-        )
+        producer = self.config.kafka.producer(acks="all", linger_ms=5)
         await producer.start()
         self._producer = producer
         try:
-            self._http = HttpServer(self.app(), self.config.host, self.config.port)
+            self._http = HttpServer(self.app(), self.config.host, self.config.port, self.config.tls)
             await self._http.start()
         except BaseException:
             await self.stop()
             raise
-        log.info("ingesting on http://%s:%d", self.config.host, self.port)
+        log.info("ingesting on %s", self.config.tls.url(self.config.host, self.port))
 
     async def stop(self) -> None:
         """Stop listening, then flush and close the producer."""

@@ -40,8 +40,8 @@ import numpy as np
 
 from connectors.http.keys import ROLES, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from deploy.local.processes import free_port
 from streams.settings import load_settings
-from streams.worker_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOD_ADDRESS = "127.0.0.2"  # another loopback address: the flood is not the prober
@@ -136,11 +136,7 @@ def start_server(server: str, source: Path, key_dir: Path, key: str) -> tuple[An
     if server == "gateway":
         run = uuid.uuid4().hex[:8]
         topics = [f"bench.flood.predictions.{run}", f"bench.flood.alerts.{run}"]
-        asyncio.run(
-            ensure_topics(
-                settings.kafka_bootstrap_servers, [TopicRequest(t, 1, {}) for t in topics]
-            )
-        )
+        asyncio.run(ensure_topics(settings.kafka(), [TopicRequest(t, 1, {}) for t in topics]))
         command += ["--predictions-topic", topics[0], "--alerts-topic", topics[1]]
     env = {
         **os.environ,

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_admin import TopicRequest, ensure_topics  # noqa: E402
+from connectors.kafka_clients import KafkaConfig  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from streams import topics  # noqa: E402
 from streams.commands.stack import local_stack, topic_requests  # noqa: E402
@@ -66,11 +66,9 @@ def make_records(
     return out
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+async def produce(kafka: KafkaConfig, topic: str, records: list[tuple[bytes, bytes]]) -> float:
     """Write records as fast as possible; returns the seconds it took."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB, max_request_size=4 * _MIB
-    )
+    producer = kafka.producer(linger_ms=5, max_batch_size=_MIB, max_request_size=4 * _MIB)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -86,19 +84,20 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     return time.perf_counter() - started
 
 
-async def raw_passthrough(bootstrap: str, source: str, sink: str, expect: int) -> dict[str, Any]:
+async def raw_passthrough(
+    kafka: KafkaConfig, source: str, sink: str, expect: int
+) -> dict[str, Any]:
     """The ceiling: consume, decode, add a field, encode, produce, with raw aiokafka."""
     codec = Codec()
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
         source,
-        bootstrap_servers=bootstrap,
         group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * _MIB,
         fetch_max_bytes=32 * _MIB,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB)
+    producer = kafka.producer(linger_ms=5, max_batch_size=_MIB)
     await consumer.start()
     await producer.start()
     done = samples = 0
@@ -135,8 +134,9 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, expect: int) -
 def _raw_in_subprocess(settings: Settings, source: str, expect: int) -> dict[str, Any]:
     # load-tests is not an importable package name, so the child runs this file by path.
     script = (
-        f"import asyncio, json, runpy; m = runpy.run_path({str(Path(__file__))!r}); "
-        f"print(json.dumps(asyncio.run(m['raw_passthrough']({settings.kafka_bootstrap_servers!r}, "
+        "import asyncio, json, runpy; from connectors.kafka_clients import KafkaConfig; "
+        f"m = runpy.run_path({str(Path(__file__))!r}); "
+        f"print(json.dumps(asyncio.run(m['raw_passthrough']({settings.kafka()!r}, "
         f"{source!r}, {source + '.out'!r}, {expect}))))"
     )
     out = subprocess.run(
@@ -155,9 +155,7 @@ async def max_rate(
     """Flood the worker and read its sustained rate off its samples counter."""
     before = worker.metric("foresight_samples_in_total")
     total = before + len(records) * samples_per_record
-    produce_task = asyncio.create_task(
-        produce(settings.kafka_bootstrap_servers, topics.METRICS.name, records)
-    )
+    produce_task = asyncio.create_task(produce(settings.kafka(), topics.METRICS.name, records))
     points: list[tuple[float, float]] = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -198,9 +196,8 @@ async def fixed_rate(
     """
     codec = Codec()
     records_per_s = rate / metrics
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka().consumer(
         topics.PREDICTIONS.name,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -231,7 +228,7 @@ async def fixed_rate(
                         in_worker.append(record["latency_ms"])
 
     collector = asyncio.create_task(collect())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1)
+    producer = settings.kafka().producer(linger_ms=1)
     await producer.start()
     names = [f"metric_{i:03d}" for i in range(metrics)]
     rng = np.random.default_rng(1)
@@ -292,7 +289,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
     stack = local_stack(settings, quiet=args.json)
     stack.up(timeout=180)
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings))
+    await ensure_topics(settings.kafka(), topic_requests(settings))
     run_id = uuid.uuid4().hex[:6]
     records = make_records(
         args.entities, args.metrics, args.records, int(time.time() * 1000) - 3_000_000, 1000
@@ -300,14 +297,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     samples = args.records * args.metrics
     source = f"bench.raw.{run_id}"
     await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        settings.kafka(),
         [
             TopicRequest(source, settings.topic_partitions, {}),
             TopicRequest(source + ".out", settings.topic_partitions, {}),
         ],
     )
     progress(f"raw aiokafka passthrough over {args.records:,} records ({samples:,} samples)")
-    await produce(settings.kafka_bootstrap_servers, source, records)
+    await produce(settings.kafka(), source, records)
     raw = _raw_in_subprocess(settings, source, args.records)
     progress(f"  {raw['samples_per_s']:,.0f} samples/s")
     log = Path(settings.stack_dir) / "logs" / f"bench-worker-{run_id}.log"

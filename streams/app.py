@@ -36,12 +36,12 @@ from typing import Any
 
 import faust
 import faust.web.drivers
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import prometheus as metrics
+from connectors.kafka_clients import KafkaConfig
 from connectors.redis_store import FeatureStore
 from models.entity import BatchModel
 from models.registry import ModelRegistry, RegistryError
@@ -129,13 +129,28 @@ class WorkerHealth:
         self.crashed.pop(agent, None)
 
 
+def broker_credentials(kafka: KafkaConfig) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The Kafka security of ``kafka`` as Faust takes it, for every client Faust makes."""
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=kafka.ssl_context(),  # None: SASL_PLAINTEXT
+        )
+    context = kafka.ssl_context()
+    return None if context is None else faust.SSLCredentials(context)
+
+
 def create_app(settings: Settings) -> faust.App:
     """The Faust app of a worker, with its agents, timers and web pages."""
     datadir = worker_datadir(settings)
     datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    kafka = settings.kafka()
     app = faust.App(
         settings.worker_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        broker=f"kafka://{kafka.bootstrap_servers}",
+        broker_credentials=broker_credentials(kafka),
         store=table_store(settings.worker_store),
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
@@ -144,6 +159,7 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.bind_host,
         web_bind=settings.bind_host,
         web_port=settings.worker_port,
+        web_ssl_context=settings.tls().server_context(),
         consumer_max_fetch_size=4 * _MIB,
         consumer_auto_offset_reset=settings.worker_offset_reset,
         table_standby_replicas=settings.worker_standby_replicas,
@@ -293,9 +309,8 @@ def create_app(settings: Settings) -> faust.App:
         each picks up a promotion without a restart; scoring goes on with the old models
         until the new ones are loaded, then switches in one assignment."""
         await reload_models()
-        consumer = AIOKafkaConsumer(
+        consumer = kafka.consumer(
             topics.MODEL_UPDATES.name,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
             auto_offset_reset="latest",
             enable_auto_commit=False,

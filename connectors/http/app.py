@@ -4,8 +4,8 @@
 body, the body size limit, the per-address rate limit, request counting, ``/health`` and
 ``/metrics`` (the only routes without a key). A server adds its routes, each declaring the role
 it needs with :func:`require`. :class:`HttpServer` serves an app with uvicorn inside the
-caller's event loop; :func:`uvicorn_config` is the one place uvicorn is configured (TLS
-certificates will be set there).
+caller's event loop, over TLS when given a :class:`~connectors.http.tls.TlsConfig` with a
+certificate; :func:`uvicorn_config` is the one place uvicorn is configured.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError, error_response, install_error_handlers
 from connectors.http.keys import ApiKey, presented_key
 from connectors.http.limits import BodyLimit
+from connectors.http.tls import TlsConfig
 
 OPEN_PATHS = ("/health", "/metrics")
 DEFAULT_MAX_BODY = 1 << 20
@@ -145,9 +146,11 @@ def create_app(
     return app
 
 
-def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
-    """How every Foresight server runs uvicorn: no access log, no proxy headers trusted,
-    lifespan handled by the server object, a short graceful shutdown."""
+def uvicorn_config(app: ASGIApp, tls: TlsConfig) -> uvicorn.Config:
+    """How every Foresight server runs uvicorn: TLS when ``tls`` has a certificate, no access
+    log, no proxy headers trusted, lifespan handled by the server object, a short graceful
+    shutdown."""
+    context = tls.server_context()
     return uvicorn.Config(
         app,
         http="httptools",  # the C parser: several times uvicorn's pure-Python h11
@@ -158,6 +161,7 @@ def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_context_factory=None if context is None else lambda _config, _default: context,
     )
 
 
@@ -170,15 +174,17 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """Serves ``app`` on ``host:port`` in the running event loop; port 0 picks a free one.
+    """Serves ``app`` on ``host:port`` in the running event loop; port 0 picks a free one;
+    https only when ``tls`` has a certificate.
 
     :meth:`start` binds (an ``OSError`` when the address is taken) and returns once serving.
     """
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, tls: TlsConfig | None = None) -> None:
         self.app = app
         self.host = host
         self.requested_port = port
+        self.tls = tls or TlsConfig()
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -204,8 +210,9 @@ class HttpServer:
         return sock
 
     async def start(self) -> None:
+        config = uvicorn_config(self.app, self.tls)  # a TlsError before anything is bound
         self._socket = self._bind()
-        self._server = _Server(uvicorn_config(self.app))
+        self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():

@@ -9,6 +9,13 @@ apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer 
 
 Every process the stack starts is recorded in ``<stack_dir>/pids/<service>.pid`` so that
 ``down`` stops exactly those, and only those.
+
+With ``FORESIGHT_STACK_KAFKA_SASL_PORT`` set, Kafka also listens SASL_SSL on that port: TLS with
+the development certificate of :mod:`deploy.local.certs` (made when missing), clients
+authenticated by SCRAM-SHA-512 as user ``foresight``, whose password the stack writes to
+``<stack_dir>/kafka/sasl/foresight.password`` (0600). When Foresight's own settings say the
+brokers need TLS or SASL (``KAFKA_SECURITY_PROTOCOL``), the Connect worker is configured to
+match.
 """
 
 from __future__ import annotations
@@ -17,25 +24,42 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from connectors.kafka_connect import private_folder
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
+from connectors.kafka_connect import secret_reference, write_secrets
+from connectors.private_files import private_folder, write_private
+from deploy.local.certs import certs_folder, make_dev_certs
 
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+CONTROLLER_PORT_OFFSET = 3
+"""Kafka's KRaft controller listens this far above the broker (9095 beside 9092): 9093 and
+9094 are Alertmanager's web and cluster ports, so both run on one machine with defaults."""
+SCRAM_USER = "foresight"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SERVICES = ("redis", "kafka", "connect")
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
 _HERE = Path(__file__).resolve().parent
 SYSTEM_PACKAGES = _HERE / "system-packages"
 
@@ -58,10 +82,17 @@ class Endpoints:
     chdb_path: Path
     sink_sql_port: int | None = None
     sink_key: str | None = None  # a key of the read role, to ask the sink
+    sink_tls: TlsConfig = field(default_factory=TlsConfig)
+    kafka_sasl_port: int = 0  # the SASL_SSL listener's port; 0: none
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)  # how Foresight's clients talk
 
     @property
     def bootstrap(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_sasl_port}"
 
     @property
     def connect_url(self) -> str:
@@ -90,6 +121,10 @@ def endpoints(
     chdb_path: str,
     sink_sql_port: int | None = None,
     sink_key: str | None = None,
+    *,
+    sink_tls: TlsConfig | None = None,
+    kafka_sasl_port: int = 0,
+    kafka: KafkaConfig | None = None,
 ) -> Endpoints:
     """Endpoints of the local stack from the settings' URLs (the first broker is ours)."""
     host, _, port = kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
@@ -106,6 +141,9 @@ def endpoints(
         chdb_path=Path(chdb_path),
         sink_sql_port=sink_sql_port,
         sink_key=sink_key,
+        sink_tls=sink_tls or TlsConfig(),
+        kafka_sasl_port=kafka_sasl_port,
+        kafka=kafka or KafkaConfig(kafka_bootstrap_servers),
     )
 
 
@@ -131,7 +169,7 @@ def _redis_ping(host: str, port: int) -> bool:
         return False
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -139,6 +177,24 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None
         time.sleep(0.25)
     hint = f"; see {log}" if log else ""
     raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
+
+
+def installed(command: str, *also: str, progress: Callable[[str], None] = print) -> str:
+    """The path of ``command``, after ``system-packages`` installs whatever of it and of
+    ``also`` is missing (one line of progress per package; StackError if it cannot)."""
+    bash = shutil.which("bash") or "/bin/bash"
+    result = subprocess.run(
+        [bash, str(SYSTEM_PACKAGES), command, *also],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in result.stdout.splitlines():
+        progress(line)
+    path = shutil.which(command)
+    if result.returncode != 0 or path is None:
+        raise StackError(result.stderr.strip() or f"{command} is not on PATH")
+    return path
 
 
 def connect_secrets_dir(stack_dir: Path) -> Path:
@@ -194,13 +250,72 @@ class LocalStack:
             line.split("=", 1) for line in lines if "=" in line and not line.startswith("#")
         )
 
-    def _render(self, template: str, target: Path, **values: object) -> Path:
-        text = string.Template((_HERE / template).read_text()).substitute(
-            {k: str(v) for k, v in values.items()}
-        )
+    def _render(
+        self, template: str, target: Path, appended: Sequence[str] = (), **values: object
+    ) -> Path:
+        """Write ``template`` filled with ``values`` to ``target``, then the ``appended`` lines
+        (settings only some configurations have)."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        target.write_text(_filled(template, **values) + "".join(f"{a}\n" for a in appended))
         return target
+
+    def scram_password_file(self) -> Path:
+        """The password of the SASL_SSL listener's user ``foresight`` (made at its first up)."""
+        return self.dir / "kafka" / "sasl" / f"{SCRAM_USER}.password"
+
+    def certs(self) -> Path:
+        """The folder of the development certificates the SASL_SSL listener presents."""
+        return certs_folder(self.dir)
+
+    def _sasl_ssl(self) -> tuple[str, list[str]]:
+        """The SASL_SSL listener (``""`` without its port) and its lines of Kafka's config;
+        makes the certificates, the key store and the user's password when missing."""
+        w = self.where
+        if not w.kafka_sasl_port:
+            return "", []
+        certs = self.certs()
+        if not (certs / "server.pem").is_file() or not (certs / "server-key.pem").is_file():
+            self.progress(f"making development certificates in {certs}")
+            make_dev_certs(certs)
+        folder = private_folder(self.scram_password_file().parent)
+        keystore = folder / "keystore.pem"
+        write_private(
+            keystore, (certs / "server-key.pem").read_text() + (certs / "server.pem").read_text()
+        )
+        if not self.scram_password_file().is_file():
+            write_private(self.scram_password_file(), secrets.token_urlsafe(24) + "\n")
+        lines = _filled("kafka-sasl-ssl.properties", keystore=keystore).splitlines()
+        return f",SASL_SSL://{w.sasl_bootstrap}", lines
+
+    def _add_scram_user(self) -> None:
+        """Create (or reset) the SCRAM user of the SASL_SSL listener, through the PLAINTEXT one.
+
+        The password goes in a 0600 file, not on a command line others can read.
+        """
+        password = self.scram_password_file().read_text().strip()
+        request = self.scram_password_file().with_name("scram-user.properties")
+        # From a file, ConfigCommand takes the value without the brackets of --add-config.
+        write_private(request, f"{SCRAM_MECHANISM}=iterations=8192,password={password}\n")
+        self.progress(f"creating the SCRAM user {SCRAM_USER!r} for {self.where.sasl_bootstrap}")
+        try:
+            self._run(
+                [
+                    *self._java("kafka-scram", "kafka.admin.ConfigCommand", request, "256m")[:-1],
+                    *("--bootstrap-server", self.where.bootstrap, "--alter"),
+                    *("--entity-type", "users", "--entity-name", SCRAM_USER),
+                    *("--add-config-file", str(request)),
+                ],
+                f"creating the SCRAM user {SCRAM_USER}",
+            )
+        finally:
+            request.unlink(missing_ok=True)
+
+    def _sasl_ssl_ready(self) -> bool:
+        """Whether the SASL_SSL listener answers with the certificate the dev CA signed."""
+        ca = self.certs() / "ca.pem"
+        if not ca.is_file():
+            return False
+        return _kafka_ready(self.where.sasl_bootstrap, ssl.create_default_context(cafile=ca))
 
     # -- processes -------------------------------------------------------------------------
     def _running_pid(self, service: str) -> int | None:
@@ -252,21 +367,7 @@ class LocalStack:
 
     # -- prerequisites ---------------------------------------------------------------------
     def _tool(self, command: str, *also: str) -> str:
-        """The path of ``command``, after ``system-packages`` installs whatever of it and of
-        ``also`` is missing (one line of progress per package; StackError if it cannot)."""
-        bash = shutil.which("bash") or "/bin/bash"
-        result = subprocess.run(
-            [bash, str(SYSTEM_PACKAGES), command, *also],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        for line in result.stdout.splitlines():
-            self.progress(line)
-        path = shutil.which(command)
-        if result.returncode != 0 or path is None:
-            raise StackError(result.stderr.strip() or f"{command} is not on PATH")
-        return path
+        return installed(command, *also, progress=self.progress)
 
     def classpath(self) -> str:
         """The Kafka and Connect classpath, resolved by Maven once and cached."""
@@ -336,18 +437,31 @@ class LocalStack:
         ]
 
     # -- services --------------------------------------------------------------------------
-    def _up_kafka(self) -> None:
+    def _up_kafka(self) -> bool:
+        """Start Kafka unless it runs; whether it was started."""
         w = self.where
         if self._running_pid("kafka") or _port_open(w.kafka_host, w.kafka_port):
-            return
+            return False
+        if w.kafka.security_protocol != "PLAINTEXT":
+            raise StackError(
+                f"Kafka is not running at {w.bootstrap}, and the settings say it needs "
+                f"KAFKA_SECURITY_PROTOCOL={w.kafka.security_protocol}: the local stack starts "
+                "Kafka from its PLAINTEXT address. Start it with KAFKA_SECURITY_PROTOCOL=PLAINTEXT "
+                "and KAFKA_BOOTSTRAP_SERVERS=<host>:<plaintext port>, with "
+                "FORESIGHT_STACK_KAFKA_SASL_PORT for the secure listener, then point Foresight "
+                "at that listener"
+            )
         data = self.dir / "kafka" / "data"
+        sasl_ssl_listener, sasl_ssl = self._sasl_ssl()
         config = self._render(
             "kafka.properties",
             self.dir / "kafka" / "server.properties",
             host=w.kafka_host,
             port=w.kafka_port,
-            controller_port=w.kafka_port + 1,
+            controller_port=w.kafka_port + CONTROLLER_PORT_OFFSET,
             data_dir=data,
+            sasl_ssl_listener=sasl_ssl_listener,
+            appended=sasl_ssl,
         )
         if not (data / "meta.properties").is_file():
             cluster_id = self.dir / "kafka" / "cluster.id"
@@ -361,13 +475,16 @@ class LocalStack:
                 ],
                 "formatting Kafka storage",
             )
-        self.progress(f"starting Kafka {KAFKA_VERSION} on {w.bootstrap}")
+        secure = f" and SASL_SSL on {w.sasl_bootstrap}" if w.kafka_sasl_port else ""
+        self.progress(f"starting Kafka {KAFKA_VERSION} on {w.bootstrap}{secure}")
         self._spawn("kafka", self._java("kafka", "kafka.Kafka", config, "1g"))
+        return True
 
     def _up_connect(self) -> None:
         w = self.where
         if self._running_pid("connect") or _port_open(w.connect_host, w.connect_port):
             return
+        secrets_dir = private_folder(connect_secrets_dir(self.dir))
         config = self._render(
             "connect.properties",
             self._connect_config_file(),
@@ -375,7 +492,8 @@ class LocalStack:
             host=w.connect_host,
             port=w.connect_port,
             plugin_path=self.http_sink_plugin(),
-            secrets_dir=private_folder(connect_secrets_dir(self.dir)),
+            secrets_dir=secrets_dir,
+            appended=connect_kafka_security(w.kafka, secrets_dir),
         )
         self.progress(f"starting Kafka Connect on {w.connect_url}")
         self._spawn(
@@ -417,17 +535,40 @@ class LocalStack:
             ],
         )
 
-    def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
-        """Start whatever is not running, wait until each service answers, return statuses."""
+    def up(
+        self, timeout: float = 120.0, services: tuple[str, ...] = SERVICES
+    ) -> list[ServiceStatus]:
+        """Start whichever of ``services`` is not running, wait until each answers, and return
+        every service's status."""
+        unknown = sorted(set(services) - set(SERVICES))
+        if unknown:
+            raise StackError(f"no stack services {unknown}; the stack has {', '.join(SERVICES)}")
         self.dir.mkdir(parents=True, exist_ok=True)
         w = self.where
-        self._up_redis()
-        self._up_kafka()
-        _wait("Redis", lambda: _redis_ping(w.redis_host, w.redis_port), 30, self._log("redis"))
-        _wait("Kafka", lambda: _kafka_ready(w.bootstrap), timeout, self._log("kafka.java"))
-        self._up_connect()
-        _wait("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
+        if "redis" in services:
+            self._up_redis()
+            wait_until("Redis", self._redis_answers, 30, self._log("redis"))
+        if "kafka" in services:
+            started = self._up_kafka()
+            wait_until("Kafka", self._kafka_answers, timeout, self._log("kafka.java"))
+            if started and w.kafka_sasl_port:
+                self._add_scram_user()
+                wait_until(
+                    "Kafka's SASL_SSL listener",
+                    self._sasl_ssl_ready,
+                    timeout,
+                    self._log("kafka.java"),
+                )
+        if "connect" in services:
+            self._up_connect()
+            wait_until("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
         return self.status()
+
+    def _redis_answers(self) -> bool:
+        return _redis_ping(self.where.redis_host, self.where.redis_port)
+
+    def _kafka_answers(self) -> bool:
+        return _kafka_ready(self.where.bootstrap, self.where.kafka.ssl_context())
 
     def _connect_ready(self) -> bool:
         try:
@@ -444,7 +585,7 @@ class LocalStack:
         w = self.where
         out = []
         pid = self._running_pid("kafka")
-        ok = _kafka_ready(w.bootstrap)
+        ok = self._kafka_answers()
         out.append(
             ServiceStatus(
                 "kafka",
@@ -454,6 +595,8 @@ class LocalStack:
                 pid is not None,
             )
         )
+        if w.kafka_sasl_port:
+            out.append(self._sasl_ssl_status(pid))
         pid = self._running_pid("connect")
         if self._connect_ready():
             detail, ok = f"worker on {w.connect_url} has the HTTP sink plugin", True
@@ -471,6 +614,22 @@ class LocalStack:
         out.append(ServiceStatus("redis", ok, detail, pid, pid is not None))
         out.append(_clickhouse_status(w))
         return out
+
+    def _sasl_ssl_status(self, pid: int | None) -> ServiceStatus:
+        w = self.where
+        if self._sasl_ssl_ready():
+            detail = (
+                f"SASL_SSL ({SCRAM_MECHANISM}) on {w.sasl_bootstrap}, certificate signed by "
+                f"{self.certs() / 'ca.pem'}; user {SCRAM_USER}, password in "
+                f"{self.scram_password_file()}"
+            )
+            return ServiceStatus("kafka-sasl-ssl", True, detail, pid, pid is not None)
+        detail = (
+            f"no TLS broker answers on {w.sasl_bootstrap}: if Kafka runs, it was started "
+            "without FORESIGHT_STACK_KAFKA_SASL_PORT; restart the stack (foresight stack down, "
+            "then up) to open it"
+        )
+        return ServiceStatus("kafka-sasl-ssl", False, detail, pid, pid is not None)
 
     def down(self, wipe: bool = False) -> list[str]:
         """Stop the processes ``up`` started (by pid); ``wipe`` also deletes the data."""
@@ -511,15 +670,60 @@ def _random_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _kafka_ready(bootstrap: str) -> bool:
-    """True when the broker answers a metadata request (not merely an open port)."""
+def _filled(template: str, **values: object) -> str:
+    """The template of this folder with its ``${name}`` placeholders filled."""
+    text = (_HERE / template).read_text()
+    return string.Template(text).substitute({k: str(v) for k, v in values.items()})
+
+
+def connect_kafka_security(kafka: KafkaConfig, secrets_dir: Path) -> list[str]:
+    """The Connect worker's properties for brokers that need TLS or SASL (none for PLAINTEXT).
+
+    They are set for the worker's own clients and, prefixed, for the producers, consumers and
+    admin clients of connectors. The SASL password goes to a 0600 file in ``secrets_dir``,
+    read by the worker's FileConfigProvider; the properties hold a reference to it.
+    """
+    if kafka.security_protocol == "PLAINTEXT":
+        return []
+    own = {"security.protocol": kafka.security_protocol}
+    if kafka.uses_tls and kafka.ssl_cafile:
+        own["ssl.truststore.type"] = "PEM"
+        own["ssl.truststore.location"] = str(Path(kafka.ssl_cafile).resolve())
+    if kafka.uses_sasl:
+        secrets_file = secrets_dir / "kafka-client.properties"
+        write_secrets(secrets_file, {"password": _jaas_quoted(kafka.sasl_password)})
+        own["sasl.mechanism"] = kafka.sasl_mechanism
+        own["sasl.jaas.config"] = (
+            f"{_LOGIN_MODULES[kafka.sasl_mechanism]} required "
+            f'username="{_jaas_quoted(kafka.sasl_username)}" '
+            f'password="{secret_reference(secrets_file, "password")}";'
+        )
+    return [
+        f"{prefix}{key}={value}"
+        for prefix in ("", "producer.", "consumer.", "admin.")
+        for key, value in own.items()
+    ]
+
+
+def _jaas_quoted(text: str) -> str:
+    """``text`` escaped for a double-quoted value of a JAAS configuration."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _kafka_ready(bootstrap: str, tls: ssl.SSLContext | None = None) -> bool:
+    """True when the broker answers a request (not merely an open port); over TLS, verified
+    by ``tls``, when given."""
     host, _, port = bootstrap.rpartition(":")
     if not _port_open(host, int(port)):
         return False
-    # ApiVersions request v0, correlation id 1, client id "fs": the smallest real request.
+    # ApiVersions request v0, correlation id 1, client id "fs": the smallest real request,
+    # which a SASL listener answers before authentication.
     body = b"\x00\x12\x00\x00\x00\x00\x00\x01\x00\x02fs"
     try:
-        with socket.create_connection((host, int(port)), timeout=2.0) as sock:
+        with (
+            socket.create_connection((host, int(port)), timeout=2.0) as plain,
+            tls.wrap_socket(plain, server_hostname=host) if tls else plain as sock,
+        ):
             sock.sendall(len(body).to_bytes(4, "big") + body)
             header = sock.recv(10)
     except OSError:
@@ -534,7 +738,8 @@ def _clickhouse_status(w: Endpoints) -> ServiceStatus:
         from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 
         try:
-            version = ask_sink(w.sink_sql_port, "SELECT version()", w.sink_key, 5.0).rows[0][0]
+            answer = ask_sink(w.sink_sql_port, "SELECT version()", w.sink_key, 5.0, w.sink_tls)
+            version = answer.rows[0][0]
         except SinkUnavailableError:
             pass  # no sink holds the folder: open it below
         except Exception as error:  # a sink that answers but fails is the status to report

@@ -55,7 +55,7 @@ async def _progress(sink: ClickHouseSink, stop: asyncio.Event) -> None:
 async def _run(sink: ClickHouseSink, keys: Gatekeeper, settings: Settings) -> None:
     """Serve /health and /metrics, and run the sink until SIGTERM or SIGINT."""
     app = create_app("Foresight sink", keys, health=lambda: {"status": "ok", **asdict(sink.stats)})
-    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port)
+    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port, settings.tls())
     try:
         await metrics.start()
     except OSError as error:
@@ -85,7 +85,7 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight sink: {error}", file=sys.stderr)
         return 2
     sink = ClickHouseSink(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         topics=topics,
         group_id=args.group,
         store_factory=partial(store_factory, settings),
@@ -96,13 +96,15 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         gatekeeper=keys,
         sql_limits=settings.sql_limits(),
         audit=audit,
+        tls=settings.tls(),
         codec=codec_for(settings),
     )
     where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
+    tls = settings.tls()
     print(
         f"sink: {', '.join(topics)} -> {where} as group {args.group}; read-only SQL on "
-        f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
-        f"{settings.bind_host}:{settings.sink_metrics_port}",
+        f"{tls.url(SQL_HOST, settings.sink_sql_port)}, /metrics on "
+        f"{tls.url(settings.bind_host, settings.sink_metrics_port, '/metrics')}",
         file=sys.stderr,
         flush=True,
     )

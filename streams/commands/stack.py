@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
@@ -26,6 +28,9 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.chdb_path,
         settings.sink_sql_port,
         local_client_key(settings),
+        sink_tls=settings.tls(),
+        kafka_sasl_port=settings.stack_kafka_sasl_port,
+        kafka=settings.kafka(),
     )
 
     def progress(line: str) -> None:
@@ -92,11 +97,15 @@ def topic_requests(settings: Settings) -> list[TopicRequest]:
 
 def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic that does not exist yet."""
-    return asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings)))
+    return asyncio.run(ensure_topics(settings.kafka(), topic_requests(settings)))
 
 
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    outcome = create_topics(settings)
+    try:
+        outcome = create_topics(settings)
+    except KafkaError as error:
+        print(f"foresight topics create: {error}", file=sys.stderr)
+        return 1
     rows: list[dict[str, Any]] = [
         {
             "topic": t.name,

@@ -24,7 +24,7 @@ def run_worker(settings: Settings) -> int:
         return 2
     if settings.worker_store.startswith("rocksdb"):
         changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]
-        discard_stale_state(app.conf.tabledir, settings.kafka_bootstrap_servers, changelogs)
+        discard_stale_state(app.conf.tabledir, settings.kafka(), changelogs)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG and costs ~14% of throughput.
     worker.spinner = None

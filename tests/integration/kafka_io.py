@@ -8,8 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
 from schemas.codec import Codec, DecodeError
 from streams.commands.tail import topic_partitions
@@ -19,12 +18,11 @@ from streams.topics import TopicSpec
 class TopicReader:
     """Follows topics from their current end (a fresh group, ``latest``), decoding records."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
+    def __init__(self, kafka: KafkaConfig, *topics: str) -> None:
         self.codec = Codec()
         self.records: list[tuple[str, bytes | None, Any]] = []
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka.consumer(
             *topics,
-            bootstrap_servers=bootstrap,
             group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="latest",
             enable_auto_commit=False,
@@ -64,10 +62,10 @@ class TopicReader:
 
 
 async def produce(
-    bootstrap: str, spec: TopicSpec, key_field: str, records: list[dict[str, Any]]
+    kafka: KafkaConfig, spec: TopicSpec, key_field: str, records: list[dict[str, Any]]
 ) -> None:
     """Encode and produce ``records`` to ``spec``'s topic, keyed by their ``key_field``."""
-    producer = RecordProducer(bootstrap)
+    producer = RecordProducer(kafka)
     await producer.start()
     try:
         for record in records:
@@ -76,16 +74,14 @@ async def produce(
         await producer.stop()
 
 
-async def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 60) -> list[bytes]:
+async def read_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 60) -> list[bytes]:
     """Every record of ``topics`` from their start to their current end, as raw bytes: its
     key, value and header values joined by NUL, undecoded, so nothing in them can hide."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = kafka.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [tp for topic in topics for tp in await topic_partitions(bootstrap, topic)]
+        partitions = [tp for topic in topics for tp in await topic_partitions(kafka, topic)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -15,19 +15,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from connectors.alert_payloads import payloads_for
 from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics, sink_config
@@ -36,66 +32,13 @@ from deploy.local.stack import connect_secrets_dir
 from streams.cli import main
 from streams.commands.stack import local_stack
 from streams.settings import Settings
+from tests.integration.http_receiver import Receiver, Request, serving
 from tests.integration.kafka_io import TopicReader, read_topics
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_767_225_600_000
 DLQ = "alerts.connect.dlq"
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-class Receiver:
-    """A local HTTP endpoint on a free port that records every request.
-
-    It answers ``status(path)``: 202 unless told otherwise.
-    """
-
-    def __init__(self, status: Callable[[str], int] = lambda path: 202) -> None:
-        self.requests: list[Request] = []
-        received = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(
-                    Request(self.command, self.path, dict(self.headers), json.loads(raw))
-                )
-                self.send_response(status(self.path))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                self._record()
-
-            def do_PUT(self) -> None:
-                self._record()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def at(self, path: str) -> list[Request]:
-        return [r for r in self.requests if r.path == path]
-
-
-@contextmanager
-def serving(endpoint: Receiver) -> Iterator[Receiver]:
-    threading.Thread(target=endpoint.server.serve_forever, daemon=True).start()
-    try:
-        yield endpoint
-    finally:
-        endpoint.server.shutdown()
-        endpoint.server.server_close()
 
 
 @pytest.fixture
@@ -145,7 +88,7 @@ async def apply(
     )
     config = {**sink.config, "consumer.override.auto.offset.reset": "earliest", **extra}
     sink = dataclasses.replace(sink, config=config)
-    await ensure_sink_topics(settings.kafka_bootstrap_servers, [sink], 1, {})
+    await ensure_sink_topics(settings.kafka(), [sink], 1, {})
     apply_sink(settings.kafka_connect_url, sink)
     return sink
 
@@ -156,7 +99,7 @@ def remove(settings: Settings, sink: SinkConfig) -> None:
 
 
 async def produce(settings: Settings, sink: SinkConfig, alerts: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = settings.kafka().producer()
     await producer.start()
     try:
         for record in alerts:
@@ -350,7 +293,7 @@ async def test_secrets_reach_the_tools_but_not_kafka_or_the_logs(
         )
         sinks += [rejected, down]
         try:
-            async with TopicReader(stack_settings.kafka_bootstrap_servers, DLQ) as dead_letters:
+            async with TopicReader(stack_settings.kafka(), DLQ) as dead_letters:
                 await produce(stack_settings, rejected, episode(f"{unique}-r"))
                 await produce(stack_settings, down, episode(f"{unique}-d"))
                 sentinel = f"failure_risk/sentinel-{unique}-r".encode()
@@ -371,9 +314,7 @@ async def test_secrets_reach_the_tools_but_not_kafka_or_the_logs(
             remove(stack_settings, down)
 
     topics = [worker[f"{kind}.storage.topic"] for kind in ("config", "offset", "status")]
-    records = await read_topics(
-        stack_settings.kafka_bootstrap_servers, [*topics, DLQ, *(s.topic for s in sinks)]
-    )
+    records = await read_topics(stack_settings.kafka(), [*topics, DLQ, *(s.topic for s in sinks)])
     logs = {path: path.read_bytes() for path in stack.logs("connect")}
     # The right places are searched: they hold our connectors, and the failures name the
     # endpoints by scheme, host and port only.
