@@ -24,15 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from profiling import Profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -119,13 +117,12 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
     feed(warmup)
     measured.update(dict.fromkeys(measured, 0))
-    profiler = _start_profile(args.profile) if args.profile else None
+    profile = Profile(os.getpid(), args.profile) if args.profile else None
     cpu, wall = time.process_time(), time.perf_counter()
     feed(inputs)
     cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
-    if profiler is not None:
-        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on an interrupt
-        profiler.wait()
+    if profile is not None:
+        profile.stop()
     rss, peak = _rss_bytes()
     series = sum(len(p.windows.metrics) for p in engine.entities.values())
     # Every entity's whole state now, as its checkpoints would write it.
@@ -156,15 +153,6 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "windows_bytes_per_series": windows / max(series, 1),
         "changelog_bytes_per_event_s": measured["changelog_bytes"] / event_s,
     }
-
-
-def _start_profile(path: str) -> subprocess.Popen[bytes] | None:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        print("py-spy is not installed: no profile", file=sys.stderr)
-        return None
-    command = [spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--output", path]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def print_table(result: dict[str, Any]) -> None:
