@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -75,6 +76,17 @@ class WorkerProcess(ForesightProcess):
     async def ready(self, timeout_s: float = 90) -> None:
         """Wait until the worker reads every partition of ``telemetry.metrics``."""
         await group_ready([self], timeout_s)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker process has used (user and system), from ``/proc``; None
+        where there is no ``/proc``."""
+        assert self.process is not None
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:

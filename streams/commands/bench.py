@@ -26,6 +26,7 @@ BENCHMARKS = {
     "early-warning": "bench_early_warning",
     "auth-flood": "bench_auth_flood",
     "routing": "bench_routing",
+    "engine": "bench_engine",
 }
 
 

@@ -38,6 +38,7 @@ from models.signals import SignalRules, StageOutput
 from schemas.codec import Codec, DeadLetter, Message
 from schemas.predictions import PredictionColumns
 from streams import topics
+from streams.engine import journal
 from streams.engine.outputs import Checkpoint, Outputs, rejected
 from streams.engine.progress import PartitionProgress
 from streams.settings import Settings
@@ -130,6 +131,10 @@ class Engine:
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
         self.twins = topics.json_twins(settings)
+        # Each entity's windows snapshot at its latest step (absent: to take at the next
+        # write) and the records it took since, as its checkpoint writes them (see .journal).
+        self._snapshots: dict[str, bytes] = {}
+        self._journals: dict[str, bytearray] = {}
 
     def outputs(self) -> Outputs:
         return Outputs(self.codec, self.settings.max_record_bytes, self.twins)
@@ -197,6 +202,9 @@ class Engine:
         pipeline.labels = record["labels"]
         staged = pipeline.observe(t_ms, checked.names, checked.values, checked.kinds, checked.ended)
         pipeline.last_offset = message.offset
+        journal.append(
+            self._journals.setdefault(entity, bytearray()), message.offset, message.value
+        )
         if checked.dropped:
             out.dead(rejected(message, checked.dropped.kind, checked.dropped.reason))
         self._not_modelled(staged, message, out)
@@ -277,14 +285,40 @@ class Engine:
         windows, model_states = self.load_state(entity)
         if windows:
             try:
-                pipeline = EntityPipeline.restore(self.models, windows, model_states)
+                snapshot, taken = journal.read(windows)
+                pipeline = EntityPipeline.restore(self.models, snapshot, model_states)
             except ValueError as error:  # a state we cannot read: start the entity afresh
                 log.error("entity %s: cannot restore its state (%s); starting fresh", entity, error)
+            else:
+                self._take_again(pipeline, taken)
         self.entities[entity] = pipeline
         self.checkpointed[entity] = pipeline.last_step_ms
         if pipeline.last_step_ms:
             self.models_checkpointed[entity] = pipeline.last_step_ms
         return pipeline
+
+    def _take_again(self, pipeline: EntityPipeline, taken: list[tuple[int, bytes]]) -> None:
+        """The records a restored snapshot was checkpointed with, added to its windows as
+        they were the first time (they passed every check then; their dead letters and
+        counts are not repeated)."""
+        for offset, value in taken:
+            if offset <= pipeline.last_offset:
+                continue
+            try:
+                _, record = self.codec.decode(value)
+                checked = check_metric_batch(record, record["event_time"], self.limits)
+            except Exception as error:  # not ours to stop on: the entity goes on without it
+                log.error(
+                    "entity %s: cannot take record %d again (%s)", pipeline.entity, offset, error
+                )
+                continue
+            if isinstance(checked, Rejection):
+                continue
+            pipeline.labels = record["labels"]
+            pipeline.observe(
+                record["event_time"], checked.names, checked.values, checked.kinds, checked.ended
+            )
+            pipeline.last_offset = offset
 
     # -- steps ------------------------------------------------------------------------------
     def _step(self, out: Outputs) -> None:
@@ -293,6 +327,8 @@ class Engine:
             return
         due = list(self._pending.values())
         self._pending.clear()
+        for d in due:  # a step changes alert states and the step time: snapshot anew
+            self._snapshots.pop(d.pipeline.entity, None)
         for d in due:
             try:
                 self._not_modelled(d.pipeline.close_scrape(), d.cause, out)
@@ -367,8 +403,19 @@ class Engine:
             if t_ms - since >= self.settings.model_checkpoint_s * 1000:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
-            out.checkpoints.append(Checkpoint(entity, pipeline.windows_bytes(), models))
+            out.checkpoints.append(Checkpoint(entity, self._windows_value(pipeline), models))
         self._touched.clear()
+
+    def _windows_value(self, pipeline: EntityPipeline) -> bytes:
+        """The entity's windows checkpoint: its snapshot and the records since. A snapshot
+        is taken anew after a step, or once the records since outweigh it."""
+        entity = pipeline.entity
+        snapshot = self._snapshots.get(entity)
+        taken = self._journals.get(entity, b"")
+        if snapshot is None or len(taken) > len(snapshot):
+            snapshot = self._snapshots[entity] = pipeline.windows_bytes()
+            taken = self._journals[entity] = bytearray()
+        return journal.frame(snapshot, taken)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -378,8 +425,9 @@ class Engine:
                 if seen <= idle_before and e not in self._pending]  # fmt: skip
         for entity in idle:
             pipeline = self.entities[entity]
+            self._snapshots.pop(entity, None)
             out.checkpoints.append(
-                Checkpoint(entity, pipeline.windows_bytes(), pipeline.models_bytes())
+                Checkpoint(entity, self._windows_value(pipeline), pipeline.models_bytes())
             )
             self.outcomes.forget(entity)
             self._forget(entity)
@@ -394,6 +442,8 @@ class Engine:
             self.models_checkpointed,
             self._touched,
             self._pending,
+            self._snapshots,
+            self._journals,
         ):
             held.pop(entity, None)
 

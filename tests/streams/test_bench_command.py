@@ -2,7 +2,7 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning and routing need the local stack.
+early-warning, routing and engine need the local stack.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ TINY = {
         *("--server", "ingest", "--probes", "20", "--concurrency", "4"),
         *("--flood-seconds", "2", "--flood-requests", "400"),
     ],
+    "engine": ["--entities", "5", "--metrics", "4", "--seconds", "30", "--warmup-s", "10"],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -75,6 +76,14 @@ def test_routing() -> None:
     assert all(p["mean_s"] > 0 for p in policies.values())
     assert result["decision_us"]["decisions"] > 0
     assert set(result["goals"]) == {"mean_vs_round_robin", "regret_vs_random", "shift_off_degraded"}
+
+
+def test_engine() -> None:
+    result = bench("engine")
+    assert result["measured"]["records"] == 5 * 20
+    assert result["series"] == 5 * 4
+    assert result["measured"]["predictions"] > 0
+    assert result["state_bytes_per_series"] > 0
 
 
 @pytest.mark.integration

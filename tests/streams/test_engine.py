@@ -122,6 +122,21 @@ def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     assert hour_count["values"][index] == 12
 
 
+def test_records_between_steps_are_checkpointed_and_counted_once_after_a_restart() -> None:
+    changelog, feed = Changelog(), Feed()
+    first = _engine(changelog)
+    # A scrape a second, a step every ten: 25 records, steps closed by records 0, 10 and 20.
+    records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k)}) for k in range(25)]
+    changelog.write(first.metrics(records[:11], NOW_S).checkpoints)  # up to a step
+    changelog.write(first.metrics(records[11:15], NOW_S).checkpoints)  # between steps
+    # A restarted worker resumes from an older committed offset: records 12..24 come again.
+    second = _engine(changelog)
+    out = second.metrics(records[12:], NOW_S)
+    features = _decoded(out, topics.FEATURES.name)[-1]
+    counted = features["values"][vector_names(features).index("cpu:1h:count")]
+    assert (features["event_time"], counted) == (T0_MS + 20_000, 21)
+
+
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
     engine, feed = _engine(Changelog(), allowed_lateness_s=30.0, idle_timeout_s=5.0), Feed()
     engine.metrics(_series(feed, "web-1", 20, T0_MS), NOW_S)
