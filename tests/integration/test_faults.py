@@ -314,6 +314,15 @@ class Feed:
         """:meth:`stored`, and each leak's episode fired and resolved once."""
         counts = await self.stored(timeout_s)
         expected = {f"failure_risk/{e}": ["FIRING", "RESOLVED"] for e in self.leaking}
+        seen: dict[str, list[str]] = {}
+
+        def resolved() -> bool:
+            seen.update(self.episodes())
+            return all(len(statuses) >= 2 for statuses in seen.values()) and set(seen) >= set(
+                expected
+            )
+
+        await until(f"every episode resolved in ClickHouse (last seen {seen})", resolved, 60)
         assert self.episodes() == expected
         return counts
 
@@ -329,7 +338,12 @@ class Feed:
                 counts.update(self.counts())
             except SinkUnavailableError:
                 return False
-            return counts["samples"] >= samples and counts["predicted_steps"] >= closed
+            # Each topic reaches the sink on its own: wait for every one, not the first.
+            return (
+                counts["samples"] >= samples
+                and counts["predicted_steps"] >= closed
+                and counts["features"] >= closed
+            )
 
         await until(f"the feed stored in ClickHouse (last seen {counts})", stored, timeout_s)
         assert counts["samples"] == counts["distinct_samples"] == samples, counts
