@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -208,11 +209,13 @@ async def fixed_rate(
     entities: int,
     metrics: int,
     warmup_s: float = 15.0,
+    drain_s: float = 180.0,
 ) -> dict[str, Any]:
     """Produce ``rate`` samples/s stamped with the wall clock; measure prediction latency.
 
     The first ``warmup_s`` are not measured: every entity is new then, and its first steps
-    allocate state and fit models once (a cold start, not the steady state).
+    allocate state and fit models once (a cold start, not the steady state). After the last
+    record, predictions are awaited up to ``drain_s`` (``drained`` false if some never came).
     """
     codec = Codec()
     records_per_s = rate / metrics
@@ -229,6 +232,9 @@ async def fixed_rate(
         await consumer.position(tp)
     latencies: list[float] = []
     in_worker: list[float] = []  # the worker's own stamp: emission minus the input's Kafka time
+    newest = [0]  # the newest measured step's event time
+    wanted = [math.inf]  # the step whose prediction ends the wait (set after the last record)
+    drained = asyncio.Event()
     stop = asyncio.Event()
     run = uuid.uuid4().hex[:4]
     measure_from_ms = time.time() * 1000 + warmup_s * 1000
@@ -248,6 +254,9 @@ async def fixed_rate(
                     ):
                         latencies.append(now - record["event_time"])
                         in_worker.append(record["latency_ms"])
+                        newest[0] = max(newest[0], record["event_time"])
+                        if newest[0] >= wanted[0]:
+                            drained.set()
 
     collector = asyncio.create_task(collect())
     producer = settings.kafka().producer(linger_ms=1)
@@ -277,7 +286,13 @@ async def fixed_rate(
                 sent += 1
             await asyncio.sleep(0.002)
         await producer.flush()
-        await asyncio.sleep(3)
+        # A worker that lags still answers: wait for the step before the last to be predicted
+        # (the last closes only on idle time), so the percentiles include the lag.
+        wanted[0] = time.time() * 1000 - 2 * settings.step_s * 1000
+        if newest[0] >= wanted[0]:
+            drained.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained.wait(), drain_s)
     finally:
         stop.set()
         await collector
@@ -288,6 +303,7 @@ async def fixed_rate(
         "achieved_samples_per_s": sent * metrics / (warmup_s + seconds),
         "predictions": len(latencies),
         "predictions_per_s": len(latencies) / seconds,
+        "drained": drained.is_set(),
         "latency_ms_p50": _percentile(latencies, 50),
         "latency_ms_p95": _percentile(latencies, 95),
         "latency_ms_p99": _percentile(latencies, 99),
