@@ -70,7 +70,11 @@ class PromotionTest:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types: an undefined number (no steps to compare) is None."""
+        return {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in asdict(self).items()
+        }
 
     def metrics(self) -> dict[str, float]:
         """The numbers a ModelUpdate's ``metrics`` map carries (``promotion_*``)."""
@@ -113,6 +117,7 @@ def promotion_test(
     min_gain: float = 0.0,
     resamples: int = 2000,
     seed: int = 0,
+    min_steps: int = 30,
 ) -> PromotionTest:
     """Paired bootstrap of the Brier score (and McNemar on alarms) over the same steps.
 
@@ -132,6 +137,9 @@ def promotion_test(
         Smallest fall of the Brier score worth promoting (0: any improvement).
     resamples, seed
         The bootstrap's resamples and random seed: the same inputs give the same result.
+    min_steps
+        Fewer common steps than this are refused untested: a bootstrap of a handful of
+        steps says little.
 
     Examples
     --------
@@ -179,8 +187,10 @@ def promotion_test(
     only_cand = int(((alarm_cand == truth) & (alarm_prod != truth)).sum())
     only_prod = int(((alarm_prod == truth) & (alarm_cand != truth)).sum())
     brier_prod = float(loss_prod.mean())
-    promote = p_value < alpha
-    if promote:
+    promote = p_value < alpha and n >= min_steps
+    if n < min_steps:
+        reason = f"only {n} labelled steps in common; the test needs at least {min_steps}"
+    elif promote:
         reason = (
             f"candidate better: Brier {brier_prod:.4f} -> {float(loss_cand.mean()):.4f} "
             f"(p = {p_value:.4f} < {alpha})"

@@ -109,3 +109,10 @@ def test_mcnemar_is_symmetric_and_exact() -> None:
     assert mcnemar_exact(12, 2) == mcnemar_exact(2, 12)
     assert mcnemar_exact(5, 5) == 1.0
     assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_too_few_steps_are_refused_however_clear_the_difference() -> None:
+    y = np.array([1, 0] * 10)
+    result = promotion_test(y, np.full(20, 0.5), y * 0.9 + 0.05)
+    assert result.p_value < 0.05 and not result.promote
+    assert "needs at least 30" in result.reason
