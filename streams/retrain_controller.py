@@ -229,10 +229,8 @@ async def run(
     consumer = settings.kafka().consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topics.ALERTS.name, p)
-            for p in sorted(consumer.partitions_for_topic(topics.ALERTS.name) or [])
-        ] or [TopicPartition(topics.ALERTS.name, p) for p in range(settings.topic_partitions)]
+        count = topics.ALERTS.partition_count(settings)
+        partitions = [TopicPartition(topics.ALERTS.name, p) for p in range(count)]
         consumer.assign(partitions)
         since_ms = int((controller.clock() - settings.retrain_cooldown_s) * 1000)
         found = await consumer.offsets_for_times({tp: since_ms for tp in partitions})

@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 from streams.access import audit_trail
 from streams.operations import OperatorRefusedError, operator
@@ -23,8 +24,9 @@ from streams.settings import Settings
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     def report(step: Step) -> None:
-        line = json.dumps({"event": step.event, **step.detail}) if args.json else step.line()
-        print(line, flush=True)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = {"at": at, "event": step.event, **step.detail}
+        print(json.dumps(record) if args.json else f"{at} {step.line()}", flush=True)
 
     with audit_trail(settings, "retrain") as audit:
         try:
