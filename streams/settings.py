@@ -265,8 +265,8 @@ class Settings:
     retrain_cooldown_s: float = _setting(
         3600.0,
         "FORESIGHT_RETRAIN_COOLDOWN_S",
-        "`foresight retrain`: least wall seconds between two retrainings (drift alerts within "
-        "it are logged and ignored).",
+        "`foresight retrain`: least wall seconds between a registered version and the next "
+        "retraining (a drift still firing when it ends is acted on then).",
     )
     retrain_history_s: float = _setting(
         604800.0,
