@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -342,6 +342,7 @@ def drift_alert(
     version: str,
     t_ms: int,
     content_hash: str = "",
+    rule: AlertRule = DRIFT_RULE,
 ) -> Record | None:
     """An Alert record when a model's drift starts or ends (``state`` advanced in place).
 
@@ -365,7 +366,7 @@ def drift_alert(
     }
     if content_hash:
         labels["content_hash"] = content_hash
-    return evaluate(DRIFT_RULE, state, f"model/{model}", verdict.score, verdict.worst, t_ms, labels)
+    return evaluate(rule, state, f"model/{model}", verdict.score, verdict.worst, t_ms, labels)
 
 
 class ErrorDriftWatch:
@@ -484,3 +485,14 @@ class FeatureDriftWatch:
         return drift_alert(
             verdict, self.alert_state, self.model, self.version, t_ms, self.content_hash
         )
+
+    def retire(self, t_ms: int) -> Record | None:
+        """The resolution of this version's drift alert, when the version stops serving while
+        it fires (a version out of production drifts no more); None when it does not fire."""
+        if not self.alert_state.firing:
+            return None
+        calm = DriftVerdict(0.0, False, "", ())
+        return drift_alert(
+            calm, self.alert_state, self.model, self.version, t_ms, self.content_hash,
+            rule=replace(DRIFT_RULE, resolve_steps=1),
+        )  # fmt: skip

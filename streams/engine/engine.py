@@ -122,6 +122,7 @@ class Engine:
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
         self.batch_models: list[BatchModel] = []
         self.feature_drift: FeatureDriftWatch | None = None
+        self._retired_drift: list[FeatureDriftWatch] = []  # replaced while their alert fired
         self.outcomes = OutcomeTracker(settings.failure_horizon_s)
         self.forecast_drift = ErrorDriftWatch()
         self.forecast_drift_alert = AlertState()
@@ -483,23 +484,31 @@ class Engine:
 
     def serve(self, models: list[BatchModel], feature_drift: FeatureDriftWatch | None) -> None:
         """Score with ``models`` from now on, and watch the production model's features with
-        ``feature_drift`` unless the watch of that very version (same content hash) runs."""
+        ``feature_drift`` unless the watch of that very version (same content hash) runs. A
+        replaced watch whose alert fires has it resolved at the next :meth:`watch_drift`."""
         self.batch_models = models
         current = self.feature_drift
-        if (
-            feature_drift is None
-            or current is None
-            or (
-                (current.model, current.content_hash)
-                != (feature_drift.model, feature_drift.content_hash)
-            )
-        ):
-            self.feature_drift = feature_drift
+        same = (
+            current is not None
+            and feature_drift is not None
+            and (current.model, current.content_hash)
+            == (feature_drift.model, feature_drift.content_hash)
+        )
+        if same:
+            return
+        if current is not None and current.alert_state.firing:
+            self._retired_drift.append(current)
+        self.feature_drift = feature_drift
 
     def watch_drift(self, now_ms: int) -> Outputs:
         """Has the forecasters' error drifted, or the production batch model's features?
         Raise (or clear) each one's ``model_drift`` alert."""
         out = self.outputs()
+        for retired in self._retired_drift:
+            ended = retired.retire(now_ms)
+            if ended is not None:
+                self.alert(ended, None, out)
+        self._retired_drift.clear()
         watch = self.feature_drift
         if watch is not None:
             alert = watch.alert(now_ms)

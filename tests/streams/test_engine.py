@@ -426,6 +426,12 @@ def test_the_production_models_feature_drift_raises_a_drift_alert() -> None:
     assert alert["labels"]["version"] == "3" and alert["labels"]["content_hash"] == "hash-3"
     assert alert["labels"]["metric"] == "cpu:1m:mean" and alert["labels"]["retrain"] == "true"
 
+    engine.serve([], _watch("4", "hash-4", reference))  # version 4 promoted meanwhile
+    (ended,) = _decoded(engine.watch_drift(int(NOW_S * 1000) + 120_000), topics.ALERTS.name)
+    assert (ended["status"], ended["alert_id"]) == ("RESOLVED", alert["alert_id"])
+    assert ended["labels"]["content_hash"] == "hash-3"
+    assert _decoded(engine.watch_drift(int(NOW_S * 1000) + 180_000), topics.ALERTS.name) == []
+
 
 def test_a_reload_keeps_the_watch_of_the_same_version_and_replaces_another() -> None:
     engine, reference = _engine(Changelog()), FeatureReference.fit(np.ones((10, 1)))
