@@ -1,9 +1,12 @@
 """The closed retraining loop on the real stack: drift, alert, retrain, shadow, test, decision.
 
 A worker, a ClickHouse sink (its own chdb folder) and ``foresight retrain`` run as processes on
-the shared Kafka; this test plays the hosts. Six hosts live in ten-minute cycles of event
-time: memory calm, then hot for the last two minutes, then a FAILURE label, so a step is
-positive exactly when it is hot (the horizon is two minutes).
+a private Kafka broker (started for the test, like the fault tests'): on the shared one, other
+tests' workers write failure_risk predictions of their own registries' versions 1 and 2, which
+a comparison of this registry's versions 1 and 2 would count. This test plays the hosts: six
+of them live in ten-minute cycles of event time, memory calm, then hot for the last two
+minutes, then a FAILURE label, so a step is positive exactly when it is hot (the horizon is
+two minutes).
 
 1. History A (memory calm 40, hot 80) reaches ClickHouse; version 1 is trained from it with
    the same library the controller uses, and promoted.
@@ -30,26 +33,27 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import TopicPartition
 
 from connectors.http.keys import OPERATE, READ, KeysFile
+from connectors.kafka_admin import ensure_topics
 from connectors.kafka_clients import KafkaConfig
 from deploy.local.processes import free_port
 from models.registry import ModelRegistry
 from models.training import FAILURE_RISK, TrainingConfig
 from streams import topics
 from streams.commands.sql import query_table
+from streams.commands.stack import local_stack, topic_requests
 from streams.operations import publish_updates
 from streams.retraining import train_candidate
 from streams.settings import Settings
 from streams.worker_process import ForesightProcess, WorkerProcess
-from tests.integration.kafka_io import produce
+from tests.integration.kafka_io import broker_port, produce
 
 pytestmark = pytest.mark.integration
 
@@ -98,28 +102,6 @@ class Hosts:
         await produce(kafka, topics.METRICS, "entity", batches)
         await produce(kafka, topics.LABELS, "entity", labels)
         return self.t_ms
-
-
-async def _start_sink_group_at_the_end(kafka: KafkaConfig, group: str) -> None:
-    """Commit the topics' end offsets for ``group``: the sink stores only this run's records,
-    not the shared topics' history."""
-    admin = kafka.admin(client_id=f"retrain-test-{group}")
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(SINK_TOPICS))
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
-    ]
-    consumer = kafka.consumer(group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
 
 
 def _wait(what: str, condition: Callable[[], Any], timeout_s: float, *logs: Path) -> Any:
@@ -188,20 +170,39 @@ async def _until_decided(
         )
 
 
+@pytest.fixture
+def private_kafka(stack_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A Kafka broker of this test's own, with Foresight's topics (Redis stays the stack's)."""
+    settings = stack_settings.replace(
+        kafka_bootstrap_servers=f"127.0.0.1:{broker_port()}",
+        stack_dir=str(tmp_path / "stack"),
+        topic_partitions=2,
+    )
+    stack = local_stack(settings, quiet=True)
+    try:
+        stack.up(180, services=("kafka",))
+        asyncio.run(ensure_topics(settings.kafka(), topic_requests(settings)))
+        yield settings
+    finally:
+        stack.stop("kafka")
+
+
 async def test_drift_retrains_shadows_tests_then_promotes_a_better_and_refuses_an_equal(
-    stack_settings: Settings, tmp_path: Path, unique: str
+    private_kafka: Settings, tmp_path: Path, unique: str
 ) -> None:
-    kafka = stack_settings.kafka()
+    kafka = private_kafka.kafka()
     key = KeysFile(tmp_path / "keys.json").create("retrain-test", [OPERATE, READ])[1]
     (tmp_path / "credentials").write_text(key)
     sql_port = free_port()
     registry_url = f"file://{tmp_path / 'registry'}"
     env = {
+        "KAFKA_BOOTSTRAP_SERVERS": private_kafka.kafka_bootstrap_servers,
+        "FORESIGHT_STACK_DIR": private_kafka.stack_dir,
+        "FORESIGHT_TOPIC_PARTITIONS": str(private_kafka.topic_partitions),
         "MODEL_REGISTRY_URL": registry_url,
         "FORESIGHT_KEYS_FILE": str(tmp_path / "keys.json"),
         "FORESIGHT_CREDENTIALS_FILE": str(tmp_path / "credentials"),
         "FORESIGHT_API_KEY": key,
-        "FORESIGHT_AUDIT_TOPIC": f"test.audit.retrain.{unique}",
         "FORESIGHT_CHDB_PATH": str(tmp_path / "chdb"),
         "FORESIGHT_SINK_SQL_PORT": str(sql_port),
         "FORESIGHT_SINK_METRICS_PORT": str(free_port()),
@@ -217,20 +218,16 @@ async def test_drift_retrains_shadows_tests_then_promotes_a_better_and_refuses_a
         "FORESIGHT_PROMOTION_MIN_OUTCOMES": "300",
         "FORESIGHT_PROMOTION_MIN_GAIN": "0.01",
     }
-    settings = stack_settings.replace(
+    settings = private_kafka.replace(
         model_registry_url=registry_url,
         chdb_path=str(tmp_path / "chdb"),
         sink_sql_port=sql_port,
         credentials_file=str(tmp_path / "credentials"),
         failure_horizon_s=float(HORIZON_S),
     )
-    sink_group = f"retrain-sink-{unique}"
-    await _start_sink_group_at_the_end(kafka, sink_group)
     sink_log, worker_log, loop_log = (tmp_path / f"{n}.log" for n in ("sink", "worker", "retrain"))
-    sink = ForesightProcess(
-        ["sink", "clickhouse", "--topics", *SINK_TOPICS, "--group", sink_group], sink_log, env
-    ).start()
-    worker = WorkerProcess(stack_settings, f"test-retrain-{unique}", worker_log, **env).start()
+    sink = ForesightProcess(["sink", "clickhouse", "--topics", *SINK_TOPICS], sink_log, env).start()
+    worker = WorkerProcess(private_kafka, f"test-retrain-{unique}", worker_log, **env).start()
     controller = ForesightProcess(["retrain", "--json"], loop_log, env).start()
     logs = (loop_log, worker_log, sink_log)
     hosts = Hosts(unique, int(time.time() * 1000) // 60_000 * 60_000 - 3 * 3_600_000)
