@@ -28,7 +28,6 @@ so a drift that fired while it was down is still seen.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -46,7 +45,7 @@ from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
 from streams.operations import decide_candidate, publish_updates
-from streams.retraining import compare_versions, train_candidate
+from streams.retraining import compare_versions, created_ms, train_candidate
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,11 +62,6 @@ class Step:
     def line(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in self.detail.items() if k != "test")
         return f"retrain: {self.event}: {shown}"
-
-
-def _created_ms(found: ModelVersion) -> int:
-    moment = dt.datetime.strptime(found.created_at, "%Y-%m-%dT%H:%M:%SZ")
-    return int(moment.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
 class RetrainController:
@@ -89,6 +83,7 @@ class RetrainController:
         self.model = model
         self.registry = ModelRegistry(settings.model_registry_url)
         self.drifting: dict[str, Record] = {}  # content hash -> its firing drift
+        self._waited: tuple[str, int] | None = None  # the last wait reported
 
     def _versions(self) -> tuple[ModelVersion | None, ModelVersion | None, list[ModelVersion]]:
         """Production, the candidate under evaluation (newest candidate newer than
@@ -135,7 +130,7 @@ class RetrainController:
             why = f"candidate {candidate.version} is under evaluation"
             return [] if quiet else [Step("waiting", {**cause, "why": why})]
         now_ms = int(self.clock() * 1000)
-        newest_ms = max(_created_ms(v) for v in versions)
+        newest_ms = max(created_ms(v) for v in versions)
         wait_s = self.settings.retrain_cooldown_s - (now_ms - newest_ms) / 1000
         if wait_s > 0:
             why = f"version {versions[-1].version} is recent; next retrain in {wait_s:.0f} s"
@@ -180,7 +175,8 @@ class RetrainController:
 
     def check_candidate(self) -> Step | None:
         """Test the candidate under evaluation once enough of its outcomes are labelled, and
-        promote or refuse it; None when there is no candidate."""
+        promote or refuse it; None when there is no candidate, or when it still waits with
+        as many outcomes as last said."""
         production, candidate, _ = self._versions()
         if production is None or candidate is None:
             return None
@@ -190,6 +186,9 @@ class RetrainController:
             return Step("compare_failed", {"candidate": candidate.version, "error": str(error)})
         needed = max(1, self.settings.promotion_min_outcomes)
         if result["steps"] < needed:
+            waited, self._waited = self._waited, (candidate.version, result["steps"])
+            if waited == self._waited:
+                return None
             return Step(
                 "waiting",
                 {"candidate": candidate.version, "outcomes": result["steps"], "needed": needed},

@@ -9,6 +9,7 @@ of two versions over the steps both scored.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -138,20 +139,32 @@ def contenders(
     return by_version[champion], by_version[challenger]
 
 
+def created_ms(found: ModelVersion) -> int:
+    """When ``found`` was registered, in epoch milliseconds (to the second)."""
+    moment = dt.datetime.strptime(found.created_at, "%Y-%m-%dT%H:%M:%SZ")
+    return int(moment.replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
 def compare_versions(
     settings: Settings, name: str, champion: ModelVersion, challenger: ModelVersion
 ) -> Record:
     """The two versions' FAILURE_RISK predictions on the same steps, against the FAILURE
     labels that have arrived: their metrics and the paired promotion test
-    (:func:`models.training.compare_predictions`); raises ``SqlError``."""
+    (:func:`models.training.compare_predictions`); raises ``SqlError``.
+
+    Only predictions emitted since the newer version was registered are read: no step before
+    it can have been scored by both, and the query stays as small as the shadow period.
+    """
     horizon_s = float(champion.params.get("horizon_s", settings.failure_horizon_s))
     versions = f"{sql_string(champion.version)}, {sql_string(challenger.version)}"
+    since_ms = max(created_ms(champion), created_ms(challenger))
     predictions = millis_as_ts(
         query_table(
             "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, "
             "CAST(model_version, 'String') AS model_version, score FROM predictions "
             f"WHERE kind = 'FAILURE_RISK' AND model = {sql_string(name)} "
-            f"AND model_version IN ({versions})",
+            f"AND model_version IN ({versions}) "
+            f"AND emitted_at >= fromUnixTimestamp64Milli(toInt64({since_ms}))",
             settings,
         )
     )
