@@ -41,8 +41,8 @@ stability index" (2018), for the usual PSI levels (0.1: moderate, 0.25: signific
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -336,13 +336,20 @@ def assess_drift(
 
 
 def drift_alert(
-    verdict: DriftVerdict, state: AlertState, model: str, version: str, t_ms: int
+    verdict: DriftVerdict,
+    state: AlertState,
+    model: str,
+    version: str,
+    t_ms: int,
+    content_hash: str = "",
+    rule: AlertRule = DRIFT_RULE,
 ) -> Record | None:
     """An Alert record when a model's drift starts or ends (``state`` advanced in place).
 
-    The alert's entity is ``model/NAME``, its labels carry the version and
-    ``retrain: "true"``/``"false"``; it fires when the verdict's score reaches 1 and resolves
-    after 30 calm assessments (:data:`DRIFT_RULE`).
+    The alert's entity is ``model/NAME``, its labels carry the version (and its
+    ``content_hash`` when given, so a retrain controller knows which registry's version
+    drifted) and ``retrain: "true"``/``"false"``; it fires when the verdict's score reaches
+    1 and resolves after 30 calm assessments (:data:`DRIFT_RULE`).
 
     Examples
     --------
@@ -357,7 +364,9 @@ def drift_alert(
         "version": version,
         "retrain": "true" if verdict.retrain_recommended else "false",
     }
-    return evaluate(DRIFT_RULE, state, f"model/{model}", verdict.score, verdict.worst, t_ms, labels)
+    if content_hash:
+        labels["content_hash"] = content_hash
+    return evaluate(rule, state, f"model/{model}", verdict.score, verdict.worst, t_ms, labels)
 
 
 class ErrorDriftWatch:
@@ -410,3 +419,80 @@ class ErrorDriftWatch:
         flags = np.array([e in self._drifted for e in entities], dtype=bool)
         self._drifted.clear()
         return assess_drift(flags, entities, np.zeros(0), [])
+
+
+class FeatureDriftWatch:
+    """:class:`FeatureDrift` of one served model version: the feature vectors it scores in,
+    a ``model_drift`` alert out when they leave its training distribution.
+
+    The stream feeds it every step's FeatureVector records (:meth:`observe`, aligned to the
+    model's features by ``align``) and asks now and then (:meth:`alert`). A new production
+    version gets a new watch, with a fresh window and alert episode.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> reference = FeatureReference.fit(rng.normal(size=(2000, 1)))
+    >>> align = lambda vectors: np.array([[v["values"][0]] for v in vectors])
+    >>> watch = FeatureDriftWatch("failure_risk", "1", "abc", ["cpu:5m:mean"], reference,
+    ...                           align, window=200)
+    >>> watch.observe([{"values": [x]} for x in rng.normal(size=300)])
+    >>> watch.alert(0) is None
+    True
+    >>> watch.observe([{"values": [x]} for x in rng.normal(3.0, 1.0, size=300)])
+    >>> alert = watch.alert(60_000)
+    >>> alert["status"], alert["labels"]["metric"], alert["labels"]["content_hash"]
+    ('FIRING', 'cpu:5m:mean', 'abc')
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        content_hash: str,
+        features: Sequence[str],
+        reference: FeatureReference,
+        align: Callable[[Sequence[Record]], FloatArray],
+        window: int = 1000,
+        psi_limit: float = 0.25,
+    ) -> None:
+        if reference.edges.shape[0] != len(features):
+            raise ValueError(
+                f"{model} version {version}: its feature reference has "
+                f"{reference.edges.shape[0]} features and the model {len(features)}; retrain it"
+            )
+        self.model, self.version, self.content_hash = model, version, content_hash
+        self.features = list(features)
+        self.detector = FeatureDrift(reference, window=window, min_count=min(100.0, window / 2))
+        self.align = align
+        self.psi_limit = psi_limit
+        self.state = self.detector.init_state()
+        self.alert_state = AlertState()
+
+    def observe(self, feature_vectors: Sequence[Record]) -> None:
+        """Count one step's FeatureVector records."""
+        if feature_vectors:
+            self.detector.update_many(self.state, self.align(feature_vectors))
+
+    def assess(self) -> DriftVerdict:
+        """The verdict of the recent features against the training ones (PSI)."""
+        psi, _ = self.detector.distances(self.state)
+        return assess_drift(np.zeros(0, dtype=bool), [], psi, self.features, self.psi_limit)
+
+    def alert(self, t_ms: int) -> Record | None:
+        """The ``model_drift`` alert when the model's feature drift starts or ends."""
+        verdict = self.assess()
+        return drift_alert(
+            verdict, self.alert_state, self.model, self.version, t_ms, self.content_hash
+        )
+
+    def retire(self, t_ms: int) -> Record | None:
+        """The resolution of this version's drift alert, when the version stops serving while
+        it fires (a version out of production drifts no more); None when it does not fire."""
+        if not self.alert_state.firing:
+            return None
+        calm = DriftVerdict(0.0, False, "", ())
+        return drift_alert(
+            calm, self.alert_state, self.model, self.version, t_ms, self.content_hash,
+            rule=replace(DRIFT_RULE, resolve_steps=1),
+        )  # fmt: skip

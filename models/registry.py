@@ -243,11 +243,14 @@ class ModelVersion:
     content_hash: str = ""
     stage: str = "candidate"
     uri: str = ""
+    decision: dict[str, Any] = field(default_factory=dict)
+    """The promotion test that promoted or refused this version (empty until one did)."""
 
     def metadata(self) -> dict[str, Any]:
-        """What ``metadata.json`` holds: everything but the stage and the location."""
+        """What ``metadata.json`` holds: everything but the stage, the location and the
+        decision (which the index records)."""
         record = asdict(self)
-        del record["stage"], record["uri"]
+        del record["stage"], record["uri"], record["decision"]
         return record
 
     def computed_hash(self) -> str:
@@ -272,6 +275,15 @@ class LoadedModel:
     def score(self, feature_vectors: Sequence[Record]) -> FloatArray:
         """Failure probability within the model's horizon, one per FeatureVector record."""
         return self.model.score(feature_vectors)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why a candidate was promoted or refused: the test's record (plain JSON) and the
+    numbers a ModelUpdate carries (``PromotionTest.as_dict()`` and ``.metrics()``)."""
+
+    record: Mapping[str, Any]
+    metrics: Mapping[str, float]
 
 
 def _iso(t_ms: int) -> str:
@@ -338,7 +350,10 @@ class ModelRegistry:
         uri = self._store.uri(f"{name}/{version}")
         try:
             raw = json.loads(self._store.read(path))
-            found = ModelVersion(**raw, stage=index["versions"][version]["stage"], uri=uri)
+            entry = index["versions"][version]
+            found = ModelVersion(
+                **raw, stage=entry["stage"], uri=uri, decision=entry.get("decision", {})
+            )
         except (ValueError, TypeError, OSError) as error:
             raise IntegrityError(
                 f"metadata of {name} version {version} at {uri} is unreadable ({error}); "
@@ -428,8 +443,16 @@ class ModelRegistry:
         return None if found is None else self.load(name, found.version)
 
     # -- changing -------------------------------------------------------------------------------
-    def _update(self, found: ModelVersion, action: str, stage: str, now_ms: int) -> Record:
-        """The ModelUpdate record of a change (schema ``model_update``)."""
+    def _update(
+        self,
+        found: ModelVersion,
+        action: str,
+        stage: str,
+        now_ms: int,
+        evidence: Mapping[str, float] | None = None,
+    ) -> Record:
+        """The ModelUpdate record of a change (schema ``model_update``); ``evidence`` (the
+        promotion test's numbers) joins the registration metrics."""
         return {
             "model": found.model,
             "version": found.version,
@@ -438,7 +461,7 @@ class ModelRegistry:
             "uri": found.uri,
             "content_hash": found.content_hash,
             "feature_hash": found.feature_hash,
-            "metrics": dict(found.metrics),
+            "metrics": {**found.metrics, **(evidence or {})},
             "event_time": now_ms,
         }
 
@@ -548,11 +571,19 @@ class ModelRegistry:
     def _write_index(self, name: str, index: Mapping[str, Any]) -> None:
         self._store.write(f"{name}/{_INDEX}", json.dumps(index, indent=2).encode())
 
-    def promote(self, name: str, version: str, now_ms: int | None = None) -> list[Record]:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        now_ms: int | None = None,
+        decision: Decision | None = None,
+    ) -> list[Record]:
         """Put ``version`` in production; the previous production version is archived.
 
         Returns the ModelUpdate records in the order to produce them: ARCHIVED first,
-        PROMOTED last, so the newest record of the model's key says what serves.
+        PROMOTED last, so the newest record of the model's key says what serves. A
+        ``decision`` (the promotion test that chose the version) is kept in the index and its
+        numbers ride on the PROMOTED record.
         """
         now = _now_ms() if now_ms is None else now_ms
         with self._store.lock(f"{name}/.lock"):
@@ -569,9 +600,34 @@ class ModelRegistry:
                 updates.append(self._update(previous, "ARCHIVED", "archived", now))
             history.append(version)
             index["versions"][version]["stage"] = "production"
+            if decision is not None:
+                index["versions"][version]["decision"] = dict(decision.record, at=_iso(now))
             self._write_index(name, index)
-        updates.append(self._update(found, "PROMOTED", "production", now))
+        evidence = decision.metrics if decision else None
+        updates.append(self._update(found, "PROMOTED", "production", now, evidence))
         return updates
+
+    def refuse(
+        self, name: str, version: str, decision: Decision, now_ms: int | None = None
+    ) -> list[Record]:
+        """Archive candidate ``version``, which a promotion test found no better.
+
+        The test is kept in the index; the ARCHIVED record carries its numbers, so the
+        refusal is on ``models.updates`` as a promotion is (and shadow scoring stops).
+        """
+        now = _now_ms() if now_ms is None else now_ms
+        with self._store.lock(f"{name}/.lock"):
+            index = self._index(name)
+            found = self._version(name, version, index)
+            if found.stage != "candidate":
+                raise RegistryError(
+                    f"{name} version {version} is {found.stage}, not a candidate: only a "
+                    "candidate can be refused"
+                )
+            index["versions"][version]["stage"] = "archived"
+            index["versions"][version]["decision"] = dict(decision.record, at=_iso(now))
+            self._write_index(name, index)
+        return [self._update(found, "ARCHIVED", "archived", now, decision.metrics)]
 
     def rollback(self, name: str, now_ms: int | None = None) -> list[Record]:
         """Back to the version that was in production before the current one.

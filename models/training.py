@@ -27,7 +27,6 @@ Evaluation
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +48,7 @@ from models.features import (
     feature_set_hash,
     vector_names,
 )
+from models.promotion import promotion_test
 
 Record = dict[str, Any]
 IntArray = npt.NDArray[np.int64]
@@ -421,7 +421,7 @@ class TrainingConfig:
     min_child_weight: float = 1.0
     seed: int = 0
     search_trials: int = 0
-    """Optuna trials of hyper-parameter search (0: none); needs ``optuna`` installed."""
+    """Optuna trials of hyper-parameter search over the same folds (0: none)."""
     reference_bins: int = 10
     threads: int = 1
     """XGBoost threads. One by default: on this project's 2-core machines, busy with the
@@ -551,14 +551,9 @@ def _search(
     """Optuna's search for the parameters with the best mean AUC-PR over the folds."""
     if config.search_trials <= 0:
         return {}
-    try:
-        optuna = importlib.import_module("optuna")
-    except ImportError:
-        notes.append(
-            "hyper-parameter search skipped: optuna is not installed (pip install optuna); "
-            "the fixed parameters were used"
-        )
-        return {}
+    import optuna  # about a second to import: only when a search runs
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: Any) -> float:
         params = {
@@ -700,13 +695,19 @@ def compare_predictions(
     horizon_s: float,
     now_ms: int,
     threshold: float = ALERT_THRESHOLD,
+    *,
+    alpha: float = 0.05,
+    min_gain: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Champion against challenger on the steps both scored whose labels are in.
 
     ``predictions`` has columns ``entity``, ``ts``, ``model_version`` and ``score`` (the
     sink's ``predictions`` table, filtered to one model's FAILURE_RISK rows); a step counts
     once its horizon has passed by ``now_ms``. Only steps scored by both versions are
-    compared, so neither wins by having scored easier moments.
+    compared, so neither wins by having scored easier moments. ``test`` is the paired
+    promotion test over those steps (:func:`models.promotion.promotion_test`, with ``alpha``,
+    ``min_gain`` and ``seed``).
 
     Examples
     --------
@@ -715,8 +716,8 @@ def compare_predictions(
     >>> fails = pa.table({"entity": ["a"], "kind": ["FAILURE"], "ts": [30_000]})
     >>> result = compare_predictions(preds, fails, "1", "2", 60, now_ms=10**6, threshold=0.5)
     >>> brier = [round(result[side]["brier"], 3) for side in ("champion", "challenger")]
-    >>> result["steps"], brier
-    (2, [0.5, 0.01])
+    >>> result["steps"], brier, result["test"]["promote"], result["test"]["reason"]
+    (2, [0.5, 0.01], False, 'only 2 labelled steps in common; the test needs at least 30')
     """
     _require(predictions, ("entity", "ts", "model_version", "score"), "predictions")
     _require(labels, ("entity", "kind", "ts"), "labels")
@@ -749,6 +750,10 @@ def compare_predictions(
     challenger_scores = np.asarray(
         both["score_max_challenger"].to_numpy(zero_copy_only=False), np.float64
     )
+    test = promotion_test(
+        target, champion_scores, challenger_scores, entities=entities, threshold=threshold,
+        alpha=alpha, min_gain=min_gain, seed=seed,
+    )  # fmt: skip
     return {
         "champion_version": champion,
         "challenger_version": challenger,
@@ -758,4 +763,5 @@ def compare_predictions(
         "threshold": threshold,
         "champion": classification_metrics(target, champion_scores, threshold),
         "challenger": classification_metrics(target, challenger_scores, threshold),
+        "test": test.as_dict(),
     }

@@ -18,9 +18,10 @@ Agents (one worker process runs them all; scale out with partitions and more wor
   the pool's SCALING prediction on ``predictions``.
 * ``labels``: ``telemetry.labels`` (ground truth, late) -> failure-model learning and quality.
 * a task following ``models.updates``: hot reload of the production XGBoost model, and the
-  newest candidate scored in shadow.
+  newest candidate scored in shadow; the production model's feature drift is watched against
+  the training reference saved with it.
 * timers: once a second, idle partitions' steps, entity eviction, the Redis flush and stall
-  detection; once a minute, forecast drift.
+  detection; every ``FORESIGHT_DRIFT_CHECK_S`` (a minute), forecast and feature drift.
 
 State: each entity's windows and models live in the engine and are written to the
 ``entity-windows`` and ``entity-models`` tables as compact bytes; a restarted worker resumes
@@ -51,8 +52,9 @@ from connectors import prometheus as metrics
 from connectors.dependencies import DEGRADED, Dependency, KafkaProbe, health_report
 from connectors.kafka_clients import KafkaConfig
 from connectors.redis_store import FeatureStore
+from models.drift import FeatureDriftWatch
 from models.entity import BatchModel
-from models.registry import ModelRegistry, RegistryError
+from models.registry import LoadedModel, ModelRegistry, RegistryError
 from models.training import FAILURE_RISK
 from schemas.codec import DeadLetter, Message
 from streams import topics
@@ -91,12 +93,15 @@ def worker_datadir(settings: Settings) -> Path:
     return root / f"{settings.worker_id}-{settings.worker_port}"
 
 
-def load_batch_models(settings: Settings, serving: list[BatchModel]) -> list[BatchModel]:
-    """The production failure-risk model, and the newest candidate in shadow.
+def load_batch_models(
+    settings: Settings, serving: list[BatchModel], watching: FeatureDriftWatch | None
+) -> tuple[list[BatchModel], FeatureDriftWatch | None]:
+    """The production failure-risk model, the newest candidate in shadow, and the feature
+    drift watch of the production model against the reference saved with it.
 
     Called at start and on every ModelUpdate; the registry, not the update, says which
     version serves. A version that fails its integrity check is logged and skipped, and the
-    worker keeps ``serving``.
+    worker keeps ``serving`` and ``watching``.
     """
     registry = ModelRegistry(settings.model_registry_url)
     try:
@@ -108,15 +113,38 @@ def load_batch_models(settings: Settings, serving: list[BatchModel]) -> list[Bat
                      if v.stage == "candidate" and int(v.version) > served]  # fmt: skip
             if newer:
                 loaded.append((registry.load(FAILURE_RISK, newer[-1].version), True))
+        watch = None if champion is None else _drift_watch(settings, champion)
     except (RegistryError, OSError, ValueError) as error:
         log.error(
             "model registry %s: %s; keeping the current models", settings.model_registry_url, error
         )
-        return serving
-    return [
+        return serving, watching
+    models = [
         BatchModel(FAILURE_RISK, m.version.version, int(m.model.horizon_s), m.score, shadow)
         for m, shadow in loaded
     ]
+    return models, watch
+
+
+def _drift_watch(settings: Settings, champion: LoadedModel) -> FeatureDriftWatch | None:
+    if champion.reference is None:
+        log.warning(
+            "%s version %s has no feature reference: its feature drift is not watched "
+            "(retrain it with `foresight train` to save one)",
+            FAILURE_RISK,
+            champion.version.version,
+        )
+        return None
+    return FeatureDriftWatch(
+        FAILURE_RISK,
+        champion.version.version,
+        champion.version.content_hash,
+        champion.version.features,
+        champion.reference,
+        champion.model.matrix,
+        window=settings.drift_window,
+        psi_limit=settings.drift_psi_limit,
+    )
 
 
 class WorkerHealth:
@@ -316,8 +344,10 @@ def create_app(settings: Settings) -> faust.App:
             metrics.PARTITION_STALLED.labels(tp.topic, tp.partition).set(float(progress.stalled))
 
     async def reload_models() -> None:
-        engine.batch_models = await asyncio.to_thread(
-            load_batch_models, settings, engine.batch_models
+        engine.serve(
+            *await asyncio.to_thread(
+                load_batch_models, settings, engine.batch_models, engine.feature_drift
+            )
         )
         served = [f"{m.name} v{m.version}{' (shadow)' * m.shadow}" for m in engine.batch_models]
         log.info("batch models: %s", served)
@@ -366,9 +396,10 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             await probe.close()
 
-    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    @app.timer(interval=settings.drift_check_s)  # type: ignore[untyped-decorator]
     async def watch_drift() -> None:
-        """Once a minute: has the forecasters' error drifted? Raise (or clear) the alert."""
+        """Every FORESIGHT_DRIFT_CHECK_S: have the forecasters' error or the production
+        model's features drifted? Raise (or clear) the alerts."""
         await send(engine.watch_drift(int(time.time() * 1000)))
 
     @app.page("/health")

@@ -1,4 +1,5 @@
-"""Changes to what Foresight runs: models promoted or rolled back, alert connectors applied.
+"""Changes to what Foresight runs: models promoted, refused or rolled back, alert connectors
+applied.
 
 Each needs an identity with the ``operate`` role: the caller's API key (``FORESIGHT_API_KEY``,
 else the credentials file) is checked against the keys file (``FORESIGHT_KEYS_FILE``) before
@@ -22,7 +23,8 @@ from connectors.audit import FAILED, REFUSED, SUCCEEDED, AuditTrail
 from connectors.http.keys import CLIENT_KEY_ENV, OPERATE, ApiKey, KeysError
 from connectors.kafka_connect import ConnectError, connector_status
 from connectors.kafka_producer import RecordProducer
-from models.registry import ModelRegistry
+from models.promotion import PromotionTest
+from models.registry import Decision, ModelRegistry
 from streams.access import keys_file, local_client_key
 from streams.codecs import codec_for
 from streams.settings import Settings
@@ -117,6 +119,7 @@ def _change_model(
     action: str,
     target: str,
     change: Callable[[ModelRegistry], list[Record]],
+    evidence: dict[str, str] | None = None,
 ) -> ModelChange:
     key = operator(settings, action, target, audit)
     try:
@@ -126,7 +129,11 @@ def _change_model(
         raise
     problem = publish_updates(settings, updates)
     done = ", ".join(f"{u['action']} {u['model']} {u['version']}" for u in updates)
-    details = {"updates": done, "published": "no: " + problem if problem else "yes"}
+    details = {
+        "updates": done,
+        "published": "no: " + problem if problem else "yes",
+        **(evidence or {}),
+    }
     audit.record(action, target, SUCCEEDED, key=key, details=details)
     return ModelChange(updates, problem)
 
@@ -142,6 +149,31 @@ def promote_model(settings: Settings, audit: AuditTrail, name: str, version: str
         f"{name} {version}",
         lambda registry: registry.promote(name, version),
     )
+
+
+def decide_candidate(
+    settings: Settings, audit: AuditTrail, name: str, version: str, test: PromotionTest
+) -> ModelChange:
+    """Promote candidate ``version`` when ``test`` says so, else archive it as refused; the
+    test is kept in the registry and its numbers ride on the ModelUpdate records. Needs the
+    ``operate`` role, as :func:`promote_model`."""
+    decision = Decision(test.as_dict(), test.metrics())
+    evidence = {
+        "test": test.test,
+        "p_value": f"{test.p_value:.4g}",
+        "effect": f"{test.effect:.4g}",
+        "steps": str(test.steps),
+        "reason": test.reason,
+    }
+    if test.promote:
+        return _change_model(
+            settings, audit, "model.promote", f"{name} {version}",
+            lambda registry: registry.promote(name, version, decision=decision), evidence,
+        )  # fmt: skip
+    return _change_model(
+        settings, audit, "model.refuse", f"{name} {version}",
+        lambda registry: registry.refuse(name, version, decision), evidence,
+    )  # fmt: skip
 
 
 def rollback_model(settings: Settings, audit: AuditTrail, name: str) -> ModelChange:

@@ -244,6 +244,64 @@ class Settings:
         "FORESIGHT_FAILURE_HORIZON_S",
         "Failure risk is the probability of exhausting a resource within this many seconds.",
     )
+    drift_check_s: float = _setting(
+        60.0,
+        "FORESIGHT_DRIFT_CHECK_S",
+        "Wall seconds between a worker's drift assessments (forecast error, and the "
+        "production failure-risk model's features against its training reference).",
+    )
+    drift_window: int = _setting(
+        1000,
+        "FORESIGHT_DRIFT_WINDOW",
+        "Recent feature vectors (an exponentially decayed window) the feature-drift detector "
+        "compares with the production model's training distribution.",
+    )
+    drift_psi_limit: float = _setting(
+        0.25,
+        "FORESIGHT_DRIFT_PSI_LIMIT",
+        "Population stability index of a feature at which the model_drift alert fires "
+        "(0.1: moderate shift, 0.25: significant).",
+    )
+    retrain_cooldown_s: float = _setting(
+        3600.0,
+        "FORESIGHT_RETRAIN_COOLDOWN_S",
+        "`foresight retrain`: least wall seconds between a registered version and the next "
+        "retraining (a drift still firing when it ends is acted on then).",
+    )
+    retrain_history_s: float = _setting(
+        604800.0,
+        "FORESIGHT_RETRAIN_HISTORY_S",
+        "`foresight retrain`: seconds of ClickHouse history a candidate trains on.",
+    )
+    retrain_folds: int = _setting(
+        4, "FORESIGHT_RETRAIN_FOLDS", "`foresight retrain`: temporal cross-validation folds."
+    )
+    retrain_search_trials: int = _setting(
+        10,
+        "FORESIGHT_RETRAIN_SEARCH_TRIALS",
+        "`foresight retrain`: Optuna trials of hyper-parameter search per candidate (0: none).",
+    )
+    retrain_check_s: float = _setting(
+        30.0,
+        "FORESIGHT_RETRAIN_CHECK_S",
+        "`foresight retrain`: wall seconds between counts of a candidate's labelled outcomes.",
+    )
+    promotion_min_outcomes: int = _setting(
+        500,
+        "FORESIGHT_PROMOTION_MIN_OUTCOMES",
+        "Labelled steps scored by both production and the candidate before the promotion "
+        "test runs.",
+    )
+    promotion_alpha: float = _setting(
+        0.05,
+        "FORESIGHT_PROMOTION_ALPHA",
+        "A candidate is promoted only when the paired test's p-value is below this.",
+    )
+    promotion_min_gain: float = _setting(
+        0.0,
+        "FORESIGHT_PROMOTION_MIN_GAIN",
+        "Smallest fall of the Brier score worth a promotion (the test's margin; 0: any).",
+    )
     keys_file: str = _setting(
         ".stack/keys.json",
         "FORESIGHT_KEYS_FILE",

@@ -2,9 +2,10 @@
 
 ``promote`` and ``rollback`` change the registry (``MODEL_REGISTRY_URL``) and produce their
 ModelUpdate records to ``models.updates``, which workers act on; they need a key with the
-``operate`` role and record an audit event (:mod:`streams.operations`). ``compare`` scores champion
-against challenger on the FAILURE_RISK predictions both made (the ``predictions`` table, where
-each row names its model and version) against the FAILURE labels that have arrived.
+``operate`` role and record an audit event (:mod:`streams.operations`). ``compare`` scores
+champion against challenger on the FAILURE_RISK predictions both made (the ``predictions``
+table, where each row names its model and version) against the FAILURE labels that have
+arrived, and prints the paired promotion test the retrain controller decides by.
 """
 
 from __future__ import annotations
@@ -12,22 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
-from connectors.clickhouse import sql_string
 from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
-from models.training import compare_predictions
 from streams.access import audit_trail
-from streams.commands.sql import query_table
-from streams.commands.train import millis_as_ts
 from streams.operations import (
     ModelChange,
     OperatorRefusedError,
     promote_model,
     rollback_model,
 )
+from streams.retraining import compare_versions, contenders
 from streams.settings import Settings
 
 _METRICS = ("auc_pr", "roc_auc", "precision", "recall", "brier")
@@ -127,85 +124,56 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     return _change("rollback", args, settings)
 
 
-def _contenders(registry: ModelRegistry, args: argparse.Namespace) -> tuple[ModelVersion, ...]:
-    """Champion (production unless named) and challenger (newest other candidate)."""
-    versions = registry.versions(args.name)
-    by_version = {v.version: v for v in versions}
-    champion_version = args.champion or next(
-        (v.version for v in versions if v.stage == "production"), None
-    )
-    if champion_version is None:
-        raise RegistryError(f"{args.name} has no production version; name one with --champion")
-    challenger_version = args.challenger or next(
-        (v.version for v in reversed(versions)
-         if v.stage == "candidate" and v.version != champion_version),
-        None,
-    )  # fmt: skip
-    if challenger_version is None:
-        raise RegistryError(f"{args.name} has no candidate to compare; name one with --challenger")
-    for version in (champion_version, challenger_version):
-        if version not in by_version:
-            raise RegistryError(f"{args.name} has no version {version!r}")
-    return by_version[champion_version], by_version[challenger_version]
+def _cell(value: float | None, form: str = ".3f") -> str:
+    return "-" if value is None else format(value, form)
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The comparison as text: each version's metrics, then the promotion test."""
+    lines = [
+        f"{result['model']}: champion {result['champion_version']} vs challenger "
+        f"{result['challenger_version']}, {result['steps']} steps"
+    ]
+    if result["steps"]:
+        lines.append(f"{'':<12}" + "".join(f"{m:>11}" for m in _METRICS))
+        for side in ("champion", "challenger"):
+            cells = [result[side][m] for m in _METRICS]
+            lines.append(f"{side:<12}" + "".join(f"{_cell(c):>11}" for c in cells))
+        test = result["test"]
+        lines.append(
+            f"test: {test['test']} over {test['steps']} steps ({test['positives']} positive, "
+            f"{test['entities']} entities), {test['resamples']} resamples, seed {test['seed']}"
+        )
+        lines.append(
+            f"  Brier {_cell(test['production_brier'], '.4f')} -> "
+            f"{_cell(test['candidate_brier'], '.4f')}: fall {_cell(test['effect'], '.4f')} "
+            f"(95% {_cell(test['effect_low'], '.4f')} .. {_cell(test['effect_high'], '.4f')}, "
+            f"{_cell(test['relative_effect'], '.1%')}), p = {test['p_value']:.4f}"
+        )
+        lines.append(
+            f"  alarms at {test['threshold']}: only the challenger right on "
+            f"{test['alarms_only_candidate_right']} steps, only the champion on "
+            f"{test['alarms_only_production_right']} (McNemar p = {test['mcnemar_p_value']:.4f})"
+        )
+        verdict = "promote" if test["promote"] else "refuse"
+        lines.append(f"  verdict: {verdict}: {test['reason']}")
+    if "note" in result:
+        lines.append(f"note: {result['note']}")
+    return "\n".join(lines)
 
 
 def _compare(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        champion, challenger = _contenders(_registry(settings), args)
-    except RegistryError as error:
+        champion, challenger = contenders(
+            _registry(settings), args.name, args.champion, args.challenger
+        )
+        result = compare_versions(settings, args.name, champion, challenger)
+    except (RegistryError, SqlError) as error:
         return _fail("compare", error)
-    horizon_s = float(champion.params.get("horizon_s", settings.failure_horizon_s))
-    versions = f"{sql_string(champion.version)}, {sql_string(challenger.version)}"
-    try:
-        predictions = query_table(
-            "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, "
-            "CAST(model_version, 'String') AS model_version, score FROM predictions "
-            f"WHERE kind = 'FAILURE_RISK' AND model = {sql_string(args.name)} "
-            f"AND model_version IN ({versions})",
-            settings,
-        )
-        labels = query_table(
-            "SELECT entity, CAST(kind, 'String') AS kind, toUnixTimestamp64Milli(ts) AS ts_ms "
-            "FROM labels WHERE kind = 'FAILURE'",
-            settings,
-        )
-    except SqlError as error:
-        return _fail("compare", error)
-    predictions, labels = millis_as_ts(predictions), millis_as_ts(labels)
-    now_ms = int(time.time() * 1000)
-    if predictions.num_rows == 0:
-        result: dict[str, Any] = {
-            "champion_version": champion.version,
-            "challenger_version": challenger.version,
-            "steps": 0,
-        }
-    else:
-        result = compare_predictions(
-            predictions, labels, champion.version, challenger.version, horizon_s, now_ms
-        )
-    if result["steps"] == 0:
-        result["note"] = (
-            f"no step has FAILURE_RISK predictions of {args.name} from both version "
-            f"{champion.version} and version {challenger.version} whose horizon has passed: "
-            "the worker must score the challenger in shadow (model and model_version on each "
-            "prediction) for a while before they can be compared"
-        )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(
-            f"{args.name}: champion {champion.version} vs challenger {challenger.version}, "
-            f"{result['steps']} steps"
-        )
-        if result["steps"]:
-            print(f"{'':<12}" + "".join(f"{m:>11}" for m in _METRICS))
-            for side in ("champion", "challenger"):
-                cells = [result[side][m] for m in _METRICS]
-                print(f"{side:<12}" + "".join(
-                    f"{'-' if c is None else f'{c:.3f}':>11}" for c in cells
-                ))  # fmt: skip
-        if "note" in result:
-            print(f"note: {result['note']}")
+        print(format_comparison(result))
     return 0 if result["steps"] else 1
 
 
@@ -232,7 +200,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback.set_defaults(func=_rollback)
 
     compare = verbs.add_parser(
-        "compare", help="champion vs challenger on shadow predictions and arrived labels"
+        "compare",
+        help="champion vs challenger on shadow predictions and arrived labels, with the "
+        "paired promotion test",
     )
     compare.add_argument("name")
     compare.add_argument("--champion", help="version (default: the production one)")

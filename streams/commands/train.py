@@ -1,9 +1,8 @@
 """``foresight train failure_risk --since ISO --until ISO``: train, register, announce.
 
 Reads the features, FAILURE labels and the online local-trend risk of the window from
-ClickHouse (the sink's SQL endpoint when a sink runs, else the chdb folder or the server at
-``CLICKHOUSE_URL``), trains the XGBoost failure-risk model with temporal cross-validation
-(:mod:`models.training`), registers it as a candidate in the model registry
+ClickHouse (:mod:`streams.retraining`), trains the XGBoost failure-risk model with temporal
+cross-validation (:mod:`models.training`), registers it as a candidate in the model registry
 (``MODEL_REGISTRY_URL``) with its evaluation report, and produces the ModelUpdate record to
 ``models.updates``.
 """
@@ -16,13 +15,11 @@ import json
 import sys
 from typing import Any
 
-import pyarrow as pa
-
 from connectors.user_sql import SqlError
-from models.registry import ModelRegistry, RegistryError
-from models.training import FAILURE_RISK, TrainingConfig, build_training_set, train_failure_risk
-from streams.commands.sql import query_table
+from models.registry import RegistryError
+from models.training import FAILURE_RISK, TrainingConfig
 from streams.operations import publish_updates
+from streams.retraining import train_candidate
 from streams.settings import Settings
 
 
@@ -37,42 +34,6 @@ def parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
-
-
-def _window(since_ms: int, until_ms: int) -> str:
-    return (
-        f"ts >= fromUnixTimestamp64Milli(toInt64({since_ms})) "
-        f"AND ts <= fromUnixTimestamp64Milli(toInt64({until_ms}))"
-    )
-
-
-def millis_as_ts(table: pa.Table) -> pa.Table:
-    """Rename ``ts_ms`` to ``ts``. Queries select ``toUnixTimestamp64Milli(ts) AS ts_ms``:
-    an alias ``ts`` would shadow the column in their WHERE clause (ClickHouse resolves
-    aliases there), and integers travel through the sink's JSON where timestamps would not."""
-    return table.rename_columns(["ts" if c == "ts_ms" else c for c in table.column_names])
-
-
-def _read_history(since_ms: int, until_ms: int, settings: Settings) -> tuple[pa.Table, ...]:
-    window = _window(since_ms, until_ms)
-    features = query_table(
-        "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, "
-        "CAST(names, 'Array(String)') AS names, values, "
-        f"CAST(feature_set, 'String') AS feature_set FROM features WHERE {window} ORDER BY ts",
-        settings,
-    )
-    labels = query_table(
-        "SELECT entity, CAST(kind, 'String') AS kind, toUnixTimestamp64Milli(ts) AS ts_ms "
-        f"FROM labels WHERE kind = 'FAILURE' AND {window}",
-        settings,
-    )
-    baseline = query_table(
-        "SELECT entity, toUnixTimestamp64Milli(ts) AS ts_ms, max(score) AS score "
-        "FROM predictions WHERE kind = 'FAILURE_RISK' AND model = 'local_trend' "
-        f"AND {window} GROUP BY entity, ts",
-        settings,
-    )
-    return millis_as_ts(features), millis_as_ts(labels), millis_as_ts(baseline)
 
 
 def _fmt(value: Any) -> str:
@@ -118,49 +79,18 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         print("foresight train: --until must be after --since", file=sys.stderr)
         return 2
     horizon_s = settings.failure_horizon_s if args.horizon_s is None else args.horizon_s
+    config = TrainingConfig(
+        folds=args.folds, search_trials=args.search_trials, threads=args.threads
+    )
     try:
-        features, labels, baseline = _read_history(args.since_ms, args.until_ms, settings)
+        trained = train_candidate(settings, args.since_ms, args.until_ms, horizon_s, config)
     except SqlError as error:
         print(f"foresight train: cannot read the history: {error}", file=sys.stderr)
         return 1
-    if features.num_rows == 0:
-        print(
-            "foresight train: no feature rows between --since and --until in ClickHouse "
-            "(is the worker producing `features` and the sink storing them?)",
-            file=sys.stderr,
-        )
-        return 1
-    try:
-        data = build_training_set(
-            features,
-            labels,
-            horizon_s,
-            label_until_ms=args.until_ms,
-            baseline=baseline if baseline.num_rows else None,
-        )
-        config = TrainingConfig(
-            folds=args.folds, search_trials=args.search_trials, threads=args.threads
-        )
-        model, reference, report = train_failure_risk(data, config)
-    except ValueError as error:
+    except (ValueError, RegistryError) as error:
         print(f"foresight train: {error}", file=sys.stderr)
         return 1
-    registry = ModelRegistry(settings.model_registry_url)
-    try:
-        production = (
-            registry.production(FAILURE_RISK) if FAILURE_RISK in registry.models() else None
-        )
-        update = registry.register_model(
-            model,
-            reference,
-            report,
-            since_ms=int(data.times_ms.min()),
-            until_ms=int(data.times_ms.max()),
-            parent=production.version if production else None,
-        )
-    except RegistryError as error:
-        print(f"foresight train: {error}", file=sys.stderr)
-        return 1
+    update, report = trained.update, trained.report
     problem = publish_updates(settings, [update])
     if args.json:
         print(json.dumps({"update": update, "published": problem is None, "report": report}))
@@ -206,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--search-trials",
         type=int,
         default=0,
-        help="Optuna trials of hyper-parameter search (needs optuna installed; default 0)",
+        help="Optuna trials of hyper-parameter search over the same temporal folds (default 0)",
     )
     train.add_argument(
         "--threads",

@@ -30,7 +30,7 @@ from typing import Any
 from connectors import prometheus as metrics
 from models.agents import AgentStep, AgentTracker
 from models.alerts import AlertState
-from models.drift import ErrorDriftWatch, drift_alert
+from models.drift import ErrorDriftWatch, FeatureDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
@@ -121,6 +121,8 @@ class Engine:
         self.models_checkpointed: dict[str, int] = {}
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
         self.batch_models: list[BatchModel] = []
+        self.feature_drift: FeatureDriftWatch | None = None
+        self._retired_drift: list[FeatureDriftWatch] = []  # replaced while their alert fired
         self.outcomes = OutcomeTracker(settings.failure_horizon_s)
         self.forecast_drift = ErrorDriftWatch()
         self.forecast_drift_alert = AlertState()
@@ -345,6 +347,8 @@ class Engine:
             return
         # One vectorised call scores every model of every due entity: its time is the step's.
         metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
+        if self.feature_drift is not None:
+            self.feature_drift.observe([features for features, _, _ in results])
         wall_ms = time.time() * 1000
         for d, (features, predictions, alerts) in zip(due, results, strict=True):
             entity = d.pipeline.entity
@@ -478,9 +482,39 @@ class Engine:
         self.evict_idle(now_s, out)
         return out
 
+    def serve(self, models: list[BatchModel], feature_drift: FeatureDriftWatch | None) -> None:
+        """Score with ``models`` from now on, and watch the production model's features with
+        ``feature_drift`` unless the watch of that very version (same content hash) runs. A
+        replaced watch whose alert fires has it resolved at the next :meth:`watch_drift`."""
+        self.batch_models = models
+        current = self.feature_drift
+        same = (
+            current is not None
+            and feature_drift is not None
+            and (current.model, current.content_hash)
+            == (feature_drift.model, feature_drift.content_hash)
+        )
+        if same:
+            return
+        if current is not None and current.alert_state.firing:
+            self._retired_drift.append(current)
+        self.feature_drift = feature_drift
+
     def watch_drift(self, now_ms: int) -> Outputs:
-        """Has the forecasters' error drifted? Raise (or clear) the ``model_drift`` alert."""
+        """Has the forecasters' error drifted, or the production batch model's features?
+        Raise (or clear) each one's ``model_drift`` alert."""
         out = self.outputs()
+        for retired in self._retired_drift:
+            ended = retired.retire(now_ms)
+            if ended is not None:
+                self.alert(ended, None, out)
+        self._retired_drift.clear()
+        watch = self.feature_drift
+        if watch is not None:
+            alert = watch.alert(now_ms)
+            metrics.DRIFT_STATE.labels(watch.model, "features").set(float(watch.alert_state.firing))
+            if alert is not None:
+                self.alert(alert, None, out)
         forecaster = self.models.forecaster
         verdict = self.forecast_drift.assess()
         metrics.DRIFT_STATE.labels(forecaster.name, "prediction_error").set(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
+from deploy.local.processes import free_port
 from schemas.codec import Codec, DecodeError
 from streams.commands.tail import topic_partitions
 from streams.topics import TopicSpec
@@ -109,3 +111,15 @@ async def read_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 
         return seen
     finally:
         await consumer.stop()
+
+
+def broker_port() -> int:
+    """A free port for a private broker whose KRaft controller port (3 above it) is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 3))
+            except OSError:
+                continue
+        return port

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -49,7 +48,7 @@ from streams.commands.tail import topic_partitions
 from streams.settings import Settings, load_settings
 from streams.worker_process import ForesightProcess, WorkerProcess
 from tests.integration.http_receiver import Receiver, serving
-from tests.integration.kafka_io import TopicReader
+from tests.integration.kafka_io import TopicReader, broker_port
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -59,18 +58,6 @@ STEP_MS = 10_000
 STEPS = 110
 OUTAGE_S = 20.0
 SERVICES = ("worker", "sink", "gateway", "ingest")
-
-
-def _broker_port() -> int:
-    """A free port whose KRaft controller port (3 above it) is free too."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 3))
-            except OSError:
-                continue
-        return port
 
 
 def _get(port: int, path: str) -> tuple[int, Any]:
@@ -159,7 +146,7 @@ async def pipeline(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pi
     stack_dir = folder / "stack"
     ports = {name: free_port() for name in (*SERVICES, "sql")}
     settings = load_settings(environ={}).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{_broker_port()}",
+        kafka_bootstrap_servers=f"127.0.0.1:{broker_port()}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         schema_registry_port=free_port(),
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",

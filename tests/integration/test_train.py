@@ -33,7 +33,7 @@ from deploy.local.processes import free_port
 from models.registry import ModelRegistry
 from models.training import build_training_set
 from schemas.codec import Codec
-from streams.commands import train as train_command
+from streams.retraining import read_history
 from streams.settings import Settings
 from streams.topics import MODEL_UPDATES
 from tests.models.test_training import synthetic_history
@@ -186,7 +186,7 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
     )
 
     def read(since_ms: int) -> list[Any]:
-        features, labels, baseline = train_command._read_history(since_ms, now, settings)
+        features, labels, baseline = read_history(since_ms, now, settings)
         data = build_training_set(features, labels, 1800, label_until_ms=now, baseline=baseline)
         return [data.rows, int(data.target.sum()), data.features, data.baseline is not None]
 
@@ -198,7 +198,7 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
     await endpoint.start()
     try:
         through_sink = await asyncio.to_thread(read, start)
-        _, labels, _ = await asyncio.to_thread(train_command._read_history, now, now, settings)
+        _, labels, _ = await asyncio.to_thread(read_history, now, now, settings)
         empty = build_training_set(
             [{"entity": "a", "event_time": now, "names": ["m:5m:mean"], "values": [1.0]}],
             labels,  # no label at `now`: an untyped empty table from JSON

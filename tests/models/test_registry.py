@@ -13,7 +13,15 @@ import pytest
 
 from models import registry as registry_module
 from models.drift import FeatureReference
-from models.registry import IntegrityError, ModelRegistry, RegistryError, npy_bytes, read_npy
+from models.promotion import promotion_test
+from models.registry import (
+    Decision,
+    IntegrityError,
+    ModelRegistry,
+    RegistryError,
+    npy_bytes,
+    read_npy,
+)
 from models.training import FailureRiskModel, TrainingConfig
 from schemas.codec import Codec
 
@@ -191,3 +199,46 @@ def test_other_urls_need_fsspec_and_say_so() -> None:
 
 def test_module_examples_run() -> None:
     assert doctest.testmod(registry_module).failed == 0
+
+
+def _decision(promote: bool) -> Decision:
+    test = promotion_test(
+        [1, 0] * 40, [0.5] * 80, [0.9, 0.1] * 40 if promote else [0.5] * 80, entities=["a"] * 80
+    )
+    assert test.promote == promote
+    return Decision(test.as_dict(), test.metrics())
+
+
+def test_a_tested_promotion_keeps_its_test_and_announces_its_numbers(
+    registry: ModelRegistry,
+) -> None:
+    registry.promote("failure_risk", _register(registry, 0))
+    candidate = _register(registry, 1, parent="1")
+    updates = registry.promote("failure_risk", candidate, decision=_decision(True))
+    assert [u["action"] for u in updates] == ["ARCHIVED", "PROMOTED"]
+    promoted = updates[-1]
+    Codec().encode("model_update", promoted)
+    assert promoted["metrics"]["promotion_promoted"] == 1.0
+    assert promoted["metrics"]["promotion_p_value"] < 0.05
+    assert promoted["metrics"]["promotion_steps"] == 80.0
+    assert "cv_auc_pr" in promoted["metrics"]  # the registration metrics stay
+    version = registry.show("failure_risk", candidate)
+    assert version.stage == "production"
+    assert version.decision["test"] == "paired_bootstrap_brier" and version.decision["promote"]
+    assert version.decision["at"]
+    assert registry.show("failure_risk", "1").decision == {}  # promoted by hand, untested
+
+
+def test_a_refused_candidate_is_archived_with_its_test(registry: ModelRegistry) -> None:
+    registry.promote("failure_risk", _register(registry, 0))
+    candidate = _register(registry, 1, parent="1")
+    (update,) = registry.refuse("failure_risk", candidate, _decision(False))
+    Codec().encode("model_update", update)
+    assert (update["action"], update["stage"]) == ("ARCHIVED", "archived")
+    assert update["metrics"]["promotion_promoted"] == 0.0
+    assert update["metrics"]["promotion_p_value"] == 1.0
+    refused = registry.show("failure_risk", candidate)
+    assert refused.stage == "archived" and refused.decision["promote"] is False
+    assert registry.production("failure_risk").version == "1"  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="only a candidate can be refused"):
+        registry.refuse("failure_risk", "1", _decision(False))

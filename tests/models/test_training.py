@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 from typing import Any
 
 import numpy as np
@@ -190,16 +189,21 @@ def test_serving_aligns_feature_names_in_any_order(trained: tuple[Any, ...]) -> 
     assert model.score([vector])[0] == pytest.approx(model.score_matrix(row[None, :])[0])
 
 
-def test_search_is_skipped_with_a_note_without_optuna() -> None:
-    if importlib.util.find_spec("optuna") is not None:
-        pytest.skip("optuna is installed: the search runs")
+def test_search_tries_its_budget_on_the_temporal_folds_and_keeps_the_best() -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 1))
+    x = rng.normal(size=(600, 2))
     data = training.TrainingSet(
-        x, (x[:, 0] > 1).astype(np.int8), np.arange(300) * 1000, ["h"] * 300, ["a:5m:mean"], 1.0
-    )
-    _, _, report = train_failure_risk(data, TrainingConfig(folds=2, rounds=5, search_trials=3))
-    assert any("pip install optuna" in note for note in report["notes"])
+        x, (x[:, 0] + 0.5 * x[:, 1] > 1).astype(np.int8), np.arange(600) * 1000, ["h"] * 600,
+        ["a:5m:mean", "b:5m:mean"], 1.0,
+    )  # fmt: skip
+    config = TrainingConfig(folds=2, rounds=5, search_trials=3)
+    _, _, report = train_failure_risk(data, config)
+    _, _, again = train_failure_risk(data, config)
+    assert any(note.startswith("optuna: 3 trials") for note in report["notes"])
+    searched = {"max_depth", "eta", "min_child_weight", "rounds"}
+    assert searched <= set(report["params"])
+    assert report["params"] == again["params"]  # seeded: the same search twice
+    assert report["params"]["rounds"] != 5  # the search's value, not the config's
 
 
 def test_compare_uses_only_steps_both_versions_scored_and_settled() -> None:

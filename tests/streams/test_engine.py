@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
+from models.drift import FeatureDriftWatch, FeatureReference
 from models.entity import BatchModel
 from models.features import vector_names
 from schemas.codec import Codec, Message
@@ -390,3 +392,55 @@ def test_a_pool_gets_scaling_advice_as_a_prediction_once_a_minute() -> None:
     ]
     assert not advice(router.task("a1", "y", T0_MS + 10_000, 1_000.0))
     assert advice(router.task("a1", "z", T0_MS + 70_000, 1_000.0))
+
+
+def _cpu(vectors: Sequence[Record]) -> FloatArray:
+    rows = [dict(zip(vector_names(v), v["values"], strict=True)) for v in vectors]
+    return np.array([[row.get("cpu:1m:mean", np.nan)] for row in rows])
+
+
+def _watch(version: str, content_hash: str, reference: FeatureReference) -> FeatureDriftWatch:
+    return FeatureDriftWatch(
+        "failure_risk", version, content_hash, ["cpu:1m:mean"], reference, _cpu, window=40
+    )
+
+
+def _cpu_steps(feed: Feed, steps: range, level: float, seed: int) -> list[Input]:
+    rng = np.random.default_rng(seed)
+    return [feed.record(f"h{i}", T0_MS + k * STEP_MS, {"cpu": level + rng.normal(0, 5)})
+            for k in steps for i in range(4)]  # fmt: skip
+
+
+def test_the_production_models_feature_drift_raises_a_drift_alert() -> None:
+    training = _engine(Changelog()).metrics(_cpu_steps(Feed(), range(60), 50.0, 1), NOW_S)
+    reference = FeatureReference.fit(_cpu(_decoded(training, topics.FEATURES.name)))
+    engine, feed = _engine(Changelog()), Feed()
+    engine.serve([], _watch("3", "hash-3", reference))
+    engine.metrics(_cpu_steps(feed, range(60), 50.0, 2), NOW_S)
+    assert _decoded(engine.watch_drift(int(NOW_S * 1000)), topics.ALERTS.name) == []
+    engine.metrics(_cpu_steps(feed, range(60, 120), 90.0, 3), NOW_S)
+    (alert,) = _decoded(engine.watch_drift(int(NOW_S * 1000) + 60_000), topics.ALERTS.name)
+    assert (alert["rule"], alert["status"], alert["entity"]) == (
+        "model_drift", "FIRING", "model/failure_risk",
+    )  # fmt: skip
+    assert alert["labels"]["version"] == "3" and alert["labels"]["content_hash"] == "hash-3"
+    assert alert["labels"]["metric"] == "cpu:1m:mean" and alert["labels"]["retrain"] == "true"
+
+    engine.serve([], _watch("4", "hash-4", reference))  # version 4 promoted meanwhile
+    (ended,) = _decoded(engine.watch_drift(int(NOW_S * 1000) + 120_000), topics.ALERTS.name)
+    assert (ended["status"], ended["alert_id"]) == ("RESOLVED", alert["alert_id"])
+    assert ended["labels"]["content_hash"] == "hash-3"
+    assert _decoded(engine.watch_drift(int(NOW_S * 1000) + 180_000), topics.ALERTS.name) == []
+
+
+def test_a_reload_keeps_the_watch_of_the_same_version_and_replaces_another() -> None:
+    engine, reference = _engine(Changelog()), FeatureReference.fit(np.ones((10, 1)))
+    first = _watch("3", "hash-3", reference)
+    engine.serve([], first)
+    engine.serve([], _watch("3", "hash-3", reference))  # a candidate came: production is the same
+    assert engine.feature_drift is first
+    engine.serve([], _watch("4", "hash-4", reference))
+    assert engine.feature_drift is not first and engine.feature_drift is not None
+    assert engine.feature_drift.version == "4"
+    engine.serve([], None)
+    assert engine.feature_drift is None
