@@ -300,7 +300,7 @@ class AgentTracker:
         states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
         alerts = []
         for rule in self.rules:
-            value, metric = predictions.worst(rule.kind, rule.min_metrics)
+            value, metric = predictions.worst(rule.kind, rule.min_metrics, rule.metric)
             alert = evaluate(rule, states[rule.name], agent, value, metric, t_ms)
             if alert is not None:
                 alerts.append(alert)

@@ -1,13 +1,13 @@
 """Alert rules over predictions: threshold with hysteresis, a minimum duration, stable keys.
 
-A rule watches one prediction kind of an entity (the worst value over its metrics, or the
-``min_metrics``-th worst when a rule asks for several metrics to agree, so the alert groups
-per entity, not per metric). It fires once when the value has stayed at or above
-``threshold`` for ``for_steps`` consecutive steps, and resolves once when it has stayed below
-``clear`` (< threshold: the hysteresis band) for ``resolve_steps`` steps (Alertmanager's
-``for`` and ``keep_firing_for``). Between the two it stays silent, however many predictions
-arrive: downstream tools receive one FIRING and one RESOLVED per episode, under a dedup key
-that is stable across restarts (``rule/entity``).
+A rule watches one prediction kind of an entity (the worst value over its metrics, the
+``min_metrics``-th worst when a rule asks for several metrics to agree, or only the entity's
+own prediction, metric ``*``), so the alert groups per entity, not per metric. It fires once
+when the value has stayed at or above ``threshold`` for ``for_steps`` consecutive steps, and
+resolves once when it has stayed below ``clear`` (< threshold: the hysteresis band) for
+``resolve_steps`` steps (Alertmanager's ``for`` and ``keep_firing_for``). Between the two it
+stays silent, however many predictions arrive: downstream tools receive one FIRING and one
+RESOLVED per episode, under a dedup key that is stable across restarts (``rule/entity``).
 
 Readers of the alert stream fold it with :class:`FiringAlerts`, which takes each state change
 once however often it is delivered.
@@ -32,9 +32,10 @@ class AlertRule:
     clear: float
     for_steps: int
     severity: str
-    summary: str  # str.format template: {entity}, {metric}, {value}
+    summary: str  # str.format template: {entity}, {metric}, {value}, {detail}
     resolve_steps: int = 0  # 0: the same as for_steps
     min_metrics: int = 1
+    metric: str = ""  # only predictions of this metric ("*": the entity's own); "": any
 
     def __post_init__(self) -> None:
         if not self.clear < self.threshold:
@@ -53,31 +54,46 @@ class AlertRule:
         return self.resolve_steps or self.for_steps
 
 
-DEFAULT_RULES: tuple[AlertRule, ...] = (
-    AlertRule(
-        name="failure_risk",
-        kind="FAILURE_RISK",
-        threshold=0.7,
-        clear=0.3,
-        for_steps=2,
-        severity="CRITICAL",
-        summary="{entity}: {metric} on course to exhaustion (risk {value:.2f})",
-    ),
-    # Detectors score the onset of an anomaly and then stay quiet, so one step is enough to
-    # fire; two metrics must agree (a saturation moves cpu, latency and queue depth at
-    # once, noise rarely moves two), and the alert holds through five calm minutes.
-    AlertRule(
+DEFAULT_ANOMALY_THRESHOLD = 0.5
+
+
+def anomaly_rule(threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> AlertRule:
+    """The entity anomaly rule: the entity's score (metric ``*``) at or above ``threshold``.
+
+    The entity detector scores a sustained departure of the metrics as a whole, calibrated
+    per entity, so one step at the threshold fires, and the alert holds through five calm
+    minutes (at a 10-second step). The summary names the metrics that contributed most.
+    """
+    return AlertRule(
         name="anomaly",
         kind="ANOMALY",
-        threshold=0.9,
-        clear=0.5,
+        metric="*",
+        threshold=threshold,
+        clear=threshold / 2,
         for_steps=1,
         resolve_steps=30,
-        min_metrics=2,
         severity="WARNING",
-        summary="{entity}: {metric} and other metrics behave abnormally (score {value:.2f})",
-    ),
-)
+        summary="{entity} behaves abnormally (score {value:.2f}): {detail}",
+    )
+
+
+def default_rules(anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> tuple[AlertRule, ...]:
+    """The shipped rules: failure risk, and the entity anomaly rule at ``anomaly_threshold``."""
+    return (
+        AlertRule(
+            name="failure_risk",
+            kind="FAILURE_RISK",
+            threshold=0.7,
+            clear=0.3,
+            for_steps=2,
+            severity="CRITICAL",
+            summary="{entity}: {metric} on course to exhaustion (risk {value:.2f})",
+        ),
+        anomaly_rule(anomaly_threshold),
+    )
+
+
+DEFAULT_RULES = default_rules()
 
 
 class AlertState:
@@ -112,8 +128,12 @@ def evaluate(
     metric: str,
     t_ms: int,
     labels: dict[str, str] | None = None,
+    detail: str = "",
 ) -> Record | None:
-    """Advance ``state`` by one step; an Alert record when the rule fires or resolves."""
+    """Advance ``state`` by one step; an Alert record when the rule fires or resolves.
+
+    ``detail`` (what contributed to ``value``, for a person) fills the summary's
+    ``{detail}`` and the ``contributions`` label when not empty."""
     crossing = value < rule.clear if state.firing else value >= rule.threshold
     state.run = state.run + 1 if crossing else 0
     if not state.firing:
@@ -132,9 +152,16 @@ def evaluate(
         "severity": rule.severity,
         "rule": rule.name,
         "entity": entity,
-        "summary": rule.summary.format(entity=entity, metric=metric or "-", value=value),
+        "summary": rule.summary.format(
+            entity=entity, metric=metric or "-", value=value, detail=detail or "-"
+        ),
         "value": float(value),
-        "labels": {**(labels or {}), "kind": rule.kind, "metric": metric},
+        "labels": {
+            **(labels or {}),
+            "kind": rule.kind,
+            "metric": metric,
+            **({"contributions": detail} if detail else {}),
+        },
         "starts_at": state.started_ms,
         "ends_at": None if state.firing else t_ms,
         "event_time": t_ms,

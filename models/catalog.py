@@ -11,6 +11,7 @@ from collections.abc import Callable
 from models.anomaly import StreamingAnomalyDetector
 from models.base import OnlineModel
 from models.bottleneck import ExhaustionModel
+from models.entity_anomaly import EntityAnomalyDetector
 from models.failure_risk import LocalTrendRisk
 from models.forecast import SeasonalForecaster
 
@@ -22,4 +23,5 @@ ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
     "seasonal_forecaster": lambda: SeasonalForecaster(step_s=300.0),
     "exhaustion_model": ExhaustionModel,
     "local_trend_risk": LocalTrendRisk,
+    "entity_anomaly": lambda: EntityAnomalyDetector(warmup=20),
 }

@@ -30,6 +30,7 @@ from models.anomaly import StreamingAnomalyDetector
 from models.arena import IntArray, SeriesArena
 from models.base import FloatArray
 from models.bottleneck import ExhaustionModel
+from models.entity_anomaly import EntityAnomalyDetector, EntityScores
 from models.failure_risk import LocalTrendRisk
 from models.features import (
     FeatureWindows,
@@ -46,6 +47,8 @@ _MAGIC = b"FSE2"
 
 
 _DAY_BUCKETS = 96  # quarter hours, the detector's default
+#: The metric name of an entity's own prediction (its anomaly score over all its metrics).
+ENTITY_METRIC = "*"
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class ModelSet:
             season_min=max(4, round(2 * visits_per_day)),
             calibrated_start=True,
         )
+        self.entity_detector = EntityAnomalyDetector(warmup=config.anomaly_warmup_steps)
         self.forecaster = SeasonalForecaster(step_s=config.forecast_step_s)
         self.bottleneck = ExhaustionModel(memory_s=config.exhaustion_memory_s)
         self.failure_risk = LocalTrendRisk(
@@ -121,7 +125,12 @@ class ModelSet:
                 # The capacity a series is a used amount of (NaN: not capacity-bound), as
                 # the signal rules said with its latest samples.
                 "capacity": lambda n: np.full(n, np.nan),
+                "entity_anomaly": self.entity_detector.init_state,
             }
+        )
+        # One row per entity: the state of its entity anomaly model as a whole.
+        self.entity_states = SeriesArena(
+            {"entity_anomaly": self.entity_detector.init_entity_state}, rows=64
         )
 
 
@@ -134,8 +143,10 @@ class EntityPipeline:
     >>> p = EntityPipeline("web-1", models)
     >>> _ = p.add(600_000, ["cpu_percent"], np.array([12.0]))
     >>> features, predictions, alerts = p.step(600_000)
-    >>> features["metrics"], predictions["metrics"], predictions["kinds"]
-    (['cpu_percent'], ['cpu_percent'], ['ANOMALY', 'FORECAST', 'FORECAST', 'FORECAST'])
+    >>> features["metrics"], predictions["metrics"]
+    (['cpu_percent'], ['cpu_percent', '*'])
+    >>> predictions["kinds"]
+    ['ANOMALY', 'ANOMALY', 'FORECAST', 'FORECAST', 'FORECAST']
     """
 
     def __init__(self, entity: str, models: ModelSet) -> None:
@@ -150,7 +161,8 @@ class EntityPipeline:
         # The entity's rows in the arena of model states, one per metric slot of its windows;
         # they go back to the arena when the pipeline is collected.
         self._rows = [models.states.take(self.windows.capacity)]
-        weakref.finalize(self, _release, models.states, self._rows)
+        self.entity_row = models.entity_states.take(1)
+        weakref.finalize(self, _release, models, self._rows, self.entity_row)
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
@@ -245,15 +257,18 @@ class EntityPipeline:
             "feature_set": self.models.feature_set,
         }
 
-    def _alerts(self, now_ms: int, columns: PredictionColumns) -> list[Record]:
-        """The step's alert changes, from its predictions (shadow ones are not in yet)."""
+    def _alerts(self, now_ms: int, columns: PredictionColumns, explained: str) -> list[Record]:
+        """The step's alert changes, from its predictions (shadow ones are not in yet);
+        ``explained`` names what contributed to the entity's own anomaly score."""
         self.last_step_ms = now_ms
         alerts = []
         for rule in self.models.config.rules:
-            value, metric = columns.worst(rule.kind, rule.min_metrics)
+            value, metric = columns.worst(rule.kind, rule.min_metrics, rule.metric)
+            detail = explained if rule.metric == ENTITY_METRIC else ""
             alert = evaluate(
-                rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels
-            )
+                rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels,
+                detail,
+            )  # fmt: skip
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -304,7 +319,13 @@ class EntityPipeline:
         rows, parts = self.rows[: len(self.windows.metrics)], self.models.states.parts
         return _pack(
             {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
-            [parts["anomaly"][rows], parts["forecast"][rows], parts["bottleneck"][rows]],
+            [
+                parts["anomaly"][rows],
+                parts["forecast"][rows],
+                parts["bottleneck"][rows],
+                parts["entity_anomaly"][rows],
+                self.models.entity_states.parts["entity_anomaly"][self.entity_row],
+            ],
         )
 
     @classmethod
@@ -336,7 +357,7 @@ class EntityPipeline:
         if "signals" in header:  # states saved before the signal stage have none
             pipeline.stage.restore(header["signals"], arrays[5])
         if model_states is not None:
-            saved, (anomaly, forecast, bottleneck) = _unpack(model_states)
+            saved, (anomaly, forecast, bottleneck, *entity) = _unpack(model_states)
             k = len(saved["metrics"])
             # Metrics are only ever appended; models saved by an older layout start afresh.
             if saved["metrics"] == w.metrics[:k] and bottleneck.shape[0] == k:
@@ -344,11 +365,16 @@ class EntityPipeline:
                 parts["anomaly"][rows], parts["forecast"][rows] = anomaly, forecast
                 parts["bottleneck"][rows] = bottleneck
                 pipeline.last_forecast_ms = saved["last_forecast_ms"]
+                states = models.entity_states.parts["entity_anomaly"]
+                if entity and entity[1].shape == (1, states.shape[1]):  # before: start afresh
+                    parts["entity_anomaly"][rows] = entity[0]
+                    states[pipeline.entity_row] = entity[1]
         return pipeline
 
 
-def _release(arena: SeriesArena, rows: list[IntArray]) -> None:
-    arena.release(rows[0])
+def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:
+    models.states.release(rows[0])
+    models.entity_states.release(entity_row)
 
 
 def _pack(header: dict[str, Any], arrays: list[npt.NDArray[Any]]) -> bytes:
@@ -437,6 +463,15 @@ def step_many(
     fresh = last[:, 1] > stepped
     x = np.where(fresh, last[:, 0], np.nan)
     scores = models.detector.score_learn(parts["anomaly"], x, int(now.max()), rows)
+    entity_rows = np.concatenate([p.entity_row for p in pipelines])
+    entity_scores = models.entity_detector.score_learn(
+        parts["entity_anomaly"],
+        models.entity_states.parts["entity_anomaly"],
+        x,
+        starts,
+        rows,
+        entity_rows,
+    )
 
     # Forecasts change only when the forecaster learns (once per forecast step), so each
     # entity keeps its latest ones and only the entities that learn now touch that state.
@@ -466,6 +501,7 @@ def step_many(
 
     columns = [PredictionColumns() for _ in pipelines]
     detector, forecaster = models.detector, models.forecaster
+    entity_detector = (models.entity_detector.name, models.entity_detector.version)
     horizons = np.asarray(cfg.horizons_s)
     for k, p in enumerate(pipelines):
         a, b = starts[k], starts[k + 1]
@@ -480,6 +516,9 @@ def step_many(
             last[a:b, 0][fresh_rows],
             scores[a:b][fresh_rows],
         )
+        if len(fresh_rows):
+            score = entity_scores.scores[k : k + 1]
+            columns[k].add("ANOMALY", entity_detector, [ENTITY_METRIC], [0], score, score)
         if learn[k] or stale[k]:  # forecasts go out when they are refreshed
             made = forecasts[rows[a:b]]
             row, h = np.nonzero(np.isfinite(made[..., 0]))
@@ -510,10 +549,17 @@ def step_many(
     out = []
     for k, p in enumerate(pipelines):
         add_scored(k, shadow=False)  # a champion's risk is one the alert rules read
-        alerts = p._alerts(int(now[k]), columns[k])
+        explained = _explain(p.windows.metrics, entity_scores, int(starts[k]), int(starts[k + 1]))
+        alerts = p._alerts(int(now[k]), columns[k], explained)
         add_scored(k, shadow=True)  # a shadow's is recorded, and never alerts
         out.append((features[k], p._batch(int(now[k]), columns[k]), alerts))
     return out
+
+
+def _explain(metrics: Sequence[str], scores: EntityScores, start: int, end: int) -> str:
+    """The entity's top contributing metrics to its anomaly score, for a person:
+    ``"cpu_percent +0.41, network_mbps -0.12"``."""
+    return ", ".join(f"{metrics[i]} {c:+.2f}" for i, c in scores.top(start, end))
 
 
 def _exhaustion_many(

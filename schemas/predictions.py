@@ -132,9 +132,9 @@ class PredictionColumns:
         columns["lowers"] += [math.nan] * n if lowers is None else _floats(lowers)
         columns["uppers"] += [math.nan] * n if uppers is None else _floats(uppers)
 
-    def worst(self, kind: str, rank: int = 1) -> tuple[float, str]:
-        """The ``rank``-th highest finite score of ``kind`` and its metric; ``(0, '')`` when
-        fewer than ``rank`` predictions of that kind have one."""
+    def worst(self, kind: str, rank: int = 1, metric: str = "") -> tuple[float, str]:
+        """The ``rank``-th highest finite score of ``kind`` (of ``metric`` only, when given)
+        and its metric; ``(0, '')`` when fewer than ``rank`` predictions have one."""
         columns = self.columns
         scored = sorted(
             (
@@ -142,7 +142,7 @@ class PredictionColumns:
                 for k, score, at in zip(
                     columns["kinds"], columns["scores"], columns["metric_index"], strict=True
                 )
-                if k == kind and math.isfinite(score)
+                if k == kind and math.isfinite(score) and (not metric or self.metrics[at] == metric)
             ),
             reverse=True,
         )

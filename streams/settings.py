@@ -239,6 +239,13 @@ class Settings:
         "FORESIGHT_ANOMALY_WARMUP",
         "Steps an anomaly detector learns before it scores (its likelihood needs ~100 to settle).",
     )
+    entity_anomaly_threshold: float = _setting(
+        0.5,
+        "FORESIGHT_ENTITY_ANOMALY_THRESHOLD",
+        "The entity anomaly score (ANOMALY, metric `*`, in [0, 1]; 0.5 is a one-in-100,000 "
+        "step, 1 one in 10^10) at or above which the anomaly alert fires; it resolves after "
+        "five minutes below half this.",
+    )
     failure_horizon_s: float = _setting(
         1800.0,
         "FORESIGHT_FAILURE_HORIZON_S",

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "auth-flood": "bench_auth_flood",
     "routing": "bench_routing",
     "engine": "bench_engine",
+    "entity-anomaly": "bench_entity_anomaly",
 }
 
 

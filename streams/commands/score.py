@@ -1,10 +1,10 @@
-"""``foresight score``: replay CSV files through the anomaly detector.
+"""``foresight score``: replay CSV files through the anomaly detectors.
 
 Each file is one entity: a timestamp column (the first column, or one named ``timestamp``,
-``time`` or ``ts``) and one or more numeric columns. Every numeric column is scored as its own
-series, all of a file's columns in one vectorised pass, row by row in time order as the stream
-workers would; the scores go to ``<out>/<file name>`` with one ``<column>_anomaly_score``
-column per input column.
+``time`` or ``ts``) and one or more numeric columns, scored row by row in time order as the
+stream workers would. The scores go to ``<out>/<file name>``: the entity's own score over all
+its columns (the stream's ANOMALY prediction of metric ``*``) as ``anomaly_score``, and one
+``<column>_score`` per input column from the per-metric detector.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from models.anomaly import StreamingAnomalyDetector
 from models.base import FloatArray
+from models.entity_anomaly import EntityAnomalyDetector
 from streams.settings import Settings
 
 _TIME_COLUMNS = ("timestamp", "time", "ts")
@@ -29,7 +30,8 @@ _TIME_COLUMNS = ("timestamp", "time", "ts")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``score`` command."""
     parser = subparsers.add_parser(
-        "score", help="replay CSV files through the anomaly detector and write per-row scores"
+        "score",
+        help="replay CSV files through the anomaly detectors and write per-row scores",
     )
     parser.add_argument(
         "--input",
@@ -58,31 +60,42 @@ def run_score(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for summary in summaries:
             peaks = ", ".join(f"{c}={s:.3f}" for c, s in summary["max_score"].items())
-            print(f"{summary['input']}: {summary['rows']} rows -> {summary['output']} ({peaks})")
+            print(
+                f"{summary['input']}: {summary['rows']} rows -> {summary['output']} "
+                f"(anomaly_score max {summary['max_anomaly_score']:.3f}; {peaks})"
+            )
     return 0
 
 
 def score_file(path: Path, out_dir: Path) -> dict[str, Any]:
-    """Score one CSV file's numeric columns and write ``out_dir/<name>``; returns a summary."""
+    """Score one CSV file and write ``out_dir/<name>``; returns a summary."""
     times, columns, values = _read_table(path)
     detector = StreamingAnomalyDetector()
     state = detector.init_state(len(columns))
+    entity_detector = EntityAnomalyDetector()
+    entity_state = entity_detector.init_state(len(columns))
+    entity = entity_detector.init_entity_state(1)
+    starts = np.array([0, len(columns)])
     scores = np.zeros_like(values)
+    entity_scores = np.zeros(len(values))
     t_ms = _as_epoch_ms(times, path)
     order = np.argsort(t_ms, kind="stable")
     for row in order:
         scores[row] = detector.score_learn(state, values[row], int(t_ms[row]))
+        step = entity_detector.score_learn(entity_state, entity, values[row], starts)
+        entity_scores[row] = step.scores[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["timestamp", *(f"{c}_anomaly_score" for c in columns)])
-        for stamp, row_scores in zip(times, scores, strict=True):
-            writer.writerow([stamp, *(f"{s:.6f}" for s in row_scores)])
+        writer.writerow(["timestamp", "anomaly_score", *(f"{c}_score" for c in columns)])
+        for stamp, entity_score, row_scores in zip(times, entity_scores, scores, strict=True):
+            writer.writerow([stamp, f"{entity_score:.6f}", *(f"{s:.6f}" for s in row_scores)])
     return {
         "input": str(path),
         "output": str(output),
         "rows": len(times),
+        "max_anomaly_score": float(entity_scores.max(initial=0.0)),
         "max_score": {c: float(scores[:, k].max(initial=0.0)) for k, c in enumerate(columns)},
     }
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from connectors import prometheus as metrics
 from models.agents import AgentStep, AgentTracker
-from models.alerts import AlertState
+from models.alerts import AlertState, default_rules
 from models.drift import ErrorDriftWatch, FeatureDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.failure_outcomes import OutcomeTracker
@@ -105,6 +105,7 @@ class Engine:
                 step_s=settings.step_s,
                 max_metrics=settings.max_metrics_per_entity,
                 anomaly_warmup_steps=settings.anomaly_warmup_steps,
+                rules=default_rules(settings.entity_anomaly_threshold),
                 failure_horizon_s=settings.failure_horizon_s,
                 signal_rules=SignalRules.load(settings.signal_rules),
                 max_series=settings.max_series_per_entity,

@@ -17,6 +17,7 @@ import pytest
 from models.base import AnomalyDetector, FloatArray, Forecaster, OnlineModel
 from models.bottleneck import ExhaustionModel
 from models.catalog import ONLINE_MODELS
+from models.entity_anomaly import EntityAnomalyDetector
 from models.failure_risk import LocalTrendRisk
 from models.features import FeatureWindows, window_statistics
 
@@ -26,17 +27,27 @@ STEP_MS = 300_000
 
 class _Runner:
     """Drives a model over ``n`` series with its own verbs. A model that reads the entity's
-    rolling windows (the local-trend failure risk) gets windows fed with the same points."""
+    rolling windows (the local-trend failure risk) gets windows fed with the same points.
+    An entity model sees each series as an entity of three metrics made from it."""
 
     def __init__(self, model: OnlineModel, n: int) -> None:
         self.model = model
         self.state = model.init_state(n)
+        self.entity_state = np.zeros((0, 0))
+        if isinstance(model, EntityAnomalyDetector):
+            self.state = model.init_state(3 * n)
+            self.entity_state = model.init_entity_state(n)
         self.names = [f"s{i}" for i in range(n)]
         self.windows = FeatureWindows(max_metrics=n)
 
     def step(self, x: FloatArray, t_ms: int) -> FloatArray:
         """One step; every output the model gives, as one row per series."""
         model, state = self.model, self.state
+        if isinstance(model, EntityAnomalyDetector):
+            metrics = np.stack([x, 0.5 * x + 10.0, -x], axis=1)
+            starts = np.arange(len(x) + 1) * 3
+            step = model.score_learn(state, self.entity_state, metrics.reshape(-1), starts)
+            return np.concatenate([step.scores[:, None], step.contributions.reshape(-1, 3)], 1)
         if isinstance(model, AnomalyDetector):
             return model.score_learn(state, x, t_ms)[:, None]
         if isinstance(model, Forecaster):
@@ -62,7 +73,7 @@ class _Runner:
 
     def arrays(self) -> list[FloatArray]:
         """Everything the model keeps between steps."""
-        return [self.state, self.windows.buckets]
+        return [self.state, self.entity_state, self.windows.buckets]
 
 
 def _run(model: OnlineModel, values: npt.NDArray[np.float64]) -> FloatArray:
@@ -129,6 +140,10 @@ def test_odd_input_gives_usable_outputs(
     if isinstance(model, AnomalyDetector):
         assert np.isfinite(out).all()
         assert ((out >= 0) & (out <= 1)).all()
+    elif isinstance(model, EntityAnomalyDetector):  # a score, and contributions summing to it
+        assert np.isfinite(out).all()
+        assert ((out[:, :, 0] >= 0) & (out[:, :, 0] <= 1)).all()
+        np.testing.assert_allclose(out[:, :, 1:].sum(axis=2), out[:, :, 0], atol=1e-9)
     elif isinstance(model, Forecaster):
         assert np.isfinite(out[-1]).all(), "a forecaster that has learned must forecast"
     elif isinstance(model, LocalTrendRisk):  # a probability, and when: seconds or +inf

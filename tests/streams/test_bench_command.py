@@ -2,7 +2,7 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, routing and engine need the local stack.
+early-warning, routing, engine and entity-anomaly need the local stack.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ TINY = {
         *("--flood-seconds", "2", "--flood-requests", "400"),
     ],
     "engine": ["--entities", "5", "--metrics", "4", "--seconds", "30", "--warmup-s", "10"],
+    "entity-anomaly": [
+        *("--tune", "0", "--seeds", "1", "--hosts", "3"),
+        *("--duration-s", "14400", "--warmup-s", "3600"),
+    ],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -84,6 +88,16 @@ def test_engine() -> None:
     assert result["series"] == 5 * 4
     assert result["measured"]["predictions"] > 0
     assert result["state_bytes_per_series"] > 0
+
+
+def test_entity_anomaly() -> None:
+    result = bench("entity-anomaly")
+    assert (result["tune_seeds"], result["seeds"], result["hosts"]) == ([0], [1], 3)
+    contenders = result["contenders"]
+    assert set(contenders) == {"entity", "entity_independent", "max_per_metric", "rolling_z"}
+    for r in contenders.values():
+        assert 0.0 <= r["auc_pr"] <= 1.0
+        assert 0 <= r["caught"] <= r["incidents"] > 0
 
 
 @pytest.mark.integration

@@ -15,7 +15,7 @@ from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
-from models.entity import BatchModel
+from models.entity import ENTITY_METRIC, BatchModel
 from models.features import vector_names
 from schemas.codec import Codec, Message
 from schemas.json_form import json_form, json_schema
@@ -267,7 +267,7 @@ def test_a_node_exporter_host_through_the_door_is_modelled_as_signals() -> None:
     last = dict(zip(vector_names(features), features["values"], strict=True))
     assert 0.0 < last["cpu_used_fraction:1m:last"] < 1.0  # a rate, not seconds since boot
     predicted = {p["metric"] for p in prediction_rows(_decoded(out, topics.PREDICTIONS.name)[-1])}
-    assert predicted <= {*modelled, "entity"}
+    assert predicted <= {*modelled, "entity", ENTITY_METRIC}
 
 
 def test_signals_past_the_limit_are_named_with_their_rule_and_counted() -> None:

@@ -1,0 +1,107 @@
+"""The entity anomaly score: it sees a break in how metrics move together that no metric
+shows alone, stays calm when they move together as they always have, and its state
+round-trips with the entity's."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from models.alerts import anomaly_rule
+from models.entity import ENTITY_METRIC, EntityPipeline, ModelSet, PipelineConfig
+from models.entity_anomaly import EntityAnomalyDetector
+from schemas.predictions import PredictionColumns
+
+T0 = 1_700_000_000_000
+NAMES = ["cpu_percent", "network_mbps", "request_latency_ms", "queue_depth"]
+WARMUP = 120
+
+
+def _host(steps: int, seed: int = 0) -> npt.NDArray[np.float64]:
+    """Four metrics driven by one load (a slow cycle and a wander), each with its own noise."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(steps)
+    wander = np.cumsum(rng.normal(0, 0.02, steps))
+    load = 0.5 + 0.3 * np.sin(2 * np.pi * k / 720) + 0.1 * np.tanh(wander)
+    gains = np.array([60.0, 300.0, 40.0, 12.0])
+    noise = rng.normal(0, 1, (steps, 4)) * np.array([2.0, 10.0, 2.0, 1.0])
+    values: npt.NDArray[np.float64] = 10 + load[:, None] * gains + noise
+    return values
+
+
+def _scores(detector: EntityAnomalyDetector, values: npt.NDArray[np.float64]) -> list[float]:
+    state, entity = detector.init_state(values.shape[1]), detector.init_entity_state(1)
+    starts = np.array([0, values.shape[1]])
+    return [float(detector.score_learn(state, entity, v, starts).scores[0]) for v in values]
+
+
+def test_a_correlation_break_no_single_metric_shows_is_caught() -> None:
+    values = _host(3000)
+    before = values[:2400]
+    broken = values.copy()
+    # From step 2400, CPU keeps following the load while traffic falls as CPU rises: each
+    # metric stays inside the range it has already shown.
+    network = broken[2400:2600, 1]
+    broken[2400:2600, 1] = network.mean() - (network - network.mean())
+    assert (broken[2400:2600] >= before.min(axis=0)).all()
+    assert (broken[2400:2600] <= before.max(axis=0)).all()
+    scores = _scores(EntityAnomalyDetector(warmup=WARMUP), broken)
+    threshold = anomaly_rule().threshold
+    assert max(scores[2400:2600]) >= threshold
+    assert max(scores[WARMUP:2400]) < threshold
+
+
+def test_correlated_normal_movement_stays_calm() -> None:
+    values = _host(3000, seed=1)
+    # A day twice as busy as any seen: every metric rises far past its range, together.
+    values[2000:2400] = 10 + (values[2000:2400] - 10) * np.linspace(1, 2, 400)[:, None]
+    scores = _scores(EntityAnomalyDetector(warmup=WARMUP), values)
+    assert max(scores[WARMUP:]) < anomaly_rule().threshold
+
+
+def test_contributions_name_the_metric_that_broke_away() -> None:
+    values = _host(2600, seed=2)
+    values[2400:, 2] -= 25.0  # latency falls while load says it should not
+    detector = EntityAnomalyDetector(warmup=WARMUP)
+    state, entity = detector.init_state(4), detector.init_entity_state(1)
+    for v in values:
+        step = detector.score_learn(state, entity, v, np.array([0, 4]))
+    assert step.scores[0] >= anomaly_rule().threshold
+    np.testing.assert_allclose(step.contributions.sum(), step.scores[0])
+    assert step.top(0, 4)[0][0] == 2
+
+
+def _feed(pipeline: EntityPipeline, values: npt.NDArray[np.float64], first: int) -> None:
+    for k, v in enumerate(values, start=first):
+        pipeline.add(T0 + k * 10_000, NAMES, v)
+
+
+def _entity_score(record: dict[str, object]) -> float:
+    columns = PredictionColumns.of(record)
+    return columns.worst("ANOMALY", metric=ENTITY_METRIC)[0]
+
+
+def test_state_round_trips_with_the_entity() -> None:
+    models = ModelSet(PipelineConfig())
+    values = _host(400, seed=3)
+    original = EntityPipeline("web-1", models)
+    for k, v in enumerate(values[:300]):
+        original.add(T0 + k * 10_000, NAMES, v)
+        original.step(T0 + k * 10_000)
+    restored = EntityPipeline.restore(models, original.windows_bytes(), original.models_bytes())
+    for k, v in enumerate(values[300:], start=300):
+        now = T0 + k * 10_000
+        for p in (original, restored):
+            p.add(now, NAMES, v)
+        _, mine, _ = original.step(now)
+        _, theirs, _ = restored.step(now)
+        assert _entity_score(theirs) == _entity_score(mine)
+    assert _entity_score(mine) > 0.0, "a restored entity scores, it does not start afresh"
+
+
+def test_the_anomaly_rule_reads_the_entity_score_alone() -> None:
+    columns = PredictionColumns()
+    columns.add("ANOMALY", ("per_metric", "1"), ["cpu", "mem"], [0, 0], [1.0, 2.0], [1.0, 1.0])
+    columns.add("ANOMALY", ("entity", "1"), [ENTITY_METRIC], [0], [0.2], [0.2])
+    rule = anomaly_rule(0.5)
+    assert columns.worst(rule.kind, rule.min_metrics, rule.metric) == (0.2, ENTITY_METRIC)
