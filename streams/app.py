@@ -44,12 +44,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors import prometheus as metrics
 from connectors.redis_store import FeatureStore
 from models.entity import BatchModel
-from models.registry import ModelRegistry, RegistryError
+from models.registry import RegistryError
 from models.training import FAILURE_RISK
 from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Engine, Outputs, inputs_of
 from streams.engine.outputs import too_large
+from streams.serving import serving_models
 from streams.settings import Settings
 from streams.state_store import table_store
 
@@ -83,31 +84,19 @@ def worker_datadir(settings: Settings) -> Path:
 
 
 def load_batch_models(settings: Settings, serving: list[BatchModel]) -> list[BatchModel]:
-    """The production failure-risk model, and the newest candidate in shadow.
+    """The models that serve now (:func:`streams.serving.serving_models`).
 
-    Called at start and on every ModelUpdate; the registry, not the update, says which
-    version serves. A version that fails its integrity check is logged and skipped, and the
-    worker keeps ``serving``.
+    Called at start and on every ModelUpdate. A version that fails its integrity check is
+    logged and skipped, and the worker keeps ``serving``.
     """
-    registry = ModelRegistry(settings.model_registry_url)
     try:
-        champion = registry.load_production(FAILURE_RISK)
-        loaded = [] if champion is None else [(champion, False)]
-        served = int(champion.version.version) if champion else 0
-        if settings.shadow_candidates and FAILURE_RISK in registry.models():
-            newer = [v for v in registry.versions(FAILURE_RISK)
-                     if v.stage == "candidate" and int(v.version) > served]  # fmt: skip
-            if newer:
-                loaded.append((registry.load(FAILURE_RISK, newer[-1].version), True))
+        loaded = serving_models(settings)
     except (RegistryError, OSError, ValueError) as error:
         log.error(
             "model registry %s: %s; keeping the current models", settings.model_registry_url, error
         )
         return serving
-    return [
-        BatchModel(FAILURE_RISK, m.version.version, int(m.model.horizon_s), m.score, shadow)
-        for m, shadow in loaded
-    ]
+    return [model.batch_model() for model in loaded]
 
 
 class WorkerHealth:

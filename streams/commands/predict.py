@@ -1,0 +1,113 @@
+"""``foresight predict ENTITY``: an entity's predictions now, from the intelligence API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from connectors.clickhouse import QueryResult
+from connectors.clickhouse_sink import loopback_for
+from connectors.http.errors import ApiError
+from streams.access import local_client_key
+from streams.api import schema
+from streams.api.client import ApiClient
+from streams.commands.sql import format_table
+from streams.settings import Settings
+
+
+def _when(t_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t_ms / 1000))
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _horizon(seconds: int) -> str:
+    if not seconds:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _interval(prediction: schema.Prediction) -> str:
+    if prediction.lower is None and prediction.upper is None:
+        return "-"
+    return f"{_number(prediction.lower)}..{_number(prediction.upper)}"
+
+
+def _driver(driver: schema.Driver) -> str:
+    share = "" if driver.contribution is None else f" ({driver.contribution:+.3g})"
+    return f"{driver.feature}={_number(driver.value)}{share}"
+
+
+def describe(answer: schema.PredictResponse) -> str:
+    """The predictions as a person reads them: one line each, with what drove them."""
+    where = "online state" if answer.source == schema.Source.ONLINE else "the window sent"
+    rows = [
+        (
+            p.kind.value,
+            p.metric,
+            _horizon(p.horizon_s),
+            _number(p.value),
+            "-"
+            if p.lower is None and p.upper is None
+            else f"{_number(p.lower)}..{_number(p.upper)}",
+            _number(p.score),
+            f"{p.model.name} {p.model.version}{' (shadow)' * p.shadow}",
+            ", ".join(_driver(d) for d in p.drivers) or "-",
+        )
+        for p in answer.predictions
+    ]
+    columns = ["kind", "metric", "horizon", "value", "interval", "score", "model", "drivers"]
+    head = f"{answer.entity}: {where}, step of {_when(answer.event_time)}"
+    return head + "\n" + format_table(QueryResult(columns, rows))
+
+
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    url = args.url or f"http://{loopback_for(settings.bind_host)}:{settings.api_port}"
+    try:
+        with ApiClient(url, local_client_key(settings)) as client:
+            answer = client.predict(
+                args.entity,
+                kinds=args.kind,
+                metrics=args.metric,
+                horizons_s=args.horizon,
+                top=args.top,
+            )
+    except ApiError as error:
+        print(f"foresight predict: {error.message} ({error.status})", file=sys.stderr)
+        return 1
+    except ValueError as error:  # the request itself, refused here as the server would
+        print(f"foresight predict: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+    else:
+        print(describe(answer))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``predict`` command."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="an entity's predictions now, with what drove them (from `foresight api`)",
+    )
+    parser.add_argument("entity", help="the entity (host, service, agent)")
+    parser.add_argument("--kind", action="append", choices=[k.value for k in schema.Kind],
+                        help="only this kind (repeatable)")  # fmt: skip
+    parser.add_argument("--metric", action="append", help="only this metric (repeatable)")
+    parser.add_argument("--horizon", action="append", type=int,
+                        choices=[h.value for h in schema.Horizon],
+                        help="only forecasts at this horizon, in seconds (repeatable)")  # fmt: skip
+    parser.add_argument("--top", type=int, default=3, help="drivers per prediction (default 3)")
+    parser.add_argument(
+        "--url", help="the API (default: http://127.0.0.1:FORESIGHT_API_PORT on this machine)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    parser.set_defaults(func=_predict)
