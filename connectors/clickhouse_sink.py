@@ -545,7 +545,9 @@ class SqlEndpoint:
     def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper, audit: AuditTrail) -> None:
         self._sql = sql
         self._audit = audit
-        self._http = HttpServer(self._app(gatekeeper), SQL_HOST, port)
+        self.app = self._app(gatekeeper)
+        """The ASGI application (in-process clients use it without a socket)."""
+        self._http = HttpServer(self.app, SQL_HOST, port)
 
     @property
     def port(self) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from connectors.gateway_filters import parse_subscription
+from connectors.gateway_filters import SubscriptionError, read_subscription
 from connectors.gateway_http import StaticFiles
 from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
@@ -113,10 +112,10 @@ async def serve_feed(websocket: WebSocket, feed: LiveFeed) -> None:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            raw = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
+            raw = message.get("text")
             try:
-                subscription = parse_subscription(json.loads(raw))
-            except ValueError as error:  # bad JSON or a SubscriptionError
+                subscription = read_subscription(raw if raw is not None else message["bytes"])
+            except SubscriptionError as error:
                 await websocket.send_text(to_json({"type": "error", "message": str(error)}))
                 continue
             if sender is not None and subscriber is not None:

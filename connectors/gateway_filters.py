@@ -17,6 +17,7 @@ when none remain. ``min_severity`` keeps alerts at or above it.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,6 +98,31 @@ def _string_list(message: Mapping[str, Any], field: str, allowed: tuple[str, ...
     return value
 
 
+def _check_unicode(text: str) -> None:
+    """Names are looked up in Redis and sent back as UTF-8: a lone surrogate has no form there."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise SubscriptionError(
+            f"{text!r:.60} is not valid Unicode: a lone surrogate at character {error.start}; "
+            "send UTF-8 text, or escape characters as surrogate pairs"
+        ) from None
+
+
+def read_subscription(raw: str | bytes) -> Subscription:
+    """A subscribe message as the client sent it (JSON text) and its Subscription; any way
+    it fails is a :class:`SubscriptionError` saying why."""
+    try:
+        message = json.loads(raw)
+    except RecursionError:
+        raise SubscriptionError(
+            "the message is nested too deeply to read: send one flat subscribe object"
+        ) from None
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise SubscriptionError(f"the message is not JSON: {error}") from None
+    return parse_subscription(message)
+
+
 def parse_subscription(message: Any) -> Subscription:
     """Validate a client's subscribe message (decoded JSON) and build its Subscription."""
     if not isinstance(message, dict):
@@ -121,6 +147,8 @@ def parse_subscription(message: Any) -> Subscription:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise SubscriptionError(f"labels must map label names to string values, got {labels!r}")
+    for text in (entity, *labels, *labels.values()):
+        _check_unicode(text)
     severity = message.get("min_severity", "INFO")
     if severity not in SEVERITIES:
         raise SubscriptionError(f"min_severity must be one of {list(SEVERITIES)}, got {severity!r}")

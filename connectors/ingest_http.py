@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -109,10 +110,12 @@ def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer of epoch milliseconds, got {value!r:.60}"
     if value < 0:
-        return f"must not be negative, got {value}"
+        return f"must not be negative, got {str(value)[:24]}"
     if value > now_ms + MAX_FUTURE_MS:
+        # JSON integers have no bound: one past a long is still an answer, not an overflow.
+        ahead = (value - now_ms) / 3_600_000 if value < 2**63 else math.inf
         return (
-            f"{value} is {(value - now_ms) / 3_600_000:.1f} h ahead of the receiver's clock "
+            f"{str(value)[:24]} is {ahead:.1f} h ahead of the receiver's clock "
             f"({now_ms}); at most 1 h is allowed: send epoch milliseconds (not microseconds) "
             "and check the sender's clock"
         )

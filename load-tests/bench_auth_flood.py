@@ -40,8 +40,8 @@ import numpy as np
 
 from connectors.http.keys import ROLES, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from deploy.local.processes import free_port
 from streams.settings import load_settings
-from streams.worker_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOD_ADDRESS = "127.0.0.2"  # another loopback address: the flood is not the prober

@@ -37,9 +37,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from deploy.local.processes import free_port
 from schemas.codec import Codec
 from streams.settings import load_settings
-from streams.worker_process import free_port
 
 API_KEY = "bench-key"
 

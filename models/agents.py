@@ -9,6 +9,8 @@ tasks in flight and the throughput. It predicts the run time with an interval, a
 from __future__ import annotations
 
 import math
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,13 @@ from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
 _Z90 = 1.6448536269514722
+_LOG_MAX = math.log(sys.float_info.max)
+
+
+def _exp(x: float) -> float:
+    """``exp``, saturating at the largest double: any finite duration is valid input, and
+    one near ``1e308`` ms must not overflow the statistics built on its logarithm."""
+    return math.exp(min(x, _LOG_MAX))
 
 
 @dataclass
@@ -87,23 +96,23 @@ class AgentTaskStats:
 
     def expected_duration_ms(self) -> float:
         """Median run time (the log-normal's exp(mu))."""
-        return math.exp(self.log_mean) if self.weight > 0 else math.nan
+        return _exp(self.log_mean) if self.weight > 0 else math.nan
 
     def interval_ms(self) -> tuple[float, float]:
         """A 90% interval of the run time."""
         return (
-            math.exp(self.log_mean - _Z90 * self.sigma),
-            math.exp(self.log_mean + _Z90 * self.sigma),
+            _exp(self.log_mean - _Z90 * self.sigma),
+            _exp(self.log_mean + _Z90 * self.sigma),
         )
 
     def p95_ms(self) -> float:
-        return math.exp(self.log_mean + _Z90 * self.sigma)
+        return _exp(self.log_mean + _Z90 * self.sigma)
 
     def features(self) -> dict[str, float]:
         """The agent x task type features, by name."""
         return {
             "success_rate": self.success_rate,
-            "duration_mean_ms": math.exp(self.log_mean + self.sigma**2 / 2)
+            "duration_mean_ms": _exp(self.log_mean + self.sigma**2 / 2)
             if self.weight
             else math.nan,
             "duration_p95_ms": self.p95_ms() if self.weight else math.nan,
@@ -177,7 +186,7 @@ class AgentHealth:
 
     def slowdown_score(self) -> float:
         """0 at the usual speed, 1 at twice the usual run time or slower."""
-        return min(max(math.expm1(self.log_slowdown), 0.0), 1.0)
+        return min(max(math.expm1(min(self.log_slowdown, 1.0)), 0.0), 1.0)
 
 
 AGENT_RULES: tuple[AlertRule, ...] = (
@@ -212,8 +221,38 @@ class AgentStep:
     stats: AgentTaskStats
 
 
+class RecentPairs:
+    """The ``(outer, inner)`` name pairs seen most recently, at most ``capacity`` of them.
+
+    >>> recent = RecentPairs(capacity=2)
+    >>> recent.seen("a1", "triage"), recent.seen("a2", "triage"), recent.seen("a1", "triage")
+    ([], [], [])
+    >>> recent.seen("a3", "deploy")
+    [('a2', 'triage')]
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def seen(self, outer: str, inner: str) -> list[tuple[str, str]]:
+        """Note a pair as the most recent; returns the pairs that fell out to make room."""
+        self._order[(outer, inner)] = None
+        self._order.move_to_end((outer, inner))
+        dropped = []
+        while len(self._order) > self.capacity:
+            dropped.append(self._order.popitem(last=False)[0])
+        return dropped
+
+
 class AgentTracker:
     """Statistics, health and alert state of every agent a worker sees.
+
+    At most ``max_pairs`` agent x task type statistics are held (agents come and go, and a
+    sender can name new ones without end): the least recently seen are forgotten, and an
+    agent with its last one.
 
     Examples
     --------
@@ -227,15 +266,18 @@ class AgentTracker:
     ['DURATION', 'FAILURE_RISK', 'ANOMALY']
     """
 
-    def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES) -> None:
+    def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES, max_pairs: int = 10_000) -> None:
         self.rules = rules
         self.stats: dict[str, dict[str, AgentTaskStats]] = {}
         self.health: dict[str, AgentHealth] = {}
         self.alert_states: dict[str, dict[str, AlertState]] = {}
+        self._recent = RecentPairs(max_pairs)
 
     def observe(self, event: Record) -> AgentStep | None:
         """Learn one AgentEvent; a finished task gives the records to publish."""
         agent, task_type, t_ms = event["agent"], event["task_type"], event["event_time"]
+        for old_agent, old_task_type in self._recent.seen(agent, task_type):
+            self._forget(old_agent, old_task_type)
         stats = self.stats.setdefault(agent, {}).setdefault(task_type, AgentTaskStats())
         if event["phase"] == "STARTED":
             stats.started(t_ms)
@@ -254,7 +296,7 @@ class AgentTracker:
         predictions.add("FAILURE_RISK", model, ["task_failure_rate"], [0],
                         [health.failure_rate], [health.failure_rate])  # fmt: skip
         predictions.add("ANOMALY", model, ["task_duration"], [0],
-                        [math.exp(health.log_slowdown)], [health.slowdown_score()])  # fmt: skip
+                        [_exp(health.log_slowdown)], [health.slowdown_score()])  # fmt: skip
         states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
         alerts = []
         for rule in self.rules:
@@ -275,3 +317,13 @@ class AgentTracker:
             alerts=alerts,
             stats=stats,
         )  # fmt: skip
+
+    def _forget(self, agent: str, task_type: str) -> None:
+        tasks = self.stats.get(agent, {})
+        tasks.pop(task_type, None)
+        health = self.health.get(agent)
+        if health is not None and health.baselines:
+            health.baselines.pop(task_type, None)
+        if not tasks:
+            for held in (self.stats, self.health, self.alert_states):
+                held.pop(agent, None)

@@ -342,8 +342,9 @@ class ExhaustionModel:
         ``seconds`` is ``inf`` unless the slope is positive at the ``coverage`` confidence;
         ``lower`` (the earliest plausible) uses the high ends of the level and the slope,
         ``upper`` (the latest) the low ends, ``inf`` when that slope does not rise. A series
-        already at or above its capacity gives 0; one that has learned nothing gives ``inf``
-        with a lower bound of 0.
+        whose level is at or above its capacity at the ``coverage`` confidence gives 0 (one
+        above it, but not confidently, ``inf``: no estimate); one that has learned nothing
+        gives ``inf`` with a lower bound of 0.
         """
         cap = np.asarray(capacity, dtype=np.float64)
         if cap.ndim > 1 or cap.size not in (1, state.shape[0]):
@@ -359,8 +360,11 @@ class ExhaustionModel:
             seconds = np.where(slow > 0, (cap - level) / slope, np.inf)
             lower = np.where(fast > 0, (cap - level - z * level_se) / fast, np.inf)
             upper = np.where(slow > 0, (cap - level + z * level_se) / slow, np.inf)
-        reached = level >= cap
-        seconds = np.where(reached, 0.0, seconds)
+        # Reached only when even the low end of the level is at capacity: early on, with
+        # the daily harmonics not yet fitted, a level can stray far above the data with a
+        # standard error to match, and that says nothing of when, not "now".
+        reached = level - z * level_se >= cap
+        seconds = np.where(reached, 0.0, np.where(level >= cap, np.inf, seconds))
         lower = np.clip(np.nan_to_num(lower, nan=0.0, posinf=np.inf), 0.0, seconds)
         upper = np.where(reached, 0.0, np.maximum(np.nan_to_num(upper, nan=np.inf), seconds))
         never = state[:, _COUNT] == 0

@@ -167,7 +167,8 @@ class Settings:
         10_000,
         "FORESIGHT_MAX_ENTITIES",
         "Entities a worker holds in memory; past it, idle ones are evicted to the changelog "
-        "and new ones are dead-lettered (error_kind entity_limit).",
+        "and new ones are dead-lettered (error_kind entity_limit). Agent x task type "
+        "statistics are held to as many: the least recently seen are forgotten.",
     )
     entity_idle_s: float = _setting(
         3600.0,

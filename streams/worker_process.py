@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,56 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from connectors.kafka_producer import RecordProducer
+from deploy.local.processes import ChildProcess, free_port
 from streams import topics
 from streams.settings import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ForesightProcess:
+class ForesightProcess(ChildProcess):
     """``foresight <command>`` in its own process group, logging to ``log``."""
 
     def __init__(self, command: list[str], log: Path, env: dict[str, str]) -> None:
-        self.command = command
-        self.log = log
-        self.env = {**os.environ, **env}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ForesightProcess:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.command],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful shutdown), then SIGKILL after 30 s."""
-        if not self.alive():
-            return
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        super().__init__([sys.executable, "-m", "streams.cli", *command], log, env)
 
 
 class WorkerProcess(ForesightProcess):
@@ -89,10 +45,6 @@ class WorkerProcess(ForesightProcess):
                 **env,
             },
         )
-
-    def start(self) -> WorkerProcess:
-        super().start()
-        return self
 
     def health(self) -> dict[str, Any] | None:
         url = f"http://127.0.0.1:{self.port}/health"
@@ -118,35 +70,43 @@ class WorkerProcess(ForesightProcess):
         )
 
     async def ready(self, timeout_s: float = 90) -> None:
-        """Wait until the worker reads every partition of ``telemetry.metrics``.
+        """Wait until the worker reads every partition of ``telemetry.metrics``."""
+        await group_ready([self], timeout_s)
 
-        A new group reading from ``latest`` fixes its start offset on its first fetch, so
-        the test sends a probe to each partition until the worker has consumed one from
-        each: records produced after that are certain to be read.
-        """
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        producer = RecordProducer(self.settings.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"worker exited; see {self.log}")
-                health = self.health() or {}
-                consumed = [
-                    k
-                    for k, offset in health.get("consumed", {}).items()
-                    if k.startswith(topics.METRICS.name) and offset >= 0
-                ]
-                if len(consumed) >= self.settings.topic_partitions:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"worker not ready in {timeout_s}s: {health}")
-                for partition in range(self.settings.topic_partitions):
-                    await producer.send_to_partition(
-                        topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
-                    )
-                await producer.flush()
-                await asyncio.sleep(0.5)
-        finally:
-            await producer.stop()
+
+async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:
+    """Wait until the workers of one group between them read every partition of
+    ``telemetry.metrics``.
+
+    A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
+    sends a probe to each partition until the group has consumed one from each: records
+    produced after that are certain to be read.
+    """
+    settings = workers[0].settings
+    deadline = time.monotonic() + timeout_s
+    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        while True:
+            consumed = set()
+            for worker in workers:
+                if worker.process is None or worker.process.poll() is not None:
+                    raise AssertionError(f"worker exited; see {worker.log}")
+                health = worker.health() or {}
+                consumed |= {
+                    key
+                    for key, offset in health.get("consumed", {}).items()
+                    if key.startswith(topics.METRICS.name) and offset >= 0
+                }
+            if len(consumed) >= settings.topic_partitions:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not ready in {timeout_s}s: read {sorted(consumed)}")
+            for partition in range(settings.topic_partitions):
+                await producer.send_to_partition(
+                    topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
+                )
+            await producer.flush()
+            await asyncio.sleep(0.5)
+    finally:
+        await producer.stop()

@@ -9,6 +9,7 @@ words (``not_found``, ``too_many_requests``...), ``message`` says what was wrong
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -76,6 +77,14 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class _ErrorResponse(JSONResponse):
+    """JSON in ASCII: a refusal may quote what was sent, lone surrogates included, and those
+    have no UTF-8 form; escaped, they reach the client as the ``\\ud800`` it sent."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     status: int,
     message: str,
@@ -86,7 +95,7 @@ def error_response(
     extra = dict(headers or {})
     if status == 401:
         extra.setdefault("WWW-Authenticate", 'Bearer realm="foresight"')
-    return JSONResponse(error_body(status, message, details), status_code=status, headers=extra)
+    return _ErrorResponse(error_body(status, message, details), status_code=status, headers=extra)
 
 
 async def _api_error(request: Request, error: Exception) -> JSONResponse:

@@ -36,6 +36,9 @@ from connectors.kafka_connect import private_folder
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+CONTROLLER_PORT_OFFSET = 3
+"""Kafka's KRaft controller listens this far above the broker (9095 beside 9092): 9093 and
+9094 are Alertmanager's web and cluster ports, so both run on one machine with defaults."""
 _HERE = Path(__file__).resolve().parent
 SYSTEM_PACKAGES = _HERE / "system-packages"
 
@@ -131,7 +134,7 @@ def _redis_ping(host: str, port: int) -> bool:
         return False
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -139,6 +142,24 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None
         time.sleep(0.25)
     hint = f"; see {log}" if log else ""
     raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
+
+
+def installed(command: str, *also: str, progress: Callable[[str], None] = print) -> str:
+    """The path of ``command``, after ``system-packages`` installs whatever of it and of
+    ``also`` is missing (one line of progress per package; StackError if it cannot)."""
+    bash = shutil.which("bash") or "/bin/bash"
+    result = subprocess.run(
+        [bash, str(SYSTEM_PACKAGES), command, *also],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in result.stdout.splitlines():
+        progress(line)
+    path = shutil.which(command)
+    if result.returncode != 0 or path is None:
+        raise StackError(result.stderr.strip() or f"{command} is not on PATH")
+    return path
 
 
 def connect_secrets_dir(stack_dir: Path) -> Path:
@@ -252,21 +273,7 @@ class LocalStack:
 
     # -- prerequisites ---------------------------------------------------------------------
     def _tool(self, command: str, *also: str) -> str:
-        """The path of ``command``, after ``system-packages`` installs whatever of it and of
-        ``also`` is missing (one line of progress per package; StackError if it cannot)."""
-        bash = shutil.which("bash") or "/bin/bash"
-        result = subprocess.run(
-            [bash, str(SYSTEM_PACKAGES), command, *also],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        for line in result.stdout.splitlines():
-            self.progress(line)
-        path = shutil.which(command)
-        if result.returncode != 0 or path is None:
-            raise StackError(result.stderr.strip() or f"{command} is not on PATH")
-        return path
+        return installed(command, *also, progress=self.progress)
 
     def classpath(self) -> str:
         """The Kafka and Connect classpath, resolved by Maven once and cached."""
@@ -346,7 +353,7 @@ class LocalStack:
             self.dir / "kafka" / "server.properties",
             host=w.kafka_host,
             port=w.kafka_port,
-            controller_port=w.kafka_port + 1,
+            controller_port=w.kafka_port + CONTROLLER_PORT_OFFSET,
             data_dir=data,
         )
         if not (data / "meta.properties").is_file():
@@ -423,10 +430,10 @@ class LocalStack:
         w = self.where
         self._up_redis()
         self._up_kafka()
-        _wait("Redis", lambda: _redis_ping(w.redis_host, w.redis_port), 30, self._log("redis"))
-        _wait("Kafka", lambda: _kafka_ready(w.bootstrap), timeout, self._log("kafka.java"))
+        wait_until("Redis", lambda: _redis_ping(w.redis_host, w.redis_port), 30, self._log("redis"))
+        wait_until("Kafka", lambda: _kafka_ready(w.bootstrap), timeout, self._log("kafka.java"))
         self._up_connect()
-        _wait("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
+        wait_until("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
         return self.status()
 
     def _connect_ready(self) -> bool:

@@ -2,7 +2,11 @@
 
 It brings the local stack up, creates the topics, starts a worker, the ClickHouse sink and
 the live gateway, replays an hour of simulated telemetry with injected incidents in
-about a minute, and shows the alerts as they happen. It ends with a summary: samples
+about a minute, and shows the alerts as they happen. When node_exporter and Prometheus are on
+the machine (or can be installed), the machine itself is one more entity beside the simulated
+fleet, its real memory, filesystems and CPU scraped by a Prometheus of the demo's own and
+remote-written to an ingest of its own; it is reported apart, never scored against the
+simulated incidents. It ends with a summary: samples
 processed, predictions made (and the PredictionBatch records that carry them), and the
 alerts scored against the incidents injected (caught, missed, false alarms, lead time before
 each failure); ``--json`` prints it for scripts.
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import socket
 import sys
 import time
 import urllib.request
@@ -29,9 +35,19 @@ from aiokafka import AIOKafkaConsumer
 from connectors.clickhouse import QueryResult
 from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
 from connectors.user_sql import SqlError
-from deploy.local.stack import StackError
+from deploy.local.host_telemetry import (
+    NodeExporter,
+    Prometheus,
+    answers,
+    program,
+    prometheus_config,
+    remote_write,
+    scrape_config,
+)
+from deploy.local.processes import ChildProcess, free_port
+from deploy.local.stack import StackError, wait_until
 from models.incident_report import Incident, IncidentReport, match_alerts
-from schemas.predictions import prediction_count
+from schemas.predictions import prediction_count, prediction_rows
 from streams import topics
 from streams.access import local_client_key
 from streams.codecs import codec_for
@@ -57,6 +73,8 @@ class Observed:
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     last_output_s: float = field(default_factory=time.monotonic)
+    this_machine: str = ""  # its entity, when the machine takes part
+    machine_predictions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class Console:
@@ -118,6 +136,10 @@ def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Consol
         seen.predictions += prediction_count(record)
         seen.entities.add(record["entity"])
         seen.latencies_ms.append(record["latency_ms"])
+        if record["entity"] == seen.this_machine:
+            seen.machine_predictions.update(
+                (p["metric"], p["kind"]) for p in prediction_rows(record)
+            )
     elif topic == topics.ALERTS.name:
         seen.alerts.append(record)
         clock = time.strftime("%H:%M", time.gmtime(record["event_time"] / 1000))
@@ -139,10 +161,14 @@ def _observe(topic: str, record: dict[str, Any], seen: Observed, console: Consol
 
 
 async def _run(
-    args: argparse.Namespace, settings: Settings, worker: WorkerProcess, console: Console
+    args: argparse.Namespace,
+    settings: Settings,
+    worker: WorkerProcess,
+    console: Console,
+    this_machine: str,
 ) -> dict[str, Any]:
     simulation, duration = simulation_from_args(args)
-    seen = Observed()
+    seen = Observed(this_machine=this_machine)
     ready, stop = asyncio.Event(), asyncio.Event()
     watcher = asyncio.create_task(_watch(settings, worker.group, seen, console, ready, stop))
     await asyncio.wait_for(ready.wait(), timeout=60)
@@ -179,7 +205,7 @@ async def _run(
         Incident(i.entity, str(i.incident_type), i.start_ms, i.end_ms, i.failure_ms)
         for i in simulation.incidents
     ]
-    report = match_alerts(incidents, seen.alerts, lead_window_ms=0)
+    report = _scored(incidents, seen)
     latencies = sorted(seen.latencies_ms) or [0.0]
     return {
         "simulated_s": duration,
@@ -198,9 +224,51 @@ async def _run(
         "alerts": len(seen.alerts),
         "dead_letters": dict(seen.dead_letters),
         "report": report.as_dict(),
+        "this_machine": _machine_summary(seen) if this_machine else None,
         "_report": report,
         "_alert_ids": {a["alert_id"] for a in seen.alerts},
     }
+
+
+def _scored(incidents: list[Incident], seen: Observed) -> IncidentReport:
+    """The simulated incidents against the alerts; this machine's alerts are its own (no
+    incident was injected there), reported apart rather than called false alarms."""
+    simulated = [a for a in seen.alerts if a["entity"] != seen.this_machine]
+    return match_alerts(incidents, simulated, lead_window_ms=0)
+
+
+def _machine_summary(seen: Observed) -> dict[str, Any]:
+    """What the pipeline made of this machine: its signals, predictions by kind, and its own
+    alerts (real ones: no incident was injected there)."""
+    kinds: Counter[str] = Counter()
+    signals: dict[str, list[str]] = {}
+    for (metric, kind), count in sorted(seen.machine_predictions.items()):
+        kinds[kind] += count
+        signals.setdefault(metric, []).append(kind)
+    return {
+        "entity": seen.this_machine,
+        "signals": signals,
+        "predictions": dict(kinds),
+        "alerts": [
+            a["summary"]
+            for a in seen.alerts
+            if a["entity"] == seen.this_machine and a["status"] == "FIRING"
+        ],
+    }
+
+
+def _print_machine(machine: dict[str, Any]) -> None:
+    signals = machine["signals"]
+    shown = [s for s in signals if s.startswith(("memory", "filesystem_used", "cpu_used"))]
+    kinds = ", ".join(f"{kind} {count:,}" for kind, count in machine["predictions"].items())
+    print(
+        f"  this machine    {machine['entity']}: {len(signals)} signals"
+        f"{' (' + ', '.join(shown) + ', ...)' if shown else ''}, "
+        f"predictions: {kinds or 'none yet'}; "
+        f"{len(machine['alerts'])} alerts"
+    )
+    for summary in machine["alerts"]:
+        print(f"    alert                  {summary}")
 
 
 def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
@@ -234,6 +302,8 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         print(f"    {o.incident_type:<22} {o.entity:<10} {verdict}")
     for alarm in report.false_alarms:
         print(f"    false alarm            {alarm['entity']:<10} {alarm['rule']}")
+    if summary.get("this_machine"):
+        _print_machine(summary["this_machine"])
 
 
 def _sink_answers(settings: Settings) -> bool:
@@ -276,6 +346,54 @@ def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
                 )
             raise AssertionError(f"the sink or the gateway did not start; see {logs}")
         time.sleep(0.5)
+    return started
+
+
+def _this_machine(settings: Settings, folder: Path, console: Console) -> list[ChildProcess]:
+    """Start node_exporter, a Prometheus scraping it every 5 s and an ingest it remote-writes
+    to, on free ports with their files in ``folder``; the entity is the host name. Nothing
+    (and the reason on the console) when the programs cannot be had or do not start."""
+    key = local_client_key(settings)
+    try:
+        node_exporter, prometheus = (
+            program(p, console.line) for p in ("node_exporter", "prometheus")
+        )
+    except StackError as error:
+        console.line(f"this machine is left out: {error}", _DIM)
+        return []
+    if key is None:
+        console.line("this machine is left out: no API key for its Prometheus to write with", _DIM)
+        return []
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    key_file = folder / "remote-write.key"
+    key_file.touch(mode=0o600)
+    key_file.write_text(key)
+    ingest_port = free_port()
+    ingest_url = f"http://{loopback_for(settings.bind_host)}:{ingest_port}"
+    ingest = ForesightProcess(
+        ["ingest"], folder / "ingest.log", {"FORESIGHT_INGEST_PORT": str(ingest_port)}
+    )
+    node = NodeExporter(node_exporter, folder / "node_exporter")
+    entity = socket.gethostname()
+    config = prometheus_config(
+        [scrape_config("node", f"127.0.0.1:{node.port}", entity, interval_s=5)],
+        [remote_write(f"{ingest_url}/api/v1/write", key_file)],
+    )
+    scraper = Prometheus(prometheus, folder / "prometheus", config)
+    started: list[ChildProcess] = [ingest.start(), node.start(), scraper.start()]
+    try:
+        node.ready()
+        scraper.ready()
+        wait_until("foresight ingest", lambda: answers(f"{ingest_url}/health"), 60, ingest.log)
+    except StackError as error:
+        for process in started:
+            process.stop()
+        console.line(f"this machine is left out: {error}", _DIM)
+        return []
+    console.line(
+        f"this machine joins as {entity}: node_exporter -> Prometheus -> foresight ingest", _BOLD
+    )
     return started
 
 
@@ -328,18 +446,25 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     create_topics(settings)
     logs = Path(settings.stack_dir) / "logs"
     worker = WorkerProcess(settings, f"foresight-demo-{int(time.time())}", logs / "demo-worker.log")
-    services: list[ForesightProcess] = []
+    services: list[ChildProcess] = []
     try:
         console.line("starting the worker, the ClickHouse sink and the live gateway", _BOLD)
-        services = _serving(settings, logs)
+        services = [*_serving(settings, logs)]
         worker.start()
         asyncio.run(worker.ready())
+        machine = (
+            []
+            if args.no_this_machine
+            else _this_machine(settings, logs / "demo-this-machine", console)
+        )
+        services += machine
         console.line(
             f"watch it live: {_gateway_url(settings)}/?api_key={local_client_key(settings)}",
             _BOLD,
         )
         started_ms = int(time.time() * 1000)
-        summary = asyncio.run(_run(args, settings, worker, console))
+        this_machine = socket.gethostname() if machine else ""
+        summary = asyncio.run(_run(args, settings, worker, console, this_machine))
         console.line("waiting for ClickHouse to store the run", _DIM)
         tables = _sql_summary(
             settings, started_ms, summary["prediction_batches"], summary.pop("_alert_ids")
@@ -373,4 +498,9 @@ def register(subparsers: Any) -> None:
     )
     add_simulation_arguments(parser, duration=5400.0, speed=90.0, quiet_s=1800.0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--no-this-machine",
+        action="store_true",
+        help="leave this machine (node_exporter through Prometheus) out of the demo",
+    )
     parser.set_defaults(func=_demo)

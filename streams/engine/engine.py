@@ -29,7 +29,7 @@ from typing import Any
 
 from connectors import prometheus as metrics
 from connectors.alert_payloads import payloads_for
-from models.agents import AgentTaskStats, AgentTracker, advise
+from models.agents import AgentTaskStats, AgentTracker, RecentPairs, advise
 from models.alerts import AlertState
 from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
@@ -119,8 +119,9 @@ class Engine:
         self.outcomes = OutcomeTracker(settings.failure_horizon_s)
         self.forecast_drift = ErrorDriftWatch()
         self.forecast_drift_alert = AlertState()
-        self.agents = AgentTracker()
+        self.agents = AgentTracker(max_pairs=settings.max_entities)
         self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
+        self._routed = RecentPairs(settings.max_entities)
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
 
@@ -509,6 +510,11 @@ class Engine:
         out = self.outputs()
         loaded = json.loads(update)
         self.routing[task_type][loaded["agent"]] = AgentTaskStats(**loaded["stats"])
+        for old_task_type, old_agent in self._routed.seen(task_type, loaded["agent"]):
+            candidates = self.routing[old_task_type]
+            candidates.pop(old_agent, None)
+            if not candidates:
+                del self.routing[old_task_type]
         decision = advise(task_type, self.routing[task_type], loaded["t_ms"])
         if decision is not None:
             out.emit(topics.ROUTING, task_type, decision, None)

@@ -17,7 +17,7 @@ from streams import topics
 
 Record = dict[str, Any]
 
-_TRUNCATION_NOTE = "; value truncated from {size:,} bytes: the whole record stays at {where}"
+_TRUNCATION_NOTE = "; key and value cut from {size:,} bytes: the whole record stays at {where}"
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,15 @@ class Outputs:
         return value
 
     def dead(self, letter: DeadLetter) -> None:
-        """Queue a dead letter, counted by its kind; a value too large to carry whole is cut
-        (the whole record stays in its source topic, at the offset the letter names)."""
+        """Queue a dead letter, counted by its kind; a key and value too large to carry whole
+        are cut (the whole record stays in its source topic, at the offset the letter names)."""
         metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
         room = self.max_record_bytes // 2
-        if len(letter.value) > room:
+        key_size = len(letter.key or b"")
+        # The key travels twice: as the letter's Kafka key and in the letter itself.
+        if len(letter.value) + 2 * key_size > room:
             where = f"{letter.topic}:{letter.partition}@{letter.offset}"
-            note = _TRUNCATION_NOTE.format(size=len(letter.value), where=where)
+            note = _TRUNCATION_NOTE.format(size=len(letter.value) + key_size, where=where)
             letter = DeadLetter(
                 letter.topic,
                 letter.partition,

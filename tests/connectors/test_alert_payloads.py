@@ -105,17 +105,19 @@ def test_alertmanager_is_an_array_with_identity_labels() -> None:
         "alertname": "anomaly",
         "entity": "web-1",
         "severity": "critical",
-        "metric": "cpu_percent",
         "kind_name": "anomaly",
     }
     assert firing["annotations"]["summary"] == FIRING["summary"]
+    assert firing["annotations"]["metric"] == "cpu_percent"
     assert firing["startsAt"] == "2026-01-01T00:00:00.000Z"
     assert firing["endsAt"] == iso_time(T0 + ALERTMANAGER_FIRING_HOLD_MS)
 
 
 def test_alertmanager_resolves_at_ends_at_with_the_same_labels() -> None:
     (firing,) = body(FIRING, "alertmanager")
-    (resolved,) = body(RESOLVED, "alertmanager")
+    # The worst metric at the resolve is another: the episode is still the same alert.
+    labels = {**RESOLVED["labels"], "metric": "memory_percent"}
+    (resolved,) = body(dict(RESOLVED, labels=labels), "alertmanager")
     assert resolved["endsAt"] == "2026-01-01T00:01:00.000Z"
     assert resolved["labels"] == firing["labels"]
 

@@ -40,11 +40,11 @@ from connectors.clickhouse_sink import (
 from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
+from deploy.local.processes import free_port
 from schemas.codec import Codec
 from schemas.predictions import PredictionColumns
 from streams.commands.sql import format_table, run_sql
 from streams.settings import Settings
-from streams.worker_process import free_port
 from tests.schemas.samples import SAMPLES, V1_SAMPLES
 
 README = Path(__file__).resolve().parents[2] / "README.md"

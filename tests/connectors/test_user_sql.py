@@ -16,9 +16,9 @@ import pytest
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import create_tables
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
+from deploy.local.processes import free_port
 from streams.commands.sql import query_table, run_sql
 from streams.settings import Settings
-from streams.worker_process import free_port
 
 CONNECT = "http://127.0.0.1:8083/connectors"
 HEAVY = (

@@ -31,9 +31,9 @@ from websockets.asyncio.client import connect
 from connectors.http.keys import ROLES, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from deploy.local.processes import free_port
 from schemas.codec import Codec
 from streams.settings import Settings
-from streams.worker_process import free_port
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.processes import free_port
 from streams.commands.stack import local_stack
 from streams.settings import load_settings
-from streams.worker_process import free_port
 
 pytestmark = pytest.mark.integration
 

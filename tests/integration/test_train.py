@@ -28,13 +28,13 @@ from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import OPERATE, READ, KeysFile
 from connectors.user_sql import UserSql
+from deploy.local.processes import free_port
 from models.registry import ModelRegistry
 from models.training import build_training_set
 from schemas.codec import Codec
 from streams.commands import train as train_command
 from streams.settings import Settings
 from streams.topics import MODEL_UPDATES
-from streams.worker_process import free_port
 from tests.models.test_training import synthetic_history
 
 pytestmark = pytest.mark.integration

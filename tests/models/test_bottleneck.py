@@ -217,3 +217,24 @@ def test_bad_arguments_are_refused_with_the_value() -> None:
         model.time_to_exhaustion(model.init_state(2), T0_MS, np.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="5 points per series but times_ms has 4"):
         predict_linear(_times(4), np.zeros(5), T0_MS, 60.0)
+
+
+def test_an_uncertain_level_above_capacity_is_not_called_exhausted() -> None:
+    """A few noisy samples of a resource at 20-60%: early on the fitted level can stray far
+    above capacity with a huge standard error; that must not read as exhausted now."""
+    model = ExhaustionModel()
+    rng = np.random.default_rng(0)
+    t0 = 1_700_000_000_000
+    for _ in range(50):
+        state = model.init_state(1)
+        step = int(rng.choice([5_000, 10_000, 15_000]))
+        base = rng.uniform(0.1, 0.6)
+        for k in range(int(rng.integers(2, 30))):
+            value = float(np.clip(base + rng.normal(0, 0.05) + k * rng.uniform(0, 0.01), 0, 1))
+            model.learn(state, np.array([value]), t0 + k * step)
+            seconds = model.time_to_exhaustion(state, t0 + k * step, 1.0)[0]
+            assert seconds[0] > 0 or value >= 0.95, (k, value, model.trend(state, t0 + k * step))
+    full = model.init_state(1)
+    for k in range(60):  # and one truly at capacity still is
+        model.learn(full, np.array([1.0]), t0 + k * 10_000)
+    assert model.time_to_exhaustion(full, t0 + 59 * 10_000, 1.0)[0][0] == 0.0

@@ -9,7 +9,14 @@ import pytest
 from models.incident_report import match_alerts
 from schemas.predictions import PredictionColumns
 from streams import topics
-from streams.commands.demo import Console, Observed, _observe, _print_summary
+from streams.commands.demo import (
+    Console,
+    Observed,
+    _machine_summary,
+    _observe,
+    _print_summary,
+    _scored,
+)
 from tests.schemas.samples import SAMPLES
 
 
@@ -39,3 +46,54 @@ def test_the_summary_names_both_units(capsys: pytest.CaptureFixture[str]) -> Non
     }
     _print_summary(summary, match_alerts([], []))
     assert "predictions     364,113 in 12,527 batches for 25 entities" in capsys.readouterr().out
+
+
+def test_this_machine_is_reported_apart_with_its_own_alerts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen = Observed(this_machine="vm")
+    batch = copy.deepcopy(SAMPLES["prediction_batch"])
+    batch["entity"] = "vm"
+    columns = PredictionColumns.of(batch)
+    columns.add("FAILURE_RISK", ("t", "1"), ["memory_used_fraction"], [0], [1], [0])
+    columns.add("ANOMALY", ("d", "1"), ["cpu_used_fraction"], [0], [1], [0])
+    _observe(topics.PREDICTIONS.name, batch, seen, Console(quiet=True))
+    alert = {
+        "entity": "vm",
+        "status": "FIRING",
+        "starts_at": 1,
+        "rule": "failure_risk",
+        "alert_id": "failure_risk/vm@1",
+        "summary": "vm: filesystem_used_fraction on course to exhaustion",
+    }
+    seen.alerts.append(alert)
+    report = _scored([], seen)
+    assert report.false_alarms == []
+    machine = _machine_summary(seen)
+    assert machine["signals"] == {
+        "cpu_percent": ["FORECAST"],  # the sample's own
+        "cpu_used_fraction": ["ANOMALY"],
+        "memory_used_fraction": ["FAILURE_RISK"],
+    }
+    assert machine["alerts"] == [alert["summary"]]
+    _print_summary(
+        {
+            "simulated_s": 60.0,
+            "wall_s": 1.0,
+            "samples_produced": 1,
+            "metric_batches_processed": 1,
+            "agent_events_produced": 0,
+            "prediction_batches": 2,
+            "predictions": 2,
+            "entities_predicted": 1,
+            "latency_ms_p50": 1.0,
+            "latency_ms_p99": 1.0,
+            "alerts": 1,
+            "this_machine": machine,
+        },
+        report,
+    )
+    out = capsys.readouterr().out
+    assert "this machine    vm: 3 signals" in out
+    assert "alert                  vm: filesystem_used_fraction" in out
+    assert "0 false alarms" in out and "false alarm " not in out

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from deploy.local.processes import free_port
 from streams.commands.status import not_modelled
 from streams.settings import Settings
-from streams.worker_process import free_port
 
 
 @pytest.fixture
