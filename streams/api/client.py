@@ -254,14 +254,17 @@ def prediction_request(
     horizons_s: Sequence[int] | None = None,
     top: int = 5,
 ) -> schema.PredictRequest:
-    """One item of a prediction request, validated here as the server would."""
-    return schema.PredictRequest(
-        entity=entity,
-        window=list(window) if window is not None else None,
-        kinds=[schema.Kind(k) for k in kinds] if kinds else None,
-        metrics=list(metrics) if metrics else None,
-        horizons_s=[schema.Horizon(h) for h in horizons_s] if horizons_s else None,
-        top=top,
+    """One item of a prediction request, validated here as the server would (a
+    ``pydantic.ValidationError``, a ValueError, names each field that is wrong)."""
+    return schema.PredictRequest.model_validate(
+        {
+            "entity": entity,
+            "window": list(window) if window is not None else None,
+            "kinds": list(kinds) if kinds else None,
+            "metrics": list(metrics) if metrics else None,
+            "horizons_s": list(horizons_s) if horizons_s else None,
+            "top": top,
+        }
     )
 
 

@@ -18,8 +18,10 @@ when a variable gives it). The latest predictions of many entities are fetched t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+import logging
+import re
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, NewType
 
 import strawberry
 from graphql import (
@@ -33,7 +35,6 @@ from graphql import (
     ValidationRule,
     VariableNode,
 )
-from pydantic import ValidationError
 from strawberry.dataloader import DataLoader
 from strawberry.experimental.pydantic import type as from_model
 from strawberry.extensions import (
@@ -46,21 +47,23 @@ from strawberry.extensions import (
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
+from strawberry.types.scalar import ScalarDefinition
 
 from connectors.gateway_filters import SubscriptionError, parse_subscription
 from connectors.http.errors import ApiError
 from connectors.prometheus import PREDICTION_LATENCY
 from streams.api import schema
-from streams.api.history import Paging
+from streams.api.history import Paging, TimeRange
 from streams.api.routes import time_range
 from streams.api.service import Intelligence, alert_row
+
+log = logging.getLogger(__name__)
 
 MAX_DEPTH = 8
 MAX_ALIASES = 20
 MAX_TOKENS = 2000
 MAX_COST = 20_000
-DEFAULT_LIMIT = 100
 
 strawberry.enum(schema.Kind, name="PredictionKind")
 strawberry.enum(schema.Severity, name="Severity")
@@ -151,22 +154,91 @@ def _service(info: Info) -> Intelligence:
     return service
 
 
-def _limit(limit: int, name: str = "limit") -> int:
-    if not 1 <= limit <= schema.MAX_PAGE:
-        raise ValueError(f"{name} must be 1 to {schema.MAX_PAGE}, got {limit}")
-    return limit
+# Arguments are bounded by their types, so a bad value is refused when the query is validated
+# (or its variables read), naming the argument, before anything runs.
+Name = NewType("Name", str)
+"""A name or an fnmatch glob: 1 to 256 characters."""
+Limit = NewType("Limit", int)
+Offset = NewType("Offset", int)
+Top = NewType("Top", int)
+ModelName = NewType("ModelName", str)
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_LIMIT = Limit(100)
 
 
-def _paging(limit: int, offset: int) -> Paging:
-    if not 0 <= offset <= 1_000_000:
-        raise ValueError(f"offset must be 0 to 1,000,000, got {offset}")
-    return Paging(_limit(limit), offset)
+def _integer(what: str, low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{what}: an integer from {low:,} to {high:,}, got {value!r}")
+        return value
+
+    return parse
 
 
-def _glob(glob: str, name: str = "entity") -> str:
-    if not 1 <= len(glob) <= schema.MAX_TEXT:
-        raise ValueError(f"{name} must be 1 to {schema.MAX_TEXT} characters")
-    return glob
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= schema.MAX_TEXT:
+        raise ValueError(f"a name or glob of 1 to {schema.MAX_TEXT} characters, got {value!r:.60}")
+    return value
+
+
+def _model_name(value: Any) -> str:
+    if not isinstance(value, str) or not _MODEL_NAME.match(value):
+        raise ValueError(
+            f"a model name (letters, digits, '_', '-' and '.', at most 128), got {value!r:.60}"
+        )
+    return value
+
+
+SCALARS: dict[object, ScalarDefinition] = {
+    schema.Long: strawberry.scalar(
+        name="Long",
+        description="A 64-bit integer: epoch milliseconds, feed ids",
+        serialize=int,
+        parse_value=_integer("epoch milliseconds", 0, 32_503_680_000_000),
+    ),
+    Name: strawberry.scalar(
+        name="Name",
+        description=f"A name or an fnmatch glob (web-*), 1 to {schema.MAX_TEXT} characters",
+        serialize=str,
+        parse_value=_name,
+    ),
+    Limit: strawberry.scalar(
+        name="Limit",
+        description=f"Rows per page, 1 to {schema.MAX_PAGE:,}",
+        serialize=int,
+        parse_value=_integer("rows per page", 1, schema.MAX_PAGE),
+    ),
+    Offset: strawberry.scalar(
+        name="Offset",
+        description="Rows to skip, 0 to 1,000,000",
+        serialize=int,
+        parse_value=_integer("rows to skip", 0, 1_000_000),
+    ),
+    ModelName: strawberry.scalar(
+        name="ModelName",
+        description="A model's name in the registry: letters, digits, '_', '-' and '.'",
+        serialize=str,
+        parse_value=_model_name,
+    ),
+    Top: strawberry.scalar(
+        name="Top",
+        description="Drivers per prediction, 0 to 50",
+        serialize=int,
+        parse_value=_integer("drivers per prediction", 0, 50),
+    ),
+}
+
+
+def _window(since: int | None, until: int | None) -> TimeRange | None:
+    """The time range asked for; None when it is empty (it holds no rows)."""
+    try:
+        return time_range(since, until)
+    except ApiError:
+        return None
+
+
+def _empty(paging: Paging) -> schema.Page:
+    return schema.Page(limit=paging.limit, offset=paging.offset, next_offset=None)
 
 
 LatestKey = tuple[str, tuple[str, ...] | None, tuple[str, ...] | None, int]
@@ -204,13 +276,9 @@ class Entity:
         self,
         info: Info,
         kinds: list[schema.Kind] | None = None,
-        metrics: list[str] | None = None,
-        top: int = 5,
+        metrics: list[Name] | None = None,
+        top: Top = Top(5),
     ) -> Predictions | None:
-        try:
-            schema.PredictRequest(entity=self.name, metrics=metrics, top=top)
-        except ValidationError as error:
-            raise ValueError(_problems(error)) from None
         key = (
             self.name,
             tuple(k.value for k in kinds) if kinds else None,
@@ -225,18 +293,19 @@ class Entity:
         self,
         info: Info,
         kinds: list[schema.Kind] | None = None,
-        metric: str | None = None,
+        metric: Name | None = None,
         since: schema.Long | None = None,
         until: schema.Long | None = None,
-        limit: int = DEFAULT_LIMIT,
-        offset: int = 0,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = Offset(0),
     ) -> PredictionHistory:
-        found = await _service(info).history.predictions(
-            self.name,
-            time_range(since, until),
-            _paging(limit, offset),
-            [k.value for k in kinds or ()],
-            None if metric is None else _glob(metric, "metric"),
+        paging, window = Paging(limit, offset), _window(since, until)
+        found = (
+            schema.PredictionHistory(rows=[], page=_empty(paging))
+            if window is None
+            else await _service(info).history.predictions(
+                self.name, window, paging, [k.value for k in kinds or ()], metric
+            )
         )
         return PredictionHistory.from_pydantic(found)
 
@@ -246,11 +315,14 @@ class Entity:
         info: Info,
         since: schema.Long | None = None,
         until: schema.Long | None = None,
-        limit: int = DEFAULT_LIMIT,
-        offset: int = 0,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = Offset(0),
     ) -> AlertHistory:
-        found = await _service(info).history.alerts(
-            self.name, time_range(since, until), _paging(limit, offset)
+        paging, window = Paging(limit, offset), _window(since, until)
+        found = (
+            schema.AlertHistory(rows=[], page=_empty(paging))
+            if window is None
+            else await _service(info).history.alerts(self.name, window, paging)
         )
         return AlertHistory.from_pydantic(found)
 
@@ -260,60 +332,63 @@ class Entity:
         return [Alert.from_pydantic(a) for a in firing]
 
 
-def _problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
-        for problem in error.errors()
-    )
-
-
 @strawberry.type
 class Query:
     @strawberry.field(description="one entity, by name")
-    def entity(self, name: str) -> Entity:
-        return Entity(name=_glob(name, "name"))
+    def entity(self, name: Name) -> Entity:
+        return Entity(name=name)
 
     @strawberry.field(description="entities with predictions in the online store")
     async def entities(
-        self, info: Info, glob: str = "*", limit: int = DEFAULT_LIMIT
+        self, info: Info, glob: Name = Name("*"), limit: Limit = DEFAULT_LIMIT
     ) -> list[Entity]:
-        found = await _service(info).entities(_glob(glob, "glob"), _limit(limit))
+        found = await _service(info).entities(glob, limit)
         return [Entity(name=name) for name in found.entities]
 
     @strawberry.field(description="stored alert state changes, newest first")
     async def alerts(
         self,
         info: Info,
-        entity: str = "*",
+        entity: Name = Name("*"),
         statuses: list[schema.AlertStatus] | None = None,
         severities: list[schema.Severity] | None = None,
-        rule: str | None = None,
+        rule: Name | None = None,
         since: schema.Long | None = None,
         until: schema.Long | None = None,
-        limit: int = DEFAULT_LIMIT,
-        offset: int = 0,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = Offset(0),
     ) -> AlertHistory:
-        found = await _service(info).history.alerts(
-            _glob(entity),
-            time_range(since, until),
-            _paging(limit, offset),
-            [s.value for s in statuses or ()],
-            [s.value for s in severities or ()],
-            None if rule is None else _glob(rule, "rule"),
+        paging, window = Paging(limit, offset), _window(since, until)
+        found = (
+            schema.AlertHistory(rows=[], page=_empty(paging))
+            if window is None
+            else await _service(info).history.alerts(
+                entity,
+                window,
+                paging,
+                [s.value for s in statuses or ()],
+                [s.value for s in severities or ()],
+                rule,
+            )
         )
         return AlertHistory.from_pydantic(found)
 
     @strawberry.field(description="alerts firing now, oldest episode first")
-    def firing_alerts(self, info: Info, entity: str = "*") -> list[Alert]:
-        return [Alert.from_pydantic(a) for a in _service(info).firing_alerts(_glob(entity)).alerts]
+    def firing_alerts(self, info: Info, entity: Name = Name("*")) -> list[Alert]:
+        return [Alert.from_pydantic(a) for a in _service(info).firing_alerts(entity).alerts]
 
     @strawberry.field(description="the registry's models and their versions")
     async def models(self, info: Info) -> list[Model]:
         return [Model.from_pydantic(m) for m in (await _service(info).models()).models]
 
-    @strawberry.field(description="one model of the registry")
-    async def model(self, info: Info, name: str) -> Model:
-        return Model.from_pydantic(await _service(info).model(_glob(name, "name")))
+    @strawberry.field(description="one model of the registry, null when there is none")
+    async def model(self, info: Info, name: ModelName) -> Model | None:
+        try:
+            return Model.from_pydantic(await _service(info).model(name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
 
 
 @strawberry.type
@@ -383,7 +458,7 @@ class Subscription:
     async def predictions(
         self,
         info: Info,
-        entity: str = "*",
+        entity: Name = Name("*"),
         kinds: list[schema.Kind] | None = None,
     ) -> AsyncGenerator[LivePredictions, None]:
         asked: dict[str, Any] = {"topics": ["predictions"], "entity": entity}
@@ -403,7 +478,7 @@ class Subscription:
     async def alerts(
         self,
         info: Info,
-        entity: str = "*",
+        entity: Name = Name("*"),
         min_severity: schema.Severity = schema.Severity.INFO,
         labels: JSON | None = None,
     ) -> AsyncGenerator[LiveAlert, None]:
@@ -470,22 +545,25 @@ _LISTS = frozenset({"entities", "history", "alerts"})
 def _expected(error: GraphQLError) -> bool:
     """Errors whose message is for the caller; anything else is masked (and logged)."""
     original = error.original_error
-    return original is None or isinstance(original, ApiError | ValueError)
+    return original is None or isinstance(original, ApiError | ValueError | GraphQLError)
 
 
-SCHEMA = strawberry.Schema(
+class _Schema(strawberry.Schema):
+    """Logs only the errors that are the server's: a refused query is the caller's business
+    (it gets the reason), not a traceback in the log."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            if not _expected(error):
+                log.error("GraphQL: %s", error.message, exc_info=error.original_error)
+
+
+SCHEMA = _Schema(
     query=Query,
     subscription=Subscription,
-    config=StrawberryConfig(
-        scalar_map={
-            schema.Long: strawberry.scalar(
-                name="Long",
-                description="A 64-bit integer: epoch milliseconds, feed ids",
-                serialize=int,
-                parse_value=int,
-            )
-        }
-    ),
+    config=StrawberryConfig(scalar_map=SCALARS),
     extensions=[
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),

@@ -65,7 +65,9 @@ assert set(SeriesKind.__args__) == {kind.value for kind in MetricKind}  # type: 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Long = NewType("Long", int)
 """A 64-bit integer in answers: epoch milliseconds, feed ids (GraphQL's Int has 32 bits)."""
-EpochMs = Annotated[int, Field(ge=0, le=32_503_680_000_000, description="epoch milliseconds")]
+EpochMs = Annotated[
+    int, Field(strict=True, ge=0, le=32_503_680_000_000, description="epoch milliseconds")
+]
 
 
 class Horizon(IntEnum):
@@ -95,7 +97,7 @@ class SeriesWindow(_Request):
         description="the series' type; UNKNOWN is typed by Prometheus' naming conventions",
     )
     times: list[EpochMs] = Field(min_length=1, max_length=MAX_SAMPLES)
-    values: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+    values: list[Annotated[float, Field(strict=True, allow_inf_nan=False)]] = Field(
         min_length=1, max_length=MAX_SAMPLES
     )
 
@@ -120,6 +122,7 @@ class PredictRequest(_Request):
     entity: Text
     window: list[SeriesWindow] | None = Field(
         default=None,
+        min_length=1,
         max_length=MAX_SERIES,
         description="explicit recent samples per metric, instead of the online state",
     )
@@ -135,7 +138,7 @@ class PredictRequest(_Request):
     horizons_s: list[Horizon] | None = Field(
         default=None, min_length=1, description="only forecasts at these horizons (default: all)"
     )
-    top: int = Field(default=5, ge=0, le=50, description="drivers per prediction")
+    top: int = Field(default=5, strict=True, ge=0, le=50, description="drivers per prediction")
 
     def window_samples(self) -> int:
         return sum(len(series.times) for series in self.window or ())

@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.audit import AuditTrail
 from connectors.live_feed import FeedStartError
 from streams.access import StartRefusedError, audit_trail, gatekeeper
-from streams.api.server import ApiConfig, ApiServer
 from streams.codecs import codec_for
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.api.server import ApiServer
 
 
 async def _serve(server: ApiServer, settings: Settings) -> None:
@@ -34,6 +36,10 @@ async def _serve(server: ApiServer, settings: Settings) -> None:
 def api_server(args: argparse.Namespace, settings: Settings, audit: AuditTrail) -> ApiServer:
     """The API the settings describe; raises :class:`StartRefusedError` when the keys forbid
     starting."""
+    # Imported here: GraphQL and the API's models take seconds to load, which no other
+    # command should pay for.
+    from streams.api.server import ApiConfig, ApiServer
+
     config = ApiConfig(
         gatekeeper=gatekeeper(settings, "api", audit),
         host=settings.bind_host,

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from connectors.clickhouse import QueryResult
 from connectors.clickhouse_sink import loopback_for
 from connectors.http.errors import ApiError
+from schemas.predictions import KINDS
 from streams.access import local_client_key
-from streams.api import schema
-from streams.api.client import ApiClient
 from streams.commands.sql import format_table
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.api import schema
 
 
 def _when(t_ms: int) -> str:
@@ -47,7 +51,7 @@ def _driver(driver: schema.Driver) -> str:
 
 def describe(answer: schema.PredictResponse) -> str:
     """The predictions as a person reads them: one line each, with what drove them."""
-    where = "online state" if answer.source == schema.Source.ONLINE else "the window sent"
+    where = "online state" if answer.source.value == "online" else "the window sent"
     rows = [
         (
             p.kind.value,
@@ -69,6 +73,8 @@ def describe(answer: schema.PredictResponse) -> str:
 
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.api.client import ApiClient  # the API's models load slowly: only when asked
+
     url = args.url or f"http://{loopback_for(settings.bind_host)}:{settings.api_port}"
     try:
         with ApiClient(url, local_client_key(settings)) as client:
@@ -82,8 +88,12 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     except ApiError as error:
         print(f"foresight predict: {error.message} ({error.status})", file=sys.stderr)
         return 1
-    except ValueError as error:  # the request itself, refused here as the server would
-        print(f"foresight predict: {error}", file=sys.stderr)
+    except ValidationError as error:  # the request itself, refused here as the server would
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        print(f"foresight predict: {problems}", file=sys.stderr)
         return 2
     if args.json:
         print(answer.model_dump_json(indent=2))
@@ -99,12 +109,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="an entity's predictions now, with what drove them (from `foresight api`)",
     )
     parser.add_argument("entity", help="the entity (host, service, agent)")
-    parser.add_argument("--kind", action="append", choices=[k.value for k in schema.Kind],
+    parser.add_argument("--kind", action="append", choices=KINDS,
                         help="only this kind (repeatable)")  # fmt: skip
     parser.add_argument("--metric", action="append", help="only this metric (repeatable)")
-    parser.add_argument("--horizon", action="append", type=int,
-                        choices=[h.value for h in schema.Horizon],
-                        help="only forecasts at this horizon, in seconds (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--horizon",
+        action="append",
+        type=int,
+        help="only forecasts at this horizon: 300, 3600 or 86400 s (repeatable)",
+    )
     parser.add_argument("--top", type=int, default=3, help="drivers per prediction (default 3)")
     parser.add_argument(
         "--url", help="the API (default: http://127.0.0.1:FORESIGHT_API_PORT on this machine)"

@@ -268,7 +268,7 @@ async def test_history_and_features_as_of_come_from_clickhouse_through_the_sink(
                     "advice": api.routing_decisions(task, latest=True),
                     "stats": api.agent_stats(agent),
                     "graphql": api.graphql(
-                        "query($e: String!) { entity(name: $e) { history(limit: 2) { rows "
+                        "query($e: Name!) { entity(name: $e) { history(limit: 2) { rows "
                         "{ kind value } page { nextOffset } } alerts { rows { status } } } }",
                         {"e": a},
                     ),

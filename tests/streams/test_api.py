@@ -276,7 +276,7 @@ def test_graphql_bounds_the_depth_cost_and_aliases_of_a_query(
         (costly, "over the limit of 20,000"),
         (aliased, "aliases"),
         ("{ entities { nope } }", "Cannot query field 'nope'"),
-        ("{ entities(limit: 0) { name } }", "limit must be 1 to 1000"),
+        ("{ entities(limit: 0) { name } }", "rows per page: an integer from 1 to 1,000"),
     ):
         errors = client.graphql(query).get("errors") or []
         assert any(complaint in e["message"] for e in errors), (query, errors)
