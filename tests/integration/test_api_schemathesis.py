@@ -114,19 +114,23 @@ def api(
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 
 
-def _schemathesis(*argv: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``schemathesis run`` in ``folder`` (where it keeps what it learnt)."""
     command = [str(Path(sys.executable).with_name("schemathesis")), "run", *argv]
     environ = dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS))
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=900, check=False, env=environ
+        command, capture_output=True, text=True, timeout=900, check=False, env=environ, cwd=folder
     )
     print(result.stdout[-4000:])
     return result
 
 
-def test_the_rest_routes_answer_as_their_openapi_document_says(api: tuple[str, str]) -> None:
+def test_the_rest_routes_answer_as_their_openapi_document_says(
+    api: tuple[str, str], tmp_path: Path
+) -> None:
     url, key = api
     result = _schemathesis(
+        tmp_path,
         f"{url}/openapi.json",
         "--header", f"Authorization: Bearer {key}",
         "--checks", CHECKS,
@@ -141,10 +145,11 @@ def test_the_rest_routes_answer_as_their_openapi_document_says(api: tuple[str, s
 
 
 def test_graphql_answers_every_generated_query_without_a_server_error(
-    api: tuple[str, str],
+    api: tuple[str, str], tmp_path: Path
 ) -> None:
     url, key = api
     result = _schemathesis(
+        tmp_path,
         f"{url}/graphql",
         "--header", f"Authorization: Bearer {key}",
         "--checks", "not_a_server_error",
