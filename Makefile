@@ -12,7 +12,7 @@ STACK_NEEDS := $(PYTHON_NEEDS) java javac mvn redis-server
 # Alertmanager, and promtool for deploy/prometheus. `foresight demo` installs the first two
 # itself when it can, and runs without them when it cannot.
 REAL_CLIENTS := prometheus-node-exporter prometheus promtool prometheus-alertmanager
-TEST_NEEDS := $(STACK_NEEDS) chromium $(REAL_CLIENTS)
+TEST_NEEDS := $(STACK_NEEDS) chromium kcat $(REAL_CLIENTS)
 # The Helm chart's tests (tests/deploy/test_helm.py) render it with Helm, built from its Go module
 # (about 7 minutes on a new machine, once), and validate it against the operators' CRDs.
 HELM_VERSION := v3.22.0

@@ -13,12 +13,13 @@ which keeps the twins reproducible and the Connect-side redeliveries harmless.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from schemas.json_form import dumps
 
 Alert = Mapping[str, Any]
 
@@ -47,10 +48,6 @@ def iso_time(epoch_ms: int | None) -> str | None:
 def _finite(value: float) -> float | None:
     """JSON has no NaN or infinity; a non-finite value is sent as null."""
     return value if math.isfinite(value) else None
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def webhook_payload(alert: Alert) -> dict[str, Any]:
@@ -351,4 +348,4 @@ def payloads_for(alert: Alert) -> dict[str, tuple[str, bytes]]:
     Produce each to its topic keyed by ``alert["dedup_key"]``, so a firing and its resolve stay
     in order on one partition.
     """
-    return {name: (target.topic, _dumps(target.build(alert))) for name, target in TARGETS.items()}
+    return {name: (target.topic, dumps(target.build(alert))) for name, target in TARGETS.items()}

@@ -23,6 +23,7 @@ from typing import Any
 
 from connectors.alert_payloads import TARGETS
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_connect import (
     apply_connector,
     restart_connector,
@@ -137,11 +138,11 @@ def apply_sink(connect_url: str, sink: SinkConfig) -> None:
 
 
 async def ensure_sink_topics(
-    bootstrap: str, sinks: list[SinkConfig], partitions: int, topic_config: Mapping[str, str]
+    kafka: KafkaConfig, sinks: list[SinkConfig], partitions: int, topic_config: Mapping[str, str]
 ) -> dict[str, str]:
     """Create the sinks' topics and the dead letter queue when missing (idempotent)."""
     dlqs = {s.config["errors.deadletterqueue.topic.name"] for s in sinks}
     names = sorted({s.topic for s in sinks} | dlqs)
     return await ensure_topics(
-        bootstrap, [TopicRequest(name, partitions, topic_config) for name in names]
+        kafka, [TopicRequest(name, partitions, topic_config) for name in names]
     )

@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 from connectors.http.auth import Refusal
 from connectors.http.keys import ApiKey
 from connectors.http.limits import TokenBuckets
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import AUDIT_DROPPED, AUDIT_EVENTS, AUDIT_SUMMARISED
 from schemas.codec import Codec, Record
 
@@ -163,8 +164,9 @@ class AuditTrail:
 
     Parameters
     ----------
-    bootstrap
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     topic
         The audit topic (``FORESIGHT_AUDIT_TOPIC``, default ``audit``).
     service
@@ -181,7 +183,7 @@ class AuditTrail:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topic: str,
         service: str,
         *,
@@ -191,7 +193,7 @@ class AuditTrail:
         summary_interval_s: float = 60.0,
         throttle: RefusalThrottle | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.service = service
         self.origin = origin
@@ -304,7 +306,7 @@ class AuditTrail:
                 "foresight_audit_dropped_total)",
                 self.stats.dropped,
                 self.topic,
-                self.bootstrap,
+                self.kafka.bootstrap_servers,
             )
 
     def __enter__(self) -> AuditTrail:
@@ -353,13 +355,11 @@ class AuditTrail:
                     await producer.stop()
 
     async def _connect(self) -> AIOKafkaProducer | None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=10, request_timeout_ms=10_000
-        )
+        producer = self.kafka.producer(acks="all", linger_ms=10, request_timeout_ms=10_000)
         try:
             await producer.start()
         except (KafkaError, OSError) as error:
-            log.warning("audit trail: cannot reach Kafka at %s: %s", self.bootstrap, error)
+            log.warning("audit trail: cannot reach Kafka at %s: %s", self.kafka.describe(), error)
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
             return None

@@ -71,6 +71,9 @@ class TableSpec:
     """Columns naming a row whatever record carried it: a worker that restarts may send a
     step's output again (at-least-once), and the sink keeps the first row of each identity.
     The first column, a string, is the one stored rows are looked up by."""
+    added: tuple[str, ...] = ()
+    """Columns (with their types) added after the table first shipped: a table made by an
+    earlier release gets them at start, empty for its old rows."""
 
     def ddl(self, ttl_days: int) -> str:
         return (
@@ -78,6 +81,10 @@ class TableSpec:
             f"ENGINE = MergeTree PARTITION BY toDate(ts) ORDER BY ({self.order_by}) "
             f"TTL toDateTime(ts) + INTERVAL {int(ttl_days)} DAY"
         )
+
+    def migrations(self) -> list[str]:
+        """What brings a table of an earlier release up to these columns (idempotent)."""
+        return [f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c}" for c in self.added]
 
 
 def _ms(values: Sequence[int | None]) -> pa.Array:
@@ -250,6 +257,20 @@ def _columns(spec: _ColumnSpec) -> Callable[[Consumed], pa.Table]:
     return flatten
 
 
+_ROUTING_DECISION_ADDED = (
+    "duration_lower_ms Nullable(Float64)",
+    "duration_upper_ms Nullable(Float64)",
+    "expected_wait_ms Float64",
+    "runner_up Nullable(String)",
+    "reason String",
+    "explored Bool",
+    "priority Int32",
+    "deadline Nullable(DateTime64(3, 'UTC'))",
+    "deadline_miss_probability Nullable(Float64)",
+    "recommended_concurrency Nullable(Int32)",
+)
+
+
 def _flatten_routing_decisions(batch: Consumed) -> pa.Table:
     data = _record_columns(
         [
@@ -271,7 +292,22 @@ def _flatten_routing_decisions(batch: Consumed) -> pa.Table:
         ("alternative_success_probabilities", "success_probability", pa.float64()),
     ):
         data[column] = pa.array([[a[key] for a in row] for row in alternatives], pa.list_(kind))
-    return pa.table({**data, **_coordinates(batch)})
+    added = _record_columns(
+        [
+            ("duration_lower_ms", "duration_lower_ms", pa.float64()),
+            ("duration_upper_ms", "duration_upper_ms", pa.float64()),
+            ("expected_wait_ms", "expected_wait_ms", pa.float64()),
+            ("runner_up", "runner_up", pa.string()),
+            ("reason", "reason", pa.string()),
+            ("explored", "explored", pa.bool_()),
+            ("priority", "priority", pa.int32()),
+            ("deadline", "deadline", _MS_UTC),
+            ("deadline_miss_probability", "deadline_miss_probability", pa.float64()),
+            ("recommended_concurrency", "recommended_concurrency", pa.int32()),
+        ],
+        batch,
+    )
+    return pa.table({**data, **added, **_coordinates(batch)})
 
 
 _STRING_MAP = pa.map_(pa.string(), pa.string())
@@ -404,9 +440,27 @@ TABLES: tuple[TableSpec, ...] = (
         "model LowCardinality(String), model_version LowCardinality(String), "
         "ts DateTime64(3, 'UTC'), alternative_agents Array(String), "
         "alternative_durations_ms Array(Float64), "
-        "alternative_success_probabilities Array(Float64)",
+        "alternative_success_probabilities Array(Float64), " + ", ".join(_ROUTING_DECISION_ADDED),
         "task_type, ts",
         _flatten_routing_decisions,
+        added=_ROUTING_DECISION_ADDED,
+    ),
+    TableSpec(
+        "routing_requests",
+        "routing_request",
+        "task_id String, task_type LowCardinality(String), candidates Array(String), "
+        "deadline Nullable(DateTime64(3, 'UTC')), priority Int32, ts DateTime64(3, 'UTC')",
+        "task_type, ts",
+        _columns(
+            [
+                ("task_id", "task_id", pa.string()),
+                ("task_type", "task_type", pa.string()),
+                ("candidates", "candidates", pa.list_(pa.string())),
+                ("deadline", "deadline", _MS_UTC),
+                ("priority", "priority", pa.int32()),
+                ("ts", "event_time", _MS_UTC),
+            ]
+        ),
     ),
     TableSpec(
         "model_updates",
@@ -507,5 +561,7 @@ def create_tables(store: ClickHouseStore, ttl_days: int) -> None:
         )
     for table in TABLES:
         store.command(table.ddl(ttl_days))
+        for statement in table.migrations():
+            store.command(statement)
     for statement in rollup_ddl(ttl_days):
         store.command(statement)

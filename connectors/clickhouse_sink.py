@@ -41,10 +41,12 @@ holds up an insert. Each is recorded in the audit trail, with its key and whethe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.error
@@ -69,10 +71,13 @@ from connectors.clickhouse_schema import (
     TableSpec,
     create_tables,
 )
+from connectors.dependencies import Dependency, KafkaProbe, watching
 from connectors.http.app import HttpServer, client_address, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ, ApiKey
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     EVENTS_IN,
     SINK_BATCH_ROWS,
@@ -88,12 +93,16 @@ log = logging.getLogger(__name__)
 
 _FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # 1 MiB (aiokafka's default) left fetches idle
 _POLL_SECONDS = 0.5  # longest a fetch waits, so a stop request is seen promptly
+MAX_INSERT_BACKOFF_S = 10.0
+"""Longest wait between two tries of an insert the store refused: the most a recovered
+store waits for the sink."""
 SQL_HOST = "127.0.0.1"  # the SQL endpoint listens on loopback only, whatever FORESIGHT_BIND_HOST
 MAX_STATEMENT_BYTES = 1 << 20
 
 
 class SinkError(RuntimeError):
-    """The sink cannot go on (an insert kept failing); nothing uncommitted was lost."""
+    """The sink cannot go on (it cannot open the store, or was stopped while the store
+    refused inserts); nothing uncommitted was lost."""
 
 
 class SinkUnavailableError(ConnectionError):
@@ -189,8 +198,9 @@ class ClickHouseSink:
 
     Parameters
     ----------
-    bootstrap
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     topics
         Topics to store; records are routed to tables by the schema in their header.
     group_id
@@ -211,14 +221,21 @@ class ClickHouseSink:
         What each statement sent to that port is held to (needed with ``sql_port``).
     audit
         Where each statement sent to that port is recorded (needed with ``sql_port``).
-    insert_attempts
-        Tries per insert before the sink gives up with :class:`SinkError` (backing off).
+    tls
+        With a certificate, the SQL endpoint serves https only (``FORESIGHT_TLS_CERT``).
+    store_where
+        The store as messages and /health name it (no credentials).
+
+    An insert the store refuses is tried again, backing off up to
+    :data:`MAX_INSERT_BACKOFF_S`, for as long as it takes: nothing more is read meanwhile
+    and no offset is committed, so the sink catches up from where it stopped, each record
+    once. :attr:`store` and :attr:`brokers` say meanwhile what does not answer.
     """
 
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topics: Sequence[str],
         group_id: str,
         store_factory: Callable[[], ClickHouseStore],
@@ -229,7 +246,8 @@ class ClickHouseSink:
         gatekeeper: Gatekeeper | None = None,
         sql_limits: SqlLimits | None = None,
         audit: AuditTrail | None = None,
-        insert_attempts: int = 5,
+        tls: TlsConfig | None = None,
+        store_where: str = "ClickHouse",
         codec: Codec | None = None,
     ) -> None:
         if not topics:
@@ -239,7 +257,7 @@ class ClickHouseSink:
                 f"sink batches need batch_rows >= 1 and batch_seconds > 0, got {batch_rows} "
                 f"and {batch_seconds}; check FORESIGHT_SINK_BATCH_ROWS and _SECONDS"
             )
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = tuple(topics)
         self.group_id = group_id
         self.batch_rows = batch_rows
@@ -253,8 +271,11 @@ class ClickHouseSink:
         self.gatekeeper = gatekeeper
         self.sql_limits = sql_limits
         self.audit = audit
-        self.insert_attempts = insert_attempts
+        self.tls = tls or TlsConfig()
+        self.store = Dependency("clickhouse", store_where)
+        self.brokers = Dependency("kafka", kafka.bootstrap_servers)
         self.stats = SinkStats()
+        self._stop = asyncio.Event()
         self._store_factory = store_factory
         self._codec = codec or Codec()
         self._store: GuardedStore | None = None
@@ -266,6 +287,7 @@ class ClickHouseSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then insert what is buffered, commit and close."""
+        self._stop = stop
         try:
             store = GuardedStore(self._store_factory())
         except Exception as error:  # chdb and clickhouse-connect raise many types
@@ -278,7 +300,9 @@ class ClickHouseSink:
             self._store = store
             if self.sql_port is not None and self.gatekeeper and self.sql_limits and self.audit:
                 sql = UserSql(store.session, self.sql_limits)
-                self.sql_endpoint = SqlEndpoint(sql, self.sql_port, self.gatekeeper, self.audit)
+                self.sql_endpoint = SqlEndpoint(
+                    sql, self.sql_port, self.gatekeeper, self.audit, self.tls
+                )
                 try:
                     await self.sql_endpoint.start()
                 except OSError as error:
@@ -287,8 +311,7 @@ class ClickHouseSink:
                         f"cannot answer SQL on {SQL_HOST}:{self.sql_port}: {error}; is another "
                         "sink running? Give this one a free port (FORESIGHT_SINK_SQL_PORT)"
                     ) from error
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            consumer = self.kafka.consumer(
                 group_id=self.group_id,
                 client_id=f"foresight-clickhouse-sink-{self.group_id}",
                 enable_auto_commit=False,
@@ -297,10 +320,13 @@ class ClickHouseSink:
             )
             consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
             await consumer.start()
+            probe = KafkaProbe(self.kafka)
             try:
-                await self._consume(consumer, stop)
-                await self._flush(consumer)
+                async with watching({self.brokers: probe}):
+                    await self._consume(consumer, stop)
+                    await self._flush(consumer)
             finally:
+                await probe.close()
                 await consumer.stop()
         finally:
             if self.sql_endpoint is not None:
@@ -342,14 +368,7 @@ class ClickHouseSink:
             total = 0
             for schema, consumed in batch.by_schema.items():
                 spec = TABLE_FOR_SCHEMA[schema]
-                table = spec.flatten(consumed)
-                if self._high_water:
-                    table = await asyncio.to_thread(self._without_stored, spec.name, table)
-                if spec.identity and table.num_rows:
-                    table = await asyncio.to_thread(self._without_repeats, spec, table)
-                if table.num_rows:
-                    await self._insert(spec.name, table)
-                    total += table.num_rows
+                total += await self._store_rows(spec, spec.flatten(consumed))
             SINK_BATCH_ROWS.observe(total)
             for tp, next_offset in batch.next_offsets.items():
                 key = (tp.topic, tp.partition)
@@ -362,28 +381,56 @@ class ClickHouseSink:
                 # The rows are stored: whoever replays these offsets finds them and skips them.
                 log.warning("offset commit failed after a successful insert: %s", error)
 
-    async def _insert(self, name: str, table: pa.Table) -> None:
-        store = self._require_store()
-        for attempt in range(1, self.insert_attempts + 1):
-            started = time.perf_counter()
+    async def _store_rows(self, spec: TableSpec, table: pa.Table) -> int:
+        """Insert the rows of ``table`` not stored yet into ``spec``'s table, trying again
+        until the store takes them (or the sink stops); returns how many went in."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                await asyncio.to_thread(store.insert_arrow, name, table)
+                inserted = await self._insert_new(spec, table)
             except Exception as error:  # chdb and clickhouse-connect raise many types
-                SINK_ERRORS.labels(name).inc()
-                if attempt == self.insert_attempts:
+                SINK_ERRORS.labels(spec.name).inc()
+                self.store.failed(error)
+                if self._stop.is_set():
                     raise SinkError(
-                        f"inserting {table.num_rows} rows into ClickHouse table {name} failed "
-                        f"{attempt} times; last error: {error}. Offsets were not committed: "
-                        "fix the store and restart the sink to resume from them"
+                        f"stopped while ClickHouse refused {table.num_rows} rows for table "
+                        f"{spec.name} ({error}); their offsets were not committed, so the "
+                        "next start stores them"
                     ) from error
-                log.warning("insert into %s failed (attempt %d): %s", name, attempt, error)
-                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+                wait = min(0.5 * 2**attempt, MAX_INSERT_BACKOFF_S)
+                log.warning(
+                    "insert into %s failed (attempt %d), trying again in %.1f s: %s",
+                    spec.name,
+                    attempt,
+                    wait,
+                    error,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
             else:
-                SINK_INSERT_SECONDS.labels(name).observe(time.perf_counter() - started)
-                SINK_ROWS.labels(name).inc(table.num_rows)
-                self.stats.rows_inserted += table.num_rows
-                self.stats.inserts += 1
-                return
+                self.store.answered()
+                return inserted
+
+    async def _insert_new(self, spec: TableSpec, table: pa.Table) -> int:
+        """One try: drop the rows already stored, or repeating a stored output, then insert."""
+        offered = table.num_rows
+        if self._high_water:
+            table = await asyncio.to_thread(self._without_stored, spec.name, table)
+        already = offered - table.num_rows
+        if spec.identity and table.num_rows:
+            table = await asyncio.to_thread(self._without_repeats, spec, table)
+        repeated = offered - already - table.num_rows
+        if table.num_rows:
+            started = time.perf_counter()
+            await asyncio.to_thread(self._require_store().insert_arrow, spec.name, table)
+            SINK_INSERT_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+            SINK_ROWS.labels(spec.name).inc(table.num_rows)
+            self.stats.inserts += 1
+        self.stats.rows_inserted += table.num_rows
+        self.stats.rows_already_stored += already
+        self.stats.rows_repeated += repeated
+        return int(table.num_rows)
 
     def _require_store(self) -> GuardedStore:
         if self._store is None:
@@ -440,7 +487,6 @@ class ClickHouseSink:
         count = int(stored.sum())
         if not count:
             return table
-        self.stats.rows_already_stored += count
         log.info("%d replayed rows of %s were already stored; not inserted again", count, name)
         return table.filter(pa.array(~stored))
 
@@ -474,7 +520,6 @@ class ClickHouseSink:
         repeats = len(keys) - int(keep.sum())
         if not repeats:
             return table
-        self.stats.rows_repeated += repeats
         log.info("%d rows of %s repeat ones already stored; not inserted again", repeats, spec.name)
         return table.filter(pa.array(keep))
 
@@ -542,12 +587,19 @@ class SqlEndpoint:
     FAILED with ClickHouse's message.
     """
 
-    def __init__(self, sql: UserSql, port: int, gatekeeper: Gatekeeper, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        sql: UserSql,
+        port: int,
+        gatekeeper: Gatekeeper,
+        audit: AuditTrail,
+        tls: TlsConfig | None = None,
+    ) -> None:
         self._sql = sql
         self._audit = audit
         self.app = self._app(gatekeeper)
         """The ASGI application (in-process clients use it without a socket)."""
-        self._http = HttpServer(self.app, SQL_HOST, port)
+        self._http = HttpServer(self.app, SQL_HOST, port, tls)
 
     @property
     def port(self) -> int:
@@ -599,19 +651,25 @@ def loopback_for(bind_host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
-def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> QueryResult:
+def ask_sink(
+    port: int, sql: str, key: str | None, timeout: float = 60.0, tls: TlsConfig | None = None
+) -> QueryResult:
     """Run ``sql`` through the SQL endpoint of the sink running on this machine at ``port``,
-    with ``key`` (``read`` role).
+    with ``key`` (``read`` role); over https, verified with ``tls``'s CA, when ``tls`` has a
+    certificate (the sink's settings are the caller's).
 
     Raises :class:`SinkUnavailableError` when nothing answers there, :class:`SqlRefusedError`
     when the statement (or the key) is refused, :class:`SqlError` with ClickHouse's message
     when it fails.
     """
-    url = f"http://{SQL_HOST}:{port}/"
+    tls = tls or TlsConfig()
+    url = tls.url(SQL_HOST, port)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     request = urllib.request.Request(url, data=sql.encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=tls.client_context()
+        ) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
         try:
@@ -626,6 +684,12 @@ def ask_sink(port: int, sql: str, key: str | None, timeout: float = 60.0) -> Que
             message = f"the ClickHouse sink at {url} refused the query ({error.code}): {message}"
         raise SqlError(message) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise SqlError(
+                f"the ClickHouse sink at {url} presented a certificate this client does not "
+                f"trust ({reason.verify_message}); set FORESIGHT_TLS_CA to the CA that signed it"
+            ) from error
         raise SinkUnavailableError(f"no ClickHouse sink answers SQL at {url}: {error}") from error
     except ValueError as error:
         raise SinkUnavailableError(f"{url} answered something other than a sink's JSON") from error

@@ -1,7 +1,8 @@
 """The WebSocket gateway: predictions and alerts from Kafka to browsers and dashboards, live.
 
 One process, one port (``FORESIGHT_GATEWAY_PORT``), on the shared HTTP stack
-(:mod:`connectors.http`: the same keys, limits and error body as every Foresight server):
+(:mod:`connectors.http`: the same keys, limits, error body and TLS as every Foresight server),
+over TLS (https and wss) when the configuration has a certificate:
 
 * ``/ws``: the live feed. A client connects with its API key (``read`` role, checked before
   the upgrade: 401, 403 or 429 with the error body), sends a subscribe message (see
@@ -17,6 +18,11 @@ The fan-out is the :class:`~connectors.live_feed.LiveFeed`: the Kafka consumer o
 messages in each client's bounded outbox, and a sender task per client drains it into its
 socket, so a slow client only loses (coalesced or oldest) messages of its own and is told
 how many (``{"type": "dropped", "count": k, "total": t}``).
+
+No outage stops the gateway: while Kafka or Redis does not answer, ``/health`` says
+``"degraded"`` (200) and what is down; without Redis a new subscription's snapshot starts
+with ``{"type": "snapshot_degraded", "message": ...}`` (no cached predictions, firing alerts
+and the live feed as usual), and ``/api/entities/<entity>/predictions`` answers 503.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -38,6 +44,8 @@ from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.live_feed import FeedConfig, LiveFeed, Subscriber, to_json
 from connectors.prometheus import GATEWAY_CLIENTS, GATEWAY_REQUESTS, GATEWAY_SENT
 from connectors.redis_store import FeatureStore
@@ -52,8 +60,9 @@ class GatewayConfig:
 
     Parameters
     ----------
-    bootstrap_servers
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     gatekeeper
         Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
@@ -74,9 +83,12 @@ class GatewayConfig:
     compress
         Offer permessage-deflate to clients (default ``False``: it costs CPU per client per
         message; turn it on when clients sit behind slow links).
+    tls
+        With a certificate (``FORESIGHT_TLS_CERT``), every route and the feed are served over
+        TLS only (``https``, ``wss``); without, plain (the default).
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
@@ -88,10 +100,11 @@ class GatewayConfig:
     max_poll_records: int = 500
     snapshot_limit: int = 1000
     compress: bool = False
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def feed(self) -> FeedConfig:
         return FeedConfig(
-            bootstrap_servers=self.bootstrap_servers,
+            kafka=self.kafka,
             predictions_topic=self.predictions_topic,
             alerts_topic=self.alerts_topic,
             queue_size=self.queue_size,
@@ -169,7 +182,11 @@ class Gateway:
         """Start consuming and listening; returns once both are ready."""
         await self.feed.start()
         http = HttpServer(
-            self.app(), self.config.host, self.config.port, compress_websockets=self.config.compress
+            self.app(),
+            self.config.host,
+            self.config.port,
+            self.config.tls,
+            compress_websockets=self.config.compress,
         )
         try:
             await http.start()
@@ -178,9 +195,8 @@ class Gateway:
             raise
         self._http = http
         log.info(
-            "gateway on http://%s:%d relaying %s and %s",
-            self.config.host,
-            self.port,
+            "gateway on %s relaying %s and %s",
+            self.config.tls.url(self.config.host, self.port),
             self.config.predictions_topic,
             self.config.alerts_topic,
         )
@@ -215,7 +231,8 @@ class Gateway:
     # -- state -----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """What /health reports: whether the consumer polls, clients, uptime, ids, drops."""
+        """What /health reports: whether the consumer polls, which services are down,
+        clients, uptime, ids, drops."""
         return {**self.feed.health(), "connections": self._connections}
 
     def firing_alerts(self) -> list[dict[str, Any]]:
@@ -252,8 +269,13 @@ class Gateway:
             try:
                 (batch,) = await self._store.predictions([entity])
             except RedisError as error:
-                log.warning("Redis read for %r failed: %s", entity, error)
-                raise ApiError(503, f"the prediction cache did not answer: {error}") from None
+                redis = self.feed.redis
+                redis.failed(error)
+                raise ApiError(
+                    503,
+                    f"the prediction cache (Redis at {redis.where}) did not answer: {error}; "
+                    "retry once it is back (GET /health says)",
+                ) from None
             if batch is None:
                 raise ApiError(
                     404,

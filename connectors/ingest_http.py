@@ -29,19 +29,21 @@ non-empty and at most 256 characters (label keys and values too, at most 64 labe
 not negative, and not more than an hour ahead of the receiver's clock; the optional doubles
 (``duration_ms``, ``cost``) are finite, not negative, and fit a double.
 
-Topic names and the Kafka bootstrap are parameters: connectors do not import ``streams``.
+With a certificate in ``tls`` it serves https only. Topic names and the Kafka configuration are
+parameters: connectors do not import ``streams``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -49,10 +51,13 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from connectors.dependencies import Dependency, KafkaProbe, health_report, watch
 from connectors.http.app import HttpServer, create_app, require
 from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import WRITE
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
@@ -247,10 +252,10 @@ class IngestConfig:
     ``entity_labels`` is the parsed ``FORESIGHT_ENTITY_LABELS``; ``gatekeeper`` checks keys
     and rate limits (:func:`streams.access.gatekeeper` builds it from the settings);
     ``scrubber`` applies the PII rules (``FORESIGHT_PII_RULES``); ``port`` 0 picks a free
-    port (see :attr:`IngestServer.port`).
+    port (see :attr:`IngestServer.port`); ``tls`` with a certificate: https.
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     metrics_topic: str
     agent_events_topic: str
     gatekeeper: Gatekeeper
@@ -259,6 +264,7 @@ class IngestConfig:
     host: str = "127.0.0.1"
     port: int = 9201
     max_body_bytes: int = 16 << 20
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -287,6 +293,9 @@ class IngestServer:
         self.decoder = RemoteWriteDecoder(config.entity_labels, scrub=config.scrubber.labels)
         self._producer: AIOKafkaProducer | None = None
         self._http: HttpServer | None = None
+        self.kafka = Dependency("kafka", config.kafka.bootstrap_servers)
+        self._probe = KafkaProbe(config.kafka)
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -302,6 +311,7 @@ class IngestServer:
             self.config.gatekeeper,
             max_body_bytes=self.config.max_body_bytes,
             requests=INGEST_REQUESTS,
+            health=lambda: health_report(self.kafka),
         )
         writers = [require(WRITE)]
         app.add_api_route(
@@ -318,24 +328,29 @@ class IngestServer:
 
     async def start(self) -> None:
         """Connect the producer, then listen; raises if Kafka or the address is unavailable."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap_servers, acks="all", linger_ms=5
-        )
+        producer = self.config.kafka.producer(acks="all", linger_ms=5)
         await producer.start()
         self._producer = producer
+        self._watch = asyncio.create_task(watch({self.kafka: self._probe}), name="ingest-kafka")
         try:
-            self._http = HttpServer(self.app(), self.config.host, self.config.port)
+            self._http = HttpServer(self.app(), self.config.host, self.config.port, self.config.tls)
             await self._http.start()
         except BaseException:
             await self.stop()
             raise
-        log.info("ingesting on http://%s:%d", self.config.host, self.port)
+        log.info("ingesting on %s", self.config.tls.url(self.config.host, self.port))
 
     async def stop(self) -> None:
         """Stop listening, then flush and close the producer."""
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await self._probe.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -349,9 +364,17 @@ class IngestServer:
 
     async def _produce(self, topic: str, keyed: Sequence[tuple[str, bytes]], what: str) -> None:
         """Produce every ``(key, value)`` and wait until the broker acknowledged them all;
-        503 when it does not (the sender retries)."""
+        503 when it does not, and at once, producing nothing, while Kafka does not answer
+        (the sender retries)."""
         if self._producer is None:
             raise RuntimeError("the ingest server is not started")
+        down = self.kafka.problem()
+        if down is not None:
+            raise ApiError(
+                503,
+                f"Kafka at {self.kafka.where} has not answered for {down['down_for_s']} s "
+                f"({down['error']}); nothing was produced: retry",
+            )
         try:
             pending = [
                 await self._producer.send(topic, value, key=key.encode()) for key, value in keyed
@@ -359,6 +382,7 @@ class IngestServer:
             await asyncio.gather(*pending)
         except KafkaError as error:
             log.warning("producing %s to %s failed: %r", what, topic, error)
+            self.kafka.failed(error)
             raise ApiError(503, f"Kafka did not accept the {what}: {error!r}; retry") from error
         EVENTS_OUT.labels(topic).inc(len(keyed))
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from connectors.kafka_clients import KafkaConfig
 
 
 @dataclass(frozen=True)
@@ -18,9 +20,9 @@ class TopicRequest:
     config: Mapping[str, str]
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[TopicRequest]) -> dict[str, str]:
+async def ensure_topics(kafka: KafkaConfig, topics: Sequence[TopicRequest]) -> dict[str, str]:
     """Create the topics that do not exist; returns ``{name: "created" | "exists"}``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="foresight-admin")
+    admin = kafka.admin(client_id="foresight-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())

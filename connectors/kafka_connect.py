@@ -9,12 +9,13 @@ topic, the REST API and the worker's log show only the reference.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from connectors.private_files import private_folder, write_private
 
 
 class ConnectError(RuntimeError):
@@ -76,13 +77,6 @@ def secret_reference(secrets_file: Path, key: str) -> str:
     return f"${{file:{secrets_file}:{key}}}"
 
 
-def private_folder(path: Path) -> Path:
-    """``path``, created when missing, readable by its owner only (0700)."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
 def _properties_value(text: str) -> str:
     """``text`` escaped for a Java properties file (read back by ``Properties.load``)."""
     escapes = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}
@@ -108,10 +102,5 @@ def write_secrets(secrets_file: Path, secrets: Mapping[str, str]) -> bool:
     text = secrets_text(secrets)
     previous = secrets_file.read_text(encoding="utf-8") if secrets_file.is_file() else None
     private_folder(secrets_file.parent)
-    staging = secrets_file.with_name(f".{secrets_file.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(staging, secrets_file)
+    write_private(secrets_file, text)
     return previous is not None and previous != text

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
+from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec
 
 _MIB = 1024 * 1024
@@ -19,11 +18,12 @@ class RecordProducer:
     outstanding before ``send`` waits for the oldest ones, so memory stays bounded.
     """
 
-    def __init__(self, bootstrap: str, codec: Codec | None = None, max_in_flight: int = 5000):
+    def __init__(
+        self, kafka: KafkaConfig, codec: Codec | None = None, max_in_flight: int = 5000
+    ) -> None:
         self.codec = codec or Codec()
         self.max_in_flight = max_in_flight
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._producer = kafka.producer(
             linger_ms=5,
             max_batch_size=_MIB,
             acks=1,

@@ -6,8 +6,9 @@ subscriptions. A subscriber gives a :class:`~connectors.gateway_filters.Subscrip
 gets a :class:`Subscriber`: its outbox of encoded messages (JSON text, the gateway's
 protocol), and what it missed since a ``last_id`` it names.
 
-The Kafka consumer is raw aiokafka without a consumer group: every process reads every
-partition, because every process serves its own clients. Predictions are read from the end
+The Kafka consumer comes from the :class:`~connectors.kafka_clients.KafkaConfig` (so it uses
+the brokers' TLS and SASL like every client) and has no consumer group: every process reads
+every partition, because every process serves its own clients. Predictions are read from the end
 (a live feed); alerts are read from the beginning once at start, without dispatching, to
 rebuild which alerts are firing. The alerts topic is at-least-once, so it is folded with
 :class:`~models.alerts.FiringAlerts`: a state change already read (the same episode and
@@ -20,6 +21,11 @@ The consumer loop never awaits a subscriber: it offers each message to each matc
 subscriber's :class:`~connectors.gateway_feed.ClientOutbox` and moves on; each subscriber's
 own task drains its outbox, so a slow one only loses (coalesced or oldest) messages of its
 own and is told how many.
+
+The feed watches Kafka and Redis (:mod:`connectors.dependencies`): its :meth:`LiveFeed.health`
+says ``"degraded"`` and what is down. Without Redis a new subscription's snapshot has no
+cached predictions and says so first (``{"type": "snapshot_degraded", "message": ...}``); the
+firing alerts and the live messages do not need Redis.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from redis.exceptions import RedisError
 
+from connectors.dependencies import Check, Dependency, KafkaProbe, health_report, watch
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import ALERTS, PREDICTIONS, Subscription
+from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     GATEWAY_DROPPED,
     GATEWAY_QUEUE_DEPTH,
@@ -80,8 +89,9 @@ class FeedConfig:
 
     Parameters
     ----------
-    bootstrap_servers
-        Kafka brokers (``KAFKA_BOOTSTRAP_SERVERS``).
+    kafka
+        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
+        settings).
     predictions_topic, alerts_topic
         The topics to relay (default ``predictions`` and ``alerts``).
     queue_size
@@ -96,7 +106,7 @@ class FeedConfig:
         Most cached predictions sent as a snapshot on subscribe (default 1,000).
     """
 
-    bootstrap_servers: str
+    kafka: KafkaConfig
     predictions_topic: str = "predictions"
     alerts_topic: str = "alerts"
     queue_size: int = 1000
@@ -145,6 +155,10 @@ class LiveFeed:
         self._last_poll = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._consumer_task: asyncio.Task[None] | None = None
+        self.kafka = Dependency("kafka", config.kafka.bootstrap_servers)
+        self.redis = Dependency("redis", store.where)
+        self._probe = KafkaProbe(config.kafka)
+        self._watch: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,8 +166,7 @@ class LiveFeed:
         """Start consuming; returns once the alert history is being read and predictions are
         read from their end. Raises :class:`FeedStartError`."""
         topics = [self.config.predictions_topic, self.config.alerts_topic]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap_servers,
+        consumer = self.config.kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -163,7 +176,7 @@ class LiveFeed:
             await consumer.start()
         except Exception as error:
             raise FeedStartError(
-                f"cannot reach Kafka at {self.config.bootstrap_servers}: {error}; "
+                f"cannot reach Kafka at {self.config.kafka.describe()}: {error}; "
                 "is the stack up (foresight stack up)?"
             ) from error
         self._consumer = consumer
@@ -172,7 +185,7 @@ class LiveFeed:
         if missing:
             await consumer.stop()
             raise FeedStartError(
-                f"topics {missing} do not exist on {self.config.bootstrap_servers}; "
+                f"topics {missing} do not exist on {self.config.kafka.bootstrap_servers}; "
                 "create them with `foresight topics create`"
             )
         consumer.subscribe(topics)
@@ -194,14 +207,20 @@ class LiveFeed:
             await consumer.position(tp)
         self._last_poll = time.monotonic()
         self._consumer_task = asyncio.create_task(self._consume(consumer), name="live-feed")
+        checks: dict[Dependency, Check] = {self.kafka: self._probe, self.redis: self._store.ping}
+        self._watch = asyncio.create_task(watch(checks), name="live-feed-dependencies")
 
     async def stop(self) -> None:
-        if self._consumer_task is not None:
-            self._consumer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer_task
+        for task in (self._consumer_task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._consumer_task = self._watch = None
         if self._consumer is not None:
             await self._consumer.stop()
+            self._consumer = None
+        await self._probe.close()
 
     # -- Kafka -----------------------------------------------------------------------------
 
@@ -354,23 +373,40 @@ class LiveFeed:
         return [to_json(subscribed), *snapshot, *replayed]
 
     async def snapshot(self, subscription: Subscription) -> list[str]:
-        """The latest state for a subscription: cached predictions, then firing alerts."""
+        """The latest state for a subscription: cached predictions, then firing alerts.
+
+        Without Redis the snapshot has no predictions, and says so in a ``snapshot_degraded``
+        message first; the firing alerts and the live feed do not need Redis.
+        """
         texts: list[str] = []
         if PREDICTIONS in subscription.topics:
-            exact = subscription.exact_entity
-            if exact is not None:
-                entities = [exact]
-            else:
-                known = await self._store.entities_with_predictions(limit=100_000)
-                entities = fnmatch.filter(known, subscription.entity)
-            entities = entities[: self.config.snapshot_limit]
-            for batch in await self._store.predictions(entities):
-                kept = None if batch is None else subscription.filter_predictions(batch)
-                if kept is not None:
-                    texts.append(to_json({"type": "snapshot", "topic": PREDICTIONS, "data": kept}))
+            try:
+                texts += await self._cached_predictions(subscription)
+            except RedisError as error:
+                self.redis.failed(error)
+                message = (
+                    f"the prediction cache (Redis at {self.redis.where}) did not answer, so "
+                    "this snapshot has no predictions; live predictions follow, and a new "
+                    f"subscribe message gets the cached ones once Redis is back ({error})"
+                )
+                texts.append(to_json({"type": "snapshot_degraded", "message": message}))
         for alert in self._alerts.firing():
             if subscription.accepts_alert(alert):
                 texts.append(to_json({"type": "snapshot", "topic": ALERTS, "data": alert}))
+        return texts
+
+    async def _cached_predictions(self, subscription: Subscription) -> list[str]:
+        exact = subscription.exact_entity
+        if exact is not None:
+            entities = [exact]
+        else:
+            known = await self._store.entities_with_predictions(limit=100_000)
+            entities = fnmatch.filter(known, subscription.entity)
+        texts = []
+        for batch in await self._store.predictions(entities[: self.config.snapshot_limit]):
+            kept = None if batch is None else subscription.filter_predictions(batch)
+            if kept is not None:
+                texts.append(to_json({"type": "snapshot", "topic": PREDICTIONS, "data": kept}))
         return texts
 
     @staticmethod
@@ -402,11 +438,15 @@ class LiveFeed:
         )
 
     def health(self) -> dict[str, Any]:
-        """Whether the consumer polls, subscribers, uptime, ids, queued and dropped."""
+        """Whether the consumer polls, which services are down, subscribers, uptime, ids,
+        queued and dropped. ``status`` is ``ok``, ``degraded`` (Kafka or Redis does not
+        answer: the feed goes on and picks up when they are back) or ``consumer_stopped``."""
         alive = self.consumer_alive()
         subscribers = self.subscribers()
+        dependencies = health_report(self.kafka, self.redis)
         return {
-            "status": "ok" if alive else "degraded",
+            "status": dependencies["status"] if alive else "consumer_stopped",
+            "down": dependencies["down"],
             "kafka_consumer_alive": alive,
             "topics": [self.config.predictions_topic, self.config.alerts_topic],
             "clients": len(subscribers),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.http.keys import write_private
+from connectors.private_files import write_private
 from connectors.prometheus import PII_SCRUBBED
 from models.rules_file import read_rules_file
 

@@ -44,6 +44,11 @@ EVENT_TO_PREDICTION = Histogram(
     "From a sample's arrival at the worker to its prediction being produced.",
     buckets=_LATENCY_BUCKETS,
 )
+ROUTING_DECISION = Histogram(
+    "foresight_routing_decision_seconds",
+    "From a routing request's arrival in Kafka to its decision being produced.",
+    buckets=_LATENCY_BUCKETS,
+)
 INFERENCE_SECONDS = Histogram(
     "foresight_model_inference_seconds",
     "Time to score one batch of series.",

@@ -16,8 +16,11 @@ Values are the records' Avro bytes exactly as they travel on Kafka (framed with 
 name and version, see :mod:`schemas.codec`): the worker stores the bytes it already encoded
 for Kafka, so the cache costs no second encoding on the hot path.
 
-Writes are pipelined per batch of entities. The client retries with backoff on connection
-errors, so a Redis restart costs reconnects, not crashes.
+Writes are pipelined per batch of entities. The client retries a failed call three times
+within a second, so a blip costs a reconnect; past that the call raises, and the caller
+decides (the worker keeps each entity's newest entries for its next flush, the gateway
+answers without the cache): a Redis outage never stops predictions, and never holds a
+reader for long.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -56,12 +60,15 @@ class FeatureStore:
     def __init__(self, url: str, prediction_ttl_s: int = 300, codec: Codec | None = None) -> None:
         self.prediction_ttl_s = prediction_ttl_s
         self._codec = codec or Codec()
+        parsed = urlparse(url)
+        self.where = f"{parsed.hostname}:{parsed.port or 6379}{parsed.path}"
+        """The server and database, without credentials, for messages."""
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+            retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
 

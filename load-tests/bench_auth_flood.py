@@ -136,11 +136,7 @@ def start_server(server: str, source: Path, key_dir: Path, key: str) -> tuple[An
     if server == "gateway":
         run = uuid.uuid4().hex[:8]
         topics = [f"bench.flood.predictions.{run}", f"bench.flood.alerts.{run}"]
-        asyncio.run(
-            ensure_topics(
-                settings.kafka_bootstrap_servers, [TopicRequest(t, 1, {}) for t in topics]
-            )
-        )
+        asyncio.run(ensure_topics(settings.kafka(), [TopicRequest(t, 1, {}) for t in topics]))
         command += ["--predictions-topic", topics[0], "--alerts-topic", topics[1]]
     env = {
         **os.environ,

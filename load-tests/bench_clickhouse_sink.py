@@ -22,12 +22,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec
 
 
@@ -46,10 +45,10 @@ def metric_batches(records: int, samples: int, now_ms: int) -> list[dict[str, An
     ]
 
 
-async def produce(bootstrap: str, topic: str, partitions: int, batches: list[Any]) -> None:
-    await ensure_topics(bootstrap, [TopicRequest(topic, partitions, {})])
+async def produce(kafka: KafkaConfig, topic: str, partitions: int, batches: list[Any]) -> None:
+    await ensure_topics(kafka, [TopicRequest(topic, partitions, {})])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    producer = kafka.producer(linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
         for record in batches:
@@ -64,7 +63,7 @@ async def produce(bootstrap: str, topic: str, partitions: int, batches: list[Any
 async def run_sink(args: argparse.Namespace, topic: str, folder: Path, rows: int) -> float:
     """Rows/s from the sink's first consumed record to the insert of the last row."""
     sink = ClickHouseSink(
-        bootstrap=args.bootstrap,
+        kafka=KafkaConfig(args.bootstrap),
         topics=[topic],
         group_id=f"bench-{topic}",
         store_factory=lambda: ChdbStore(str(folder)),
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     topic = f"bench.sink.{uuid.uuid4().hex[:10]}"
     batches = metric_batches(args.records, args.samples, int(time.time() * 1000))
     rows = args.records * args.samples
-    asyncio.run(produce(args.bootstrap, topic, args.partitions, batches))
+    asyncio.run(produce(KafkaConfig(args.bootstrap), topic, args.partitions, batches))
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as tmp:
         sink_rate = asyncio.run(run_sink(args, topic, Path(tmp) / "sink", rows))
         raw_rate = raw_insert(args, batches, Path(tmp) / "raw")

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
 from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from deploy.local.processes import free_port
 from schemas.codec import Codec
 from streams.settings import load_settings
@@ -130,10 +130,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def produce(
-    bootstrap: str, topic: str, rate: int, seconds: float, entities: int
+    kafka: KafkaConfig, topic: str, rate: int, seconds: float, entities: int
 ) -> Counter[str]:
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    producer = kafka.producer(linger_ms=2)
     await producer.start()
     produced: Counter[str] = Counter()
     tick = 0.01
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap_servers,
+            settings.kafka(),
             [TopicRequest(topics["predictions"], 6, {}), TopicRequest(topics["alerts"], 1, {})],
         )
     )
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before, wall_before = cpu_seconds(gateway.pid), time.monotonic()
         produced = asyncio.run(
             produce(
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 topics["predictions"],
                 args.rate,
                 args.seconds,

@@ -5,10 +5,14 @@ Runs on the local stack, all in one run so the ratios are fair:
 1. **raw ceiling**: a plain aiokafka loop (its own process) consumes the same batched
    MetricBatch records, decodes each, adds a field, encodes and produces it;
 2. **max rate**: a Foresight worker (its own process) takes the same records as fast as a
-   producer can write them; throughput is the slope of its samples counter;
+   producer can write them; throughput is the slope of its samples counter, predictions/s
+   that of its predictions counter, and its CPU seconds per second come from ``/proc``.
+   With ``--workers 1 2``, a group of each size in turn (one consumer group each), and the
+   combined rate of each against the first's;
 3. **fixed rates**: a paced producer writes ``--rates`` samples/s for ``--seconds`` each,
    stamping each record's event time with the wall clock; a consumer of ``predictions``
-   measures how long each step's prediction took to arrive after the record that closed it.
+   measures how long each step's prediction took to arrive after the record that closed it,
+   and how many arrived per second. The first group of ``--workers`` takes them.
 
 ``foresight bench pipeline`` runs this file; ``--json`` prints the results for scripts.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,17 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from profiling import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_admin import TopicRequest, ensure_topics  # noqa: E402
-from schemas.codec import Codec  # noqa: E402
+from connectors.kafka_clients import KafkaConfig  # noqa: E402
+from schemas.codec import Codec, DecodeError  # noqa: E402
 from streams import topics  # noqa: E402
 from streams.commands.stack import local_stack, topic_requests  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
-from streams.worker_process import WorkerProcess  # noqa: E402
+from streams.worker_process import WorkerProcess, group_ready  # noqa: E402
 
 _MIB = 1024 * 1024
 
@@ -66,11 +72,9 @@ def make_records(
     return out
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+async def produce(kafka: KafkaConfig, topic: str, records: list[tuple[bytes, bytes]]) -> float:
     """Write records as fast as possible; returns the seconds it took."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB, max_request_size=4 * _MIB
-    )
+    producer = kafka.producer(linger_ms=5, max_batch_size=_MIB, max_request_size=4 * _MIB)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -86,19 +90,20 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     return time.perf_counter() - started
 
 
-async def raw_passthrough(bootstrap: str, source: str, sink: str, expect: int) -> dict[str, Any]:
+async def raw_passthrough(
+    kafka: KafkaConfig, source: str, sink: str, expect: int
+) -> dict[str, Any]:
     """The ceiling: consume, decode, add a field, encode, produce, with raw aiokafka."""
     codec = Codec()
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
         source,
-        bootstrap_servers=bootstrap,
         group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * _MIB,
         fetch_max_bytes=32 * _MIB,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=_MIB)
+    producer = kafka.producer(linger_ms=5, max_batch_size=_MIB)
     await consumer.start()
     await producer.start()
     done = samples = 0
@@ -133,10 +138,13 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, expect: int) -
 
 
 def _raw_in_subprocess(settings: Settings, source: str, expect: int) -> dict[str, Any]:
-    # load-tests is not an importable package name, so the child runs this file by path.
+    # load-tests is not an importable package name, so the child runs this file by path,
+    # with its folder on the path for the modules beside it.
+    here = Path(__file__).parent
     script = (
-        f"import asyncio, json, runpy; m = runpy.run_path({str(Path(__file__))!r}); "
-        f"print(json.dumps(asyncio.run(m['raw_passthrough']({settings.kafka_bootstrap_servers!r}, "
+        "import asyncio, json, runpy, sys; from connectors.kafka_clients import KafkaConfig; "
+        f"sys.path.insert(0, {str(here)!r}); m = runpy.run_path({str(Path(__file__))!r}); "
+        f"print(json.dumps(asyncio.run(m['raw_passthrough']({settings.kafka()!r}, "
         f"{source!r}, {source + '.out'!r}, {expect}))))"
     )
     out = subprocess.run(
@@ -148,38 +156,48 @@ def _raw_in_subprocess(settings: Settings, source: str, expect: int) -> dict[str
 
 async def max_rate(
     settings: Settings,
-    worker: WorkerProcess,
+    workers: list[WorkerProcess],
     records: list[tuple[bytes, bytes]],
     samples_per_record: int,
 ) -> dict[str, Any]:
-    """Flood the worker and read its sustained rate off its samples counter."""
-    before = worker.metric("foresight_samples_in_total")
+    """Flood a group of workers and read its sustained rate off their counters."""
+
+    def counters() -> tuple[float, float, float]:
+        samples = predictions = cpu = 0.0
+        for worker in workers:
+            samples += worker.metric("foresight_samples_in_total")
+            predictions += worker.metric(
+                f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}'
+            )
+            cpu += worker.cpu_seconds() or math.nan
+        return samples, predictions, cpu
+
+    before = counters()[0]
     total = before + len(records) * samples_per_record
-    produce_task = asyncio.create_task(
-        produce(settings.kafka_bootstrap_servers, topics.METRICS.name, records)
-    )
-    points: list[tuple[float, float]] = []
+    produce_task = asyncio.create_task(produce(settings.kafka(), topics.METRICS.name, records))
+    points: list[tuple[float, tuple[float, float, float]]] = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        value = worker.metric("foresight_samples_in_total")
-        points.append((time.perf_counter(), value))
-        if value >= total:
+        now = counters()
+        points.append((time.perf_counter(), now))
+        if now[0] >= total:
             break
         await asyncio.sleep(0.5)
     await produce_task
     # The steady middle: between 10% and 90% of the samples.
-    span = [
-        (t, v)
-        for t, v in points
-        if before + 0.1 * (total - before) <= v <= before + 0.9 * (total - before)
-    ]
+    low, high = before + 0.1 * (total - before), before + 0.9 * (total - before)
+    span = [(t, c) for t, c in points if low <= c[0] <= high]
     if len(span) < 2:
         span = points
-    (t0, v0), (t1, v1) = span[0], span[-1]
+    (t0, c0), (t1, c1) = span[0], span[-1]
+    seconds = max(t1 - t0, 1e-9)
     return {
+        "workers": len(workers),
         "samples": int(total - before),
-        "samples_per_s": (v1 - v0) / max(t1 - t0, 1e-9),
-        "complete": points[-1][1] >= total,
+        "samples_per_s": (c1[0] - c0[0]) / seconds,
+        "predictions_per_s": (c1[1] - c0[1]) / seconds,
+        "worker_cpu_per_s": (c1[2] - c0[2]) / seconds,
+        "complete": points[-1][1][0] >= total,
     }
 
 
@@ -198,9 +216,8 @@ async def fixed_rate(
     """
     codec = Codec()
     records_per_s = rate / metrics
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka().consumer(
         topics.PREDICTIONS.name,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -222,16 +239,18 @@ async def fixed_rate(
             now = time.time() * 1000
             for messages in batches.values():
                 for m in messages:
-                    _, record = codec.decode(m.value)
+                    try:
+                        _, record = codec.decode(m.value)
+                    except DecodeError:  # another producer's, of a schema this build lacks
+                        continue
                     if record["entity"].startswith(f"lat{run}-") and (
                         record["event_time"] >= measure_from_ms
                     ):
                         latencies.append(now - record["event_time"])
                         in_worker.append(record["latency_ms"])
-                        in_worker.append(record["latency_ms"])
 
     collector = asyncio.create_task(collect())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1)
+    producer = settings.kafka().producer(linger_ms=1)
     await producer.start()
     names = [f"metric_{i:03d}" for i in range(metrics)]
     rng = np.random.default_rng(1)
@@ -268,6 +287,7 @@ async def fixed_rate(
         "rate_samples_per_s": rate,
         "achieved_samples_per_s": sent * metrics / (warmup_s + seconds),
         "predictions": len(latencies),
+        "predictions_per_s": len(latencies) / seconds,
         "latency_ms_p50": _percentile(latencies, 50),
         "latency_ms_p95": _percentile(latencies, 95),
         "latency_ms_p99": _percentile(latencies, 99),
@@ -292,7 +312,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
     stack = local_stack(settings, quiet=args.json)
     stack.up(timeout=180)
-    await ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings))
+    await ensure_topics(settings.kafka(), topic_requests(settings))
     run_id = uuid.uuid4().hex[:6]
     records = make_records(
         args.entities, args.metrics, args.records, int(time.time() * 1000) - 3_000_000, 1000
@@ -300,35 +320,52 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     samples = args.records * args.metrics
     source = f"bench.raw.{run_id}"
     await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        settings.kafka(),
         [
             TopicRequest(source, settings.topic_partitions, {}),
             TopicRequest(source + ".out", settings.topic_partitions, {}),
         ],
     )
     progress(f"raw aiokafka passthrough over {args.records:,} records ({samples:,} samples)")
-    await produce(settings.kafka_bootstrap_servers, source, records)
+    await produce(settings.kafka(), source, records)
     raw = _raw_in_subprocess(settings, source, args.records)
     progress(f"  {raw['samples_per_s']:,.0f} samples/s")
-    log = Path(settings.stack_dir) / "logs" / f"bench-worker-{run_id}.log"
-    worker = WorkerProcess(settings, f"bench-{run_id}", log, FORESIGHT_LOG_LEVEL="WARNING").start()
-    try:
-        await worker.ready()
-        progress("worker at the maximum rate")
-        peak = await max_rate(settings, worker, records, args.metrics)
-        progress(f"  {peak['samples_per_s']:,.0f} samples/s")
-        fixed = []
-        for rate in args.rates:
-            progress(f"worker at {rate:,.0f} samples/s for {args.seconds:.0f}s")
-            result = await fixed_rate(
-                settings, rate, args.seconds, args.entities, args.fixed_metrics, args.warmup_s
-            )
-            progress(
-                f"  p50 {_ms(result['latency_ms_p50'])} ms, p99 {_ms(result['latency_ms_p99'])} ms"
-            )
-            fixed.append(result)
-    finally:
-        worker.stop()
+    groups, fixed = [], []
+    for n in args.workers:
+        logs = Path(settings.stack_dir) / "logs"
+        workers = [
+            WorkerProcess(
+                settings, f"bench-{run_id}-{n}", logs / f"bench-worker-{run_id}-{n}-{k}.log",
+                FORESIGHT_LOG_LEVEL="WARNING",
+            ).start()
+            for k in range(n)
+        ]  # fmt: skip
+        try:
+            await group_ready(workers, timeout_s=180)
+            progress(f"{n} worker(s) at the maximum rate")
+            profile = None
+            if args.profile and n == args.workers[0]:
+                assert workers[0].process is not None
+                profile = Profile(workers[0].process.pid, args.profile)
+            peak = await max_rate(settings, workers, records, args.metrics)
+            if profile is not None:
+                profile.stop()
+            progress(f"  {peak['samples_per_s']:,.0f} samples/s")
+            groups.append(peak)
+            for rate in args.rates if n == args.workers[0] else []:
+                progress(f"worker(s) at {rate:,.0f} samples/s for {args.seconds:.0f}s")
+                result = await fixed_rate(
+                    settings, rate, args.seconds, args.entities, args.fixed_metrics, args.warmup_s
+                )
+                progress(
+                    f"  p50 {_ms(result['latency_ms_p50'])} ms, "
+                    f"p99 {_ms(result['latency_ms_p99'])} ms"
+                )
+                fixed.append(result)
+        finally:
+            for worker in workers:
+                worker.stop()
+    peak = groups[0]
     return {
         "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
         "setup": {
@@ -340,28 +377,35 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "raw_passthrough": raw,
         "pipeline_max": peak,
         "ratio_to_raw": peak["samples_per_s"] / raw["samples_per_s"],
+        "groups": [
+            {**g, "ratio_to_first": g["samples_per_s"] / peak["samples_per_s"]} for g in groups
+        ],
         "fixed_rates": fixed,
     }
 
 
 def print_table(result: dict[str, Any]) -> None:
-    raw, peak = result["raw_passthrough"], result["pipeline_max"]
+    raw = result["raw_passthrough"]
     print(f"{'contender':<34}{'samples/s':>14}")
     print(f"{'raw aiokafka passthrough':<34}{raw['samples_per_s']:>14,.0f}")
-    print(
-        f"{'Foresight worker (max rate)':<34}{peak['samples_per_s']:>14,.0f}"
-        f"   {result['ratio_to_raw']:.0%} of raw"
-    )
+    for g in result["groups"]:
+        print(
+            f"{'Foresight worker(s) x' + str(g['workers']) + ' (max rate)':<34}"
+            f"{g['samples_per_s']:>14,.0f}   {g['samples_per_s'] / raw['samples_per_s']:.0%} of "
+            f"raw, {g['ratio_to_first']:.2f}x the first, {g['predictions_per_s']:,.0f} "
+            f"predictions/s, {g['worker_cpu_per_s']:.2f} CPU"
+        )
     print()
     print(
         f"{'offered samples/s':>18}{'achieved':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'in worker p99':>15}"
+        f"{'in worker p99':>15}{'predictions/s':>15}"
     )
     for r in result["fixed_rates"]:
         print(
             f"{r['rate_samples_per_s']:>18,.0f}{r['achieved_samples_per_s']:>12,.0f}"
             f"{_ms(r['latency_ms_p50']):>9}{_ms(r['latency_ms_p95']):>9}"
             f"{_ms(r['latency_ms_p99']):>9}{_ms(r['worker_latency_ms_p99']):>15}"
+            f"{r['predictions_per_s']:>15,.0f}"
         )
 
 
@@ -386,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per fixed rate")
     parser.add_argument(
         "--warmup-s", type=float, default=15.0, help="unmeasured seconds before each fixed rate"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="worker group sizes, each measured at the maximum rate (fixed rates: the first)",
+    )
+    parser.add_argument(
+        "--profile", help="write a py-spy profile of the first worker at the maximum rate here"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -228,16 +228,24 @@ class StreamingAnomalyDetector:
         return np.zeros((n_series, self._state_size), dtype=np.float64)
 
     def score_learn(
-        self, state: FloatArray, x: FloatArray, t_ms: int | npt.NDArray[np.int64]
+        self,
+        state: FloatArray,
+        x: FloatArray,
+        t_ms: int | npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64] | None = None,
     ) -> FloatArray:
         """Score one point per series in ``[0, 1]`` against the past, then learn it.
 
-        ``t_ms`` is one event time for every series, or one per series.
+        ``t_ms`` is one event time for every series, or one per series. ``rows`` are the
+        rows of ``state`` that hold the series (default: all, in order): only the cells a
+        step touches are read and written, so the series of many entities can share one
+        large state array.
         """
         with np.errstate(all="ignore"):
             values = np.asarray(x, dtype=np.float64)
             times = np.broadcast_to(np.asarray(t_ms, dtype=np.int64), values.shape)
-            return self._score_learn(state, values, times)
+            at = np.arange(len(values)) if rows is None else np.asarray(rows, dtype=np.int64)
+            return self._score_learn(state, values, times, at)
 
     def _profile(
         self,
@@ -268,12 +276,15 @@ class StreamingAnomalyDetector:
         return signal, col, new_mean, new_var, visits + 1.0
 
     def _score_learn(
-        self, state: FloatArray, values: FloatArray, times: npt.NDArray[np.int64]
+        self,
+        state: FloatArray,
+        values: FloatArray,
+        times: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64],
     ) -> FloatArray:
         seen = np.isfinite(values)
         v = np.where(seen, np.clip(values, -_VALUE_LIMIT, _VALUE_LIMIT), 0.0)
-        s = state
-        rows = np.arange(len(v))
+        s = state[rows, :_HEADER]  # the scalars; past them, only the cells a step touches
         count = s[:, _COUNT]
         first = count == 0
         low = np.where(first, v, s[:, _LOW])
@@ -297,8 +308,8 @@ class StreamingAnomalyDetector:
         context = s[:, _BIN2].astype(np.int64) * b + s[:, _BIN1].astype(np.int64)
         cell = self._context_at + context * b + bin_now
         total_cell = self._totals_at + context
-        seen_here = s[rows, cell]
-        total_here = s[rows, total_cell]
+        seen_here = state[rows, cell]
+        total_here = state[rows, total_cell]
         prob = (seen_here + self.context_prior) / (total_here + self.context_prior * b)
         raw[:, 3] = self.context_weight * (1.0 - prob)
         raw[first] = 0.0
@@ -306,10 +317,10 @@ class StreamingAnomalyDetector:
         # Seasonal signal: the mean deviation from the daily and the weekly profile, each
         # falling back to the deviation from the slow mean while its bucket is still new.
         daily, day_col, *day_update = self._profile(
-            s, rows, v, times, self._day_at, self.day_buckets, _DAY_MS, floor2
+            state, rows, v, times, self._day_at, self.day_buckets, _DAY_MS, floor2
         )
         weekly, week_col, *week_update = self._profile(
-            s, rows, v, times, self._week_at, self.week_buckets, _WEEK_MS, floor2
+            state, rows, v, times, self._week_at, self.week_buckets, _WEEK_MS, floor2
         )
         daily = np.where(np.isnan(daily), raw[:, 0], daily)
         weekly = np.where(np.isnan(weekly), daily, weekly)
@@ -371,13 +382,14 @@ class StreamingAnomalyDetector:
         # Past the header only a few cells per series change (one bucket of each profile, one
         # row of the context table): write those, for the series that had a value, rather
         # than copying whole rows.
-        kept = rows[seen]
-        state[kept, :_HEADER] = out[kept]
+        kept = np.flatnonzero(seen)
+        at = rows[kept]
+        state[at, :_HEADER] = out[kept]
         for col, update in ((day_col, day_update), (week_col, week_update)):
             for offset, column_values in enumerate(update):
-                state[kept, col[kept] + offset] = column_values[kept]
-        state[kept, cell[kept]] = seen_here[kept] + 1.0
-        state[kept, total_cell[kept]] = total_here[kept] + 1.0
+                state[at, col[kept] + offset] = column_values[kept]
+        state[at, cell[kept]] = seen_here[kept] + 1.0
+        state[at, total_cell[kept]] = total_here[kept] + 1.0
         full = seen & (total_here + 1.0 > self.context_cap)
         if full.any():
             cols = (self._context_at + context[full] * b)[:, None] + np.arange(b)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from models.alerts import DEFAULT_RULES, AlertRule, AlertState, evaluate
 from models.anomaly import StreamingAnomalyDetector
+from models.arena import IntArray, SeriesArena
 from models.base import FloatArray
 from models.bottleneck import ExhaustionModel
 from models.failure_risk import LocalTrendRisk
@@ -77,7 +79,8 @@ class BatchModel:
 
 
 class ModelSet:
-    """The shared model objects of a worker: stateless, so one serves every entity."""
+    """The shared model objects of a worker (stateless, so one serves every entity), and the
+    arena that holds every entity's per-series model states."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
@@ -107,6 +110,19 @@ class ModelSet:
             [max(1, round(h / config.forecast_step_s)) for h in config.horizons_s], dtype=np.int64
         )
         self.feature_set = feature_set_hash()
+        horizons = len(config.horizons_s)
+        self.states = SeriesArena(
+            {
+                "anomaly": self.detector.init_state,
+                "forecast": self.forecaster.init_state,
+                # Latest forecasts per horizon: mean, lower, upper (NaN until learned).
+                "forecasts": lambda n: np.full((n, horizons, 3), np.nan),
+                "bottleneck": self.bottleneck.init_state,
+                # The capacity a series is a used amount of (NaN: not capacity-bound), as
+                # the signal rules said with its latest samples.
+                "capacity": lambda n: np.full(n, np.nan),
+            }
+        )
 
 
 class EntityPipeline:
@@ -131,13 +147,10 @@ class EntityPipeline:
             cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
         )
         self.labels: dict[str, str] = {}
-        self.anomaly = models.detector.init_state(self.windows.capacity)
-        self.forecast = models.forecaster.init_state(self.windows.capacity)
-        self.forecasts = self._no_forecasts(self.windows.capacity)
-        self.bottleneck = models.bottleneck.init_state(self.windows.capacity)
-        # The capacity each metric is a used amount of (NaN: not capacity-bound), as the
-        # signal rules said with its latest samples.
-        self.capacity = np.full(self.windows.capacity, np.nan)
+        # The entity's rows in the arena of model states, one per metric slot of its windows;
+        # they go back to the arena when the pipeline is collected.
+        self._rows = [models.states.take(self.windows.capacity)]
+        weakref.finalize(self, _release, models.states, self._rows)
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
@@ -151,21 +164,22 @@ class EntityPipeline:
         # (at or below it) is already counted and is skipped, so nothing counts twice.
         self.last_offset = -1
 
-    def _fit_states(self) -> None:
-        """Grow the per-metric model states with the windows (new rows start fresh)."""
-        rows = self.windows.capacity
-        extra = rows - self.anomaly.shape[0]
-        if extra > 0:
-            models = self.models
-            self.anomaly = np.concatenate([self.anomaly, models.detector.init_state(extra)])
-            self.forecast = np.concatenate([self.forecast, models.forecaster.init_state(extra)])
-            self.forecasts = np.concatenate([self.forecasts, self._no_forecasts(extra)])
-            self.bottleneck = np.concatenate([self.bottleneck, models.bottleneck.init_state(extra)])
-            self.capacity = np.concatenate([self.capacity, np.full(extra, np.nan)])
+    @property
+    def rows(self) -> IntArray:
+        """The arena rows of the entity's metric slots, in the windows' order."""
+        return self._rows[0]
 
-    def _no_forecasts(self, rows: int) -> FloatArray:
-        """Latest forecasts per metric and horizon: mean, lower, upper (NaN until learned)."""
-        return np.full((rows, len(self.models.config.horizons_s), 3), np.nan)
+    @property
+    def capacity(self) -> FloatArray:
+        """The capacity each metric slot is a used amount of (NaN: not capacity-bound), as
+        the signal rules said with its latest samples (a copy)."""
+        return self.models.states.parts["capacity"][self.rows]
+
+    def _fit_states(self) -> None:
+        """Take arena rows for metric slots the windows grew by (they start fresh)."""
+        extra = self.windows.capacity - len(self._rows[0])
+        if extra > 0:
+            self._rows[0] = np.concatenate([self._rows[0], self.models.states.take(extra)])
 
     def add(
         self,
@@ -179,12 +193,9 @@ class EntityPipeline:
         refused = self.windows.add(t_ms, names, values)
         if capacities is not None:
             self._fit_states()
-            index = self.windows.index
-            rows = [(index[n], c) for n, c in zip(names, capacities.tolist(), strict=True)
-                    if n in index]  # fmt: skip
-            if rows:
-                at, capacity = zip(*rows, strict=True)
-                self.capacity[list(at)] = capacity
+            at, _ = self.windows.admit(names)  # rows now, -1 for the refused
+            kept = at >= 0
+            self.models.states.parts["capacity"][self.rows[at[kept]]] = capacities[kept]
         return refused
 
     def observe(
@@ -290,10 +301,10 @@ class EntityPipeline:
 
     def models_bytes(self) -> bytes:
         """The online models' states, as compressed bytes."""
-        n = len(self.windows.metrics)
+        rows, parts = self.rows[: len(self.windows.metrics)], self.models.states.parts
         return _pack(
             {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
-            [self.anomaly[:n], self.forecast[:n], self.bottleneck[:n]],
+            [parts["anomaly"][rows], parts["forecast"][rows], parts["bottleneck"][rows]],
         )
 
     @classmethod
@@ -315,8 +326,9 @@ class EntityPipeline:
         w.index = {m: i for i, m in enumerate(w.metrics)}
         w.buckets[:n], w.last[:n], w.ewma[:n] = arrays[0], arrays[2], arrays[3]
         w.bucket_ids[:n] = arrays[1].astype(np.int64)
+        parts = models.states.parts
         if len(arrays) > 4:  # states saved before capacities learn them with the next samples
-            pipeline.capacity[:n] = arrays[4]
+            parts["capacity"][pipeline.rows[:n]] = arrays[4]
         pipeline.labels = header["labels"]
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
@@ -328,10 +340,15 @@ class EntityPipeline:
             k = len(saved["metrics"])
             # Metrics are only ever appended; models saved by an older layout start afresh.
             if saved["metrics"] == w.metrics[:k] and bottleneck.shape[0] == k:
-                pipeline.anomaly[:k], pipeline.forecast[:k] = anomaly, forecast
-                pipeline.bottleneck[:k] = bottleneck
+                rows = pipeline.rows[:k]
+                parts["anomaly"][rows], parts["forecast"][rows] = anomaly, forecast
+                parts["bottleneck"][rows] = bottleneck
                 pipeline.last_forecast_ms = saved["last_forecast_ms"]
         return pipeline
+
+
+def _release(arena: SeriesArena, rows: list[IntArray]) -> None:
+    arena.release(rows[0])
 
 
 def _pack(header: dict[str, Any], arrays: list[npt.NDArray[Any]]) -> bytes:
@@ -398,10 +415,12 @@ def step_many(
     cfg = models.config
     for p in pipelines:
         p._fit_states()
+    parts = models.states.parts  # after the last take: growing the arena replaces them
     counts = np.array([len(p.windows.metrics) for p in pipelines])
     starts = np.concatenate([[0], np.cumsum(counts)])
     now = np.asarray(now_ms, dtype=np.int64)
     row_now = np.repeat(now, counts)
+    rows = np.concatenate([p.rows[:n] for p, n in zip(pipelines, counts, strict=True)])
 
     def stack(get: Callable[[EntityPipeline, int], npt.NDArray[Any]]) -> npt.NDArray[Any]:
         return np.concatenate([get(p, n) for p, n in zip(pipelines, counts, strict=True)])
@@ -417,15 +436,13 @@ def step_many(
     stepped = np.repeat([p.last_step_ms for p in pipelines], counts)
     fresh = last[:, 1] > stepped
     x = np.where(fresh, last[:, 0], np.nan)
-
-    anomaly = stack(lambda p, n: p.anomaly[:n])
-    scores = models.detector.score_learn(anomaly, x, int(now.max()))
+    scores = models.detector.score_learn(parts["anomaly"], x, int(now.max()), rows)
 
     # Forecasts change only when the forecaster learns (once per forecast step), so each
     # entity keeps its latest ones and only the entities that learn now touch that state.
+    forecasts = parts["forecasts"]
     learned = np.array([p.last_forecast_ms for p in pipelines], dtype=np.int64)
-    stale = np.array([p.last_forecast_ms > 0 and np.isnan(p.forecasts[0, 0, 0])
-                      for p in pipelines])  # fmt: skip
+    stale = (learned > 0) & np.isnan(forecasts[[p.rows[0] for p in pipelines], 0, 0])
     learn = now - learned >= cfg.forecast_step_s * 1000
     level = statistic(grid, "mean", "5m")
     period = cfg.forecast_step_s * 1000
@@ -433,49 +450,38 @@ def step_many(
         learned[e] = now[e]
     for group in _aligned_groups(learned[learn | stale], period):
         entities = np.flatnonzero(learn | stale)[group]
-        rows = np.concatenate([np.arange(starts[e], starts[e + 1]) for e in entities])
-        sub = np.concatenate([pipelines[e].forecast[: counts[e]] for e in entities])
+        at = np.concatenate([np.arange(starts[e], starts[e + 1]) for e in entities])
         learning = np.repeat(learn[entities], counts[entities])
-        if learning.any():
-            t = int(learned[entities].max())
-            part = sub[learning]
-            models.forecaster.learn(part, np.where(learning, level[rows], np.nan)[learning], t)
-            sub[learning] = part
+        t = int(learned[entities].max())
+        if learning.any():  # the others' level is NaN: skipped
+            x_level = np.where(learning, level[at], np.nan)
+            models.forecaster.learn(parts["forecast"], x_level, t, rows[at])
         mean, lower, upper = models.forecaster.forecast(
-            sub, int(learned[entities].max()), models.horizon_steps
+            parts["forecast"][rows[at]], t, models.horizon_steps
         )
-        cached = np.stack([mean, lower, upper], axis=-1)
-        at = 0
-        for e in entities:
-            n = int(counts[e])
-            p = pipelines[e]
-            if learn[e]:
-                p.forecast_error = _scaled_error(
-                    p.forecasts[:n, 0], level[starts[e] : starts[e] + n]
-                )
-            p.forecast[:n] = sub[at : at + n]
-            p.forecasts[:n] = cached[at : at + n]
-            at += n
+        for e in entities[learn[entities]]:
+            a, b = starts[e], starts[e + 1]
+            pipelines[e].forecast_error = _scaled_error(forecasts[rows[a:b], 0], level[a:b])
+        forecasts[rows[at]] = np.stack([mean, lower, upper], axis=-1)
 
     columns = [PredictionColumns() for _ in pipelines]
     detector, forecaster = models.detector, models.forecaster
     horizons = np.asarray(cfg.horizons_s)
     for k, p in enumerate(pipelines):
         a, b = starts[k], starts[k + 1]
-        p.anomaly[: b - a] = anomaly[a:b]
         p.last_forecast_ms = int(learned[k])
         metrics = p.windows.metrics
-        rows = np.flatnonzero(fresh[a:b])
+        fresh_rows = np.flatnonzero(fresh[a:b])
         columns[k].add(
             "ANOMALY",
             (detector.name, detector.version),
-            [metrics[i] for i in rows],
-            np.zeros(len(rows)),
-            last[a:b, 0][rows],
-            scores[a:b][rows],
+            [metrics[i] for i in fresh_rows],
+            np.zeros(len(fresh_rows)),
+            last[a:b, 0][fresh_rows],
+            scores[a:b][fresh_rows],
         )
         if learn[k] or stale[k]:  # forecasts go out when they are refreshed
-            made = p.forecasts[: b - a]
+            made = forecasts[rows[a:b]]
             row, h = np.nonzero(np.isfinite(made[..., 0]))
             columns[k].add(
                 "FORECAST",
@@ -487,7 +493,7 @@ def step_many(
                 made[row, h, 1],
                 made[row, h, 2],
             )
-    _exhaustion_many(pipelines, now, grid, starts, stack(lambda p, n: p.capacity[:n]), columns)
+    _exhaustion_many(pipelines, now, grid, starts, rows, columns)
     features = [p._features(int(now[k]), grid[starts[k] : starts[k + 1]])
                 for k, p in enumerate(pipelines)]  # fmt: skip
     scored = [(model, model.score(features)) for model in batch_models]
@@ -515,7 +521,7 @@ def _exhaustion_many(
     now: npt.NDArray[np.int64],
     grid: FloatArray,
     starts: npt.NDArray[np.int64],
-    capacity: FloatArray,
+    rows: IntArray,
     columns: Sequence[PredictionColumns],
 ) -> None:
     """BOTTLENECK and FAILURE_RISK of every capacity-bound metric of every entity, added to
@@ -531,12 +537,13 @@ def _exhaustion_many(
     models, cfg = pipelines[0].models, pipelines[0].models.config
     for p in pipelines:
         p.risk_features = None
+    capacity = models.states.parts["capacity"][rows]
     bound = np.flatnonzero(np.isfinite(capacity))
     if not bound.size:
         return
     entity_of = np.searchsorted(starts, bound, side="right") - 1
     local = bound - starts[entity_of]
-    state = np.stack([pipelines[e].bottleneck[r] for e, r in zip(entity_of, local, strict=True)])
+    state = models.states.parts["bottleneck"][rows[bound]]
     values = statistic(grid, "last", "1m")[bound]
     cap = capacity[bound]
     tte = np.full(len(bound), np.inf)
@@ -549,6 +556,7 @@ def _exhaustion_many(
         tte[group], tte_lower[group], tte_upper[group] = models.bottleneck.time_to_exhaustion(
             sub, t, cap[group]
         )
+    models.states.parts["bottleneck"][rows[bound]] = state
     risk = models.failure_risk.assess(grid[bound], cap)
     at_risk = risk.rising | risk.exhausted
     trend = np.nan_to_num(
@@ -570,7 +578,6 @@ def _exhaustion_many(
     for e in np.unique(entity_of).tolist():
         js = np.flatnonzero(entity_of == e)
         p = pipelines[e]
-        p.bottleneck[local[js]] = state[js]
         metrics = [p.windows.metrics[r] for r in local[js].tolist()]
         finite = np.isfinite(tte[js])
         seen = js[finite]

@@ -39,6 +39,11 @@ STATISTICS: tuple[str, ...] = (
 _N, _SUM, _SQ, _MIN, _MAX, _ST, _STX, _STT = range(8)
 _COLUMNS = 8
 _Z95 = 1.6448536269514722
+_SECONDS = np.asarray(WINDOWS_S, dtype=np.float64)
+_WIDTH = _SECONDS / BUCKETS  # seconds per sub-bucket, per window
+_FIRST_SLOT = np.arange(len(WINDOWS_S)) * BUCKETS  # each window's first sub-bucket, flat
+_EMPTY = np.zeros(_COLUMNS)
+_EMPTY[_MIN], _EMPTY[_MAX] = np.inf, -np.inf  # a bucket that has seen nothing
 
 
 def feature_names(metrics: list[str]) -> list[str]:
@@ -120,6 +125,8 @@ class FeatureWindows:
 
     def admit(self, names: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
         """Row indices for ``names``, adding new metrics up to the limit; also the refused."""
+        if names == self.metrics:  # the usual batch: every metric, in the order first seen
+            return np.arange(len(names)), []
         rows = np.empty(len(names), dtype=np.int64)
         refused = []
         for i, name in enumerate(names):
@@ -140,26 +147,25 @@ class FeatureWindows:
     def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
         """Add one batch of samples taken at ``t_ms``; returns metric names refused."""
         rows, refused = self.admit(names)
-        keep = rows >= 0
-        rows, x = rows[keep], values[keep]
+        x = values
+        if refused:
+            keep = rows >= 0
+            rows, x = rows[keep], values[keep]
         if rows.size == 0:
             return refused
         t_s = t_ms / 1000.0
-        width = np.asarray(WINDOWS_S, dtype=np.float64) / BUCKETS
-        ids = np.floor(t_s / width).astype(np.int64)  # (windows,)
-        slots = ids % BUCKETS
-        w_idx = np.arange(len(WINDOWS_S))
-        current = self.bucket_ids[rows[:, None], w_idx[None, :], slots[None, :]]
-        stale = current != ids[None, :]
+        ids = np.floor(t_s / _WIDTH).astype(np.int64)  # (windows,)
+        # Each sample's sub-bucket in each window, as an index into the flattened buckets.
+        cells = rows[:, None] * (len(WINDOWS_S) * BUCKETS) + (_FIRST_SLOT + ids % BUCKETS)
+        flat = self.buckets.reshape(-1, _COLUMNS)
+        flat_ids = self.bucket_ids.reshape(-1)
+        stale = flat_ids[cells] != ids[None, :]
         if stale.any():
-            r, w = np.nonzero(stale)
-            self.buckets[rows[r], w, slots[w]] = 0.0
-            self.buckets[rows[r], w, slots[w], _MIN] = np.inf
-            self.buckets[rows[r], w, slots[w], _MAX] = -np.inf
-            self.bucket_ids[rows[r], w, slots[w]] = ids[w]
+            flat[cells[stale]] = _EMPTY
+            flat_ids[cells[stale]] = np.broadcast_to(ids, cells.shape)[stale]
         # Time measured from the bucket start keeps the slope sums well conditioned.
-        tb = t_s - ids * width  # (windows,)
-        b = self.buckets[rows[:, None], w_idx[None, :], slots[None, :]]  # (k, windows, columns)
+        tb = t_s - ids * _WIDTH  # (windows,)
+        b = flat[cells]  # (k, windows, columns)
         xv = x[:, None]
         b[..., _N] += 1.0
         b[..., _SUM] += xv
@@ -169,13 +175,13 @@ class FeatureWindows:
         b[..., _ST] += tb[None, :]
         b[..., _STX] += tb[None, :] * xv
         b[..., _STT] += (tb * tb)[None, :]
-        self.buckets[rows[:, None], w_idx[None, :], slots[None, :]] = b
+        flat[cells] = b
         newer = ~(self.last[rows, 1] > t_ms)
         upd = rows[newer]
         if upd.size:
             previous_t = self.last[upd, 1]
             dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
-            alpha = 1.0 - np.exp(-dt[:, None] / np.asarray(WINDOWS_S)[None, :])
+            alpha = 1.0 - np.exp(-dt[:, None] / _SECONDS[None, :])
             old = self.ewma[upd]
             self.ewma[upd] = np.where(
                 np.isnan(old), x[newer, None], old + alpha * (x[newer, None] - old)

@@ -288,19 +288,23 @@ class SeasonalForecaster:
             )
         return medians[0], medians[1]
 
-    def learn(self, state: FloatArray, x: FloatArray, t_ms: int) -> None:
+    def learn(
+        self, state: FloatArray, x: FloatArray, t_ms: int, rows: IntArray | None = None
+    ) -> None:
         """Learn one point per series at event time ``t_ms`` (``state`` in place; NaN skipped).
 
+        ``rows`` are the rows of ``state`` that hold the series (default: all, in order).
         First every candidate's past forecasts for this point (made 1, 3, ..., 288 steps
         ago) are scored, updating the blend weights and the interval quantiles; then the
         profiles, the level ring and the trend take the new point.
         """
-        rows = np.flatnonzero(np.isfinite(x))
-        if rows.size == 0:
+        finite = np.flatnonzero(np.isfinite(x))
+        if finite.size == 0:
             return
-        s = state[rows]
-        value = x[rows]
-        index = np.arange(rows.size)
+        at = finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
+        s = state[at]
+        value = x[finite]
+        index = np.arange(finite.size)
         day_col = self._daily + (t_ms // SLOT_MS) % DAY_SLOTS
         last_day_col = self._last_day + (t_ms // SLOT_MS) % DAY_SLOTS
         week_col = self._weekly + (t_ms // HOUR_MS) % WEEK_SLOTS
@@ -378,7 +382,7 @@ class SeasonalForecaster:
         s[:, self._trend] = trend + self.beta * (change - trend)
         s[index, self._short_levels + slot] = new_short
         s[index, self._day_levels + slot] = new_day
-        state[rows] = s
+        state[at] = s
 
     def forecast(
         self, state: FloatArray, t_ms: int, horizons: npt.NDArray[np.int64]

@@ -48,6 +48,7 @@ SCHEMA_NAMES = {
     "feature_vector": "io.foresight.FeatureVector",
     "prediction_batch": "io.foresight.PredictionBatch",
     "alert": "io.foresight.Alert",
+    "routing_request": "io.foresight.RoutingRequest",
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
     "audit_event": "io.foresight.AuditEvent",
@@ -93,7 +94,7 @@ class Schema:
 
 
 def _parse(name: str, raw: dict[str, Any]) -> Schema:
-    version = int(raw[VERSION_KEY])
+    version = int(raw.get(VERSION_KEY, 0))  # 0: registered by a writer other than Foresight
     parsed = fastavro.parse_schema(_strip_timestamp_types(copy.deepcopy(raw)), _force=True)
     return Schema(name=name, version=version, raw=raw, parsed=parsed)
 
@@ -212,6 +213,12 @@ class Codec:
             self._headers[schema.name] = header
         return header
 
+    def register_all(self) -> None:
+        """Register every current schema now, so that a registry which refuses one, or does
+        not answer, stops a process at its start rather than at its first record."""
+        for name in SCHEMA_NAMES:
+            self._header(current_schema(name))
+
     def encode(self, name: str, record: Record) -> bytes:
         """Frame and encode one record of schema ``name``; raises ``ValueError`` if invalid.
 
@@ -263,7 +270,7 @@ class Codec:
             if pair is None:
                 try:
                     name, raw = self._registry.schema_for(schema_id)
-                except KeyError as error:
+                except LookupError as error:  # unknown id, or no registry answers
                     raise DecodeError("unknown_schema", str(error)) from error
                 pair = (_parse(name, raw), current_schema(name))
                 self._by_id[schema_id] = pair

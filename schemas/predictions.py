@@ -32,7 +32,9 @@ import numpy.typing as npt
 
 Record = dict[str, Any]
 
-KINDS: tuple[str, ...] = ("ANOMALY", "FORECAST", "FAILURE_RISK", "BOTTLENECK", "DURATION")
+KINDS: tuple[str, ...] = (
+    "ANOMALY", "FORECAST", "FAILURE_RISK", "BOTTLENECK", "DURATION", "SCALING"
+)  # fmt: skip
 COLUMNS: tuple[str, ...] = (
     "kinds",
     "metric_index",

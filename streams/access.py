@@ -1,18 +1,23 @@
-"""API keys, rate limits and the audit trail from the settings: what a server checks, what a
-client sends, and where what they did is recorded.
+"""API keys, rate limits, TLS and the audit trail from the settings: what a server checks, what
+a client sends and trusts, and where what they did is recorded.
 
 Every Foresight server builds its :class:`~connectors.http.auth.Gatekeeper` here, so the rules
 of the first start (make a key, print it once) and of the bind (beyond the loopback, refuse to
 start with a key from the documentation) are the same everywhere, and every refused key goes to
-the process's :class:`~connectors.audit.AuditTrail` (:func:`audit_trail`).
+the process's :class:`~connectors.audit.AuditTrail` (:func:`audit_trail`). Local clients reach
+the servers through :func:`local_url` and :func:`open_local`: https, verified with
+``FORESIGHT_TLS_CA``, when the servers have a certificate.
 """
 
 from __future__ import annotations
 
 import sys
+import urllib.request
+from http.client import HTTPResponse
 from pathlib import Path
 
 from connectors.audit import AuditTrail, command_origin
+from connectors.clickhouse_sink import loopback_for
 from connectors.http.app import is_loopback
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.keys import CLIENT_KEY_ENV, KeysError, KeysFile, client_key
@@ -32,7 +37,7 @@ def audit_trail(settings: Settings, service: str) -> AuditTrail:
     """The audit trail of the process ``service`` (``cli``, ``ingest``, ``gateway``, ``sink``),
     to ``FORESIGHT_AUDIT_TOPIC``; not started (``with audit_trail(...) as audit:``)."""
     return AuditTrail(
-        settings.kafka_bootstrap_servers,
+        settings.kafka(),
         settings.audit_topic,
         service,
         origin=command_origin() if service == "cli" else "",
@@ -90,3 +95,19 @@ def gatekeeper(settings: Settings, server: str, audit: AuditTrail) -> Gatekeeper
 def local_client_key(settings: Settings) -> str | None:
     """The key this machine's clients send: ``FORESIGHT_API_KEY``, else the credentials file."""
     return client_key(settings.credentials_file)
+
+
+def local_url(settings: Settings, port: int, path: str = "/") -> str:
+    """The URL of ``path`` on the Foresight server of this machine listening on ``port``."""
+    return settings.tls().url(loopback_for(settings.bind_host), port, path)
+
+
+def open_local(
+    settings: Settings, request: str | urllib.request.Request, timeout: float
+) -> HTTPResponse:
+    """``urlopen`` for a Foresight server of this machine: its certificate is checked against
+    ``FORESIGHT_TLS_CA`` (raises like ``urlopen``: ``HTTPError``, ``URLError``)."""
+    response: HTTPResponse = urllib.request.urlopen(
+        request, timeout=timeout, context=settings.tls().client_context()
+    )
+    return response

@@ -9,8 +9,13 @@ Agents (one worker process runs them all; scale out with partitions and more wor
 * ``metrics``: ``telemetry.metrics``, a poll batch at a time -> ``features``,
   ``predictions``, ``alerts`` (and Redis), dead letters.
 * ``agent_events``: ``telemetry.agent-events`` -> agent features, DURATION predictions and
-  health alerts, and statistics re-keyed by task type onto an internal topic for ``routing``,
-  which advises the best agent per task type -> ``routing.decisions``.
+  health alerts; each event and the agents' loads go on, re-keyed by task type, to an
+  internal topic for ``routing``.
+* ``routing_requests``: ``routing.requests`` -> checked, re-keyed by task type onto the same
+  internal topic.
+* ``routing``: the internal topic -> the learned policy of each task type: a decision per
+  request (keyed by task id) and standing advice per task type on ``routing.decisions``, and
+  the pool's SCALING prediction on ``predictions``.
 * ``labels``: ``telemetry.labels`` (ground truth, late) -> failure-model learning and quality.
 * a task following ``models.updates``: hot reload of the production XGBoost model, and the
   newest candidate scored in shadow.
@@ -21,7 +26,8 @@ State: each entity's windows and models live in the engine and are written to th
 ``entity-windows`` and ``entity-models`` tables as compact bytes; a restarted worker resumes
 from them. Outputs are at-least-once with stable ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
-tables, or while a partition is stalled.
+tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
+answer (see :mod:`connectors.dependencies`), and the worker goes on by itself when they do.
 """
 
 from __future__ import annotations
@@ -36,16 +42,19 @@ from typing import Any
 
 import faust
 import faust.web.drivers
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors import dependencies
 from connectors import prometheus as metrics
+from connectors.dependencies import DEGRADED, Dependency, KafkaProbe, health_report
+from connectors.kafka_clients import KafkaConfig
 from connectors.redis_store import FeatureStore
 from models.entity import BatchModel
 from models.registry import RegistryError
 from models.training import FAILURE_RISK
+from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Engine, Outputs, inputs_of
@@ -118,13 +127,28 @@ class WorkerHealth:
         self.crashed.pop(agent, None)
 
 
+def broker_credentials(kafka: KafkaConfig) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The Kafka security of ``kafka`` as Faust takes it, for every client Faust makes."""
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=kafka.ssl_context(),  # None: SASL_PLAINTEXT
+        )
+    context = kafka.ssl_context()
+    return None if context is None else faust.SSLCredentials(context)
+
+
 def create_app(settings: Settings) -> faust.App:
     """The Faust app of a worker, with its agents, timers and web pages."""
     datadir = worker_datadir(settings)
     datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    kafka = settings.kafka()
     app = faust.App(
         settings.worker_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        broker=f"kafka://{kafka.bootstrap_servers}",
+        broker_credentials=broker_credentials(kafka),
         store=table_store(settings.worker_store),
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
@@ -133,6 +157,7 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.bind_host,
         web_bind=settings.bind_host,
         web_port=settings.worker_port,
+        web_ssl_context=settings.tls().server_context(),
         consumer_max_fetch_size=4 * _MIB,
         consumer_auto_offset_reset=settings.worker_offset_reset,
         table_standby_replicas=settings.worker_standby_replicas,
@@ -152,8 +177,9 @@ def create_app(settings: Settings) -> faust.App:
     metrics_in = app.topic(topics.METRICS.name, **raw)
     events_in = app.topic(topics.AGENT_EVENTS.name, **raw)
     labels_in = app.topic(topics.LABELS.name, **raw)
+    requests_in = app.topic(topics.ROUTING_REQUESTS.name, **raw)
     routing_stats = app.topic(
-        f"{settings.worker_id}-routing-stats",
+        topics.routing_stats(settings).name,
         internal=True,
         partitions=settings.topic_partitions,
         **raw,
@@ -164,7 +190,7 @@ def create_app(settings: Settings) -> faust.App:
         topics.PREDICTIONS,
         topics.ALERTS,
         topics.ROUTING,
-        *topics.ALERT_JSON_TOPICS,
+        *topics.JSON_TOPICS,
     ]
     out = {t.name: app.topic(t.name, **raw) for t in out_topics}
     out[routing_stats.get_topic_name()] = routing_stats
@@ -183,6 +209,8 @@ def create_app(settings: Settings) -> faust.App:
     engine = Engine(settings, load_state, codec, routing_stats.get_topic_name())
     health = WorkerHealth()
     cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
+    brokers = Dependency("kafka", settings.kafka_bootstrap_servers)
+    redis = Dependency("redis", cache.where)
     # The newest cache entries of each entity (see FeatureStore), flushed once a second.
     latest: dict[str, dict[str, bytes]] = {"features": {}, "predictions": {}, "forecasts": {}}
 
@@ -227,15 +255,22 @@ def create_app(settings: Settings) -> faust.App:
             with health.running("labels"):
                 await send(engine.labels(inputs_of(events), time.time()))
 
+    @app.agent(requests_in)
+    async def routing_requests_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
+            with health.running("routing_requests"):
+                await send(engine.routing_requests(inputs_of(events), time.time()))
+
     @app.agent(routing_stats)
     async def routing_agent(stream: Any) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing"):
-                key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
-                await send(engine.route(key, event.value))
+                await send(engine.route(inputs_of(events), time.time()))
 
     async def flush_cache() -> None:
-        """Write the latest features and predictions to Redis; a Redis outage is logged."""
+        """Write the latest features and predictions to Redis. While Redis is away the
+        newest entry of each entity waits for the next flush, so the cache refills as soon
+        as Redis answers, with what is newest by then."""
         flushed = {slot: entries for slot, entries in latest.items() if entries}
         if not flushed:
             return
@@ -244,14 +279,14 @@ def create_app(settings: Settings) -> faust.App:
         try:
             await cache.put_encoded(**{slot: e.items() for slot, e in flushed.items()})
         except Exception as error:  # the cache is not the source of truth: keep streaming
-            log.warning(
-                "Redis cache write failed (%s); %d entities not cached",
-                error,
-                len(flushed.get("predictions", {})),
-            )
+            redis.failed(error)
+            for slot, entries in flushed.items():
+                latest[slot] = {**entries, **latest[slot]}
+        else:
+            redis.answered()
 
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,
-               routing_stats.get_topic_name()}  # fmt: skip
+               topics.ROUTING_REQUESTS.name, routing_stats.get_topic_name()}  # fmt: skip
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def watch() -> None:
@@ -282,9 +317,8 @@ def create_app(settings: Settings) -> faust.App:
         each picks up a promotion without a restart; scoring goes on with the old models
         until the new ones are loaded, then switches in one assignment."""
         await reload_models()
-        consumer = AIOKafkaConsumer(
+        consumer = kafka.consumer(
             topics.MODEL_UPDATES.name,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
             auto_offset_reset="latest",
             enable_auto_commit=False,
@@ -292,7 +326,15 @@ def create_app(settings: Settings) -> faust.App:
         await consumer.start()
         try:
             async for message in consumer:
-                _, update = codec.decode(message.value)
+                coordinates = (message.topic, message.partition, message.offset)
+                update = codec.decode_message(
+                    Message(*coordinates, message.key, message.value), "model_update"
+                )
+                if isinstance(update, DeadLetter):
+                    refused = engine.outputs()
+                    refused.dead(update)
+                    await send(refused)
+                    continue
                 if update.get("model") == FAILURE_RISK:
                     log.info(
                         "model update: %s v%s %s",
@@ -303,6 +345,15 @@ def create_app(settings: Settings) -> faust.App:
                     await reload_models()
         finally:
             await consumer.stop()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_dependencies() -> None:
+        """Kafka and Redis asked every few seconds, so /health knows even when idle."""
+        probe = KafkaProbe(settings.kafka())
+        try:
+            await dependencies.watch({brokers: probe, redis: cache.ping})
+        finally:
+            await probe.close()
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def watch_drift() -> None:
@@ -318,15 +369,17 @@ def create_app(settings: Settings) -> faust.App:
             "recovering": bool(getattr(app, "in_recovery", False)),
             "stalled": bool(stalled),
         }
-        status = next((name for name, bad in problems.items() if bad), "ok")
+        services = health_report(brokers, redis)
+        status = next((name for name, bad in problems.items() if bad), services["status"])
         body = {
             "status": status,
+            "down": services["down"],
             "crashed_agents": health.crashed,
             "stalled_partitions": stalled,
             **engine.health_fields(),
             "uptime_s": round(time.time() - health.started_s, 1),
         }
-        return web.json(body, status=200 if status == "ok" else 503)
+        return web.json(body, status=200 if status in ("ok", DEGRADED) else 503)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:

@@ -14,6 +14,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from connectors.schema_registry import RegistryError
 from streams import commands
 from streams.settings import load_settings
 
@@ -47,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Client libraries narrate every rebalance at INFO; the commands say what matters.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
-    code: int = args.func(args, settings)
+    try:
+        code: int = args.func(args, settings)
+    except RegistryError as error:  # refused a schema, or none answers at SCHEMA_REGISTRY_URL
+        print(f"foresight {args.command}: {error}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -11,6 +11,14 @@ from streams.settings import Settings
 
 
 def codec_for(settings: Settings) -> Codec:
-    """A codec with the Confluent registry at ``SCHEMA_REGISTRY_URL``, or without one."""
+    """A codec with the Confluent registry at ``SCHEMA_REGISTRY_URL``, or without one.
+
+    With a registry, every schema is registered here (raising
+    :class:`~connectors.schema_registry.RegistryError` if one is refused or none answers).
+    """
     url = settings.schema_registry_url
-    return Codec(ConfluentRegistry(url) if url else None)
+    if not url:
+        return Codec()
+    codec = Codec(ConfluentRegistry(url))
+    codec.register_all()
+    return codec

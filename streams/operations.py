@@ -79,7 +79,7 @@ def operator(settings: Settings, action: str, target: str, audit: AuditTrail) ->
 
 
 async def _produce(settings: Settings, records: Sequence[Record]) -> None:
-    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
+    producer = RecordProducer(settings.kafka(), codec_for(settings))
     await producer.start()
     try:
         for record in records:
@@ -95,7 +95,7 @@ def publish_updates(settings: Settings, records: Sequence[Record]) -> str | None
         asyncio.run(asyncio.wait_for(_produce(settings, records), _PUBLISH_TIMEOUT_S))
     except Exception as error:  # aiokafka, asyncio and socket errors alike
         return (
-            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka_bootstrap_servers} "
+            f"could not produce to {MODEL_UPDATES.name} at {settings.kafka().describe()} "
             f"({type(error).__name__}: {error}); the registry is changed, workers will see it "
             "when they next reload. Is Kafka up (foresight stack status)?"
         )
@@ -221,7 +221,7 @@ def apply_alert_connectors(
     try:
         asyncio.run(
             ensure_sink_topics(
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 list(sinks),
                 ALERTS.partition_count(settings),
                 ALERTS.config(settings),

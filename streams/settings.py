@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from connectors.http.tls import TlsConfig
+from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import SqlLimits
 
 CONFIG_ENV = "FORESIGHT_CONFIG"
@@ -34,6 +36,31 @@ class Settings:
 
     kafka_bootstrap_servers: str = _setting(
         "127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka brokers, comma separated."
+    )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT",
+        "KAFKA_SECURITY_PROTOCOL",
+        "How every Foresight Kafka client (and the local stack's Connect worker) talks to the "
+        "brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "SCRAM-SHA-512",
+        "KAFKA_SASL_MECHANISM",
+        "SASL mechanism with SASL_SSL or SASL_PLAINTEXT: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.",
+    )
+    kafka_sasl_username: str = _setting(
+        "", "KAFKA_SASL_USERNAME", "SASL user name (needed with SASL_SSL or SASL_PLAINTEXT)."
+    )
+    kafka_sasl_password_file: str = _setting(
+        "",
+        "KAFKA_SASL_PASSWORD_FILE",
+        "File holding the SASL password (one line; keep it mode 0600); needed with SASL.",
+    )
+    kafka_ssl_cafile: str = _setting(
+        "",
+        "KAFKA_SSL_CAFILE",
+        "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); empty: "
+        "the system's trusted CAs.",
     )
     kafka_connect_url: str = _setting(
         "http://127.0.0.1:8083", "KAFKA_CONNECT_URL", "Kafka Connect REST endpoint."
@@ -62,10 +89,30 @@ class Settings:
     schema_registry_url: str = _setting(
         "",
         "SCHEMA_REGISTRY_URL",
-        "A Confluent-compatible schema registry; when set, records use Confluent's framing.",
+        "A Confluent-compatible schema registry (the local stack's: http://127.0.0.1:8085); when "
+        "set, every process writes Confluent's framing under record-name subjects, each BACKWARD "
+        "compatible; empty: Foresight's framing, no registry needed.",
+    )
+    schema_registry_port: int = _setting(
+        8085,
+        "FORESIGHT_SCHEMA_REGISTRY_PORT",
+        "Port on 127.0.0.1 where `foresight stack up` runs the local schema registry.",
+    )
+    json_twins: bool = _setting(
+        False,
+        "FORESIGHT_JSON_TWINS",
+        "The worker also writes every output topic as plain JSON on a twin topic (features.json, "
+        "predictions.json, alerts.json, routing.decisions.json), per the JSON Schemas in "
+        "schemas/json; off: each record is encoded once, as Avro.",
     )
     stack_dir: str = _setting(
         ".stack", "FORESIGHT_STACK_DIR", "Data, logs and pids of the local stack."
+    )
+    stack_kafka_sasl_port: int = _setting(
+        0,
+        "FORESIGHT_STACK_KAFKA_SASL_PORT",
+        "When not 0, the local stack's Kafka also listens SASL_SSL (SCRAM-SHA-512, TLS with "
+        "the certificates of `foresight certs dev`) on this port, e.g. 9096.",
     )
     topic_partitions: int = _setting(
         6, "FORESIGHT_TOPIC_PARTITIONS", "Partitions of each data topic `topics create` makes."
@@ -239,6 +286,21 @@ class Settings:
         "Interface every Foresight HTTP server (worker, gateway, ingest, API, metrics) listens on; "
         "beyond the loopback, no key from the documentation is accepted.",
     )
+    tls_cert: str = _setting(
+        "",
+        "FORESIGHT_TLS_CERT",
+        "PEM certificate (chain) every Foresight server presents: set with FORESIGHT_TLS_KEY, "
+        "they serve https and wss only, and local clients use https; empty: plain HTTP.",
+    )
+    tls_key: str = _setting(
+        "", "FORESIGHT_TLS_KEY", "PEM private key of FORESIGHT_TLS_CERT (keep it mode 0600)."
+    )
+    tls_ca: str = _setting(
+        "",
+        "FORESIGHT_TLS_CA",
+        "PEM file of the CA local clients (CLI, demo, status) trust for Foresight's servers; "
+        "empty: the system's trusted CAs.",
+    )
     worker_port: int = _setting(
         6066, "FORESIGHT_WORKER_PORT", "Worker web port: /health, /metrics (Faust's web server)."
     )
@@ -306,6 +368,10 @@ class Settings:
         30, "FORESIGHT_CLICKHOUSE_TTL_DAYS", "Days rows are kept in ClickHouse tables."
     )
 
+    def __post_init__(self) -> None:
+        self.kafka()  # both raise a ValueError naming the setting when they do not fit
+        self.tls()
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""
         return dataclasses.replace(self, **changes)
@@ -313,6 +379,21 @@ class Settings:
     def sql_limits(self) -> SqlLimits:
         """What every SQL statement a person or training sends is held to."""
         return SqlLimits(timeout_s=self.sql_timeout_s, max_rows=self.sql_max_rows)
+
+    def kafka(self) -> KafkaConfig:
+        """The brokers and the security every Kafka client of Foresight uses."""
+        return KafkaConfig(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password_file=self.kafka_sasl_password_file,
+            ssl_cafile=self.kafka_ssl_cafile,
+        )
+
+    def tls(self) -> TlsConfig:
+        """The certificate every Foresight server presents, and the CA local clients trust."""
+        return TlsConfig(cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca)
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:

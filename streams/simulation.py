@@ -845,6 +845,215 @@ class _AgentRun:
             )
 
 
+@dataclass(frozen=True)
+class RoutingScenario:
+    """A stream of tasks to route and the agents that can take them (the routing benchmark's
+    world; see :class:`RoutingWorld`).
+
+    Parameters
+    ----------
+    agents
+        Agents (``agent-01``...), every one able to take every task type. Default 8.
+    seed
+        Seed of the agents' parameters, their drift and the tasks. Default 0.
+    duration_s
+        Simulated seconds of task arrivals. Default 3600.
+    utilisation
+        Offered work over the fleet's capacity at each agent's best concurrency, outside
+        bursts. Default 0.6.
+    burst_every_s, burst_tasks, burst_window_s
+        Every ``burst_every_s`` (default 600), ``burst_tasks`` more tasks (default 40) arrive
+        within ``burst_window_s`` (default 30), each with a deadline and priority 1.
+    deadline_share
+        Share of the other tasks that carry a deadline (default 0.3).
+    degrade
+        Whether the fastest agent degrades from a third of the run (over five minutes, or a
+        sixth of a shorter run, its run times grow until it is three times slower than the
+        fleet's median agent, and its failures double), and recovers over two minutes from
+        two thirds. Default True.
+    """
+
+    agents: int = 8
+    seed: int = 0
+    duration_s: float = 3600.0
+    utilisation: float = 0.6
+    burst_every_s: float = 600.0
+    burst_tasks: int = 40
+    burst_window_s: float = 30.0
+    deadline_share: float = 0.3
+    degrade: bool = True
+
+    def __post_init__(self) -> None:
+        if self.agents < 2:
+            raise ValueError(f"agents={self.agents}: routing needs at least 2 agents")
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"duration_s={self.duration_s!r} must be a finite number > 0")
+        if not 0 < self.utilisation < 2:
+            raise ValueError(f"utilisation={self.utilisation!r} must be in (0, 2)")
+
+
+@dataclass(frozen=True)
+class RoutedTask:
+    """A task to route: when it arrives, its type, deadline (None: none) and priority, and
+    its own random draws, so it runs alike under every policy (one per attempt)."""
+
+    task_id: str
+    arrival_ms: int
+    task_type: int
+    deadline_ms: int | None
+    priority: int
+    noise: tuple[float, ...]  # standard normal: its run time's deviation
+    fail_draw: tuple[float, ...]  # uniform: it fails when below the failure probability
+    cut: tuple[float, ...]  # uniform in [0.1, 0.9]: how far a failed run got
+
+
+#: The most attempts a task gets (a failed run is retried on a newly chosen agent).
+MAX_ATTEMPTS = 5
+#: A degraded agent ends up this many times slower than the fleet's median agent, and its
+#: failures double.
+_ROUTING_DEGRADATION = 3.0
+#: Past its knee, each more task running at once makes an agent's runs this much longer.
+_CONCURRENCY_SLOWDOWN = 0.5
+_DRIFT_STEP_MS = 60_000
+
+
+class RoutingWorld:
+    """Heterogeneous agents whose speeds and failure rates differ and drift, one of which
+    degrades mid-run, and a seeded task stream with bursts and deadlines.
+
+    Each agent has a speed per task type (the crew of :class:`Simulation`, with a wider
+    spread between agents), a slow random walk of its speed (a 20-minute memory, 15% spread)
+    and a knee: up to ``knee`` tasks at once run at full speed, each one more beyond makes
+    runs :data:`_CONCURRENCY_SLOWDOWN` longer, and past ``2 * knee`` tasks wait in its queue.
+    The truth is public (:meth:`mean_ms`, :meth:`failure`), for an oracle and for regret.
+
+    Examples
+    --------
+    >>> world = RoutingWorld(RoutingScenario(agents=4, duration_s=600, seed=3))
+    >>> len(world.tasks), world.agents[world.degraded]
+    (111, 'agent-02')
+    >>> [round(world.slowdown(world.degraded, t), 1) for t in (0, 250_000, 350_000, 599_000)]
+    [1.0, 2.6, 4.2, 1.0]
+    """
+
+    def __init__(self, scenario: RoutingScenario | None = None) -> None:
+        self.scenario = cfg = scenario or RoutingScenario()
+        crew_seed, drift_seed, task_seed = np.random.SeedSequence(cfg.seed).spawn(3)
+        rng = np.random.default_rng(crew_seed)
+        crew = _Crew.draw(rng, cfg.agents)
+        self.agents = tuple(agent_name(i, cfg.agents) for i in range(cfg.agents))
+        speed = np.exp(rng.normal(0.0, 0.4, cfg.agents))[:, None]
+        self.median_ms: FloatArray = crew.median_ms * speed
+        self.base_failure: FloatArray = crew.failure
+        self.knee: IntArray = rng.integers(2, 5, cfg.agents)
+        self.slots: IntArray = 2 * self.knee
+        self.mix: FloatArray = np.array([0.25, 0.3, 0.1, 0.15, 0.2])
+        steps = int(cfg.duration_s * 1000 // _DRIFT_STEP_MS) + 2
+        walk = np.zeros((steps, cfg.agents))
+        phi = math.exp(-_DRIFT_STEP_MS / 1_200_000)
+        shocks = np.random.default_rng(drift_seed).normal(0.0, 0.15, walk.shape)
+        walk[0] = shocks[0]
+        for t in range(1, steps):
+            walk[t] = phi * walk[t - 1] + math.sqrt(1 - phi**2) * shocks[t]
+        self.drift: FloatArray = np.exp(walk)
+        typical = (self.median_ms * self.mix).sum(axis=1)
+        self.degraded = int(np.argmin(typical))
+        span = cfg.duration_s * 1000
+        start, worst = round(span / 3), round(span / 3 + min(300_000, span / 6))
+        self.degrade_ms = (start, worst, round(2 * span / 3))
+        ratio = float(np.median(typical) / typical[self.degraded])
+        self.degradation = _ROUTING_DEGRADATION * ratio
+        #: When the degrading agent becomes slower than the fleet's median agent.
+        self.worse_ms = round(start + (ratio - 1) / (self.degradation - 1) * (worst - start))
+        self.tasks = self._draw_tasks(np.random.default_rng(task_seed), typical)
+
+    def _draw_tasks(self, rng: np.random.Generator, typical: FloatArray) -> tuple[RoutedTask, ...]:
+        cfg = self.scenario
+        mean_run = float(np.mean(typical)) * math.exp(float(np.mean(_TASK_SIGMA)) ** 2 / 2)
+        rate_per_ms = cfg.utilisation * float(self.knee.sum()) / mean_run
+        span = cfg.duration_s * 1000
+        arrivals = list(np.sort(rng.uniform(0, span, rng.poisson(rate_per_ms * span))))
+        bursts: list[float] = []
+        if cfg.burst_every_s > 0:
+            for start in np.arange(cfg.burst_every_s, cfg.duration_s, cfg.burst_every_s):
+                window = rng.uniform(0, cfg.burst_window_s, cfg.burst_tasks)
+                bursts += list((start + window) * 1000)
+        times = np.array(arrivals + bursts)
+        burst = np.r_[np.zeros(len(arrivals), bool), np.ones(len(bursts), bool)]
+        order = np.argsort(times, kind="stable")
+        times, burst = times[order], burst[order]
+        count = len(times)
+        kinds = (rng.random(count)[:, None] > np.cumsum(self.mix)).sum(axis=1)
+        kinds = np.minimum(kinds, len(TASK_TYPES) - 1)
+        with_deadline = burst | (rng.random(count) < cfg.deadline_share)
+        slack = np.where(burst, 3.0, 4.0) * _TASK_MEDIAN_MS[kinds]
+        draws = rng.standard_normal((count, MAX_ATTEMPTS))
+        fails = rng.random((count, MAX_ATTEMPTS))
+        cuts = rng.uniform(0.1, 0.9, (count, MAX_ATTEMPTS))
+        return tuple(
+            RoutedTask(
+                task_id=f"task-{i:06d}",
+                arrival_ms=int(times[i]),
+                task_type=int(kinds[i]),
+                deadline_ms=int(times[i] + slack[i]) if with_deadline[i] else None,
+                priority=int(burst[i]),
+                noise=tuple(draws[i].tolist()),
+                fail_draw=tuple(fails[i].tolist()),
+                cut=tuple(cuts[i].tolist()),
+            )
+            for i in range(count)
+        )
+
+    def slowdown(self, agent: int, t_ms: float) -> float:
+        """How much longer than usual the agent's runs take at ``t_ms`` (its degradation)."""
+        if agent != self.degraded or not self.scenario.degrade:
+            return 1.0
+        start, worst, recover = self.degrade_ms
+        if t_ms < start:
+            return 1.0
+        if t_ms < worst:
+            return 1.0 + (self.degradation - 1.0) * (t_ms - start) / (worst - start)
+        if t_ms < recover:
+            return self.degradation
+        return max(1.0, self.degradation - (self.degradation - 1.0) * (t_ms - recover) / 120_000)
+
+    def concurrency_factor(self, agent: int, running: int) -> float:
+        """How much longer runs take with ``running`` tasks at once (this one included)."""
+        return 1.0 + _CONCURRENCY_SLOWDOWN * max(0, running - int(self.knee[agent]))
+
+    def median_at(self, agent: int, task_type: int, t_ms: float) -> float:
+        """The agent's true median run time of a task type at ``t_ms``, alone."""
+        step = min(int(t_ms // _DRIFT_STEP_MS), len(self.drift) - 1)
+        drift = float(self.drift[step, agent])
+        return float(self.median_ms[agent, task_type]) * drift * self.slowdown(agent, t_ms)
+
+    def mean_ms(self, agent: int, task_type: int, t_ms: float, running: int) -> float:
+        """The agent's true mean run time at ``t_ms`` with ``running`` tasks at once."""
+        sigma = float(_TASK_SIGMA[task_type])
+        median = self.median_at(agent, task_type, t_ms)
+        return median * math.exp(sigma**2 / 2) * self.concurrency_factor(agent, running)
+
+    def failure(self, agent: int, task_type: int, t_ms: float) -> float:
+        """The agent's true failure probability for a task type at ``t_ms``."""
+        doubled = 2.0 if self.slowdown(agent, t_ms) > 1.0 else 1.0
+        return min(float(self.base_failure[agent, task_type]) * doubled, 0.9)
+
+    def run(
+        self, task: RoutedTask, attempt: int, agent: int, t_ms: float, running: int
+    ) -> tuple[float, bool]:
+        """One attempt of ``task`` on ``agent`` starting at ``t_ms`` with ``running`` tasks at
+        once (itself included): its run time and whether it succeeded."""
+        kind = task.task_type
+        duration = (
+            self.median_at(agent, kind, t_ms)
+            * math.exp(float(_TASK_SIGMA[kind]) * task.noise[attempt])
+            * self.concurrency_factor(agent, running)
+        )
+        if task.fail_draw[attempt] < self.failure(agent, kind, t_ms):
+            return duration * task.cut[attempt], False
+        return duration, True
+
+
 def csv_series(
     path: str | Path,
     entity: str,

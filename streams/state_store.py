@@ -23,9 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import faust.stores
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.stores import rocksdb
+
+from connectors.kafka_clients import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,10 @@ def _persisted_offset(db_path: Path) -> int | None:
 
 
 async def _end_offsets(
-    bootstrap_servers: str, partitions: Iterable[TopicPartition]
+    kafka: KafkaConfig, partitions: Iterable[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """End offsets of the partitions whose topics exist (a missing topic ends at 0)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         known = await consumer.topics()
@@ -105,7 +107,7 @@ async def _end_offsets(
 
 
 def discard_stale_state(
-    tabledir: Path, bootstrap_servers: str, changelogs: Iterable[tuple[str, str]]
+    tabledir: Path, kafka: KafkaConfig, changelogs: Iterable[tuple[str, str]]
 ) -> list[Path]:
     """Delete each local partition database that is ahead of its changelog; return them.
 
@@ -119,7 +121,7 @@ def discard_stale_state(
                 local[TopicPartition(topic, int(partition))] = path
     if not local:
         return []
-    ends = asyncio.run(_end_offsets(bootstrap_servers, local))
+    ends = asyncio.run(_end_offsets(kafka, local))
     dropped = []
     for tp, path in local.items():
         offset = _persisted_offset(path)

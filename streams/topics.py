@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from connectors.alert_payloads import TARGETS
+from schemas.json_form import json_form
 from streams.settings import Settings
 
 
@@ -43,17 +46,56 @@ DEADLETTER = TopicSpec("telemetry.deadletter", "dead_letter", "source key", "rej
 FEATURES = TopicSpec("features", "feature_vector", "entity", "features per entity per step")
 PREDICTIONS = TopicSpec("predictions", "prediction_batch", "entity", "predictions per step")
 ALERTS = TopicSpec("alerts", "alert", "dedup key", "alert state changes")
-ROUTING = TopicSpec("routing.decisions", "routing_decision", "task type", "agent advice")
+ROUTING_REQUESTS = TopicSpec(
+    "routing.requests", "routing_request", "task id", "tasks asking for an agent"
+)
+ROUTING = TopicSpec(
+    "routing.decisions",
+    "routing_decision",
+    "task id (task type for standing advice)",
+    "agent advice",
+)
 MODEL_UPDATES = TopicSpec(
     "models.updates", "model_update", "model name", "registry changes", compacted=True, partitions=1
 )
 AUDIT = TopicSpec("audit", "audit_event", "key id", "who did what, when, from where, and how")
 
+
+@dataclass(frozen=True)
+class JsonTwin:
+    """A topic that carries another's records as JSON, for readers of neither Avro nor a
+    registry: the twin's topic, the topic it copies, and what each record becomes."""
+
+    spec: TopicSpec
+    source: TopicSpec
+    build: Callable[[Mapping[str, Any]], Any]
+
+
 #: The JSON twins of ``alerts``, one per alerting tool, that Kafka Connect HTTP sinks carry.
-ALERT_JSON_TOPICS: tuple[TopicSpec, ...] = tuple(
-    TopicSpec(t.topic, "json", "dedup key", f"alerts as {t.name} payloads (JSON)")
+ALERT_TARGET_TWINS: tuple[JsonTwin, ...] = tuple(
+    JsonTwin(
+        TopicSpec(t.topic, "json", "dedup key", f"alerts as {t.name} payloads"), ALERTS, t.build
+    )
     for t in TARGETS.values()
 )
+#: Every output topic as its records' JSON form (``FORESIGHT_JSON_TWINS``).
+RECORD_TWINS: tuple[JsonTwin, ...] = tuple(
+    JsonTwin(
+        TopicSpec(f"{s.name}.json", "json", s.key, f"{s.doc}, as JSON"), s, json_form(s.schema)
+    )
+    for s in (FEATURES, PREDICTIONS, ALERTS, ROUTING)
+)
+JSON_TOPICS: tuple[TopicSpec, ...] = tuple(t.spec for t in (*ALERT_TARGET_TWINS, *RECORD_TWINS))
+
+
+def json_twins(settings: Settings) -> dict[str, tuple[JsonTwin, ...]]:
+    """The JSON twins the worker writes, by the topic they copy."""
+    twins = ALERT_TARGET_TWINS + (RECORD_TWINS if settings.json_twins else ())
+    return {
+        source: tuple(t for t in twins if t.source.name == source)
+        for source in {t.source.name for t in twins}
+    }
+
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     METRICS,
@@ -63,10 +105,18 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FEATURES,
     PREDICTIONS,
     ALERTS,
+    ROUTING_REQUESTS,
     ROUTING,
     MODEL_UPDATES,
     AUDIT,
 )
+
+
+def routing_stats(settings: Settings) -> TopicSpec:
+    """The worker's internal topic that carries agent statistics to its routing step."""
+    return TopicSpec(
+        f"{settings.worker_id}-routing-stats", "json", "task type", "agent statistics to route"
+    )
 
 
 def audit_topic(settings: Settings) -> TopicSpec:

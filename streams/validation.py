@@ -172,3 +172,27 @@ def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection 
         if value is not None and not (math.isfinite(value) and value >= 0):
             return Rejection("invalid_value", f"{key} must be finite and >= 0, got {value}")
     return _timestamp(record["event_time"], now_ms, limits)
+
+
+#: The most candidates a RoutingRequest may name.
+MAX_CANDIDATES = 1024
+
+
+def check_routing_request(record: Record, now_ms: int, limits: Limits) -> Rejection | None:
+    """Why a RoutingRequest is refused, or None."""
+    for key in ("task_id", "task_type"):
+        if not record[key]:
+            return Rejection("invalid_value", f"{key} is empty")
+        rejection = _oversized(record, limits, key)
+        if rejection:
+            return rejection
+    candidates = record["candidates"]
+    if len(candidates) > MAX_CANDIDATES:
+        return Rejection("oversized", f"{len(candidates)} candidates (limit {MAX_CANDIDATES})")
+    for candidate in candidates:
+        if not candidate or len(candidate) > limits.max_name_chars:
+            return Rejection(
+                "invalid_value",
+                f"candidate {candidate[:40]!r} must be 1 to {limits.max_name_chars} characters",
+            )
+    return _timestamp(record["event_time"], now_ms, limits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from typing import Any
 from connectors.kafka_producer import RecordProducer
 from deploy.local.processes import ChildProcess, free_port
 from streams import topics
+from streams.access import local_url, open_local
 from streams.settings import Settings
 
 
@@ -47,9 +49,11 @@ class WorkerProcess(ForesightProcess):
         )
 
     def health(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.port}/health"
+        """The worker's /health report (https with the settings' TLS); ``None`` until it
+        answers."""
+        url = local_url(self.settings, self.port, "/health")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with open_local(self.settings, url, 2) as response:
                 loaded: dict[str, Any] = json.loads(response.read())
                 return loaded
         except urllib.error.HTTPError as error:
@@ -59,9 +63,9 @@ class WorkerProcess(ForesightProcess):
             return None
 
     def metric(self, name: str) -> float:
-        url = f"http://127.0.0.1:{self.port}/metrics"
+        url = local_url(self.settings, self.port, "/metrics")
         # A long vectorised pass holds the worker's event loop, and its web server with it.
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with open_local(self.settings, url, 30) as response:
             text = response.read().decode()
         return sum(
             float(line.rsplit(" ", 1)[1])
@@ -72,6 +76,17 @@ class WorkerProcess(ForesightProcess):
     async def ready(self, timeout_s: float = 90) -> None:
         """Wait until the worker reads every partition of ``telemetry.metrics``."""
         await group_ready([self], timeout_s)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker process has used (user and system), from ``/proc``; None
+        where there is no ``/proc``."""
+        assert self.process is not None
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:
@@ -84,7 +99,7 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
     """
     settings = workers[0].settings
     deadline = time.monotonic() + timeout_s
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
+    producer = RecordProducer(settings.kafka())
     await producer.start()
     try:
         while True:

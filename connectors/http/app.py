@@ -7,8 +7,8 @@ it needs with :func:`require`; its WebSocket routes all need ``websocket_role``,
 the upgrade, so a refused key gets the same status and error body as over HTTP. With
 ``openapi`` the app publishes its OpenAPI document at ``/openapi.json``, every route declaring
 the one error body for its 4xx and 5xx answers. :class:`HttpServer` serves an app with uvicorn
-inside the caller's event loop; :func:`uvicorn_config` is the one place uvicorn is configured
-(TLS certificates will be set there).
+inside the caller's event loop, over TLS when given a :class:`~connectors.http.tls.TlsConfig`
+with a certificate; :func:`uvicorn_config` is the one place uvicorn is configured.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.dependencies import DEGRADED
 from connectors.http.auth import Admission, Gatekeeper
 from connectors.http.errors import (
     ERROR_RESPONSES,
@@ -37,6 +38,7 @@ from connectors.http.errors import (
 )
 from connectors.http.keys import ApiKey, presented_key
 from connectors.http.limits import BodyLimit
+from connectors.http.tls import TlsConfig
 
 OPEN_PATHS = ("/health", "/metrics")
 DEFAULT_MAX_BODY = 1 << 20
@@ -202,10 +204,11 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app with Foresight's errors, limits, ``/health`` and ``/metrics``.
 
-    ``health`` reports the server's state (``{"status": "ok", ...}`` answers 200, any other
-    status 503); ``requests`` is a counter labelled ``endpoint`` and ``code``;
-    ``websocket_role`` is the role every WebSocket route needs (none are served without it);
-    ``openapi`` publishes the OpenAPI document at ``/openapi.json``.
+    ``health`` reports the server's state (``{"status": "ok", ...}`` and ``"degraded"``, a
+    service it relies on being down, answer 200; any other status 503, see
+    :mod:`connectors.dependencies`); ``requests`` is a counter labelled ``endpoint`` and
+    ``code``; ``websocket_role`` is the role every WebSocket route needs (none are served
+    without it); ``openapi`` publishes the OpenAPI document at ``/openapi.json``.
     """
     app = FastAPI(
         title=title,
@@ -233,7 +236,8 @@ def create_app(
     )
     async def report_health() -> JSONResponse:
         report = dict(health()) if health is not None else {"status": "ok"}
-        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
+        healthy = report.get("status") in ("ok", DEGRADED)
+        return JSONResponse(report, status_code=200 if healthy else 503)
 
     @app.get(
         "/metrics",
@@ -248,11 +252,15 @@ def create_app(
     return app
 
 
-def uvicorn_config(app: ASGIApp, *, compress_websockets: bool = False) -> uvicorn.Config:
-    """How every Foresight server runs uvicorn: no access log, no proxy headers trusted,
-    lifespan handled by the server object, a short graceful shutdown; WebSocket messages
-    from clients of at most 64 KiB, and permessage-deflate only when ``compress_websockets``
-    (it costs CPU per client and message, for messages that are small already)."""
+def uvicorn_config(
+    app: ASGIApp, tls: TlsConfig, *, compress_websockets: bool = False
+) -> uvicorn.Config:
+    """How every Foresight server runs uvicorn: TLS when ``tls`` has a certificate, no access
+    log, no proxy headers trusted, lifespan handled by the server object, a short graceful
+    shutdown; WebSocket messages from clients of at most 64 KiB, and permessage-deflate only
+    when ``compress_websockets`` (it costs CPU per client and message, for messages that are
+    small already)."""
+    context = tls.server_context()
     return uvicorn.Config(
         app,
         http="httptools",  # the C parser: several times uvicorn's pure-Python h11
@@ -266,6 +274,7 @@ def uvicorn_config(app: ASGIApp, *, compress_websockets: bool = False) -> uvicor
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_context_factory=None if context is None else lambda _config, _default: context,
     )
 
 
@@ -278,17 +287,25 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """Serves ``app`` on ``host:port`` in the running event loop; port 0 picks a free one.
+    """Serves ``app`` on ``host:port`` in the running event loop; port 0 picks a free one;
+    https only when ``tls`` has a certificate.
 
     :meth:`start` binds (an ``OSError`` when the address is taken) and returns once serving.
     """
 
     def __init__(
-        self, app: ASGIApp, host: str, port: int, *, compress_websockets: bool = False
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        tls: TlsConfig | None = None,
+        *,
+        compress_websockets: bool = False,
     ) -> None:
         self.app = app
         self.host = host
         self.requested_port = port
+        self.tls = tls or TlsConfig()
         self.compress_websockets = compress_websockets
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
@@ -315,8 +332,9 @@ class HttpServer:
         return sock
 
     async def start(self) -> None:
+        # a TlsError before anything is bound
+        config = uvicorn_config(self.app, self.tls, compress_websockets=self.compress_websockets)
         self._socket = self._bind()
-        config = uvicorn_config(self.app, compress_websockets=self.compress_websockets)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:

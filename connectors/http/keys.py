@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from connectors.private_files import write_private
+
 log = logging.getLogger(__name__)
 
 READ, WRITE, OPERATE = "read", "write", "operate"
@@ -117,30 +119,6 @@ def _entry(raw: Any, path: Path) -> ApiKey:
         )
     except (KeyError, TypeError, KeysError) as error:
         raise KeysError(f"{path}: a key entry is malformed ({error}): {raw!r:.200}") from error
-
-
-def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
-    """Write ``text`` to ``path`` readable by this user only (mode 0600); the file appears
-    whole or not at all. With ``replace=False``, only when ``path`` does not exist yet: of two
-    processes making it at once, one wins and the other keeps its file. True when written."""
-    if not replace and path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as out:
-            out.write(text)
-        if replace:
-            os.replace(draft, path)
-        else:
-            os.link(draft, path)  # fails if the file appeared meanwhile
-    except FileExistsError:
-        return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(draft)
-    return True
 
 
 class KeysFile:

@@ -171,14 +171,20 @@ def scrape_config(job: str, target: str, instance: str, interval_s: float) -> di
     }
 
 
-def remote_write(url: str, key_file: Path, deadline_s: float = 5.0) -> dict[str, Any]:
+def remote_write(
+    url: str, key_file: Path, deadline_s: float = 5.0, ca_file: str = ""
+) -> dict[str, Any]:
     """A remote_write to Foresight's ingest at ``url`` with the key in ``key_file``, sending
-    at least every ``deadline_s`` and the metric types every minute."""
-    return {
+    at least every ``deadline_s`` and the metric types every minute; an https ingest is
+    verified with ``ca_file`` (empty: the system's CAs)."""
+    config: dict[str, Any] = {
         "url": url,
         "authorization": {"credentials_file": str(key_file)},
         "queue_config": {"batch_send_deadline": f"{deadline_s:g}s"},
     }
+    if ca_file:
+        config["tls_config"] = {"ca_file": ca_file}
+    return config
 
 
 def prometheus_config(

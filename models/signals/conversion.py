@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.base import FloatArray
 from models.signals.expressions import Sample, bucket_quantile
@@ -101,6 +102,9 @@ class SeriesTable:
         self.labels: list[dict[str, str]] = []
         self.table: FloatArray = np.full((0, _COLUMNS), np.nan)
         self._groups: tuple[dict[str, list[int]], dict[str, tuple[int, int]]] | None = None
+        # Changes whenever rows or kinds do: what is derived from the rows is kept with it.
+        self.version = 0
+        self._recent: tuple[int, list[str], list[MetricKind], npt.NDArray[np.int64]] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -122,6 +126,7 @@ class SeriesTable:
             self.labels.append(labels)
             self.table[row] = np.nan
             self.table[row, _FRESH] = 0.0
+            self.version += 1
             named = infer_kind(labels[NAME], labels)
             self._set_kind(row, named if kind is MetricKind.UNKNOWN else kind)
         elif kind is not MetricKind.UNKNOWN and _KINDS[int(self.table[row, _KIND])] is not kind:
@@ -133,6 +138,7 @@ class SeriesTable:
         self.table[row, _KIND] = _KINDS.index(kind)
         self.table[row, _RATE] = float(_is_rate(kind, labels[NAME], labels))
         self._groups = None
+        self.version += 1
 
     def observe(
         self, t_ms: int, names: Sequence[str], values: FloatArray, kinds: Sequence[MetricKind]
@@ -141,7 +147,7 @@ class SeriesTable:
         the sender did not say)."""
         if len(self.names) >= self.max_series:
             self._compact(t_ms - self.lookback_ms)
-        rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
+        rows = self._rows(names, kinds)
         x = np.asarray(values, dtype=np.float64)
         over: list[str] = []
         if (rows < 0).any():
@@ -167,6 +173,17 @@ class SeriesTable:
         self.table[rows] = sub
         return Observed(over, late)
 
+    def _rows(self, names: Sequence[str], kinds: Sequence[MetricKind]) -> npt.NDArray[np.int64]:
+        """The rows of ``names`` (-1 past the limit); a batch naming the same series with the
+        same kinds as the one before (a scrape's usual shape) reuses its rows."""
+        recent = self._recent
+        if recent and recent[0] == self.version and recent[1] == names and recent[2] == kinds:
+            return recent[3]
+        rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
+        if (rows >= 0).all():
+            self._recent = (self.version, list(names), list(kinds), rows)
+        return rows
+
     def end(self, names: Sequence[str]) -> None:
         """Staleness markers: these series are gone; a series that comes back starts anew."""
         if not names:
@@ -176,17 +193,38 @@ class SeriesTable:
         self.table[rows, _FRESH] = 0.0
 
     # -- output ------------------------------------------------------------------------
+    def _evaluate(self, t_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Every series' value at ``t_ms`` (NaN once it is gone) and whether it is fresh."""
+        table = self.table[: len(self.names)]
+        gone = table[:, _VALUE_T] < t_ms - self.lookback_ms
+        table[gone, _VALUE] = np.nan
+        return table[:, _VALUE].copy(), table[:, _FRESH] == 1.0
+
+    def _end_scrape(self, t_ms: int) -> None:
+        """No series is fresh any more; series long unseen are forgotten."""
+        n = len(self.names)
+        table = self.table[:n]
+        table[:, _FRESH] = 0.0
+        oldest = t_ms - self.lookback_ms
+        if np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
+            self._compact(oldest)
+
+    def fresh_values(self, t_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """What :meth:`scrape` sees of the series themselves, as arrays in row order (the
+        rows before this call): each value at ``t_ms`` and whether it is fresh and live.
+        The scrape ends as with :meth:`scrape`; the derived series are not computed."""
+        values, fresh = self._evaluate(t_ms)
+        self._end_scrape(t_ms)
+        return values, fresh & np.isfinite(values)
+
     def scrape(self, t_ms: int) -> Scrape:
         """The converted series at ``t_ms``: every live series' value, and the histogram
         quantiles and means; the series are no longer fresh afterwards."""
-        n = len(self.names)
-        table = self.table[:n]
-        oldest = t_ms - self.lookback_ms
-        gone = table[:, _VALUE_T] < oldest
-        table[gone, _VALUE] = np.nan
-        live = np.flatnonzero(np.isfinite(table[:, _VALUE]))
-        values = table[:, _VALUE].tolist()
-        fresh = (table[:, _FRESH] == 1.0).tolist()
+        value_array, fresh_array = self._evaluate(t_ms)
+        table = self.table[: len(self.names)]
+        live = np.flatnonzero(np.isfinite(value_array))
+        values = value_array.tolist()
+        fresh = fresh_array.tolist()
         kinds = table[:, _KIND].astype(np.int64).tolist()
         samples = [Sample(self.labels[r], values[r], fresh[r]) for r in live]
         keys = [self.names[r] for r in live]
@@ -215,10 +253,18 @@ class SeriesTable:
             samples.append(Sample({**self.labels[count], NAME: f"{family}_mean"}, mean, True))
             keys.append(mean_name)
             kind_of.append(_KINDS[kinds[count]])
-        table[:, _FRESH] = 0.0
-        if np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
-            self._compact(oldest)
+        self._end_scrape(t_ms)
         return Scrape(samples, keys, kind_of)
+
+    def derives(self) -> bool:
+        """Whether any series is a histogram's or summary's part (whose quantiles and means
+        the scrape derives)."""
+        buckets, means = self._derived_groups()
+        return bool(buckets or means)
+
+    def kinds(self) -> list[MetricKind]:
+        """Each series' kind, in row order."""
+        return [_KINDS[k] for k in self.table[: len(self.names), _KIND].astype(np.int64).tolist()]
 
     def _derived_groups(self) -> tuple[dict[str, list[int]], dict[str, tuple[int, int]]]:
         """The bucket rows of each histogram, keyed by its family series (``le`` aside);
@@ -256,6 +302,7 @@ class SeriesTable:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.table = self.table[keep].copy()
         self._groups = None
+        self.version += 1
 
     # -- checkpoints -------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], FloatArray]:

@@ -154,10 +154,13 @@ class Matcher:
 class Selector:
     matchers: tuple[Matcher, ...]
 
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
     def evaluate(self, index: SeriesIndex) -> Value:
         name = next((m.value for m in self.matchers if m.label == NAME and m.op == "="), None)
         candidates = index.samples if name is None else index.named(name)
-        return [s for s in candidates if all(m.matches(s.labels) for m in self.matchers)]
+        return [s for s in candidates if self.selects(s.labels)]
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,23 @@ def _histogram_quantile(q: float, buckets: Vector) -> Vector:
 
 
 Node: TypeAlias = Number | Selector | Negate | Binary | Aggregate | Call
+
+
+def selectors(node: Node) -> list[Selector]:
+    """Every selector an expression reads.
+
+    >>> [s.matchers[0].value for s in selectors(parse("1 - a / sum(b)"))]
+    ['a', 'b']
+    """
+    if isinstance(node, Selector):
+        return [node]
+    if isinstance(node, Negate | Aggregate):
+        return selectors(node.expr)
+    if isinstance(node, Binary):
+        return selectors(node.lhs) + selectors(node.rhs)
+    if isinstance(node, Call):
+        return [s for arg in node.args for s in selectors(arg)]
+    return []
 
 
 def is_scalar(node: Node) -> bool:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from models.base import FloatArray
@@ -54,6 +55,7 @@ from models.signals.expressions import (
     SeriesIndex,
     is_scalar,
     parse,
+    selectors,
 )
 from models.signals.kinds import MetricKind
 from models.signals.relabel import RelabelConfig, RelabelError, relabel
@@ -111,6 +113,36 @@ class Signals:
     capacities: FloatArray = field(default_factory=lambda: np.zeros(0))
     origins: list[tuple[str, str]] = field(default_factory=list)
     errors: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """An entity's signals when each is one of its series as it is (a gauge, or a counter's
+    rate) and no derived signal of its profiles reads any of its series: which rows become
+    signals, under which names and capacities, in the order :meth:`SignalRules.evaluate`
+    gives them. Made once per set of series (:meth:`SignalRules.passthrough`), it makes a
+    scrape's signals with a few array operations and no object per sample."""
+
+    rows: npt.NDArray[np.int64]
+    names: list[str]
+    capacities: FloatArray
+    origins: list[tuple[str, str]]
+
+    def signals(self, t_ms: int, values: FloatArray, fresh: npt.NDArray[np.bool_]) -> Signals:
+        """The signals of a scrape: the fresh ones of the series' ``values`` (row order)."""
+        taken = fresh[self.rows]
+        if taken.all():
+            return Signals(
+                t_ms, list(self.names), values[self.rows], self.capacities, list(self.origins)
+            )
+        at = np.flatnonzero(taken)
+        return Signals(
+            t_ms,
+            [self.names[i] for i in at],
+            values[self.rows[at]],
+            self.capacities[at],
+            [self.origins[i] for i in at],
+        )
 
 
 @dataclass(frozen=True)
@@ -263,6 +295,36 @@ class SignalRules:
             self._routes.clear()
         route = self._routes[(key, kind)] = _Route(owner, signal, capacity)
         return route
+
+    def passthrough(
+        self, keys: Sequence[str], labels: Sequence[Mapping[str, str]], kinds: Sequence[MetricKind]
+    ) -> Passthrough | None:
+        """How :meth:`evaluate` treats an entity with these series (parallel lists, none of
+        them a histogram's or summary's part), when every signal it can make is one series
+        as it is; None when a derived signal reads any of them, or two series make one
+        signal name (then which one is kept depends on which is fresh)."""
+        routes = [
+            self._route(key, of, kind) for key, of, kind in zip(keys, labels, kinds, strict=True)
+        ]
+        for p in {route.profile for route in routes if route is not None}:
+            for rule in self.profiles[p].records:
+                if any(s.selects(x) for s in selectors(rule.expr) for x in labels):
+                    return None
+        order = sorted(
+            (route.profile, row)
+            for row, route in enumerate(routes)
+            if route is not None and route.signal is not None
+        )
+        chosen = [routes[row] for _, row in order]
+        names = [route.signal for route in chosen if route is not None and route.signal]
+        if len(set(names)) != len(names):
+            return None
+        return Passthrough(
+            np.array([row for _, row in order], dtype=np.int64),
+            names,
+            np.array([route.capacity for route in chosen if route is not None], dtype=np.float64),
+            [(self.profiles[p].name, PASSTHROUGH) for p, _ in order],
+        )
 
     def evaluate(self, t_ms: int, scrape: Scrape) -> Signals:
         """The signals of one entity's scrape: each active profile's derived signals, then

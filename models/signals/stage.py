@@ -18,7 +18,7 @@ from typing import Any
 from models.base import FloatArray
 from models.signals.conversion import SeriesTable
 from models.signals.kinds import MetricKind
-from models.signals.rules import SignalRules, Signals
+from models.signals.rules import Passthrough, SignalRules, Signals
 
 
 @dataclass
@@ -54,6 +54,7 @@ class SignalStage:
         self.series = SeriesTable(max_series, lookback_ms)
         self.open_ms: int | None = None  # newest sample time not yet evaluated
         self.evaluated_ms: int | None = None
+        self._plan: tuple[int, Passthrough | None] | None = None  # for the series' version
 
     def observe(
         self,
@@ -82,7 +83,22 @@ class SignalStage:
             return StageOutput()
         t_ms, self.open_ms = self.open_ms, None
         self.evaluated_ms = t_ms
-        return StageOutput([self.rules.evaluate(t_ms, self.series.scrape(t_ms))])
+        plan = self._passthrough()
+        if plan is None:
+            return StageOutput([self.rules.evaluate(t_ms, self.series.scrape(t_ms))])
+        values, fresh = self.series.fresh_values(t_ms)
+        return StageOutput([plan.signals(t_ms, values, fresh)])
+
+    def _passthrough(self) -> Passthrough | None:
+        """The entity's passthrough plan, made again when its series change (None: the
+        scrape is evaluated in full)."""
+        series = self.series
+        if self._plan is None or self._plan[0] != series.version:
+            plan = None
+            if not series.derives():
+                plan = self.rules.passthrough(series.names, series.labels, series.kinds())
+            self._plan = (series.version, plan)
+        return self._plan[1]
 
     # -- checkpoints -------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], FloatArray]:
@@ -94,5 +110,6 @@ class SignalStage:
         self.series = SeriesTable.restore(
             header, table, self.series.max_series, self.series.lookback_ms
         )
+        self._plan = None
         self.open_ms = header["open_ms"]
         self.evaluated_ms = header["evaluated_ms"]

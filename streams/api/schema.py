@@ -34,6 +34,7 @@ class Kind(StrEnum):
     FAILURE_RISK = "FAILURE_RISK"
     BOTTLENECK = "BOTTLENECK"
     DURATION = "DURATION"
+    SCALING = "SCALING"
 
 
 assert tuple(Kind) == KINDS
@@ -169,7 +170,8 @@ class Prediction(BaseModel):
     horizon_s: int
     value: float | None = Field(
         description="forecast value; time to exhaustion in s (BOTTLENECK, FAILURE_RISK); "
-        "the sample scored (ANOMALY); the probability (entity-wide FAILURE_RISK)"
+        "the sample scored (ANOMALY); the probability (entity-wide FAILURE_RISK); expected "
+        "duration in ms (DURATION); agents to add (SCALING)"
     )
     score: float | None = Field(description="anomaly score or probability, 0 to 1")
     lower: float | None

@@ -3,8 +3,9 @@
 One port (``FORESIGHT_API_PORT``) serves the REST routes under ``/v1``
 (:mod:`streams.api.routes`), GraphQL at ``/graphql`` (:mod:`streams.api.graphql`; queries
 over HTTP, subscriptions over WebSocket), the OpenAPI document at ``/openapi.json``, and
-``/health`` and ``/metrics``. Keys, rate limits and the error body are the stack's
-(:mod:`connectors.http`), as on every Foresight server.
+``/health`` and ``/metrics``. Keys, rate limits, the error body and TLS (``FORESIGHT_TLS_CERT``)
+are the stack's (:mod:`connectors.http`), as on every Foresight server. ``/health`` says
+``"degraded"`` (200) and what is down while Kafka or Redis does not answer.
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ class ApiServer:
         self, settings: Settings, config: ApiConfig, audit: AuditTrail, codec: Codec | None = None
     ) -> None:
         self.config = config
+        self.tls = settings.tls()
         codec = codec or Codec()
         self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
         feed = LiveFeed(
             FeedConfig(
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 config.predictions_topic,
                 config.alerts_topic,
                 queue_size=settings.gateway_queue_size,
@@ -93,6 +95,7 @@ class ApiServer:
         feed = self.service.feed.health()
         return {
             "status": feed["status"],
+            "down": feed["down"],
             "kafka_consumer_alive": feed["kafka_consumer_alive"],
             "subscriptions": feed["clients"],
             "firing_alerts": feed["firing_alerts"],
@@ -123,14 +126,14 @@ class ApiServer:
 
     async def start(self) -> None:
         await self.service.feed.start()
-        http = HttpServer(self.app(), self.config.host, self.config.port)
+        http = HttpServer(self.app(), self.config.host, self.config.port, self.tls)
         try:
             await http.start()
         except BaseException:
             await self.stop()
             raise
         self._http = http
-        log.info("intelligence API on http://%s:%d", self.config.host, self.port)
+        log.info("intelligence API on %s", self.tls.url(self.config.host, self.port))
 
     async def stop(self) -> None:
         if self._http is not None:

@@ -25,7 +25,7 @@ async def _serve(server: ApiServer, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with server:
         print(
-            f"foresight api: listening on http://{settings.bind_host}:{server.port} "
+            f"foresight api: listening on {settings.tls().url(settings.bind_host, server.port)} "
             "(REST under /v1, GraphQL at /graphql, OpenAPI at /openapi.json)",
             file=sys.stderr,
             flush=True,

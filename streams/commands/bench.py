@@ -25,6 +25,8 @@ BENCHMARKS = {
     "redis-read": "bench_redis_read",
     "early-warning": "bench_early_warning",
     "auth-flood": "bench_auth_flood",
+    "routing": "bench_routing",
+    "engine": "bench_engine",
 }
 
 

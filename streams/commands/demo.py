@@ -24,21 +24,18 @@ import shutil
 import socket
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from connectors.clickhouse import QueryResult
-from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, loopback_for
+from connectors.clickhouse_sink import SinkUnavailableError, ask_sink
 from connectors.user_sql import SqlError
 from deploy.local.host_telemetry import (
     NodeExporter,
     Prometheus,
-    answers,
     program,
     prometheus_config,
     remote_write,
@@ -49,7 +46,7 @@ from deploy.local.stack import StackError, wait_until
 from models.incident_report import Incident, IncidentReport, match_alerts
 from schemas.predictions import prediction_count, prediction_rows
 from streams import topics
-from streams.access import local_client_key
+from streams.access import local_client_key, local_url, open_local
 from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
@@ -102,9 +99,8 @@ async def _watch(
 ) -> None:
     """Follow the output topics from their current end and print alerts as they come."""
     codec = codec_for(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka().consumer(
         *(spec.name for spec in _WATCHED),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"{group}-watch",
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -308,22 +304,30 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
 
 def _sink_answers(settings: Settings) -> bool:
     try:
-        ask_sink(settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0)
+        ask_sink(
+            settings.sink_sql_port, "SELECT 1", local_client_key(settings), 2.0, settings.tls()
+        )
     except (SinkUnavailableError, SqlError):
         return False
     return True
 
 
 def _gateway_url(settings: Settings) -> str:
-    return f"http://{loopback_for(settings.bind_host)}:{settings.gateway_port}"
+    return local_url(settings, settings.gateway_port, "")
 
 
-def _gateway_answers(settings: Settings) -> bool:
+def _answers(settings: Settings, url: str) -> bool:
+    """Whether the Foresight server at ``url`` (of this machine) answers, over https with the
+    settings' TLS."""
     try:
-        with urllib.request.urlopen(f"{_gateway_url(settings)}/health", timeout=2.0):
+        with open_local(settings, url, 2.0):
             return True
     except OSError:
         return False
+
+
+def _gateway_answers(settings: Settings) -> bool:
+    return _answers(settings, f"{_gateway_url(settings)}/health")
 
 
 def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
@@ -370,7 +374,7 @@ def _this_machine(settings: Settings, folder: Path, console: Console) -> list[Ch
     key_file.touch(mode=0o600)
     key_file.write_text(key)
     ingest_port = free_port()
-    ingest_url = f"http://{loopback_for(settings.bind_host)}:{ingest_port}"
+    ingest_url = local_url(settings, ingest_port, "")
     ingest = ForesightProcess(
         ["ingest"], folder / "ingest.log", {"FORESIGHT_INGEST_PORT": str(ingest_port)}
     )
@@ -378,14 +382,15 @@ def _this_machine(settings: Settings, folder: Path, console: Console) -> list[Ch
     entity = socket.gethostname()
     config = prometheus_config(
         [scrape_config("node", f"127.0.0.1:{node.port}", entity, interval_s=5)],
-        [remote_write(f"{ingest_url}/api/v1/write", key_file)],
+        [remote_write(f"{ingest_url}/api/v1/write", key_file, ca_file=settings.tls_ca)],
     )
     scraper = Prometheus(prometheus, folder / "prometheus", config)
     started: list[ChildProcess] = [ingest.start(), node.start(), scraper.start()]
     try:
         node.ready()
         scraper.ready()
-        wait_until("foresight ingest", lambda: answers(f"{ingest_url}/health"), 60, ingest.log)
+        health = partial(_answers, settings, f"{ingest_url}/health")
+        wait_until("foresight ingest", health, 60, ingest.log)
     except StackError as error:
         for process in started:
             process.stop()

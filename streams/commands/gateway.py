@@ -23,7 +23,7 @@ def gateway_config(
     """The gateway's parameters from the settings, with the command's overrides; refused
     keys are recorded in ``audit``."""
     return GatewayConfig(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         gatekeeper=gatekeeper(settings, "gateway", audit),
         host=settings.bind_host,
         port=settings.gateway_port if args.port is None else args.port,
@@ -32,6 +32,7 @@ def gateway_config(
         queue_size=settings.gateway_queue_size,
         coalesce=not args.no_coalesce,
         replay_size=args.replay_size,
+        tls=settings.tls(),
     )
 
 

@@ -35,7 +35,7 @@ def ingest_config(settings: Settings, audit: AuditTrail) -> IngestConfig:
     """The ingestion server the settings describe, recording refused keys in ``audit``;
     raises :class:`StartRefusedError` or :class:`PiiRulesError` when it must not start."""
     return IngestConfig(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         metrics_topic=METRICS.name,
         agent_events_topic=AGENT_EVENTS.name,
         gatekeeper=gatekeeper(settings, "ingest", audit),
@@ -43,6 +43,7 @@ def ingest_config(settings: Settings, audit: AuditTrail) -> IngestConfig:
         scrubber=Scrubber.from_files(settings.pii_rules, settings.pii_key_file),
         host=settings.bind_host,
         port=settings.ingest_port,
+        tls=settings.tls(),
     )
 
 
@@ -54,8 +55,8 @@ async def _serve(config: IngestConfig, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with IngestServer(config, codec) as server:
         print(
-            f"foresight ingest: listening on http://{settings.bind_host}:{server.port} "
-            f"(remote_write at /api/v1/write), producing to {settings.kafka_bootstrap_servers}",
+            f"foresight ingest: listening on {config.tls.url(config.host, server.port)} "
+            f"(remote_write at /api/v1/write), producing to {config.kafka.describe()}",
             file=sys.stderr,
             flush=True,
         )
@@ -77,7 +78,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         except (KafkaError, OSError) as error:
             print(
                 f"foresight ingest: cannot start: {error!r} (is Kafka up at "
-                f"{settings.kafka_bootstrap_servers} and port {settings.ingest_port} free?)",
+                f"{config.kafka.describe()} and port {settings.ingest_port} free?)",
                 file=sys.stderr,
             )
             return 1

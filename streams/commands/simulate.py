@@ -46,7 +46,7 @@ async def play(
 
     Returns the count of records produced per topic, plus ``samples`` for metric samples.
     """
-    producer = RecordProducer(settings.kafka_bootstrap_servers, codec_for(settings))
+    producer = RecordProducer(settings.kafka(), codec_for(settings))
     await producer.start()
     counts: Counter[str] = Counter()
     started = time.monotonic()

@@ -11,9 +11,11 @@ import time
 from dataclasses import asdict
 from functools import partial
 from typing import Any
+from urllib.parse import urlparse
 
 from connectors.clickhouse import ChdbStore, ClickHouseStore, ServerStore
 from connectors.clickhouse_sink import SQL_HOST, ClickHouseSink, SinkError
+from connectors.dependencies import health_report
 from connectors.http.app import HttpServer, create_app
 from connectors.http.auth import Gatekeeper
 from streams.access import StartRefusedError, audit_trail, gatekeeper
@@ -30,6 +32,15 @@ def store_factory(settings: Settings) -> ClickHouseStore:
     if settings.clickhouse_url:
         return ServerStore(settings.clickhouse_url)
     return ChdbStore(settings.chdb_path)
+
+
+def store_where(settings: Settings) -> str:
+    """The store the settings name, for messages: a server by its address alone (the URL
+    carries the password), or chdb's folder."""
+    if settings.clickhouse_url:
+        url = urlparse(settings.clickhouse_url)
+        return f"ClickHouse server {url.hostname}:{url.port or 8123}"
+    return f"chdb at {settings.chdb_path}"
 
 
 def _totals(sink: ClickHouseSink) -> str:
@@ -54,8 +65,12 @@ async def _progress(sink: ClickHouseSink, stop: asyncio.Event) -> None:
 
 async def _run(sink: ClickHouseSink, keys: Gatekeeper, settings: Settings) -> None:
     """Serve /health and /metrics, and run the sink until SIGTERM or SIGINT."""
-    app = create_app("Foresight sink", keys, health=lambda: {"status": "ok", **asdict(sink.stats)})
-    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port)
+    app = create_app(
+        "Foresight sink",
+        keys,
+        health=lambda: {**health_report(sink.store, sink.brokers), **asdict(sink.stats)},
+    )
+    metrics = HttpServer(app, settings.bind_host, settings.sink_metrics_port, settings.tls())
     try:
         await metrics.start()
     except OSError as error:
@@ -85,7 +100,7 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight sink: {error}", file=sys.stderr)
         return 2
     sink = ClickHouseSink(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka(),
         topics=topics,
         group_id=args.group,
         store_factory=partial(store_factory, settings),
@@ -96,13 +111,16 @@ def _clickhouse(args: argparse.Namespace, settings: Settings) -> int:
         gatekeeper=keys,
         sql_limits=settings.sql_limits(),
         audit=audit,
+        tls=settings.tls(),
+        store_where=store_where(settings),
         codec=codec_for(settings),
     )
-    where = settings.clickhouse_url or f"chdb at {settings.chdb_path}"
+    where = store_where(settings)
+    tls = settings.tls()
     print(
         f"sink: {', '.join(topics)} -> {where} as group {args.group}; read-only SQL on "
-        f"{SQL_HOST}:{settings.sink_sql_port}, /metrics on "
-        f"{settings.bind_host}:{settings.sink_metrics_port}",
+        f"{tls.url(SQL_HOST, settings.sink_sql_port)}, /metrics on "
+        f"{tls.url(settings.bind_host, settings.sink_metrics_port, '/metrics')}",
         file=sys.stderr,
         flush=True,
     )

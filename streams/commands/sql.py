@@ -44,6 +44,7 @@ def _where_the_tables_are(
                     sql,
                     local_client_key(settings),
                     settings.sql_timeout_s + ANSWER_SECONDS,
+                    settings.tls(),
                 )
             )
         except SinkUnavailableError:

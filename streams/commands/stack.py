@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
 from streams.settings import Settings
-from streams.topics import ALERT_JSON_TOPICS, data_topics
+from streams.topics import JSON_TOPICS, data_topics
 
 
 def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
@@ -26,6 +28,10 @@ def local_stack(settings: Settings, quiet: bool = False) -> LocalStack:
         settings.chdb_path,
         settings.sink_sql_port,
         local_client_key(settings),
+        sink_tls=settings.tls(),
+        kafka_sasl_port=settings.stack_kafka_sasl_port,
+        kafka=settings.kafka(),
+        registry_port=settings.schema_registry_port,
     )
 
     def progress(line: str) -> None:
@@ -50,7 +56,7 @@ def _print_statuses(statuses: list[ServiceStatus], as_json: bool) -> None:
     for s in statuses:
         mark = "ok  " if s.healthy else "DOWN"
         owner = f" pid {s.pid}" if s.pid else ""
-        print(f"{mark} {s.name:<11} {s.detail}{owner}")
+        print(f"{mark} {s.name:<15} {s.detail}{owner}")
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,21 +88,25 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def topic_requests(settings: Settings) -> list[TopicRequest]:
-    """Every topic of :func:`streams.topics.data_topics` and the alerts' JSON twins, as the
-    broker should hold it."""
+    """Every topic of :func:`streams.topics.data_topics` and the JSON twins, as the broker
+    should hold it."""
     return [
         TopicRequest(t.name, t.partition_count(settings), t.config(settings))
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
 
 
 def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic that does not exist yet."""
-    return asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, topic_requests(settings)))
+    return asyncio.run(ensure_topics(settings.kafka(), topic_requests(settings)))
 
 
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    outcome = create_topics(settings)
+    try:
+        outcome = create_topics(settings)
+    except KafkaError as error:
+        print(f"foresight topics create: {error}", file=sys.stderr)
+        return 1
     rows: list[dict[str, Any]] = [
         {
             "topic": t.name,
@@ -104,7 +114,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
             "cleanup": t.config(settings)["cleanup.policy"],
             "result": outcome[t.name],
         }
-        for t in (*data_topics(settings), *ALERT_JSON_TOPICS)
+        for t in (*data_topics(settings), *JSON_TOPICS)
     ]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -26,21 +26,19 @@ import importlib
 import json
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.clickhouse_sink import loopback_for
+from connectors.kafka_clients import KafkaConfig
 from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
-from streams.access import local_client_key
+from streams.access import local_client_key, local_url, open_local
 from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
@@ -53,11 +51,11 @@ _HTTP_TIMEOUT_S = 2.0
 _THROUGHPUT_COUNTERS = ("foresight_events_in_total", "foresight_events_out_total")
 
 
-def _get(url: str, headers: Mapping[str, str] | None = None) -> bytes | None:
+def _get(settings: Settings, url: str, headers: Mapping[str, str] | None = None) -> bytes | None:
     """The body at ``url`` when it answers 200, else ``None`` (nothing listening, or an error)."""
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
+        with open_local(settings, request, _HTTP_TIMEOUT_S) as response:
             body: bytes = response.read()
             return body
     except (OSError, ValueError):  # URLError and HTTPError are OSErrors
@@ -66,19 +64,21 @@ def _get(url: str, headers: Mapping[str, str] | None = None) -> bytes | None:
 
 def process_urls(settings: Settings) -> dict[str, str]:
     """Where each Foresight process answers when it runs: a page it always serves."""
-    host = loopback_for(settings.bind_host)
     return {
-        "worker": f"http://{host}:{settings.worker_port}/metrics",
-        "sink": f"http://{host}:{settings.sink_metrics_port}/metrics",
-        "gateway": f"http://{host}:{settings.gateway_port}/metrics",
-        "ingest": f"http://{host}:{settings.ingest_port}/metrics",
+        name: local_url(settings, port, "/metrics")
+        for name, port in (
+            ("worker", settings.worker_port),
+            ("sink", settings.sink_metrics_port),
+            ("gateway", settings.gateway_port),
+            ("ingest", settings.ingest_port),
+        )
     }
 
 
 def processes(settings: Settings) -> list[Report]:
     """Which Foresight processes answer on this machine's configured ports."""
     return [
-        {"name": name, "running": _get(url) is not None, "url": url}
+        {"name": name, "running": _get(settings, url) is not None, "url": url}
         for name, url in process_urls(settings).items()
     ]
 
@@ -102,11 +102,11 @@ def counters(
 def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
     """Records per second in and out per topic, from two samples of the worker's counters."""
     url = process_urls(settings)["worker"]
-    first, started = _get(url), time.monotonic()
+    first, started = _get(settings, url), time.monotonic()
     if first is None:
         return {"worker_running": False, "note": f"worker not running (nothing at {url})"}
     time.sleep(interval_s)
-    second, elapsed = _get(url), time.monotonic() - started
+    second, elapsed = _get(settings, url), time.monotonic() - started
     if second is None:
         return {"worker_running": False, "note": f"worker stopped answering at {url}"}
     before = counters(first.decode(), _THROUGHPUT_COUNTERS)
@@ -130,7 +130,7 @@ def not_modelled(settings: Settings) -> Report:
     urls = process_urls(settings)
     report: Report = {}
     for process, (name, labels) in _NOT_MODELLED.items():
-        body = _get(urls[process])
+        body = _get(settings, urls[process])
         if body is None:
             report[process] = {"running": False}
             continue
@@ -142,12 +142,12 @@ def not_modelled(settings: Settings) -> Report:
     return report
 
 
-async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
+async def consumer_lag(kafka: KafkaConfig, groups: list[str]) -> list[Report]:
     """Per group and topic: committed offsets against end offsets, summed over partitions.
 
     A group with no committed offsets is reported as such (not started, or expired).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="foresight-status")
+    admin = kafka.admin(client_id="foresight-status")
     await admin.start()
     try:
         known = {entry[0] for entry in await admin.list_consumer_groups()}
@@ -161,7 +161,7 @@ async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
     partitions = sorted({tp for offsets in committed.values() for tp in offsets})
     ends: dict[TopicPartition, int] = {}
     if partitions:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        consumer = kafka.consumer(group_id=None)
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions)
@@ -190,16 +190,14 @@ async def consumer_lag(bootstrap: str, groups: list[str]) -> list[Report]:
     return rows
 
 
-async def replay_firing(bootstrap: str, topic: str, codec: Codec) -> list[Report]:
+async def replay_firing(kafka: KafkaConfig, topic: str, codec: Codec) -> list[Report]:
     """Alerts firing as of the end of ``topic``, replayed from its oldest retained record."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    consumer = kafka.consumer(group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     alerts = FiringAlerts()
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -224,15 +222,13 @@ def firing_alerts(settings: Settings, topic: str) -> Report:
     """Firing alerts from the gateway when it runs, else from the alerts topic itself."""
     urls = process_urls(settings)
     key = local_client_key(settings)
-    if topic == ALERTS.name and key and _get(urls["gateway"]) is not None:
+    if topic == ALERTS.name and key and _get(settings, urls["gateway"]) is not None:
         api = urls["gateway"].removesuffix("/metrics") + "/api/alerts/firing"
-        body = _get(api, {"X-API-Key": key})
+        body = _get(settings, api, {"X-API-Key": key})
         if body is not None:
             alerts: list[Report] = json.loads(body)
             return {"source": f"gateway {api}", "alerts": alerts}
-    replayed = asyncio.run(
-        replay_firing(settings.kafka_bootstrap_servers, topic, codec_for(settings))
-    )
+    replayed = asyncio.run(replay_firing(settings.kafka(), topic, codec_for(settings)))
     return {"source": f"replay of topic {topic}", "alerts": replayed}
 
 
@@ -280,9 +276,9 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
         "processes": processes(settings),
     }
     try:
-        report["lag"] = asyncio.run(consumer_lag(settings.kafka_bootstrap_servers, groups))
+        report["lag"] = asyncio.run(consumer_lag(settings.kafka(), groups))
     except KafkaError as error:
-        report["lag"] = {"error": f"Kafka at {settings.kafka_bootstrap_servers}: {error!r}"}
+        report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
     report["throughput"] = throughput(settings)
     report["not_modelled"] = not_modelled(settings)
     try:

@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec, DeadLetter, Message
 from schemas.predictions import as_rows, prediction_rows
 from streams.codecs import codec_for
@@ -38,13 +38,13 @@ class TailError(Exception):
     """The topic cannot be followed (no such topic, Kafka unreachable); the message says why."""
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+async def topic_partitions(kafka: KafkaConfig, topic: str) -> list[TopicPartition]:
     """Every partition of ``topic``, asked of the broker's metadata.
 
     A consumer without a group learns partitions only on a metadata refresh that
     ``consumer.topics()`` does not force, so the admin client's ``describe_topics`` is asked.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="foresight-tail")
+    admin = kafka.admin(client_id="foresight-tail")
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -54,8 +54,8 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
         if entry["topic"] == topic and entry["error_code"] == 0 and entry["partitions"]:
             return sorted(TopicPartition(topic, p["partition"]) for p in entry["partitions"])
     raise TailError(
-        f"topic {topic!r} does not exist on {bootstrap}; create Foresight's topics with "
-        "`foresight topics create`, or name another with --topic"
+        f"topic {topic!r} does not exist on {kafka.bootstrap_servers}; create Foresight's "
+        "topics with `foresight topics create`, or name another with --topic"
     )
 
 
@@ -92,7 +92,7 @@ LINES: dict[str, Callable[[Record], str]] = {"predictions": prediction_line, "al
 
 
 async def follow(
-    bootstrap: str,
+    kafka: KafkaConfig,
     topic: str,
     schema: str,
     emit: Callable[[Record], None],
@@ -112,10 +112,9 @@ async def follow(
     is seen even without ``from_beginning``.
     """
     stop = stop or asyncio.Event()
-    partitions = await topic_partitions(bootstrap, topic)
+    partitions = await topic_partitions(kafka, topic)
     codec = codec or Codec()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         client_id="foresight-tail",
@@ -186,7 +185,7 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     return await follow(
-        settings.kafka_bootstrap_servers,
+        settings.kafka(),
         topic,
         spec.schema,
         emit,
@@ -211,7 +210,7 @@ def run_tail(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     except KafkaError as error:
         print(
-            f"foresight tail: Kafka at {settings.kafka_bootstrap_servers} failed: {error!r} "
+            f"foresight tail: Kafka at {settings.kafka().describe()} failed: {error!r} "
             "(is the stack up? `foresight stack status`)",
             file=sys.stderr,
         )

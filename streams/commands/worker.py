@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
+from connectors.kafka_admin import TopicRequest, ensure_topics
 from models.signals import RulesError
+from streams import topics
 from streams.settings import Settings
 
 
@@ -22,9 +25,18 @@ def run_worker(settings: Settings) -> int:
     except RulesError as error:
         print(f"foresight worker: {error}", file=sys.stderr)
         return 2
+    # Faust creates its internal topics while its consumer subscribes, and ignores one created
+    # then until the next rebalance: a new worker would never route. So it exists before.
+    internal = topics.routing_stats(settings)
+    asyncio.run(
+        ensure_topics(
+            settings.kafka(),
+            [TopicRequest(internal.name, internal.partition_count(settings), {})],
+        )
+    )
     if settings.worker_store.startswith("rocksdb"):
         changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]
-        discard_stale_state(app.conf.tabledir, settings.kafka_bootstrap_servers, changelogs)
+        discard_stale_state(app.conf.tabledir, settings.kafka(), changelogs)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG and costs ~14% of throughput.
     worker.spinner = None

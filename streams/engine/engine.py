@@ -24,24 +24,31 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from connectors import prometheus as metrics
-from connectors.alert_payloads import payloads_for
-from models.agents import AgentTaskStats, AgentTracker, RecentPairs, advise
+from models.agents import AgentStep, AgentTracker
 from models.alerts import AlertState
 from models.drift import ErrorDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
 from models.failure_outcomes import OutcomeTracker
+from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
 from schemas.codec import Codec, DeadLetter, Message
 from schemas.predictions import PredictionColumns
 from streams import topics
+from streams.engine import journal
 from streams.engine.outputs import Checkpoint, Outputs, rejected
 from streams.engine.progress import PartitionProgress
 from streams.settings import Settings
-from streams.validation import Limits, Rejection, check_agent_event, check_metric_batch
+from streams.validation import (
+    Limits,
+    Rejection,
+    check_agent_event,
+    check_metric_batch,
+    check_routing_request,
+)
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -94,7 +101,9 @@ class Engine:
     codec
         Encodes outputs and decodes inputs.
     routing_topic
-        The internal topic that carries agent statistics to the routing step.
+        The internal topic, keyed by task type, that carries agent events, agent loads and
+        routing requests to the routing step (:meth:`route`), so each task type's policy
+        lives on one worker.
     """
 
     def __init__(
@@ -120,13 +129,19 @@ class Engine:
         self.forecast_drift = ErrorDriftWatch()
         self.forecast_drift_alert = AlertState()
         self.agents = AgentTracker(max_pairs=settings.max_entities)
-        self.routing: dict[str, dict[str, AgentTaskStats]] = defaultdict(dict)
-        self._routed = RecentPairs(settings.max_entities)
+        self.concurrency = AgentConcurrency(max_agents=settings.max_entities)
+        self.policy = RoutingPolicy(max_pairs=settings.max_entities)
+        self.scaling = ScalingAdvisor(max_types=settings.max_entities)
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
+        self.twins = topics.json_twins(settings)
+        # Each entity's windows snapshot at its latest step (absent: to take at the next
+        # write) and the records it took since, as its checkpoint writes them (see .journal).
+        self._snapshots: dict[str, bytes] = {}
+        self._journals: dict[str, bytearray] = {}
 
     def outputs(self) -> Outputs:
-        return Outputs(self.codec, self.settings.max_record_bytes)
+        return Outputs(self.codec, self.settings.max_record_bytes, self.twins)
 
     # -- telemetry.metrics -------------------------------------------------------------------
     def metrics(self, inputs: Iterable[Input], now_s: float) -> Outputs:
@@ -191,6 +206,9 @@ class Engine:
         pipeline.labels = record["labels"]
         staged = pipeline.observe(t_ms, checked.names, checked.values, checked.kinds, checked.ended)
         pipeline.last_offset = message.offset
+        journal.append(
+            self._journals.setdefault(entity, bytearray()), message.offset, message.value
+        )
         if checked.dropped:
             out.dead(rejected(message, checked.dropped.kind, checked.dropped.reason))
         self._not_modelled(staged, message, out)
@@ -271,14 +289,40 @@ class Engine:
         windows, model_states = self.load_state(entity)
         if windows:
             try:
-                pipeline = EntityPipeline.restore(self.models, windows, model_states)
+                snapshot, taken = journal.read(windows)
+                pipeline = EntityPipeline.restore(self.models, snapshot, model_states)
             except ValueError as error:  # a state we cannot read: start the entity afresh
                 log.error("entity %s: cannot restore its state (%s); starting fresh", entity, error)
+            else:
+                self._take_again(pipeline, taken)
         self.entities[entity] = pipeline
         self.checkpointed[entity] = pipeline.last_step_ms
         if pipeline.last_step_ms:
             self.models_checkpointed[entity] = pipeline.last_step_ms
         return pipeline
+
+    def _take_again(self, pipeline: EntityPipeline, taken: list[tuple[int, bytes]]) -> None:
+        """The records a restored snapshot was checkpointed with, added to its windows as
+        they were the first time (they passed every check then; their dead letters and
+        counts are not repeated)."""
+        for offset, value in taken:
+            if offset <= pipeline.last_offset:
+                continue
+            try:
+                _, record = self.codec.decode(value)
+                checked = check_metric_batch(record, record["event_time"], self.limits)
+            except Exception as error:  # not ours to stop on: the entity goes on without it
+                log.error(
+                    "entity %s: cannot take record %d again (%s)", pipeline.entity, offset, error
+                )
+                continue
+            if isinstance(checked, Rejection):
+                continue
+            pipeline.labels = record["labels"]
+            pipeline.observe(
+                record["event_time"], checked.names, checked.values, checked.kinds, checked.ended
+            )
+            pipeline.last_offset = offset
 
     # -- steps ------------------------------------------------------------------------------
     def _step(self, out: Outputs) -> None:
@@ -287,6 +331,8 @@ class Engine:
             return
         due = list(self._pending.values())
         self._pending.clear()
+        for d in due:  # a step changes alert states and the step time: snapshot anew
+            self._snapshots.pop(d.pipeline.entity, None)
         for d in due:
             try:
                 self._not_modelled(d.pipeline.close_scrape(), d.cause, out)
@@ -324,12 +370,9 @@ class Engine:
                 self.alert(alert, d.cause, out)
 
     def alert(self, alert: Record, cause: Message | None, out: Outputs) -> None:
-        """The alert on ``alerts``, and its JSON twin for each alerting tool's connector."""
+        """The alert on ``alerts``, with its JSON twins (one per alerting tool's connector)."""
         metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
-        key = alert["dedup_key"]
-        out.emit(topics.ALERTS, key, alert, cause)
-        for topic, body in payloads_for(alert).values():
-            out.raw(topic, key.encode(), body, cause)
+        out.emit(topics.ALERTS, alert["dedup_key"], alert, cause)
 
     def _log_failure_risk(self, pipeline: EntityPipeline, predictions: Record) -> None:
         """Add the online failure model's score (in shadow: it never alerts) and log the
@@ -364,8 +407,19 @@ class Engine:
             if t_ms - since >= self.settings.model_checkpoint_s * 1000:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
-            out.checkpoints.append(Checkpoint(entity, pipeline.windows_bytes(), models))
+            out.checkpoints.append(Checkpoint(entity, self._windows_value(pipeline), models))
         self._touched.clear()
+
+    def _windows_value(self, pipeline: EntityPipeline) -> bytes:
+        """The entity's windows checkpoint: its snapshot and the records since. A snapshot
+        is taken anew after a step, or once the records since outweigh it."""
+        entity = pipeline.entity
+        snapshot = self._snapshots.get(entity)
+        taken = self._journals.get(entity, b"")
+        if snapshot is None or len(taken) > len(snapshot):
+            snapshot = self._snapshots[entity] = pipeline.windows_bytes()
+            taken = self._journals[entity] = bytearray()
+        return journal.frame(snapshot, taken)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -375,8 +429,9 @@ class Engine:
                 if seen <= idle_before and e not in self._pending]  # fmt: skip
         for entity in idle:
             pipeline = self.entities[entity]
+            self._snapshots.pop(entity, None)
             out.checkpoints.append(
-                Checkpoint(entity, pipeline.windows_bytes(), pipeline.models_bytes())
+                Checkpoint(entity, self._windows_value(pipeline), pipeline.models_bytes())
             )
             self.outcomes.forget(entity)
             self._forget(entity)
@@ -391,6 +446,8 @@ class Engine:
             self.models_checkpointed,
             self._touched,
             self._pending,
+            self._snapshots,
+            self._journals,
         ):
             held.pop(entity, None)
 
@@ -470,55 +527,162 @@ class Engine:
     # -- agents ---------------------------------------------------------------------------------
     def agent_events(self, inputs: Iterable[Input], now_s: float) -> Outputs:
         """AgentEvents: per agent x task type statistics, agent features and DURATION
-        predictions, health alerts, and the statistics re-keyed by task type for routing."""
+        predictions, health alerts; each event, and the loads of the agents it changed, go
+        on to the routing step keyed by task type."""
         out = self.outputs()
+        loaded: set[str] = set()
         for item in inputs:
             self._consumed(item.message, now_s)
             try:
-                self._agent_event(item, now_s, out)
+                agent = self._agent_event(item, now_s, out)
             except Exception as error:
                 self._internal_error(item.message, error, out)
+                continue
+            if agent is not None:
+                loaded.add(agent)
+        self._send_loads(loaded, out)
         return out
 
-    def _agent_event(self, item: Input, now_s: float, out: Outputs) -> None:
+    def _agent_event(self, item: Input, now_s: float, out: Outputs) -> str | None:
+        """One AgentEvent; returns its agent, or None when it was dead-lettered."""
         message = item.message
         record = self._decode(message, topics.AGENT_EVENTS, out)
         if record is None:
-            return
+            return None
         rejection = check_agent_event(record, int(now_s * 1000), self.limits)
         if rejection:
             out.dead(rejected(message, rejection.kind, rejection.reason))
-            return
+            return None
         step = self.agents.observe(record)
+        agent, task_type, task_id = record["agent"], record["task_type"], record["task_id"]
         if step is None:
-            return
+            self.concurrency.started(agent, task_id)
+        else:
+            self.concurrency.finished(agent, task_id, _residual(record, step.stats.log_mean))
+            self._agent_step(step, item, out)
+        event = {
+            "kind": "event", "agent": agent, "task_id": task_id, "phase": record["phase"],
+            "duration_ms": record["duration_ms"], "t_ms": record["event_time"],
+        }  # fmt: skip
+        out.raw(self.routing_topic, task_type.encode(), json.dumps(event).encode(), message)
+        return str(agent)
+
+    def _agent_step(self, step: AgentStep, item: Input, out: Outputs) -> None:
         wall_ms = time.time() * 1000
         latency_from = item.timestamp_ms if item.timestamp_ms else wall_ms
         step.predictions["emitted_at"] = int(wall_ms)
         step.predictions["latency_ms"] = max(0.0, wall_ms - latency_from)
         metrics.EVENT_TO_PREDICTION.observe(step.predictions["latency_ms"] / 1000)
-        agent, task_type = record["agent"], record["task_type"]
-        out.emit(topics.FEATURES, step.features["entity"], step.features, message)
-        out.emit(topics.PREDICTIONS, agent, step.predictions, message)
+        out.emit(topics.FEATURES, step.features["entity"], step.features, item.message)
+        out.emit(topics.PREDICTIONS, step.predictions["entity"], step.predictions, item.message)
         for alert in step.alerts:
-            self.alert(alert, message, out)
-        update = {"agent": agent, "t_ms": record["event_time"], "stats": asdict(step.stats)}
-        out.raw(self.routing_topic, task_type.encode(), json.dumps(update).encode(), message)
+            self.alert(alert, item.message, out)
 
-    def route(self, task_type: str, update: bytes) -> Outputs:
-        """An agent's statistics for ``task_type``: advise the best agent for it now."""
+    def _send_loads(self, agents: Iterable[str], out: Outputs) -> None:
+        """Each changed agent's tasks in flight and recommended limit, to the routing step of
+        every task type it takes: a task type's decisions weigh all of an agent's work."""
+        by_type: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        for agent in agents:
+            load = [self.concurrency.in_flight(agent), self.concurrency.limit(agent)]
+            for task_type in self.agents.stats.get(agent, ()):
+                by_type[task_type][agent] = load
+        for task_type, loads in by_type.items():
+            update = json.dumps({"kind": "loads", "loads": loads}).encode()
+            out.raw(self.routing_topic, task_type.encode(), update, None)
+
+    # -- routing.requests ---------------------------------------------------------------------
+    def routing_requests(self, inputs: Iterable[Input], now_s: float) -> Outputs:
+        """RoutingRequests, checked, on to the routing step of their task type."""
         out = self.outputs()
-        loaded = json.loads(update)
-        self.routing[task_type][loaded["agent"]] = AgentTaskStats(**loaded["stats"])
-        for old_task_type, old_agent in self._routed.seen(task_type, loaded["agent"]):
-            candidates = self.routing[old_task_type]
-            candidates.pop(old_agent, None)
-            if not candidates:
-                del self.routing[old_task_type]
-        decision = advise(task_type, self.routing[task_type], loaded["t_ms"])
-        if decision is not None:
-            out.emit(topics.ROUTING, task_type, decision, None)
+        now_ms = int(now_s * 1000)
+        for item in inputs:
+            self._consumed(item.message, now_s)
+            record = self._decode(item.message, topics.ROUTING_REQUESTS, out)
+            if record is None:
+                continue
+            rejection = check_routing_request(record, now_ms, self.limits)
+            if rejection:
+                out.dead(rejected(item.message, rejection.kind, rejection.reason))
+                continue
+            request = {"kind": "request", "request": record,
+                       "arrived_ms": item.timestamp_ms or now_ms}  # fmt: skip
+            key = record["task_type"].encode()
+            out.raw(self.routing_topic, key, json.dumps(request).encode(), item.message)
         return out
+
+    # -- the routing step ---------------------------------------------------------------------
+    def route(self, inputs: Iterable[Input], now_s: float) -> Outputs:
+        """Records of the routing topic (keyed by task type): an agent event teaches the
+        policy (and refreshes the standing advice and the pool's scaling advice), a load
+        update sets agents' loads, a request gets its decision."""
+        out = self.outputs()
+        for item in inputs:
+            message = item.message
+            self._consumed(message, now_s)
+            try:
+                self._route(message, now_s, out)
+            except Exception as error:
+                self._internal_error(message, error, out)
+        return out
+
+    def _route(self, message: Message, now_s: float, out: Outputs) -> None:
+        task_type = (message.key or b"").decode()
+        update = json.loads(message.value)
+        if update["kind"] == "loads":
+            for agent, (in_flight, limit) in update["loads"].items():
+                self.policy.observe_load(agent, in_flight, limit)
+        elif update["kind"] == "request":
+            self._decide(task_type, update, message, now_s, out)
+        else:
+            self._learn(task_type, update, out)
+
+    def _learn(self, task_type: str, event: Record, out: Outputs) -> None:
+        agent, t_ms = event["agent"], event["t_ms"]
+        if event["phase"] == "STARTED":
+            self.policy.started(agent, event["task_id"])
+            return
+        self.policy.learn(agent, task_type, event["duration_ms"], event["phase"] == "SUCCEEDED")
+        standing = self.policy.decide(task_type, (), t_ms, explore=False)
+        out.emit(topics.ROUTING, task_type, self.policy.decision_record(task_type, standing, t_ms),
+                 None)  # fmt: skip
+        if self.scaling.due(task_type, t_ms):
+            self._advise_scaling(task_type, t_ms, out)
+
+    def _advise_scaling(self, task_type: str, t_ms: int, out: Outputs) -> None:
+        """The pool of ``task_type`` (the agents known for it): its demand (their load) and
+        capacity (their limits), and the advice to add agents, as a SCALING prediction."""
+        pool = self.policy.arms[task_type].agents
+        loads = [self.policy.load_of(agent, t_ms) for agent in pool]
+        advice = self.scaling.observe(
+            task_type, t_ms, float(sum(load for load, _ in loads)), len(pool),
+            float(sum(limit for _, limit in loads)),
+        )  # fmt: skip
+        if advice is None:
+            return
+        entity = f"pool:{task_type}"
+        batch = {
+            "prediction_id": f"{entity}@{t_ms}", "entity": entity, "event_time": t_ms,
+            "emitted_at": int(time.time() * 1000), "latency_ms": 0.0,
+            **scaling_predictions([advice], t_ms),
+        }  # fmt: skip
+        out.emit(topics.PREDICTIONS, entity, batch, None, ("predictions",))
+
+    def _decide(
+        self, task_type: str, update: Record, message: Message, now_s: float, out: Outputs
+    ) -> None:
+        request = update["request"]
+        now_ms = int(now_s * 1000)
+        try:
+            choice = self.policy.decide(task_type, request["candidates"], now_ms)
+        except ValueError as error:
+            out.dead(rejected(message, "invalid_value", str(error)))
+            return
+        self.policy.assigned(choice.agent, request["task_id"], now_ms)
+        decision = self.policy.decision_record(
+            task_type, choice, now_ms, request["task_id"], request["deadline"], request["priority"]
+        )
+        out.emit(topics.ROUTING, request["task_id"], decision, message)
+        metrics.ROUTING_DECISION.observe(max(0.0, now_ms - update["arrived_ms"]) / 1000)
 
     def health_fields(self) -> Record:
         """What ``/health`` reports of the engine."""
@@ -530,6 +694,15 @@ class Engine:
 
     def stalled(self) -> list[str]:
         return [f"{t}:{p}" for (t, p), s in self.progress.items() if s.stalled]
+
+
+def _residual(event: Record, log_mean: float) -> float | None:
+    """A succeeded run's log-duration against its agent's mean for the task type (how much
+    slower it ran than usual); None for a run that says nothing of speed."""
+    duration = event["duration_ms"]
+    if event["phase"] != "SUCCEEDED" or duration is None or not duration > 0:
+        return None
+    return math.log(duration) - log_mean
 
 
 def _listed(items: Iterable[str], most: int = 5) -> str:

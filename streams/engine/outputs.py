@@ -8,11 +8,13 @@ must never cost the input its trace).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import prometheus as metrics
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.json_form import dumps
 from streams import topics
 
 Record = dict[str, Any]
@@ -47,6 +49,7 @@ class Outputs:
 
     codec: Codec
     max_record_bytes: int
+    twins: Mapping[str, tuple[topics.JsonTwin, ...]] = field(default_factory=dict)
     records: list[Output] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
 
@@ -58,10 +61,13 @@ class Outputs:
         cause: Message | None,
         cache: tuple[str, ...] = (),
     ) -> bytes | None:
-        """Encode and queue ``record``; returns its bytes, or None when it was too large
-        (then ``cause``, the input that led to it, is dead-lettered)."""
+        """Encode and queue ``record``, then its JSON twins; returns its bytes, or None when
+        it was too large (then ``cause``, the input that led to it, is dead-lettered)."""
         value = self.codec.encode(spec.schema, record)
-        return self.raw(spec.name, key.encode(), value, cause, cache)
+        encoded = self.raw(spec.name, key.encode(), value, cause, cache)
+        for twin in self.twins.get(spec.name, ()):
+            self.raw(twin.spec.name, key.encode(), dumps(twin.build(record)), cause)
+        return encoded
 
     def raw(
         self,

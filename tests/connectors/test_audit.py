@@ -20,9 +20,10 @@ from connectors.audit import (
 from connectors.http.app import create_app, require
 from connectors.http.auth import Gatekeeper, RateLimits, Refusal
 from connectors.http.keys import READ, WRITE, KeysFile
+from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec
 
-NOWHERE = "127.0.0.1:1"  # nothing listens on port 1: a broker that never answers
+NOWHERE = KafkaConfig("127.0.0.1:1")  # nothing listens on port 1: a broker that never answers
 
 
 def _trail(max_pending: int = 10_000) -> AuditTrail:

@@ -21,15 +21,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from connectors.clickhouse import ChdbStore, QueryResult
-from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tables
+from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, TableSpec, create_tables
 from connectors.clickhouse_sink import (
     ClickHouseSink,
     SinkBatch,
@@ -39,6 +40,7 @@ from connectors.clickhouse_sink import (
 )
 from connectors.http.keys import READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from deploy.local.processes import free_port
 from schemas.codec import Codec
@@ -211,6 +213,38 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
     ]
 
 
+def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
+    tmp_path: Path,
+) -> None:
+    spec = TABLE_FOR_SCHEMA["routing_decision"]
+    old_columns = spec.columns.split(", " + spec.added[0])[0]
+    now = int(time.time() * 1000)
+    store = ChdbStore(str(tmp_path / "chdb"))
+    try:
+        store.command(replace(spec, columns=old_columns, added=()).ddl(30))
+        store.insert_arrow(spec.name, _old_decisions(spec, now - 1))
+        create_tables(store, ttl_days=30)
+        create_tables(store, ttl_days=30)  # idempotent
+        store.insert_arrow(spec.name, spec.flatten(_consumed([_recent("routing_decision", now)])))
+        rows = store.query(
+            "SELECT task_id, runner_up, reason, recommended_concurrency FROM routing_decisions "
+            "ORDER BY ts"
+        ).rows
+    finally:
+        store.close()
+    assert rows == [
+        ("t-9", None, "", None),
+        ("t-9", "agent-01", SAMPLES["routing_decision"]["reason"], 3),
+    ]
+
+
+def _old_decisions(spec: TableSpec, now_ms: int) -> pa.Table:
+    """A row as the table of version 1 of RoutingDecision held it."""
+    table = spec.flatten(_consumed([_recent("routing_decision", now_ms)]))
+    added = [c.split(" ")[0] for c in spec.added]
+    return table.drop_columns(added)
+
+
 # -- the sink on the real stack ---------------------------------------------------------------
 
 
@@ -320,11 +354,11 @@ def sinks() -> Iterator[list[SinkProcess]]:
 
 
 async def _produce(
-    bootstrap: str, topic: str, partitions: int, records: list[tuple[str, dict[str, Any]]]
+    kafka: KafkaConfig, topic: str, partitions: int, records: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    await ensure_topics(bootstrap, [TopicRequest(topic, partitions, {})])
+    await ensure_topics(kafka, [TopicRequest(topic, partitions, {})])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = kafka.producer(linger_ms=5)
     await producer.start()
     try:
         for i, (schema, record) in enumerate(records):
@@ -336,10 +370,10 @@ async def _produce(
 
 
 async def _committed_and_end(
-    bootstrap: str, topic: str, group: str, partitions: int
+    kafka: KafkaConfig, topic: str, group: str, partitions: int
 ) -> tuple[int, int]:
     """Sum of the group's committed offsets and of the end offsets of ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    consumer = kafka.consumer(group_id=group)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -370,14 +404,14 @@ def _batches(count: int, samples: int, now_ms: int) -> list[tuple[str, dict[str,
 def test_records_are_queryable_and_offsets_committed_on_sigterm(
     stack_settings: Settings, unique: str, tmp_path: Path, sinks: list[SinkProcess]
 ) -> None:
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic, group = f"test.sink.{unique}", f"test-sink-{unique}"
     now = int(time.time() * 1000)
     predictions = [
         ("prediction_batch", _recent("prediction_batch", now + i, prediction_id=f"p{i}"))
         for i in range(20)
     ]
-    asyncio.run(_produce(bootstrap, topic, 3, _batches(30, 2, now) + predictions))
+    asyncio.run(_produce(kafka, topic, 3, _batches(30, 2, now) + predictions))
     sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, group)
     sinks.append(sink)
     sink.wait_until(
@@ -405,7 +439,7 @@ def test_records_are_queryable_and_offsets_committed_on_sigterm(
         run_sql("SELECT * FROM no_such_table", settings)
     assert sink.stop() == 0
     assert "1 skipped" in sink.log.read_text()
-    committed, end = asyncio.run(_committed_and_end(bootstrap, topic, group, 3))
+    committed, end = asyncio.run(_committed_and_end(kafka, topic, group, 3))
     assert committed == end == 51
 
 
@@ -413,11 +447,11 @@ def test_records_are_queryable_and_offsets_committed_on_sigterm(
 def test_kill_9_mid_stream_then_restart_stores_every_sample_once(
     stack_settings: Settings, unique: str, tmp_path: Path, sinks: list[SinkProcess]
 ) -> None:
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic, group = f"test.sink.kill.{unique}", f"test-sink-kill-{unique}"
     records, samples = 6000, 10
     expected = records * samples
-    asyncio.run(_produce(bootstrap, topic, 3, _batches(records, samples, int(time.time() * 1000))))
+    asyncio.run(_produce(kafka, topic, 3, _batches(records, samples, int(time.time() * 1000))))
     small_batches = {"FORESIGHT_SINK_BATCH_ROWS": "300", "FORESIGHT_SINK_BATCH_SECONDS": "0.2"}
     folder = tmp_path / "chdb"
     first = SinkProcess(stack_settings, folder, topic, group, **small_batches)
@@ -427,14 +461,14 @@ def test_kill_9_mid_stream_then_restart_stores_every_sample_once(
     # Kill right after an insert shows, which is most often before its offsets are committed.
     first.wait_until("another insert", lambda: first.count("metric_samples") > stored)
     first.stop(signal.SIGKILL)
-    committed, end = asyncio.run(_committed_and_end(bootstrap, topic, group, 3))
+    committed, end = asyncio.run(_committed_and_end(kafka, topic, group, 3))
     assert committed < end, "the kill landed after everything was committed; produce more"
 
     second = SinkProcess(stack_settings, folder, topic, group, **small_batches)
     sinks.append(second)
 
     def drained() -> bool:
-        done = asyncio.run(_committed_and_end(bootstrap, topic, group, 3))
+        done = asyncio.run(_committed_and_end(kafka, topic, group, 3))
         return done[0] == done[1]
 
     second.wait_until("the restarted sink to commit everything", drained, timeout=180)
@@ -459,11 +493,11 @@ def test_replayed_and_lost_rows_are_reconciled_by_kafka_coordinates(
     were deleted (as an insert cut short between its parts would leave them): the sink must
     add exactly the missing rows.
     """
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic = f"test.sink.replay.{unique}"
     records, samples = 400, 5
     expected = records * samples
-    asyncio.run(_produce(bootstrap, topic, 2, _batches(records, samples, int(time.time() * 1000))))
+    asyncio.run(_produce(kafka, topic, 2, _batches(records, samples, int(time.time() * 1000))))
     folder = tmp_path / "chdb"
     first = SinkProcess(stack_settings, folder, topic, f"test-replay-a-{unique}")
     sinks.append(first)
@@ -482,7 +516,7 @@ def test_replayed_and_lost_rows_are_reconciled_by_kafka_coordinates(
     second.wait_until(
         "the replay to be committed",
         lambda: (
-            asyncio.run(_committed_and_end(bootstrap, topic, f"test-replay-b-{unique}", 2))[0]
+            asyncio.run(_committed_and_end(kafka, topic, f"test-replay-b-{unique}", 2))[0]
             == records + 1
         ),
     )
@@ -500,7 +534,7 @@ def test_a_step_sent_again_by_a_restarted_worker_is_stored_once(
     """A worker killed between producing a step and checkpointing it sends the step again
     after its restart, possibly with other values (its models restored a little older): the
     store keeps one row per prediction, feature vector and alert change, the first."""
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic = f"test.sink.repeat.{unique}"
     now = int(time.time() * 1000)
     step = [
@@ -510,15 +544,15 @@ def test_a_step_sent_again_by_a_restarted_worker_is_stored_once(
     ]
     again = copy.deepcopy(step)
     again[0][1]["values"][0] = 99.0
-    asyncio.run(_produce(bootstrap, topic, 1, step + again))
+    asyncio.run(_produce(kafka, topic, 1, step + again))
     group = f"test-repeat-{unique}"
     sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, group)
     sinks.append(sink)
     sink.wait_until("the first step", lambda: sink.count("alerts") == 1)
-    asyncio.run(_produce(bootstrap, topic, 1, again))  # and once more, in a later insert
+    asyncio.run(_produce(kafka, topic, 1, again))  # and once more, in a later insert
 
     def drained() -> bool:
-        committed, end = asyncio.run(_committed_and_end(bootstrap, topic, group, 1))
+        committed, end = asyncio.run(_committed_and_end(kafka, topic, group, 1))
         return committed == end
 
     sink.wait_until("every record read", drained)
@@ -547,13 +581,13 @@ def test_no_batch_goes_in_before_the_stored_offsets_are_known(
     A second group replays a stored topic with a recovery slower than ``batch_seconds``: its
     first batch must wait for the recovery and be dropped as already stored, not inserted again.
     """
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic, folder = f"test.sink.recovery.{unique}", str(tmp_path / "chdb")
-    asyncio.run(_produce(bootstrap, topic, 1, _batches(100, 2, int(time.time() * 1000))))
+    asyncio.run(_produce(kafka, topic, 1, _batches(100, 2, int(time.time() * 1000))))
 
     async def store_all(group: str) -> ClickHouseSink:
         sink = ClickHouseSink(
-            bootstrap=bootstrap,
+            kafka=kafka,
             topics=[topic],
             group_id=group,
             store_factory=lambda: SlowRecoveryStore(folder),
@@ -564,7 +598,7 @@ def test_no_batch_goes_in_before_the_stored_offsets_are_known(
         stop = asyncio.Event()
         running = asyncio.create_task(sink.run(stop))
         deadline = time.monotonic() + 90
-        while (await _committed_and_end(bootstrap, topic, group, 1))[0] < 101:
+        while (await _committed_and_end(kafka, topic, group, 1))[0] < 101:
             assert not running.done(), running.result()
             assert time.monotonic() < deadline, "the sink did not commit the topic in time"
             await asyncio.sleep(0.1)
@@ -590,7 +624,7 @@ def test_the_sql_endpoint_listens_on_loopback_only_and_answers_reads_only(
     """Finding 7's attacks, through the running sink, with FORESIGHT_BIND_HOST=0.0.0.0."""
     topic, group = f"test.sink.sql.{unique}", f"test-sink-sql-{unique}"
     now = int(time.time() * 1000)
-    asyncio.run(_produce(stack_settings.kafka_bootstrap_servers, topic, 1, _batches(5, 2, now)))
+    asyncio.run(_produce(stack_settings.kafka(), topic, 1, _batches(5, 2, now)))
     folder = tmp_path / "chdb"
     sink = SinkProcess(stack_settings, folder, topic, group, FORESIGHT_BIND_HOST="0.0.0.0")
     sinks.append(sink)
@@ -622,10 +656,10 @@ def test_a_slow_query_neither_holds_up_inserts_nor_runs_past_its_limit(
     The query would run for hours; the sink's limit stops it after 20 s. Records produced
     while it runs must be stored before it is stopped: inserts do not wait for it.
     """
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     topic, group = f"test.sink.slow.{unique}", f"test-sink-slow-{unique}"
     now = int(time.time() * 1000)
-    asyncio.run(_produce(bootstrap, topic, 2, _batches(10, 2, now)))
+    asyncio.run(_produce(kafka, topic, 2, _batches(10, 2, now)))
     sink = SinkProcess(
         stack_settings, tmp_path / "chdb", topic, group, FORESIGHT_SQL_TIMEOUT_S="20"
     )
@@ -650,7 +684,7 @@ def test_a_slow_query_neither_holds_up_inserts_nor_runs_past_its_limit(
         "WHERE query LIKE '%numbers(1000000000001)%' AND query NOT LIKE '%system.processes%'"
     )
     sink.wait_until("the slow query to run", lambda: sink.sql(running) == [(1,)])
-    asyncio.run(_produce(bootstrap, topic, 2, _batches(200, 5, now + 1000)))
+    asyncio.run(_produce(kafka, topic, 2, _batches(200, 5, now + 1000)))
     sink.wait_until(
         "records produced during the slow query", lambda: sink.count("metric_samples") == 1020
     )

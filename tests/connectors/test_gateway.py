@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from connectors.gateway import Gateway, GatewayConfig
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import Subscription, SubscriptionError, parse_subscription
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, WRITE, KeysFile
+from connectors.http.tls import TlsConfig
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
+from deploy.local.certs import make_dev_certs
 from schemas.codec import Codec
 from streams.settings import Settings
 from tests.schemas.samples import T0
@@ -202,10 +205,10 @@ async def running_gateway(
 ) -> AsyncIterator[tuple[Gateway, Callable[[str, dict[str, Any]], Any]]]:
     """A gateway on its own one-partition topics, and a function producing to them."""
     topics = {"prediction_batch": f"test.predictions.{unique}", "alert": f"test.alerts.{unique}"}
-    bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(t, 1, {}) for t in topics.values()])
+    kafka = settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(t, 1, {}) for t in topics.values()])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = kafka.producer(linger_ms=5)
     await producer.start()
 
     async def produce(schema: str, record: dict[str, Any]) -> None:
@@ -221,7 +224,7 @@ async def running_gateway(
     for key, role in ((KEY, READ), ("other-key", READ), (WRITER_KEY, WRITE)):
         keys.create(key, [role], key=key)
     config = GatewayConfig(
-        bootstrap_servers=bootstrap,
+        kafka=kafka,
         gatekeeper=Gatekeeper(keys),
         port=0,
         predictions_topic=topics["prediction_batch"],
@@ -273,10 +276,12 @@ def has(kind: str, entity: str) -> Callable[[list[dict[str, Any]]], bool]:
     )
 
 
-def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -584,3 +589,25 @@ async def test_a_client_back_from_a_restarted_gateway_gets_a_fresh_snapshot(
 
     assert answer["type"] == "subscribed" and answer["resumed"] is False
     assert min(m["id"] for m in newer if m["type"] == "prediction") > last_seen
+
+
+@pytest.mark.integration
+async def test_with_a_certificate_the_feed_and_routes_are_tls_only(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    certs = make_dev_certs(tmp_path / "certs")
+    tls = TlsConfig(str(certs.cert), str(certs.key), str(certs.ca))
+    async with running_gateway(stack_settings, unique, tls=tls) as (gateway, produce):
+        url = f"wss://127.0.0.1:{gateway.port}/ws?api_key={KEY}"
+        async with connect(url, ssl=tls.client_context()) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "entity": f"web-{unique}"}))
+            await receive_until(ws, subscribed)
+            await produce("prediction_batch", prediction(f"web-{unique}"))
+            await receive_until(ws, has("prediction", f"web-{unique}"))
+        health = tls.url("127.0.0.1", gateway.port, "/health")
+        status, _ = await asyncio.to_thread(http_get, health, None, tls.client_context())
+        assert status == 200
+        with pytest.raises(ssl.SSLCertVerificationError):  # a client without the CA
+            await connect(url, ssl=ssl.create_default_context())
+        with pytest.raises((InvalidMessage, ConnectionError)):  # no plain WebSocket
+            await connect(f"ws://127.0.0.1:{gateway.port}/ws?api_key={KEY}")

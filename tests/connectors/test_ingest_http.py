@@ -23,6 +23,7 @@ from connectors.ingest_http import (
     IngestServer,
     validate_agent_events,
 )
+from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber, shipped_rules
 
 NOW = 1_767_225_600_000
@@ -109,7 +110,7 @@ def ingest_keys(tmp_path: Path) -> tuple[KeysFile, str, str]:
 async def ingest_client(keys: KeysFile) -> AsyncIterator[httpx.AsyncClient]:
     scrubber = Scrubber(shipped_rules(), secret=b"0" * 32)
     config = IngestConfig(
-        "unused:9092", "m", "e", Gatekeeper(keys), ("instance",), scrubber, port=0
+        KafkaConfig("unused:9092"), "m", "e", Gatekeeper(keys), ("instance",), scrubber, port=0
     )
     app = IngestServer(config).app()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -21,7 +21,7 @@ _MAKE_ENVIRONMENT = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 ROOT = Path(__file__).resolve().parents[2]
 STACK_NEEDS = {"python3.11", "python3.11-venv", "java", "javac", "mvn", "redis-server"}
 REAL_CLIENTS = {"prometheus-node-exporter", "prometheus", "promtool", "prometheus-alertmanager"}
-EVERY_NEED = STACK_NEEDS | {"chromium"} | REAL_CLIENTS
+EVERY_NEED = STACK_NEEDS | {"chromium", "kcat"} | REAL_CLIENTS
 
 
 def _commands(script: Path) -> list[str]:

@@ -164,6 +164,31 @@ def agent_events(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def routing_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """RoutingRequest records that fit the schema."""
+    agents = st.sampled_from(["a1", "a2", "a3"])
+    return _record(
+        draw,
+        {
+            "task_id": st.sampled_from(["t1", "t2", "t3"]),
+            "task_type": st.sampled_from(["triage", "deploy"]),
+            "candidates": st.lists(agents, max_size=3),
+            "deadline": st.one_of(st.none(), _near_now),
+            "priority": st.integers(-2, 2),
+            "event_time": _near_now,
+        },
+        {
+            "task_id": names,
+            "task_type": names,
+            "candidates": st.lists(st.one_of(agents, names), max_size=40),
+            "deadline": st.one_of(st.none(), timestamps),
+            "priority": st.integers(-(2**31), 2**31 - 1),
+            "event_time": timestamps,
+        },
+    )
+
+
+@st.composite
 def labels(draw: st.DrawFn) -> dict[str, Any]:
     """Label records (ground truth) that fit the schema."""
     return _record(

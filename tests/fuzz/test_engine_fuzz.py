@@ -28,6 +28,7 @@ from tests.fuzz.strategies import (
     labels,
     metric_batches,
     mutated,
+    routing_requests,
 )
 from tests.schemas.samples import SAMPLES
 
@@ -35,12 +36,35 @@ NOW_S = NOW_MS / 1000
 CODEC = Codec()
 Record = dict[str, Any]
 Feed = Callable[[Engine, Iterable[Input], float], Outputs]
+
+
+def _routed(feed: Feed) -> Feed:
+    """``feed``, then its records on the internal routing topic through :meth:`Engine.route`,
+    as the worker's routing agent takes them."""
+
+    def through(engine: Engine, inputs: Iterable[Input], now_s: float) -> Outputs:
+        out = feed(engine, inputs, now_s)
+        routed = [r for r in out.records if r.topic == "routing-stats"]
+        for offset, record in enumerate(routed):
+            message = Message("routing-stats", 0, offset, record.key, record.value)
+            out.extend(engine.route([Input(message)], now_s))
+        return out
+
+    return through
+
+
 DOORS: dict[str, tuple[topics.TopicSpec, Feed]] = {
     "metrics": (topics.METRICS, Engine.metrics),
-    "agent_events": (topics.AGENT_EVENTS, Engine.agent_events),
+    "agent_events": (topics.AGENT_EVENTS, _routed(Engine.agent_events)),
     "labels": (topics.LABELS, Engine.labels),
+    "routing_requests": (topics.ROUTING_REQUESTS, _routed(Engine.routing_requests)),
 }
-RECORDS = {"metrics": metric_batches(), "agent_events": agent_events(), "labels": labels()}
+RECORDS = {
+    "metrics": metric_batches(),
+    "agent_events": agent_events(),
+    "labels": labels(),
+    "routing_requests": routing_requests(),
+}
 
 
 def _engine(max_record_bytes: int = 1_000_000, **settings: Any) -> Engine:
@@ -149,7 +173,11 @@ def _held(engine: Engine) -> dict[str, int]:
         ),
         "agent x task type statistics": sum(len(s) for s in engine.agents.stats.values()),
         "agents": max(len(engine.agents.health), len(engine.agents.alert_states)),
-        "routing statistics": sum(len(s) for s in engine.routing.values()),
+        "routing arms": sum(len(a.agents) for a in engine.policy.arms.values()),
+        "routing loads": len(engine.policy.loads),
+        "agents' open tasks": len(engine.concurrency.open),
+        "concurrency curves": len(engine.concurrency.curves),
+        "scaling forecasts": len(engine.scaling.state),
         "failure-risk logs": len(engine.outcomes._logged),
     }
 
@@ -191,8 +219,10 @@ def test_memory_stays_bounded_over_a_long_hostile_run() -> None:
             _check(engine.metrics(metrics, now_s), 1_000_000, len(metrics))
             out = engine.agent_events(events, now_s)
             _check(out, 1_000_000, len(events))
-            for update in (r for r in out.records if r.topic == "routing-stats"):
-                engine.route((update.key or b"").decode(), update.value)
+            routed = [r for r in out.records if r.topic == "routing-stats"]
+            for offset, update in enumerate(routed):
+                message = Message("routing-stats", 0, offset, update.key, update.value)
+                _check(engine.route([Input(message)], now_s), 1_000_000, 1)
             engine.tick(now_s)
             del metrics, events, out
             traced.append(tracemalloc.get_traced_memory()[0])

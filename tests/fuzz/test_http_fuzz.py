@@ -32,6 +32,7 @@ from connectors.ingest_http import (
     IngestServer,
     validate_agent_events,
 )
+from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber, shipped_rules
 from connectors.remote_write import RemoteWriteDecoder, RemoteWriteError
 from connectors.user_sql import SqlLimits, UserSql
@@ -63,7 +64,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeysFile:
 
 def _ingest_app(gatekeeper: Gatekeeper) -> FastAPI:
     scrubber = Scrubber(shipped_rules(), secret=b"0" * 32)
-    config = IngestConfig("unused:9092", "m", "e", gatekeeper, ENTITY_LABELS, scrubber, port=0)
+    unused = KafkaConfig("unused:9092")
+    config = IngestConfig(unused, "m", "e", gatekeeper, ENTITY_LABELS, scrubber, port=0)
     return IngestServer(config).app()
 
 
@@ -204,7 +206,8 @@ def test_every_ingest_request_is_answered_below_500(keys: KeysFile, call: Call) 
 @pytest.fixture(scope="module")
 def sql_app(keys: KeysFile, store: ChdbStore) -> FastAPI:
     sql = UserSql(store.session, SqlLimits(timeout_s=5.0, max_rows=100))
-    audit = AuditTrail("unused:9092", "audit", "sink")  # never started: events wait in memory
+    # Never started: events wait in memory.
+    audit = AuditTrail(KafkaConfig("unused:9092"), "audit", "sink")
     return SqlEndpoint(sql, 0, Gatekeeper(keys, NO_LIMITS), audit).app
 
 

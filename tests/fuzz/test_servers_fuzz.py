@@ -90,8 +90,8 @@ def ingest(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
 def gateway(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     suffix = tmp_path_factory.mktemp("gateway").name
     predictions, alerts = f"test.fuzz.predictions.{suffix}", f"test.fuzz.alerts.{suffix}"
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
+    kafka = stack_settings.kafka()
+    asyncio.run(ensure_topics(kafka, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
     port = free_port()
     command = ["gateway", "--port", str(port), "--predictions-topic", predictions,
                "--alerts-topic", alerts]  # fmt: skip

@@ -8,8 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
 from schemas.codec import Codec, DecodeError
 from streams.commands.tail import topic_partitions
@@ -17,14 +16,15 @@ from streams.topics import TopicSpec
 
 
 class TopicReader:
-    """Follows topics from their current end (a fresh group, ``latest``), decoding records."""
+    """Follows topics from their current end (a fresh group, ``latest``), decoding records
+    (with ``codec``, Foresight's framing by default) and keeping their bytes in ``raw``."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.codec = Codec()
+    def __init__(self, kafka: KafkaConfig, *topics: str, codec: Codec | None = None) -> None:
+        self.codec = codec or Codec()
         self.records: list[tuple[str, bytes | None, Any]] = []
-        self._consumer = AIOKafkaConsumer(
+        self.raw: list[tuple[str, bytes | None, bytes]] = []
+        self._consumer = kafka.consumer(
             *topics,
-            bootstrap_servers=bootstrap,
             group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="latest",
             enable_auto_commit=False,
@@ -45,12 +45,20 @@ class TopicReader:
         self, done: Callable[[list[tuple[str, bytes | None, Any]]], bool], timeout_s: float
     ) -> list[tuple[str, bytes | None, Any]]:
         """Read until ``done(records)`` holds; fail with what was read after ``timeout_s``."""
+        if not await self.wait(done, timeout_s):
+            raise AssertionError(
+                f"condition not met in {timeout_s}s; read {len(self.records)} records"
+            )
+        return self.records
+
+    async def wait(
+        self, done: Callable[[list[tuple[str, bytes | None, Any]]], bool], timeout_s: float
+    ) -> bool:
+        """Read until ``done(records)`` holds (True) or ``timeout_s`` has passed (False)."""
         deadline = time.monotonic() + timeout_s
         while not done(self.records):
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"condition not met in {timeout_s}s; read {len(self.records)} records"
-                )
+                return False
             batches = await self._consumer.getmany(timeout_ms=250)
             for messages in batches.values():
                 for m in messages:
@@ -59,15 +67,16 @@ class TopicReader:
                     except DecodeError:
                         record = m.value
                     self.records.append((m.topic, m.key, record))
+                    self.raw.append((m.topic, m.key, m.value))
             await asyncio.sleep(0)
-        return self.records
+        return True
 
 
 async def produce(
-    bootstrap: str, spec: TopicSpec, key_field: str, records: list[dict[str, Any]]
+    kafka: KafkaConfig, spec: TopicSpec, key_field: str, records: list[dict[str, Any]]
 ) -> None:
     """Encode and produce ``records`` to ``spec``'s topic, keyed by their ``key_field``."""
-    producer = RecordProducer(bootstrap)
+    producer = RecordProducer(kafka)
     await producer.start()
     try:
         for record in records:
@@ -76,16 +85,14 @@ async def produce(
         await producer.stop()
 
 
-async def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 60) -> list[bytes]:
+async def read_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 60) -> list[bytes]:
     """Every record of ``topics`` from their start to their current end, as raw bytes: its
     key, value and header values joined by NUL, undecoded, so nothing in them can hide."""
     # The reset policy agrees with the seek: a fresh assignment resets by it, concurrently.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = kafka.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [tp for topic in topics for tp in await topic_partitions(bootstrap, topic)]
+        partitions = [tp for topic in topics for tp in await topic_partitions(kafka, topic)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -145,7 +144,7 @@ def alert(entity: str, status: str) -> dict[str, Any]:
 async def _produce(
     settings: Settings, target: str, topic: str, alerts: list[dict[str, Any]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = settings.kafka().producer()
     await producer.start()
     try:
         for record in alerts:
@@ -250,8 +249,8 @@ async def test_a_mail_the_server_refuses_goes_to_the_dead_letter_queue(
 
     refused, delivered = connector("refused", REFUSED), connector("ok", "oncall@example.com")
     sinks = [refused, delivered]
-    await ensure_sink_topics(stack.kafka_bootstrap_servers, sinks, 1, {})
-    async with TopicReader(stack.kafka_bootstrap_servers, DLQ) as dead_letters:
+    await ensure_sink_topics(stack.kafka(), sinks, 1, {})
+    async with TopicReader(stack.kafka(), DLQ) as dead_letters:
         for sink in sinks:
             apply_sink(stack.kafka_connect_url, sink)
         await _produce(stack, "email", refused.topic, [alert("web-3", "FIRING")])
@@ -261,12 +260,12 @@ async def test_a_mail_the_server_refuses_goes_to_the_dead_letter_queue(
 
     (_, dedup_key, value) = letters[0]
     assert dedup_key == b"failure_risk/web-3" and b"web-3" in value
-    (letter,) = [r for r in await read_topics(stack.kafka_bootstrap_servers, [DLQ])
+    (letter,) = [r for r in await read_topics(stack.kafka(), [DLQ])
                  if refused.topic.encode() in r]  # fmt: skip
     assert b"refused the mail" in letter and b"550 5.1.1 <address>: no such mailbox" in letter
     assert [m["Subject"] for _, m in handler.mails if "web-3" in m["Subject"]] == []
     records = await read_topics(
-        stack.kafka_bootstrap_servers,
+        stack.kafka(),
         ["_foresight-connect-configs", "_foresight-connect-status", DLQ, refused.topic],
     )
     logs = b"".join(p.read_bytes() for p in local_stack(stack, quiet=True).logs("connect"))

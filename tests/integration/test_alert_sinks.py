@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from connectors.alert_payloads import payloads_for
 from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics, sink_config
@@ -89,7 +88,7 @@ async def apply(
     )
     config = {**sink.config, "consumer.override.auto.offset.reset": "earliest", **extra}
     sink = dataclasses.replace(sink, config=config)
-    await ensure_sink_topics(settings.kafka_bootstrap_servers, [sink], 1, {})
+    await ensure_sink_topics(settings.kafka(), [sink], 1, {})
     apply_sink(settings.kafka_connect_url, sink)
     return sink
 
@@ -100,7 +99,7 @@ def remove(settings: Settings, sink: SinkConfig) -> None:
 
 
 async def produce(settings: Settings, sink: SinkConfig, alerts: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = settings.kafka().producer()
     await producer.start()
     try:
         for record in alerts:
@@ -294,7 +293,7 @@ async def test_secrets_reach_the_tools_but_not_kafka_or_the_logs(
         )
         sinks += [rejected, down]
         try:
-            async with TopicReader(stack_settings.kafka_bootstrap_servers, DLQ) as dead_letters:
+            async with TopicReader(stack_settings.kafka(), DLQ) as dead_letters:
                 await produce(stack_settings, rejected, episode(f"{unique}-r"))
                 await produce(stack_settings, down, episode(f"{unique}-d"))
                 sentinel = f"failure_risk/sentinel-{unique}-r".encode()
@@ -315,9 +314,7 @@ async def test_secrets_reach_the_tools_but_not_kafka_or_the_logs(
             remove(stack_settings, down)
 
     topics = [worker[f"{kind}.storage.topic"] for kind in ("config", "offset", "status")]
-    records = await read_topics(
-        stack_settings.kafka_bootstrap_servers, [*topics, DLQ, *(s.topic for s in sinks)]
-    )
+    records = await read_topics(stack_settings.kafka(), [*topics, DLQ, *(s.topic for s in sinks)])
     logs = {path: path.read_bytes() for path in stack.logs("connect")}
     # The right places are searched: they hold our connectors, and the failures name the
     # endpoints by scheme, host and port only.

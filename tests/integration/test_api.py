@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
@@ -56,15 +55,13 @@ async def running_api(
         "prediction_batch": f"test.api.predictions.{unique}",
         "alert": f"test.api.alerts.{unique}",
     }
-    await ensure_topics(
-        settings.kafka_bootstrap_servers, [TopicRequest(t, 1, {}) for t in topics.values()]
-    )
+    await ensure_topics(settings.kafka(), [TopicRequest(t, 1, {}) for t in topics.values()])
     file = KeysFile(folder / "keys.json")
     keys = {
         name: file.create(f"{name}-{unique}", roles)[1]
         for name, roles in (("reader", [READ]), ("operator", [READ, OPERATE]))
     }
-    with AuditTrail(settings.kafka_bootstrap_servers, settings.audit_topic, "api") as audit:
+    with AuditTrail(settings.kafka(), settings.audit_topic, "api") as audit:
         limits = RateLimits(per_key=0, per_address=0, auth_failures=0)
         config = ApiConfig(
             Gatekeeper(file, limits, audit=audit.refused),
@@ -234,7 +231,7 @@ async def test_history_and_features_as_of_come_from_clickhouse_through_the_sink(
         ),
     ]
     topic = f"test.api.history.{unique}"
-    await _produce(stack_settings.kafka_bootstrap_servers, topic, 1, records)
+    await _produce(stack_settings.kafka(), topic, 1, records)
     sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, f"test-api-{unique}")
     try:
         await asyncio.to_thread(
@@ -306,7 +303,7 @@ async def test_models_change_only_with_the_operate_role_and_leave_an_audit_trail
     _trained(registry)
     _trained(registry, promote=False)  # version 2, a candidate
     audit_topic = f"test.api.audit.{unique}"
-    await ensure_topics(stack_settings.kafka_bootstrap_servers, [TopicRequest(audit_topic, 1, {})])
+    await ensure_topics(stack_settings.kafka(), [TopicRequest(audit_topic, 1, {})])
     settings = stack_settings.replace(model_registry_url=registry.url, audit_topic=audit_topic)
     async with running_api(settings, tmp_path, unique) as (server, keys):
         reader, operator = client(server, keys["reader"]), client(server, keys["operator"])
@@ -333,7 +330,7 @@ async def test_models_change_only_with_the_operate_role_and_leave_an_audit_trail
             }
 
         got = await asyncio.to_thread(change)
-    events = await _read_all(settings.kafka_bootstrap_servers, audit_topic)
+    events = await _read_all(settings.kafka(), audit_topic)
 
     assert got["refused"].status == 403 and "operate" in got["refused"].message
     (model,) = got["listed"].models
@@ -383,7 +380,7 @@ async def test_graphql_subscriptions_follow_the_live_feed(
             )
         bad = json.loads(await ws.recv())
         assert bad["id"] == "bad" and bad["type"] == "error" and "LOUD" in json.dumps(bad)
-        producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
+        producer = stack_settings.kafka().producer()
         await producer.start()
         try:
             for topic, schema_name, record in (

@@ -62,7 +62,7 @@ def api(
         (name, _recent(name, now - 5_000, entity="fuzz-1"))
         for name in ("prediction_batch", "alert", "metric_batch", "feature_vector")
     ]
-    asyncio.run(_produce(stack_settings.kafka_bootstrap_servers, topic, 1, records))
+    asyncio.run(_produce(stack_settings.kafka(), topic, 1, records))
     sink = SinkProcess(stack_settings, folder / "chdb", topic, f"test-api-fuzz-{unique}")
     registry = ModelRegistry(str(folder / "registry"))
     _trained(registry)

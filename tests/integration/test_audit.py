@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from connectors.alert_sinks import sink_config
 from connectors.audit import AuditTrail, RefusalThrottle
@@ -24,6 +24,7 @@ from connectors.clickhouse_sink import ask_sink
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import OPERATE, READ, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_connect import ConnectError, delete_connector
 from connectors.user_sql import SqlError
 from models.registry import ModelRegistry
@@ -43,9 +44,9 @@ WATCH = (
 )
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def _read_all(kafka: KafkaConfig, topic: str) -> list[dict[str, Any]]:
     """Every record of the one-partition ``topic``, decoded."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -77,7 +78,7 @@ def test_every_kind_of_event_is_stored_and_queryable(
 ) -> None:
     topic = f"test.audit.{unique}"
     bootstrap = stack_settings.kafka_bootstrap_servers
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(topic, 1, {})]))
+    asyncio.run(ensure_topics(stack_settings.kafka(), [TopicRequest(topic, 1, {})]))
     sink = SinkProcess(
         stack_settings,
         tmp_path / "chdb",
@@ -173,12 +174,12 @@ def test_a_flood_of_wrong_keys_is_summarised_not_recorded_one_by_one(
 ) -> None:
     """200 wrong keys from one address: 10 events one by one, the other 190 in summaries."""
     topic = f"test.audit.flood.{unique}"
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(topic, 1, {})]))
+    kafka = stack_settings.kafka()
+    asyncio.run(ensure_topics(kafka, [TopicRequest(topic, 1, {})]))
     keys = KeysFile(tmp_path / "keys.json")
     keys.create("someone", [READ])
     trail = AuditTrail(
-        bootstrap, topic, "gateway", summary_interval_s=0.5, throttle=RefusalThrottle(10, 100)
+        kafka, topic, "gateway", summary_interval_s=0.5, throttle=RefusalThrottle(10, 100)
     )
     gate = Gatekeeper(keys, audit=trail.refused)
     with trail:
@@ -187,7 +188,7 @@ def test_a_flood_of_wrong_keys_is_summarised_not_recorded_one_by_one(
         deadline = time.monotonic() + 30
         while trail.stats.recorded < 11 and time.monotonic() < deadline:
             time.sleep(0.1)
-    events = asyncio.run(_read_all(bootstrap, topic))
+    events = asyncio.run(_read_all(kafka, topic))
     counts = Counter("summary" if e["count"] > 1 else "one" for e in events)
     assert counts["one"] == 10
     assert sum(e["count"] for e in events) == 200

@@ -35,14 +35,14 @@ def _register(registry: ModelRegistry, seed: int) -> dict[str, Any]:
 
 
 async def _send(settings: Settings, updates: list[dict[str, Any]]) -> None:
-    await produce(settings.kafka_bootstrap_servers, topics.MODEL_UPDATES, "model", updates)
+    await produce(settings.kafka(), topics.MODEL_UPDATES, "model", updates)
 
 
 async def _versions_scored(settings: Settings, entity: str) -> set[str]:
     """Produce a batch for ``entity`` and return the failure_risk versions in its prediction."""
     t = int(time.time() * 1000)
-    producer = RecordProducer(settings.kafka_bootstrap_servers)
-    async with TopicReader(settings.kafka_bootstrap_servers, topics.PREDICTIONS.name) as reader:
+    producer = RecordProducer(settings.kafka())
+    async with TopicReader(settings.kafka(), topics.PREDICTIONS.name) as reader:
         await producer.start()
         try:
             await producer.send(

@@ -11,13 +11,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH, WRITE_PATH, IngestConfig, IngestServer
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber, shipped_rules
 from schemas.codec import Codec
 from streams.settings import Settings
@@ -41,13 +42,13 @@ class Ingest:
     """A running ingestion server on fresh topics, and an HTTP client for it."""
 
     url: str
-    bootstrap: str
+    kafka: KafkaConfig
     metrics_topic: str
     events_topic: str
     http: aiohttp.ClientSession
 
     async def end_offsets(self, topic: str) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        consumer = self.kafka.consumer()
         await consumer.start()
         try:
             partition = TopicPartition(topic, 0)
@@ -58,9 +59,7 @@ class Ingest:
 
     async def consume(self, topic: str, count: int) -> list[tuple[bytes, dict[str, Any]]]:
         """The first ``count`` records of ``topic``, decoded, with their keys."""
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
-        )
+        consumer = self.kafka.consumer(topic, auto_offset_reset="earliest")
         await consumer.start()
         got: list[tuple[bytes, dict[str, Any]]] = []
         try:
@@ -77,14 +76,14 @@ class Ingest:
 @asynccontextmanager
 async def _ingest(settings: Settings, unique: str) -> AsyncIterator[Ingest]:
     metrics, events = f"test.ingest.metrics.{unique}", f"test.ingest.events.{unique}"
-    bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(metrics, 1, {}), TopicRequest(events, 1, {})])
+    kafka = settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(metrics, 1, {}), TopicRequest(events, 1, {})])
     with tempfile.TemporaryDirectory() as folder:
         keys = KeysFile(f"{folder}/keys.json")
         for name in (KEY, "other-key"):
             keys.create(name, [WRITE], key=name)
         config = IngestConfig(
-            bootstrap_servers=bootstrap,
+            kafka=kafka,
             metrics_topic=metrics,
             agent_events_topic=events,
             gatekeeper=Gatekeeper(keys),
@@ -93,7 +92,7 @@ async def _ingest(settings: Settings, unique: str) -> AsyncIterator[Ingest]:
             port=0,
         )
         async with IngestServer(config) as server, aiohttp.ClientSession() as http:
-            yield Ingest(f"http://127.0.0.1:{server.port}", bootstrap, metrics, events, http)
+            yield Ingest(f"http://127.0.0.1:{server.port}", kafka, metrics, events, http)
 
 
 async def test_remote_write_lands_as_metric_batches(stack_settings: Settings, unique: str) -> None:
@@ -282,7 +281,7 @@ async def test_pii_never_reaches_the_topics(stack_settings: Settings, unique: st
         ((_, batch),) = await ingest.consume(ingest.metrics_topic, 1)
         ((agent, recorded),) = await ingest.consume(ingest.events_topic, 1)
         raw = b"\n".join(
-            await read_topics(ingest.bootstrap, [ingest.metrics_topic, ingest.events_topic])
+            await read_topics(ingest.kafka, [ingest.metrics_topic, ingest.events_topic])
         )
     for secret in (ip, email, jwt, "s3cr3t-value", "plain-secret"):
         assert secret.encode() not in raw, f"{secret!r} reached Kafka"

@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from connectors.http.keys import ROLES, KeysFile
 from connectors.ingest_http import AGENT_EVENTS_PATH
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from deploy.local.processes import free_port
 from schemas.codec import Codec
 from streams.settings import Settings
@@ -142,7 +142,7 @@ def test_ingest_counts_requests_by_endpoint_and_code(stack_settings: Settings) -
     assert moved("400") == 1
 
 
-async def _subscribe_and_receive(port: int, entity: str, produce: Callable[[], object]) -> None:
+async def subscribe_and_receive(port: int, entity: str, produce: Callable[[], object]) -> None:
     """Connect a client, subscribe to ``entity``'s predictions, then receive one produced after.
 
     The entity is unique, so no prediction cached by other runs comes as a snapshot.
@@ -164,14 +164,14 @@ async def _subscribe_and_receive(port: int, entity: str, produce: Callable[[], o
 
 
 def test_gateway_counts_clients_and_messages(stack_settings: Settings, unique: str) -> None:
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    kafka = stack_settings.kafka()
     predictions, alerts = f"test.metrics.predictions.{unique}", f"test.metrics.alerts.{unique}"
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
+    asyncio.run(ensure_topics(kafka, [TopicRequest(t, 1, {}) for t in (predictions, alerts)]))
     batch = dict(SAMPLES["prediction_batch"], entity=f"web-{unique}")
 
     def produce() -> None:
         async def send() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            producer = kafka.producer()
             await producer.start()
             try:
                 await producer.send_and_wait(
@@ -187,7 +187,7 @@ def test_gateway_counts_clients_and_messages(stack_settings: Settings, unique: s
     with foresight_process(args, port, {"FORESIGHT_GATEWAY_PORT": str(port)}):
         before = scrape(port)
         assert before[("foresight_gateway_clients", ())] == 0
-        asyncio.run(_subscribe_and_receive(port, batch["entity"], produce))
+        asyncio.run(subscribe_and_receive(port, batch["entity"], produce))
         wait_for(
             "the gateway to count the client gone",
             lambda: scrape(port)[("foresight_gateway_clients", ())] == 0,
@@ -202,9 +202,9 @@ def _counter(port: int, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in scrape(port).items() if n == name and set(wanted) <= set(ls))
 
 
-async def _produce_batches(bootstrap: str, topic: str, entity: str, count: int) -> None:
+async def _produce_batches(kafka: KafkaConfig, topic: str, entity: str, count: int) -> None:
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer()
     await producer.start()
     try:
         now = int(time.time() * 1000)
@@ -244,7 +244,7 @@ def test_worker_counts_samples_in_and_records_out(
             assert time.monotonic() < deadline, "the worker never counted a sample"
             asyncio.run(
                 _produce_batches(
-                    stack_settings.kafka_bootstrap_servers,
+                    stack_settings.kafka(),
                     "telemetry.metrics",
                     f"metrics-{unique}",
                     3,
@@ -259,7 +259,7 @@ def test_worker_counts_samples_in_and_records_out(
 
 def test_sink_counts_rows_inserted(stack_settings: Settings, unique: str, tmp_path: Path) -> None:
     topic = f"test.metrics-sink.{unique}"
-    asyncio.run(ensure_topics(stack_settings.kafka_bootstrap_servers, [TopicRequest(topic, 1, {})]))
+    asyncio.run(ensure_topics(stack_settings.kafka(), [TopicRequest(topic, 1, {})]))
     port = free_port()
     env = {
         "FORESIGHT_SINK_METRICS_PORT": str(port),
@@ -269,9 +269,7 @@ def test_sink_counts_rows_inserted(stack_settings: Settings, unique: str, tmp_pa
     }
     with foresight_process(["sink", "clickhouse", "--topics", topic, "--group", unique], port, env):
         assert _counter(port, "foresight_sink_rows_total") == 0
-        asyncio.run(
-            _produce_batches(stack_settings.kafka_bootstrap_servers, topic, f"sink-{unique}", 5)
-        )
+        asyncio.run(_produce_batches(stack_settings.kafka(), topic, f"sink-{unique}", 5))
         wait_for(
             "the sink to count the rows it inserted",
             lambda: _counter(port, "foresight_sink_rows_total") >= 10,

@@ -216,7 +216,7 @@ async def test_the_readme_recipe_gives_predictions_for_memory_each_filesystem_an
         missing.update({m: w - kinds.get(m, set()) for m, w in wanted.items()})
         return not any(missing.values())
 
-    async with TopicReader(stack_settings.kafka_bootstrap_servers, topics.PREDICTIONS.name) as r:
+    async with TopicReader(stack_settings.kafka(), topics.PREDICTIONS.name) as r:
         try:
             seen = await r.until(predicted, timeout_s=120)
         except AssertionError as error:
@@ -289,7 +289,7 @@ async def test_a_filling_filesystem_fires_in_alertmanager_before_it_is_full_then
         sink = dataclasses.replace(sink, config=config)
         try:
             alertmanager.ready()
-            await ensure_sink_topics(stack_settings.kafka_bootstrap_servers, [sink], 1, {})
+            await ensure_sink_topics(stack_settings.kafka(), [sink], 1, {})
             apply_sink(stack_settings.kafka_connect_url, sink)
 
             def running() -> bool:
@@ -322,7 +322,7 @@ async def _fill_and_free(
     metric = f'filesystem_used_fraction{{mountpoint="{mountpoint}"}}'
     entity = host.disks
     watched = (topics.PREDICTIONS.name, topics.ALERTS.name)
-    async with TopicReader(settings.kafka_bootstrap_servers, *watched) as reader:
+    async with TopicReader(settings.kafka(), *watched) as reader:
         await reader.until(lambda rs: "FAILURE_RISK" in _kinds(rs, entity).get(metric, ()), 60)
         ballast = mountpoint / "ballast"
         full_s = await asyncio.to_thread(fill, ballast, FILL_BYTES_PER_S)

@@ -59,7 +59,7 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
     entities = [f"scale-{run}-{i:02d}" for i in range(ENTITIES)]
     leaking = set(entities[::4])
     start = int(time.time() * 1000) - STEPS * STEP_MS - 600_000
-    producer = RecordProducer(stack_settings.kafka_bootstrap_servers)
+    producer = RecordProducer(stack_settings.kafka())
     try:
         await group_ready(workers, timeout_s=120)
         victim = next(w for w in workers if _owned(w))
@@ -70,7 +70,7 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
         }  # fmt: skip
         assert victim_entities, "no entity hashes to the victim's partitions: add entities"
         async with TopicReader(
-            stack_settings.kafka_bootstrap_servers,
+            stack_settings.kafka(),
             topics.FEATURES.name,
             topics.PREDICTIONS.name,
             topics.ALERTS.name,

@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.clickhouse import open_store
 from connectors.kafka_admin import TopicRequest, ensure_topics
@@ -30,10 +29,10 @@ pytestmark = pytest.mark.integration
 
 async def test_avro_records_through_the_broker(stack_settings: Settings, unique: str) -> None:
     topic = f"test.avro.{unique}"
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(topic, 1, {})])
+    kafka = stack_settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(topic, 1, {})])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer()
     await producer.start()
     try:
         for name in ("metric_batch", "agent_event", "prediction_batch"):
@@ -41,9 +40,7 @@ async def test_avro_records_through_the_broker(stack_settings: Settings, unique:
         await producer.send_and_wait(topic, b"\x01garbage", key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=unique
-    )
+    consumer = kafka.consumer(topic, auto_offset_reset="earliest", group_id=unique)
     await consumer.start()
     try:
         got: list[Any] = []
@@ -142,8 +139,8 @@ async def test_connect_http_sink_delivers_records(
 ) -> None:
     url, received = http_receiver
     topic = f"test.connect.{unique}"
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(topic, 1, {})])
+    kafka = stack_settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(topic, 1, {})])
     name = f"test-http-{unique}"
     apply_connector(
         stack_settings.kafka_connect_url,
@@ -158,7 +155,7 @@ async def test_connect_http_sink_delivers_records(
         },
     )
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        producer = kafka.producer()
         await producer.start()
         try:
             for i in range(3):
@@ -186,4 +183,10 @@ def test_stack_status_json_is_healthy(
     assert main(["stack", "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True
-    assert {s["name"] for s in report["services"]} == {"kafka", "connect", "redis", "clickhouse"}
+    assert {s["name"] for s in report["services"]} == {
+        "kafka",
+        "connect",
+        "schema-registry",
+        "redis",
+        "clickhouse",
+    }

@@ -30,6 +30,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
+        schema_registry_port=free_port(),
         stack_dir=str(tmp_path / "stack"),
         chdb_path=str(tmp_path / "stack" / "chdb"),
     )
@@ -38,14 +39,15 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         first = stack.up(timeout=180)
         assert all(s.healthy for s in first), first
         pids = dict(stack.managed_pids())
-        assert set(pids) == {"kafka", "connect", "redis"}
+        assert set(pids) == {"kafka", "connect", "schema-registry", "redis"}
 
         again = stack.up(timeout=60)
         assert all(s.healthy for s in again)
         assert dict(stack.managed_pids()) == pids, "a second `up` must not start anything new"
     finally:  # whatever failed, this test leaves no process behind
         stopped = stack.down(wipe=True)
-    assert sorted(stopped) == ["connect", "kafka", "redis"]
+    assert sorted(stopped) == ["connect", "kafka", "redis", "schema-registry"]
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert not any(s.healthy for s in stack.status() if s.name != "clickhouse")
     assert not (tmp_path / "stack" / "kafka").exists()
+    assert not (tmp_path / "stack" / "schema-registry").exists()

@@ -34,11 +34,11 @@ def test_local_state_ahead_of_its_changelog_is_dropped_and_the_rest_kept(
     stack_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
     topic = f"test-{unique}-entity-windows-changelog"
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    asyncio.run(ensure_topics(bootstrap, [TopicRequest(topic, 2, {})]))
+    kafka = stack_settings.kafka()
+    asyncio.run(ensure_topics(kafka, [TopicRequest(topic, 2, {})]))
 
     async def fill() -> None:
-        producer = RecordProducer(bootstrap)
+        producer = RecordProducer(kafka)
         await producer.start()
         try:
             for _ in range(5):
@@ -50,7 +50,7 @@ def test_local_state_ahead_of_its_changelog_is_dropped_and_the_rest_kept(
     asyncio.run(fill())
     _local_db(tmp_path / "entity-windows-0.db", 4)  # partition 0 ends at 5: in step
     _local_db(tmp_path / "entity-windows-1.db", 6)  # partition 1 is empty: a recreated topic
-    dropped = discard_stale_state(tmp_path, bootstrap, [("entity-windows", topic)])
+    dropped = discard_stale_state(tmp_path, kafka, [("entity-windows", topic)])
     assert dropped == [tmp_path / "entity-windows-1.db"]
     assert (tmp_path / "entity-windows-0.db").is_dir()
     assert not (tmp_path / "entity-windows-1.db").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from connectors.audit import AuditTrail
 from connectors.clickhouse import ChdbStore
@@ -27,6 +27,7 @@ from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, create_tabl
 from connectors.clickhouse_sink import SqlEndpoint
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import OPERATE, READ, KeysFile
+from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import UserSql
 from deploy.local.processes import free_port
 from models.registry import ModelRegistry
@@ -89,8 +90,8 @@ def _foresight(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
     )
 
 
-async def _end_offset(bootstrap: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _end_offset(kafka: KafkaConfig) -> int:
+    consumer = kafka.consumer()
     await consumer.start()
     try:
         tp = TopicPartition(MODEL_UPDATES.name, 0)
@@ -99,8 +100,8 @@ async def _end_offset(bootstrap: str) -> int:
         await consumer.stop()
 
 
-async def _updates_since(bootstrap: str, offset: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _updates_since(kafka: KafkaConfig, offset: int) -> list[dict[str, Any]]:
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(MODEL_UPDATES.name, 0)
@@ -134,8 +135,8 @@ def test_train_registers_a_candidate_and_promote_announces_it(
         FORESIGHT_API_KEY=KeysFile(tmp_path / "keys.json").create("ops", [OPERATE])[1],
         FORESIGHT_AUDIT_TOPIC=f"test.audit.train.{unique}",
     )
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    offset = asyncio.run(_end_offset(bootstrap))
+    kafka = stack_settings.kafka()
+    offset = asyncio.run(_end_offset(kafka))
 
     trained = _foresight(
         env, tmp_path, "train", "failure_risk", "--since", _iso(start), "--until", _iso(now),
@@ -162,7 +163,7 @@ def test_train_registers_a_candidate_and_promote_announces_it(
     assert [(r["version"], r["stage"]) for r in json.loads(listed.stdout)] == [("1", "production")]
 
     announced = [
-        u for u in asyncio.run(_updates_since(bootstrap, offset))
+        u for u in asyncio.run(_updates_since(kafka, offset))
         if u["content_hash"] == update["content_hash"]
     ]  # fmt: skip
     assert [u["action"] for u in announced] == ["REGISTERED", "PROMOTED"]
@@ -192,7 +193,7 @@ async def test_history_reads_the_same_through_a_sink_endpoint_and_the_folder(
     from_folder = read(start)
     store = ChdbStore(settings.chdb_path)
     sql = UserSql(store.session, settings.sql_limits())
-    audit = AuditTrail(stack_settings.kafka_bootstrap_servers, f"test.audit.{unique}", "sink")
+    audit = AuditTrail(stack_settings.kafka(), f"test.audit.{unique}", "sink")
     endpoint = SqlEndpoint(sql, settings.sink_sql_port, Gatekeeper(keys), audit)
     await endpoint.start()
     try:

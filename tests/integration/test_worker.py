@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 STEP_MS = 10_000
 MAX_METRICS = 16
-MAX_RECORD_BYTES = 150_000
+MAX_RECORD_BYTES = 8_000  # a step of 16 long-named metrics is over it, a normal step far under
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +87,9 @@ async def test_a_leak_is_alerted_before_it_fails_and_a_healthy_host_stays_quiet(
                 )
             )
     async with TopicReader(
-        stack_settings.kafka_bootstrap_servers, topics.ALERTS.name, topics.PREDICTIONS.name
+        stack_settings.kafka(), topics.ALERTS.name, topics.PREDICTIONS.name
     ) as reader:
-        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", records)
+        await produce(stack_settings.kafka(), topics.METRICS, "entity", records)
         last = start + 359 * STEP_MS
 
         def finished(seen: list[tuple[str, bytes | None, Any]]) -> bool:
@@ -109,7 +109,7 @@ async def test_a_leak_is_alerted_before_it_fails_and_a_healthy_host_stays_quiet(
     assert [a for a in alerts if a["entity"] == healthy] == []
 
     # The ground truth arrives late; the worker joins it to the steps it logged.
-    producer = RecordProducer(stack_settings.kafka_bootstrap_servers)
+    producer = RecordProducer(stack_settings.kafka())
     await producer.start()
     try:
         await producer.send(
@@ -188,10 +188,8 @@ async def test_every_kind_of_bad_input_is_dead_lettered(
         ),
     }
     late_entity = f"late-{run}"
-    producer = RecordProducer(stack_settings.kafka_bootstrap_servers)
-    async with TopicReader(
-        stack_settings.kafka_bootstrap_servers, topics.DEADLETTER.name
-    ) as reader:
+    producer = RecordProducer(stack_settings.kafka())
+    async with TopicReader(stack_settings.kafka(), topics.DEADLETTER.name) as reader:
         await producer.start()
         try:
             for name, (value, _) in cases.items():
@@ -237,8 +235,8 @@ async def test_idle_partition_windows_close_on_wall_time(
     entity = f"idle-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
     records = [_batch(entity, now - (5 - k) * STEP_MS, {"cpu_percent": 5.0}) for k in range(6)]
-    async with TopicReader(stack_settings.kafka_bootstrap_servers, topics.FEATURES.name) as reader:
-        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", records)
+    async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
+        await produce(stack_settings.kafka(), topics.METRICS, "entity", records)
         last = records[-1]["event_time"]
         seen = await reader.until(
             lambda rs: any(
@@ -267,10 +265,8 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
     second = [_batch(entity, start + (90 + k) * STEP_MS, {"cpu_percent": 1.0}) for k in range(60)]
     try:
         await worker.ready()
-        async with TopicReader(
-            stack_settings.kafka_bootstrap_servers, topics.FEATURES.name
-        ) as reader:
-            await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", first)
+        async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
+            await produce(stack_settings.kafka(), topics.METRICS, "entity", first)
             await reader.until(
                 lambda rs: any(
                     r["entity"] == entity and r["event_time"] == first[-1]["event_time"]
@@ -280,10 +276,8 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
                 timeout_s=90,
             )
         worker.kill9()
-        await produce(stack_settings.kafka_bootstrap_servers, topics.METRICS, "entity", second)
-        async with TopicReader(
-            stack_settings.kafka_bootstrap_servers, topics.FEATURES.name
-        ) as reader:
+        await produce(stack_settings.kafka(), topics.METRICS, "entity", second)
+        async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
             worker.start()
             final_t = second[-1]["event_time"]
             seen = await reader.until(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
-from connectors.schema_registry import ConfluentRegistry
 from schemas.codec import (
     FORESIGHT_MAGIC,
     SCHEMA_NAMES,
@@ -128,46 +124,3 @@ def test_wrong_record_type_is_dead_lettered() -> None:
     result = codec.decode_message(_message(codec.encode("label", SAMPLES["label"])), "metric_batch")
     assert isinstance(result, DeadLetter)
     assert "expected a metric_batch record, got a label record" in result.reason
-
-
-class _Registry(BaseHTTPRequestHandler):
-    """The two endpoints of a Confluent schema registry the codec uses, in memory."""
-
-    schemas: list[str] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if body["schema"] not in self.schemas:
-            self.schemas.append(body["schema"])
-        self._reply({"id": self.schemas.index(body["schema"]) + 1})
-
-    def do_GET(self) -> None:
-        schema_id = int(self.path.rsplit("/", 1)[1])
-        self._reply({"schema": self.schemas[schema_id - 1]})
-
-    def _reply(self, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def registry_url() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Registry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-def test_confluent_framing_with_a_registry(registry_url: str) -> None:
-    writer = Codec(ConfluentRegistry(registry_url))
-    data = writer.encode("alert", SAMPLES["alert"])
-    assert data[0] == 0 and struct.unpack(">I", data[1:5])[0] >= 1
-    reader = Codec(ConfluentRegistry(registry_url))
-    assert reader.decode(data) == ("alert", SAMPLES["alert"])

@@ -54,7 +54,7 @@ def server(tmp_path: Path, keys: dict[str, str]) -> ApiServer:
     )
     limits = RateLimits(per_key=0, per_address=0, auth_failures=0)
     gatekeeper = Gatekeeper(KeysFile(tmp_path / "keys.json"), limits)
-    audit = AuditTrail(settings.kafka_bootstrap_servers, settings.audit_topic, "api")
+    audit = AuditTrail(settings.kafka(), settings.audit_topic, "api")
     return ApiServer(settings, ApiConfig(gatekeeper), audit)
 
 

@@ -2,7 +2,7 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning need the local stack.
+early-warning, routing and engine need the local stack.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from streams.settings import Settings
 FORESIGHT = Path(sys.executable).parent / "foresight"
 TINY = {
     "early-warning": ["--seeds", "1", "--hosts", "2", "--duration-s", "900", "--quiet-s", "300"],
+    "routing": ["--seeds", "1", "--agents", "3", "--duration-s", "600"],
     "redis-read": ["--entities", "10", "--reads", "50", "--concurrency", "4"],
     "clickhouse-sink": ["--records", "200", "--samples", "10", "--partitions", "1"],
     "gateway": ["--clients", "8", "--slow-clients", "1", "--rate", "50", "--seconds", "2"],
@@ -28,6 +29,7 @@ TINY = {
         *("--server", "ingest", "--probes", "20", "--concurrency", "4"),
         *("--flood-seconds", "2", "--flood-requests", "400"),
     ],
+    "engine": ["--entities", "5", "--metrics", "4", "--seconds", "30", "--warmup-s", "10"],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -61,6 +63,27 @@ def test_early_warning() -> None:
     result = bench("early-warning")
     assert result["seeds"] == 1
     assert 0.0 <= result["warned_share"] <= 1.0
+
+
+def test_routing() -> None:
+    result = bench("routing")
+    assert (result["seeds"], result["agents"]) == (1, 3)
+    policies = result["policies"]
+    assert set(policies) == {
+        "random", "round-robin", "greedy", "river-ts", "learned", "learned-fifo", "oracle"
+    }  # fmt: skip
+    assert policies["oracle"]["regret_s"] == 0.0
+    assert all(p["mean_s"] > 0 for p in policies.values())
+    assert result["decision_us"]["decisions"] > 0
+    assert set(result["goals"]) == {"mean_vs_round_robin", "regret_vs_random", "shift_off_degraded"}
+
+
+def test_engine() -> None:
+    result = bench("engine")
+    assert result["measured"]["records"] == 5 * 20
+    assert result["series"] == 5 * 4
+    assert result["measured"]["predictions"] > 0
+    assert result["state_bytes_per_series"] > 0
 
 
 @pytest.mark.integration

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import jsonschema
 import pytest
 
 from connectors import prometheus as metrics
@@ -14,6 +16,7 @@ from models.base import FloatArray
 from models.entity import BatchModel
 from models.features import vector_names
 from schemas.codec import Codec, Message
+from schemas.json_form import json_form, json_schema
 from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
@@ -93,6 +96,19 @@ def test_records_close_steps_and_every_step_gives_features_and_predictions() -> 
     assert [c.entity for c in out.checkpoints] == ["web-1"]
 
 
+def test_json_twins_copy_every_output_only_when_asked() -> None:
+    off = _engine(Changelog()).metrics(_series(Feed(), "web-1", 3, T0_MS), NOW_S)
+    assert {r.topic for r in off.records} == {topics.FEATURES.name, topics.PREDICTIONS.name}
+    on = _engine(Changelog(), json_twins=True).metrics(_series(Feed(), "web-1", 3, T0_MS), NOW_S)
+    for source in (topics.FEATURES, topics.PREDICTIONS):
+        twins = [json.loads(r.value) for r in on.records if r.topic == f"{source.name}.json"]
+        originals = _decoded(on, source.name)
+        assert twins == [json_form(source.schema)(r) for r in originals]
+        assert [r.key for r in on.records if r.topic == f"{source.name}.json"] == [b"web-1"] * 3
+        for twin in twins:
+            jsonschema.validate(twin, json_schema(source.schema))
+
+
 def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     changelog, feed = Changelog(), Feed()
     first = _engine(changelog)
@@ -104,6 +120,21 @@ def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     hour_count = _decoded(out, topics.FEATURES.name)[-1]
     index = vector_names(hour_count).index("cpu:1h:count")
     assert hour_count["values"][index] == 12
+
+
+def test_records_between_steps_are_checkpointed_and_counted_once_after_a_restart() -> None:
+    changelog, feed = Changelog(), Feed()
+    first = _engine(changelog)
+    # A scrape a second, a step every ten: 25 records, steps closed by records 0, 10 and 20.
+    records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k)}) for k in range(25)]
+    changelog.write(first.metrics(records[:11], NOW_S).checkpoints)  # up to a step
+    changelog.write(first.metrics(records[11:15], NOW_S).checkpoints)  # between steps
+    # A restarted worker resumes from an older committed offset: records 12..24 come again.
+    second = _engine(changelog)
+    out = second.metrics(records[12:], NOW_S)
+    features = _decoded(out, topics.FEATURES.name)[-1]
+    counted = features["values"][vector_names(features).index("cpu:1h:count")]
+    assert (features["event_time"], counted) == (T0_MS + 20_000, 21)
 
 
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
@@ -249,3 +280,113 @@ def test_signals_past_the_limit_are_named_with_their_rule_and_counted() -> None:
     assert "2 signals over the limit of 3 per entity (FORESIGHT_MAX_METRICS)" in letter["reason"]
     assert "queue_3 (generic/relabel), queue_4 (generic/relabel)" in letter["reason"]
     assert dropped._value.get() == before + 2
+
+
+# -- agents and routing -----------------------------------------------------------------------
+
+
+class Router:
+    """Agent events and routing requests through the engine, the internal routing topic
+    handed back to :meth:`Engine.route` as the worker's routing agent would."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.offsets = {topic: 0 for topic in ("events", "requests", "routing")}
+
+    def _input(self, topic: str, name: str, key: str, value: bytes) -> Input:
+        self.offsets[name] += 1
+        return Input(Message(topic, 0, self.offsets[name], key.encode(), value))
+
+    def _routed(self, out: Outputs, now_s: float) -> Outputs:
+        done = Outputs(CODEC, out.max_record_bytes)
+        done.records = [r for r in out.records if r.topic != "routing-stats"]
+        for record in (r for r in out.records if r.topic == "routing-stats"):
+            message = self._input(
+                "routing-stats", "routing", (record.key or b"").decode(), record.value
+            )
+            done.extend(self.engine.route([message], now_s))
+        return done
+
+    def task(
+        self, agent: str, task_id: str, t_ms: int, duration: float, ok: bool = True
+    ) -> Outputs:
+        inputs = [
+            self._input(topics.AGENT_EVENTS.name, "events", agent, CODEC.encode("agent_event", {
+                "agent": agent, "task_id": task_id, "task_type": "triage", "phase": phase,
+                "event_time": t_ms + (int(duration) if phase != "STARTED" else 0),
+                "duration_ms": None if phase == "STARTED" else duration,
+            }))
+            for phase in ("STARTED", "SUCCEEDED" if ok else "FAILED")
+        ]  # fmt: skip
+        return self._routed(self.engine.agent_events(inputs, NOW_S), NOW_S)
+
+    def request(self, task_id: str, candidates: list[str], **fields: Any) -> Outputs:
+        record = {"task_id": task_id, "task_type": "triage", "candidates": candidates,
+                  "event_time": int(NOW_S * 1000), **fields}  # fmt: skip
+        value = CODEC.encode("routing_request", record)
+        requests = [self._input(topics.ROUTING_REQUESTS.name, "requests", task_id, value)]
+        return self._routed(self.engine.routing_requests(requests, NOW_S), NOW_S)
+
+
+def test_a_routing_request_is_answered_by_task_id_with_the_learned_choice() -> None:
+    router = Router(_engine(Changelog()))
+    for i in range(30):
+        router.task("fast", f"f{i}", T0_MS + i * 10_000, 1_000.0)
+        router.task("slow", f"s{i}", T0_MS + i * 10_000, 5_000.0)
+    out = router.request("t-1", ["fast", "slow"], deadline=int(NOW_S * 1000) + 60_000, priority=2)
+    decisions = [(r.key, CODEC.decode(r.value)[1]) for r in out.records]
+    assert [key for key, _ in decisions] == [b"t-1"]
+    decision = decisions[0][1]
+    assert (decision["task_id"], decision["agent"], decision["runner_up"]) == (
+        "t-1",
+        "fast",
+        "slow",
+    )
+    assert (
+        decision["duration_lower_ms"]
+        < decision["expected_duration_ms"]
+        < decision["duration_upper_ms"]
+    )
+    assert decision["priority"] == 2 and decision["deadline_miss_probability"] < 0.01
+    assert decision["reason"].startswith("fast: expected")
+
+
+def test_routing_weighs_an_agents_load_and_follows_its_outcomes() -> None:
+    router = Router(_engine(Changelog()))
+    for i in range(30):
+        router.task("fast", f"f{i}", T0_MS + i * 10_000, 1_000.0)
+        router.task("slow", f"s{i}", T0_MS + i * 10_000, 3_000.0)
+    chosen = [CODEC.decode(r.value)[1]["agent"] for n in range(6)
+              for r in router.request(f"burst-{n}", ["fast", "slow"]).records]  # fmt: skip
+    assert "slow" in chosen, "decided tasks weigh on the fast agent until they start"
+    for i in range(30, 60):  # the fast agent degrades
+        router.task("fast", f"f{i}", T0_MS + i * 10_000, 20_000.0)
+    decision = CODEC.decode(router.request("after", []).records[0].value)[1]
+    assert decision["agent"] == "slow"
+
+
+def test_a_request_the_engine_cannot_answer_is_dead_lettered_with_its_reason() -> None:
+    router = Router(_engine(Changelog()))
+    out = router.request("t-2", [])
+    letters = _decoded(out, topics.DEADLETTER.name)
+    assert [letter["error_kind"] for letter in letters] == ["invalid_value"]
+    assert "name the candidates" in letters[0]["reason"]
+    bad = router.request("", ["a"])
+    assert [letter["reason"] for letter in _decoded(bad, topics.DEADLETTER.name)] == [
+        "task_id is empty"
+    ]
+
+
+def test_a_pool_gets_scaling_advice_as_a_prediction_once_a_minute() -> None:
+    router = Router(_engine(Changelog()))
+
+    def advice(out: Outputs) -> list[Record]:
+        batches = _decoded(out, topics.PREDICTIONS.name)
+        return [b for b in batches if b["entity"] == "pool:triage"]
+
+    first = advice(router.task("a1", "x", T0_MS, 1_000.0))
+    assert [(p["kind"], p["metric"], p["value"]) for p in prediction_rows(first[0])] == [
+        ("SCALING", "triage", 0.0)
+    ]
+    assert not advice(router.task("a1", "y", T0_MS + 10_000, 1_000.0))
+    assert advice(router.task("a1", "z", T0_MS + 70_000, 1_000.0))

@@ -14,6 +14,7 @@ import pytest
 from connectors.alert_sinks import sink_config
 from connectors.audit import AuditTrail
 from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
+from connectors.kafka_clients import KafkaConfig
 from models.registry import ModelRegistry, RegistryError
 from streams.cli import main
 from streams.operations import (
@@ -42,7 +43,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _trail() -> AuditTrail:
-    return AuditTrail(NOWHERE, "audit", "cli", origin="ada@test")
+    return AuditTrail(KafkaConfig(NOWHERE), "audit", "cli", origin="ada@test")
 
 
 def _registry_with_two_versions(settings: Settings) -> ModelRegistry:

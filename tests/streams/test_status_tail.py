@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from connectors.kafka_admin import TopicRequest, ensure_topics
@@ -59,10 +59,10 @@ async def produce(
     settings: Settings, topic: str, schema: str, records: list[dict[str, Any]], partitions: int = 3
 ) -> None:
     """Create ``topic`` and produce ``records`` to it keyed by entity, acknowledged."""
-    bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [TopicRequest(topic, partitions, {})])
+    kafka = settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(topic, partitions, {})])
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer()
     await producer.start()
     try:
         for record in records:
@@ -162,8 +162,7 @@ def test_tail_of_a_missing_topic_says_so(stack_settings: Settings, unique: str) 
 
 
 async def _commit(settings: Settings, topic: str, group: str, offsets: dict[int, int]) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = settings.kafka().consumer(
         group_id=group,
         enable_auto_commit=False,
     )

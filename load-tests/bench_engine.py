@@ -1,0 +1,199 @@
+"""Benchmark the worker's engine in process: no Kafka, no Faust, the CPU cost of its rules.
+
+Feeds pre-encoded MetricBatch records (``--entities`` hosts, ``--metrics`` samples each,
+one record per host every ``--scrape-s`` of event time) through
+:meth:`streams.engine.Engine.metrics` a poll batch at a time, exactly as the worker does,
+and reports what a process holding that engine costs:
+
+* **samples/s** of CPU time (the process' own, so other jobs on the machine do not count)
+  and of wall time, after ``--warmup-s`` of event time (every entity is new then);
+* **predictions/s**: PredictionBatch records per CPU second;
+* **RSS** of the process at the end (``/proc/self/status``), and its peak;
+* **state bytes per series**: an entity's last checkpoint (windows and models), summed,
+  over the series held;
+* **changelog bytes per event-second**: what the checkpoints of the measured span write,
+  per second of event time, which is the changelog's rate when the worker keeps up.
+
+``foresight bench engine`` runs this file; ``--profile FILE`` writes a py-spy profile of the
+measured span when py-spy is installed. The pipeline benchmark measures the same engine
+behind Kafka and Faust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from profiling import Profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from schemas.codec import Codec, Message
+from streams import topics
+from streams.engine import Engine, Input
+from streams.settings import Settings, load_settings
+
+
+def make_inputs(
+    entities: int, metrics: int, scrapes: int, scrape_ms: int, start_ms: int, partitions: int
+) -> list[list[Input]]:
+    """Encoded MetricBatches, one list per scrape round (every entity once), as inputs."""
+    codec = Codec()
+    rng = np.random.default_rng(0)
+    names = [f"metric_{i:03d}" for i in range(metrics)]
+    level = rng.uniform(10, 90, size=(entities, metrics))
+    keys = [f"bench-{e:05d}" for e in range(entities)]
+    offsets = [0] * partitions
+    rounds = []
+    for k in range(scrapes):
+        level += rng.normal(0, 0.5, level.shape)
+        batch = []
+        for e, key in enumerate(keys):
+            record = {
+                "entity": key,
+                "event_time": start_ms + k * scrape_ms,
+                "labels": {"bench": "engine"},
+                "names": names,
+                "values": level[e].tolist(),
+                "source": "bench",
+            }
+            partition = e % partitions
+            message = Message(
+                topics.METRICS.name,
+                partition,
+                offsets[partition],
+                key.encode(),
+                codec.encode("metric_batch", record),
+            )
+            offsets[partition] += 1
+            batch.append(Input(message, record["event_time"]))
+        rounds.append(batch)
+    return rounds
+
+
+def _rss_bytes() -> tuple[int, int]:
+    """The process' resident set and its peak, from ``/proc/self/status`` (0 elsewhere)."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    scrape_ms = int(args.scrape_s * 1000)
+    scrapes = int(args.seconds / args.scrape_s)
+    warm = int(args.warmup_s / args.scrape_s)
+    start_ms = int(time.time() * 1000) - scrapes * scrape_ms - 60_000
+    rounds = make_inputs(
+        args.entities, args.metrics, scrapes, scrape_ms, start_ms, settings.topic_partitions
+    )
+    warmup = [item for batch in rounds[:warm] for item in batch]
+    inputs = [item for batch in rounds[warm:] for item in batch]
+    engine = Engine(settings, lambda entity: (None, None), Codec(), "bench.routing")
+    measured = {"samples": 0, "predictions": 0, "records": 0, "changelog_bytes": 0}
+
+    def feed(items: list[Input]) -> None:
+        for at in range(0, len(items), args.batch):
+            chunk = items[at : at + args.batch]
+            now_s = (chunk[-1].timestamp_ms or 0) / 1000 + 0.5  # the clock follows event time
+            out = engine.metrics(chunk, now_s)
+            measured["samples"] += len(chunk) * args.metrics
+            measured["records"] += len(chunk)
+            measured["predictions"] += sum(r.topic == topics.PREDICTIONS.name for r in out.records)
+            measured["changelog_bytes"] += sum(
+                len(c.windows or b"") + len(c.models or b"") for c in out.checkpoints
+            )
+
+    feed(warmup)
+    measured.update(dict.fromkeys(measured, 0))
+    profile = Profile(os.getpid(), args.profile) if args.profile else None
+    cpu, wall = time.process_time(), time.perf_counter()
+    feed(inputs)
+    cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
+    if profile is not None:
+        profile.stop()
+    rss, peak = _rss_bytes()
+    series = sum(len(p.windows.metrics) for p in engine.entities.values())
+    # Every entity's whole state now, as its checkpoints would write it.
+    windows = sum(len(p.windows_bytes()) for p in engine.entities.values())
+    models = sum(len(p.models_bytes()) for p in engine.entities.values())
+    event_s = (scrapes - warm) * args.scrape_s
+    return {
+        "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
+        "setup": {
+            "entities": args.entities,
+            "samples_per_record": args.metrics,
+            "scrape_s": args.scrape_s,
+            "step_s": settings.step_s,
+            "event_seconds": args.seconds,
+            "warmup_s": args.warmup_s,
+            "batch": args.batch,
+        },
+        "measured": measured,
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "samples_per_cpu_s": measured["samples"] / cpu_s,
+        "samples_per_wall_s": measured["samples"] / wall_s,
+        "predictions_per_cpu_s": measured["predictions"] / cpu_s,
+        "rss_bytes": rss,
+        "peak_rss_bytes": peak,
+        "series": series,
+        "state_bytes_per_series": (windows + models) / max(series, 1),
+        "windows_bytes_per_series": windows / max(series, 1),
+        "changelog_bytes_per_event_s": measured["changelog_bytes"] / event_s,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    s = result["setup"]
+    print(
+        f"{s['entities']:,} entities x {s['samples_per_record']} samples every "
+        f"{s['scrape_s']:g}s (step {s['step_s']:g}s), {result['series']:,} series"
+    )
+    print(f"{'samples/s (CPU)':<34}{result['samples_per_cpu_s']:>14,.0f}")
+    print(f"{'samples/s (wall)':<34}{result['samples_per_wall_s']:>14,.0f}")
+    print(f"{'predictions/s (CPU)':<34}{result['predictions_per_cpu_s']:>14,.0f}")
+    print(f"{'RSS MiB (peak)':<34}{result['rss_bytes'] / 2**20:>14,.0f}"
+          f" ({result['peak_rss_bytes'] / 2**20:,.0f})")  # fmt: skip
+    print(f"{'state bytes per series':<34}{result['state_bytes_per_series']:>14,.0f}")
+    print(
+        f"{'changelog bytes per event-second':<34}{result['changelog_bytes_per_event_s']:>14,.0f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="foresight bench engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--entities", type=int, default=1000)
+    parser.add_argument("--metrics", type=int, default=50, help="samples per record")
+    parser.add_argument("--scrape-s", type=float, default=1.0, help="event seconds per scrape")
+    parser.add_argument("--seconds", type=float, default=60.0, help="event seconds in all")
+    parser.add_argument("--warmup-s", type=float, default=20.0, help="unmeasured event seconds")
+    parser.add_argument("--batch", type=int, default=1000, help="records per engine call")
+    parser.add_argument("--profile", help="write a py-spy profile (raw, for flamegraphs) here")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args, load_settings())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
