@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -26,7 +27,9 @@ DEFAULT_TIMEOUT_S = 60.0
 
 class ApiClient:
     """The API at ``base_url`` with ``key`` (``read`` role; ``operate`` to change models),
-    or through an ``http`` client of your own (which then carries the key)."""
+    or through an ``http`` client of your own (which then carries the key). Over https the
+    server's certificate is checked with ``verify`` (a context trusting the CA:
+    ``TlsConfig.client_context()``; the default, the system's trusted CAs)."""
 
     def __init__(
         self,
@@ -35,9 +38,12 @@ class ApiClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         http: httpx.Client | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = http or httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._http = http or httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout_s, verify=verify
+        )
 
     def close(self) -> None:
         self._http.close()

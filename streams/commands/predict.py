@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from connectors.clickhouse import QueryResult
-from connectors.clickhouse_sink import loopback_for
 from connectors.http.errors import ApiError
 from schemas.predictions import KINDS
-from streams.access import local_client_key
+from streams.access import local_client_key, local_url
 from streams.commands.sql import format_table
 from streams.settings import Settings
 
@@ -75,9 +74,10 @@ def describe(answer: schema.PredictResponse) -> str:
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
     from streams.api.client import ApiClient  # the API's models load slowly: only when asked
 
-    url = args.url or f"http://{loopback_for(settings.bind_host)}:{settings.api_port}"
+    url = args.url or local_url(settings, settings.api_port, "")
+    verify = settings.tls().client_context() or True
     try:
-        with ApiClient(url, local_client_key(settings)) as client:
+        with ApiClient(url, local_client_key(settings), verify=verify) as client:
             answer = client.predict(
                 args.entity,
                 kinds=args.kind,
@@ -120,7 +120,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--top", type=int, default=3, help="drivers per prediction (default 3)")
     parser.add_argument(
-        "--url", help="the API (default: http://127.0.0.1:FORESIGHT_API_PORT on this machine)"
+        "--url",
+        help="the API (default: http://127.0.0.1:FORESIGHT_API_PORT on this machine; https "
+        "with FORESIGHT_TLS_CERT)",
     )
     parser.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     parser.set_defaults(func=_predict)
