@@ -42,6 +42,12 @@ def glob_regex(glob: str) -> str:
     ('^web\\\\-.*$', '^db\\\\-.\\\\.eu$', '^[^a-c]x$')
     >>> glob_regex("[oops")
     '^\\\\[oops$'
+
+    Only ASCII punctuation is escaped: RE2 refuses a backslash before any other character,
+    and takes every other character literally.
+
+    >>> glob_regex("é¥-*")
+    '^é¥\\\\-.*$'
     """
     out = ["^"]
     i = 0
@@ -66,7 +72,8 @@ def glob_regex(glob: str) -> str:
             out.append(f"[{'^' if negated else ''}{escaped}]")
             i = end + 1
         else:
-            out.append(char if char.isalnum() or char == "_" else "\\" + char)
+            special = char.isascii() and not (char.isalnum() or char == "_")
+            out.append("\\" + char if special else char)
     out.append("$")
     return "".join(out)
 

@@ -9,6 +9,7 @@ transport (no socket). The routes that need Redis, ClickHouse or Kafka are in
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from connectors.audit import AuditTrail
+from connectors.clickhouse import ChdbStore, sql_string
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.errors import ApiError
 from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
@@ -26,6 +28,7 @@ from schemas.predictions import prediction_rows
 from streams import topics
 from streams.api import schema
 from streams.api.client import ApiClient, prediction_request
+from streams.api.history import glob_regex
 from streams.api.server import ApiConfig, ApiServer
 from streams.engine import ONLINE_FAILURE_MODEL
 from streams.settings import Settings
@@ -314,3 +317,20 @@ def test_the_openapi_document_describes_every_route_and_the_error_body(
     assert "422" not in predict  # FastAPI's own validation body is not what this server sends
     horizons = document["components"]["schemas"]["Horizon"]["enum"]
     assert horizons == [300, 3600, 86400]
+
+
+def test_entity_globs_match_in_clickhouse_as_fnmatch_does(tmp_path: Path) -> None:
+    """The history's entity globs run as RE2 regular expressions; punctuation and letters
+    beyond ASCII must compile there and match what fnmatch matches."""
+    globs = ["web-*", "db-?.eu", "[!a-c]x", "[oops", "é¥-*", "a+b(c)|d", "ü?\\*"]
+    names = ["web-1", "db-1.eu", "dx", "ax", "[oops", "é¥-1", "e¥-1", "a+b(c)|d", "üx\\y"]
+    store = ChdbStore(str(tmp_path / "chdb"))
+    try:
+        for glob in globs:
+            regex = sql_string(glob_regex(glob))
+            got = store.query(
+                "SELECT " + ", ".join(f"match({sql_string(n)}, {regex})" for n in names)
+            ).rows[0]
+            assert [bool(m) for m in got] == [fnmatch.fnmatchcase(n, glob) for n in names], glob
+    finally:
+        store.close()
