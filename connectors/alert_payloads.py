@@ -68,6 +68,106 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
+_TEAMS_COLOR = {"CRITICAL": "Attention", "WARNING": "Warning", "INFO": "Accent"}
+_MARKDOWN = re.compile(r"([\\`*_\[\]()<>~|#])")
+_MARKDOWN_LIST = re.compile(r"^(\s*)(\d+\.|[-+])(?=\s|$)", re.MULTILINE)
+
+
+def _headline(alert: Alert) -> str:
+    """``CRITICAL anomaly firing on web-1`` (``resolved`` once it is)."""
+    state = "resolved" if alert["status"] == "RESOLVED" else "firing"
+    return f"{alert['severity']} {alert['rule']} {state} on {alert['entity']}"
+
+
+def _facts(alert: Alert) -> list[tuple[str, str]]:
+    """What a person reads under the headline, in order."""
+    value = _finite(alert["value"])
+    facts = [
+        ("Entity", alert["entity"]),
+        ("Rule", alert["rule"]),
+        ("Severity", alert["severity"]),
+        ("Value", "n/a" if value is None else f"{value:.4g}"),
+        ("Started", iso_time(alert["starts_at"]) or ""),
+    ]
+    if alert["status"] == "RESOLVED" and alert.get("ends_at") is not None:
+        facts.append(("Ended", iso_time(alert["ends_at"]) or ""))
+    facts.extend((name, str(value)) for name, value in sorted((alert.get("labels") or {}).items()))
+    facts.append(("Key", alert["dedup_key"]))
+    return facts
+
+
+def _markdown_escape(text: str) -> str:
+    """Markdown control characters escaped (and a list marker at a line's start), so no value
+    can form a link, emphasis or a list in the card."""
+    escaped = _MARKDOWN.sub(r"\\\1", text)
+    return _MARKDOWN_LIST.sub(lambda m: m[1] + m[2][:-1] + "\\" + m[2][-1], escaped)
+
+
+def teams_payload(alert: Alert) -> dict[str, Any]:
+    """A Microsoft Teams incoming-webhook message carrying one Adaptive Card (1.4).
+
+    A bold headline coloured by severity (green once resolved), the summary, and the facts;
+    every text is escaped, so the card carries no links. Teams' Workflows webhooks and the
+    older Office 365 connector webhooks both take this shape.
+    """
+    resolved = alert["status"] == "RESOLVED"
+    color = "Good" if resolved else _TEAMS_COLOR[alert["severity"]]
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": _markdown_escape(_headline(alert)),
+                "weight": "Bolder",
+                "size": "Medium",
+                "color": color,
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": _markdown_escape(alert["summary"]), "wrap": True},
+            {
+                "type": "FactSet",
+                "facts": [
+                    {"title": name, "value": _markdown_escape(value)}
+                    for name, value in _facts(alert)
+                ],
+            },
+        ],
+    }
+    return {
+        "type": "message",
+        "summary": _headline(alert),
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
+
+
+def _message_id(alert: Alert, status: str) -> str:
+    """A stable Message-ID per episode and state: a redelivered mail is the same mail."""
+    local = re.sub(r"[^A-Za-z0-9._-]", "-", f"{alert['alert_id']}.{status}".lower())
+    return f"<{local[:200]}@foresight.alerts>"
+
+
+def email_payload(alert: Alert) -> dict[str, Any]:
+    """One plain-text mail per state change for the SMTP sink: ``subject``, ``text`` and the
+    threading headers, so a RESOLVED mail answers its FIRING one in the reader's client."""
+    text = "\n".join(
+        [_headline(alert), "", alert["summary"], "", *(f"{k}: {v}" for k, v in _facts(alert))]
+    )
+    headers = {"Message-ID": _message_id(alert, alert["status"])}
+    if alert["status"] == "RESOLVED":
+        firing = _message_id(alert, "FIRING")
+        headers.update({"In-Reply-To": firing, "References": firing})
+    subject = f"[{alert['status']}] {_headline(alert)}"
+    return {"subject": subject[:250], "text": text + "\n", "headers": headers}
+
+
 def _slack_escape(text: str) -> str:
     """Slack mrkdwn control characters escaped, so no value can form a link or mention."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -221,6 +321,22 @@ TARGETS: dict[str, AlertTarget] = {
             "application/json",
             False,
             alertmanager_payload,
+        ),
+        AlertTarget(
+            "teams",
+            "alerts.teams.json",
+            "teams.json",
+            "application/json",
+            False,
+            teams_payload,
+        ),
+        AlertTarget(
+            "email",
+            "alerts.email.json",
+            "email.json",
+            "application/json",
+            False,
+            email_payload,
         ),
     )
 }

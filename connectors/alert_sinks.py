@@ -1,17 +1,20 @@
-"""The Kafka Connect HTTP sinks that deliver alerts: load a target's config, fill it, apply it.
+"""The Kafka Connect sinks that deliver alerts: load a target's config, fill it, apply it.
 
 One JSON file per target in ``connectors/kafka-connect/`` (``{"name": ..., "config": {...}}``,
-the body ``POST /connectors`` takes) holds the placeholders ``${url}`` and, for PagerDuty,
-``${routing_key}``. :func:`sink_config` replaces them by references to the connector's secrets
-file (``${file:<secrets_dir>/<name>.properties:url}``), since a URL may carry a token (Slack,
-webhooks) and the routing key is one; :func:`apply_sink` writes that file, then the config. So
-no endpoint or secret is in the repository, in Kafka or in Connect's log.
+the body ``POST /connectors`` takes) holds placeholders: ``${url}`` for the HTTP sink's targets
+and, for PagerDuty, ``${routing_key}``; the SMTP server, account and addresses
+(:data:`SMTP_PLACEHOLDERS`) for e-mail. :func:`sink_config` replaces each by a reference to the
+connector's secrets file (``${file:<secrets_dir>/<name>.properties:url}``), since a URL may
+carry a token (Slack, Teams, webhooks), the routing key and the SMTP password are ones, and
+recipients are people's addresses; :func:`apply_sink` writes that file, then the config. So no
+endpoint or secret is in the repository, in Kafka or in Connect's log.
 :func:`ensure_sink_topics` creates the topics the sinks read and write.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +33,18 @@ from connectors.kafka_connect import (
 
 CONFIG_DIR = Path(__file__).parent / "kafka-connect"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+SMTP_PLACEHOLDERS = ("host", "port", "security", "username", "password", "from", "to")
+"""What the e-mail connector's file holds, by the names of its placeholders."""
+_MAY_BE_EMPTY = frozenset({"username", "password"})  # a relay that takes mail unauthenticated
+_HOW_TO_GIVE = {
+    "url": "the endpoint URL (--<target>-url)",
+    "routing_key": "the routing key (--pagerduty-routing-key) of the PagerDuty service's "
+    "Events API v2 integration",
+    "host": "the SMTP server (--smtp-host)",
+    "from": "the sender address (--smtp-from)",
+    "to": "the recipients (--smtp-to)",
+}
+_PLACEHOLDER = re.compile(r"^\$\{([a-z_]+)\}$")
 
 
 @dataclass(frozen=True)
@@ -71,33 +86,37 @@ def sink_name(target: str) -> str:
 
 def sink_config(
     target: str,
-    url: str,
+    url: str = "",
     *,
     secrets_dir: Path,
     routing_key: str = "",
+    smtp: Mapping[str, str] | None = None,
     topic: str | None = None,
     name: str | None = None,
 ) -> SinkConfig:
-    """The connector of ``target``, its URL (and PagerDuty routing key) kept in its secrets file.
+    """The connector of ``target``, its URL (and PagerDuty's routing key, or the e-mail
+    connector's ``smtp`` settings, by :data:`SMTP_PLACEHOLDERS`) kept in its secrets file.
 
     The file is ``<secrets_dir>/<name>.properties``, a path the Connect worker must be allowed
     to read. ``topic`` and ``name`` override the defaults (tests use unique ones per run).
+    ValueError names a value the connector needs and was not given.
     """
     document = _document(target)
-    _check_url(target, url)
     name = name or document["name"]
     secrets_file = secrets_dir / f"{name}.properties"
-    placeholders = {"${url}": ("url", url), "${routing_key}": ("routing_key", routing_key)}
+    given = {"url": url, "routing_key": routing_key, **(smtp or {})}
     config: dict[str, str] = {}
     secrets: dict[str, str] = {}
     for key, value in document["config"].items():
-        if value in placeholders:
-            secret_key, secret = placeholders[value]
-            if not secret:
-                raise ValueError(
-                    f"{target}: {key} needs a value for {value}; pass the routing key "
-                    "(--pagerduty-routing-key) of the PagerDuty service's Events API v2 integration"
-                )
+        placeholder = _PLACEHOLDER.match(value)
+        if placeholder:
+            secret_key = placeholder[1]
+            secret = given.get(secret_key, "")
+            if not secret and secret_key not in _MAY_BE_EMPTY:
+                how = _HOW_TO_GIVE.get(secret_key, f"--smtp-{secret_key}")
+                raise ValueError(f"{target}: {key} needs a value for {value}; give {how}")
+            if secret_key == "url":
+                _check_url(target, secret)
             secrets[secret_key] = secret
             value = secret_reference(secrets_file, secret_key)
         config[key] = value

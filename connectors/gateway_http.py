@@ -1,24 +1,12 @@
-"""The HTTP side of the gateway: responses, and the live page's static files.
-
-The gateway answers plain HTTP from the ``process_request`` hook of the ``websockets`` server
-(one port for the WebSocket feed, the page, the read API, /health and /metrics), so responses
-are built here as ``websockets`` :class:`~websockets.http11.Response` objects.
-"""
+"""The live page's static files, served by the gateway (``/`` and ``/static/<name>``)."""
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
-from email.utils import formatdate
-from http import HTTPStatus
 from importlib import resources
-from typing import Any
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
+from starlette.responses import Response
 
-from connectors.http.errors import error_body
+from connectors.http.errors import ApiError
 
 STATIC_PACKAGE = "connectors"
 STATIC_FOLDER = "gateway_static"
@@ -39,62 +27,6 @@ _PAGE_POLICY = (
 )
 
 
-def respond(
-    status: HTTPStatus,
-    body: bytes,
-    content_type: str,
-    extra_headers: Mapping[str, str] | None = None,
-) -> Response:
-    """An HTTP response that closes the connection (the ``websockets`` server does not keep
-    plain HTTP connections alive)."""
-    headers = Headers(
-        [
-            ("Date", formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-    )
-    for name, value in (extra_headers or {}).items():
-        headers[name] = value
-    return Response(status.value, status.phrase, headers, body)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def to_json(payload: Any) -> str:
-    """Compact JSON that browsers can parse: NaN and infinities become ``null``."""
-    try:
-        return json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(payload), separators=(",", ":"), allow_nan=False)
-
-
-def json_response(status: HTTPStatus, payload: Any) -> Response:
-    """``payload`` as an ``application/json`` response."""
-    return respond(status, to_json(payload).encode(), "application/json")
-
-
-def error_response(
-    status: HTTPStatus, message: str, extra_headers: Mapping[str, str] | None = None
-) -> Response:
-    """The one error body of :mod:`connectors.http.errors`; ``401`` also names the scheme."""
-    extra = dict(extra_headers or {})
-    if status == 401:
-        extra.setdefault("WWW-Authenticate", 'Bearer realm="foresight"')
-    return respond(status, to_json(error_body(status, message)).encode(), "application/json", extra)
-
-
 class StaticFiles:
     """The live page's files, read once from the package (``connectors/gateway_static``)."""
 
@@ -111,11 +43,15 @@ class StaticFiles:
                 "package; reinstall Foresight with its package data"
             )
 
-    def response(self, name: str) -> Response | None:
-        """The file ``name`` (no folders), or ``None`` when there is no such file."""
+    def response(self, name: str) -> Response:
+        """The file ``name`` (no folders); :class:`ApiError` 404 when there is no such file."""
         found = self._files.get(name)
         if found is None:
-            return None
+            raise ApiError(
+                404, f"no static file {name!r}; the page's files are {sorted(self._files)}"
+            )
         body, content_type = found
-        extra = {"Content-Security-Policy": _PAGE_POLICY} if name.endswith(".html") else None
-        return respond(HTTPStatus.OK, body, content_type, extra)
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        if name.endswith(".html"):
+            headers["Content-Security-Policy"] = _PAGE_POLICY
+        return Response(body, media_type=content_type, headers=headers)

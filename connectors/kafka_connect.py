@@ -86,9 +86,10 @@ def _properties_value(text: str) -> str:
 
 def secrets_text(secrets: Mapping[str, str]) -> str:
     """The properties file of ``secrets`` that a connector's ``${file:...}`` references read
-    (also the content of the Kubernetes Secret the chart mounts on its Connect workers)."""
+    (also the content of the Kubernetes Secret the chart mounts on its Connect workers), keys
+    in alphabetical order as the chart writes them."""
     return "# Read by Kafka Connect's FileConfigProvider: ${file:<this file>:<key>}.\n" + "".join(
-        f"{key}={_properties_value(value)}\n" for key, value in secrets.items()
+        f"{key}={_properties_value(value)}\n" for key, value in sorted(secrets.items())
     )
 
 

@@ -61,6 +61,12 @@ MODEL_PRECISION = Gauge(
 MODEL_RECALL = Gauge(
     "foresight_model_recall", "Rolling recall against labels.", ["model", "version"]
 )
+MODEL_ACCURACY = Gauge(
+    "foresight_model_accuracy",
+    "Rolling accuracy against labels: the share of scored steps whose call (alarm or not) the "
+    "outcome (failure within the horizon or not) bore out.",
+    ["model", "version"],
+)
 MODEL_MAE = Gauge(
     "foresight_model_mae",
     "Rolling mean absolute error of forecasts, each scaled by its interval's half-width.",
@@ -114,6 +120,22 @@ INGEST_SAMPLES_DROPPED = Counter(
     "foresight_ingest_samples_dropped_total",
     "Remote-write samples not produced: stale_marker, non_finite, future, native_histogram.",
     ["reason"],
+)
+
+API_REQUESTS = Counter(
+    "foresight_api_requests_total", "Intelligence API requests.", ["endpoint", "code"]
+)
+PREDICTION_LATENCY = Histogram(
+    "foresight_prediction_latency_seconds",
+    "Time to answer an on-demand prediction request of the intelligence API, by route "
+    "(performance, batch, graphql).",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+GATEWAY_REQUESTS = Counter(
+    "foresight_gateway_requests_total",
+    "HTTP requests to the gateway (the page, the read API, /health, /metrics).",
+    ["endpoint", "code"],
 )
 
 PII_SCRUBBED = Counter(

@@ -113,7 +113,7 @@ class FeatureStore:
         the forecasts of the newest batch that had them when it has none of its own."""
         latest = await self._get_many(PREDICTIONS_PREFIX, entities)
         forecasts = await self._get_many(FORECASTS_PREFIX, entities)
-        return [_merged(new, old) for new, old in zip(latest, forecasts, strict=True)]
+        return [latest_of_everything(new, old) for new, old in zip(latest, forecasts, strict=True)]
 
     async def entities_with_predictions(self, limit: int = 10_000) -> list[str]:
         """Entities that have a cached prediction now."""
@@ -152,9 +152,11 @@ def _has_forecasts(batch: dict[str, Any]) -> bool:
     return any(p["kind"] == "FORECAST" for p in prediction_rows(batch))
 
 
-def _merged(
+def latest_of_everything(
     latest: dict[str, Any] | None, forecast: dict[str, Any] | None
 ) -> dict[str, Any] | None:
+    """``latest`` (a PredictionBatch) as rows, with the forecasts of ``forecast``, the newest
+    batch that had any, when it has none of its own."""
     if latest is None:
         return None
     merged = as_rows(latest)

@@ -87,12 +87,14 @@ class Quality:
     true_positives: float = 0.0
     false_positives: float = 0.0
     false_negatives: float = 0.0
+    true_negatives: float = 0.0
 
     def add(self, alarmed: bool, failed: bool) -> None:
         decay = 0.5 ** (1.0 / self.half_life)
         self.true_positives = decay * self.true_positives + float(alarmed and failed)
         self.false_positives = decay * self.false_positives + float(alarmed and not failed)
         self.false_negatives = decay * self.false_negatives + float(failed and not alarmed)
+        self.true_negatives = decay * self.true_negatives + float(not (alarmed or failed))
 
     @property
     def precision(self) -> float:
@@ -103,6 +105,12 @@ class Quality:
     def recall(self) -> float:
         failures = self.true_positives + self.false_negatives
         return self.true_positives / failures if failures > 0 else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        right = self.true_positives + self.true_negatives
+        calls = right + self.false_positives + self.false_negatives
+        return right / calls if calls > 0 else math.nan
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ class RegistryError(Exception):
     """A registry operation cannot be done (unknown model or version, wrong stage...)."""
 
 
+class UnknownModelError(RegistryError):
+    """No such model, or no such version of it."""
+
+
 class IntegrityError(RegistryError):
     """An artifact or the metadata of a version is not what was registered."""
 
@@ -335,7 +339,7 @@ class ModelRegistry:
             )
         if not self._store.exists(f"{name}/{_INDEX}"):
             known = ", ".join(self.models()) or "none"
-            raise RegistryError(
+            raise UnknownModelError(
                 f"no model {name!r} in the registry at {self.url} (models: {known}); "
                 "train one with `foresight train`"
             )
@@ -345,7 +349,9 @@ class ModelRegistry:
     def _version(self, name: str, version: str, index: Mapping[str, Any]) -> ModelVersion:
         if version not in index["versions"]:
             known = ", ".join(sorted(index["versions"], key=int)) or "none"
-            raise RegistryError(f"model {name!r} has no version {version!r} (versions: {known})")
+            raise UnknownModelError(
+                f"model {name!r} has no version {version!r} (versions: {known})"
+            )
         path = f"{name}/{version}/{_METADATA}"
         uri = self._store.uri(f"{name}/{version}")
         try:
@@ -382,6 +388,13 @@ class ModelRegistry:
             history = index["production"]
             version = history[-1] if history else max(index["versions"], key=int)
         return self._version(name, str(version), index)
+
+    def revision(self, name: str) -> str:
+        """A token that changes whenever a version of ``name`` is registered, promoted or
+        rolled back (the hash of its index); empty when there is no such model."""
+        if not _MODEL_NAME.match(name) or not self._store.exists(f"{name}/{_INDEX}"):
+            return ""
+        return _sha256(self._store.read(f"{name}/{_INDEX}"))
 
     def production(self, name: str) -> ModelVersion | None:
         """The version of ``name`` in production, or None."""

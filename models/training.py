@@ -525,6 +525,16 @@ class FailureRiskModel:
         """Probability of a failure within ``horizon_s`` for each FeatureVector record."""
         return self.score_matrix(self.matrix(feature_vectors))
 
+    def contributions(self, matrix: FloatArray) -> FloatArray:
+        """SHAP values of each row of an aligned matrix (XGBoost's ``pred_contribs``): a
+        column per feature, then the bias; a row adds up to the log-odds of its probability."""
+        import xgboost as xgb
+
+        if matrix.shape[0] == 0:
+            return np.zeros((0, len(self.features) + 1))
+        data = xgb.DMatrix(matrix, missing=np.nan)
+        return np.asarray(self.booster.predict(data, pred_contribs=True), dtype=np.float64)
+
     def booster_bytes(self) -> bytes:
         """The booster in XGBoost's own UBJSON format (safe to load: no code inside)."""
         return bytes(self.booster.save_raw("ubj"))

@@ -54,13 +54,14 @@ from connectors.kafka_clients import KafkaConfig
 from connectors.redis_store import FeatureStore
 from models.drift import FeatureDriftWatch
 from models.entity import BatchModel
-from models.registry import LoadedModel, ModelRegistry, RegistryError
+from models.registry import LoadedModel, RegistryError
 from models.training import FAILURE_RISK
 from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Engine, Outputs, inputs_of
 from streams.engine.outputs import too_large
+from streams.serving import serving_models
 from streams.settings import Settings
 from streams.state_store import table_store
 
@@ -96,34 +97,22 @@ def worker_datadir(settings: Settings) -> Path:
 def load_batch_models(
     settings: Settings, serving: list[BatchModel], watching: FeatureDriftWatch | None
 ) -> tuple[list[BatchModel], FeatureDriftWatch | None]:
-    """The production failure-risk model, the newest candidate in shadow, and the feature
+    """The models that serve now (:func:`streams.serving.serving_models`), and the feature
     drift watch of the production model against the reference saved with it.
 
-    Called at start and on every ModelUpdate; the registry, not the update, says which
-    version serves. A version that fails its integrity check is logged and skipped, and the
-    worker keeps ``serving`` and ``watching``.
+    Called at start and on every ModelUpdate. A version that fails its integrity check is
+    logged and skipped, and the worker keeps ``serving`` and ``watching``.
     """
-    registry = ModelRegistry(settings.model_registry_url)
     try:
-        champion = registry.load_production(FAILURE_RISK)
-        loaded = [] if champion is None else [(champion, False)]
-        served = int(champion.version.version) if champion else 0
-        if settings.shadow_candidates and FAILURE_RISK in registry.models():
-            newer = [v for v in registry.versions(FAILURE_RISK)
-                     if v.stage == "candidate" and int(v.version) > served]  # fmt: skip
-            if newer:
-                loaded.append((registry.load(FAILURE_RISK, newer[-1].version), True))
-        watch = None if champion is None else _drift_watch(settings, champion)
+        loaded = serving_models(settings)
     except (RegistryError, OSError, ValueError) as error:
         log.error(
             "model registry %s: %s; keeping the current models", settings.model_registry_url, error
         )
         return serving, watching
-    models = [
-        BatchModel(FAILURE_RISK, m.version.version, int(m.model.horizon_s), m.score, shadow)
-        for m, shadow in loaded
-    ]
-    return models, watch
+    champion = next((m.loaded for m in loaded if not m.shadow), None)
+    watch = None if champion is None else _drift_watch(settings, champion)
+    return [model.batch_model() for model in loaded], watch
 
 
 def _drift_watch(settings: Settings, champion: LoadedModel) -> FeatureDriftWatch | None:

@@ -113,19 +113,31 @@ class ModelChange:
     problem: str | None
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for a change when a server already admitted their key with the ``operate``
+    role: the key, and the address it came from (the audit event's origin)."""
+
+    key: ApiKey
+    address: str
+
+
 def _change_model(
     settings: Settings,
     audit: AuditTrail,
     action: str,
     target: str,
     change: Callable[[ModelRegistry], list[Record]],
+    caller: Caller | None,
     evidence: dict[str, str] | None = None,
 ) -> ModelChange:
-    key = operator(settings, action, target, audit)
+    key = caller.key if caller else operator(settings, action, target, audit)
+    origin = caller.address if caller else None
     try:
         updates = change(ModelRegistry(settings.model_registry_url))
     except Exception as error:  # a RegistryError, or the file system's
-        audit.record(action, target, FAILED, key=key, details={"error": str(error)})
+        details = {"error": str(error)}
+        audit.record(action, target, FAILED, key=key, origin=origin, details=details)
         raise
     problem = publish_updates(settings, updates)
     done = ", ".join(f"{u['action']} {u['model']} {u['version']}" for u in updates)
@@ -134,20 +146,26 @@ def _change_model(
         "published": "no: " + problem if problem else "yes",
         **(evidence or {}),
     }
-    audit.record(action, target, SUCCEEDED, key=key, details=details)
+    audit.record(action, target, SUCCEEDED, key=key, origin=origin, details=details)
     return ModelChange(updates, problem)
 
 
-def promote_model(settings: Settings, audit: AuditTrail, name: str, version: str) -> ModelChange:
-    """Put ``version`` of model ``name`` in production and announce it on ``models.updates``;
-    needs the ``operate`` role (:class:`OperatorRefusedError`), raises the registry's
-    :class:`~models.registry.RegistryError` when it cannot be done."""
+def promote_model(
+    settings: Settings, audit: AuditTrail, name: str, version: str, caller: Caller | None = None
+) -> ModelChange:
+    """Put ``version`` of model ``name`` in production and announce it on ``models.updates``.
+
+    Without a ``caller`` (a command), the local key must have the ``operate`` role
+    (:class:`OperatorRefusedError`); raises the registry's
+    :class:`~models.registry.RegistryError` when it cannot be done.
+    """
     return _change_model(
         settings,
         audit,
         "model.promote",
         f"{name} {version}",
         lambda registry: registry.promote(name, version),
+        caller,
     )
 
 
@@ -168,18 +186,20 @@ def decide_candidate(
     if test.promote:
         return _change_model(
             settings, audit, "model.promote", f"{name} {version}",
-            lambda registry: registry.promote(name, version, decision=decision), evidence,
+            lambda registry: registry.promote(name, version, decision=decision), None, evidence,
         )  # fmt: skip
     return _change_model(
         settings, audit, "model.refuse", f"{name} {version}",
-        lambda registry: registry.refuse(name, version, decision), evidence,
+        lambda registry: registry.refuse(name, version, decision), None, evidence,
     )  # fmt: skip
 
 
-def rollback_model(settings: Settings, audit: AuditTrail, name: str) -> ModelChange:
+def rollback_model(
+    settings: Settings, audit: AuditTrail, name: str, caller: Caller | None = None
+) -> ModelChange:
     """Put model ``name``'s previous production version back, as :func:`promote_model`."""
     return _change_model(
-        settings, audit, "model.rollback", name, lambda registry: registry.rollback(name)
+        settings, audit, "model.rollback", name, lambda registry: registry.rollback(name), caller
     )
 
 

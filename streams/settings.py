@@ -348,7 +348,7 @@ class Settings:
     bind_host: str = _setting(
         "127.0.0.1",
         "FORESIGHT_BIND_HOST",
-        "Interface every Foresight HTTP server (worker, gateway, ingest, metrics) listens on; "
+        "Interface every Foresight HTTP server (worker, gateway, ingest, API, metrics) listens on; "
         "beyond the loopback, no key from the documentation is accepted.",
     )
     tls_cert: str = _setting(
@@ -374,6 +374,12 @@ class Settings:
     )
     gateway_queue_size: int = _setting(
         1000, "FORESIGHT_GATEWAY_QUEUE", "Messages queued per WebSocket client before dropping."
+    )
+    api_port: int = _setting(
+        8770,
+        "FORESIGHT_API_PORT",
+        "Intelligence API: on-demand and batch predictions, history, features, models "
+        "(REST under /v1, GraphQL at /graphql), /health and /metrics.",
     )
     ingest_port: int = _setting(
         9201,

@@ -3,9 +3,12 @@
 :func:`create_app` gives a FastAPI app that already has what every server needs: the one error
 body, the body size limit, the per-address rate limit, request counting, ``/health`` and
 ``/metrics`` (the only routes without a key). A server adds its routes, each declaring the role
-it needs with :func:`require`. :class:`HttpServer` serves an app with uvicorn inside the
-caller's event loop, over TLS when given a :class:`~connectors.http.tls.TlsConfig` with a
-certificate; :func:`uvicorn_config` is the one place uvicorn is configured.
+it needs with :func:`require`; its WebSocket routes all need ``websocket_role``, checked before
+the upgrade, so a refused key gets the same status and error body as over HTTP. With
+``openapi`` the app publishes its OpenAPI document at ``/openapi.json``, every route declaring
+the one error body for its 4xx and 5xx answers. :class:`HttpServer` serves an app with uvicorn
+inside the caller's event loop, over TLS when given a :class:`~connectors.http.tls.TlsConfig`
+with a certificate; :func:`uvicorn_config` is the one place uvicorn is configured.
 """
 
 from __future__ import annotations
@@ -15,23 +18,32 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.dependencies import DEGRADED
-from connectors.http.auth import Gatekeeper
-from connectors.http.errors import ApiError, error_response, install_error_handlers
+from connectors.http.auth import Admission, Gatekeeper
+from connectors.http.errors import (
+    ERROR_RESPONSES,
+    ApiError,
+    error_response,
+    install_error_handlers,
+)
 from connectors.http.keys import ApiKey, presented_key
 from connectors.http.limits import BodyLimit
 from connectors.http.tls import TlsConfig
 
 OPEN_PATHS = ("/health", "/metrics")
 DEFAULT_MAX_BODY = 1 << 20
+MAX_WEBSOCKET_MESSAGE = 64 * 1024  # clients only send subscriptions
+_ADMITTED_KEY = "foresight.key"  # where the WebSocket door leaves the key it let in
 
 
 def is_loopback(host: str) -> bool:
@@ -68,6 +80,55 @@ class _Arrivals:
         await self.app(scope, receive, send)
 
 
+def _query(scope: Scope) -> str:
+    return bytes(scope.get("query_string", b"")).decode("latin-1")
+
+
+class _WebSocketDoor:
+    """ASGI middleware: every WebSocket connection needs a key with ``role``, within the rate
+    limits; a refusal is answered before the upgrade, as an HTTP response with the one error
+    body (401, 403 or 429), so WebSocket clients see what HTTP clients see."""
+
+    def __init__(self, app: ASGIApp, gatekeeper: Gatekeeper, role: str) -> None:
+        self.app = app
+        self.gatekeeper = gatekeeper
+        self.role = role
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        address = client_address(scope)
+        admission = self.gatekeeper.arrive(address)
+        if admission.admitted:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            presented = presented_key(headers, _query(scope))
+            admission = self.gatekeeper.admit(address, presented, self.role, scope["path"])
+        if admission.admitted:
+            scope.setdefault("state", {})[_ADMITTED_KEY] = admission.key
+            await self.app(scope, receive, send)
+            return
+        await _deny(admission, scope, send)
+
+
+async def _deny(admission: Admission, scope: Scope, send: Send) -> None:
+    """Refuse a WebSocket handshake with ``admission``'s status and error body (servers that
+    cannot send a response to a handshake close it, which clients see as 403)."""
+    await asyncio.sleep(admission.delay)
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    response = error_response(admission.status, admission.message, headers=admission.headers)
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": bytes(response.body)})
+
+
 class _CountRequests:
     """ASGI middleware: ``counter`` by route (``unmatched`` when none) and status code."""
 
@@ -96,9 +157,18 @@ class _CountRequests:
 
 
 def require(role: str) -> Any:
-    """A route dependency: the request's key must have ``role`` (see :class:`Gatekeeper`)."""
+    """A route dependency: the request's key must have ``role`` (see :class:`Gatekeeper`).
 
-    async def admitted(request: Request) -> ApiKey:
+    Its value is the key's :class:`ApiKey` (``key: Annotated[ApiKey, require(READ)]``). On a
+    WebSocket route it is the key the app's WebSocket door let in (``websocket_role``).
+    """
+
+    async def admitted(request: HTTPConnection) -> ApiKey:
+        if request.scope["type"] == "websocket":
+            door_key: ApiKey = request.scope["state"][_ADMITTED_KEY]
+            if role not in door_key.roles:
+                raise ApiError(403, f"key {door_key.id} ({door_key.name}) lacks the {role} role")
+            return door_key
         gatekeeper: Gatekeeper = request.app.state.gatekeeper
         admission = gatekeeper.admit(
             client_address(request.scope),
@@ -114,6 +184,14 @@ def require(role: str) -> Any:
     return Depends(admitted)
 
 
+@dataclass(frozen=True)
+class OpenApi:
+    """What the OpenAPI document says of the server as a whole."""
+
+    version: str
+    description: str = ""
+
+
 def create_app(
     title: str,
     gatekeeper: Gatekeeper,
@@ -121,43 +199,74 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     health: Callable[[], Mapping[str, Any]] | None = None,
     requests: Counter | None = None,
+    websocket_role: str | None = None,
+    openapi: OpenApi | None = None,
 ) -> FastAPI:
     """A FastAPI app with Foresight's errors, limits, ``/health`` and ``/metrics``.
 
     ``health`` reports the server's state (``{"status": "ok", ...}`` and ``"degraded"``, a
     service it relies on being down, answer 200; any other status 503, see
     :mod:`connectors.dependencies`); ``requests`` is a counter labelled ``endpoint`` and
-    ``code``.
+    ``code``; ``websocket_role`` is the role every WebSocket route needs (none are served
+    without it); ``openapi`` publishes the OpenAPI document at ``/openapi.json``.
     """
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title=title,
+        version=openapi.version if openapi else "0.1.0",
+        description=openapi.description if openapi else "",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if openapi else None,
+        responses=ERROR_RESPONSES if openapi else None,
+    )
     app.state.gatekeeper = gatekeeper
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if websocket_role is not None:
+        app.add_middleware(_WebSocketDoor, gatekeeper=gatekeeper, role=websocket_role)
     app.add_middleware(_Arrivals, gatekeeper=gatekeeper)
     if requests is not None:
         app.add_middleware(_CountRequests, counter=requests)
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        tags=["operations"],
+        summary="Health of the server, 503 when it cannot serve",
+        responses={503: {"description": "the server cannot serve now; the body says why"}},
+    )
     async def report_health() -> JSONResponse:
         report = dict(health()) if health is not None else {"status": "ok"}
         healthy = report.get("status") in ("ok", DEGRADED)
         return JSONResponse(report, status_code=200 if healthy else 503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def uvicorn_config(app: ASGIApp, tls: TlsConfig) -> uvicorn.Config:
+def uvicorn_config(
+    app: ASGIApp, tls: TlsConfig, *, compress_websockets: bool = False
+) -> uvicorn.Config:
     """How every Foresight server runs uvicorn: TLS when ``tls`` has a certificate, no access
     log, no proxy headers trusted, lifespan handled by the server object, a short graceful
-    shutdown."""
+    shutdown; WebSocket messages from clients of at most 64 KiB, and permessage-deflate only
+    when ``compress_websockets`` (it costs CPU per client and message, for messages that are
+    small already)."""
     context = tls.server_context()
     return uvicorn.Config(
         app,
         http="httptools",  # the C parser: several times uvicorn's pure-Python h11
+        ws="websockets-sansio",
+        ws_max_size=MAX_WEBSOCKET_MESSAGE,
+        ws_per_message_deflate=compress_websockets,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -184,11 +293,20 @@ class HttpServer:
     :meth:`start` binds (an ``OSError`` when the address is taken) and returns once serving.
     """
 
-    def __init__(self, app: ASGIApp, host: str, port: int, tls: TlsConfig | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        tls: TlsConfig | None = None,
+        *,
+        compress_websockets: bool = False,
+    ) -> None:
         self.app = app
         self.host = host
         self.requested_port = port
         self.tls = tls or TlsConfig()
+        self.compress_websockets = compress_websockets
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -214,7 +332,8 @@ class HttpServer:
         return sock
 
     async def start(self) -> None:
-        config = uvicorn_config(self.app, self.tls)  # a TlsError before anything is bound
+        # a TlsError before anything is bound
+        config = uvicorn_config(self.app, self.tls, compress_websockets=self.compress_websockets)
         self._socket = self._bind()
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))

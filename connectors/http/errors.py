@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,30 @@ def error_body(
 ) -> dict[str, Any]:
     """The error body for ``status``: ``{"error": {"code", "message", "details"}}``."""
     return {"error": {"code": error_code(status), "message": message, "details": list(details)}}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: ``code`` (the status in words), ``message``, ``details``."""
+
+    code: str = Field(examples=["unprocessable_entity"])
+    message: str
+    details: list[dict[str, Any]] = Field(
+        description="particular problems, each naming its field and reason where there is one"
+    )
+
+
+class ErrorBody(BaseModel):
+    """The one error body of every Foresight server."""
+
+    error: ErrorInfo
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "refused: the error body says why"},
+    "5XX": {"model": ErrorBody, "description": "the server or a store it needs failed"},
+}
+"""What the OpenAPI document says of every route's refusals (and, so, not FastAPI's own
+422 body: this server answers 422 with the one error body too)."""
 
 
 class ApiError(Exception):

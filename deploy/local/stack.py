@@ -3,8 +3,9 @@ ClickHouse on one machine.
 
 Nothing is installed by hand. Kafka and Connect jars are resolved by Maven from
 ``deploy/local/pom.xml`` into the Maven cache and started with ``java``; the Connect HTTP sink
-plugin is built from ``connectors/kafka-connect/http-sink``, and the schema registry (Confluent's
-REST API over Apache Avro) from ``deploy/local/schema-registry``; Redis is Debian's
+plugins are built from ``connectors/kafka-connect/http-sink`` and ``smtp-sink``, and the schema
+registry (Confluent's REST API over Apache Avro) from ``deploy/local/schema-registry``; Redis is
+Debian's
 ``redis-server`` (reused when one already answers on its port); ClickHouse is chdb on a data
 folder, or the server at ``CLICKHOUSE_URL``. Java, Maven and redis-server are installed with
 apt when missing, by ``deploy/local/system-packages`` (the Makefile's installer too).
@@ -51,6 +52,23 @@ from deploy.local.certs import certs_folder, make_dev_certs
 KAFKA_VERSION = "3.9.1"
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 HTTP_SINK_CLASS = "io.foresight.connect.http.HttpSinkConnector"
+SMTP_SINK_CLASS = "io.foresight.connect.smtp.SmtpSinkConnector"
+
+
+@dataclass(frozen=True)
+class ConnectPlugin:
+    """A Connect plugin of ``connectors/kafka-connect/<project>``: its connector class, and
+    the jars Maven leaves (``built``, a glob under the project) for its folder on the path."""
+
+    project: str
+    connector_class: str
+    built: str
+
+
+CONNECT_PLUGINS = (
+    ConnectPlugin("http-sink", HTTP_SINK_CLASS, "target/foresight-http-sink-*.jar"),
+    ConnectPlugin("smtp-sink", SMTP_SINK_CLASS, "target/plugin/*.jar"),
+)
 REGISTRY_MAIN = "io.foresight.registry.SchemaRegistry"
 CONTROLLER_PORT_OFFSET = 3
 """Kafka's KRaft controller listens this far above the broker (9095 beside 9092): 9093 and
@@ -404,27 +422,35 @@ class LocalStack:
         )
         return cached.read_text().strip()
 
-    def http_sink_plugin(self) -> Path:
-        """The folder holding the Connect HTTP sink plugin jar, built with Maven if stale."""
-        project = self.repo / "connectors" / "kafka-connect" / "http-sink"
-        plugins = self.dir / "connect-plugins" / "foresight-http-sink"
-        jar = plugins / "foresight-http-sink.jar"
+    def connect_plugins(self) -> Path:
+        """The plugin path of the stack's Connect worker: a folder per plugin of
+        :data:`CONNECT_PLUGINS`, each built with Maven when its sources changed since."""
+        path = self.dir / "connect-plugins"
+        for plugin in CONNECT_PLUGINS:
+            self._connect_plugin(plugin, path / f"foresight-{plugin.project}")
+        return path
+
+    def _connect_plugin(self, plugin: ConnectPlugin, folder: Path) -> None:
+        project = self.repo / "connectors" / "kafka-connect" / plugin.project
+        stamp = folder / ".built"
         sources = [project / "pom.xml", *sorted((project / "src").rglob("*"))]
         newest = max(p.stat().st_mtime for p in sources if p.is_file())
-        if jar.is_file() and jar.stat().st_mtime >= newest:
-            return plugins.parent
+        if stamp.is_file() and stamp.stat().st_mtime >= newest:
+            return
         mvn = self._tool("mvn", "javac")
-        self.progress("building the Connect HTTP sink plugin with Maven")
+        self.progress(f"building the Connect {plugin.project} plugin with Maven")
         self._run(
             [mvn, "-q", "-B", "-f", str(project / "pom.xml"), "package", "-DskipTests"],
-            "building the HTTP sink plugin",
+            f"building the {plugin.project} plugin",
         )
-        built = sorted((project / "target").glob("foresight-http-sink-*.jar"))
+        built = sorted(project.glob(plugin.built))
         if not built:
-            raise StackError(f"Maven built no jar under {project / 'target'}")
-        plugins.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(built[-1], jar)
-        return plugins.parent
+            raise StackError(f"Maven built no {plugin.built} under {project}")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for jar in built:
+            shutil.copy2(jar, folder / jar.name)
+        stamp.touch()
 
     def schema_registry(self) -> list[str]:
         """The registry's jar and classpath, built with Maven when its sources are newer."""
@@ -524,7 +550,7 @@ class LocalStack:
             bootstrap=w.bootstrap,
             host=w.connect_host,
             port=w.connect_port,
-            plugin_path=self.http_sink_plugin(),
+            plugin_path=self.connect_plugins(),
             secrets_dir=secrets_dir,
             appended=connect_kafka_security(w.kafka, secrets_dir),
         )
@@ -635,14 +661,23 @@ class LocalStack:
     def _kafka_answers(self) -> bool:
         return _kafka_ready(self.where.bootstrap, self.where.kafka.ssl_context())
 
-    def _connect_ready(self) -> bool:
+    def _connect_plugins_missing(self) -> list[str] | None:
+        """The classes of :data:`CONNECT_PLUGINS` the worker lacks; None when it does not
+        answer."""
         try:
             plugins = _http_json(f"{self.where.connect_url}/connector-plugins")
         except (OSError, ValueError, urllib.error.URLError):
-            return False
-        return isinstance(plugins, list) and any(
-            p.get("class") == HTTP_SINK_CLASS for p in plugins if isinstance(p, dict)
-        )
+            return None
+        if not isinstance(plugins, list):
+            return None
+        loaded = {p.get("class") for p in plugins if isinstance(p, dict)}
+        return [p.connector_class for p in CONNECT_PLUGINS if p.connector_class not in loaded]
+
+    def _connect_ready(self) -> bool:
+        """The worker answers with the HTTP sink (a worker that predates a newer plugin still
+        delivers alerts to the tools; its status says what it lacks)."""
+        missing = self._connect_plugins_missing()
+        return missing is not None and HTTP_SINK_CLASS not in missing
 
     # -- status and down -------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
@@ -663,10 +698,15 @@ class LocalStack:
         if w.kafka_sasl_port:
             out.append(self._sasl_ssl_status(pid))
         pid = self._running_pid("connect")
-        if self._connect_ready():
-            detail, ok = f"worker on {w.connect_url} has the HTTP sink plugin", True
-        elif _port_open(w.connect_host, w.connect_port):
-            detail, ok = f"worker on {w.connect_url} answers but lacks {HTTP_SINK_CLASS}", False
+        missing = self._connect_plugins_missing()
+        if missing == []:
+            detail, ok = f"worker on {w.connect_url} has the HTTP and SMTP sink plugins", True
+        elif missing is not None:
+            detail = (
+                f"worker on {w.connect_url} answers but lacks {', '.join(missing)}: it started "
+                "before the plugin was built; restart it (foresight stack down, then up)"
+            )
+            ok = HTTP_SINK_CLASS not in missing  # alerts still reach the HTTP tools
         else:
             detail, ok = f"nothing answers on {w.connect_url}", False
         out.append(ServiceStatus("connect", ok, detail, pid, pid is not None))
@@ -745,7 +785,12 @@ def _zombie_or_gone(pid: int) -> bool:
 
 
 def _random_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id as Kafka makes them: a random UUID in URL-safe base64, never
+    starting with "-" (the storage tool would take it for an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _filled(template: str, **values: object) -> str:

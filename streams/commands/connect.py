@@ -1,10 +1,12 @@
-"""``foresight connect apply | status``: the Kafka Connect HTTP sinks that deliver alerts.
+"""``foresight connect apply | status``: the Kafka Connect sinks that deliver alerts.
 
 ``apply`` creates or updates (PUT, idempotent) one connector per target whose endpoint is given
-(webhook, Slack, PagerDuty, Alertmanager), after creating the JSON topics the worker fills and
-the dead letter queue, then waits for each connector to run and prints its state. Endpoints and
-the routing key go to a 0600 file per connector in the stack's ``connect/secrets`` folder, and
-the connector config refers to them (``${file:...}``), so they never reach Kafka or the logs.
+(webhook, Slack, PagerDuty, Alertmanager, Microsoft Teams through the HTTP sink; e-mail through
+the SMTP sink), after creating the JSON topics the worker fills and the dead letter queue, then
+waits for each connector to run and prints its state. Endpoints, the routing key and the SMTP
+server, account and addresses go to a 0600 file per connector in the stack's
+``connect/secrets`` folder, and the connector config refers to them (``${file:...}``), so they
+never reach Kafka or the logs.
 ``apply`` needs a key with the ``operate`` role and records an audit event
 (:mod:`streams.operations`). ``status`` prints the state of every alert connector, applied or
 not.
@@ -13,6 +15,7 @@ not.
 from __future__ import annotations
 
 import argparse
+import email.utils
 import json
 import sys
 from pathlib import Path
@@ -45,6 +48,42 @@ def _print_states(rows: list[dict[str, Any]], as_json: bool) -> None:
             print(f"            {row['trace']}")
 
 
+def smtp_settings(args: argparse.Namespace) -> dict[str, str] | None:
+    """The e-mail connector's settings from the ``--smtp-*`` options (None without a host);
+    ValueError names what is missing or wrong."""
+    if not args.smtp_host:
+        given = [o for o in ("smtp_from", "smtp_to", "smtp_user") if getattr(args, o)]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} needs --smtp-host (the SMTP server)")
+        return None
+    if not args.smtp_from or not args.smtp_to:
+        raise ValueError(
+            "--smtp-host needs --smtp-from (the sender) and --smtp-to (the recipients)"
+        )
+    password = ""
+    if args.smtp_password_file:
+        try:
+            password = Path(args.smtp_password_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ValueError(f"--smtp-password-file: cannot read it ({error})") from None
+    if bool(args.smtp_user) != bool(password):
+        raise ValueError("--smtp-user and --smtp-password-file go together: give both or neither")
+    recipients = [address.strip() for address in (args.smtp_to or "").split(",")]
+    for option, addresses in (("--smtp-from", [args.smtp_from or ""]), ("--smtp-to", recipients)):
+        bad = [a for a in addresses if "@" not in email.utils.parseaddr(a)[1]]
+        if bad:
+            raise ValueError(f"{option}: {bad[0]!r} is not an e-mail address (name@example.com)")
+    return {
+        "host": args.smtp_host,
+        "port": str(args.smtp_port),
+        "security": args.smtp_security,
+        "username": args.smtp_user or "",
+        "password": password,
+        "from": args.smtp_from,
+        "to": ", ".join(recipients),
+    }
+
+
 def _requested(args: argparse.Namespace, secrets_dir: Path) -> list[SinkConfig]:
     """The connectors the options ask for; ValueError names a bad or missing option."""
     if args.pagerduty_url and not args.pagerduty_routing_key:
@@ -56,6 +95,7 @@ def _requested(args: argparse.Namespace, secrets_dir: Path) -> list[SinkConfig]:
         if args.pagerduty_routing_key
         else None,
         "alertmanager": args.alertmanager_url,
+        "teams": args.teams_url,
     }
     sinks = [
         sink_config(
@@ -64,10 +104,13 @@ def _requested(args: argparse.Namespace, secrets_dir: Path) -> list[SinkConfig]:
         for target, url in urls.items()
         if url
     ]
+    smtp = smtp_settings(args)
+    if smtp is not None:
+        sinks.append(sink_config("email", secrets_dir=secrets_dir, smtp=smtp))
     if not sinks:
         raise ValueError(
             "no target given: pass at least one of --webhook-url, --slack-url, "
-            "--pagerduty-routing-key, --alertmanager-url"
+            "--pagerduty-routing-key, --alertmanager-url, --teams-url, --smtp-host"
         )
     return sinks
 
@@ -114,7 +157,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(subparsers: Any) -> None:
     connect = subparsers.add_parser(
-        "connect", help="Kafka Connect HTTP sinks that deliver alerts to your tools"
+        "connect", help="Kafka Connect sinks that deliver alerts to your tools and inboxes"
     )
     verbs = connect.add_subparsers(dest="verb", required=True)
     apply = verbs.add_parser(
@@ -131,6 +174,21 @@ def register(subparsers: Any) -> None:
     apply.add_argument(
         "--alertmanager-url", help="Alertmanager alerts endpoint, e.g. http://am:9093/api/v2/alerts"
     )
+    apply.add_argument("--teams-url", help="Microsoft Teams incoming webhook (Workflows) URL")
+    apply.add_argument("--smtp-host", help="e-mail: the SMTP server's host")
+    apply.add_argument("--smtp-port", type=int, default=587, help="its port (default 587)")
+    apply.add_argument(
+        "--smtp-security",
+        choices=("starttls", "ssl", "none"),
+        default="starttls",
+        help="starttls (default; required, not opportunistic), ssl (port 465), or none",
+    )
+    apply.add_argument("--smtp-user", help="the account to authenticate as (default: none)")
+    apply.add_argument(
+        "--smtp-password-file", help="a file holding the account's password (never an argument)"
+    )
+    apply.add_argument("--smtp-from", help="the sender, e.g. 'Foresight <alerts@example.com>'")
+    apply.add_argument("--smtp-to", help="the recipients, comma separated")
     apply.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the connectors to run"
     )

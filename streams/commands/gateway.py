@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from connectors.audit import AuditTrail
-from connectors.gateway import Gateway, GatewayConfig, GatewayStartError
+from connectors.gateway import Gateway, GatewayConfig
+from connectors.live_feed import FeedStartError
 from connectors.redis_store import FeatureStore
 from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
@@ -55,7 +56,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
     with audit:
         try:
             asyncio.run(_serve(config, settings))
-        except (GatewayStartError, OSError) as error:
+        except (FeedStartError, OSError) as error:
             print(f"foresight gateway: {error}", file=sys.stderr)
             return 1
     return 0

@@ -1,10 +1,18 @@
 """The worker's rules without Faust (see :mod:`streams.engine.engine`)."""
 
-from streams.engine.engine import Engine, Input, LoadState, inputs_of
+from streams.engine.engine import (
+    ONLINE_FAILURE_MODEL,
+    Engine,
+    Input,
+    LoadState,
+    inputs_of,
+    pipeline_config,
+)
 from streams.engine.outputs import Checkpoint, Output, Outputs
 from streams.engine.progress import PartitionProgress
 
 __all__ = [
+    "ONLINE_FAILURE_MODEL",
     "Checkpoint",
     "Engine",
     "Input",
@@ -13,4 +21,5 @@ __all__ = [
     "Outputs",
     "PartitionProgress",
     "inputs_of",
+    "pipeline_config",
 ]

@@ -58,6 +58,20 @@ LoadState = Callable[[str], tuple[bytes | None, bytes | None]]
 """An entity's saved ``(windows, models)`` state, either part None when there is none."""
 
 
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """How entities are featurised and predicted, as the settings say (the worker and the
+    intelligence API's on-demand predictions use the same)."""
+    return PipelineConfig(
+        step_s=settings.step_s,
+        max_metrics=settings.max_metrics_per_entity,
+        anomaly_warmup_steps=settings.anomaly_warmup_steps,
+        rules=default_rules(settings.entity_anomaly_threshold),
+        failure_horizon_s=settings.failure_horizon_s,
+        signal_rules=SignalRules.load(settings.signal_rules),
+        max_series=settings.max_series_per_entity,
+    )
+
+
 @dataclass(frozen=True)
 class Input:
     """A consumed record: its coordinates and bytes, and its Kafka timestamp (ms)."""
@@ -100,17 +114,7 @@ class Engine:
         self.codec = codec
         self.load_state = load_state
         self.routing_topic = routing_topic
-        self.models = ModelSet(
-            PipelineConfig(
-                step_s=settings.step_s,
-                max_metrics=settings.max_metrics_per_entity,
-                anomaly_warmup_steps=settings.anomaly_warmup_steps,
-                rules=default_rules(settings.entity_anomaly_threshold),
-                failure_horizon_s=settings.failure_horizon_s,
-                signal_rules=SignalRules.load(settings.signal_rules),
-                max_series=settings.max_series_per_entity,
-            )
-        )
+        self.models = ModelSet(pipeline_config(settings))
         self.limits = Limits(
             max_future_ms=int(settings.max_future_s * 1000),
             max_age_ms=settings.topic_retention_hours * 3_600_000,
@@ -552,6 +556,8 @@ class Engine:
                 metrics.MODEL_PRECISION.labels(model, version).set(quality.precision)
             if math.isfinite(quality.recall):
                 metrics.MODEL_RECALL.labels(model, version).set(quality.recall)
+            if math.isfinite(quality.accuracy):
+                metrics.MODEL_ACCURACY.labels(model, version).set(quality.accuracy)
 
     # -- agents ---------------------------------------------------------------------------------
     def agent_events(self, inputs: Iterable[Input], now_s: float) -> Outputs:

@@ -40,10 +40,22 @@ def body(alert: dict[str, Any], target: str) -> Any:
     return json.loads(raw)
 
 
+HTTP_TARGETS = sorted(t for t in TARGETS if t != "email")
+SMTP = {
+    "host": "smtp.example.com",
+    "port": "587",
+    "security": "starttls",
+    "username": "",
+    "password": "",
+    "from": "Foresight <alerts@example.com>",
+    "to": "oncall@example.com",
+}
+
+
 def test_every_target_gets_a_twin_on_its_own_topic() -> None:
     twins = payloads_for(FIRING)
-    assert set(twins) == {"webhook", "slack", "pagerduty", "alertmanager"}
-    assert len({topic for topic, _ in twins.values()}) == 4
+    assert set(twins) == {"webhook", "slack", "pagerduty", "alertmanager", "teams", "email"}
+    assert len({topic for topic, _ in twins.values()}) == 6
     assert payloads_for(FIRING) == twins  # pure: the same alert, the same bytes
 
 
@@ -131,7 +143,7 @@ def reference(secrets_dir: Path, name: str, key: str) -> str:
     return f"${{file:{secrets_dir}/{name}.properties:{key}}}"
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("target", HTTP_TARGETS)
 def test_connector_configs_match_the_targets(target: str, tmp_path: Path) -> None:
     sink = sink_config(
         target, "https://example.com/hook/T0K3N", secrets_dir=tmp_path, routing_key="R0UT1NG"
@@ -146,7 +158,7 @@ def test_connector_configs_match_the_targets(target: str, tmp_path: Path) -> Non
     assert sink.config["errors.deadletterqueue.context.headers.enable"] == "true"
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("target", HTTP_TARGETS)
 def test_connector_configs_hold_references_not_secrets(target: str, tmp_path: Path) -> None:
     url = "https://example.com/hook/T0K3N"
     sink = sink_config(target, url, secrets_dir=tmp_path, routing_key="R0UT1NG")
@@ -180,7 +192,7 @@ def test_sink_config_overrides_topic_and_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "url", "key", "message"),
     [
-        ("teams", "https://example.com", "", "unknown alert target 'teams'"),
+        ("opsgenie", "https://example.com", "", "unknown alert target 'opsgenie'"),
         ("webhook", "example.com/hook", "", "'example.com/hook' is not an absolute"),
         ("pagerduty", "https://events.pagerduty.com/v2/enqueue", "", "--pagerduty-routing-key"),
     ],
@@ -190,3 +202,64 @@ def test_sink_config_names_the_bad_value(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         sink_config(target, url, secrets_dir=tmp_path, routing_key=key)
+
+
+def test_teams_gets_an_adaptive_card_that_carries_no_link() -> None:
+    hostile = dict(FIRING, summary="see [here](https://evil.example) *now*\n- and this")
+    firing, resolved = body(hostile, "teams"), body(RESOLVED, "teams")
+    assert firing["type"] == "message" and firing["summary"] == "CRITICAL anomaly firing on web-1"
+    (attachment,) = firing["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+    headline, summary, facts = card["body"]
+    assert headline["color"] == "Attention" and headline["weight"] == "Bolder"
+    assert summary["text"] == "see \\[here\\]\\(https://evil.example\\) \\*now\\*\n\\- and this"
+    shown = {f["title"]: f["value"] for f in facts["facts"]}
+    assert (
+        shown["Entity"] == "web-1" and shown["Value"] == "0.97" and shown["Key"] == "anomaly/web-1"
+    )
+    assert shown["kind.name"] == "anomaly" and "Ended" not in shown
+    (_, _, resolved_facts) = resolved["attachments"][0]["content"]["body"]
+    assert resolved["attachments"][0]["content"]["body"][0]["color"] == "Good"
+    assert {f["title"]: f["value"] for f in resolved_facts["facts"]}["Ended"] == (
+        "2026-01-01T00:01:00.000Z"
+    )
+
+
+def test_an_episode_is_two_mails_the_second_answering_the_first() -> None:
+    firing, resolved = body(FIRING, "email"), body(RESOLVED, "email")
+    assert firing["subject"] == "[FIRING] CRITICAL anomaly firing on web-1"
+    assert resolved["subject"] == "[RESOLVED] CRITICAL anomaly resolved on web-1"
+    assert firing["text"].startswith("CRITICAL anomaly firing on web-1\n\ncpu <anomalous>")
+    assert (
+        "Entity: web-1\n" in firing["text"]
+        and "Ended: 2026-01-01T00:01:00.000Z" in (resolved["text"])
+    )
+    first = firing["headers"]["Message-ID"]
+    assert set(firing["headers"]) == {"Message-ID"}
+    assert resolved["headers"]["In-Reply-To"] == resolved["headers"]["References"] == first
+    assert resolved["headers"]["Message-ID"] != first
+    assert body(FIRING, "email") == firing  # a redelivered record is the same mail
+
+
+def test_the_email_connector_keeps_server_account_and_addresses_in_its_file(
+    tmp_path: Path,
+) -> None:
+    smtp = dict(SMTP, username="foresight", password="s3cr3t")
+    sink = sink_config("email", secrets_dir=tmp_path, smtp=smtp)
+    assert sink.config["connector.class"] == "io.foresight.connect.smtp.SmtpSinkConnector"
+    assert sink.config["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
+    assert sink.secrets == smtp
+    for key, placeholder in (
+        ("smtp.host", "host"),
+        ("mail.to", "to"),
+        ("smtp.password", "password"),
+    ):
+        assert sink.config[key] == reference(tmp_path, sink.name, placeholder)
+    shown = json.dumps(sink.config) + repr(sink)
+    assert "s3cr3t" not in shown and "oncall@" not in shown
+    relay = sink_config("email", secrets_dir=tmp_path, smtp=SMTP)  # no account: a local relay
+    assert relay.secrets["username"] == relay.secrets["password"] == ""
+    with pytest.raises(ValueError, match="--smtp-to"):
+        sink_config("email", secrets_dir=tmp_path, smtp=dict(SMTP, to=""))

@@ -33,13 +33,15 @@ def _ports(service: dict[str, Any]) -> set[int]:
 
 
 def test_only_what_a_user_reaches_is_published() -> None:
-    """Ingestion, the gateway and Grafana; the rest answers on the compose network only."""
+    """Ingestion, the gateway, the API and Grafana; the rest answers on the compose network
+    only."""
     services = _compose()["services"]
     published = {name: _ports(s) for name, s in services.items() if s.get("ports")}
     settings = Settings()
     assert published == {
         "foresight-ingest": {settings.ingest_port},
         "foresight-gateway": {settings.gateway_port},
+        "foresight-api": {settings.api_port},
         "grafana": {3000},
     }
 
@@ -72,6 +74,7 @@ def test_connect_worker_has_the_http_sink_on_its_plugin_path() -> None:
     assert properties["bootstrap.servers"] == "kafka:9092"
     assert any(target.startswith(properties["plugin.path"]) for target in mounts)
     assert "connectors/kafka-connect/http-sink" in " ".join(mounts.values())
+    assert "connectors/kafka-connect/smtp-sink/target/plugin" in " ".join(mounts.values())
 
 
 def test_every_foresight_process_gets_every_setting() -> None:

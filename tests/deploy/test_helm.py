@@ -36,14 +36,25 @@ ALERT_URLS = {
     "slack": "https://hooks.slack.com/services/T000/B000/XXXX",
     "pagerduty": "https://events.pagerduty.com/v2/enqueue",
     "alertmanager": "http://alertmanager.monitoring:9093/api/v2/alerts",
+    "teams": "https://example.webhook.office.com/webhookb2/T3AMS",
 }
 ROUTING_KEY = "R0UT1NGKEY"
-FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "sink"}
+SMTP = {
+    "host": "smtp.example.com",
+    "port": "587",
+    "security": "starttls",
+    "username": "foresight",
+    "password": "SMTP-PA55WORD",
+    "from": "Foresight <alerts@example.com>",
+    "to": "oncall@example.com, ops@example.com",
+}
+FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "api", "sink"}
 # The port each process serves /health and /metrics on (its command after `foresight`).
 PORT_SETTING = {
     "worker": "worker_port",
     "ingest": "ingest_port",
     "gateway": "gateway_port",
+    "api": "api_port",
     "sink clickhouse": "sink_metrics_port",
 }
 # The README's architecture: which services each process talks to.
@@ -51,6 +62,7 @@ FLOWS = {
     "worker": {"kafka", "redis"},
     "ingest": {"kafka"},
     "gateway": {"kafka", "redis"},
+    "api": {"kafka", "redis", "clickhouse"},
     "sink": {"kafka", "clickhouse"},
 }
 
@@ -68,6 +80,7 @@ def install(keys_file: Path) -> Path:
     password, and an endpoint for every alert target."""
     alerts: dict[str, Any] = {t: {"url": u} for t, u in ALERT_URLS.items()}
     alerts["pagerduty"]["routingKey"] = ROUTING_KEY
+    alerts["email"] = {**SMTP, "port": int(SMTP["port"])}
     values = {
         "apiKeys": {"keysFile": keys_file.read_text()},
         "pii": {"keyFile": PII_KEY},
@@ -239,7 +252,8 @@ def test_every_process_gets_every_setting_and_secrets_only_where_needed(
         container = _container(workload)
         assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
         env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])}
-        assert set(env) == ({"CLICKHOUSE_URL"} if component == "sink" else set()), component
+        reads_clickhouse = component in ("sink", "api")  # the API's history
+        assert set(env) == ({"CLICKHOUSE_URL"} if reads_clickhouse else set()), component
     url = _container(_workloads(objects)["sink"])["env"][0]["valueFrom"]["secretKeyRef"]
     secret = _one(objects, "Secret", url["name"])
     assert secret["stringData"][url["key"]] == (
@@ -254,7 +268,8 @@ def test_every_process_gets_every_setting_and_secrets_only_where_needed(
 
 def test_no_secret_is_in_a_config_map(objects: list[Object], keys_file: Path) -> None:
     settings = json.dumps(_one(objects, "ConfigMap")["data"])
-    for secret in [PASSWORD, ROUTING_KEY, *ALERT_URLS.values(), keys_file.read_text(), PII_KEY]:
+    secrets = [SMTP["password"], SMTP["to"], *ALERT_URLS.values(), keys_file.read_text()]
+    for secret in [PASSWORD, ROUTING_KEY, PII_KEY, *secrets]:
         assert secret not in settings
 
 
@@ -277,7 +292,12 @@ def test_ports_probes_and_services_are_the_settings(objects: list[Object]) -> No
 # The files processes read from Secrets: volume, the setting of the path, the Secret and its key,
 # and the processes that read it (the worker serves /health and /metrics only: no keys).
 SECRET_FILES = {
-    "api-keys": ("keys_file", "foresight-api-keys", "keys.json", {"ingest", "gateway", "sink"}),
+    "api-keys": (
+        "keys_file",
+        "foresight-api-keys",
+        "keys.json",
+        {"ingest", "gateway", "api", "sink"},
+    ),
     "pii-key": ("pii_key_file", "foresight-pii", "pii.key", {"ingest"}),
 }
 
@@ -325,6 +345,27 @@ def test_workers_keep_state_on_their_own_volumes(objects: list[Object], profile:
     budget = _one(objects, "PodDisruptionBudget", workers["metadata"]["name"])
     assert budget["spec"]["selector"] == workers["spec"]["selector"]
     assert budget["spec"]["maxUnavailable"] == 1
+
+
+def test_the_workers_and_the_api_read_one_model_registry(
+    objects: list[Object], profile: str
+) -> None:
+    """The API scores with the models the workers serve, and promotes them: with a shared
+    registry (the large profile) both mount its claim where MODEL_REGISTRY_URL points."""
+    path = _settings(objects).model_registry_url.removeprefix("file://")
+    volumes = {}
+    for component in ("worker", "api"):
+        workload = _workloads(objects)[component]
+        mounts = {m["name"]: m["mountPath"] for m in _container(workload)["volumeMounts"]}
+        assert mounts["models"] == path, component
+        (volume,) = [v for v in workload["spec"]["template"]["spec"]["volumes"]
+                     if v["name"] == "models"]  # fmt: skip
+        volumes[component] = volume
+    assert volumes["worker"] == volumes["api"]
+    shared = {"persistentVolumeClaim": {"claimName": "foresight-models"}}
+    assert {k: v for k, v in volumes["api"].items() if k != "name"} == (
+        shared if profile == "large" else {"emptyDir": {}}
+    )
 
 
 def test_workers_scale_on_consumer_lag_up_to_the_partitions(objects: list[Object]) -> None:
@@ -421,7 +462,8 @@ def test_connect_runs_the_http_sink_and_reads_secrets_from_its_mount_only(
     assert connect["metadata"]["annotations"]["strimzi.io/use-connector-resources"] == "true"
     dockerfile = (ROOT / "deploy" / "helm" / "connect.Dockerfile").read_text()
     assert "connectors/kafka-connect/http-sink" in dockerfile
-    assert "/opt/kafka/plugins/" in dockerfile
+    assert "connectors/kafka-connect/smtp-sink" in dockerfile
+    assert "/opt/kafka/plugins/foresight-smtp-sink/" in dockerfile
 
 
 def test_a_connector_per_alert_target_is_the_code_s_config(objects: list[Object]) -> None:
@@ -431,12 +473,13 @@ def test_a_connector_per_alert_target_is_the_code_s_config(objects: list[Object]
     secret = _one(objects, "Secret", volume)["stringData"]
     connectors = {o["metadata"]["name"]: o for o in objects if o["kind"] == "KafkaConnector"}
     assert len(connectors) == len(TARGETS)
-    for target, url in ALERT_URLS.items():
+    for target in TARGETS:
         sink = sink_config(
             target,
-            url,
+            ALERT_URLS.get(target, ""),
             secrets_dir=secrets_dir,
             routing_key=ROUTING_KEY if target == "pagerduty" else "",
+            smtp=SMTP if target == "email" else None,
         )
         spec = connectors[sink.name]["spec"]
         assert (
@@ -473,9 +516,9 @@ def test_no_alert_target_no_connector() -> None:
 # -- Ingress, network policies, monitoring ---------------------------------------------------
 
 
-def test_ingest_and_the_gateway_are_reached_over_tls(objects: list[Object]) -> None:
+def test_ingest_the_gateway_and_the_api_are_reached_over_tls(objects: list[Object]) -> None:
     ingresses = {_component(o): o for o in objects if o["kind"] == "Ingress"}
-    assert set(ingresses) == {"ingest", "gateway"}
+    assert set(ingresses) == {"ingest", "gateway", "api"}
     for component, ingress in ingresses.items():
         (rule,) = ingress["spec"]["rules"]
         (tls,) = ingress["spec"]["tls"]
@@ -486,12 +529,12 @@ def test_ingest_and_the_gateway_are_reached_over_tls(objects: list[Object]) -> N
             "name": f"foresight-{component}",
             "port": {"name": "http"},
         }
-    timeouts = ingresses["gateway"]["metadata"]["annotations"]
-    assert int(timeouts["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600  # WebSocket
-    body = ingresses["ingest"]["metadata"]["annotations"][
-        "nginx.ingress.kubernetes.io/proxy-body-size"
-    ]
-    assert body == "16m"
+    for websockets in ("gateway", "api"):  # the live feed, GraphQL subscriptions
+        timeouts = ingresses[websockets]["metadata"]["annotations"]
+        assert int(timeouts["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    for large_bodies in ("ingest", "api"):  # remote_write, batches of windows
+        annotations = ingresses[large_bodies]["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "16m"
 
 
 def _peer_components(peers: list[Object]) -> set[str]:

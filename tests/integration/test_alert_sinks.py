@@ -334,4 +334,11 @@ def test_connect_status_lists_every_target(
 ) -> None:
     main(["connect", "status", "--json"])
     rows = json.loads(capsys.readouterr().out)
-    assert {r["target"] for r in rows} == {"webhook", "slack", "pagerduty", "alertmanager"}
+    assert {r["target"] for r in rows} == {
+        "webhook",
+        "slack",
+        "pagerduty",
+        "alertmanager",
+        "teams",
+        "email",
+    }

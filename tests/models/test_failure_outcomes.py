@@ -47,7 +47,7 @@ def test_the_online_model_learns_what_precedes_failures() -> None:
     assert tracker.score(_x(40, 0.0)) < 0.2
 
 
-def test_precision_and_recall_per_model() -> None:
+def test_precision_recall_and_accuracy_per_model() -> None:
     tracker = OutcomeTracker(HORIZON_S)
     for k in range(200):
         eager = 0.9 if k % 2 == 0 else 0.0  # alarms every other step, failure or not
@@ -59,6 +59,9 @@ def test_precision_and_recall_per_model() -> None:
     assert 0.1 < late_quality.recall < 0.3  # 10 of the 61 steps before the failure
     assert eager_quality.precision < 0.4
     assert 0.4 < eager_quality.recall < 0.6
+    # 139 calm steps rightly not alarmed by the late model, 10 failures caught, 51 missed.
+    assert 0.65 < late_quality.accuracy < 0.85
+    assert 0.4 < eager_quality.accuracy < 0.6  # every other call wrong
 
 
 def test_memory_stays_bounded() -> None:

@@ -1,0 +1,81 @@
+"""What drove a prediction: the features each model reads, and a trained model's SHAP values.
+
+Every online model of the stream (:mod:`models.entity`) predicts one metric from that metric's
+own window statistics; :data:`READS` names, per prediction kind, the statistics it reads, and
+:func:`read_features` gives them with their values from the step's FeatureVector. They are
+what the prediction was made from, not an attribution. A trained XGBoost model reads many
+features at once, and its drivers are their SHAP values (:func:`top_contributions`): each
+feature's additive share of the log-odds, largest first, so the bias and the shares add up to
+the model's output.
+
+Examples
+--------
+>>> vector = {"cpu:1m:last": 97.0, "cpu:5m:mean": 91.5}
+>>> [(d.feature, d.value) for d in read_features("ANOMALY", "cpu", vector)]
+[('cpu:1m:last', 97.0)]
+>>> import numpy as np
+>>> drivers = top_contributions(["a", "b", "c"], np.array([1.0, np.nan, 3.0]),
+...                             np.array([0.5, -2.0, 0.1, -1.0]), top=2)
+>>> [(d.feature, d.value, d.contribution) for d in drivers]
+[('b', None, -2.0), ('a', 1.0, 0.5)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.base import FloatArray
+
+READS: dict[str, tuple[str, ...]] = {
+    "ANOMALY": ("1m:last",),  # the newest sample, scored against what the detector learnt
+    "FORECAST": ("5m:mean",),  # the level the seasonal forecaster learns each forecast step
+    "BOTTLENECK": ("1m:last",),  # the usage the exhaustion model follows
+    "FAILURE_RISK": ("1m:last", "5m:slope", "15m:slope", "5m:r2", "15m:r2", "15m:count"),
+}
+"""Per prediction kind, the ``window:statistic`` features of its metric the stream's online
+model reads."""
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A feature behind a prediction: its value (``None`` when the entity lacks it) and, for
+    a trained model, its SHAP contribution to the log-odds."""
+
+    feature: str
+    value: float | None
+    contribution: float | None = None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def read_features(kind: str, metric: str, features: Mapping[str, float]) -> list[Driver]:
+    """The features of ``metric`` that the online model of ``kind`` reads, with their values
+    in ``features`` (a FeatureVector as name to value); none for a kind no online model
+    predicts from windows."""
+    return [
+        Driver(name, _finite(features.get(name)))
+        for name in (f"{metric}:{read}" for read in READS.get(kind, ()))
+    ]
+
+
+def top_contributions(
+    features: Sequence[str], values: FloatArray, contributions: FloatArray, top: int
+) -> list[Driver]:
+    """The ``top`` features with the largest SHAP contributions, by absolute value.
+
+    ``values`` is the row the model scored (NaN where missing), ``contributions`` its row of
+    :meth:`~models.training.FailureRiskModel.contributions` (one per feature, then the bias).
+    """
+    shares = np.asarray(contributions[: len(features)], dtype=np.float64)
+    order = np.argsort(-np.abs(shares), kind="stable")[: max(top, 0)]
+    return [
+        Driver(features[j], _finite(float(values[j])), float(shares[j]))
+        for j in order.tolist()
+        if shares[j] != 0.0
+    ]

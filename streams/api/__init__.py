@@ -1,0 +1,1 @@
+"""The intelligence API (``foresight api``): REST, GraphQL, its services and its client."""

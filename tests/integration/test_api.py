@@ -1,0 +1,414 @@
+"""The intelligence API on the real stack: predictions from the worker's online state in
+Redis with the serving XGBoost model's SHAP values, history and point-in-time features from
+ClickHouse through a real sink, model changes with the operate role and their audit events,
+GraphQL queries and subscriptions on the live feed, and ``foresight predict``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
+
+from connectors.audit import AuditTrail
+from connectors.http.auth import Gatekeeper, RateLimits
+from connectors.http.errors import ApiError
+from connectors.http.keys import OPERATE, READ, KeysFile
+from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.redis_store import FeatureStore
+from models.entity import EntityPipeline, ModelSet, step_many
+from models.registry import ModelRegistry
+from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_failure_risk
+from schemas.codec import Codec
+from schemas.predictions import PredictionColumns, prediction_rows
+from streams.api.client import ApiClient, prediction_request
+from streams.api.server import ApiConfig, ApiServer
+from streams.cli import main
+from streams.engine import pipeline_config
+from streams.settings import Settings
+from tests.connectors.test_clickhouse_sink import SinkProcess, _produce, _recent
+from tests.integration.test_audit import _read_all
+
+pytestmark = pytest.mark.integration
+
+FEATURES = ["memory_percent:15m:slope", "memory_percent:5m:mean", "memory_percent:1m:last"]
+STEP_MS = 10_000
+GRAPHQL_WS = Subprotocol("graphql-transport-ws")
+
+
+@asynccontextmanager
+async def running_api(
+    settings: Settings, folder: Path, unique: str
+) -> AsyncIterator[tuple[ApiServer, dict[str, str]]]:
+    """The API on a free port, its feed on topics of its own, keys of its own."""
+    topics = {
+        "prediction_batch": f"test.api.predictions.{unique}",
+        "alert": f"test.api.alerts.{unique}",
+    }
+    await ensure_topics(settings.kafka(), [TopicRequest(t, 1, {}) for t in topics.values()])
+    file = KeysFile(folder / "keys.json")
+    keys = {
+        name: file.create(f"{name}-{unique}", roles)[1]
+        for name, roles in (("reader", [READ]), ("operator", [READ, OPERATE]))
+    }
+    with AuditTrail(settings.kafka(), settings.audit_topic, "api") as audit:
+        limits = RateLimits(per_key=0, per_address=0, auth_failures=0)
+        config = ApiConfig(
+            Gatekeeper(file, limits, audit=audit.refused),
+            port=0,
+            predictions_topic=topics["prediction_batch"],
+            alerts_topic=topics["alert"],
+        )
+        async with ApiServer(settings, config, audit) as server:
+            yield server, keys
+
+
+def client(server: ApiServer, key: str) -> ApiClient:
+    return ApiClient(f"http://127.0.0.1:{server.port}", key)
+
+
+def _leaking_host(entity: str, start_ms: int, steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The worker's latest PredictionBatch and FeatureVector for a host leaking memory."""
+    pipeline = EntityPipeline(entity, ModelSet(pipeline_config(Settings(step_s=10.0))))
+    out: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]] | None = None
+    for k in range(steps):
+        t = start_ms + k * STEP_MS
+        pipeline.add(t, ["memory_percent"], np.array([50 + k * 0.1]), np.array([100.0]))
+        out = step_many([pipeline], [t])[0]
+    assert out is not None
+    features, predictions, _ = out
+    return predictions, features
+
+
+def _trained(registry: ModelRegistry, promote: bool = True) -> None:
+    """A failure-risk model over three features, in production unless ``promote`` is off."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(800, 3)) * [0.05, 10, 10] + [0.0, 60, 60]
+    y = ((x[:, 0] > 0.03) & (x[:, 2] > 62)).astype(np.int8)
+    data = TrainingSet(x, y, np.arange(800) * STEP_MS, ["h"] * 800, FEATURES, 1800.0)
+    model, reference, report = train_failure_risk(data, TrainingConfig(folds=2, rounds=20))
+    update = registry.register_model(model, reference, report, since_ms=0, until_ms=8_000_000)
+    if promote:
+        registry.promote(FAILURE_RISK, update["version"])
+
+
+async def test_an_entity_gets_its_online_state_and_the_serving_model_explained(
+    stack_settings: Settings,
+    unique: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entity = f"api-host-{unique}"
+    start = int(time.time() * 1000) - 3_600_000
+    predictions, features = _leaking_host(entity, start, 150)
+    store = FeatureStore(stack_settings.feature_store_url)
+    try:
+        await store.put_predictions([predictions])
+        await store.put_features([features])
+    finally:
+        await store.close()
+    registry = ModelRegistry(str(tmp_path / "models"))
+    _trained(registry)
+    loaded = registry.load_production(FAILURE_RISK)
+    assert loaded is not None
+    settings = stack_settings.replace(model_registry_url=registry.url)
+    async with running_api(settings, tmp_path, unique) as (server, keys):
+        reader = client(server, keys["reader"])
+        answer = await asyncio.to_thread(reader.predict, entity, top=3)
+        with pytest.raises(ApiError) as missing:
+            await asyncio.to_thread(reader.predict, f"nobody-{unique}")
+        batch = await asyncio.to_thread(
+            reader.predict_batch,
+            [
+                prediction_request(entity, kinds=["FAILURE_RISK"]),
+                prediction_request(f"nobody-{unique}"),
+            ],
+        )
+        monkeypatch.setenv("FORESIGHT_API_KEY", keys["reader"])
+        url = f"http://127.0.0.1:{server.port}"
+        code = await asyncio.to_thread(main, ["predict", entity, "--json", "--url", url])
+        printed = capsys.readouterr().out
+        table_code = await asyncio.to_thread(main, ["predict", entity, "--url", url, "--top", "1"])
+        table = capsys.readouterr().out
+
+    assert answer.source == "online" and answer.event_time == predictions["event_time"]
+    stream = {(p["kind"], p["metric"], p["horizon_s"]) for p in prediction_rows(predictions)}
+    got = {
+        (p.kind.value, p.metric, p.horizon_s) for p in answer.predictions if p.metric != "entity"
+    }
+    assert got == stream
+    (xgb,) = [p for p in answer.predictions if p.model.name == FAILURE_RISK]
+    assert xgb.model.version == "1" and not xgb.shadow and xgb.value is not None
+    assert xgb.value == pytest.approx(float(loaded.score([features])[0]), rel=1e-5)
+    assert len(xgb.drivers) == 3 and {d.feature for d in xgb.drivers} == set(FEATURES)
+    logit = math.log(xgb.value / (1 - xgb.value))
+    matrix = loaded.model.matrix([features])
+    bias = loaded.model.contributions(matrix)[0, -1]
+    assert sum(d.contribution or 0 for d in xgb.drivers) + bias == pytest.approx(logit, abs=1e-4)
+    risk = [p for p in answer.predictions if p.model.name == "local_trend"]
+    assert risk and risk[0].drivers[0].feature == "memory_percent:1m:last"
+    assert missing.value.status == 404 and "window" in missing.value.message
+    assert [i.status for i in batch.items] == [200, 404]
+    assert batch.items[0].result is not None
+    assert {p.kind for p in batch.items[0].result.predictions} == {"FAILURE_RISK"}
+    assert code == 0 and json.loads(printed)["entity"] == entity
+    assert table_code == 0 and "memory_percent:1m:last" in table and f"{FAILURE_RISK} 1" in table
+
+
+def _batch(entity: str, t_ms: int, value: float) -> dict[str, Any]:
+    columns = PredictionColumns()
+    columns.add("ANOMALY", ("streaming_anomaly", "2"), ["cpu_percent"], [0], [value], [0.2])
+    columns.add(
+        "FORECAST", ("seasonal_forecaster", "1.0"), ["cpu_percent"], [3600], [value + 1],
+        [0.0], [value - 1], [math.inf],
+    )  # fmt: skip
+    return {
+        "prediction_id": f"{entity}@{t_ms}",
+        "entity": entity,
+        "event_time": t_ms,
+        "emitted_at": t_ms,
+        "latency_ms": 1.0,
+        **columns.record(),
+    }
+
+
+async def test_history_and_features_as_of_come_from_clickhouse_through_the_sink(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    a, b, task, agent = (f"{n}-{unique}" for n in ("hist-a", "hist-b", "triage", "agent"))
+    before, after = now - 60_000, now - 30_000
+    records: list[tuple[str, dict[str, Any]]] = [
+        *(
+            ("prediction_batch", _batch(e, now - k * 10_000, float(k)))
+            for e in (a, b)
+            for k in (1, 2, 3)
+        ),
+        ("alert", _recent("alert", now - 20_000, entity=a, alert_id=f"x/{a}", dedup_key=f"x/{a}")),
+        (
+            "alert",
+            _recent(
+                "alert",
+                now - 10_000,
+                entity=a,
+                alert_id=f"x/{a}",
+                dedup_key=f"x/{a}",
+                status="RESOLVED",
+                ends_at=now - 10_000,
+            ),
+        ),
+        ("metric_batch", _recent("metric_batch", now - 5_000, entity=a)),
+        ("feature_vector", _recent("feature_vector", before, entity=a, values=[1.0] * 44)),
+        ("feature_vector", _recent("feature_vector", after, entity=a, values=[2.0] * 44)),
+        ("routing_decision", _recent("routing_decision", now - 20_000, task_type=task)),
+        (
+            "routing_decision",
+            _recent("routing_decision", now - 10_000, task_type=task, agent="agent-03"),
+        ),
+        *(
+            (
+                "agent_event",
+                _recent(
+                    "agent_event",
+                    now - k * 1000,
+                    agent=agent,
+                    phase=phase,
+                    duration_ms=float(k * 100),
+                ),
+            )
+            for k, phase in enumerate(("SUCCEEDED", "SUCCEEDED", "FAILED"), start=1)
+        ),
+    ]
+    topic = f"test.api.history.{unique}"
+    await _produce(stack_settings.kafka(), topic, 1, records)
+    sink = SinkProcess(stack_settings, tmp_path / "chdb", topic, f"test-api-{unique}")
+    try:
+        await asyncio.to_thread(
+            sink.wait_until,
+            "every record stored",
+            lambda: sink.count("features") == 2 and sink.count("agent_events") == 3
+            and sink.count("predictions") == 12 and sink.count("routing_decisions") == 2,
+        )  # fmt: skip
+        settings = stack_settings.replace(
+            sink_sql_port=sink.sql_port, credentials_file=str(sink.credentials)
+        )
+        async with running_api(settings, tmp_path, unique) as (server, keys):
+            api = client(server, keys["reader"])
+
+            def read() -> dict[str, Any]:
+                first = api.prediction_history(f"hist-?-{unique}", kinds=["ANOMALY"], limit=4)
+                assert first.page.next_offset == 4
+                return {
+                    "pages": [
+                        first,
+                        api.prediction_history(f"hist-?-{unique}", kinds=["ANOMALY"], offset=4),
+                    ],
+                    "forecasts": api.prediction_history(a, kinds=["FORECAST"], limit=1),
+                    "resolved": api.alert_history(a, statuses=["RESOLVED"]),
+                    "samples": api.sample_history(a, metric="memory_percent"),
+                    "as_of": api.features_as_of(
+                        [(a, before - 1), (a, before + 1), (a, now), (b, now)],
+                        features=["cpu_percent:1m:count"],
+                    ),
+                    "at": api.features(a, as_of=after),
+                    "advice": api.routing_decisions(task, latest=True),
+                    "stats": api.agent_stats(agent),
+                    "graphql": api.graphql(
+                        "query($e: Name!) { entity(name: $e) { history(limit: 2) { rows "
+                        "{ kind value } page { nextOffset } } alerts { rows { status } } } }",
+                        {"e": a},
+                    ),
+                }
+
+            got = await asyncio.to_thread(read)
+    finally:
+        sink.stop()
+
+    first, second = got["pages"]
+    rows = [(r.entity, r.event_time) for r in first.rows + second.rows]
+    assert len(rows) == 6 and second.page.next_offset is None
+    assert [t for _, t in rows] == sorted((t for _, t in rows), reverse=True)
+    (forecast,) = got["forecasts"].rows
+    assert (forecast.horizon_s, forecast.lower, forecast.upper) == (3600, 0.0, None)  # inf: None
+    assert [r.status for r in got["resolved"].rows] == ["RESOLVED"]
+    assert [(r.metric, r.value) for r in got["samples"].rows] == [("memory_percent", 40.0)]
+    as_of = [None if r.vector is None else r.vector.event_time for r in got["as_of"].rows]
+    assert as_of == [None, before, after, None]  # never a vector stamped after the moment
+    assert got["as_of"].rows[2].vector.features == {"cpu_percent:1m:count": 2.0}
+    assert got["at"].event_time == after and len(got["at"].features) == 44
+    assert [(d.task_type, d.agent) for d in got["advice"].rows] == [(task, "agent-03")]
+    (stats,) = got["stats"].rows
+    assert (stats.succeeded, stats.failed, stats.p50_duration_ms) == (2, 1, 150.0)
+    entity = got["graphql"]["data"]["entity"]
+    assert [r["kind"] for r in entity["history"]["rows"]] == ["ANOMALY", "FORECAST"]
+    assert entity["history"]["page"]["nextOffset"] == 2
+    assert [r["status"] for r in entity["alerts"]["rows"]] == ["RESOLVED", "FIRING"]
+
+
+async def test_models_change_only_with_the_operate_role_and_leave_an_audit_trail(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(str(tmp_path / "models"))
+    _trained(registry)
+    _trained(registry, promote=False)  # version 2, a candidate
+    audit_topic = f"test.api.audit.{unique}"
+    await ensure_topics(stack_settings.kafka(), [TopicRequest(audit_topic, 1, {})])
+    settings = stack_settings.replace(model_registry_url=registry.url, audit_topic=audit_topic)
+    async with running_api(settings, tmp_path, unique) as (server, keys):
+        reader, operator = client(server, keys["reader"]), client(server, keys["operator"])
+
+        def change() -> dict[str, Any]:
+            with pytest.raises(ApiError) as refused:
+                reader.promote(FAILURE_RISK, "2")
+            listed = reader.models()
+            promoted = operator.promote(FAILURE_RISK, "2")
+            with pytest.raises(ApiError) as again:
+                operator.promote(FAILURE_RISK, "2")
+            with pytest.raises(ApiError) as unknown:
+                operator.promote(FAILURE_RISK, "9")
+            rolled = operator.rollback(FAILURE_RISK)
+            return {
+                "refused": refused.value,
+                "listed": listed,
+                "promoted": promoted,
+                "again": again.value,
+                "unknown": unknown.value,
+                "rolled": rolled,
+                "after": reader.model(FAILURE_RISK),
+                "version": reader.model_version(FAILURE_RISK, "2"),
+            }
+
+        got = await asyncio.to_thread(change)
+    events = await _read_all(settings.kafka(), audit_topic)
+
+    assert got["refused"].status == 403 and "operate" in got["refused"].message
+    (model,) = got["listed"].models
+    assert (model.name, model.production, len(model.versions)) == (FAILURE_RISK, "1", 2)
+    assert [u["action"] for u in got["promoted"].updates] == ["ARCHIVED", "PROMOTED"]
+    assert got["promoted"].published
+    assert got["again"].status == 409 and "already in production" in got["again"].message
+    assert got["unknown"].status == 404
+    assert [u["action"] for u in got["rolled"].updates] == ["ARCHIVED", "ROLLED_BACK"]
+    assert got["after"].production == "1" and got["version"].stage == "archived"
+    changes = [(e["action"], e["outcome"], e["key_name"]) for e in events]
+    operator_name = f"operator-{unique}"
+    assert changes == [
+        ("auth.refused", "REFUSED", f"reader-{unique}"),
+        ("model.promote", "SUCCEEDED", operator_name),
+        ("model.promote", "FAILED", operator_name),
+        ("model.promote", "FAILED", operator_name),
+        ("model.rollback", "SUCCEEDED", operator_name),
+    ]
+    assert all(e["origin"] == "127.0.0.1" and e["service"] == "api" for e in events)
+
+
+async def test_graphql_subscriptions_follow_the_live_feed(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    entity = f"live-{unique}"
+    codec = Codec()
+    async with running_api(stack_settings, tmp_path, unique) as (server, keys):
+        url = f"ws://127.0.0.1:{server.port}/graphql"
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, subprotocols=[GRAPHQL_WS])
+        ws = await connect(
+            f"{url}?api_key={keys['reader']}",
+            subprotocols=[GRAPHQL_WS],
+        )
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for name, query in (
+            ("p", f'subscription {{ predictions(entity: "{entity}", kinds: [ANOMALY]) '
+                  "{ id droppedBefore entity predictions { kind metric value } } }"),
+            ("a", 'subscription { alerts(entity: "live-*", minSeverity: WARNING) '
+                  "{ alert { entity status severity } } }"),
+            ("bad", 'subscription { alerts(minSeverity: LOUD) { id } }'),
+        ):  # fmt: skip
+            await ws.send(
+                json.dumps({"id": name, "type": "subscribe", "payload": {"query": query}})
+            )
+        bad = json.loads(await ws.recv())
+        assert bad["id"] == "bad" and bad["type"] == "error" and "LOUD" in json.dumps(bad)
+        producer = stack_settings.kafka().producer()
+        await producer.start()
+        try:
+            for topic, schema_name, record in (
+                (server.config.predictions_topic, "prediction_batch", _batch(entity, 1, 3.0)),
+                (server.config.alerts_topic, "alert", _recent("alert", 1, entity=entity)),
+                (server.config.alerts_topic, "alert",
+                 _recent("alert", 2, entity=entity, severity="INFO", alert_id="quiet")),
+            ):  # fmt: skip
+                await producer.send_and_wait(topic, codec.encode(schema_name, record))
+        finally:
+            await producer.stop()
+        got: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while len(got) < 2:
+            assert time.monotonic() < deadline, got
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "next":
+                got[message["id"]] = message["payload"]["data"]
+        health = server.health()
+        await ws.close()
+
+    live = got["p"]["predictions"]
+    assert live["entity"] == entity and live["droppedBefore"] == 0 and live["id"] > 0
+    assert live["predictions"] == [{"kind": "ANOMALY", "metric": "cpu_percent", "value": 3.0}]
+    assert got["a"]["alerts"]["alert"] == {
+        "entity": entity,
+        "status": "FIRING",
+        "severity": "WARNING",
+    }
+    assert health["subscriptions"] == 2
+    assert refused.value.response.status_code == 401
