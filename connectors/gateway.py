@@ -45,7 +45,6 @@ from connectors.http.auth import Gatekeeper
 from connectors.http.errors import ApiError
 from connectors.http.keys import READ
 from connectors.http.tls import TlsConfig
-from connectors.kafka_clients import KafkaConfig
 from connectors.live_feed import FeedConfig, LiveFeed, Subscriber, to_json
 from connectors.prometheus import GATEWAY_CLIENTS, GATEWAY_REQUESTS, GATEWAY_SENT
 from connectors.redis_store import FeatureStore
@@ -60,26 +59,13 @@ class GatewayConfig:
 
     Parameters
     ----------
-    kafka
-        The brokers and how to reach them (``KAFKA_BOOTSTRAP_SERVERS`` and the security
-        settings).
+    feed
+        What the live feed reads and how it buffers (:class:`~connectors.live_feed.FeedConfig`).
     gatekeeper
         Checks the key (``read`` role) of ``/ws`` and ``/api/`` requests, and the rate limits.
     host, port
         Where to listen (``FORESIGHT_BIND_HOST``, ``FORESIGHT_GATEWAY_PORT``); port 0 picks a
         free one, see :attr:`Gateway.port`.
-    predictions_topic, alerts_topic
-        The topics to relay (default ``predictions`` and ``alerts``).
-    queue_size
-        Messages held per client before dropping (``FORESIGHT_GATEWAY_QUEUE``, default 1000).
-    coalesce
-        Let a newer prediction of an entity replace its unsent older one (default ``True``).
-    replay_size
-        Messages kept for resuming clients (default 10,000).
-    max_poll_records
-        Records handled per poll before the client senders get a turn (default 500).
-    snapshot_limit
-        Most cached predictions sent as a snapshot on subscribe (default 1,000).
     compress
         Offer permessage-deflate to clients (default ``False``: it costs CPU per client per
         message; turn it on when clients sit behind slow links).
@@ -88,31 +74,12 @@ class GatewayConfig:
         TLS only (``https``, ``wss``); without, plain (the default).
     """
 
-    kafka: KafkaConfig
+    feed: FeedConfig
     gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8765
-    predictions_topic: str = "predictions"
-    alerts_topic: str = "alerts"
-    queue_size: int = 1000
-    coalesce: bool = True
-    replay_size: int = 10_000
-    max_poll_records: int = 500
-    snapshot_limit: int = 1000
     compress: bool = False
     tls: TlsConfig = field(default_factory=TlsConfig)
-
-    def feed(self) -> FeedConfig:
-        return FeedConfig(
-            kafka=self.kafka,
-            predictions_topic=self.predictions_topic,
-            alerts_topic=self.alerts_topic,
-            queue_size=self.queue_size,
-            coalesce=self.coalesce,
-            replay_size=self.replay_size,
-            max_poll_records=self.max_poll_records,
-            snapshot_limit=self.snapshot_limit,
-        )
 
 
 async def serve_feed(websocket: WebSocket, feed: LiveFeed) -> None:
@@ -170,7 +137,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, store: FeatureStore, codec: Codec | None = None):
         self.config = config
-        self.feed = LiveFeed(config.feed(), store, codec)
+        self.feed = LiveFeed(config.feed, store, codec)
         self._store = store
         self._static = StaticFiles()
         self._connections = 0
@@ -197,8 +164,8 @@ class Gateway:
         log.info(
             "gateway on %s relaying %s and %s",
             self.config.tls.url(self.config.host, self.port),
-            self.config.predictions_topic,
-            self.config.alerts_topic,
+            self.config.feed.predictions_topic,
+            self.config.feed.alerts_topic,
         )
 
     @property

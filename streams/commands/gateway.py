@@ -9,7 +9,7 @@ from typing import Any
 
 from connectors.audit import AuditTrail
 from connectors.gateway import Gateway, GatewayConfig
-from connectors.live_feed import FeedStartError
+from connectors.live_feed import FeedConfig, FeedStartError
 from connectors.redis_store import FeatureStore
 from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
@@ -22,16 +22,19 @@ def gateway_config(
 ) -> GatewayConfig:
     """The gateway's parameters from the settings, with the command's overrides; refused
     keys are recorded in ``audit``."""
-    return GatewayConfig(
+    feed = FeedConfig(
         kafka=settings.kafka(),
-        gatekeeper=gatekeeper(settings, "gateway", audit),
-        host=settings.bind_host,
-        port=settings.gateway_port if args.port is None else args.port,
         predictions_topic=args.predictions_topic,
         alerts_topic=args.alerts_topic,
         queue_size=settings.gateway_queue_size,
         coalesce=not args.no_coalesce,
         replay_size=args.replay_size,
+    )
+    return GatewayConfig(
+        feed=feed,
+        gatekeeper=gatekeeper(settings, "gateway", audit),
+        host=settings.bind_host,
+        port=settings.gateway_port if args.port is None else args.port,
         tls=settings.tls(),
     )
 

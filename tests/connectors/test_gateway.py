@@ -26,6 +26,7 @@ from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, WRITE, KeysFile
 from connectors.http.tls import TlsConfig
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.live_feed import FeedConfig
 from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
 from deploy.local.certs import make_dev_certs
@@ -223,14 +224,14 @@ async def running_gateway(
     keys = KeysFile(f"{folder.name}/keys.json")
     for key, role in ((KEY, READ), ("other-key", READ), (WRITER_KEY, WRITE)):
         keys.create(key, [role], key=key)
-    config = GatewayConfig(
+    served = {name: overrides.pop(name) for name in ("compress", "tls") if name in overrides}
+    feed = FeedConfig(
         kafka=kafka,
-        gatekeeper=Gatekeeper(keys),
-        port=0,
         predictions_topic=topics["prediction_batch"],
         alerts_topic=topics["alert"],
         **overrides,
     )
+    config = GatewayConfig(feed=feed, gatekeeper=Gatekeeper(keys), port=0, **served)
     gateway = Gateway(config, store)
     await gateway.start()
     try:
