@@ -381,6 +381,12 @@ class Settings:
         "Intelligence API: on-demand and batch predictions, history, features, models "
         "(REST under /v1, GraphQL at /graphql), /health and /metrics.",
     )
+    api_route_timeout_s: float = _setting(
+        5.0,
+        "FORESIGHT_API_ROUTE_TIMEOUT_S",
+        "Seconds `POST /v1/route` waits for the worker's decision on routing.decisions before "
+        "answering 504.",
+    )
     ingest_port: int = _setting(
         9201,
         "FORESIGHT_INGEST_PORT",

@@ -1,7 +1,8 @@
 """The REST routes of the intelligence API, under ``/v1``.
 
 Each route validates its body and parameters (422 with the one error body naming each field
-and why), needs a key of the ``read`` role (``operate`` to change models), and calls the same
+and why), needs a key of the ``read`` role (``operate`` to change models, ``write`` to ask for a
+routing decision), and calls the same
 services the GraphQL resolvers call (:class:`~streams.api.service.Intelligence`).
 """
 
@@ -14,10 +15,11 @@ from fastapi import APIRouter, Path, Query, Request
 
 from connectors.http.app import client_address, require
 from connectors.http.errors import ApiError
-from connectors.http.keys import OPERATE, READ, ApiKey
+from connectors.http.keys import OPERATE, READ, WRITE, ApiKey
 from connectors.prometheus import PREDICTION_LATENCY
 from streams.api import schema
 from streams.api.history import Paging, TimeRange
+from streams.api.route import RouteDesk
 from streams.api.service import Intelligence
 from streams.operations import Caller
 
@@ -56,8 +58,8 @@ def time_range(since: int | None, until: int | None) -> TimeRange:
     return TimeRange(start, end)
 
 
-def router(service: Intelligence) -> APIRouter:
-    """Every ``/v1`` route, answered by ``service``."""
+def router(service: Intelligence, desk: RouteDesk) -> APIRouter:
+    """Every ``/v1`` route, answered by ``service`` (``/v1/route`` by ``desk``)."""
     v1 = APIRouter(prefix="/v1")
     readers = [require(READ)]
 
@@ -232,6 +234,18 @@ def router(service: Intelligence) -> APIRouter:
         name: ModelName, request: Request, key: Annotated[ApiKey, require(OPERATE)]
     ) -> schema.ModelChangeResponse:
         return await service.rollback(name, Caller(key, client_address(request.scope)))
+
+    @v1.post(
+        "/route",
+        tags=["agents"],
+        summary="Which agent should take a task: the worker's decision (write role)",
+        dependencies=[require(WRITE)],
+        responses={504: {"description": "no decision within FORESIGHT_API_ROUTE_TIMEOUT_S"}},
+    )
+    async def route(request: schema.RouteRequest) -> schema.RouteDecision:
+        decision = await desk.route(request)
+        model = {"name": decision["model"], "version": decision["model_version"]}
+        return schema.RouteDecision.model_validate({**decision, "model": model})
 
     @v1.get(
         "/routing/decisions",

@@ -416,6 +416,38 @@ class RoutingDecision(BaseModel):
     alternatives: list[AgentOption]
 
 
+class RouteRequest(_Request):
+    """A task asking for an agent: a RoutingRequest, answered by the worker's policy."""
+
+    task_id: Text = Field(description="the task; the decision comes back under it")
+    task_type: Text = Field(description="kind of task, as the agents' events name it")
+    candidates: list[Text] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="the agents that may take it; empty: every agent known for the task type",
+    )
+    deadline: EpochMs | None = Field(default=None, description="when the task must be done by")
+    priority: int = Field(
+        default=0, strict=True, ge=-(2**31), le=2**31 - 1, description="higher goes first"
+    )
+
+
+class RouteDecision(RoutingDecision):
+    """The decision for one task: the agent, its predicted run time with a 90 % interval and
+    its wait, the runner-up, and why."""
+
+    duration_lower_ms: float | None
+    duration_upper_ms: float | None
+    expected_wait_ms: float
+    runner_up: str | None
+    reason: str
+    explored: bool
+    priority: int
+    deadline: Long | None
+    deadline_miss_probability: float | None
+    recommended_concurrency: int | None
+
+
 class RoutingDecisions(BaseModel):
     rows: list[RoutingDecision]
     page: Page

@@ -27,10 +27,11 @@ from schemas.codec import Codec
 from streams.api.graphql import graphql_router
 from streams.api.history import History, Tables
 from streams.api.predict import Predictor, ServingWatch
+from streams.api.route import RouteDesk
 from streams.api.routes import router
 from streams.api.service import Intelligence
 from streams.settings import Settings
-from streams.topics import ALERTS, PREDICTIONS
+from streams.topics import ALERTS, PREDICTIONS, ROUTING, ROUTING_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ DESCRIPTION = """\
 Foresight's predictions on demand, their history, the features behind them and the models
 that make them. Every route but /health and /metrics needs an API key
 (`Authorization: Bearer KEY`, `X-API-Key: KEY` or `?api_key=KEY`) with the `read` role, and
-the `operate` role to promote or roll back a model. Times are epoch milliseconds (UTC).
+the `operate` role to promote or roll back a model, the `write` role to ask for a
+routing decision. Times are epoch milliseconds (UTC).
 Every refusal is `{"error": {"code", "message", "details"}}`, `details` naming each field
 that was wrong and why.
 """
@@ -49,14 +51,16 @@ that was wrong and why.
 @dataclass(frozen=True)
 class ApiConfig:
     """Where the API listens, whom it lets in (``gatekeeper``:
-    :func:`streams.access.gatekeeper`) and which topics its subscriptions follow; port 0
-    picks a free one."""
+    :func:`streams.access.gatekeeper`), which topics its subscriptions follow and which
+    ``POST /v1/route`` asks and hears the answer on; port 0 picks a free one."""
 
     gatekeeper: Gatekeeper
     host: str = "127.0.0.1"
     port: int = 8770
     predictions_topic: str = PREDICTIONS.name
     alerts_topic: str = ALERTS.name
+    routing_requests_topic: str = ROUTING_REQUESTS.name
+    routing_decisions_topic: str = ROUTING.name
 
 
 class ApiServer:
@@ -89,6 +93,13 @@ class ApiServer:
             feed,
             audit,
         )
+        self.desk = RouteDesk(
+            settings.kafka(),
+            codec,
+            config.routing_requests_topic,
+            config.routing_decisions_topic,
+            settings.api_route_timeout_s,
+        )
         self._http: HttpServer | None = None
 
     def health(self) -> dict[str, Any]:
@@ -112,7 +123,7 @@ class ApiServer:
             websocket_role=READ,
             openapi=OpenApi(API_VERSION, DESCRIPTION),
         )
-        app.include_router(router(self.service))
+        app.include_router(router(self.service, self.desk))
         app.include_router(
             graphql_router(self.service), prefix="/graphql", dependencies=[require(READ)]
         )
@@ -126,6 +137,11 @@ class ApiServer:
 
     async def start(self) -> None:
         await self.service.feed.start()
+        try:
+            await self.desk.start()
+        except BaseException:
+            await self.stop()
+            raise
         http = HttpServer(self.app(), self.config.host, self.config.port, self.tls)
         try:
             await http.start()
@@ -139,6 +155,7 @@ class ApiServer:
         if self._http is not None:
             await self._http.stop()
             self._http = None
+        await self.desk.stop()
         await self.service.feed.stop()
         await self.store.close()
         self.tables.close()

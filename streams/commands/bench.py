@@ -28,6 +28,7 @@ BENCHMARKS = {
     "routing": "bench_routing",
     "engine": "bench_engine",
     "entity-anomaly": "bench_entity_anomaly",
+    "api": "bench_api",
 }
 
 

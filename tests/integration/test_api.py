@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 from connectors.audit import AuditTrail
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.errors import ApiError
-from connectors.http.keys import OPERATE, READ, KeysFile
+from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.redis_store import FeatureStore
 from models.entity import EntityPipeline, ModelSet, step_many
@@ -48,9 +48,10 @@ GRAPHQL_WS = Subprotocol("graphql-transport-ws")
 
 @asynccontextmanager
 async def running_api(
-    settings: Settings, folder: Path, unique: str
+    settings: Settings, folder: Path, unique: str, **topics_of_its_own: str
 ) -> AsyncIterator[tuple[ApiServer, dict[str, str]]]:
-    """The API on a free port, its feed on topics of its own, keys of its own."""
+    """The API on a free port, its feed on topics of its own, keys of its own (``reader``,
+    ``operator``, ``writer``); ``topics_of_its_own``: more :class:`ApiConfig` topics."""
     topics = {
         "prediction_batch": f"test.api.predictions.{unique}",
         "alert": f"test.api.alerts.{unique}",
@@ -59,7 +60,7 @@ async def running_api(
     file = KeysFile(folder / "keys.json")
     keys = {
         name: file.create(f"{name}-{unique}", roles)[1]
-        for name, roles in (("reader", [READ]), ("operator", [READ, OPERATE]))
+        for name, roles in (("reader", [READ]), ("operator", [READ, OPERATE]), ("writer", [WRITE]))
     }
     with AuditTrail(settings.kafka(), settings.audit_topic, "api") as audit:
         limits = RateLimits(per_key=0, per_address=0, auth_failures=0)
@@ -68,6 +69,7 @@ async def running_api(
             port=0,
             predictions_topic=topics["prediction_batch"],
             alerts_topic=topics["alert"],
+            **topics_of_its_own,
         )
         async with ApiServer(settings, config, audit) as server:
             yield server, keys

@@ -34,6 +34,10 @@ TINY = {
         *("--tune", "0", "--seeds", "1", "--hosts", "3"),
         *("--duration-s", "14400", "--warmup-s", "3600"),
     ],
+    "api": [
+        *("--entities", "20", "--rate", "20", "--seconds", "1"),
+        *("--batch-size", "10", "--batch-concurrency", "2"),
+    ],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -139,3 +143,14 @@ def test_auth_flood(stack_settings: Settings) -> None:
     assert result["flood"]["requests"] > 0
     assert set(result["flood"]["statuses"]) <= {"401", "429"}
     assert result["quiet"]["p50_ms"] > 0
+
+
+@pytest.mark.integration
+def test_api(stack_settings: Settings) -> None:
+    result = bench("api")
+    single, batch = result["single"], result["batch"]
+    assert (single["requests"], single["n"], single["errors"]) == (20, 20, {})
+    assert single["p50_ms"] > 0
+    assert batch["requests"] > 0 and batch["errors"] == {}
+    assert batch["entities_per_s"] > 0 and batch["predictions_per_s"] > batch["entities_per_s"]
+    assert set(result["goals"]) == {"single_p95_ms", "single_p99_ms", "batch_predictions_per_s"}

@@ -1,0 +1,82 @@
+"""``POST /v1/route`` on the real stack: a real worker answers a routed request with one of
+its candidates; without a worker the caller gets 504 in the error body; a read-only key is
+refused."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.kafka_admin import TopicRequest, ensure_topics
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess, group_ready
+from tests.integration.test_api import running_api
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_routed_task_gets_the_workers_decision_naming_a_candidate(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(stack_settings, f"test-route-{unique}", tmp_path / "w.log").start()
+    candidates = [f"agent-{unique}-{i}" for i in range(3)]
+    try:
+        await group_ready([worker], timeout_s=120)
+        async with running_api(stack_settings, tmp_path, unique) as (server, keys):
+            url = f"http://127.0.0.1:{server.port}/v1/route"
+            async with httpx.AsyncClient(timeout=30) as client:
+                refused = await client.post(
+                    url,
+                    json={"task_id": f"t-{unique}", "task_type": "deploy"},
+                    headers={"X-API-Key": keys["reader"]},
+                )
+                assert refused.status_code == 403
+                # The worker reads routing.requests from its end: a request sent before its
+                # partitions are assigned goes unanswered (504), so ask again until answered.
+                deadline = time.monotonic() + 120
+                for attempt in range(1000):
+                    body = {
+                        "task_id": f"task-{unique}-{attempt}",
+                        "task_type": f"review-{unique}",
+                        "candidates": candidates,
+                        "priority": 2,
+                        "deadline": int(time.time() * 1000) + 600_000,
+                    }
+                    reply = await client.post(url, json=body, headers={"X-API-Key": keys["writer"]})
+                    if reply.status_code == 200 or time.monotonic() > deadline:
+                        break
+                    assert reply.status_code == 504, reply.text
+    finally:
+        worker.stop()
+    assert reply.status_code == 200, reply.text
+    decision = reply.json()
+    assert decision["task_id"] == body["task_id"]
+    assert decision["task_type"] == body["task_type"]
+    assert decision["agent"] in candidates
+    assert decision["runner_up"] in candidates
+    assert decision["priority"] == 2 and decision["deadline"] == body["deadline"]
+    assert decision["reason"]
+
+
+async def test_no_decision_in_time_is_a_504_in_the_error_body(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    own = {"routing_requests_topic": f"test.route.requests.{unique}",
+           "routing_decisions_topic": f"test.route.decisions.{unique}"}  # fmt: skip
+    await ensure_topics(stack_settings.kafka(), [TopicRequest(t, 1, {}) for t in own.values()])
+    settings = stack_settings.replace(api_route_timeout_s=0.5)
+    async with (
+        running_api(settings, tmp_path, unique, **own) as (server, keys),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        reply = await client.post(
+            f"http://127.0.0.1:{server.port}/v1/route",
+            json={"task_id": f"t-{unique}", "task_type": "deploy", "candidates": ["a"]},
+            headers={"X-API-Key": keys["writer"]},
+        )
+    assert reply.status_code == 504
+    error = reply.json()["error"]
+    assert f"t-{unique}" in error["message"] and "FORESIGHT_API_ROUTE_TIMEOUT_S" in error["message"]
