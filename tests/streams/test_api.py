@@ -307,6 +307,7 @@ def test_the_openapi_document_describes_every_route_and_the_error_body(
         "/v1/models/{name}/versions/{version}",
         "/v1/models/{name}/promote",
         "/v1/models/{name}/rollback",
+        "/v1/route",
         "/v1/routing/decisions",
         "/v1/agents/stats",
         "/health",
