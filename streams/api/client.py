@@ -2,11 +2,11 @@
 the API's own shapes (:mod:`streams.api.schema`), refusals raised as
 :class:`~connectors.http.errors.ApiError` with the server's status, message and details.
 
-Examples
---------
->>> client = ApiClient("http://127.0.0.1:8770", key="fsk_...")  # doctest: +SKIP
->>> answer = client.predict("web-1", kinds=["FORECAST"], horizons_s=[3600])  # doctest: +SKIP
->>> [(p.metric, p.value, p.lower, p.upper) for p in answer.predictions]  # doctest: +SKIP
+Against a running ``foresight api`` (tests/integration/test_api.py runs it so)::
+
+    client = ApiClient("http://127.0.0.1:8770", key="fsk_...")
+    answer = client.predict("web-1", kinds=["FORECAST"], horizons_s=[3600])
+    [(p.metric, p.value, p.lower, p.upper) for p in answer.predictions]
 """
 
 from __future__ import annotations
