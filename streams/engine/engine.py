@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 ONLINE_FAILURE_MODEL = "failure_risk_online"
 
-LoadState = Callable[[str], Checkpoint]
-"""An entity's saved state, each part None when there is none."""
+LoadState = Callable[[str], tuple[bytes | None, bytes | None]]
+"""An entity's saved ``(windows, models)`` state, either part None when there is none."""
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -138,9 +138,9 @@ class Engine:
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
         self.twins = topics.json_twins(settings)
-        # The identity and size of each entity's windows snapshot as last written (absent: to
-        # take at the next write) and the records it took since (see .journal).
-        self._snapshots: dict[str, tuple[int, int]] = {}
+        # Each entity's windows snapshot at its latest step (absent: to take at the next
+        # write) and the records it took since, as its checkpoint writes them (see .journal).
+        self._snapshots: dict[str, bytes] = {}
         self._journals: dict[str, bytearray] = {}
 
     def outputs(self) -> Outputs:
@@ -289,13 +289,11 @@ class Engine:
             )
             return None
         pipeline = EntityPipeline(entity, self.models)
-        saved = self.load_state(entity)
-        if saved.windows:
+        windows, model_states = self.load_state(entity)
+        if windows:
             try:
-                snapshot, taken = journal.read(saved.windows)
-                if saved.journal:
-                    taken += journal.records(saved.journal, snapshot)
-                pipeline = EntityPipeline.restore(self.models, snapshot, saved.models)
+                snapshot, taken = journal.read(windows)
+                pipeline = EntityPipeline.restore(self.models, snapshot, model_states)
             except ValueError as error:  # a state we cannot read: start the entity afresh
                 log.error("entity %s: cannot restore its state (%s); starting fresh", entity, error)
             else:
@@ -414,22 +412,19 @@ class Engine:
             if t_ms - since >= self.settings.model_checkpoint_s * 1000:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
-            out.checkpoints.append(self._windows_checkpoint(pipeline, models))
+            out.checkpoints.append(Checkpoint(entity, self._windows_value(pipeline), models))
         self._touched.clear()
 
-    def _windows_checkpoint(self, pipeline: EntityPipeline, models: bytes | None) -> Checkpoint:
-        """The entity's windows checkpoint: the journal of records taken since its snapshot,
-        and the snapshot itself only when it is taken anew (after a step, on eviction, or
-        once the records since outweigh it)."""
+    def _windows_value(self, pipeline: EntityPipeline) -> bytes:
+        """The entity's windows checkpoint: its snapshot and the records since. A snapshot
+        is taken anew after a step, or once the records since outweigh it."""
         entity = pipeline.entity
-        held = self._snapshots.get(entity)
+        snapshot = self._snapshots.get(entity)
         taken = self._journals.get(entity, b"")
-        snapshot = None
-        if held is None or len(taken) > held[1]:
-            snapshot = pipeline.windows_bytes()
-            held = self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))
+        if snapshot is None or len(taken) > len(snapshot):
+            snapshot = self._snapshots[entity] = pipeline.windows_bytes()
             taken = self._journals[entity] = bytearray()
-        return Checkpoint(entity, snapshot, journal.entry(held[0], taken), models)
+        return journal.frame(snapshot, taken)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -440,7 +435,9 @@ class Engine:
         for entity in idle:
             pipeline = self.entities[entity]
             self._snapshots.pop(entity, None)
-            out.checkpoints.append(self._windows_checkpoint(pipeline, pipeline.models_bytes()))
+            out.checkpoints.append(
+                Checkpoint(entity, self._windows_value(pipeline), pipeline.models_bytes())
+            )
             self.outcomes.forget(entity)
             self._forget(entity)
         return idle

@@ -13,7 +13,7 @@ from faust.stores.rocksdb import Store
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_producer import RecordProducer
 from streams.settings import Settings
-from streams.state_store import discard_stale_state, journal_key, key_partition
+from streams.state_store import discard_stale_state, key_partition
 
 
 def _local_db(path: Path, offset: int) -> None:
@@ -27,14 +27,6 @@ def test_key_partition_is_kafkas_default_partitioner() -> None:
     partitioner = DefaultPartitioner()
     for key in (b"web-1", b"host-42", "ünïcode".encode(), b"x" * 300):
         assert key_partition(key, 6) == partitioner(key, list(range(6)), list(range(6)))
-
-
-def test_an_entitys_journal_key_is_its_own_and_in_its_partition() -> None:
-    for partitions in (1, 6, 32):
-        for key in (b"web-1", b"host-42", "ünïcode".encode()):
-            journal = journal_key(key, partitions)
-            assert journal != key and journal.startswith(key + b"\x00")
-            assert key_partition(journal, partitions) == key_partition(key, partitions)
 
 
 @pytest.mark.integration
