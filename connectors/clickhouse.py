@@ -14,7 +14,7 @@ and its own turn, so a slow query in one never holds up an insert in another.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -68,6 +68,32 @@ class ClickHouseStore(Protocol):
 def sql_string(value: str) -> str:
     """``value`` as a ClickHouse string literal, quoted and escaped."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+IN_LIST_CHARS = 100_000
+"""Most characters of one ``IN (...)`` list: ClickHouse refuses a query over
+``max_query_size`` (262,144 bytes by default), so a long list goes in several queries."""
+
+
+def sql_string_lists(values: Iterable[str], max_chars: int = IN_LIST_CHARS) -> Iterator[str]:
+    """``values`` as comma-separated string literals, in lists of at most ``max_chars``
+    (a longer single value makes a list of its own).
+
+    >>> list(sql_string_lists(["a", "b", "c"], max_chars=8))
+    ["'a', 'b'", "'c'"]
+    """
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        literal = sql_string(value)
+        joined = size + 2 + len(literal)  # the list with ", " and this literal added
+        if chunk and joined > max_chars:
+            yield ", ".join(chunk)
+            chunk = []
+        size = joined if chunk else len(literal)
+        chunk.append(literal)
+    if chunk:
+        yield ", ".join(chunk)
 
 
 def _check_identifier(name: str) -> str:

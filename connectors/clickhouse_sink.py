@@ -63,7 +63,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from fastapi import FastAPI, Request
 
 from connectors.audit import FAILED, REFUSED, SUCCEEDED, AuditTrail
-from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string
+from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string, sql_string_lists
 from connectors.clickhouse_schema import (
     TABLE_FOR_SCHEMA,
     TABLES,
@@ -501,18 +501,16 @@ class ClickHouseSink:
             for c in columns
         )
         times = _plain(table["ts"])
-        ids = ", ".join(sql_string(v) for v in set(table[columns[0]].to_pylist()))
-        seen = {
-            tuple(row)
-            for row in self._require_store()
-            .query(
+        store = self._require_store()
+        seen: set[tuple[Any, ...]] = set()
+        for ids in sql_string_lists(set(table[columns[0]].to_pylist())):
+            found = store.query(
                 f"SELECT {selected} FROM {spec.name} WHERE ts BETWEEN "
                 f"fromUnixTimestamp64Milli({min(times)}, 'UTC') AND "
                 f"fromUnixTimestamp64Milli({max(times)}, 'UTC') "
                 f"AND {columns[0]} IN ({ids})"
             )
-            .rows
-        }
+            seen.update(tuple(row) for row in found.rows)
         keep = np.ones(len(keys), dtype=bool)
         for row, key in enumerate(keys):
             keep[row] = key not in seen

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pytest
 from aiokafka import TopicPartition
 
-from connectors.clickhouse import ChdbStore, QueryResult
+from connectors.clickhouse import ChdbStore, QueryResult, sql_string_lists
 from connectors.clickhouse_schema import TABLE_FOR_SCHEMA, Consumed, TableSpec, create_tables
 from connectors.clickhouse_sink import (
     ClickHouseSink,
@@ -170,6 +170,25 @@ def _risky() -> dict[str, Any]:
     for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2)):
         columns.add(kind, ("seasonal", "1"), ["cpu_percent"], [600], [13.0], [score])
     return columns.record()
+
+
+def test_ids_over_the_query_size_limit_are_looked_up_in_lists_it_accepts(tmp_path: Path) -> None:
+    """The sink's repeat check names a batch's ids in IN lists: 20,000 ids of 30 characters
+    are over ClickHouse's max_query_size in one list (the demo's sink stalled on it)."""
+    ids = [f"calm-8b0be5db@{i:016d}" for i in range(20_000)]
+    assert len(", ".join(f"'{i}'" for i in ids)) > 262_144
+    store = ChdbStore(str(tmp_path / "chdb"))
+    try:
+        found = [
+            row[0]
+            for ids_sql in sql_string_lists(ids)
+            for row in store.query(
+                f"SELECT count() FROM numbers(1) WHERE 'x' NOT IN ({ids_sql})"
+            ).rows
+        ]
+    finally:
+        store.close()
+    assert len(found) > 1 and all(n == 1 for n in found)
 
 
 def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
