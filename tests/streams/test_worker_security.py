@@ -60,7 +60,6 @@ def test_the_worker_app_carries_the_credentials_and_the_web_certificate(
         tls_cert=str(certs.cert),
         tls_key=str(certs.key),
         worker_data_dir=str(tmp_path / "data"),
-        worker_store="memory://",
     )
     conf = create_app(settings).conf
     credentials = conf.broker_credentials
