@@ -176,14 +176,16 @@ def remote_write(
 ) -> dict[str, Any]:
     """A remote_write to Foresight's ingest at ``url`` with the key in ``key_file``, sending
     at least every ``deadline_s`` and the metric types every minute; an https ingest is
-    verified with ``ca_file`` (empty: the system's CAs)."""
+    verified with ``ca_file`` (empty: the system's CAs). Paths are written absolute:
+    Prometheus reads a relative one from its configuration file's folder, and the default
+    stack folder (``.stack``) is relative."""
     config: dict[str, Any] = {
         "url": url,
-        "authorization": {"credentials_file": str(key_file)},
+        "authorization": {"credentials_file": str(key_file.resolve())},
         "queue_config": {"batch_send_deadline": f"{deadline_s:g}s"},
     }
     if ca_file:
-        config["tls_config"] = {"ca_file": ca_file}
+        config["tls_config"] = {"ca_file": str(Path(ca_file).resolve())}
     return config
 
 
