@@ -213,9 +213,7 @@ def _bound(value: float) -> float | None:
 def _drivers(batch: Mapping[str, Any]) -> dict[int, list[Record]]:
     """Each explained prediction's drivers, by the prediction's index."""
     out: dict[int, list[Record]] = {}
-    for of, feature, contribution in zip(
-        *(batch.get(name, ()) for name in DRIVERS), strict=True
-    ):
+    for of, feature, contribution in zip(*(batch.get(name, ()) for name in DRIVERS), strict=True):
         out.setdefault(of, []).append({"feature": feature, "contribution": contribution})
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.entity import BatchModel
+from models.explain import TOP
 from models.registry import LoadedModel, ModelRegistry
 from models.training import FAILURE_RISK
 from streams.settings import Settings
@@ -30,7 +31,11 @@ class ServingModel:
         """The model as :func:`models.entity.step_many` scores it."""
         model = self.loaded.model
         return BatchModel(
-            FAILURE_RISK, self.version, int(model.horizon_s), model.score, self.shadow
+            FAILURE_RISK,
+            self.version,
+            int(model.horizon_s),
+            lambda vectors: model.explain(vectors, TOP),
+            self.shadow,
         )
 
 

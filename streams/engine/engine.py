@@ -32,6 +32,7 @@ from models.agents import AgentStep, AgentTracker
 from models.alerts import AlertState, default_rules
 from models.drift import ErrorDriftWatch, FeatureDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.explain import TOP
 from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
@@ -388,10 +389,11 @@ class Engine:
             return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
         columns = PredictionColumns.of(predictions)
-        columns.add(
+        at = columns.add(
             "FAILURE_RISK", (ONLINE_FAILURE_MODEL, "1"), ["entity"],
             [self.settings.failure_horizon_s], [online], [online],
         )  # fmt: skip
+        columns.explain(at, self.outcomes.model.drivers(x, TOP))
         scores = {f"{m}@{v}": score for (m, v), score in columns.highest("FAILURE_RISK").items()}
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 

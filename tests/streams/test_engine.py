@@ -16,6 +16,7 @@ from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
 from models.entity import ENTITY_METRIC, BatchModel
+from models.explain import Driver
 from models.features import vector_names
 from schemas.codec import Codec, Message
 from schemas.json_form import json_form, json_schema
@@ -183,7 +184,7 @@ def test_an_output_too_large_to_produce_dead_letters_its_input() -> None:
 def test_a_failing_model_dead_letters_the_step_and_the_stream_goes_on() -> None:
     engine, feed = _engine(Changelog()), Feed()
 
-    def broken(records: Sequence[Record]) -> FloatArray:
+    def broken(records: Sequence[Record]) -> tuple[FloatArray, list[list[Driver]]]:
         raise RuntimeError("model file is damaged")
 
     engine.batch_models = [BatchModel("failure_risk", "9", 1800, broken)]
