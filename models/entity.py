@@ -41,6 +41,7 @@ from models.features import (
 )
 from models.forecast import SeasonalForecaster
 from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
+from models.traffic import entity_slot
 from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
@@ -74,13 +75,16 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class BatchModel:
     """A trained model scoring FeatureVector records (an XGBoost failure-risk version):
-    ``explain`` gives each record's probability and its top drivers."""
+    ``explain`` gives each record's probability and its top drivers. It scores the entities
+    whose slot (:func:`models.traffic.entity_slot`) lies in ``arm``: all of them, unless an
+    A/B split gives it a share."""
 
     name: str
     version: str
     horizon_s: int
     explain: Callable[[Sequence[Record]], tuple[FloatArray, list[list[Driver]]]]
     shadow: bool = False
+    arm: tuple[float, float] = (0.0, 1.0)
 
 
 class ModelSet:
@@ -160,6 +164,7 @@ class EntityPipeline:
             cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
         )
         self.labels: dict[str, str] = {}
+        self.slot = entity_slot(entity)  # its place in A/B splits
         # The entity's rows in the arena of model states, one per metric slot of its windows;
         # they go back to the arena when the pipeline is collected.
         self._rows = [models.states.take(self.windows.capacity)]
@@ -542,17 +547,24 @@ def step_many(
     _exhaustion_many(pipelines, now, grid, starts, rows, columns)
     features = [p._features(int(now[k]), grid[starts[k] : starts[k + 1]])
                 for k, p in enumerate(pipelines)]  # fmt: skip
-    scored = [(model, *model.explain(features)) for model in batch_models]
+    slots = np.array([p.slot for p in pipelines])
+    scored = []
+    for model in batch_models:
+        low, high = model.arm
+        served = np.flatnonzero((slots >= low) & (slots < high)).tolist()
+        probabilities, drivers = model.explain([features[k] for k in served])
+        results = zip(probabilities.tolist(), drivers, strict=True)
+        scored.append((model, dict(zip(served, results, strict=True))))
 
     def add_scored(k: int, shadow: bool) -> None:
-        for model, probabilities, drivers in scored:
-            if model.shadow == shadow:
-                risk = probabilities[k : k + 1]
+        for model, by_entity in scored:
+            if model.shadow == shadow and k in by_entity:
+                risk, drivers = by_entity[k]
                 at = columns[k].add(
                     "FAILURE_RISK", (model.name, model.version), ["entity"],
-                    [model.horizon_s], risk, risk,
+                    [model.horizon_s], [risk], [risk],
                 )  # fmt: skip
-                columns[k].explain(at, [(d.feature, d.contribution or 0.0) for d in drivers[k]])
+                columns[k].explain(at, [(d.feature, d.contribution or 0.0) for d in drivers])
 
     out = []
     for k, p in enumerate(pipelines):

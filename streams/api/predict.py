@@ -34,6 +34,7 @@ from models.entity import EntityPipeline, ModelSet, step_many
 from models.features import vector_names
 from models.registry import ModelRegistry, RegistryError
 from models.signals import MetricKind
+from models.traffic import entity_slot
 from models.training import FAILURE_RISK
 from streams.api.schema import (
     Driver,
@@ -130,7 +131,8 @@ class Predictor:
             )
             states.update(zip(replayed, windows, strict=True))
         ready = {i: state for i, state in states.items() if isinstance(state, _State)}
-        trained = self._trained(served, ready, max((r.top for r in requests), default=0))
+        slots = {i: entity_slot(requests[i].entity) for i in ready}
+        trained = self._trained(served, ready, slots, max((r.top for r in requests), default=0))
         answers: list[PredictResponse | ApiError] = []
         for i, request in enumerate(requests):
             state = states[i]
@@ -215,16 +217,25 @@ class Predictor:
 
     @staticmethod
     def _trained(
-        served: Sequence[ServingModel], states: Mapping[int, _State], top: int
+        served: Sequence[ServingModel],
+        states: Mapping[int, _State],
+        slots: Mapping[int, float],
+        top: int,
     ) -> dict[int, list[_Scored]]:
         """Each serving model's probability and ``top`` drivers for every state that has
-        features, as the stream explains them: one XGBoost call per model for them all."""
-        vectors = {k: state.features for k, state in states.items() if state.features is not None}
-        at = list(vectors)
+        features and whose entity its arm serves, as the stream explains them: one XGBoost
+        call per model for them all."""
         out: dict[int, list[_Scored]] = {}
-        if not at or not served:
-            return out
         for model in served:
+            low, high = model.arm
+            vectors = {
+                k: state.features
+                for k, state in states.items()
+                if state.features is not None and low <= slots[k] < high
+            }
+            at = list(vectors)
+            if not at:
+                continue
             probabilities, drivers = model.loaded.model.explain(list(vectors.values()), top)
             for row, k in enumerate(at):
                 out.setdefault(k, []).append(

@@ -239,10 +239,12 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
         ("seasonal", "ANOMALY", 0, 1),
         ("seasonal", "FAILURE_RISK", 1, 0),
     ]
-    drivers = answers[-1].as_dicts()
+    drivers = answers[-2].as_dicts()
     assert [(d["driver"], d["contribution"]) for d in drivers] == [
         ("cpu_percent:15m:slope", 1.2), ("cpu_percent:1m:last", -0.3)
     ]  # fmt: skip
+    (arm,) = answers[-1].as_dicts()
+    assert (arm["version"], arm["entities"], arm["alarms"], arm["caught"]) == ("2", 1, 1, 1)
 
 
 def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
