@@ -31,14 +31,15 @@ class ServingModel:
     def version(self) -> str:
         return self.loaded.version.version
 
-    def batch_model(self) -> BatchModel:
-        """The model as :func:`models.entity.step_many` scores it."""
+    def batch_model(self, explain_from: float = 0.0) -> BatchModel:
+        """The model as :func:`models.entity.step_many` scores it: its predictions at or above
+        ``explain_from`` carry their SHAP drivers."""
         model = self.loaded.model
         return BatchModel(
             FAILURE_RISK,
             self.version,
             int(model.horizon_s),
-            lambda vectors: model.explain(vectors, TOP),
+            lambda vectors: model.explain(vectors, TOP, explain_from),
             self.shadow,
             self.arm,
         )

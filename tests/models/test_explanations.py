@@ -109,3 +109,16 @@ def test_a_trained_model_s_risk_carries_its_top_three_shap_values() -> None:
         (d.feature, d.contribution) for d in drivers[0]
     ]
     assert describe(risk["drivers"][0]["feature"]).startswith("disk_percent ")
+
+
+def test_predictions_below_the_explaining_risk_carry_no_drivers() -> None:
+    model = _trained()
+    vectors = [
+        {"names": ["disk_percent:1m:last", "disk_percent:15m:slope"], "values": [v, 0.05]}
+        for v in (60.0, 90.0)
+    ]
+    risks, everything = model.explain(vectors, 3)
+    assert risks[0] < 0.3 < risks[1] and all(everything)
+    same, drivers = model.explain(vectors, 3, at_least=0.3)
+    assert same.tolist() == risks.tolist()
+    assert drivers[0] == [] and drivers[1] == everything[1]
