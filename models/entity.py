@@ -17,7 +17,7 @@ import json
 import math
 import struct
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -573,6 +573,26 @@ def step_many(
         add_scored(k, shadow=True)  # a shadow's is recorded, and never alerts
         out.append((features[k], p._batch(int(now[k]), columns[k]), alerts))
     return out
+
+
+def replay_scrapes(
+    scrapes: Iterable[tuple[int, Sequence[Record]]], models: ModelSet
+) -> Iterator[tuple[int, list[tuple[Record, Record, list[Record]]]]]:
+    """MetricBatch records grouped by event time, in time order, through the signal stage and
+    the step as the worker takes them, scrape by scrape (a backfill, a benchmark): each time,
+    and the steps it closed (features, predictions, alerts)."""
+    pipelines: dict[str, EntityPipeline] = {}
+    for t, records in scrapes:
+        due = []
+        for record in records:
+            entity = record["entity"]
+            pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            pipeline.observe(t, record["names"], np.asarray(record["values"]), kinds)
+            if pipeline.due(t):
+                pipeline.close_scrape()
+                due.append(pipeline)
+        yield t, step_many(due, [t] * len(due))
 
 
 def _largest(metric: str, contributions: FloatArray) -> list[tuple[str, float]]:
