@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from connectors.clickhouse import ClickHouseStore
 from models.features import vector_names
-from schemas.predictions import prediction_count
+from schemas.predictions import DRIVERS, prediction_count
 
 Record = dict[str, Any]
 
@@ -157,9 +157,9 @@ def _flatten_metric_batches(batch: Consumed) -> pa.Table:
 
 
 def _prediction_columns(records: Sequence[Record]) -> dict[str, list[Any]]:
-    """Every prediction of ``records`` (either version), one list per column; a missing
-    bound is NaN."""
-    out: dict[str, list[Any]] = {name: [] for name in _PREDICTION_FIELDS}
+    """Every prediction of ``records`` (any version), one list per column; a missing
+    bound is NaN, and a prediction's drivers are two lists (empty when it has none)."""
+    out: dict[str, list[Any]] = {name: [] for name in (*_PREDICTION_FIELDS, *_DRIVER_COLUMNS)}
     for r in records:
         if r.get("kinds"):
             metrics, models, versions = r["metrics"], r["models"], r["model_versions"]
@@ -168,17 +168,33 @@ def _prediction_columns(records: Sequence[Record]) -> dict[str, list[Any]]:
             out["model_version"] += [versions[i] for i in r["model_index"]]
             for column, field in _FROM_COLUMNS:
                 out[column] += r[field]
+            features: list[list[str]] = [[] for _ in r["kinds"]]
+            contributions: list[list[float]] = [[] for _ in r["kinds"]]
+            for of, feature, contribution in zip(
+                *(r.get(name) or () for name in DRIVERS), strict=True
+            ):
+                features[of].append(feature)
+                contributions[of].append(contribution)
+            out["driver_features"] += features
+            out["driver_contributions"] += contributions
         else:
             for p in r.get("predictions") or ():
                 for column in _PREDICTION_FIELDS:
                     value = p[column]
                     out[column].append(math.nan if value is None else value)
+                out["driver_features"].append([])
+                out["driver_contributions"].append([])
     return out
 
 
 _PREDICTION_FIELDS = (
     "metric", "model", "model_version", "kind", "horizon_s", "value", "score", "lower", "upper"
 )  # fmt: skip
+_DRIVER_COLUMNS = ("driver_features", "driver_contributions")
+_PREDICTION_ADDED = (
+    "driver_features Array(LowCardinality(String))",
+    "driver_contributions Array(Float64)",
+)
 _FROM_COLUMNS = (
     ("kind", "kinds"), ("horizon_s", "horizons_s"), ("value", "values"), ("score", "scores"),
     ("lower", "lowers"), ("upper", "uppers"),
@@ -214,6 +230,8 @@ def _flatten_prediction_batches(batch: Consumed) -> pa.Table:
             "score": per_item("score", pa.float64()),
             "lower": per_item("lower", pa.float64()),
             "upper": per_item("upper", pa.float64()),
+            "driver_features": per_item("driver_features", pa.list_(pa.string())),
+            "driver_contributions": per_item("driver_contributions", pa.list_(pa.float64())),
             **_coordinates(batch, repeat),
         }
     )
@@ -329,11 +347,12 @@ TABLES: tuple[TableSpec, ...] = (
         "emitted_at DateTime64(3, 'UTC'), latency_ms Float64, metric LowCardinality(String), "
         "kind LowCardinality(String), model LowCardinality(String), "
         "model_version LowCardinality(String), horizon_s Int32, value Float64, score Float64, "
-        "lower Nullable(Float64), upper Nullable(Float64)",
+        "lower Nullable(Float64), upper Nullable(Float64), " + ", ".join(_PREDICTION_ADDED),
         "entity, ts",
         _flatten_prediction_batches,
         prediction_count,
         ("prediction_id", "metric", "kind", "model", "model_version", "horizon_s"),
+        added=_PREDICTION_ADDED,
     ),
     TableSpec(
         "agent_events",

@@ -72,6 +72,21 @@ MODEL_MAE = Gauge(
     "Rolling mean absolute error of forecasts, each scaled by its interval's half-width.",
     ["model", "version"],
 )
+MODEL_PREDICTIONS = Counter(
+    "foresight_model_predictions_total",
+    "FAILURE_RISK predictions of each trained model version (an A/B arm: its entities' steps).",
+    ["model", "version"],
+)
+MODEL_ALARMS = Counter(
+    "foresight_model_alarms_total",
+    "Those of foresight_model_predictions_total at or above the failure-risk alert threshold.",
+    ["model", "version"],
+)
+MODEL_TRAFFIC = Gauge(
+    "foresight_model_traffic_share",
+    "Share of the entities each trained model version serves (an A/B split; 0 in shadow).",
+    ["model", "version"],
+)
 DRIFT_STATE = Gauge(
     "foresight_drift_detected", "1 while drift is detected on a signal.", ["model", "signal"]
 )

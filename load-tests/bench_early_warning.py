@@ -24,9 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.entity import ModelSet, PipelineConfig, replay_scrapes
 from models.incident_report import Incident, match_alerts
-from models.signals import MetricKind
 from streams.simulation import Simulation, SimulationConfig, default_incidents
 
 
@@ -42,19 +41,9 @@ def replay(seed: int, hosts: int, duration_s: float, quiet_s: float) -> dict[str
     for topic, _, record in simulation.events(duration_s):
         if topic == "telemetry.metrics":
             by_time[record["event_time"]].append(record)
-    pipelines: dict[str, EntityPipeline] = {}
     alerts: list[dict[str, Any]] = []
-    for t, records in sorted(by_time.items()):
-        due = []
-        for record in records:
-            entity = record["entity"]
-            pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
-            kinds = [MetricKind(k) for k in record["kinds"]]
-            pipeline.observe(t, record["names"], np.asarray(record["values"]), kinds)
-            if pipeline.due(t):
-                pipeline.close_scrape()
-                due.append(pipeline)
-        for _, _, step_alerts in step_many(due, [t] * len(due)):
+    for _, stepped in replay_scrapes(sorted(by_time.items()), models):
+        for _, _, step_alerts in stepped:
             alerts += step_alerts
     report = match_alerts(
         [Incident(i.entity, str(i.incident_type), i.start_ms, i.end_ms, i.failure_ms)

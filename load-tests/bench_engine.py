@@ -14,6 +14,11 @@ and reports what a process holding that engine costs:
 * **changelog bytes per event-second**: what the checkpoints of the measured span write,
   per second of event time, which is the changelog's rate when the worker keeps up.
 
+With ``--failure-model``, a trained XGBoost failure-risk model (200 rounds of depth 4, the
+training defaults, over the bench's own features) is the registry's production version and
+scores every step beside the online models, as a worker serving one does; its predictions at
+or above ``FORESIGHT_EXPLAIN_MIN_RISK`` get their SHAP drivers.
+
 ``foresight bench engine`` runs this file; ``--profile FILE`` writes a py-spy profile of the
 measured span when py-spy is installed. The pipeline benchmark measures the same engine
 behind Kafka and Faust.
@@ -22,9 +27,11 @@ behind Kafka and Faust.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +41,22 @@ from profiling import Profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.features import feature_names
+from models.registry import ModelRegistry
+from models.training import (
+    BOOSTER_FILE,
+    FAILURE_RISK,
+    XGBOOST_CLASSIFIER,
+    FailureRiskModel,
+    TrainingConfig,
+)
 from schemas.codec import Codec, Message
 from streams import topics
 from streams.engine import Engine, Input
+from streams.serving import serving_models
 from streams.settings import Settings, load_settings
+
+_METRIC_NAMES = "metric_{:03d}"
 
 
 def make_inputs(
@@ -46,7 +65,7 @@ def make_inputs(
     """Encoded MetricBatches, one list per scrape round (every entity once), as inputs."""
     codec = Codec()
     rng = np.random.default_rng(0)
-    names = [f"metric_{i:03d}" for i in range(metrics)]
+    names = [_METRIC_NAMES.format(i) for i in range(metrics)]
     level = rng.uniform(10, 90, size=(entities, metrics))
     keys = [f"bench-{e:05d}" for e in range(entities)]
     offsets = [0] * partitions
@@ -90,6 +109,23 @@ def _rss_bytes() -> tuple[int, int]:
     return found["VmRSS"], found["VmHWM"]
 
 
+def serve_failure_model(settings: Settings, metrics: int, folder: str) -> Settings:
+    """Train an XGBoost failure-risk model on random rows over the bench's features, make it
+    production in a registry in ``folder``, and return the settings that read it."""
+    rng = np.random.default_rng(1)
+    features = feature_names([_METRIC_NAMES.format(i) for i in range(min(metrics, 10))])
+    x = rng.uniform(0, 100, size=(4000, len(features)))
+    y = (x[:, 0] + x[:, 5] + rng.normal(0, 20, len(x)) > 130).astype(np.int8)
+    model = FailureRiskModel.fit(x, y, features, 1800, TrainingConfig())
+    registry = ModelRegistry(folder)
+    registry.register(
+        FAILURE_RISK, {BOOSTER_FILE: model.booster_bytes()}, kind=XGBOOST_CLASSIFIER,
+        features=features, since_ms=0, until_ms=1, params={"horizon_s": 1800, "threshold": 0.7},
+    )  # fmt: skip
+    registry.promote(FAILURE_RISK, "1")
+    return dataclasses.replace(settings, model_registry_url=folder)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     scrape_ms = int(args.scrape_s * 1000)
     scrapes = int(args.seconds / args.scrape_s)
@@ -100,7 +136,11 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     )
     warmup = [item for batch in rounds[:warm] for item in batch]
     inputs = [item for batch in rounds[warm:] for item in batch]
+    if args.failure_model:
+        settings = serve_failure_model(settings, args.metrics, tempfile.mkdtemp())
     engine = Engine(settings, lambda entity: (None, None), Codec(), "bench.routing")
+    served = serving_models(settings)
+    engine.batch_models = [m.batch_model(settings.explain_min_risk) for m in served]
     measured = {"samples": 0, "predictions": 0, "records": 0, "changelog_bytes": 0}
 
     def feed(items: list[Input]) -> None:
@@ -139,6 +179,8 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             "event_seconds": args.seconds,
             "warmup_s": args.warmup_s,
             "batch": args.batch,
+            "failure_model": args.failure_model,
+            "explain_min_risk": settings.explain_min_risk,
         },
         "measured": measured,
         "cpu_s": cpu_s,
@@ -160,6 +202,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"{s['entities']:,} entities x {s['samples_per_record']} samples every "
         f"{s['scrape_s']:g}s (step {s['step_s']:g}s), {result['series']:,} series"
+        + (", an XGBoost failure-risk model serving" if s["failure_model"] else "")
     )
     print(f"{'samples/s (CPU)':<34}{result['samples_per_cpu_s']:>14,.0f}")
     print(f"{'samples/s (wall)':<34}{result['samples_per_wall_s']:>14,.0f}")
@@ -184,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="event seconds in all")
     parser.add_argument("--warmup-s", type=float, default=20.0, help="unmeasured event seconds")
     parser.add_argument("--batch", type=int, default=1000, help="records per engine call")
+    parser.add_argument(
+        "--failure-model", action="store_true", help="serve a trained XGBoost failure-risk model"
+    )
     parser.add_argument("--profile", help="write a py-spy profile (raw, for flamegraphs) here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -87,7 +87,7 @@ def default_rules(anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> tuple
             clear=0.3,
             for_steps=2,
             severity="CRITICAL",
-            summary="{entity}: {metric} on course to exhaustion (risk {value:.2f})",
+            summary="{entity}: {metric} on course to exhaustion (risk {value:.2f}): {detail}",
         ),
         anomaly_rule(anomaly_threshold),
     )

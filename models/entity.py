@@ -17,7 +17,7 @@ import json
 import math
 import struct
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,8 @@ from models.anomaly import StreamingAnomalyDetector
 from models.arena import IntArray, SeriesArena
 from models.base import FloatArray
 from models.bottleneck import ExhaustionModel
-from models.entity_anomaly import EntityAnomalyDetector, EntityScores
+from models.entity_anomaly import EntityAnomalyDetector
+from models.explain import TOP, Driver, summary
 from models.failure_risk import LocalTrendRisk
 from models.features import (
     FeatureWindows,
@@ -40,6 +41,7 @@ from models.features import (
 )
 from models.forecast import SeasonalForecaster
 from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
+from models.traffic import entity_slot
 from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
@@ -72,13 +74,17 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class BatchModel:
-    """A trained model scoring FeatureVector records (an XGBoost failure-risk version)."""
+    """A trained model scoring FeatureVector records (an XGBoost failure-risk version):
+    ``explain`` gives each record's probability and its top drivers. It scores the entities
+    whose slot (:func:`models.traffic.entity_slot`) lies in ``arm``: all of them, unless an
+    A/B split gives it a share."""
 
     name: str
     version: str
     horizon_s: int
-    score: Callable[[Sequence[Record]], FloatArray]
+    explain: Callable[[Sequence[Record]], tuple[FloatArray, list[list[Driver]]]]
     shadow: bool = False
+    arm: tuple[float, float] = (0.0, 1.0)
 
 
 class ModelSet:
@@ -158,6 +164,7 @@ class EntityPipeline:
             cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
         )
         self.labels: dict[str, str] = {}
+        self.slot = entity_slot(entity)  # its place in A/B splits
         # The entity's rows in the arena of model states, one per metric slot of its windows;
         # they go back to the arena when the pipeline is collected.
         self._rows = [models.states.take(self.windows.capacity)]
@@ -257,14 +264,18 @@ class EntityPipeline:
             "feature_set": self.models.feature_set,
         }
 
-    def _alerts(self, now_ms: int, columns: PredictionColumns, explained: str) -> list[Record]:
-        """The step's alert changes, from its predictions (shadow ones are not in yet);
-        ``explained`` names what contributed to the entity's own anomaly score."""
+    def _alerts(self, now_ms: int, columns: PredictionColumns) -> list[Record]:
+        """The step's alert changes, from its predictions (shadow ones are not in yet); an
+        alert's detail names what drove the prediction it read."""
         self.last_step_ms = now_ms
         alerts = []
         for rule in self.models.config.rules:
-            value, metric = columns.worst(rule.kind, rule.min_metrics, rule.metric)
-            detail = explained if rule.metric == ENTITY_METRIC else ""
+            at = columns.worst_at(rule.kind, rule.min_metrics, rule.metric)
+            value, metric, detail = 0.0, "", ""
+            if at >= 0:
+                value = columns.columns["scores"][at]
+                metric = columns.metrics[columns.columns["metric_index"][at]]
+                detail = summary(columns.drivers_of(at))
             alert = evaluate(
                 rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels,
                 detail,
@@ -518,7 +529,8 @@ def step_many(
         )
         if len(fresh_rows):
             score = entity_scores.scores[k : k + 1]
-            columns[k].add("ANOMALY", entity_detector, [ENTITY_METRIC], [0], score, score)
+            own = columns[k].add("ANOMALY", entity_detector, [ENTITY_METRIC], [0], score, score)
+            columns[k].explain(own, [(metrics[i], c) for i, c in entity_scores.top(a, b, TOP)])
         if learn[k] or stale[k]:  # forecasts go out when they are refreshed
             made = forecasts[rows[a:b]]
             row, h = np.nonzero(np.isfinite(made[..., 0]))
@@ -535,31 +547,62 @@ def step_many(
     _exhaustion_many(pipelines, now, grid, starts, rows, columns)
     features = [p._features(int(now[k]), grid[starts[k] : starts[k + 1]])
                 for k, p in enumerate(pipelines)]  # fmt: skip
-    scored = [(model, model.score(features)) for model in batch_models]
+    slots = np.array([p.slot for p in pipelines])
+    scored = []
+    for model in batch_models:
+        low, high = model.arm
+        served = np.flatnonzero((slots >= low) & (slots < high)).tolist()
+        probabilities, drivers = model.explain([features[k] for k in served])
+        results = zip(probabilities.tolist(), drivers, strict=True)
+        scored.append((model, dict(zip(served, results, strict=True))))
 
     def add_scored(k: int, shadow: bool) -> None:
-        for model, probabilities in scored:
-            if model.shadow == shadow:
-                risk = probabilities[k : k + 1]
-                columns[k].add(
+        for model, by_entity in scored:
+            if model.shadow == shadow and k in by_entity:
+                risk, drivers = by_entity[k]
+                at = columns[k].add(
                     "FAILURE_RISK", (model.name, model.version), ["entity"],
-                    [model.horizon_s], risk, risk,
+                    [model.horizon_s], [risk], [risk],
                 )  # fmt: skip
+                columns[k].explain(at, [(d.feature, d.contribution or 0.0) for d in drivers])
 
     out = []
     for k, p in enumerate(pipelines):
         add_scored(k, shadow=False)  # a champion's risk is one the alert rules read
-        explained = _explain(p.windows.metrics, entity_scores, int(starts[k]), int(starts[k + 1]))
-        alerts = p._alerts(int(now[k]), columns[k], explained)
+        alerts = p._alerts(int(now[k]), columns[k])
         add_scored(k, shadow=True)  # a shadow's is recorded, and never alerts
         out.append((features[k], p._batch(int(now[k]), columns[k]), alerts))
     return out
 
 
-def _explain(metrics: Sequence[str], scores: EntityScores, start: int, end: int) -> str:
-    """The entity's top contributing metrics to its anomaly score, for a person:
-    ``"cpu_percent +0.41, network_mbps -0.12"``."""
-    return ", ".join(f"{metrics[i]} {c:+.2f}" for i, c in scores.top(start, end))
+def replay_scrapes(
+    scrapes: Iterable[tuple[int, Sequence[Record]]], models: ModelSet
+) -> Iterator[tuple[int, list[tuple[Record, Record, list[Record]]]]]:
+    """MetricBatch records grouped by event time, in time order, through the signal stage and
+    the step as the worker takes them, scrape by scrape (a backfill, a benchmark): each time,
+    and the steps it closed (features, predictions, alerts)."""
+    pipelines: dict[str, EntityPipeline] = {}
+    for t, records in scrapes:
+        due = []
+        for record in records:
+            entity = record["entity"]
+            pipeline = pipelines.setdefault(entity, EntityPipeline(entity, models))
+            kinds = [MetricKind(k) for k in record["kinds"]]
+            pipeline.observe(t, record["names"], np.asarray(record["values"]), kinds)
+            if pipeline.due(t):
+                pipeline.close_scrape()
+                due.append(pipeline)
+        yield t, step_many(due, [t] * len(due))
+
+
+def _largest(metric: str, contributions: FloatArray) -> list[tuple[str, float]]:
+    """The local trend's nonzero drivers of one metric's risk, largest first."""
+    order = np.argsort(-np.abs(contributions), kind="stable")
+    return [
+        (f"{metric}:{LocalTrendRisk.DRIVERS[i]}", float(contributions[i]))
+        for i in order.tolist()
+        if contributions[i] != 0.0
+    ]
 
 
 def _exhaustion_many(
@@ -605,6 +648,7 @@ def _exhaustion_many(
     models.states.parts["bottleneck"][rows[bound]] = state
     risk = models.failure_risk.assess(grid[bound], cap)
     at_risk = risk.rising | risk.exhausted
+    drivers = models.failure_risk.drivers(grid[bound], cap, risk)
     trend = np.nan_to_num(
         np.stack(
             [
@@ -632,10 +676,13 @@ def _exhaustion_many(
             np.zeros(len(seen)), tte[seen], np.zeros(len(seen)), tte_lower[seen],
             np.where(np.isfinite(tte_upper[seen]), tte_upper[seen], np.nan),
         )  # fmt: skip
-        columns[e].add(
+        first = columns[e].add(
             "FAILURE_RISK", failure, metrics, np.full(len(js), horizon), risk.eta[js],
             risk.risk[js], np.where(at_risk[js], risk.lower[js], np.nan),
             np.where(at_risk[js], risk.upper[js], np.nan),
         )  # fmt: skip
+        for n, j in enumerate(js.tolist()):
+            if at_risk[j]:
+                columns[e].explain(first + n, _largest(metrics[n], drivers[j]))
         highest = js[np.flatnonzero(risk.risk[js] == risk.risk[js].max())[-1]]
         p.risk_features = trend[highest]

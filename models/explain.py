@@ -1,5 +1,9 @@
 """What drove a prediction: the features each model reads, and a trained model's SHAP values.
 
+The stream's PredictionBatch carries the top drivers of every FAILURE_RISK and entity ANOMALY
+prediction (:meth:`schemas.predictions.PredictionColumns.explain`), and an alert's summary
+names them for a person (:func:`summary`): "memory_percent slope over 15 m +0.31".
+
 Every online model of the stream (:mod:`models.entity`) predicts one metric from that metric's
 own window statistics; :data:`READS` names, per prediction kind, the statistics it reads, and
 :func:`read_features` gives them with their values from the step's FeatureVector. They are
@@ -18,6 +22,8 @@ Examples
 ...                             np.array([0.5, -2.0, 0.1, -1.0]), top=2)
 >>> [(d.feature, d.value, d.contribution) for d in drivers]
 [('b', None, -2.0), ('a', 1.0, 0.5)]
+>>> summary([("memory_percent:15m:slope", 0.31), ("cpu_percent", -0.042)])
+'memory_percent slope over 15 m +0.31, cpu_percent -0.04'
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.base import FloatArray
+from models.features import STATISTICS, WINDOW_NAMES
+
+TOP = 3
+"""Drivers a stream prediction carries."""
 
 READS: dict[str, tuple[str, ...]] = {
     "ANOMALY": ("1m:last",),  # the newest sample, scored against what the detector learnt
@@ -79,3 +89,20 @@ def top_contributions(
         for j in order.tolist()
         if shares[j] != 0.0
     ]
+
+
+def describe(feature: str) -> str:
+    """A feature's name for a person: ``memory_percent:15m:slope`` is "memory_percent slope
+    over 15 m"; a metric's name (an entity anomaly driver) stays as it is."""
+    metric, _, rest = feature.rpartition(":")
+    head, _, window = metric.rpartition(":")
+    if head and window in WINDOW_NAMES and rest in STATISTICS:
+        return f"{head} {rest} over {window[:-1]} {window[-1]}"
+    return feature
+
+
+def summary(drivers: Sequence[tuple[str, float]]) -> str:
+    """Drivers as an alert's summary names them: "cpu_percent last over 1 m +0.41, ..."."""
+    return ", ".join(
+        f"{describe(feature)} {contribution:+.2f}" for feature, contribution in drivers
+    )

@@ -52,6 +52,8 @@ class OnlineLogistic:
     ...     model.learn(np.array([0.0, 1.0]), 0)
     >>> model.predict(np.array([1.0, 0.0])) > 0.9 > model.predict(np.array([0.0, 1.0]))
     True
+    >>> [name for name, term in model.drivers(np.array([1.0, 0.0]), top=3)]
+    ['a']
     """
 
     def __init__(self, features: Sequence[str], rate: float = 0.5, prior: float = 0.01) -> None:
@@ -69,6 +71,14 @@ class OnlineLogistic:
     def predict(self, x: FloatArray) -> float:
         probabilities = self.model.predict_proba_one(self._named(x))  # type: ignore[no-untyped-call]
         return float(probabilities[True])
+
+    def drivers(self, x: FloatArray, top: int) -> list[tuple[str, float]]:
+        """The ``top`` features by their term ``w_j x_j`` of the log-odds, largest first
+        (the intercept aside; a zero term drives nothing)."""
+        weights = self.model.weights
+        terms = [(name, float(weights.get(name, 0.0)) * value)
+                 for name, value in self._named(x).items()]  # fmt: skip
+        return sorted((t for t in terms if t[1] != 0.0), key=lambda t: -abs(t[1]))[:top]
 
     def learn(self, x: FloatArray, y: int) -> None:
         if y:

@@ -8,7 +8,8 @@ metric), and calls the risk the probability that the headroom is gone within ``h
 the two windows' times to exhaustion bracket the estimate, whose spread is the uncertainty.
 
 It keeps no state of its own: the windows are its memory. Its verb, :meth:`assess`, reads
-the window statistics of many series at once.
+the window statistics of many series at once; :meth:`LocalTrendRisk.drivers` says what drove
+each risk.
 """
 
 from __future__ import annotations
@@ -60,11 +61,16 @@ class LocalTrendRisk:
     >>> risk = LocalTrendRisk(horizon_s=1800).assess(grid, np.array([100.0]))
     >>> round(float(risk.eta[0] / 60)), round(float(risk.risk[0]), 2)
     (25, 0.9)
+    >>> LocalTrendRisk.DRIVERS, np.round(LocalTrendRisk(1800).drivers(grid, np.array([100.0]),
+    ...                                                        risk), 2).tolist()
+    (('1m:last', '5m:slope', '15m:slope'), [[1.38, -0.6, -0.6]])
     """
 
     name = "local_trend"
     version = "1"
     state_size = 0
+    DRIVERS: tuple[str, ...] = ("1m:last", "5m:slope", "15m:slope")
+    """The window statistics :meth:`drivers` attributes a risk to, in its columns' order."""
 
     def __init__(self, horizon_s: float = 1800.0, min_r2: float = 0.6, min_samples: int = 12):
         self.horizon_s = horizon_s
@@ -105,3 +111,27 @@ class LocalTrendRisk:
         lower = np.where(exhausted, 0.0, lower)
         upper = np.where(exhausted, 0.0, upper)
         return RiskAssessment(risk, eta, lower, upper, rising, exhausted)
+
+    def drivers(
+        self, grid: FloatArray, capacity: FloatArray, assessment: RiskAssessment
+    ) -> FloatArray:
+        """What drove each risk, one column per statistic of :data:`DRIVERS`.
+
+        The estimated time to exhaustion is ``headroom / sqrt(slope_5m * slope_15m)``, so
+        ``log(horizon / eta)``, above 0 when exhaustion comes within the horizon, is exactly
+        the sum of three terms: ``-log(headroom / capacity)`` for the level, and
+        ``log(slope * horizon / capacity) / 2`` for each window's slope (the share of the
+        capacity that slope would use within the horizon). Those terms are the drivers. An
+        exhausted series owes its risk to its level alone (+1); a series not at risk has
+        no drivers (zeros).
+        """
+        last = statistic(grid, "last", "1m")
+        slopes = np.stack([statistic(grid, "slope", w) for w in ("5m", "15m")], axis=-1)
+        out = np.zeros((len(last), len(self.DRIVERS)))
+        rising = assessment.rising & ~assessment.exhausted
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, 0] = -np.log((capacity - last) / capacity)
+            out[:, 1:] = np.log(slopes * self.horizon_s / capacity[:, None]) / 2
+        out = np.where(rising[:, None] & np.isfinite(out), out, 0.0)
+        out[assessment.exhausted] = (1.0, 0.0, 0.0)
+        return out

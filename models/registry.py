@@ -46,6 +46,7 @@ import numpy as np
 from models.base import FloatArray
 from models.drift import FeatureReference
 from models.features import feature_set_hash
+from models.traffic import TrafficSplit
 from models.training import (
     BOOSTER_FILE,
     REFERENCE_FILE,
@@ -402,6 +403,11 @@ class ModelRegistry:
         history = index["production"]
         return self._version(name, history[-1], index) if history else None
 
+    def split(self, name: str) -> TrafficSplit:
+        """The A/B split of ``name``: each candidate version's percentage of the entities
+        (:mod:`models.traffic`); empty when none is set."""
+        return TrafficSplit(dict(self._index(name).get("split", {})))
+
     def read_artifacts(self, name: str, version: str) -> tuple[ModelVersion, dict[str, bytes]]:
         """A version's metadata and artifact files, each checked against its sha256."""
         found = self._version(name, version, self._index(name))
@@ -613,6 +619,7 @@ class ModelRegistry:
                 updates.append(self._update(previous, "ARCHIVED", "archived", now))
             history.append(version)
             index["versions"][version]["stage"] = "production"
+            index.get("split", {}).pop(version, None)  # production serves the rest
             if decision is not None:
                 index["versions"][version]["decision"] = dict(decision.record, at=_iso(now))
             self._write_index(name, index)
@@ -639,8 +646,43 @@ class ModelRegistry:
                 )
             index["versions"][version]["stage"] = "archived"
             index["versions"][version]["decision"] = dict(decision.record, at=_iso(now))
+            index.get("split", {}).pop(version, None)
             self._write_index(name, index)
         return [self._update(found, "ARCHIVED", "archived", now, decision.metrics)]
+
+    def set_split(self, name: str, split: TrafficSplit, now_ms: int | None = None) -> list[Record]:
+        """Serve candidate versions of ``name`` to shares of the entities (an A/B test;
+        production serves the rest); an empty split ends it.
+
+        Returns a SPLIT ModelUpdate record for every version whose share changed, its new
+        percentage as the ``traffic_percent`` metric (0 for a version that left the split).
+        Raises :class:`RegistryError` for a version that is not a loadable candidate.
+        """
+        now = _now_ms() if now_ms is None else now_ms
+        with self._store.lock(f"{name}/.lock"):
+            index = self._index(name)
+            for version in split.shares:
+                found = self._version(name, version, index)
+                if found.stage != "candidate":
+                    raise RegistryError(
+                        f"{name} version {version} is {found.stage}: only candidates take a "
+                        "share of the entities (production serves the rest)"
+                    )
+                self.read_artifacts(name, version)  # refuse to split to what cannot load
+            before = dict(index.get("split", {}))
+            index["split"] = dict(split.shares)
+            self._write_index(name, index)
+        changed = sorted(set(before) | set(split.shares), key=int)
+        return [
+            {
+                **self._update(
+                    self._version(name, v, index), "SPLIT", index["versions"][v]["stage"], now
+                ),
+                "metrics": {"traffic_percent": split.shares.get(v, 0.0)},
+            }
+            for v in changed
+            if before.get(v) != split.shares.get(v)
+        ]
 
     def rollback(self, name: str, now_ms: int | None = None) -> list[Record]:
         """Back to the version that was in production before the current one.

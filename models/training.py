@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from models.alerts import DEFAULT_RULES
 from models.base import FloatArray
 from models.drift import FeatureReference
+from models.explain import Driver, top_contributions
 from models.features import (
     STATISTICS,
     WINDOW_NAMES,
@@ -534,6 +535,33 @@ class FailureRiskModel:
             return np.zeros((0, len(self.features) + 1))
         data = xgb.DMatrix(matrix, missing=np.nan)
         return np.asarray(self.booster.predict(data, pred_contribs=True), dtype=np.float64)
+
+    def explain(
+        self, feature_vectors: Sequence[Record], top: int, at_least: float = 0.0
+    ) -> tuple[FloatArray, list[list[Driver]]]:
+        """Each FeatureVector's probability and its ``top`` drivers by SHAP value (largest
+        first), for the rows whose probability is at least ``at_least`` (the others get
+        none): the stream and the API explain a prediction with this one function.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(400, 2))
+        >>> model = FailureRiskModel.fit(x, (x[:, 0] > 1).astype(np.int8),
+        ...     ["mem:5m:slope", "cpu:1m:last"], horizon_s=1800, config=TrainingConfig(rounds=20))
+        >>> vector = {"names": ["mem:5m:slope", "cpu:1m:last"], "values": [2.5, 0.0]}
+        >>> risk, drivers = model.explain([vector], top=1)
+        >>> bool(risk[0] > 0.5), drivers[0][0].feature, drivers[0][0].contribution > 0
+        (True, 'mem:5m:slope', True)
+        """
+        matrix = self.matrix(feature_vectors)
+        probabilities = self.score_matrix(matrix)
+        explained = np.flatnonzero(probabilities >= at_least)
+        shares = self.contributions(matrix[explained])
+        drivers: list[list[Driver]] = [[] for _ in feature_vectors]
+        for row, i in enumerate(explained.tolist()):
+            drivers[i] = top_contributions(self.features, matrix[i], shares[row], top)
+        return probabilities, drivers
 
     def booster_bytes(self) -> bytes:
         """The booster in XGBoost's own UBJSON format (safe to load: no code inside)."""

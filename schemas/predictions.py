@@ -9,14 +9,24 @@ whole batch) and need not care which version wrote it.
 
 In the columns a missing interval bound is NaN; in rows it is ``None``, as in version 1.
 
+Version 4 adds what drove the predictions, as three more parallel arrays with one item per
+driver (``driver_of``, the index of the prediction explained, then the feature or metric and
+its signed contribution); a row carries its own as ``drivers``, largest first, and a row of
+an older batch has none.
+
 Examples
 --------
 >>> columns = PredictionColumns()
->>> columns.add("ANOMALY", ("detector", "1"), ["cpu", "mem"], [0.0, 0.0], [12.0, 40.0],
+>>> _ = columns.add("ANOMALY", ("detector", "1"), ["cpu", "mem"], [0.0, 0.0], [12.0, 40.0],
 ...             [0.1, 0.9])
 >>> batch = {"entity": "web-1", **columns.record()}
+>>> at = columns.add("ANOMALY", ("entity_anomaly", "1"), ["*"], [0], [0.8], [0.8])
+>>> columns.explain(at, [("mem", 0.7), ("cpu", 0.1)])
+>>> batch = {"entity": "web-1", **columns.record()}
 >>> [(p["metric"], p["score"], p["lower"]) for p in prediction_rows(batch)]
-[('cpu', 0.1, None), ('mem', 0.9, None)]
+[('cpu', 0.1, None), ('mem', 0.9, None), ('*', 0.8, None)]
+>>> prediction_rows(batch)[2]["drivers"]
+[{'feature': 'mem', 'contribution': 0.7}, {'feature': 'cpu', 'contribution': 0.1}]
 >>> columns.worst("ANOMALY")
 (0.9, 'mem')
 """
@@ -24,7 +34,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +56,7 @@ COLUMNS: tuple[str, ...] = (
     "uppers",
 )
 NAMES: tuple[str, ...] = ("metrics", "models", "model_versions")
+DRIVERS: tuple[str, ...] = ("driver_of", "driver_features", "driver_contributions")
 
 
 class PredictionColumns:
@@ -56,17 +67,19 @@ class PredictionColumns:
         self.models: list[str] = []
         self.model_versions: list[str] = []
         self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.drivers: dict[str, list[Any]] = {name: [] for name in DRIVERS}
         self._metric_at: dict[str, int] = {}
         self._model_at: dict[tuple[str, str], int] = {}
 
     @classmethod
-    def of(cls, record: Mapping[str, Any]) -> PredictionColumns:
+    def of(cls, record: MutableMapping[str, Any]) -> PredictionColumns:
         """The columns of a built batch record, shared: :meth:`add` then grows the record."""
         columns = cls()
         columns.metrics = record["metrics"]
         columns.models = record["models"]
         columns.model_versions = record["model_versions"]
         columns.columns = {name: record[name] for name in COLUMNS}
+        columns.drivers = {name: record.setdefault(name, []) for name in DRIVERS}
         columns._metric_at = {m: i for i, m in enumerate(columns.metrics)}
         columns._model_at = {
             (m, v): i
@@ -116,13 +129,14 @@ class PredictionColumns:
         scores: npt.ArrayLike,
         lowers: npt.ArrayLike | None = None,
         uppers: npt.ArrayLike | None = None,
-    ) -> None:
+    ) -> int:
         """Predictions of one kind by one model, one per metric (parallel sequences; bounds
-        NaN, or None for none at all)."""
+        NaN, or None for none at all); returns the index of the first (for :meth:`explain`)."""
         n = len(metrics)
-        if not n:
-            return
         columns = self.columns
+        first = len(columns["kinds"])
+        if not n:
+            return first
         columns["kinds"] += [kind] * n
         columns["metric_index"] += [self.metric(m) for m in metrics]
         columns["model_index"] += [self.model(*model)] * n
@@ -131,22 +145,49 @@ class PredictionColumns:
         columns["scores"] += _floats(scores)
         columns["lowers"] += [math.nan] * n if lowers is None else _floats(lowers)
         columns["uppers"] += [math.nan] * n if uppers is None else _floats(uppers)
+        return first
 
-    def worst(self, kind: str, rank: int = 1, metric: str = "") -> tuple[float, str]:
-        """The ``rank``-th highest finite score of ``kind`` (of ``metric`` only, when given)
-        and its metric; ``(0, '')`` when fewer than ``rank`` predictions have one."""
+    def explain(self, at: int, drivers: Sequence[tuple[str, float]]) -> None:
+        """What drove prediction ``at``: (feature or metric, signed contribution) pairs,
+        largest first."""
+        self.drivers["driver_of"] += [at] * len(drivers)
+        self.drivers["driver_features"] += [feature for feature, _ in drivers]
+        self.drivers["driver_contributions"] += [float(c) for _, c in drivers]
+
+    def drivers_of(self, at: int) -> list[tuple[str, float]]:
+        """What drove prediction ``at``, as given to :meth:`explain`."""
+        d = self.drivers
+        return [
+            (feature, contribution)
+            for of, feature, contribution in zip(
+                d["driver_of"], d["driver_features"], d["driver_contributions"], strict=True
+            )
+            if of == at
+        ]
+
+    def worst_at(self, kind: str, rank: int = 1, metric: str = "") -> int:
+        """The index of the ``rank``-th highest finite score of ``kind`` (of ``metric`` only,
+        when given); -1 when fewer than ``rank`` predictions have one."""
         columns = self.columns
         scored = sorted(
             (
-                (score, self.metrics[at])
-                for k, score, at in zip(
-                    columns["kinds"], columns["scores"], columns["metric_index"], strict=True
+                (score, -i)  # of equal scores, the first added
+                for i, (k, score, at) in enumerate(
+                    zip(columns["kinds"], columns["scores"], columns["metric_index"], strict=True)
                 )
                 if k == kind and math.isfinite(score) and (not metric or self.metrics[at] == metric)
             ),
             reverse=True,
         )
-        return scored[rank - 1] if len(scored) >= rank else (0.0, "")
+        return -scored[rank - 1][1] if len(scored) >= rank else -1
+
+    def worst(self, kind: str, rank: int = 1, metric: str = "") -> tuple[float, str]:
+        """The ``rank``-th highest finite score of ``kind`` (of ``metric`` only, when given)
+        and its metric; ``(0, '')`` when fewer than ``rank`` predictions have one."""
+        at = self.worst_at(kind, rank, metric)
+        if at < 0:
+            return 0.0, ""
+        return self.columns["scores"][at], self.metrics[self.columns["metric_index"][at]]
 
     def record(self) -> Record:
         """The batch's prediction fields."""
@@ -156,6 +197,7 @@ class PredictionColumns:
             "models": self.models,
             "model_versions": self.model_versions,
             **self.columns,
+            **self.drivers,
         }
 
 
@@ -168,11 +210,21 @@ def _bound(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _drivers(batch: Mapping[str, Any]) -> dict[int, list[Record]]:
+    """Each explained prediction's drivers, by the prediction's index."""
+    out: dict[int, list[Record]] = {}
+    for of, feature, contribution in zip(*(batch.get(name, ()) for name in DRIVERS), strict=True):
+        out.setdefault(of, []).append({"feature": feature, "contribution": contribution})
+    return out
+
+
 def prediction_rows(batch: Mapping[str, Any]) -> list[Record]:
-    """One record per prediction (version 1's shape), from a batch of either version."""
+    """One record per prediction (version 1's shape, with its ``drivers``), from a batch of
+    any version."""
     if batch.get("predictions"):
-        return list(batch["predictions"])
+        return [{**p, "drivers": p.get("drivers", [])} for p in batch["predictions"]]
     metrics, models, versions = batch["metrics"], batch["models"], batch["model_versions"]
+    drivers = _drivers(batch)
     return [
         {
             "metric": metrics[m],
@@ -184,9 +236,10 @@ def prediction_rows(batch: Mapping[str, Any]) -> list[Record]:
             "score": score,
             "lower": _bound(lower),
             "upper": _bound(upper),
+            "drivers": drivers.get(i, []),
         }
-        for kind, m, k, horizon, value, score, lower, upper in zip(
-            *(batch.get(name, ()) for name in COLUMNS), strict=True
+        for i, (kind, m, k, horizon, value, score, lower, upper) in enumerate(
+            zip(*(batch.get(name, ()) for name in COLUMNS), strict=True)
         )
     ]
 
@@ -199,6 +252,6 @@ def prediction_count(batch: Mapping[str, Any]) -> int:
 def as_rows(batch: Mapping[str, Any]) -> Record:
     """The batch in version 1's shape, ``predictions`` as records and no columns: for
     readers that hand it on as JSON (the gateway, ``tail``, the read API)."""
-    out = {k: v for k, v in batch.items() if k not in COLUMNS and k not in NAMES}
+    out = {k: v for k, v in batch.items() if k not in COLUMNS + NAMES + DRIVERS}
     out["predictions"] = prediction_rows(batch)
     return out

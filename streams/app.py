@@ -110,9 +110,9 @@ def load_batch_models(
             "model registry %s: %s; keeping the current models", settings.model_registry_url, error
         )
         return serving, watching
-    champion = next((m.loaded for m in loaded if not m.shadow), None)
+    champion = next((m.loaded for m in loaded if m.loaded.version.stage == "production"), None)
     watch = None if champion is None else _drift_watch(settings, champion)
-    return [model.batch_model() for model in loaded], watch
+    return [model.batch_model(settings.explain_min_risk) for model in loaded], watch
 
 
 def _drift_watch(settings: Settings, champion: LoadedModel) -> FeatureDriftWatch | None:

@@ -25,6 +25,7 @@ from connectors.kafka_connect import ConnectError, connector_status
 from connectors.kafka_producer import RecordProducer
 from models.promotion import PromotionTest
 from models.registry import Decision, ModelRegistry
+from models.traffic import TrafficSplit
 from streams.access import keys_file, local_client_key
 from streams.codecs import codec_for
 from streams.settings import Settings
@@ -191,6 +192,22 @@ def decide_candidate(
     return _change_model(
         settings, audit, "model.refuse", f"{name} {version}",
         lambda registry: registry.refuse(name, version, decision), None, evidence,
+    )  # fmt: skip
+
+
+def split_model(
+    settings: Settings,
+    audit: AuditTrail,
+    name: str,
+    split: TrafficSplit,
+    caller: Caller | None = None,
+) -> ModelChange:
+    """Serve candidates of model ``name`` to shares of the entities (an A/B test), as
+    :func:`promote_model`; an empty ``split`` ends it."""
+    shares = ", ".join(f"{v}={p:g}%" for v, p in split.shares.items()) or "none"
+    return _change_model(
+        settings, audit, "model.split", f"{name} {shares}",
+        lambda registry: registry.set_split(name, split), caller,
     )  # fmt: skip
 
 

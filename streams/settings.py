@@ -177,6 +177,13 @@ class Settings:
         "FORESIGHT_SHADOW_CANDIDATES",
         "Score the newest candidate of each trained model in shadow beside the production one.",
     )
+    explain_min_risk: float = _setting(
+        0.3,
+        "FORESIGHT_EXPLAIN_MIN_RISK",
+        "A trained failure-risk model's predictions at or above this risk carry their SHAP "
+        "drivers (0: every one; SHAP costs about 100 predictions: 0.3 ms a row for the "
+        "default 200 trees of depth 4).",
+    )
     allowed_lateness_s: float = _setting(
         120.0,
         "FORESIGHT_ALLOWED_LATENESS_S",

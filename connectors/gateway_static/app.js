@@ -51,6 +51,26 @@ function formatNumber(value) {
   return String(Number(value.toFixed(2)));
 }
 
+const WINDOWS = new Set(["1m", "5m", "15m", "1h"]);
+
+// A feature as a person reads it: "memory_percent:15m:slope" is "memory_percent slope over 15 m".
+function describeFeature(feature) {
+  const parts = feature.split(":");
+  if (parts.length >= 3 && WINDOWS.has(parts[parts.length - 2])) {
+    const window = parts[parts.length - 2];
+    const metric = parts.slice(0, -2).join(":");
+    return `${metric} ${parts[parts.length - 1]} over ${window.slice(0, -1)} ${window.slice(-1)}`;
+  }
+  return feature;
+}
+
+// What drove a prediction, largest first, each with its signed contribution.
+function formatDrivers(drivers) {
+  return (drivers || [])
+    .map((d) => `${describeFeature(d.feature)} ${d.contribution >= 0 ? "+" : ""}${d.contribution.toFixed(2)}`)
+    .join(", ");
+}
+
 function formatTime(ms) {
   return new Date(ms).toLocaleTimeString([], { hour12: false });
 }
@@ -336,6 +356,7 @@ function renderDetail() {
       row.append(el("td", "num", formatNumber(p.upper)));
       row.append(el("td", "num", p.horizon_s ? formatDuration(1000 * p.horizon_s) : "now"));
       row.append(el("td", "muted", `${p.model} ${p.model_version}`));
+      row.append(el("td", "drivers", formatDrivers(p.drivers)));
       return row;
     }),
   );

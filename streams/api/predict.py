@@ -30,11 +30,11 @@ from redis.exceptions import RedisError
 from connectors.http.errors import ApiError
 from connectors.redis_store import FeatureStore, latest_of_everything
 from models import explain
-from models.base import FloatArray
 from models.entity import EntityPipeline, ModelSet, step_many
 from models.features import vector_names
 from models.registry import ModelRegistry, RegistryError
 from models.signals import MetricKind
+from models.traffic import entity_slot
 from models.training import FAILURE_RISK
 from streams.api.schema import (
     Driver,
@@ -84,13 +84,11 @@ class ServingWatch:
 
 @dataclass(frozen=True)
 class _Scored:
-    """A serving model's probability for one feature vector, the row it scored (aligned to
-    its features) and the row's SHAP values."""
+    """A serving model's probability for one feature vector, and its drivers by SHAP value."""
 
     model: ServingModel
     probability: float
-    row: FloatArray
-    shares: FloatArray
+    drivers: list[explain.Driver]
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,8 @@ class Predictor:
             )
             states.update(zip(replayed, windows, strict=True))
         ready = {i: state for i, state in states.items() if isinstance(state, _State)}
-        trained = self._trained(served, ready)
+        slots = {i: entity_slot(requests[i].entity) for i in ready}
+        trained = self._trained(served, ready, slots, max((r.top for r in requests), default=0))
         answers: list[PredictResponse | ApiError] = []
         for i, request in enumerate(requests):
             state = states[i]
@@ -218,22 +217,29 @@ class Predictor:
 
     @staticmethod
     def _trained(
-        served: Sequence[ServingModel], states: Mapping[int, _State]
+        served: Sequence[ServingModel],
+        states: Mapping[int, _State],
+        slots: Mapping[int, float],
+        top: int,
     ) -> dict[int, list[_Scored]]:
-        """Each serving model's probability, scored row and SHAP row for every state that has
-        features: one XGBoost call per model for them all."""
-        vectors = {k: state.features for k, state in states.items() if state.features is not None}
-        at = list(vectors)
+        """Each serving model's probability and ``top`` drivers for every state that has
+        features and whose entity its arm serves, as the stream explains them: one XGBoost
+        call per model for them all."""
         out: dict[int, list[_Scored]] = {}
-        if not at or not served:
-            return out
         for model in served:
-            matrix = model.loaded.model.matrix(list(vectors.values()))
-            shares = model.loaded.model.contributions(matrix)
-            probabilities = 1.0 / (1.0 + np.exp(-shares.sum(axis=1)))
+            low, high = model.arm
+            vectors = {
+                k: state.features
+                for k, state in states.items()
+                if state.features is not None and low <= slots[k] < high
+            }
+            at = list(vectors)
+            if not at:
+                continue
+            probabilities, drivers = model.loaded.model.explain(list(vectors.values()), top)
             for row, k in enumerate(at):
                 out.setdefault(k, []).append(
-                    _Scored(model, float(probabilities[row]), matrix[row], shares[row])
+                    _Scored(model, float(probabilities[row]), drivers[row])
                 )
         return out
 
@@ -272,9 +278,7 @@ class Predictor:
                     upper=None,
                     model=ModelRef(name=FAILURE_RISK, version=scored.model.version),
                     shadow=scored.model.shadow,
-                    drivers=_drivers(
-                        explain.top_contributions(model.features, scored.row, scored.shares, top)
-                    ),
+                    drivers=_drivers(scored.drivers[:top]),
                 )
             )
         kept = [p for p in predictions if _wanted(request, p)]
@@ -289,7 +293,15 @@ class Predictor:
 
     @staticmethod
     def _online_prediction(row: Record, features: Mapping[str, float], top: int) -> Prediction:
-        drivers = explain.read_features(row["kind"], row["metric"], features) if features else []
+        """A prediction as the stream made it, with the drivers it carries (an entity anomaly
+        or a local-trend risk) or else the features its model reads."""
+        carried = row.get("drivers") or []
+        drivers = [
+            explain.Driver(d["feature"], _number(features.get(d["feature"])), d["contribution"])
+            for d in carried
+        ]
+        if not carried and features:
+            drivers = explain.read_features(row["kind"], row["metric"], features)
         return Prediction(
             kind=Kind(row["kind"]),
             metric=row["metric"],

@@ -153,12 +153,16 @@ class ModelRef(BaseModel):
 
 
 class Driver(BaseModel):
-    """A feature behind a prediction: its value and, for a trained model, its SHAP value."""
+    """A feature behind a prediction: its value and, when the model attributes its
+    prediction, its signed contribution."""
 
     feature: str
     value: float | None
     contribution: float | None = Field(
-        default=None, description="SHAP contribution to the log-odds (trained models only)"
+        default=None,
+        description="signed contribution: SHAP value in log-odds for a trained model, share of "
+        "the score for the entity anomaly score (metric '*'), term of log(horizon / time to "
+        "exhaustion) for the local-trend failure risk; none for a feature a model only reads",
     )
 
 

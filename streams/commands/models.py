@@ -1,8 +1,8 @@
-"""``foresight models list | show | promote | rollback | compare``: the model registry.
+"""``foresight models list | show | promote | rollback | split | compare``: the model registry.
 
-``promote`` and ``rollback`` change the registry (``MODEL_REGISTRY_URL``) and produce their
-ModelUpdate records to ``models.updates``, which workers act on; they need a key with the
-``operate`` role and record an audit event (:mod:`streams.operations`). ``compare`` scores
+``promote``, ``rollback`` and ``split`` change the registry (``MODEL_REGISTRY_URL``) and
+produce their ModelUpdate records to ``models.updates``, which workers act on; they need a key
+with the ``operate`` role and record an audit event (:mod:`streams.operations`). ``compare`` scores
 champion against challenger on the FAILURE_RISK predictions both made (the ``predictions``
 table, where each row names its model and version) against the FAILURE labels that have
 arrived, and prints the paired promotion test the retrain controller decides by.
@@ -17,12 +17,14 @@ from typing import Any
 
 from connectors.user_sql import SqlError
 from models.registry import ModelRegistry, ModelVersion, RegistryError
+from models.traffic import TrafficSplit
 from streams.access import audit_trail
 from streams.operations import (
     ModelChange,
     OperatorRefusedError,
     promote_model,
     rollback_model,
+    split_model,
 )
 from streams.retraining import compare_versions, contenders
 from streams.settings import Settings
@@ -96,21 +98,27 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _change(verb: str, args: argparse.Namespace, settings: Settings) -> int:
-    """Promote or roll back, as the operator the caller's key names; print what changed."""
+    """Promote, roll back or split, as the operator the caller's key names; print what
+    changed."""
     with audit_trail(settings, "cli") as audit:
         try:
             if verb == "promote":
                 change: ModelChange = promote_model(settings, audit, args.name, args.version)
+            elif verb == "split":
+                split = TrafficSplit.parse([] if args.off else args.shares)
+                change = split_model(settings, audit, args.name, split)
             else:
                 change = rollback_model(settings, audit, args.name)
-        except (OperatorRefusedError, RegistryError) as error:
+        except (OperatorRefusedError, RegistryError, ValueError) as error:
             return _fail(verb, error)
     if args.json:
         published = change.problem is None
         print(json.dumps({"updates": change.updates, "published": published}, indent=2))
     else:
         for u in change.updates:
-            print(f"{u['action']:<12}{u['model']} version {u['version']} -> {u['stage']}")
+            share = u["metrics"].get("traffic_percent") if u["action"] == "SPLIT" else None
+            target = u["stage"] if share is None else f"{share:g}% of the entities"
+            print(f"{u['action']:<12}{u['model']} version {u['version']} -> {target}")
     if change.problem:
         return _fail(verb, RuntimeError(change.problem))
     return 0
@@ -122,6 +130,32 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     return _change("rollback", args, settings)
+
+
+def _split(args: argparse.Namespace, settings: Settings) -> int:
+    """Set the A/B split, or with no shares print each serving version's share."""
+    if args.shares or args.off:
+        return _change("split", args, settings)
+    registry = _registry(settings)
+    try:
+        production = registry.production(args.name)
+        split = registry.split(args.name)
+    except RegistryError as error:
+        return _fail("split", error)
+    arms = split.arms(production.version if production else None)
+    rows = [
+        {"version": v, "percent": round(100 * (high - low), 6),
+         "stage": "production" if production and v == production.version else "candidate"}
+        for v, (low, high) in arms.items()
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"model": args.name, "arms": rows}, indent=2))
+    else:
+        for row in rows:
+            print(f"{args.name} version {row['version']:>4} ({row['stage']}): {row['percent']:g}%")
+        if not split.shares:
+            print("no A/B split: production serves every entity")
+    return 0
 
 
 def _cell(value: float | None, form: str = ".3f") -> str:
@@ -199,6 +233,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback.add_argument("name")
     rollback.set_defaults(func=_rollback)
 
+    split = verbs.add_parser(
+        "split",
+        help="A/B test: serve candidate versions to percentages of the entities (by entity "
+        "hash), production to the rest; without shares, print the split",
+    )
+    split.add_argument("name")
+    split.add_argument("shares", nargs="*", metavar="VERSION=PERCENT", help="e.g. 2=20")
+    split.add_argument("--off", action="store_true", help="end the split: production serves all")
+    split.set_defaults(func=_split)
+
     compare = verbs.add_parser(
         "compare",
         help="champion vs challenger on shadow predictions and arrived labels, with the "
@@ -209,5 +253,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     compare.add_argument("--challenger", help="version (default: the newest other candidate)")
     compare.set_defaults(func=_compare)
 
-    for verb in (listing, show, promote, rollback, compare):
+    for verb in (listing, show, promote, rollback, split, compare):
         verb.add_argument("--json", action="store_true", help="print as JSON")

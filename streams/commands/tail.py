@@ -71,13 +71,19 @@ def _number(value: float | None) -> str:
 
 
 def prediction_line(batch: Record) -> str:
-    """A PredictionBatch as one line: time, entity, then each prediction's kind and numbers."""
+    """A PredictionBatch as one line: time, entity, then each prediction's kind and numbers,
+    and what drove it in brackets."""
     parts = [
         f"{p['kind']} {p['metric']}={_number(p['value'])} score={_number(p['score'])}"
         + (f" +{p['horizon_s']}s" if p["horizon_s"] else "")
+        + (f" [{_drivers(p['drivers'])}]" if p["drivers"] else "")
         for p in prediction_rows(batch)
     ]
     return f"{_when(batch['event_time'])}  {batch['entity']}  " + "; ".join(parts)
+
+
+def _drivers(drivers: list[Record]) -> str:
+    return ", ".join(f"{d['feature']} {d['contribution']:+.2f}" for d in drivers)
 
 
 def alert_line(alert: Record) -> str:

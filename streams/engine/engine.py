@@ -32,6 +32,7 @@ from models.agents import AgentStep, AgentTracker
 from models.alerts import AlertState, default_rules
 from models.drift import ErrorDriftWatch, FeatureDriftWatch, drift_alert
 from models.entity import BatchModel, EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.explain import TOP
 from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
@@ -126,6 +127,9 @@ class Engine:
         self.models_checkpointed: dict[str, int] = {}
         self.progress: dict[tuple[str, int], PartitionProgress] = defaultdict(PartitionProgress)
         self.batch_models: list[BatchModel] = []
+        self.risk_threshold = next(
+            (r.threshold for r in self.models.config.rules if r.kind == "FAILURE_RISK"), 1.0
+        )
         self.feature_drift: FeatureDriftWatch | None = None
         self._retired_drift: list[FeatureDriftWatch] = []  # replaced while their alert fired
         self.outcomes = OutcomeTracker(settings.failure_horizon_s)
@@ -354,6 +358,7 @@ class Engine:
         metrics.INFERENCE_SECONDS.labels("entity_step").observe(time.perf_counter() - started)
         if self.feature_drift is not None:
             self.feature_drift.observe([features for features, _, _ in results])
+        self._count_served([predictions for _, predictions, _ in results])
         wall_ms = time.time() * 1000
         for d, (features, predictions, alerts) in zip(due, results, strict=True):
             entity = d.pipeline.entity
@@ -374,6 +379,22 @@ class Engine:
             for alert in alerts:
                 self.alert(alert, d.cause, out)
 
+    def _count_served(self, batches: Sequence[Record]) -> None:
+        """Each trained model version's FAILURE_RISK predictions and alarms in ``batches``:
+        with an A/B split, each arm's traffic on ``/metrics``."""
+        for model in self.batch_models:
+            key = (model.name, model.version)
+            made = alarms = 0
+            for batch in batches:
+                pairs = zip(batch["models"], batch["model_versions"], strict=True)
+                at = next((i for i, pair in enumerate(pairs) if pair == key), -1)
+                if at >= 0:
+                    made += 1
+                    alarms += batch["scores"][batch["model_index"].index(at)] >= self.risk_threshold
+            if made:
+                metrics.MODEL_PREDICTIONS.labels(*key).inc(made)
+                metrics.MODEL_ALARMS.labels(*key).inc(alarms)
+
     def alert(self, alert: Record, cause: Message | None, out: Outputs) -> None:
         """The alert on ``alerts``, with its JSON twins (one per alerting tool's connector)."""
         metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
@@ -388,10 +409,11 @@ class Engine:
             return  # no capacity-bound signal on this entity
         online = self.outcomes.score(x)
         columns = PredictionColumns.of(predictions)
-        columns.add(
+        at = columns.add(
             "FAILURE_RISK", (ONLINE_FAILURE_MODEL, "1"), ["entity"],
             [self.settings.failure_horizon_s], [online], [online],
         )  # fmt: skip
+        columns.explain(at, self.outcomes.model.drivers(x, TOP))
         scores = {f"{m}@{v}": score for (m, v), score in columns.highest("FAILURE_RISK").items()}
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
@@ -492,6 +514,11 @@ class Engine:
         ``feature_drift`` unless the watch of that very version (same content hash) runs. A
         replaced watch whose alert fires has it resolved at the next :meth:`watch_drift`."""
         self.batch_models = models
+        metrics.MODEL_TRAFFIC.clear()
+        for model in models:
+            low, high = model.arm
+            share = 0.0 if model.shadow else high - low
+            metrics.MODEL_TRAFFIC.labels(model.name, model.version).set(share)
         current = self.feature_drift
         same = (
             current is not None

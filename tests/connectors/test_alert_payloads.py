@@ -15,6 +15,8 @@ from connectors.alert_payloads import (
     payloads_for,
 )
 from connectors.alert_sinks import sink_config, sink_name
+from models.alerts import DEFAULT_RULES, AlertState, evaluate
+from models.explain import summary
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FIRING: dict[str, Any] = {
@@ -263,3 +265,18 @@ def test_the_email_connector_keeps_server_account_and_addresses_in_its_file(
     assert relay.secrets["username"] == relay.secrets["password"] == ""
     with pytest.raises(ValueError, match="--smtp-to"):
         sink_config("email", secrets_dir=tmp_path, smtp=dict(SMTP, to=""))
+
+
+def test_every_tool_is_told_what_drove_a_failure_risk_alert() -> None:
+    state = AlertState()
+    rule = next(r for r in DEFAULT_RULES if r.name == "failure_risk")
+    drivers = summary([("memory_percent:15m:slope", 0.31), ("memory_percent:1m:last", 1.38)])
+    alert = None
+    for step in range(rule.for_steps):
+        alert = evaluate(rule, state, "db-1", 0.91, "memory_percent", T0 + step, {}, drivers)
+    assert alert is not None
+    told = "memory_percent slope over 15 m +0.31, memory_percent last over 1 m +1.38"
+    assert alert["summary"].endswith(f"(risk 0.91): {told}")
+    markdown = told.replace("_", "\\\\_")  # Teams' escaped underscores, in JSON
+    for target, (_, raw) in payloads_for(alert).items():
+        assert told in raw.decode() or markdown in raw.decode(), target

@@ -92,17 +92,23 @@ def test_metric_batches_become_one_row_per_sample() -> None:
 
 def test_prediction_batches_of_either_version_become_one_row_per_prediction() -> None:
     record = _recent("prediction_batch", 5_000)
-    PredictionColumns.of(record).add("ANOMALY", ("hst", "2"), ["cpu_percent"], [0], [97.0], [0.9])
+    columns = PredictionColumns.of(record)
+    at = columns.add("ANOMALY", ("entity_anomaly", "1"), ["*"], [0], [0.9], [0.9])
+    columns.explain(at, [("cpu_percent", 0.7), ("memory_percent", -0.1)])
     empty = _recent("prediction_batch", 6_000, **PredictionColumns().record())
     old = dict(copy.deepcopy(V1_SAMPLES["prediction_batch"]), event_time=7_000)
     table = TABLE_FOR_SCHEMA["prediction_batch"].flatten(_consumed([record, empty, old]))
     assert table.num_rows == 3
     assert table.column("kind").to_pylist() == ["FORECAST", "ANOMALY", "FORECAST"]
-    assert table.column("model").to_pylist() == ["seasonal", "hst", "seasonal"]
+    assert table.column("model").to_pylist() == ["seasonal", "entity_anomaly", "seasonal"]
     assert table.column("lower").to_pylist() == [10.0, None, 10.0]
     assert table.column("item").to_pylist() == [0, 1, 0]
     assert table.column("offset").to_pylist() == [0, 0, 2]
     assert table.column("prediction_id").to_pylist()[:2] == [record["prediction_id"]] * 2
+    assert table.column("driver_features").to_pylist() == [
+        [], ["cpu_percent", "memory_percent"], []
+    ]  # fmt: skip
+    assert table.column("driver_contributions").to_pylist() == [[], [0.7, -0.1], []]
 
 
 @pytest.mark.parametrize("schema", sorted(TABLE_FOR_SCHEMA))
@@ -169,6 +175,8 @@ def _risky() -> dict[str, Any]:
     columns = PredictionColumns()
     for kind, score in (("FAILURE_RISK", 0.8), ("ANOMALY", 0.2)):
         columns.add(kind, ("seasonal", "1"), ["cpu_percent"], [600], [13.0], [score])
+    at = columns.add("FAILURE_RISK", ("failure_risk", "2"), ["entity"], [600], [0.9], [0.9])
+    columns.explain(at, [("cpu_percent:15m:slope", 1.2), ("cpu_percent:1m:last", -0.3)])
     return columns.record()
 
 
@@ -226,10 +234,17 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
         assert answer.rows, f"README query returned no rows on the sample data:\n{sql}"
     assert guarded == answers, "the SQL guard changed what a README query answers"
     accuracy = answers[3].as_dicts()
-    assert [(a["kind"], a["tp"], a["fn"]) for a in accuracy] == [
-        ("ANOMALY", 0, 1),
-        ("FAILURE_RISK", 1, 0),
+    assert [(a["model"], a["kind"], a["tp"], a["fn"]) for a in accuracy] == [
+        ("failure_risk", "FAILURE_RISK", 1, 0),
+        ("seasonal", "ANOMALY", 0, 1),
+        ("seasonal", "FAILURE_RISK", 1, 0),
     ]
+    drivers = answers[-2].as_dicts()
+    assert [(d["driver"], d["contribution"]) for d in drivers] == [
+        ("cpu_percent:15m:slope", 1.2), ("cpu_percent:1m:last", -0.3)
+    ]  # fmt: skip
+    (arm,) = answers[-1].as_dicts()
+    assert (arm["version"], arm["entities"], arm["alarms"], arm["caught"]) == ("2", 1, 1, 1)
 
 
 def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
@@ -254,6 +269,35 @@ def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
     assert rows == [
         ("t-9", None, "", None),
         ("t-9", "agent-01", SAMPLES["routing_decision"]["reason"], 3),
+    ]
+
+
+def test_a_predictions_table_of_an_earlier_release_gets_the_driver_columns(
+    tmp_path: Path,
+) -> None:
+    spec = TABLE_FOR_SCHEMA["prediction_batch"]
+    old_columns = spec.columns.split(", " + spec.added[0])[0]
+    now = int(time.time() * 1000)
+    explained = _recent("prediction_batch", now, prediction_id="web-1@new")
+    columns = PredictionColumns.of(explained)
+    columns.explain(0, [("cpu_percent", 0.5)])
+    store = ChdbStore(str(tmp_path / "chdb"))
+    try:
+        store.command(replace(spec, columns=old_columns, added=()).ddl(30))
+        old = spec.flatten(_consumed([_recent("prediction_batch", now - 1)]))
+        store.insert_arrow(spec.name, old.drop_columns([c.split(" ")[0] for c in spec.added]))
+        create_tables(store, ttl_days=30)
+        create_tables(store, ttl_days=30)  # idempotent
+        store.insert_arrow(spec.name, spec.flatten(_consumed([explained])))
+        rows = store.query(
+            "SELECT prediction_id, driver_features, driver_contributions FROM predictions "
+            "ORDER BY ts"
+        ).rows
+    finally:
+        store.close()
+    assert [(i, list(f), list(c)) for i, f, c in rows] == [
+        (SAMPLES["prediction_batch"]["prediction_id"], [], []),
+        ("web-1@new", ["cpu_percent"], [0.5]),
     ]
 
 

@@ -31,6 +31,7 @@ from connectors.prometheus import GATEWAY_DROPPED, GATEWAY_REPEATED_ALERTS
 from connectors.redis_store import FeatureStore
 from deploy.local.certs import make_dev_certs
 from schemas.codec import Codec
+from schemas.predictions import as_rows
 from streams.settings import Settings
 from tests.schemas.samples import T0
 
@@ -337,7 +338,8 @@ async def test_each_client_gets_exactly_what_its_filter_matches(
     live = [m for m in got_all if m["type"] in ("prediction", "alert")]
     for kind, schema in (("prediction", "prediction_batch"), ("alert", "alert")):
         # Each topic in its order; the two topics' partitions interleave freely.
-        assert [m["data"] for m in live if m["type"] == kind] == [r for s, r in mix if s == schema]
+        sent = [as_rows(r) if kind == "prediction" else r for s, r in mix if s == schema]
+        assert [m["data"] for m in live if m["type"] == kind] == sent
     ids = [m["id"] for m in live]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
@@ -476,11 +478,11 @@ async def test_subscribing_sends_the_latest_state_first(
     assert all(m["type"] == "snapshot" for m in snapshot)
     assert predictions == [
         {**batch, "predictions": [p for p in batch["predictions"] if p["kind"] == "FORECAST"]}
-        for batch in cached
+        for batch in map(as_rows, cached)
     ]
     assert [m["data"]["entity"] for m in snapshot if m["topic"] == "alerts"] == [f"snap-{unique}-0"]
     assert firing[0] == 200 and [a["entity"] for a in json.loads(firing[1])] == [f"snap-{unique}-0"]
-    assert found[0] == 200 and json.loads(found[1]) == cached[2]
+    assert found[0] == 200 and json.loads(found[1]) == as_rows(cached[2])
     assert missing[0] == 404 and f"nobody-{unique}" in json.loads(missing[1])["error"]["message"]
     report = json.loads(health[1])
     assert health[0] == 200 and report["kafka_consumer_alive"] is True

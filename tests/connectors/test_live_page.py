@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from schemas.predictions import PredictionColumns
 from streams.settings import Settings
 from tests.connectors.test_gateway import KEY, alert, prediction, running_gateway
 
@@ -127,6 +128,19 @@ async def page(devtools_port: int) -> AsyncIterator[DevTools]:
 
 MINUTE = 60_000
 LISTED = "[...document.querySelectorAll('#entity-list li')]"
+
+
+def _explained(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` again, columnar, with a failure risk and what drove it."""
+    columns = PredictionColumns()
+    for p in batch["predictions"]:
+        columns.add(p["kind"], (p["model"], p["model_version"]), [p["metric"]], [p["horizon_s"]],
+                    [p["value"]], [p["score"]])  # fmt: skip
+    at = columns.add("FAILURE_RISK", ("failure_risk", "2"), ["entity"], [1800], [0.8], [0.8])
+    columns.explain(at, [("memory_percent:15m:slope", 0.31), ("cpu_percent", -0.05)])
+    return {**batch, **columns.record()}
+
+
 CHART_RANGE = "['from', 'to'].map(k => Number(document.getElementById('value-chart').dataset[k]))"
 
 
@@ -149,9 +163,12 @@ async def test_a_produced_prediction_appears_on_the_live_page(
                     batch["event_time"] += step * 10_000
                     await produce("prediction_batch", batch)
                 now = batch["event_time"]
+                await produce("prediction_batch", _explained(batch))
                 shown = await browser.wait_for(
                     f"{LISTED}.some(li => li.dataset.entity === {json.dumps(calm)})"
                     " && document.getElementById('prediction-rows').innerText.includes('73.25')"
+                    " && document.getElementById('prediction-rows').innerText.includes("
+                    "'memory_percent slope over 15 m +0.31, cpu_percent -0.05')"
                     " && document.getElementById('entity-title').textContent"
                     " && document.getElementById('firing-list').innerText"
                 )

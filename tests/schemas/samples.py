@@ -73,6 +73,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "scores": [0.1],
         "lowers": [10.0],
         "uppers": [16.0],
+        "driver_of": [],
+        "driver_features": [],
+        "driver_contributions": [],
     },
     "alert": {
         "dedup_key": "anomaly/web-1",

@@ -36,7 +36,7 @@ def test_names_are_sent_once_and_rows_come_back_whole() -> None:
     rows = prediction_rows(record)
     assert rows[3] == {"metric": "cpu", "kind": "FORECAST", "model": "forecaster",
                        "model_version": "1", "horizon_s": 3600, "value": 14.0, "score": 0.0,
-                       "lower": 9.0, "upper": None}  # fmt: skip
+                       "lower": 9.0, "upper": None, "drivers": []}  # fmt: skip
     assert prediction_count(record) == 4
 
 
@@ -53,15 +53,54 @@ def test_version_1_data_reads_as_the_same_rows() -> None:
     _, current = codec.decode(codec.encode("prediction_batch", SAMPLES["prediction_batch"]))
     _, old = codec.decode(_written_by_version_1("prediction_batch"))
     assert old["kinds"] == [] and old["predictions"]
-    assert (
-        prediction_rows(old)
-        == prediction_rows(current)
-        == V1_SAMPLES["prediction_batch"]["predictions"]
-    )
+    expected = [{**p, "drivers": []} for p in V1_SAMPLES["prediction_batch"]["predictions"]]
+    assert prediction_rows(old) == prediction_rows(current) == expected
     for batch in (old, current):
         shaped = as_rows(batch)
         assert "kinds" not in shaped and "metrics" not in shaped
-        assert shaped["predictions"] == V1_SAMPLES["prediction_batch"]["predictions"]
+        assert shaped["predictions"] == expected
+
+
+def _explained() -> dict[str, object]:
+    columns = PredictionColumns()
+    columns.add("ANOMALY", ("detector", "2"), ["cpu", "mem"], [0, 0], [12.0, 40.0], [0.1, 0.2])
+    at = columns.add("FAILURE_RISK", ("failure_risk", "3"), ["entity"], [1800], [0.9], [0.9])
+    columns.explain(at, [("mem:15m:slope", 0.31), ("cpu:1m:last", -0.05)])
+    entity = columns.add("ANOMALY", ("entity_anomaly", "1"), ["*"], [0], [0.7], [0.7])
+    columns.explain(entity, [("mem", 0.6)])
+    return {**SAMPLES["prediction_batch"], **columns.record()}
+
+
+def test_drivers_ride_with_the_prediction_they_explain() -> None:
+    _, batch = Codec().decode(Codec().encode("prediction_batch", _explained()))
+    rows = prediction_rows(batch)
+    assert [r["drivers"] for r in rows] == [
+        [],
+        [],
+        [{"feature": "mem:15m:slope", "contribution": 0.31},
+         {"feature": "cpu:1m:last", "contribution": -0.05}],
+        [{"feature": "mem", "contribution": 0.6}],
+    ]  # fmt: skip
+    columns = PredictionColumns.of(batch)
+    assert columns.drivers_of(columns.worst_at("FAILURE_RISK")) == [
+        ("mem:15m:slope", 0.31), ("cpu:1m:last", -0.05)
+    ]  # fmt: skip
+    assert "driver_of" not in as_rows(batch)
+
+
+def test_readers_of_versions_1_to_3_read_a_version_4_batch() -> None:
+    body = io.BytesIO()
+    current = schema_history("prediction_batch")[4]
+    fastavro.schemaless_writer(body, current.parsed, _explained())
+    for version in (1, 2, 3):
+        body.seek(0)
+        old = schema_history("prediction_batch")[version].parsed
+        read = fastavro.schemaless_reader(body, current.parsed, old)
+        assert isinstance(read, dict) and "driver_of" not in read
+        if version == 1:  # its list is empty since version 2: the predictions are columns
+            assert read["predictions"] == [] and read["entity"] == "web-1"
+        else:
+            assert [r["score"] for r in prediction_rows(read)] == [0.1, 0.2, 0.9, 0.7]
 
 
 def test_feature_vectors_of_either_version_name_the_same_features() -> None:

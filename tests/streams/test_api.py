@@ -122,13 +122,18 @@ def test_a_window_gets_the_predictions_the_worker_makes(
         assert (mine.value, mine.score, mine.lower, mine.upper) == pytest.approx(
             (p["value"], p["score"], p["lower"], p["upper"]), nan_ok=True
         ), key
-    risk = got[("FAILURE_RISK", "memory_percent", "local_trend", "1", 1800)]
-    assert [d.feature for d in risk.drivers] == [
+    key = ("FAILURE_RISK", "memory_percent", "local_trend", "1", 1800)
+    risk, carried = got[key], expected[key]["drivers"]
+    assert [(d.feature, d.contribution) for d in risk.drivers] == [
+        (c["feature"], c["contribution"]) for c in carried
+    ]
+    assert {d.feature for d in risk.drivers} == {
         "memory_percent:1m:last",
         "memory_percent:5m:slope",
         "memory_percent:15m:slope",
-    ]
-    assert risk.drivers[0].value == pytest.approx(40 + (steps - 1) * 0.05)
+    }
+    level = next(d for d in risk.drivers if d.feature == "memory_percent:1m:last")
+    assert level.value == pytest.approx(40 + (steps - 1) * 0.05)
 
 
 def test_filters_cut_the_answer_down(http: TestClient, keys: dict[str, str]) -> None:

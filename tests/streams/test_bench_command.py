@@ -30,6 +30,7 @@ TINY = {
         *("--flood-seconds", "2", "--flood-requests", "400"),
     ],
     "engine": ["--entities", "5", "--metrics", "4", "--seconds", "30", "--warmup-s", "10"],
+    "ensemble": ["--seeds", "1", "--hosts", "3", "--hours", "2", "--folds", "2"],
     "entity-anomaly": [
         *("--tune", "0", "--seeds", "1", "--hosts", "3"),
         *("--duration-s", "14400", "--warmup-s", "3600"),
@@ -49,10 +50,11 @@ def _refuse(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
-def bench(name: str) -> dict[str, Any]:
-    """``foresight bench NAME`` with its tiny options and ``--json``; its parsed stdout."""
+def bench(name: str, *extra: str) -> dict[str, Any]:
+    """``foresight bench NAME`` with its tiny options (and ``extra``) and ``--json``; its
+    parsed stdout."""
     run = subprocess.run(
-        [str(FORESIGHT), "bench", name, *TINY[name], "--json"],
+        [str(FORESIGHT), "bench", name, *TINY[name], *extra, "--json"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -92,6 +94,21 @@ def test_engine() -> None:
     assert result["series"] == 5 * 4
     assert result["measured"]["predictions"] > 0
     assert result["state_bytes_per_series"] > 0
+
+
+def test_engine_serving_a_failure_model() -> None:
+    result = bench("engine", "--failure-model")
+    assert result["setup"]["failure_model"] is True
+    assert result["measured"]["predictions"] > 0
+
+
+def test_ensemble() -> None:
+    result = bench("ensemble")
+    assert result["setup"]["seeds"] == 1 and result["rows"] > 0
+    assert {c["fold"] for c in result["cells"]} == {1, 2}
+    for cell in result["cells"]:
+        assert set(cell) >= {"xgboost", "mlp", "ensemble"}
+        assert 0.0 <= cell["ensemble"]["brier"] <= 1.0
 
 
 def test_entity_anomaly() -> None:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jsonschema
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
 from models.entity import ENTITY_METRIC, BatchModel
+from models.explain import Driver
 from models.features import vector_names
+from models.traffic import TrafficSplit, serving
 from schemas.codec import Codec, Message
 from schemas.json_form import json_form, json_schema
 from schemas.predictions import prediction_rows
@@ -183,7 +187,7 @@ def test_an_output_too_large_to_produce_dead_letters_its_input() -> None:
 def test_a_failing_model_dead_letters_the_step_and_the_stream_goes_on() -> None:
     engine, feed = _engine(Changelog()), Feed()
 
-    def broken(records: Sequence[Record]) -> FloatArray:
+    def broken(records: Sequence[Record]) -> tuple[FloatArray, list[list[Driver]]]:
         raise RuntimeError("model file is damaged")
 
     engine.batch_models = [BatchModel("failure_risk", "9", 1800, broken)]
@@ -444,3 +448,33 @@ def test_a_reload_keeps_the_watch_of_the_same_version_and_replaces_another() -> 
     assert engine.feature_drift.version == "4"
     engine.serve([], None)
     assert engine.feature_drift is None
+
+
+def test_each_arm_of_an_a_b_split_is_counted_by_its_version() -> None:
+    engine, feed = _engine(Changelog()), Feed()
+    arms = TrafficSplit({"8": 40.0}).arms("7")
+
+    def constant(
+        risk: float,
+    ) -> Callable[[Sequence[Record]], tuple[FloatArray, list[list[Driver]]]]:
+        return lambda vectors: (np.full(len(vectors), risk), [[] for _ in vectors])
+
+    model = f"failure_risk_ab_{uuid.uuid4().hex[:8]}"  # counters are process-wide
+    engine.serve(
+        [BatchModel(model, "7", 1800, constant(0.1), arm=arms["7"]),
+         BatchModel(model, "8", 1800, constant(0.9), arm=arms["8"])],
+        None,
+    )  # fmt: skip
+    entities = [f"web-{i}" for i in range(40)]
+    engine.metrics([feed.record(e, T0_MS, {"cpu": 1.0}) for e in entities], NOW_S)
+    in_arm = {v: sum(serving(arms, e) == v for e in entities) for v in ("7", "8")}
+    assert in_arm["7"] and in_arm["8"]
+
+    def sample(name: str, version: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"model": model, "version": version})
+
+    for version, alarms in (("7", 0), ("8", in_arm["8"])):
+        assert sample("foresight_model_predictions_total", version) == in_arm[version]
+        assert (sample("foresight_model_alarms_total", version) or 0.0) == alarms
+    assert sample("foresight_model_traffic_share", "8") == pytest.approx(0.4)
+    assert sample("foresight_model_traffic_share", "7") == pytest.approx(0.6)

@@ -16,12 +16,14 @@ from connectors.audit import AuditTrail
 from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
 from connectors.kafka_clients import KafkaConfig
 from models.registry import ModelRegistry, RegistryError
+from models.traffic import TrafficSplit
 from streams.cli import main
 from streams.operations import (
     OperatorRefusedError,
     apply_alert_connectors,
     promote_model,
     rollback_model,
+    split_model,
 )
 from streams.settings import Settings
 from tests.models.test_registry import _register
@@ -74,6 +76,32 @@ def test_promote_with_an_operate_key_changes_the_registry_and_records_who(
     assert (event["key_id"], event["key_name"], event["origin"]) == (ops.id, "ops", "ada@test")
     assert event["details"]["updates"] == "ARCHIVED failure_risk 1, PROMOTED failure_risk 2"
     assert event["details"]["published"].startswith("no: could not produce")
+
+
+def test_an_a_b_split_changes_the_registry_records_who_and_prints_the_arms(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = _registry_with_two_versions(settings)
+    ops, key = KeysFile(settings.keys_file).create("ops", [OPERATE])
+    monkeypatch.setenv("FORESIGHT_API_KEY", key)
+    trail = _trail()
+    change = split_model(settings, trail, "failure_risk", TrafficSplit({"2": 20.0}))
+    assert [(u["action"], u["version"], u["metrics"]) for u in change.updates] == [
+        ("SPLIT", "2", {"traffic_percent": 20.0})
+    ]
+    assert registry.split("failure_risk").shares == {"2": 20.0}
+    (event,) = trail.pending()
+    assert (event["action"], event["target"], event["outcome"], event["key_id"]) == (
+        "model.split", "failure_risk 2=20%", "SUCCEEDED", ops.id,
+    )  # fmt: skip
+    monkeypatch.setenv("MODEL_REGISTRY_URL", settings.model_registry_url)
+    assert main(["models", "split", "failure_risk"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "failure_risk version    2 (candidate): 20%",
+        "failure_risk version    1 (production): 80%",
+    ]
+    assert main(["models", "split", "failure_risk", "2=120"]) == 1
+    assert "at most 100" in capsys.readouterr().err
 
 
 def test_a_failed_rollback_is_recorded_as_failed(
@@ -171,6 +199,7 @@ def test_connect_apply_without_the_operate_role_never_reaches_connect(
     [
         ["models", "promote", "failure_risk", "2"],
         ["models", "rollback", "failure_risk"],
+        ["models", "split", "failure_risk", "2=20"],
         ["connect", "apply", "--webhook-url", "https://hooks.example.com/x"],
     ],
 )
