@@ -42,20 +42,25 @@ River: the stall threshold's quantile is River's ``RollingQuantile`` over the wi
 an update here). River has no sequence mining, association rules or contingency tests, so
 the paths, precursors and advice are counters of the window's workflows.
 
+The events of one workflow come from several agents, so through several partitions, and
+may arrive out of order: each event's steps are judged, and the root's end taken,
+``reorder_s`` of event time after it (a step that arrives by then still counts in order).
+
 Examples
 --------
->>> tracker = WorkflowTracker(WorkflowConfig(window=100))
+>>> tracker = WorkflowTracker(WorkflowConfig(window=100))  # reorder_s=5
 >>> def event(task, kind, phase, t, parent="root", step=None):
 ...     return {"workflow_id": "wf-1", "task_id": task, "task_type": kind, "phase": phase,
 ...             "event_time": t, "parent_task_id": parent, "step": step, "error_class": None}
 >>> tracker.observe(event("root", "release", "STARTED", 0, parent=None))
 []
->>> [tracker.observe(event(f"t{i}", "test", "STARTED", i, step=i)) for i in (1, 2)]
-[[], []]
->>> [a["rule"] for a in tracker.observe(event("t3", "test", "STARTED", 3, step=3))]
+>>> [tracker.observe(event(f"t{i}", "test", "STARTED", 1000 * i, step=i)) for i in (1, 2, 3)]
+[[], [], []]
+>>> [a["rule"] for a in tracker.advance(8000)]
 ['workflow_loop']
->>> [(a["status"], a["labels"]["outcome"])
-...  for a in tracker.observe(event("root", "release", "SUCCEEDED", 9, parent=None))]
+>>> tracker.observe(event("root", "release", "SUCCEEDED", 9000, parent=None))
+[]
+>>> [(a["status"], a["labels"]["outcome"]) for a in tracker.advance(14_000)]
 [('RESOLVED', 'SUCCEEDED')]
 >>> tracker.kinds["release"].total
 1
@@ -64,6 +69,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 from collections import Counter, OrderedDict, deque
@@ -123,6 +129,7 @@ class WorkflowConfig:
     idle_s: float = 3_600.0
     precursor_confidence: float = 0.5
     advice_alpha: float = 0.01
+    reorder_s: float = 5.0
     max_kinds: int = 1_000
 
     def __post_init__(self) -> None:
@@ -143,6 +150,12 @@ class WorkflowConfig:
                     "in (0, 1]",
                 ),
                 ("advice_alpha", self.advice_alpha, 0 < self.advice_alpha < 0.2, "in (0, 0.2)"),
+                (
+                    "reorder_s",
+                    self.reorder_s,
+                    0 <= self.reorder_s < self.stall_min_s,
+                    "in [0, stall_min_s)",
+                ),
                 ("max_kinds", self.max_kinds, self.max_kinds >= 1, ">= 1"),
             )
             if not ok
@@ -493,7 +506,8 @@ class _Workflow:
     errors: set[str] = field(default_factory=set)  # of failed steps the workflow went on from
     unfollowed: set[str] = field(default_factory=set)  # of failed steps nothing started after
     longest_gap_ms: int = 0
-    judged: int = 0  # path positions judged for rarity
+    judged: int = 0  # path positions judged
+    end: tuple[int, bool] | None = None  # the root's end (time, failed), taken after the reorder
     fired: set[str] = field(default_factory=set)
     firing: dict[str, tuple[int, float]] = field(default_factory=dict)  # rule -> start, value
 
@@ -516,8 +530,11 @@ class WorkflowTracker:
         self.kinds: OrderedDict[str, KindStats] = OrderedDict()
         self.flight: OrderedDict[str, _Workflow] = OrderedDict()  # least recently active first
         self._ended: OrderedDict[str, None] = OrderedDict()  # late events of these are ignored
+        self._due: list[tuple[int, int, str]] = []  # (event time, order, workflow) to judge
+        self._order = itertools.count()
         self.watermark_ms = 0
         self._swept_ms = 0
+        self._reorder_ms = int(self.config.reorder_s * 1000)
         self.dropped = 0
 
     def observe(self, event: Record) -> list[Record]:
@@ -542,8 +559,8 @@ class WorkflowTracker:
         if event["parent_task_id"] is None and workflow.root_task in (None, task):
             if workflow.root_task is None:
                 workflow.root_task, workflow.kind = task, event["task_type"]
-            if phase != "STARTED":
-                return alerts + self._finish(workflow, phase == "FAILED", t_ms)
+            if phase != "STARTED" and workflow.end is None:
+                workflow.end = (t_ms, phase == "FAILED")
         else:
             if task not in workflow.task_steps and len(workflow.task_steps) < MAX_TASKS:
                 step = event["step"]
@@ -557,27 +574,35 @@ class WorkflowTracker:
             elif phase == "FAILED" and event["error_class"] and len(workflow.errors) < MAX_TASKS:
                 workflow.unfollowed.add(event["error_class"])
                 alerts += self._precursor(workflow, event["error_class"], t_ms)
-        alerts += self._judge(workflow, t_ms)
+        due = t_ms + self._reorder_ms
+        heapq.heappush(self._due, (due, next(self._order), workflow_id))
         return alerts + self.advance(t_ms)
 
     def _judge(self, workflow: _Workflow, t_ms: int) -> list[Record]:
-        """Rare-path and loop alerts of the workflow's path as it stands."""
+        """Rare-path and loop alerts of the steps added to the workflow's path since it was
+        last judged."""
         if workflow.kind is None:
             return []
         stats = self.kinds.get(workflow.kind)
         path, alerts = workflow.path(), []
+        start, workflow.judged = workflow.judged, len(path)
         if stats is not None and RARE_PATH not in workflow.fired:
-            rare = stats.rare_step(path, workflow.judged, self.config.rare_share)
-            workflow.judged = len(path)
+            rare = stats.rare_step(path, start, self.config.rare_share)
             if rare is not None:
                 alerts.append(self._rare(workflow, path, rare, t_ms))
-        loop = find_loop(path[-3 * (self.config.loop_repeats + 1) :], self.config.loop_repeats)
-        if LOOP not in workflow.fired and loop is not None:
-            cycle, repeats = loop
-            shown = " → ".join(cycle)
-            summary = f"{workflow.workflow_id} ({workflow.kind}) loops: {shown} {repeats} times"
-            alerts.append(self._fire(workflow, LOOP, t_ms, summary, float(repeats),
-                                     {"cycle": shown, "repeats": str(repeats)}))  # fmt: skip
+        repeats, tail = self.config.loop_repeats, 3 * (self.config.loop_repeats + 1)
+        for end in range(start + 1, len(path) + 1):
+            loop = (
+                None
+                if LOOP in workflow.fired
+                else find_loop(path[max(0, end - tail) : end], repeats)
+            )
+            if loop is not None:
+                cycle, count = loop
+                shown = " → ".join(cycle)
+                summary = f"{workflow.workflow_id} ({workflow.kind}) loops: {shown} {count} times"
+                alerts.append(self._fire(workflow, LOOP, t_ms, summary, float(count),
+                                         {"cycle": shown, "repeats": str(count)}))  # fmt: skip
         return alerts
 
     def _rare(
@@ -622,18 +647,27 @@ class WorkflowTracker:
         ones (a sweep at most once a second of event time)."""
         self.watermark_ms = max(self.watermark_ms, watermark_ms)
         now = self.watermark_ms
+        alerts = []
+        while self._due and self._due[0][0] <= now:
+            due, _, workflow_id = heapq.heappop(self._due)
+            workflow = self.flight.get(workflow_id)
+            if workflow is None:
+                continue  # ended or dropped since
+            alerts += self._judge(workflow, due)
+            if workflow.end is not None and workflow.end[0] + self._reorder_ms <= now:
+                alerts += self._finish(workflow, workflow.end[1], workflow.end[0])
         if now - self._swept_ms < 1000:
-            return []
+            return alerts
         self._swept_ms = now
         floor_ms, idle_ms = self.config.stall_min_s * 1000, self.config.idle_s * 1000
-        alerts, idle = [], []
+        idle = []
         for workflow in self.flight.values():
             quiet = now - workflow.last_ms
             if quiet < floor_ms:
                 break  # the rest were active since
             if quiet >= idle_ms:
                 idle.append(workflow)
-            elif STALL not in workflow.firing:
+            elif STALL not in workflow.firing and workflow.end is None:
                 stats = self.kinds.get(workflow.kind or "")
                 after = None if stats is None else stats.stall_after_ms(self.config)
                 if stats is not None and after is not None and quiet >= after:

@@ -316,6 +316,13 @@ class Settings:
         "Share of a kind's workflows with an error class that must have failed (and twice the "
         "kind's failure rate) for the error class to fire workflow_precursor.",
     )
+    workflow_reorder_s: float = _setting(
+        5.0,
+        "FORESIGHT_WORKFLOW_REORDER_S",
+        "Event-time seconds a workflow's events, which come from several agents through "
+        "several partitions, may arrive out of order: its steps are judged, and its end "
+        "taken, this long after them.",
+    )
     workflow_advice_alpha: float = _setting(
         0.01,
         "FORESIGHT_WORKFLOW_ADVICE_ALPHA",
@@ -524,7 +531,7 @@ class Settings:
             "stall_factor": self.workflow_stall_factor, "stall_min_s": self.workflow_stall_min_s,
             "idle_s": self.workflow_idle_s,
             "precursor_confidence": self.workflow_precursor_confidence,
-            "advice_alpha": self.workflow_advice_alpha,
+            "advice_alpha": self.workflow_advice_alpha, "reorder_s": self.workflow_reorder_s,
         }  # fmt: skip
         try:
             return WorkflowConfig(**values)

@@ -61,6 +61,12 @@ class Runner:
     def end(self, workflow: str, failed: bool = False, kind: str = "release") -> None:
         phase = "FAILED" if failed else "SUCCEEDED"
         self.event(workflow, f"{workflow}-root", kind, phase, parent_task_id=None)
+        self.flush()
+
+    def flush(self) -> None:
+        """Event time past the reorder allowance of everything seen."""
+        reorder_ms = int(self.tracker.config.reorder_s * 1000)
+        self.alerts += self.tracker.advance(self.t_ms + reorder_ms)
 
     def run(
         self,
@@ -108,6 +114,24 @@ def test_a_rare_step_fires_with_its_evidence_and_resolves_with_the_outcome() -> 
     (resolved,) = runner.resolved(RARE_PATH)
     assert resolved["alert_id"] == alert["alert_id"]
     assert resolved["labels"]["outcome"] == "FAILED"
+
+
+def test_events_out_of_order_within_the_reorder_allowance_count_in_step_order() -> None:
+    runner = Runner()
+    for _ in range(MIN_SUPPORT):
+        runner.run(USUAL)
+    t0, tracker = runner.t_ms, runner.tracker
+    base = {"workflow_id": "late", "parent_task_id": "late-root", "error_class": None}
+    root = base | {"task_id": "late-root", "task_type": "release", "parent_task_id": None,
+                   "step": None}  # fmt: skip
+    steps = [base | {"task_id": f"late-{n}", "task_type": t, "step": n, "phase": "STARTED",
+                     "event_time": t0 + 1000 * n} for n, t in enumerate(USUAL, start=1)]  # fmt: skip
+    arrivals = [root | {"phase": "STARTED", "event_time": t0}, steps[1], steps[0],
+                root | {"phase": "SUCCEEDED", "event_time": t0 + 4500}, steps[3], steps[2]]  # fmt: skip
+    alerts = [a for event in arrivals for a in tracker.observe(event)]
+    alerts += tracker.advance(t0 + 10_000)
+    assert alerts == []
+    assert tracker.kinds["release"].window[-1].path == USUAL
 
 
 def test_paths_are_not_judged_before_enough_workflows_got_there() -> None:
