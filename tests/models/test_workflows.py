@@ -124,10 +124,14 @@ def test_events_out_of_order_within_the_reorder_allowance_count_in_step_order() 
     base = {"workflow_id": "late", "parent_task_id": "late-root", "error_class": None}
     root = base | {"task_id": "late-root", "task_type": "release", "parent_task_id": None,
                    "step": None}  # fmt: skip
-    steps = [base | {"task_id": f"late-{n}", "task_type": t, "step": n, "phase": "STARTED",
-                     "event_time": t0 + 1000 * n} for n, t in enumerate(USUAL, start=1)]  # fmt: skip
-    arrivals = [root | {"phase": "STARTED", "event_time": t0}, steps[1], steps[0],
-                root | {"phase": "SUCCEEDED", "event_time": t0 + 4500}, steps[3], steps[2]]  # fmt: skip
+    steps = [
+        base | {"task_id": f"late-{n}", "task_type": t, "step": n, "phase": "STARTED",
+                "event_time": t0 + 1000 * n}
+        for n, t in enumerate(USUAL, start=1)
+    ]  # fmt: skip
+    end = root | {"phase": "SUCCEEDED", "event_time": t0 + 4500}
+    arrivals = [root | {"phase": "STARTED", "event_time": t0}, steps[1], steps[0], end,
+                steps[3], steps[2]]  # fmt: skip
     alerts = [a for event in arrivals for a in tracker.observe(event)]
     alerts += tracker.advance(t0 + 10_000)
     assert alerts == []
