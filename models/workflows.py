@@ -535,7 +535,8 @@ class WorkflowTracker:
         self.watermark_ms = 0
         self._swept_ms = 0
         self._reorder_ms = int(self.config.reorder_s * 1000)
-        self.dropped = 0
+        self.learned = 0  # workflows followed to their end
+        self.dropped = 0  # workflows given up on
 
     def observe(self, event: Record) -> list[Record]:
         """One AgentEvent of a workflow; the alerts it raises or resolves."""
@@ -719,6 +720,7 @@ class WorkflowTracker:
         outcome = "FAILED" if failed else "SUCCEEDED"
         alerts = [self._resolve(workflow, rule, t_ms, outcome) for rule in list(workflow.firing)]
         self._forget(workflow)
+        self.learned += 1
         kind = workflow.kind or ""
         stats = self.kinds.get(kind)
         if stats is None:

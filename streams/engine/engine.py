@@ -751,6 +751,8 @@ class Engine:
             "consumed": {f"{t}:{p}": s.last_offset for (t, p), s in self.progress.items()},
             "entities": len(self.entities),
             "workflows": len(self.workflows.flight),
+            "workflows_learned": self.workflows.learned,
+            "workflows_dropped": self.workflows.dropped,
         }
 
     def stalled(self) -> list[str]:
