@@ -32,11 +32,12 @@ in two, and a two-proportion z-test compares the halves' failure rates, with the
 Benjamini-Hochberg correction over the features tested together. A feature at q <=
 ``advice_alpha`` whose failure rate differs by at least :data:`ADVICE_MIN_EFFECT` (relative)
 is published as a ``workflow_advice`` alert; it is retracted (resolved) when q exceeds five
-times ``advice_alpha`` or the difference falls under :data:`ADVICE_RETRACT_EFFECT`. Features
-that split the window identically (the same counts, or exactly the complement) are one piece
-of advice. Fisher's exact test would need no normal approximation, but costs 1.4 ms a table
-with SciPy here against microseconds; the z-test runs only where each half holds at least
-:data:`ADVICE_MIN_N` workflows.
+times ``advice_alpha``, the difference falls under :data:`ADVICE_RETRACT_EFFECT` or changes
+sign, or too few workflows are left to test it. Features that split the window almost alike
+(agreeing on :data:`ADVICE_SAME_SPLIT` of it, or as one's complement) are one piece of
+advice, said by the simplest. Fisher's exact test would need no normal approximation, but
+costs 1.4 ms a table with SciPy here against microseconds; the z-test runs only where each
+half holds at least :data:`ADVICE_MIN_N` workflows.
 
 River: the stall threshold's quantile is River's ``RollingQuantile`` over the window (0.6 us
 an update here). River has no sequence mining, association rules or contingency tests, so
@@ -112,8 +113,6 @@ RARE_PATH, LOOP, STALL, PRECURSOR, ADVICE = (
 )  # fmt: skip
 _SEVERITY = {RARE_PATH: "INFO", LOOP: "WARNING", STALL: "WARNING", PRECURSOR: "WARNING",
              ADVICE: "INFO"}  # fmt: skip
-#: The alert rules a workflow can raise (advice is about a kind, not a workflow).
-PATTERN_RULES = (RARE_PATH, LOOP, STALL, PRECURSOR)
 
 
 @dataclass(frozen=True)
@@ -497,7 +496,6 @@ class _Workflow:
     """One workflow in flight."""
 
     workflow_id: str
-    first_ms: int
     last_ms: int
     kind: str | None = None
     root_task: str | None = None
@@ -538,8 +536,12 @@ class WorkflowTracker:
         self.learned = 0  # workflows followed to their end
         self.dropped = 0  # workflows given up on
 
-    def observe(self, event: Record) -> list[Record]:
-        """One AgentEvent of a workflow; the alerts it raises or resolves."""
+    def observe(self, event: Record, clock_ms: int | None = None) -> list[Record]:
+        """One AgentEvent of a workflow; the alerts it raises or resolves.
+
+        ``clock_ms`` (the wall clock, when there is one) bounds how far the event moves
+        event time on: one stamped ahead of it must not make every other workflow look
+        stalled."""
         workflow_id, t_ms = event["workflow_id"], event["event_time"]
         if workflow_id in self._ended:
             return []
@@ -549,7 +551,7 @@ class WorkflowTracker:
             if len(self.flight) >= self.config.max_workflows:
                 oldest = next(iter(self.flight.values()))
                 alerts += self._drop(oldest, t_ms, "dropped: the worker follows too many")
-            workflow = self.flight[workflow_id] = _Workflow(workflow_id, t_ms, t_ms)
+            workflow = self.flight[workflow_id] = _Workflow(workflow_id, t_ms)
         else:
             self.flight.move_to_end(workflow_id)
         workflow.longest_gap_ms = max(workflow.longest_gap_ms, t_ms - workflow.last_ms)
@@ -570,14 +572,18 @@ class WorkflowTracker:
                 workflow.task_steps[task] = step
                 workflow.steps[step] = event["task_type"]
             if phase == "STARTED":  # the workflow went on after its failed steps
-                workflow.errors |= workflow.unfollowed
+                workflow.errors |= set(
+                    list(workflow.unfollowed)[: MAX_TASKS - len(workflow.errors)]
+                )
                 workflow.unfollowed.clear()
-            elif phase == "FAILED" and event["error_class"] and len(workflow.errors) < MAX_TASKS:
+            elif (
+                phase == "FAILED" and event["error_class"] and len(workflow.unfollowed) < MAX_TASKS
+            ):
                 workflow.unfollowed.add(event["error_class"])
                 alerts += self._precursor(workflow, event["error_class"], t_ms)
         due = t_ms + self._reorder_ms
         heapq.heappush(self._due, (due, next(self._order), workflow_id))
-        return alerts + self.advance(t_ms)
+        return alerts + self.advance(t_ms if clock_ms is None else min(t_ms, clock_ms))
 
     def _judge(self, workflow: _Workflow, t_ms: int) -> list[Record]:
         """Rare-path and loop alerts of the steps added to the workflow's path since it was

@@ -721,10 +721,10 @@ class Engine:
 
     def _workflow_step(self, event: Record, message: Message, now_s: float, out: Outputs) -> None:
         """An event of a workflow (keyed by its id): its pattern alerts and advice."""
-        clock = self._workflow_clock
-        clock.max_event_ms = max(clock.max_event_ms, event["event_time"])
+        clock, now_ms = self._workflow_clock, int(now_s * 1000)
+        clock.max_event_ms = max(clock.max_event_ms, min(event["event_time"], now_ms))
         clock.last_arrival_s = now_s
-        for alert in self.workflows.observe(event):
+        for alert in self.workflows.observe(event, now_ms):
             self.alert(alert, message, out)
 
     def _decide(

@@ -186,6 +186,20 @@ def test_a_stall_is_judged_against_the_kinds_usual_gaps() -> None:
     assert resolved["labels"]["outcome"] == "moved"
 
 
+def test_an_event_stamped_ahead_of_the_clock_stalls_no_other_workflow() -> None:
+    runner = Runner(WorkflowConfig(window=200, stall_min_s=30.0))
+    for _ in range(MIN_SUPPORT):
+        runner.run(USUAL)
+    waiting = runner.start()
+    runner.step(waiting, "plan", 1)
+    now = runner.t_ms
+    ahead = {"workflow_id": "ahead", "task_id": "a", "task_type": "release", "phase": "STARTED",
+             "event_time": now + 1_800_000, "parent_task_id": None, "step": None,
+             "error_class": None}  # fmt: skip
+    assert runner.tracker.observe(ahead, clock_ms=now + 1000) == []
+    assert runner.tracker.watermark_ms == now + 1000
+
+
 def test_a_workflow_gone_quiet_is_dropped_unlearned() -> None:
     runner = Runner(WorkflowConfig(window=200, stall_min_s=30.0, idle_s=600.0))
     for _ in range(MIN_SUPPORT):
