@@ -816,7 +816,8 @@ class _AgentRun:
         ):
             agent, task_type = self._names[a], TASK_TYPES[k]
             task_id = f"{agent}-{t0}-{next(self._sequence)}"
-            base = {"agent": agent, "task_id": task_id, "task_type": task_type}
+            base = {"agent": agent, "task_id": task_id, "task_type": task_type,
+                    "workflow_id": None, "parent_task_id": None, "step": None}  # fmt: skip
             yield (
                 t0,
                 agent,
