@@ -275,6 +275,11 @@ def _columns(spec: _ColumnSpec) -> Callable[[Consumed], pa.Table]:
     return flatten
 
 
+_AGENT_EVENT_ADDED = (
+    "workflow_id Nullable(String)",
+    "parent_task_id Nullable(String)",
+    "step Nullable(Int32)",
+)
 _ROUTING_DECISION_ADDED = (
     "duration_lower_ms Nullable(Float64)",
     "duration_upper_ms Nullable(Float64)",
@@ -360,7 +365,7 @@ TABLES: tuple[TableSpec, ...] = (
         "agent String, task_id String, task_type LowCardinality(String), "
         "phase LowCardinality(String), ts DateTime64(3, 'UTC'), duration_ms Nullable(Float64), "
         "cost Nullable(Float64), error_class Nullable(String), "
-        "labels Map(LowCardinality(String), String)",
+        "labels Map(LowCardinality(String), String), " + ", ".join(_AGENT_EVENT_ADDED),
         "agent, ts",
         _columns(
             [
@@ -373,8 +378,12 @@ TABLES: tuple[TableSpec, ...] = (
                 ("cost", "cost", pa.float64()),
                 ("error_class", "error_class", pa.string()),
                 ("labels", "labels", _STRING_MAP),
+                ("workflow_id", "workflow_id", pa.string()),
+                ("parent_task_id", "parent_task_id", pa.string()),
+                ("step", "step", pa.int32()),
             ]
         ),
+        added=_AGENT_EVENT_ADDED,
     ),
     TableSpec(
         "labels",

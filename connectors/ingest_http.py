@@ -71,6 +71,7 @@ MAX_TEXT = 256
 MAX_LABELS = 64
 MAX_FUTURE_MS = 3_600_000
 _MAX_DOUBLE = sys.float_info.max
+_MAX_INT = 2**31 - 1  # Avro's int
 
 # -- agent event validation (pure) ---------------------------------------------------------
 
@@ -137,6 +138,14 @@ def _check_measure(value: Any, now_ms: int) -> str | None:
     return None
 
 
+def _check_step(value: Any, now_ms: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer, got {value!r:.60}"
+    if not 0 <= value <= _MAX_INT:
+        return f"must be between 0 and {_MAX_INT}, got {str(value)[:24]}"
+    return None
+
+
 def _check_labels(value: Any, now_ms: int) -> str | None:
     if not isinstance(value, dict):
         return f"must be an object of string labels, got {type(value).__name__}"
@@ -169,6 +178,8 @@ def _check_for(avro_type: Any) -> Check:
         return _check_text
     if avro_type == "double":
         return _check_measure
+    if avro_type == "int":
+        return _check_step
     if isinstance(avro_type, dict):
         if avro_type.get("type") == "enum":
             return _enum_check(tuple(avro_type["symbols"]))

@@ -49,6 +49,12 @@ MAX_RULES = 200
 _RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _RULE_KEYS = {"name", "action", "key", "key_regex", "value_regex", "description"}
 _CACHE_LIMIT = 100_000
+#: AgentEvent text fields the rules scrub; a dropped optional one becomes null, a dropped
+#: required one ``[redacted]``. Workflow and parent ids hash like task ids, so a workflow
+#: still groups its tasks.
+_AGENT_EVENT_TEXT = ("agent", "task_id", "task_type", "error_class", "workflow_id",
+                     "parent_task_id")  # fmt: skip
+_REQUIRED_TEXT = ("agent", "task_id", "task_type")
 
 # An IPv4 address: four octets of 0-255, not inside a longer dotted number or word.
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -345,10 +351,10 @@ class Scrubber:
         out = []
         for record in records:
             event = dict(record)
-            for field in ("agent", "task_id", "task_type", "error_class"):
+            for field in _AGENT_EVENT_TEXT:
                 if event.get(field) is not None:
                     scrubbed = self.value(field, event[field])
-                    if scrubbed is None and field != "error_class":
+                    if scrubbed is None and field in _REQUIRED_TEXT:
                         scrubbed = REDACTED
                     event[field] = scrubbed
             event["labels"] = self.labels(event.get("labels") or {})

@@ -144,26 +144,47 @@ def evaluate(
     state.firing = not state.firing
     if state.firing:
         state.started_ms = t_ms
-    dedup_key = f"{rule.name}/{entity}"
+    summary = rule.summary.format(
+        entity=entity, metric=metric or "-", value=value, detail=detail or "-"
+    )
+    labels = {
+        **(labels or {}),
+        "kind": rule.kind,
+        "metric": metric,
+        **({"contributions": detail} if detail else {}),
+    }
+    return alert_record(
+        rule.name, rule.severity, entity, state.firing, state.started_ms, t_ms, summary, value,
+        labels,
+    )  # fmt: skip
+
+
+def alert_record(
+    rule: str,
+    severity: str,
+    entity: str,
+    firing: bool,
+    started_ms: int,
+    t_ms: int,
+    summary: str,
+    value: float,
+    labels: dict[str, str],
+) -> Record:
+    """The Alert record of one state change: an episode of ``rule`` on ``entity`` that
+    started at ``started_ms`` fires, or resolves at ``t_ms``."""
+    dedup_key = f"{rule}/{entity}"
     return {
         "dedup_key": dedup_key,
-        "alert_id": f"{dedup_key}@{state.started_ms}",
-        "status": "FIRING" if state.firing else "RESOLVED",
-        "severity": rule.severity,
-        "rule": rule.name,
+        "alert_id": f"{dedup_key}@{started_ms}",
+        "status": "FIRING" if firing else "RESOLVED",
+        "severity": severity,
+        "rule": rule,
         "entity": entity,
-        "summary": rule.summary.format(
-            entity=entity, metric=metric or "-", value=value, detail=detail or "-"
-        ),
+        "summary": summary,
         "value": float(value),
-        "labels": {
-            **(labels or {}),
-            "kind": rule.kind,
-            "metric": metric,
-            **({"contributions": detail} if detail else {}),
-        },
-        "starts_at": state.started_ms,
-        "ends_at": None if state.firing else t_ms,
+        "labels": labels,
+        "starts_at": started_ms,
+        "ends_at": None if firing else t_ms,
         "event_time": t_ms,
     }
 

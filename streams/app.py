@@ -10,12 +10,14 @@ Agents (one worker process runs them all; scale out with partitions and more wor
   ``predictions``, ``alerts`` (and Redis), dead letters.
 * ``agent_events``: ``telemetry.agent-events`` -> agent features, DURATION predictions and
   health alerts; each event and the agents' loads go on, re-keyed by task type, to an
-  internal topic for ``routing``.
+  internal topic for ``routing``, and an event of a workflow also goes there keyed by its
+  workflow id.
 * ``routing_requests``: ``routing.requests`` -> checked, re-keyed by task type onto the same
   internal topic.
 * ``routing``: the internal topic -> the learned policy of each task type: a decision per
   request (keyed by task id) and standing advice per task type on ``routing.decisions``, and
-  the pool's SCALING prediction on ``predictions``.
+  the pool's SCALING prediction on ``predictions``; each workflow's pattern alerts (rare
+  path, loop, stall, precursor) and each kind's best-practice advice on ``alerts``.
 * ``labels``: ``telemetry.labels`` (ground truth, late) -> failure-model learning and quality.
 * a task following ``models.updates``: hot reload of the production XGBoost model, and the
   newest candidate scored in shadow; the production model's feature drift is watched against

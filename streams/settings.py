@@ -21,6 +21,7 @@ import yaml
 from connectors.http.tls import TlsConfig
 from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import SqlLimits
+from models.workflows import WorkflowConfig
 
 CONFIG_ENV = "FORESIGHT_CONFIG"
 DEFAULT_CONFIG_FILE = "foresight.yaml"
@@ -276,6 +277,65 @@ class Settings:
         "Population stability index of a feature at which the model_drift alert fires "
         "(0.1: moderate shift, 0.25: significant).",
     )
+    workflow_max: int = _setting(
+        50_000,
+        "FORESIGHT_WORKFLOW_MAX",
+        "Workflows in flight a worker follows (AgentEvents with a workflow_id); past it, the "
+        "least recently active is dropped unlearned.",
+    )
+    workflow_window: int = _setting(
+        2_000,
+        "FORESIGHT_WORKFLOW_WINDOW",
+        "Finished workflows per kind (root task type) that paths, precursors and advice are "
+        "learned from, the newest: what stops holding leaves within this many.",
+    )
+    workflow_rare_share: float = _setting(
+        0.02,
+        "FORESIGHT_WORKFLOW_RARE_SHARE",
+        "A step taken by fewer than this share of a kind's workflows after the same path so "
+        "far fires workflow_rare_path (judged once 50 of them got there).",
+    )
+    workflow_loop_repeats: int = _setting(
+        3,
+        "FORESIGHT_WORKFLOW_LOOP_REPEATS",
+        "A cycle of one to three task types repeated this many times in a row fires workflow_loop.",
+    )
+    workflow_stall_factor: float = _setting(
+        3.0,
+        "FORESIGHT_WORKFLOW_STALL_FACTOR",
+        "A workflow quiet for this many times its kind's 95th percentile of longest quiet gap "
+        "fires workflow_stall.",
+    )
+    workflow_stall_min_s: float = _setting(
+        60.0,
+        "FORESIGHT_WORKFLOW_STALL_MIN_S",
+        "Event-time seconds a workflow must at least be quiet to be called stalled.",
+    )
+    workflow_idle_s: float = _setting(
+        3600.0,
+        "FORESIGHT_WORKFLOW_IDLE_S",
+        "Event-time seconds without an event after which an unfinished workflow is dropped "
+        "unlearned (its alerts resolve as abandoned).",
+    )
+    workflow_precursor_confidence: float = _setting(
+        0.5,
+        "FORESIGHT_WORKFLOW_PRECURSOR_CONFIDENCE",
+        "Share of a kind's workflows with an error class that must have failed (and twice the "
+        "kind's failure rate) for the error class to fire workflow_precursor.",
+    )
+    workflow_reorder_s: float = _setting(
+        5.0,
+        "FORESIGHT_WORKFLOW_REORDER_S",
+        "Event-time seconds a workflow's events, which come from several agents through "
+        "several partitions, may arrive out of order: its steps are judged, and its end "
+        "taken, this long after them.",
+    )
+    workflow_advice_alpha: float = _setting(
+        0.01,
+        "FORESIGHT_WORKFLOW_ADVICE_ALPHA",
+        "False discovery rate (Benjamini-Hochberg q) at which workflow_advice is published; "
+        "it is retracted above five times this.",
+    )
     retrain_cooldown_s: float = _setting(
         3600.0,
         "FORESIGHT_RETRAIN_COOLDOWN_S",
@@ -447,8 +507,9 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        self.kafka()  # both raise a ValueError naming the setting when they do not fit
+        self.kafka()  # these raise a ValueError naming the setting when they do not fit
         self.tls()
+        self.workflow_config()
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""
@@ -468,6 +529,25 @@ class Settings:
             sasl_password_file=self.kafka_sasl_password_file,
             ssl_cafile=self.kafka_ssl_cafile,
         )
+
+    def workflow_config(self) -> WorkflowConfig:
+        """How workflows are learned and judged."""
+        values: dict[str, Any] = {
+            "max_workflows": self.workflow_max, "window": self.workflow_window,
+            "rare_share": self.workflow_rare_share, "loop_repeats": self.workflow_loop_repeats,
+            "stall_factor": self.workflow_stall_factor, "stall_min_s": self.workflow_stall_min_s,
+            "idle_s": self.workflow_idle_s,
+            "precursor_confidence": self.workflow_precursor_confidence,
+            "advice_alpha": self.workflow_advice_alpha, "reorder_s": self.workflow_reorder_s,
+        }  # fmt: skip
+        try:
+            return WorkflowConfig(**values)
+        except ValueError as error:
+            message = str(error)
+            for name in values:
+                setting = "FORESIGHT_WORKFLOW_" + name.removesuffix("_workflows").upper()
+                message = message.replace(f"{name}=", f"{setting}=")
+            raise ValueError(message) from None
 
     def tls(self) -> TlsConfig:
         """The certificate every Foresight server presents, and the CA local clients trust."""

@@ -34,7 +34,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -816,7 +816,8 @@ class _AgentRun:
         ):
             agent, task_type = self._names[a], TASK_TYPES[k]
             task_id = f"{agent}-{t0}-{next(self._sequence)}"
-            base = {"agent": agent, "task_id": task_id, "task_type": task_type}
+            base = {"agent": agent, "task_id": task_id, "task_type": task_type,
+                    "workflow_id": None, "parent_task_id": None, "step": None}  # fmt: skip
             yield (
                 t0,
                 agent,
@@ -1052,6 +1053,220 @@ class RoutingWorld:
         if task.fail_draw[attempt] < self.failure(agent, kind, t_ms):
             return duration * task.cut[attempt], False
         return duration, True
+
+
+@dataclass(frozen=True)
+class WorkflowKind:
+    """A kind of workflow: its root task type, its usual steps (an optional step is taken
+    with probability ``optional[step]``) and how often a workflow of it fails."""
+
+    name: str
+    steps: tuple[str, ...]
+    optional: Mapping[str, float]
+    failure: float
+
+
+#: The simulated kinds of workflow, each with optional steps some of its workflows skip (one
+#: in ten incidents skips code review: uncommon, not rare). A release without ``lint``
+#: fails three times as often as one with it: the injected best practice.
+WORKFLOW_KINDS: tuple[WorkflowKind, ...] = (
+    WorkflowKind("release", ("plan", "build", "lint", "test", "deploy"), {"lint": 0.5}, 0.06),
+    WorkflowKind("incident", ("triage", "summarise", "code_review", "data_sync"),
+                 {"summarise": 0.6, "code_review": 0.9}, 0.08),
+    WorkflowKind("onboarding", ("plan", "data_sync", "summarise", "code_review"),
+                 {"summarise": 0.9}, 0.05),
+)  # fmt: skip
+#: How often a release without ``lint`` fails (with it: its kind's ``failure``).
+RELEASE_WITHOUT_LINT_FAILURE = 0.18
+#: The features that say "release workflows with lint fail less", each with the sign of its
+#: association with failure (a release has lint or goes straight from build to test).
+INJECTED_ADVICE: dict[str, tuple[tuple[str, int], ...]] = {
+    "release": (("has:lint", -1), ("build>lint", -1), ("lint>test", -1), ("build>test", 1)),
+}
+#: The error class injected as a precursor: a workflow whose step fails with it fails in the
+#: end with probability :data:`_PRECURSOR_FAILURE`.
+PRECURSOR_ERROR = "quota_exceeded"
+_PRECURSOR_FAILURE = 0.85
+_TRANSIENT_ERRORS = ("timeout", "tool_error", "invalid_output")
+_STEP_MEDIAN_S = {
+    "plan": 20.0, "build": 120.0, "lint": 30.0, "test": 90.0, "deploy": 60.0, "triage": 15.0,
+    "summarise": 10.0, "code_review": 45.0, "data_sync": 40.0,
+}  # fmt: skip
+_TRANSIENT_FAILURE = 0.05  # a step fails and is retried (same step); the outcome is unchanged
+_STALL_S = (2_400.0, 3_000.0)  # a stalled step hangs this long before it finishes
+
+
+class WorkflowPattern(StrEnum):
+    """What a simulated workflow was given to find."""
+
+    RARE_PATH = "rare_path"  # a step of a task type its kind never takes
+    LOOP = "loop"  # two steps repeated three to five times in a row
+    STALL = "stall"  # one step hangs for 40 to 50 minutes
+    PRECURSOR = "precursor"  # one step fails with PRECURSOR_ERROR (and is retried)
+
+
+@dataclass(frozen=True)
+class WorkflowScenario:
+    """A seeded stream of workflows with injected patterns (see :class:`WorkflowWorld`).
+
+    Parameters
+    ----------
+    workflows
+        Workflows to run. Default 3000.
+    seed
+        Seed of every choice. Default 0.
+    per_min
+        Workflows starting per minute (Poisson). Default 10.
+    shares
+        Share of the workflows given each pattern (at most one each). Default 1.5% rare
+        paths, 1% loops, 1% stalls, 3% precursors.
+    agents
+        Agents that run the steps (``agent-01``...); the roots run on ``orchestrator``.
+    """
+
+    workflows: int = 3000
+    seed: int = 0
+    per_min: float = 10.0
+    shares: Mapping[WorkflowPattern, float] = field(
+        default_factory=lambda: {
+            WorkflowPattern.RARE_PATH: 0.015,
+            WorkflowPattern.LOOP: 0.01,
+            WorkflowPattern.STALL: 0.01,
+            WorkflowPattern.PRECURSOR: 0.03,
+        }
+    )
+    agents: int = 8
+    start_ms: int = DEFAULT_START_MS
+
+    def __post_init__(self) -> None:
+        if self.workflows < 1 or self.agents < 1:
+            raise ValueError(f"workflows={self.workflows} and agents={self.agents} must be >= 1")
+        if not (math.isfinite(self.per_min) and self.per_min > 0):
+            raise ValueError(f"per_min={self.per_min!r} must be a finite rate > 0")
+        if any(not 0 <= s < 1 for s in self.shares.values()) or sum(self.shares.values()) >= 1:
+            raise ValueError(f"shares={dict(self.shares)} must be in [0, 1) and sum below 1")
+
+
+@dataclass(frozen=True)
+class WorkflowTruth:
+    """What a simulated workflow was: its kind, injected pattern, path and outcome."""
+
+    kind: str
+    pattern: WorkflowPattern | None
+    path: tuple[str, ...]
+    failed: bool
+
+
+class WorkflowWorld:
+    """Seeded workflows as AgentEvents (v2), with the ground truth of what was injected.
+
+    Each workflow is a root task (its kind's type, on ``orchestrator``) spanning its steps,
+    run one after another on random agents, each a child of the root with its ``step``. A
+    step fails now and then with a transient error and is retried under the same step; a
+    workflow that fails has its last step fail, then its root. Injected: rare paths (a step
+    of a type the kind never takes), loops, stalls, and the precursor error class
+    :data:`PRECURSOR_ERROR`; and a shape that truly fails more (a release without ``lint``,
+    :data:`INJECTED_ADVICE`).
+
+    Examples
+    --------
+    >>> world = WorkflowWorld(WorkflowScenario(workflows=20, seed=1))
+    >>> len(world.truth), sum(t.failed for t in world.truth.values())
+    (20, 1)
+    >>> topic, key, first = next(iter(world.events()))
+    >>> topic, first["task_type"], first["parent_task_id"], first["workflow_id"]
+    ('telemetry.agent-events', 'onboarding', None, 'wf-1-00000')
+    """
+
+    def __init__(self, scenario: WorkflowScenario | None = None) -> None:
+        self.scenario = cfg = scenario or WorkflowScenario()
+        self.agents = tuple(agent_name(i, cfg.agents) for i in range(cfg.agents))
+        self._rng = np.random.default_rng(cfg.seed)
+        self.truth: dict[str, WorkflowTruth] = {}
+        self._events: list[tuple[int, int, str, Record]] = []
+        t_ms = float(cfg.start_ms)
+        for i in range(cfg.workflows):
+            t_ms += self._rng.exponential(60_000.0 / cfg.per_min)
+            self._workflow(f"wf-{cfg.seed}-{i:05d}", int(t_ms))
+        self._events.sort(key=lambda e: (e[0], e[1]))
+
+    def events(self) -> Iterator[SimEvent]:
+        """The run's AgentEvents, ``(topic, agent, record)``, in event-time order."""
+        for _, _, agent, record in self._events:
+            yield AGENT_EVENTS.name, agent, record
+
+    def _workflow(self, workflow_id: str, t0: int) -> None:
+        rng, cfg = self._rng, self.scenario
+        kind = WORKFLOW_KINDS[int(rng.choice(len(WORKFLOW_KINDS), p=[0.5, 0.3, 0.2]))]
+        path = [s for s in kind.steps if rng.random() < kind.optional.get(s, 1.0)]
+        failure = kind.failure
+        if kind.name == "release" and "lint" not in path:
+            failure = RELEASE_WITHOUT_LINT_FAILURE
+        draw, pattern = rng.random(), None
+        for candidate, share in cfg.shares.items():
+            if draw < share:
+                pattern = candidate
+                break
+            draw -= share
+        at = int(rng.integers(1, len(path)))  # where a pattern goes: never the first step
+        if pattern is WorkflowPattern.RARE_PATH:
+            foreign = sorted(set(_STEP_MEDIAN_S) - set(kind.steps))
+            path.insert(at, foreign[int(rng.integers(len(foreign)))])
+        elif pattern is WorkflowPattern.LOOP:
+            path[at + 1 : at + 1] = path[at - 1 : at + 1] * int(rng.integers(2, 5))
+        if pattern is WorkflowPattern.PRECURSOR:
+            failure = _PRECURSOR_FAILURE
+        failed = bool(rng.random() < failure)
+        self.truth[workflow_id] = WorkflowTruth(kind.name, pattern, tuple(path), failed)
+        root = f"{workflow_id}-root"
+        self._emit(t0, "orchestrator", workflow_id, root, None, None, kind.name, "STARTED")
+        t = t0 + int(rng.uniform(500, 2_000))
+        for step, task_type in enumerate(path, start=1):
+            last = step == len(path)
+            attempts = ["ok"]
+            if pattern is WorkflowPattern.PRECURSOR and step == at:
+                attempts = [PRECURSOR_ERROR, "ok"]
+            elif rng.random() < _TRANSIENT_FAILURE:
+                attempts = [_TRANSIENT_ERRORS[int(rng.integers(3))], "ok"]
+            if failed and last:
+                attempts[-1] = _TRANSIENT_ERRORS[int(rng.integers(3))]
+            for attempt, result in enumerate(attempts):
+                seconds = _STEP_MEDIAN_S[task_type] * math.exp(0.4 * rng.standard_normal())
+                if pattern is WorkflowPattern.STALL and step == at and attempt == 0:
+                    seconds = rng.uniform(*_STALL_S)
+                task = f"{workflow_id}-s{step}-a{attempt}"
+                agent = self.agents[int(rng.integers(len(self.agents)))]
+                self._emit(t, agent, workflow_id, task, root, step, task_type, "STARTED")
+                t += int(seconds * 1000)
+                error = None if result == "ok" else result
+                phase = "SUCCEEDED" if error is None else "FAILED"
+                self._emit(t, agent, workflow_id, task, root, step, task_type, phase, error,
+                           seconds * 1000)  # fmt: skip
+                t += int(rng.uniform(500, 5_000))
+        self._emit(t, "orchestrator", workflow_id, root, None, None, kind.name,
+                   "FAILED" if failed else "SUCCEEDED", "step_failed" if failed else None,
+                   float(t - t0))  # fmt: skip
+
+    def _emit(
+        self,
+        t_ms: int,
+        agent: str,
+        workflow_id: str,
+        task_id: str,
+        parent: str | None,
+        step: int | None,
+        task_type: str,
+        phase: str,
+        error_class: str | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        record = {
+            "agent": agent, "task_id": task_id, "task_type": task_type, "phase": phase,
+            "event_time": t_ms, "duration_ms": duration_ms, "cost": None,
+            "error_class": error_class, "labels": {}, "workflow_id": workflow_id,
+            "parent_task_id": parent, "step": step,
+        }  # fmt: skip
+        self._events.append((t_ms, len(self._events), agent, record))
 
 
 def csv_series(

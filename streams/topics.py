@@ -113,9 +113,13 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 
 
 def routing_stats(settings: Settings) -> TopicSpec:
-    """The worker's internal topic that carries agent statistics to its routing step."""
+    """The worker's internal topic that carries agent statistics to its routing step, and
+    workflows' events to the same step (keyed by workflow id)."""
     return TopicSpec(
-        f"{settings.worker_id}-routing-stats", "json", "task type", "agent statistics to route"
+        f"{settings.worker_id}-routing-stats",
+        "json",
+        "task type (workflow id for a workflow's events)",
+        "agent statistics to route, workflow events to follow",
     )
 
 

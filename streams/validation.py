@@ -158,11 +158,16 @@ def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection 
     for key in ("agent", "task_id", "task_type"):
         if not record[key]:
             return Rejection("invalid_value", f"{key} is empty")
+    for key in ("workflow_id", "parent_task_id"):
+        if record.get(key) == "":
+            return Rejection("invalid_value", f"{key} is empty: leave it out (null) instead")
     rejection = (
         _oversized(record, limits, "agent")
         or _oversized(record, limits, "task_id")
         or _oversized(record, limits, "task_type")
         or _oversized(record, limits, "error_class")
+        or _oversized(record, limits, "workflow_id")
+        or _oversized(record, limits, "parent_task_id")
         or _oversized_labels(record.get("labels") or {}, limits)
     )
     if rejection:
@@ -171,6 +176,9 @@ def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection 
         value = record.get(key)
         if value is not None and not (math.isfinite(value) and value >= 0):
             return Rejection("invalid_value", f"{key} must be finite and >= 0, got {value}")
+    step = record.get("step")
+    if step is not None and step < 0:
+        return Rejection("invalid_value", f"step must be >= 0, got {step}")
     return _timestamp(record["event_time"], now_ms, limits)
 
 

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "entity-anomaly": "bench_entity_anomaly",
     "api": "bench_api",
     "ensemble": "bench_ensemble",
+    "workflows": "bench_workflows",
 }
 
 

@@ -36,6 +36,7 @@ from models.explain import TOP
 from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
+from models.workflows import WorkflowTracker
 from schemas.codec import Codec, DeadLetter, Message
 from schemas.predictions import PredictionColumns
 from streams import topics
@@ -103,9 +104,10 @@ class Engine:
     codec
         Encodes outputs and decodes inputs.
     routing_topic
-        The internal topic, keyed by task type, that carries agent events, agent loads and
-        routing requests to the routing step (:meth:`route`), so each task type's policy
-        lives on one worker.
+        The internal topic that carries agent events, agent loads and routing requests to
+        the routing step (:meth:`route`) keyed by task type, so each task type's policy lives
+        on one worker, and the events of workflows to the same step keyed by workflow id, so
+        each workflow is followed by one worker.
     """
 
     def __init__(
@@ -139,6 +141,8 @@ class Engine:
         self.concurrency = AgentConcurrency(max_agents=settings.max_entities)
         self.policy = RoutingPolicy(max_pairs=settings.max_entities)
         self.scaling = ScalingAdvisor(max_types=settings.max_entities)
+        self.workflows = WorkflowTracker(settings.workflow_config())
+        self._workflow_clock = PartitionProgress()  # event time of the workflow steps seen
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
         self.twins = topics.json_twins(settings)
@@ -491,7 +495,8 @@ class Engine:
     # -- the clock ----------------------------------------------------------------------------
     def tick(self, now_s: float) -> Outputs:
         """Once a second: close the steps of idle partitions' entities (their watermark
-        follows wall time) and evict idle entities."""
+        follows wall time), evict idle entities, and judge stalled and abandoned workflows
+        (their event time follows wall time too once their steps stop arriving)."""
         out = self.outputs()
         for entity, pipeline in self.entities.items():
             partition = self.entity_partition.get(entity)
@@ -507,6 +512,10 @@ class Engine:
                 self._pending[entity] = _Due(pipeline, step_ms, now_s * 1000, cause)
         self._step(out)
         self.evict_idle(now_s, out)
+        if self.workflows.flight:
+            watermark = self._workflow_clock.watermark(now_s, self.settings.idle_timeout_s)
+            for alert in self.workflows.advance(watermark):
+                self.alert(alert, None, out)
         return out
 
     def serve(self, models: list[BatchModel], feature_drift: FeatureDriftWatch | None) -> None:
@@ -627,6 +636,11 @@ class Engine:
             "duration_ms": record["duration_ms"], "t_ms": record["event_time"],
         }  # fmt: skip
         out.raw(self.routing_topic, task_type.encode(), json.dumps(event).encode(), message)
+        workflow_id = record["workflow_id"]
+        if workflow_id is not None:
+            followed = {"kind": "workflow", **{k: record[k] for k in _WORKFLOW_FIELDS}}
+            value = json.dumps(followed).encode()
+            out.raw(self.routing_topic, workflow_id.encode(), value, message)
         return str(agent)
 
     def _agent_step(self, step: AgentStep, item: Input, out: Outputs) -> None:
@@ -674,9 +688,10 @@ class Engine:
 
     # -- the routing step ---------------------------------------------------------------------
     def route(self, inputs: Iterable[Input], now_s: float) -> Outputs:
-        """Records of the routing topic (keyed by task type): an agent event teaches the
-        policy (and refreshes the standing advice and the pool's scaling advice), a load
-        update sets agents' loads, a request gets its decision."""
+        """Records of the routing topic: an agent event teaches the policy (and refreshes
+        the standing advice and the pool's scaling advice), a load update sets agents'
+        loads, a request gets its decision (these keyed by task type); a workflow's event
+        (keyed by workflow id) updates its patterns and its kind's advice."""
         out = self.outputs()
         for item in inputs:
             message = item.message
@@ -690,7 +705,9 @@ class Engine:
     def _route(self, message: Message, now_s: float, out: Outputs) -> None:
         task_type = (message.key or b"").decode()
         update = json.loads(message.value)
-        if update["kind"] == "loads":
+        if update["kind"] == "workflow":
+            self._workflow_step(update, message, now_s, out)
+        elif update["kind"] == "loads":
             for agent, (in_flight, limit) in update["loads"].items():
                 self.policy.observe_load(agent, in_flight, limit)
         elif update["kind"] == "request":
@@ -729,6 +746,14 @@ class Engine:
         }  # fmt: skip
         out.emit(topics.PREDICTIONS, entity, batch, None, ("predictions",))
 
+    def _workflow_step(self, event: Record, message: Message, now_s: float, out: Outputs) -> None:
+        """An event of a workflow (keyed by its id): its pattern alerts and advice."""
+        clock, now_ms = self._workflow_clock, int(now_s * 1000)
+        clock.max_event_ms = max(clock.max_event_ms, min(event["event_time"], now_ms))
+        clock.last_arrival_s = now_s
+        for alert in self.workflows.observe(event, now_ms):
+            self.alert(alert, message, out)
+
     def _decide(
         self, task_type: str, update: Record, message: Message, now_s: float, out: Outputs
     ) -> None:
@@ -752,10 +777,18 @@ class Engine:
             "partitions": len(self.progress),
             "consumed": {f"{t}:{p}": s.last_offset for (t, p), s in self.progress.items()},
             "entities": len(self.entities),
+            "workflows": len(self.workflows.flight),
+            "workflows_learned": self.workflows.learned,
+            "workflows_dropped": self.workflows.dropped,
         }
 
     def stalled(self) -> list[str]:
         return [f"{t}:{p}" for (t, p), s in self.progress.items() if s.stalled]
+
+
+#: What the workflow step needs of an AgentEvent.
+_WORKFLOW_FIELDS = ("workflow_id", "task_id", "parent_task_id", "step", "task_type", "phase",
+                    "event_time", "error_class")  # fmt: skip
 
 
 def _residual(event: Record, log_mean: float) -> float | None:

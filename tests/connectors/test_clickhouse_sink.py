@@ -247,29 +247,39 @@ def test_readme_queries_run_on_the_sink_tables(tmp_path: Path) -> None:
     assert (arm["version"], arm["entities"], arm["alarms"], arm["caught"]) == ("2", 1, 1, 1)
 
 
-def test_a_routing_decisions_table_of_an_earlier_release_gets_the_new_columns(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("schema", "query", "rows"),
+    [
+        (
+            "routing_decision",
+            "SELECT task_id, runner_up, reason, recommended_concurrency FROM routing_decisions",
+            [("t-9", None, "", None),
+             ("t-9", "agent-01", SAMPLES["routing_decision"]["reason"], 3)],
+        ),
+        (
+            "agent_event",
+            "SELECT task_id, workflow_id, parent_task_id, step FROM agent_events",
+            [("t-1", None, None, None), ("t-1", "wf-7", "t-0", 2)],
+        ),
+    ],
+)  # fmt: skip
+def test_a_table_of_an_earlier_release_gets_the_new_columns(
+    tmp_path: Path, schema: str, query: str, rows: list[tuple[Any, ...]]
 ) -> None:
-    spec = TABLE_FOR_SCHEMA["routing_decision"]
+    spec = TABLE_FOR_SCHEMA[schema]
     old_columns = spec.columns.split(", " + spec.added[0])[0]
     now = int(time.time() * 1000)
     store = ChdbStore(str(tmp_path / "chdb"))
     try:
         store.command(replace(spec, columns=old_columns, added=()).ddl(30))
-        store.insert_arrow(spec.name, _old_decisions(spec, now - 1))
+        store.insert_arrow(spec.name, _old_rows(spec, schema, now - 1))
         create_tables(store, ttl_days=30)
         create_tables(store, ttl_days=30)  # idempotent
-        store.insert_arrow(spec.name, spec.flatten(_consumed([_recent("routing_decision", now)])))
-        rows = store.query(
-            "SELECT task_id, runner_up, reason, recommended_concurrency FROM routing_decisions "
-            "ORDER BY ts"
-        ).rows
+        store.insert_arrow(spec.name, spec.flatten(_consumed([_recent(schema, now)])))
+        stored = store.query(f"{query} ORDER BY ts").rows
     finally:
         store.close()
-    assert rows == [
-        ("t-9", None, "", None),
-        ("t-9", "agent-01", SAMPLES["routing_decision"]["reason"], 3),
-    ]
+    assert stored == rows
 
 
 def test_a_predictions_table_of_an_earlier_release_gets_the_driver_columns(
@@ -301,9 +311,9 @@ def test_a_predictions_table_of_an_earlier_release_gets_the_driver_columns(
     ]
 
 
-def _old_decisions(spec: TableSpec, now_ms: int) -> pa.Table:
-    """A row as the table of version 1 of RoutingDecision held it."""
-    table = spec.flatten(_consumed([_recent("routing_decision", now_ms)]))
+def _old_rows(spec: TableSpec, schema: str, now_ms: int) -> pa.Table:
+    """A row as the table of the schema's first version held it."""
+    table = spec.flatten(_consumed([_recent(schema, now_ms)]))
     added = [c.split(" ")[0] for c in spec.added]
     return table.drop_columns(added)
 

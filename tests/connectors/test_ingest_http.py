@@ -44,7 +44,8 @@ def _problems(payload: Any) -> list[tuple[int | None, str | None]]:
 def test_a_valid_event_gets_the_schema_defaults() -> None:
     records, errors = validate_agent_events(EVENT, NOW)
     assert errors == []
-    assert records == [{**EVENT, "cost": None, "error_class": None, "labels": {}}]
+    assert records == [{**EVENT, "cost": None, "error_class": None, "labels": {},
+                        "workflow_id": None, "parent_task_id": None, "step": None}]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -71,10 +72,25 @@ def test_a_valid_event_gets_the_schema_defaults() -> None:
         ("labels", ["eu"]),
         ("labels", {f"k{i}": "v" for i in range(65)}),
         ("retries", 3),
+        ("workflow_id", ""),
+        ("parent_task_id", 7),
+        ("step", -1),
+        ("step", 2**31),
+        ("step", 1.5),
+        ("step", True),
     ],
 )
 def test_each_rule_names_its_field(field: str, value: Any) -> None:
     assert _problems([EVENT, {**EVENT, field: value}]) == [(1, field)]
+
+
+def test_workflow_fields_are_kept() -> None:
+    workflow = {"workflow_id": "wf-1", "parent_task_id": "t-0", "step": 3}
+    records, errors = validate_agent_events({**EVENT, **workflow}, NOW)
+    assert errors == []
+    assert [(r["workflow_id"], r["parent_task_id"], r["step"]) for r in records] == [
+        ("wf-1", "t-0", 3)
+    ]
 
 
 def test_every_problem_of_every_event_is_reported() -> None:

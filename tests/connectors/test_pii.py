@@ -124,15 +124,19 @@ def test_metric_names_are_never_scrubbed() -> None:
 
 def test_agent_events_required_fields_are_redacted_optional_ones_nulled() -> None:
     scrubber = _scrubber(
-        {"name": "agents", "key_regex": "^(agent|error_class|task_id)$", "action": "drop"},
+        {"name": "agents", "key_regex": "^(agent|error_class|task_id|workflow_id)$",
+         "action": "drop"},
+        {"name": "parents", "key": "parent_task_id", "action": "redact"},
         {"name": "hosts", "key": "host", "action": "drop"},
-    )
+    )  # fmt: skip
     labels = {"host": "h", "zone": "z"}
     event = {"agent": "a", "task_id": "t", "task_type": "y", "phase": "FAILED",
-             "event_time": 1, "error_class": "oom", "labels": labels}  # fmt: skip
+             "event_time": 1, "error_class": "oom", "labels": labels, "workflow_id": "w",
+             "parent_task_id": "p", "step": 2}  # fmt: skip
     (scrubbed,) = scrubber.agent_events([event])
     assert scrubbed == {**event, "agent": REDACTED, "task_id": REDACTED, "error_class": None,
-                        "labels": {"zone": "z"}}  # fmt: skip
+                        "labels": {"zone": "z"}, "workflow_id": None,
+                        "parent_task_id": REDACTED}  # fmt: skip
     assert event["agent"] == "a"  # the caller's record is left as it was
 
 

@@ -149,6 +149,9 @@ def agent_events(draw: st.DrawFn) -> dict[str, Any]:
             "cost": st.one_of(st.none(), st.floats(0, 100)),
             "error_class": st.one_of(st.none(), st.just("timeout")),
             "labels": st.just({}),
+            "workflow_id": st.one_of(st.none(), st.sampled_from(["w1", "w2"])),
+            "parent_task_id": st.one_of(st.none(), st.sampled_from(["t1", "t2"])),
+            "step": st.one_of(st.none(), st.integers(0, 5)),
         },
         {
             "agent": names,
@@ -159,6 +162,9 @@ def agent_events(draw: st.DrawFn) -> dict[str, Any]:
             "cost": maybe_number,
             "error_class": st.one_of(st.none(), names),
             "labels": label_maps(),
+            "workflow_id": st.one_of(st.none(), names),
+            "parent_task_id": st.one_of(st.none(), names),
+            "step": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
         },
     )
 

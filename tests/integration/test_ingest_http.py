@@ -191,7 +191,10 @@ async def test_agent_events_valid_invalid_and_unauthenticated(
             assert (reply.status, await reply.json()) == (202, {"accepted": 1})
         async with ingest.http.post(
             url,
-            json=[_event(now, agent="agent-08"), _event(now, phase="FAILED", error_class="oom")],
+            json=[
+                _event(now, agent="agent-08"),
+                _event(now, phase="FAILED", error_class="oom", workflow_id="wf-1", step=2),
+            ],
             headers={"X-API-Key": "other-key"},
         ) as reply:
             assert (reply.status, await reply.json()) == (202, {"accepted": 2})
@@ -219,8 +222,10 @@ async def test_agent_events_valid_invalid_and_unauthenticated(
         async with ingest.http.get(ingest.url + "/metrics") as reply:
             exposition = await reply.text()
     assert [key for key, _ in records] == [b"agent-07", b"agent-08", b"agent-07"]
-    assert records[0][1] == {**_event(now), "error_class": None, "labels": {}}
+    no_workflow = {"workflow_id": None, "parent_task_id": None, "step": None}
+    assert records[0][1] == {**_event(now), "error_class": None, "labels": {}, **no_workflow}
     assert records[2][1]["error_class"] == "oom"
+    assert (records[2][1]["workflow_id"], records[2][1]["step"]) == ("wf-1", 2)
     requests = {
         (s.labels["endpoint"], s.labels["code"]): s.value
         for family in text_string_to_metric_families(exposition)

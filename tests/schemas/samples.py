@@ -27,6 +27,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "cost": 0.3,
         "error_class": "timeout",
         "labels": {},
+        "workflow_id": "wf-7",
+        "parent_task_id": "t-0",
+        "step": 2,
     },
     "label": {
         "entity": "web-1",

@@ -64,3 +64,15 @@ def test_data_written_by_an_old_version_decodes_into_the_current_one() -> None:
     assert isinstance(decoded, dict)
     assert decoded["description"] == ""
     assert Codec().decode(Codec().encode("label", decoded))[1] == decoded
+
+
+def test_an_agent_event_of_version_1_decodes_with_no_workflow() -> None:
+    old = schema_history("agent_event")[1]
+    record = {k: v for k, v in SAMPLES["agent_event"].items()
+              if k not in ("workflow_id", "parent_task_id", "step")}  # fmt: skip
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, old.parsed, record)
+    frame = bytes([0xF5, len(b"agent_event")]) + b"agent_event" + (1).to_bytes(2, "big")
+    name, decoded = Codec().decode(frame + buffer.getvalue())
+    assert name == "agent_event"
+    assert decoded == record | {"workflow_id": None, "parent_task_id": None, "step": None}

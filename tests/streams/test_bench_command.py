@@ -2,7 +2,7 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, routing, engine and entity-anomaly need the local stack.
+early-warning, routing, engine, entity-anomaly and workflows need the local stack.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ TINY = {
         *("--entities", "20", "--rate", "20", "--seconds", "1"),
         *("--batch-size", "10", "--batch-concurrency", "2"),
     ],
+    "workflows": ["--seeds", "1", "--workflows", "400", "--warmup", "100"],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -171,3 +172,14 @@ def test_api(stack_settings: Settings) -> None:
     assert batch["requests"] > 0 and batch["errors"] == {}
     assert batch["entities_per_s"] > 0 and batch["predictions_per_s"] > batch["entities_per_s"]
     assert set(result["goals"]) == {"single_p95_ms", "single_p99_ms", "batch_predictions_per_s"}
+
+
+def test_workflows() -> None:
+    result = bench("workflows")
+    assert (result["seeds"], result["workflows_per_seed"]) == (1, 400)
+    assert set(result["patterns"]) == {
+        "workflow_rare_path", "workflow_loop", "workflow_stall", "workflow_precursor"
+    }  # fmt: skip
+    for row in result["patterns"].values():
+        assert row["precision"] is None or 0.0 <= row["precision"] <= 1.0
+        assert row["found"] <= row["injected"]

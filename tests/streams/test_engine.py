@@ -326,6 +326,17 @@ class Router:
         ]  # fmt: skip
         return self._routed(self.engine.agent_events(inputs, NOW_S), NOW_S)
 
+    def events(self, records: list[Record], now_s: float = NOW_S) -> tuple[Outputs, Outputs]:
+        """AgentEvents through the engine: what the agent step produced (the internal topic's
+        records included), and what the routing step made of those."""
+        inputs = [
+            self._input(topics.AGENT_EVENTS.name, "events", r["agent"],
+                        CODEC.encode("agent_event", r))
+            for r in records
+        ]  # fmt: skip
+        out = self.engine.agent_events(inputs, now_s)
+        return out, self._routed(out, now_s)
+
     def request(self, task_id: str, candidates: list[str], **fields: Any) -> Outputs:
         record = {"task_id": task_id, "task_type": "triage", "candidates": candidates,
                   "event_time": int(NOW_S * 1000), **fields}  # fmt: skip
@@ -369,6 +380,56 @@ def test_routing_weighs_an_agents_load_and_follows_its_outcomes() -> None:
         router.task("fast", f"f{i}", T0_MS + i * 10_000, 20_000.0)
     decision = CODEC.decode(router.request("after", []).records[0].value)[1]
     assert decision["agent"] == "slow"
+
+
+def _workflow_events(
+    workflow: str, path: tuple[str, ...], t_ms: int, end: str | None = "SUCCEEDED"
+) -> list[Record]:
+    """A release workflow's AgentEvents, one every 10 s: its root, its steps (started and
+    succeeded), and its root's ``end`` (None: not yet)."""
+    base: Record = {"workflow_id": workflow, "duration_ms": None, "parent_task_id": f"{workflow}-r"}
+    root = base | {"agent": "orchestrator", "task_id": f"{workflow}-r", "task_type": "release",
+                   "parent_task_id": None}  # fmt: skip
+    events: list[Record] = [root | {"phase": "STARTED"}]
+    for step, task_type in enumerate(path, start=1):
+        task = base | {"agent": f"agent-{step}", "task_id": f"{workflow}-{step}",
+                       "task_type": task_type, "step": step}  # fmt: skip
+        events += [task | {"phase": "STARTED"}, task | {"phase": "SUCCEEDED", "duration_ms": 9.0}]
+    if end is not None:
+        events.append(root | {"phase": end})
+    return [e | {"event_time": t_ms + i * 10_000} for i, e in enumerate(events)]
+
+
+def test_a_workflows_events_reach_one_routing_step_and_its_pattern_alerts_come_out() -> None:
+    router = Router(_engine(Changelog()))
+    agent_step, routed = router.events(
+        _workflow_events("wf-1", ("plan", "test", "test", "test"), T0_MS, end=None)
+    )
+    internal = [r for r in agent_step.records if r.topic == "routing-stats"]
+    followed = [r.key for r in internal if json.loads(r.value)["kind"] == "workflow"]
+    assert followed == [b"wf-1"] * 9
+    (alert,) = _decoded(routed, topics.ALERTS.name)
+    assert (alert["rule"], alert["entity"], alert["status"]) == ("workflow_loop", "wf-1", "FIRING")
+    assert alert["labels"]["path"] == "plan → test → test → test"
+    assert (alert["labels"]["cycle"], alert["labels"]["repeats"]) == ("test", "3")
+    assert router.engine.health_fields()["workflows"] == 1
+    _, ended = router.events([_workflow_events("wf-1", (), T0_MS + 100_000)[-1]])
+    assert _decoded(ended, topics.ALERTS.name) == []  # its end waits for late steps, then:
+    (resolved,) = _decoded(router.engine.tick(NOW_S + 10), topics.ALERTS.name)
+    assert (resolved["status"], resolved["labels"]["outcome"]) == ("RESOLVED", "SUCCEEDED")
+
+
+def test_a_stalled_workflow_is_flagged_by_the_clock_when_its_events_stop() -> None:
+    engine = _engine(Changelog())
+    router = Router(engine)
+    for n in range(50):
+        router.events(_workflow_events(f"wf-{n}", ("plan", "test"), T0_MS + n * 60_000))
+    router.events(_workflow_events("stuck", ("plan", "test"), T0_MS + 3_600_000, end=None))
+    quiet_since_s = NOW_S  # the routing step last heard of a workflow now
+    assert _decoded(engine.tick(quiet_since_s + 30), topics.ALERTS.name) == []
+    (alert,) = _decoded(engine.tick(quiet_since_s + 120), topics.ALERTS.name)
+    assert (alert["rule"], alert["entity"]) == ("workflow_stall", "stuck")
+    assert alert["labels"]["stall_after_s"] == "60"
 
 
 def test_a_request_the_engine_cannot_answer_is_dead_lettered_with_its_reason() -> None:

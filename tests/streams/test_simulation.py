@@ -386,3 +386,48 @@ def test_load_curve_stays_in_range() -> None:
     assert curve.min() >= 0.15
     assert curve.max() <= 1.0
     assert math.isclose(curve.min(), 0.15, abs_tol=0.01)
+
+
+# -- workflows ------------------------------------------------------------------------------
+
+
+def test_workflows_are_reproducible_fit_the_schema_and_carry_their_truth() -> None:
+    scenario = simulation.WorkflowScenario(workflows=600, seed=3)
+    world = simulation.WorkflowWorld(scenario)
+    events = list(world.events())
+    assert events == list(simulation.WorkflowWorld(scenario).events())
+    codec = Codec()
+    by_workflow: dict[str, list[Record]] = defaultdict(list)
+    for topic, key, record in events:
+        assert topic == AGENT_EVENTS.name and key == record["agent"]
+        assert codec.decode(codec.encode("agent_event", record))[1] == record
+        by_workflow[record["workflow_id"]].append(record)
+    times = [r["event_time"] for _, _, r in events]
+    assert times == sorted(times)
+    assert set(by_workflow) == set(world.truth)
+    patterns: dict[simulation.WorkflowPattern | None, int] = defaultdict(int)
+    for workflow, records in by_workflow.items():
+        truth = world.truth[workflow]
+        roots = [r for r in records if r["parent_task_id"] is None]
+        assert [r["phase"] for r in roots] == ["STARTED", "FAILED" if truth.failed else "SUCCEEDED"]
+        assert {r["task_type"] for r in roots} == {truth.kind}
+        steps = {r["step"]: r["task_type"] for r in records if r["parent_task_id"] is not None}
+        assert tuple(steps[s] for s in sorted(steps)) == truth.path
+        errors = {r["error_class"] for r in records if r["parent_task_id"] is not None}
+        assert (simulation.PRECURSOR_ERROR in errors) == (
+            truth.pattern is simulation.WorkflowPattern.PRECURSOR
+        )
+        patterns[truth.pattern] += 1
+        gaps = np.diff([r["event_time"] for r in records])
+        stalled = truth.pattern is simulation.WorkflowPattern.STALL
+        assert (gaps.max() >= 2_400_000) == stalled
+    assert patterns[None] > 500
+    assert all(patterns[p] > 0 for p in simulation.WorkflowPattern)
+
+
+def test_a_release_without_lint_fails_more_often() -> None:
+    world = simulation.WorkflowWorld(simulation.WorkflowScenario(workflows=3000, seed=1))
+    plain = [t for t in world.truth.values() if t.kind == "release" and t.pattern is None]
+    with_lint = [t.failed for t in plain if "lint" in t.path]
+    without = [t.failed for t in plain if "lint" not in t.path]
+    assert np.mean(with_lint) < 0.1 < 0.13 < np.mean(without)

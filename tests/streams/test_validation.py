@@ -109,3 +109,19 @@ def test_agent_events() -> None:
     ):
         rejection = check_agent_event(dict(good, **oversized), NOW, LIMITS)
         assert rejection is not None and rejection.kind == "oversized", oversized
+
+
+def test_agent_event_workflow_fields() -> None:
+    good = {"agent": "a", "task_id": "t2", "task_type": "x", "phase": "STARTED",
+            "event_time": NOW, "workflow_id": "wf", "parent_task_id": "t1", "step": 2}  # fmt: skip
+    assert check_agent_event(good, NOW, LIMITS) is None
+    for field, value, kind, words in (
+        ("workflow_id", "", "invalid_value", "workflow_id is empty: leave it out (null)"),
+        ("parent_task_id", "", "invalid_value", "parent_task_id is empty"),
+        ("workflow_id", "w" * 300, "oversized", "workflow_id is 300 characters"),
+        ("parent_task_id", "p" * 300, "oversized", "parent_task_id is 300 characters"),
+        ("step", -1, "invalid_value", "step must be >= 0, got -1"),
+    ):
+        rejection = check_agent_event(dict(good, **{field: value}), NOW, LIMITS)
+        assert rejection is not None and (rejection.kind, field) == (kind, field)
+        assert words in rejection.reason
