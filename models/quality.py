@@ -288,9 +288,7 @@ class CommitForecaster:
         drift = last[:, None] + slope[:, None] * self._damped(steps)[None, :]
         recent = np.arange(self.median_window)[None, :]
         window = s[rows[:, None], np.mod(at[:, None] - recent, self.history)]
-        window = np.where(recent <= at[:, None], window, np.nan)
-        window[np.isnan(window).all(axis=1)] = 0.0  # no point yet: NaN comes from ``last``
-        median = np.nanmedian(window, axis=1)
+        median = _quantile(np.where(recent <= at[:, None], window, np.nan), 0.5)
         return np.stack(np.broadcast_arrays(last[:, None], median[:, None], drift), axis=-1)
 
     def _weights(self, mae: FloatArray) -> FloatArray:
@@ -346,17 +344,33 @@ class CommitForecaster:
         buckets = len(COMMIT_BUCKETS)
         mae = state[:, self._mae : self._position].reshape(-1, buckets, 3)[:, bucket]
         mean: FloatArray = np.sum(self._weights(mae) * made, axis=-1)
-        errors = state[:, self._errors :].reshape(-1, buckets, self.error_window)[:, bucket]
-        tau = [(1 - self.coverage) / 2, (1 + self.coverage) / 2]
+        errors = state[:, self._errors :].reshape(-1, buckets, self.error_window)
         enough = np.sum(np.isfinite(errors), axis=-1) >= 2
-        with np.errstate(all="ignore"):
-            low, high = np.nanquantile(np.where(enough[..., None], errors, 0.0), tau, axis=-1)
+        low, high = (
+            np.where(enough, _quantile(errors, tau), 0.0)[:, bucket]
+            for tau in ((1 - self.coverage) / 2, (1 + self.coverage) / 2)
+        )
         widen = np.sqrt(np.maximum(steps / COMMIT_BUCKETS[bucket], 1.0))[None, :]
         lower = mean + np.minimum(low, 0.0) * widen
         upper = mean + np.maximum(high, 0.0) * widen
         empty = (count == 0)[:, None]
         mean[empty[:, 0]] = np.nan
         return mean, np.where(empty, np.nan, lower), np.where(empty, np.nan, upper)
+
+
+def _quantile(values: FloatArray, tau: float) -> FloatArray:
+    """The ``tau`` quantile of each row's finite values (last axis; linear interpolation, as
+    numpy's default), NaN for a row of none. Sorting puts NaN last, so one vectorised pass
+    serves every row, where ``nanquantile`` and ``nanmedian`` loop over them."""
+    ordered = np.sort(values, axis=-1)
+    last = np.sum(np.isfinite(ordered), axis=-1) - 1
+    position = tau * np.maximum(last, 0)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, np.maximum(last, 0))
+    lo = np.take_along_axis(ordered, below[..., None], -1)[..., 0]
+    hi = np.take_along_axis(ordered, above[..., None], -1)[..., 0]
+    quantile: FloatArray = np.where(last >= 0, lo + (position - below) * (hi - lo), np.nan)
+    return quantile
 
 
 def quality_forecaster() -> CommitForecaster:

@@ -194,10 +194,12 @@ def _inputs(messages: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Input]:
 
 
 class QualityRunner:
-    """Consumes ``telemetry.code-quality`` and produces what the processor returns."""
+    """Consumes ``topic`` (``telemetry.code-quality``) and produces what the processor
+    returns."""
 
-    def __init__(self, settings: Settings, codec: Codec) -> None:
+    def __init__(self, settings: Settings, codec: Codec, topic: str = topics.QUALITY.name) -> None:
         self.settings = settings
+        self.topic = topic
         self.processor = QualityProcessor(settings, codec)
         self.cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
         self.produced = 0
@@ -213,7 +215,7 @@ class QualityRunner:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         listener = _Rebuild(self.processor, consumer)
-        consumer.subscribe([topics.QUALITY.name], listener=listener)
+        consumer.subscribe([self.topic], listener=listener)
         producer = kafka.producer(
             acks="all", linger_ms=5, max_request_size=self.settings.max_record_bytes
         )

@@ -29,6 +29,7 @@ BENCHMARKS = {
     "engine": "bench_engine",
     "entity-anomaly": "bench_entity_anomaly",
     "api": "bench_api",
+    "quality": "bench_quality",
 }
 
 
