@@ -53,6 +53,24 @@ N_CANDIDATES = 6
 IntArray = npt.NDArray[np.int64]
 
 
+def damped_steps(steps: npt.ArrayLike, phi: float) -> FloatArray:
+    """Sum of ``phi ** i`` for i in 1..h: how many steps of trend a horizon h adds."""
+    h = np.asarray(steps, dtype=np.float64)
+    if phi == 1.0:
+        return h
+    damped: FloatArray = phi * (1.0 - phi**h) / (1.0 - phi)
+    return damped
+
+
+def blend_weights(mae: FloatArray, power: float) -> FloatArray:
+    """Blend weights of candidates from their errors (last axis), proportional to
+    ``mae ** -power``, scaled so nothing overflows."""
+    adjusted = mae + 1e-9 * np.max(mae, axis=-1, keepdims=True) + 1e-300
+    inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** power
+    weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
+    return weights
+
+
 def _track_median_abs(current: FloatArray, size: FloatArray) -> FloatArray:
     """One step of a running median of ``size``: up or down by 2%, started at the first size."""
     stepped: FloatArray = current * np.exp(0.02 * np.where(size > current, 1.0, -1.0))
@@ -233,18 +251,10 @@ class SeasonalForecaster:
         return mean
 
     def _damped(self, steps: IntArray) -> FloatArray:
-        """Sum of ``phi ** i`` for i in 1..h: how many steps of trend a horizon h adds."""
-        h = steps.astype(np.float64)
-        if self.phi == 1.0:
-            return h
-        return self.phi * (1.0 - self.phi**h) / (1.0 - self.phi)
+        return damped_steps(steps, self.phi)
 
     def _weights(self, mae: FloatArray) -> FloatArray:
-        """Blend weights from candidate errors (last axis), scaled so nothing overflows."""
-        adjusted = mae + 1e-9 * np.max(mae, axis=-1, keepdims=True) + 1e-300
-        inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** self.weight_power
-        weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
-        return weights
+        return blend_weights(mae, self.weight_power)
 
     def _candidates(
         self,

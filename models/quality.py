@@ -53,6 +53,7 @@ import numpy.typing as npt
 
 from models.alerts import AlertRule, AlertState, evaluate
 from models.base import FloatArray, Forecaster
+from models.forecast import blend_weights, damped_steps
 from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
@@ -79,28 +80,25 @@ _DAY_S = 86_400.0
 COMMIT_BUCKETS = np.array([1, 5, 20], dtype=np.int64)
 """Horizons (in commits) at which the candidates' errors and the interval are tracked."""
 
-COMPLEXITY_RULE = AlertRule(
-    name="complexity_trend",
-    kind="FORECAST",
-    threshold=1.0,
-    clear=0.5,
-    for_steps=1,
-    resolve_steps=3,
-    severity="WARNING",
-    summary="{entity}: {detail}",
-)
+
+def _debt_rule(name: str, resolve_steps: int) -> AlertRule:
+    """A debt rule: its condition's 1 fires at once, ``resolve_steps`` 0s in a row resolve."""
+    return AlertRule(
+        name=name,
+        kind="FORECAST",
+        threshold=1.0,
+        clear=0.5,
+        for_steps=1,
+        resolve_steps=resolve_steps,
+        severity="WARNING",
+        summary="{entity}: {detail}",
+    )
+
+
+COMPLEXITY_RULE = _debt_rule("complexity_trend", 3)
 """Fires at the first commit whose forecast (or value) reaches the complexity limit within
 the horizon; resolves after three commits that do not."""
-RATIO_RULE = AlertRule(
-    name="test_ratio_falling",
-    kind="FORECAST",
-    threshold=1.0,
-    clear=0.5,
-    for_steps=1,
-    resolve_steps=1,
-    severity="WARNING",
-    summary="{entity}: {detail}",
-)
+RATIO_RULE = _debt_rule("test_ratio_falling", 1)
 """Fires when the test-to-code ratio has fallen for the configured run of commits; resolves
 at the first commit that raises it."""
 
@@ -268,12 +266,6 @@ class CommitForecaster:
         state[:, self._errors :] = np.nan
         return state
 
-    def _damped(self, steps: FloatArray) -> FloatArray:
-        if self.phi == 1.0:
-            return steps
-        damped: FloatArray = self.phi * (1.0 - self.phi**steps) / (1.0 - self.phi)
-        return damped
-
     def _candidates(
         self, s: FloatArray, count: IntArray, back: IntArray, steps: FloatArray
     ) -> FloatArray:
@@ -285,17 +277,14 @@ class CommitForecaster:
         span = np.clip(at, 0, self.drift_window)
         first = s[rows, np.mod(at - span, self.history)]
         slope = np.where(span > 0, (last - first) / np.maximum(span, 1), 0.0)
-        drift = last[:, None] + slope[:, None] * self._damped(steps)[None, :]
+        drift = last[:, None] + slope[:, None] * damped_steps(steps, self.phi)[None, :]
         recent = np.arange(self.median_window)[None, :]
         window = s[rows[:, None], np.mod(at[:, None] - recent, self.history)]
         median = _quantile(np.where(recent <= at[:, None], window, np.nan), 0.5)
         return np.stack(np.broadcast_arrays(last[:, None], median[:, None], drift), axis=-1)
 
     def _weights(self, mae: FloatArray) -> FloatArray:
-        adjusted = mae + 1e-9 * np.max(mae, axis=-1, keepdims=True) + 1e-300
-        inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** self.weight_power
-        weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
-        return weights
+        return blend_weights(mae, self.weight_power)
 
     def learn(
         self, state: FloatArray, x: FloatArray, t_ms: int, rows: IntArray | None = None
