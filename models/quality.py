@@ -178,7 +178,7 @@ class CommitForecaster:
     of the horizon's ratio to it (a random walk's spread).
 
     State per series: ``history`` values, a count, and per bucket three errors, a position and
-    ``error_window`` signed errors (about 2 KB by default).
+    ``error_window`` signed errors (461 floats, under 4 KB, by default).
 
     Parameters
     ----------
@@ -190,15 +190,16 @@ class CommitForecaster:
         Damping of the drift per commit ahead (default 0.9: it levels off at 9 commits'
         worth).
     error_rate
-        Rate of the candidates' weighted errors (default 0.05); a young series averages its
-        first errors equally.
+        Rate of the candidates' weighted errors (default 0.01, about the last 100 commits: a
+        shorter memory switched candidates on noise); a young series averages its first
+        errors equally.
     weight_power
         Blend weights proportional to ``mae ** -weight_power`` (default 20: in effect the
         best candidate, hedged only between near ties).
     median_window
         Commits in the median candidate (default 8).
     error_window
-        Signed errors per bucket the interval is read from (default 64).
+        Signed errors per bucket the interval is read from (default 128).
     coverage
         Nominal coverage of the interval (default 0.9).
 
@@ -222,10 +223,10 @@ class CommitForecaster:
         history: int = 64,
         drift_window: int = 16,
         phi: float = 0.9,
-        error_rate: float = 0.05,
+        error_rate: float = 0.01,
         weight_power: float = 20.0,
         median_window: int = 8,
-        error_window: int = 64,
+        error_window: int = 128,
         coverage: float = 0.9,
     ) -> None:
         if drift_window < 1 or drift_window + int(COMMIT_BUCKETS[-1]) >= history:

@@ -460,7 +460,7 @@ class Settings:
     quality_max_repositories: int = _setting(
         1000,
         "FORESIGHT_QUALITY_MAX_REPOSITORIES",
-        "Repositories one `foresight quality run` process holds (about 140 KB each); "
+        "Repositories one `foresight quality run` process holds (about 40 KB each); "
         "snapshots of more are dead-lettered (error_kind entity_limit): add partitions and "
         "processes.",
     )
