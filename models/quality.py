@@ -16,7 +16,7 @@ errors. The project's :class:`~models.forecast.SeasonalForecaster` was tried fir
 a clock of one week per commit so that its daily and weekly profiles stay flat: its point
 forecasts came out as good, but its seasonal-naive candidate is then scored against the value
 one commit old at every horizon, so it wins at long horizons on errors it never makes, and its
-90% intervals held the truth 20 commits ahead only 7 to 33% of the time
+90% intervals held the truth 20 commits ahead only 6 to 47% of the time on four histories
 (``foresight bench quality`` measures both). A horizon in commits becomes a time through the
 repository's recent commit rate.
 
