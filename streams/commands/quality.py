@@ -26,7 +26,7 @@ from connectors.git_quality import GitError, backfill
 from connectors.kafka_producer import RecordProducer
 from schemas.quality import SCHEMA
 from streams.codecs import codec_for
-from streams.quality import QualityRunner, quality_group
+from streams.quality import QualityRunner, quality_config, quality_group
 from streams.settings import Settings
 from streams.topics import QUALITY
 
@@ -163,6 +163,11 @@ def _run_processor(args: argparse.Namespace, settings: Settings) -> int:
         )
         await runner.run(stop)
 
+    try:
+        quality_config(settings)
+    except ValueError as error:
+        print(f"foresight quality run: bad settings: {error}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve())
     except KafkaError as error:

@@ -39,3 +39,11 @@ def test_a_table_for_a_person_and_git_s_refusal_in_words(
     assert lines[0].split()[:3] == ["commit", "time", "(UTC)"] and len(lines) == 4
     assert main(["quality", "backfill", str(tmp_path)]) == 2
     assert "not a git repository" in capsys.readouterr().err
+
+
+def test_the_processor_refuses_settings_that_cannot_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FORESIGHT_QUALITY_FALLING_COMMITS", "1")
+    assert main(["quality", "run"]) == 2
+    assert "falling_commits (1)" in capsys.readouterr().err
