@@ -62,6 +62,21 @@ def damped_steps(steps: npt.ArrayLike, phi: float) -> FloatArray:
     return damped
 
 
+def learned_rows(x: FloatArray, rows: npt.ArrayLike | None) -> tuple[IntArray, IntArray]:
+    """The positions of ``x``'s finite values, and the state rows they go to (``rows``, or
+    the positions themselves): NaN is skipped by every forecaster's ``learn``."""
+    finite = np.flatnonzero(np.isfinite(x))
+    return finite, finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
+
+
+def horizon_steps(horizons: npt.ArrayLike) -> IntArray:
+    """Horizons as steps ahead, refused unless a 1-d array of steps >= 1."""
+    steps = np.asarray(horizons, dtype=np.int64)
+    if steps.ndim != 1 or np.any(steps < 1):
+        raise ValueError(f"horizons must be a 1-d array of steps >= 1, got {horizons!r}")
+    return steps
+
+
 def blend_weights(mae: FloatArray, power: float) -> FloatArray:
     """Blend weights of candidates from their errors (last axis), proportional to
     ``mae ** -power``, scaled so nothing overflows."""
@@ -308,10 +323,9 @@ class SeasonalForecaster:
         ago) are scored, updating the blend weights and the interval quantiles; then the
         profiles, the level ring and the trend take the new point.
         """
-        finite = np.flatnonzero(np.isfinite(x))
+        finite, at = learned_rows(x, rows)
         if finite.size == 0:
             return
-        at = finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
         s = state[at]
         value = x[finite]
         index = np.arange(finite.size)
@@ -402,9 +416,7 @@ class SeasonalForecaster:
         Each output has shape ``(n_series, len(horizons))``; ``lower`` and ``upper`` bound the
         central ``coverage`` share of the errors seen at that horizon.
         """
-        steps = np.asarray(horizons, dtype=np.int64)
-        if steps.ndim != 1 or np.any(steps < 1):
-            raise ValueError(f"horizons must be a 1-d array of steps >= 1, got {horizons!r}")
+        steps = horizon_steps(horizons)
         target = t_ms + steps * self._step_ms
         count = state[:, self._count].astype(np.int64)
         last = np.mod(count - 1, RING)

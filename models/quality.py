@@ -53,7 +53,7 @@ import numpy.typing as npt
 
 from models.alerts import AlertRule, AlertState, evaluate
 from models.base import FloatArray, Forecaster
-from models.forecast import blend_weights, damped_steps
+from models.forecast import blend_weights, damped_steps, horizon_steps, learned_rows
 from schemas.predictions import PredictionColumns
 
 Record = dict[str, Any]
@@ -292,10 +292,9 @@ class CommitForecaster:
     ) -> None:
         """Learn one point per series (``state`` in place; NaN skipped): first score the
         forecasts made 1, 5 and 20 commits ago, then keep the point."""
-        finite = np.flatnonzero(np.isfinite(x))
+        finite, at = learned_rows(x, rows)
         if finite.size == 0:
             return
-        at = finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
         s = state[at]
         value = x[finite]
         count = s[:, self.history].astype(np.int64)
@@ -325,9 +324,7 @@ class CommitForecaster:
         self, state: FloatArray, t_ms: int, horizons: npt.NDArray[np.int64]
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Mean, lower and upper ``horizons`` commits (each >= 1) after the last point."""
-        steps = np.asarray(horizons, dtype=np.int64)
-        if steps.ndim != 1 or np.any(steps < 1):
-            raise ValueError(f"horizons must be a 1-d array of commits >= 1, got {horizons!r}")
+        steps = horizon_steps(horizons)
         count = state[:, self.history].astype(np.int64)
         made = self._candidates(state, count, np.zeros(len(state), np.int64), steps.astype(float))
         bucket = np.clip(np.searchsorted(COMMIT_BUCKETS, steps, side="right") - 1, 0, None)
