@@ -122,7 +122,7 @@ class QualityProcessor:
                 reason = f"{first.field}: {first.reason}" if first.field else first.reason
                 out.dead(rejected(message, first.kind, reason))
             return
-        repository = self._repository(record["repository"], message.partition, item, out)
+        repository = self._repository(record["repository"], message, out)
         if repository is None:
             return
         batch, alerts = repository.observe(record)
@@ -138,8 +138,9 @@ class QualityProcessor:
             out.emit(topics.ALERTS, alert["dedup_key"], alert, message)
 
     def _repository(
-        self, name: str, partition: int, item: Input, out: Outputs | None
+        self, name: str, message: Message, out: Outputs | None
     ) -> RepositoryQuality | None:
+        """The repository's state: held, or new; None past the limit (dead-lettered)."""
         repository = self.repositories.get(name)
         if repository is not None:
             return repository
@@ -151,10 +152,10 @@ class QualityProcessor:
                     "(FORESIGHT_QUALITY_MAX_REPOSITORIES): add partitions and processes, or "
                     "raise the limit"
                 )
-                out.dead(rejected(item.message, "entity_limit", reason))
+                out.dead(rejected(message, "entity_limit", reason))
             return None
         repository = self.repositories[name] = RepositoryQuality(name, self.config)
-        self.partition_of[name] = partition
+        self.partition_of[name] = message.partition
         return repository
 
     def revoked(self, partitions: Iterable[int]) -> None:
