@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -21,7 +24,7 @@ from schemas.codec import Codec
 from streams import topics
 from streams.quality import QualityRunner
 from streams.settings import Settings
-from tests.integration.kafka_io import TopicReader
+from tests.integration.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +98,41 @@ async def test_posted_snapshots_become_forecasts_and_a_debt_alert(
     assert cached[0] is not None and cached[0]["entity"] == entity
     stop.set()
     await asyncio.wait_for(running, 30)
+
+
+def _at_least(
+    count: Callable[[list[tuple[str, bytes | None, Any]]], list[str]],
+    least: int,
+    records: list[tuple[str, bytes | None, Any]],
+) -> bool:
+    return len(count(records)) >= least
+
+
+async def test_a_restarted_processor_rebuilds_from_the_topic_and_produces_nothing_twice(
+    stack_settings: Settings, unique: str
+) -> None:
+    """Snapshots produced to Kafka; the processor stopped after 15 and started again: the 16th
+    commit is forecast (which needs the 15 before it, replayed), and nothing is sent twice."""
+    settings = stack_settings.replace(worker_id=f"test-quality-{unique}")
+    topic, repository = f"test.quality.{unique}", f"restart-{unique}"
+    entity = f"repo:{repository}"
+    kafka = settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(topic, 1, {})])
+    snapshots = _snapshots(repository, int(time.time() * 1000))[:16]
+    spec = replace(topics.QUALITY, name=topic)
+
+    def forecasts(records: list[tuple[str, bytes | None, Any]]) -> list[str]:
+        return [r["prediction_id"] for t, _, r in records
+                if t == topics.PREDICTIONS.name and r["entity"] == entity]  # fmt: skip
+
+    async with TopicReader(kafka, topics.PREDICTIONS.name) as reader:
+        for part, seen in ((snapshots[:15], 6), (snapshots[15:], 7)):
+            stop = asyncio.Event()
+            running = asyncio.create_task(QualityRunner(settings, Codec(), topic).run(stop))
+            await produce(kafka, spec, "repository", part)
+            await reader.until(partial(_at_least, forecasts, seen), timeout_s=90)
+            stop.set()
+            await asyncio.wait_for(running, 30)
+        # Anything sent twice would have come by now: the second run's first fetch is done.
+        ids = forecasts(reader.records)
+    assert ids == [f"{entity}@{s['commit']}" for s in snapshots[9:]]
