@@ -25,9 +25,10 @@ Endpoints (on the shared HTTP stack, :mod:`connectors.http`, at the ``FORESIGHT_
 
 Every refusal is the one error body of :mod:`connectors.http.errors`.
 
-PII rules (:mod:`connectors.pii`) scrub what either write carries before it is produced: the
-labels of every remote_write series, before its entity and name are taken from them, and the
-text fields and labels of every agent event, after it is validated.
+PII rules (:mod:`connectors.pii`) scrub what every write carries before it is produced: the
+labels of every remote_write series, before its entity and name are taken from them, the
+text fields and labels of every agent event, and the repository and source of every
+code-quality snapshot, after they are validated.
 
 Agent event rules: the fields are the schema's, no others; strings are valid Unicode,
 non-empty and at most 256 characters (label keys and values too, at most 64 labels);
@@ -443,6 +444,7 @@ class IngestServer:
         records, errors = validate_snapshots(payload, now_ms=int(time.time() * 1000))
         if errors:
             raise _refused(errors, "snapshots")
+        records = self.config.scrubber.quality_snapshots(records)
         values = [(r["repository"], self.codec.encode(QUALITY_SCHEMA, r)) for r in records]
         await self._produce(self.config.quality_topic, values, "snapshots")
         return JSONResponse({"accepted": len(values)}, status_code=202)
