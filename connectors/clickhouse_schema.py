@@ -536,6 +536,40 @@ TABLES: tuple[TableSpec, ...] = (
         ),
         identity=("event_id",),
     ),
+    TableSpec(
+        "quality_snapshots",
+        "code_quality_snapshot",
+        "repository String, commit String, ts DateTime64(3, 'UTC'), files UInt64, "
+        "lines UInt64, functions UInt64, mean_complexity Float64, max_complexity Float64, "
+        "test_files UInt64, test_lines UInt64, test_count UInt64, "
+        "coverage Nullable(Float64), lint_warnings Nullable(UInt64), "
+        "duplication Nullable(Float64), churn_added UInt64, churn_deleted UInt64, "
+        "churn_files UInt64, source LowCardinality(String)",
+        "repository, ts",
+        _columns(
+            [
+                ("repository", "repository", pa.string()),
+                ("commit", "commit", pa.string()),
+                ("ts", "event_time", _MS_UTC),
+                ("files", "files", pa.uint64()),
+                ("lines", "lines", pa.uint64()),
+                ("functions", "functions", pa.uint64()),
+                ("mean_complexity", "mean_complexity", pa.float64()),
+                ("max_complexity", "max_complexity", pa.float64()),
+                ("test_files", "test_files", pa.uint64()),
+                ("test_lines", "test_lines", pa.uint64()),
+                ("test_count", "test_count", pa.uint64()),
+                ("coverage", "coverage", pa.float64()),
+                ("lint_warnings", "lint_warnings", pa.uint64()),
+                ("duplication", "duplication", pa.float64()),
+                ("churn_added", "churn_added", pa.uint64()),
+                ("churn_deleted", "churn_deleted", pa.uint64()),
+                ("churn_files", "churn_files", pa.uint64()),
+                ("source", "source", pa.string()),
+            ]
+        ),
+        identity=("commit", "repository", "ts"),
+    ),
 )
 
 TABLE_FOR_SCHEMA: dict[str, TableSpec] = {t.schema: t for t in TABLES}

@@ -1,4 +1,5 @@
-"""HTTP ingestion: Prometheus remote_write and JSON agent events, produced to Kafka.
+"""HTTP ingestion: Prometheus remote_write, JSON agent events and code-quality snapshots,
+produced to Kafka.
 
 Endpoints (on the shared HTTP stack, :mod:`connectors.http`, at the ``FORESIGHT_BIND_HOST``:
 ``FORESIGHT_INGEST_PORT`` address); both writes need a key with the ``write`` role
@@ -15,13 +16,19 @@ Endpoints (on the shared HTTP stack, :mod:`connectors.http`, at the ``FORESIGHT_
   event refuses the request with ``400``, every problem found listed in the error's
   ``details`` as ``{"index", "field", "reason"}``; otherwise the events are produced keyed by
   agent and the answer is ``202`` with ``{"accepted": n}``.
+* ``POST /api/v1/quality``: one CodeQualitySnapshot JSON object or a list, checked by the
+  rules of :mod:`schemas.quality` (the quality processor checks records from Kafka with the
+  same); one bad snapshot refuses the request with ``400`` and every problem in ``details``;
+  otherwise they are produced keyed by repository, in the order sent, and the answer is
+  ``202`` with ``{"accepted": n}``.
 * ``GET /health`` and ``GET /metrics`` (Prometheus text format), without a key.
 
 Every refusal is the one error body of :mod:`connectors.http.errors`.
 
-PII rules (:mod:`connectors.pii`) scrub what either write carries before it is produced: the
-labels of every remote_write series, before its entity and name are taken from them, and the
-text fields and labels of every agent event, after it is validated.
+PII rules (:mod:`connectors.pii`) scrub what every write carries before it is produced: the
+labels of every remote_write series, before its entity and name are taken from them, the
+text fields and labels of every agent event, and the repository and source of every
+code-quality snapshot, after they are validated.
 
 Agent event rules: the fields are the schema's, no others; strings are valid Unicode,
 non-empty and at most 256 characters (label keys and values too, at most 64 labels);
@@ -39,8 +46,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,15 +67,18 @@ from connectors.pii import Scrubber
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
 from schemas.codec import Codec, Record, current_schema
+from schemas.field_rules import epoch_ms_problem, measure_problem, text_problem
+from schemas.quality import SCHEMA as QUALITY_SCHEMA
+from schemas.quality import snapshot_problems, snapshot_record
 
 log = logging.getLogger(__name__)
 
 WRITE_PATH = "/api/v1/write"
 AGENT_EVENTS_PATH = "/api/v1/agent-events"
+QUALITY_PATH = "/api/v1/quality"
 MAX_TEXT = 256
 MAX_LABELS = 64
 MAX_FUTURE_MS = 3_600_000
-_MAX_DOUBLE = sys.float_info.max
 _MAX_INT = 2**31 - 1  # Avro's int
 
 # -- agent event validation (pure) ---------------------------------------------------------
@@ -92,20 +100,7 @@ Check = Callable[[Any, int], str | None]  # (value, now_ms) -> reason, or None w
 
 
 def _text_problem(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__} {value!r:.60}"
-    if not value:
-        return "must not be empty"
-    if len(value) > MAX_TEXT:
-        return f"is {len(value)} characters long; at most {MAX_TEXT} are allowed"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        return (
-            f"is not valid Unicode: a lone surrogate {value[error.start]!r} at character "
-            f"{error.start}; send UTF-8 text, or escape characters as surrogate pairs"
-        )
-    return None
+    return text_problem(value, MAX_TEXT)
 
 
 def _check_text(value: Any, now_ms: int) -> str | None:
@@ -113,29 +108,11 @@ def _check_text(value: Any, now_ms: int) -> str | None:
 
 
 def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be an integer of epoch milliseconds, got {value!r:.60}"
-    if value < 0:
-        return f"must not be negative, got {str(value)[:24]}"
-    if value > now_ms + MAX_FUTURE_MS:
-        # JSON integers have no bound: one past a long is still an answer, not an overflow.
-        ahead = (value - now_ms) / 3_600_000 if value < 2**63 else math.inf
-        return (
-            f"{str(value)[:24]} is {ahead:.1f} h ahead of the receiver's clock "
-            f"({now_ms}); at most 1 h is allowed: send epoch milliseconds (not microseconds) "
-            "and check the sender's clock"
-        )
-    return None
+    return epoch_ms_problem(value, now_ms, MAX_FUTURE_MS)
 
 
 def _check_measure(value: Any, now_ms: int) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number, got {value!r:.60}"
-    if not -_MAX_DOUBLE <= value <= _MAX_DOUBLE:  # NaN, infinite, or an int past any double
-        return f"must be finite and fit a double, got {str(value)[:24]}"
-    if value < 0:
-        return f"must not be negative, got {value}"
-    return None
+    return measure_problem(value)
 
 
 def _check_step(value: Any, now_ms: int) -> str | None:
@@ -252,6 +229,22 @@ def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list
     return records, errors
 
 
+def validate_snapshots(payload: Any, now_ms: int) -> tuple[list[Record], list[FieldError]]:
+    """Check a decoded JSON body (one CodeQualitySnapshot or a list) against the rules of
+    :mod:`schemas.quality`; the records with their defaults, and every problem found."""
+    snapshots = payload if isinstance(payload, list) else [payload]
+    if not snapshots:
+        return [], [FieldError(None, None, "the list is empty: send at least one snapshot")]
+    records: list[Record] = []
+    errors: list[FieldError] = []
+    for index, snapshot in enumerate(snapshots):
+        problems = snapshot_problems(snapshot, now_ms, MAX_FUTURE_MS)
+        errors += [FieldError(index, p.field, p.reason) for p in problems]
+        if not problems:
+            records.append(snapshot_record(snapshot))
+    return records, errors
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -276,6 +269,7 @@ class IngestConfig:
     port: int = 9201
     max_body_bytes: int = 16 << 20
     tls: TlsConfig = field(default_factory=TlsConfig)
+    quality_topic: str = "telemetry.code-quality"
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -293,6 +287,16 @@ def _parse_json(body: bytes) -> Any:
         raise ApiError(400, "body is not JSON Foresight takes: nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, too many int digits
         raise ApiError(400, f"body is not JSON: {error}") from None
+
+
+def _refused(errors: Sequence[FieldError], what: str) -> ApiError:
+    """The 400 of a JSON body with problems: every one in the details."""
+    plural = "s" if len(errors) > 1 else ""
+    return ApiError(
+        400,
+        f"{len(errors)} problem{plural} in the {what}; nothing was produced",
+        [e.as_dict() for e in errors],
+    )
 
 
 class IngestServer:
@@ -334,6 +338,9 @@ class IngestServer:
             methods=["POST"],
             dependencies=writers,
             status_code=202,
+        )
+        app.add_api_route(
+            QUALITY_PATH, self.quality, methods=["POST"], dependencies=writers, status_code=202
         )
         return app
 
@@ -433,16 +440,22 @@ class IngestServer:
         payload = _parse_json(await request.body())
         records, errors = validate_agent_events(payload, now_ms=int(time.time() * 1000))
         if errors:
-            raise ApiError(
-                400,
-                f"{len(errors)} problem{'s' if len(errors) > 1 else ''} in the events; "
-                "nothing was produced",
-                [e.as_dict() for e in errors],
-            )
+            raise _refused(errors, "events")
         records = self.config.scrubber.agent_events(records)
         try:
             values = [(r["agent"], self.codec.encode("agent_event", r)) for r in records]
         except ValueError as error:  # what the rules missed and the schema refuses
             raise ApiError(400, f"an event does not fit the AgentEvent schema: {error}") from None
         await self._produce(self.config.agent_events_topic, values, "events")
+        return JSONResponse({"accepted": len(values)}, status_code=202)
+
+    async def quality(self, request: Request) -> JSONResponse:
+        """``POST /api/v1/quality``: JSON CodeQualitySnapshots."""
+        payload = _parse_json(await request.body())
+        records, errors = validate_snapshots(payload, now_ms=int(time.time() * 1000))
+        if errors:
+            raise _refused(errors, "snapshots")
+        records = self.config.scrubber.quality_snapshots(records)
+        values = [(r["repository"], self.codec.encode(QUALITY_SCHEMA, r)) for r in records]
+        await self._produce(self.config.quality_topic, values, "snapshots")
         return JSONResponse({"accepted": len(values)}, status_code=202)

@@ -345,18 +345,38 @@ class Scrubber:
                 out[key] = scrubbed
         return out
 
+    def text_fields(
+        self,
+        records: Sequence[dict[str, Any]],
+        required: Sequence[str],
+        optional: Sequence[str] = (),
+        dropped: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Copies of ``records`` with their text fields scrubbed. A ``required`` field the
+        rules drop becomes ``[redacted]``; an ``optional`` one becomes ``dropped``."""
+        out = []
+        for record in records:
+            scrubbed = dict(record)
+            for field in (*required, *optional):
+                if scrubbed.get(field) is not None:
+                    value = self.value(field, scrubbed[field])
+                    if value is None:
+                        value = REDACTED if field in required else dropped
+                    scrubbed[field] = value
+            out.append(scrubbed)
+        return out
+
     def agent_events(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """AgentEvent records with their text fields and labels scrubbed. A dropped optional
         field becomes null; a required one cannot go and becomes ``[redacted]``."""
-        out = []
-        for record in records:
-            event = dict(record)
-            for field in _AGENT_EVENT_TEXT:
-                if event.get(field) is not None:
-                    scrubbed = self.value(field, event[field])
-                    if scrubbed is None and field in _REQUIRED_TEXT:
-                        scrubbed = REDACTED
-                    event[field] = scrubbed
+        out = self.text_fields(
+            records, _REQUIRED_TEXT, [f for f in _AGENT_EVENT_TEXT if f not in _REQUIRED_TEXT]
+        )
+        for event in out:
             event["labels"] = self.labels(event.get("labels") or {})
-            out.append(event)
         return out
+
+    def quality_snapshots(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """CodeQualitySnapshot records with their repository (a URL may carry a token) and
+        source scrubbed; a dropped source becomes empty."""
+        return self.text_fields(records, ("repository",), ("source",), dropped="")

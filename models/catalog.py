@@ -14,6 +14,7 @@ from models.bottleneck import ExhaustionModel
 from models.entity_anomaly import EntityAnomalyDetector
 from models.failure_risk import LocalTrendRisk
 from models.forecast import SeasonalForecaster
+from models.quality import CommitForecaster
 
 ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
     "streaming_anomaly": lambda: StreamingAnomalyDetector(warmup=20),
@@ -24,4 +25,5 @@ ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
     "exhaustion_model": ExhaustionModel,
     "local_trend_risk": LocalTrendRisk,
     "entity_anomaly": lambda: EntityAnomalyDetector(warmup=20),
+    "commit_forecaster": CommitForecaster,
 }

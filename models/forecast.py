@@ -53,6 +53,39 @@ N_CANDIDATES = 6
 IntArray = npt.NDArray[np.int64]
 
 
+def damped_steps(steps: npt.ArrayLike, phi: float) -> FloatArray:
+    """Sum of ``phi ** i`` for i in 1..h: how many steps of trend a horizon h adds."""
+    h = np.asarray(steps, dtype=np.float64)
+    if phi == 1.0:
+        return h
+    damped: FloatArray = phi * (1.0 - phi**h) / (1.0 - phi)
+    return damped
+
+
+def learned_rows(x: FloatArray, rows: npt.ArrayLike | None) -> tuple[IntArray, IntArray]:
+    """The positions of ``x``'s finite values, and the state rows they go to (``rows``, or
+    the positions themselves): NaN is skipped by every forecaster's ``learn``."""
+    finite = np.flatnonzero(np.isfinite(x))
+    return finite, finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
+
+
+def horizon_steps(horizons: npt.ArrayLike) -> IntArray:
+    """Horizons as steps ahead, refused unless a 1-d array of steps >= 1."""
+    steps = np.asarray(horizons, dtype=np.int64)
+    if steps.ndim != 1 or np.any(steps < 1):
+        raise ValueError(f"horizons must be a 1-d array of steps >= 1, got {horizons!r}")
+    return steps
+
+
+def blend_weights(mae: FloatArray, power: float) -> FloatArray:
+    """Blend weights of candidates from their errors (last axis), proportional to
+    ``mae ** -power``, scaled so nothing overflows."""
+    adjusted = mae + 1e-9 * np.max(mae, axis=-1, keepdims=True) + 1e-300
+    inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** power
+    weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
+    return weights
+
+
 def _track_median_abs(current: FloatArray, size: FloatArray) -> FloatArray:
     """One step of a running median of ``size``: up or down by 2%, started at the first size."""
     stepped: FloatArray = current * np.exp(0.02 * np.where(size > current, 1.0, -1.0))
@@ -233,18 +266,10 @@ class SeasonalForecaster:
         return mean
 
     def _damped(self, steps: IntArray) -> FloatArray:
-        """Sum of ``phi ** i`` for i in 1..h: how many steps of trend a horizon h adds."""
-        h = steps.astype(np.float64)
-        if self.phi == 1.0:
-            return h
-        return self.phi * (1.0 - self.phi**h) / (1.0 - self.phi)
+        return damped_steps(steps, self.phi)
 
     def _weights(self, mae: FloatArray) -> FloatArray:
-        """Blend weights from candidate errors (last axis), scaled so nothing overflows."""
-        adjusted = mae + 1e-9 * np.max(mae, axis=-1, keepdims=True) + 1e-300
-        inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** self.weight_power
-        weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
-        return weights
+        return blend_weights(mae, self.weight_power)
 
     def _candidates(
         self,
@@ -298,10 +323,9 @@ class SeasonalForecaster:
         ago) are scored, updating the blend weights and the interval quantiles; then the
         profiles, the level ring and the trend take the new point.
         """
-        finite = np.flatnonzero(np.isfinite(x))
+        finite, at = learned_rows(x, rows)
         if finite.size == 0:
             return
-        at = finite if rows is None else np.asarray(rows, dtype=np.int64)[finite]
         s = state[at]
         value = x[finite]
         index = np.arange(finite.size)
@@ -392,9 +416,7 @@ class SeasonalForecaster:
         Each output has shape ``(n_series, len(horizons))``; ``lower`` and ``upper`` bound the
         central ``coverage`` share of the errors seen at that horizon.
         """
-        steps = np.asarray(horizons, dtype=np.int64)
-        if steps.ndim != 1 or np.any(steps < 1):
-            raise ValueError(f"horizons must be a 1-d array of steps >= 1, got {horizons!r}")
+        steps = horizon_steps(horizons)
         target = t_ms + steps * self._step_ms
         count = state[:, self._count].astype(np.int64)
         last = np.mod(count - 1, RING)

@@ -52,6 +52,7 @@ SCHEMA_NAMES = {
     "routing_decision": "io.foresight.RoutingDecision",
     "model_update": "io.foresight.ModelUpdate",
     "audit_event": "io.foresight.AuditEvent",
+    "code_quality_snapshot": "io.foresight.CodeQualitySnapshot",
 }
 
 

@@ -505,6 +505,39 @@ class Settings:
     clickhouse_ttl_days: int = _setting(
         30, "FORESIGHT_CLICKHOUSE_TTL_DAYS", "Days rows are kept in ClickHouse tables."
     )
+    quality_max_complexity: float = _setting(
+        12.0,
+        "FORESIGHT_QUALITY_MAX_COMPLEXITY",
+        "The mean cyclomatic complexity a repository should stay under: `foresight quality "
+        "run` alerts (complexity_trend) when it is above, or forecast to cross it within "
+        "FORESIGHT_QUALITY_HORIZON_DAYS.",
+    )
+    quality_horizon_days: float = _setting(
+        30.0,
+        "FORESIGHT_QUALITY_HORIZON_DAYS",
+        "How far ahead, in days at the repository's recent commit rate, a forecast crossing of "
+        "FORESIGHT_QUALITY_MAX_COMPLEXITY alerts.",
+    )
+    quality_falling_commits: int = _setting(
+        10,
+        "FORESIGHT_QUALITY_FALLING_COMMITS",
+        "Commits in a row without a rise of the test-to-code ratio (and a fall overall) that "
+        "raise the test_ratio_falling alert.",
+    )
+    quality_max_repositories: int = _setting(
+        1000,
+        "FORESIGHT_QUALITY_MAX_REPOSITORIES",
+        "Repositories one `foresight quality run` process holds (about 40 KB each); "
+        "snapshots of more are dead-lettered (error_kind entity_limit): add partitions and "
+        "processes.",
+    )
+    quality_retention_days: int = _setting(
+        3650,
+        "FORESIGHT_QUALITY_RETENTION_DAYS",
+        "Retention of telemetry.code-quality: `foresight quality run` rebuilds each "
+        "repository's forecasts from it at every start, so it keeps years (one small record "
+        "per commit).",
+    )
 
     def __post_init__(self) -> None:
         self.kafka()  # these raise a ValueError naming the setting when they do not fit

@@ -25,16 +25,22 @@ class TopicSpec:
     doc: str
     compacted: bool = False
     partitions: int | None = None  # None: the FORESIGHT_TOPIC_PARTITIONS setting
+    retention_hours: Callable[[Settings], int] | None = None  # None: the topics' setting
 
     def config(self, settings: Settings) -> dict[str, str]:
         """Broker-side topic configuration."""
         if self.compacted:
             return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
-        retention_ms = settings.topic_retention_hours * 3600 * 1000
+        hours = (self.retention_hours or _topic_retention_hours)(settings)
+        retention_ms = hours * 3600 * 1000
         return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
 
     def partition_count(self, settings: Settings) -> int:
         return self.partitions or settings.topic_partitions
+
+
+def _topic_retention_hours(settings: Settings) -> int:
+    return settings.topic_retention_hours
 
 
 METRICS = TopicSpec(
@@ -57,6 +63,14 @@ ROUTING = TopicSpec(
 )
 MODEL_UPDATES = TopicSpec(
     "models.updates", "model_update", "model name", "registry changes", compacted=True, partitions=1
+)
+QUALITY = TopicSpec(
+    "telemetry.code-quality",
+    "code_quality_snapshot",
+    "repository",
+    "code quality per commit",
+    # The quality processor rebuilds a repository's history from this topic when it starts.
+    retention_hours=lambda settings: settings.quality_retention_days * 24,
 )
 AUDIT = TopicSpec("audit", "audit_event", "key id", "who did what, when, from where, and how")
 
@@ -109,6 +123,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ROUTING,
     MODEL_UPDATES,
     AUDIT,
+    QUALITY,
 )
 
 

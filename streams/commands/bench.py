@@ -31,6 +31,7 @@ BENCHMARKS = {
     "api": "bench_api",
     "ensemble": "bench_ensemble",
     "workflows": "bench_workflows",
+    "quality": "bench_quality",
 }
 
 

@@ -1,7 +1,9 @@
-"""``foresight ingest``: the HTTP ingestion server (Prometheus remote_write, agent events).
+"""``foresight ingest``: the HTTP ingestion server (Prometheus remote_write, agent events,
+code-quality snapshots).
 
 Listens on ``FORESIGHT_BIND_HOST``:``FORESIGHT_INGEST_PORT`` and produces to the
-``telemetry.metrics`` and ``telemetry.agent-events`` topics until SIGINT or SIGTERM.
+``telemetry.metrics``, ``telemetry.agent-events`` and ``telemetry.code-quality`` topics until
+SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from connectors.pii import PiiRulesError, Scrubber
 from streams.access import StartRefusedError, audit_trail, gatekeeper
 from streams.codecs import codec_for
 from streams.settings import Settings
-from streams.topics import AGENT_EVENTS, METRICS
+from streams.topics import AGENT_EVENTS, METRICS, QUALITY
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``ingest`` command."""
     parser = subparsers.add_parser(
         "ingest",
-        help="receive Prometheus remote_write and JSON agent events over HTTP into Kafka",
+        help="receive Prometheus remote_write, JSON agent events and code-quality snapshots over "
+        "HTTP into Kafka",
     )
     parser.set_defaults(func=run_ingest)
 
@@ -44,6 +47,7 @@ def ingest_config(settings: Settings, audit: AuditTrail) -> IngestConfig:
         host=settings.bind_host,
         port=settings.ingest_port,
         tls=settings.tls(),
+        quality_topic=QUALITY.name,
     )
 
 

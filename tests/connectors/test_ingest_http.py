@@ -18,10 +18,12 @@ from connectors.http.keys import READ, WRITE, KeysFile
 from connectors.ingest_http import (
     AGENT_EVENTS_PATH,
     MAX_FUTURE_MS,
+    QUALITY_PATH,
     WRITE_PATH,
     IngestConfig,
     IngestServer,
     validate_agent_events,
+    validate_snapshots,
 )
 from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber, shipped_rules
@@ -193,3 +195,44 @@ async def test_remote_write_needs_a_writer_key_as_bearer_or_basic_auth(
             assert (response.status_code, set(response.json())) == (status, {"error"})
         assert (await http.get("/health")).status_code == 200
         assert (await http.get("/metrics")).status_code == 200
+
+
+SNAPSHOT: dict[str, Any] = {
+    "repository": "shop",
+    "commit": "ab12cd",
+    "event_time": NOW,
+    "files": 12,
+    "lines": 1400,
+    "functions": 90,
+    "mean_complexity": 3.1,
+    "max_complexity": 14,
+}
+
+
+def test_quality_snapshots_get_their_defaults_or_every_problem() -> None:
+    records, errors = validate_snapshots([SNAPSHOT, SNAPSHOT], NOW)
+    assert errors == [] and len(records) == 2
+    assert records[0]["max_complexity"] == 14.0 and records[0]["lint_warnings"] is None
+    bad = [SNAPSHOT, {**SNAPSHOT, "lines": -5, "coverage": 2}, "x"]
+    assert [(e.index, e.field) for e in validate_snapshots(bad, NOW)[1]] == [
+        (1, "lines"), (1, "coverage"), (2, None)
+    ]  # fmt: skip
+    assert validate_snapshots([], NOW)[1][0].reason.startswith("the list is empty")
+
+
+async def test_quality_needs_a_writer_and_names_the_bad_field(
+    ingest_keys: tuple[KeysFile, str, str],
+) -> None:
+    keys, writer, reader = ingest_keys
+    async with ingest_client(keys) as http:
+        refused = await http.post(QUALITY_PATH, json=SNAPSHOT, headers={"X-API-Key": reader})
+        assert refused.status_code == 403
+        response = await http.post(
+            QUALITY_PATH,
+            json={**SNAPSHOT, "mean_complexity": "high"},
+            headers={"Authorization": f"Bearer {writer}"},
+        )
+    assert response.status_code == 400
+    (detail,) = response.json()["error"]["details"]
+    assert (detail["index"], detail["field"]) == (0, "mean_complexity")
+    assert detail["reason"] == "must be a number, got 'high'"

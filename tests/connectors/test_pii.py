@@ -140,6 +140,17 @@ def test_agent_events_required_fields_are_redacted_optional_ones_nulled() -> Non
     assert event["agent"] == "a"  # the caller's record is left as it was
 
 
+def test_a_snapshot_keeps_a_repository_and_loses_what_the_rules_drop() -> None:
+    scrubber = _scrubber({"name": "names", "key_regex": "^(repository|source)$", "action": "drop"})
+    snapshot = {"repository": "acme/shop", "commit": "ab12", "source": "ci-7", "lines": 10}
+    (scrubbed,) = scrubber.quality_snapshots([snapshot])
+    assert scrubbed == {**snapshot, "repository": REDACTED, "source": ""}
+    (tokened,) = Scrubber(shipped_rules(), SECRET).quality_snapshots(
+        [{**snapshot, "repository": "https://x:ghp_" + "a" * 36 + "@github.com/acme/shop"}]
+    )
+    assert "ghp_" not in tokened["repository"] and tokened["commit"] == "ab12"
+
+
 # -- the shipped rules -----------------------------------------------------------------------
 
 

@@ -233,3 +233,41 @@ def mutated(data: bytes) -> st.SearchStrategy[bytes]:
         return bytes(out)
 
     return st.one_of(cut, flips.map(flipped), st.binary(max_size=64).map(lambda tail: data + tail))
+
+
+@st.composite
+def quality_snapshots(draw: st.DrawFn) -> dict[str, Any]:
+    """CodeQualitySnapshot records that fit the schema (events at any time: history too)."""
+    count = st.integers(0, 10**6)
+    hostile_count = st.one_of(count, st.integers(INT64_MIN, INT64_MAX))
+    share = st.one_of(st.none(), st.floats(0, 1))
+    return _record(
+        draw,
+        {
+            "repository": st.sampled_from(["shop", "acme/api"]),
+            "commit": st.text("0123456789abcdef", min_size=7, max_size=40),
+            "event_time": st.integers(0, NOW_MS),
+            **dict.fromkeys(("files", "lines", "functions"), count),
+            "mean_complexity": st.floats(0, 20),
+            "max_complexity": st.floats(20, 200),
+            **dict.fromkeys(("test_files", "test_lines", "test_count"), count),
+            "coverage": share,
+            "lint_warnings": st.one_of(st.none(), count),
+            "duplication": share,
+            **dict.fromkeys(("churn_added", "churn_deleted", "churn_files"), count),
+            "source": st.just("fuzz"),
+        },
+        {
+            "repository": names,
+            "commit": names,
+            "event_time": timestamps,
+            **dict.fromkeys(("files", "lines", "functions", "test_count"), hostile_count),
+            "mean_complexity": numbers,
+            "max_complexity": numbers,
+            "coverage": st.one_of(st.none(), numbers),
+            "lint_warnings": st.one_of(st.none(), hostile_count),
+            "duplication": st.one_of(st.none(), numbers),
+            "churn_added": hostile_count,
+            "source": names,
+        },
+    )

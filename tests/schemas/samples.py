@@ -149,6 +149,26 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "details": {"updates": "ARCHIVED 2, PROMOTED 3"},
         "count": 1,
     },
+    "code_quality_snapshot": {
+        "repository": "github.com/acme/shop",
+        "commit": "9f" * 20,
+        "event_time": T0,
+        "files": 120,
+        "lines": 14_200,
+        "functions": 910,
+        "mean_complexity": 3.4,
+        "max_complexity": 31.0,
+        "test_files": 48,
+        "test_lines": 6_100,
+        "test_count": 420,
+        "coverage": 0.81,
+        "lint_warnings": 17,
+        "duplication": 0.035,
+        "churn_added": 120,
+        "churn_deleted": 40,
+        "churn_files": 6,
+        "source": "foresight-backfill",
+    },
 }
 
 

@@ -12,7 +12,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.mark.parametrize(
-    "name", ["prediction_batch", "feature_vector", "alert", "routing_decision"]
+    "name",
+    ["prediction_batch", "feature_vector", "alert", "routing_decision", "code_quality_snapshot"],
 )
 def test_the_readme_shows_each_published_record_as_its_schema_has_it(name: str) -> None:
     assert field_table(name) in README.read_text(), (

@@ -2,7 +2,7 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, routing, engine, entity-anomaly and workflows need the local stack.
+early-warning, routing, engine, entity-anomaly, workflows and quality need the local stack.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ TINY = {
         *("--batch-size", "10", "--batch-concurrency", "2"),
     ],
     "workflows": ["--seeds", "1", "--workflows", "400", "--warmup", "100"],
+    "quality": ["--max-commits", "30", "--no-lint"],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -120,6 +121,15 @@ def test_entity_anomaly() -> None:
     for r in contenders.values():
         assert 0.0 <= r["auc_pr"] <= 1.0
         assert 0 <= r["caught"] <= r["incidents"] > 0
+
+
+def test_quality() -> None:
+    result = bench("quality")
+    (repository,) = result["repositories"]
+    assert repository["commits"] == 30 and repository["processor_snapshots_per_s"] > 0
+    assert set(repository["forecasters"]) == {"commit", "seasonal"}
+    one_ahead = repository["forecasters"]["commit"]["1"]
+    assert one_ahead["metrics"] > 0 and 0.0 <= one_ahead["coverage"] <= 1.0
 
 
 @pytest.mark.integration

@@ -1,0 +1,270 @@
+"""The quality processor: code-quality snapshots in; forecasts and debt alerts out.
+
+``foresight quality run`` consumes ``telemetry.code-quality`` (keyed by repository) in its own
+consumer group, ``<FORESIGHT_WORKER_ID>-quality``. Per repository a
+:class:`~models.quality.RepositoryQuality` learns each snapshot and its outputs go where the
+worker's go, in the same records, so every reader takes them as they are:
+
+* a PredictionBatch on ``predictions`` (entity ``repo:<repository>``, kind FORECAST, metrics
+  ``quality.<metric>``, horizons in seconds at the repository's commit rate), also cached in
+  Redis like the worker's;
+* ``complexity_trend`` and ``test_ratio_falling`` alerts on ``alerts`` (and their JSON twins
+  for the alerting tools);
+* a dead letter on ``telemetry.deadletter`` for a snapshot that cannot be decoded or breaks a
+  rule of :mod:`schemas.quality`, with the reason.
+
+Why a process of its own, not the worker: the worker's agents share one event loop and its
+engine's hot path (a metric step a second per entity); quality arrives once per commit, with
+bursts of thousands when a history is backfilled, and its state has another shape (a
+repository's series of commits, not windows of samples). Here neither can delay the other,
+and the worker's code and changelogs are untouched.
+
+State: none but what the topic holds. When partitions are assigned, the processor reads them
+from their beginning and learns every snapshot before the group's committed offset without
+producing anything again (the repository's forecaster, recent commits and alert states come
+back as they were); from that offset on it produces, then commits. The topic keeps
+``FORESIGHT_QUALITY_RETENTION_DAYS`` (ten years by default): a commit is one small record.
+Outputs are at-least-once, with stable ids (``prediction_id`` names the commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+
+from connectors import prometheus as metrics
+from connectors.redis_store import FeatureStore
+from models.quality import QualityConfig, RepositoryQuality
+from schemas.codec import Codec, DeadLetter, Message
+from schemas.quality import snapshot_problems
+from streams import topics
+from streams.engine import Input, Outputs
+from streams.engine.outputs import rejected
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+_POLL_MS = 500
+
+
+def quality_config(settings: Settings) -> QualityConfig:
+    """The forecasts' and alerts' configuration the settings describe."""
+    return QualityConfig(
+        max_complexity=settings.quality_max_complexity,
+        horizon_days=settings.quality_horizon_days,
+        falling_commits=settings.quality_falling_commits,
+    )
+
+
+def quality_group(settings: Settings) -> str:
+    """The processor's consumer group."""
+    return f"{settings.worker_id}-quality"
+
+
+class QualityProcessor:
+    """The processor's rules without Kafka: consumed records and a clock in, outputs out."""
+
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.config = quality_config(settings)
+        self.repositories: dict[str, RepositoryQuality] = {}
+        self.partition_of: dict[str, int] = {}
+        self.twins = topics.json_twins(settings)
+
+    def outputs(self) -> Outputs:
+        return Outputs(self.codec, self.settings.max_record_bytes, self.twins)
+
+    def process(self, inputs: Iterable[Input], now_s: float) -> Outputs:
+        """Snapshots consumed for the first time: forecasts, alerts and dead letters."""
+        out = self.outputs()
+        for item in inputs:
+            metrics.EVENTS_IN.labels(item.message.topic).inc()
+            try:
+                self._snapshot(item, now_s, out)
+            except Exception as error:  # no input may stop the processor
+                log.exception("failed on %s@%d", item.message.topic, item.message.offset)
+                reason = f"{type(error).__name__}: {error}"
+                out.dead(rejected(item.message, "internal_error", reason))
+        return out
+
+    def replay(self, inputs: Iterable[Input], now_s: float) -> None:
+        """Snapshots already processed before a restart or a rebalance: learned again, their
+        outputs (already produced once) dropped."""
+        for item in inputs:
+            try:
+                self._snapshot(item, now_s, None)
+            except Exception:
+                log.exception("failed to replay %s@%d", item.message.topic, item.message.offset)
+
+    def _snapshot(self, item: Input, now_s: float, out: Outputs | None) -> None:
+        message = item.message
+        record = self.codec.decode_message(message, topics.QUALITY.schema)
+        if isinstance(record, DeadLetter):
+            if out is not None:
+                out.dead(record)
+            return
+        max_future_ms = int(self.settings.max_future_s * 1000)
+        problems = snapshot_problems(record, int(now_s * 1000), max_future_ms)
+        if problems:
+            if out is not None:
+                first = problems[0]
+                reason = f"{first.field}: {first.reason}" if first.field else first.reason
+                out.dead(rejected(message, first.kind, reason))
+            return
+        repository = self._repository(record["repository"], message, out)
+        if repository is None:
+            return
+        batch, alerts = repository.observe(record)
+        if out is None:
+            return
+        if batch is not None:
+            batch["emitted_at"] = int(now_s * 1000)
+            out.emit(
+                topics.PREDICTIONS, batch["entity"], batch, message, ("predictions", "forecasts")
+            )
+        for alert in alerts:
+            metrics.ALERTS.labels(alert["rule"], alert["status"]).inc()
+            out.emit(topics.ALERTS, alert["dedup_key"], alert, message)
+
+    def _repository(
+        self, name: str, message: Message, out: Outputs | None
+    ) -> RepositoryQuality | None:
+        """The repository's state: held, or new; None past the limit (dead-lettered)."""
+        repository = self.repositories.get(name)
+        if repository is not None:
+            return repository
+        most = self.settings.quality_max_repositories
+        if len(self.repositories) >= most:
+            if out is not None:
+                reason = (
+                    f"this quality processor holds {most:,} repositories, its limit "
+                    "(FORESIGHT_QUALITY_MAX_REPOSITORIES): add partitions and processes, or "
+                    "raise the limit"
+                )
+                out.dead(rejected(message, "entity_limit", reason))
+            return None
+        repository = self.repositories[name] = RepositoryQuality(name, self.config)
+        self.partition_of[name] = message.partition
+        return repository
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions another process owns now: forget their repositories."""
+        lost = set(partitions)
+        for name in [n for n, p in self.partition_of.items() if p in lost]:
+            del self.repositories[name], self.partition_of[name]
+
+
+@dataclass
+class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped aiokafka
+    """Assigned partitions are read from their beginning; what precedes the group's committed
+    offset is replayed, not produced again."""
+
+    processor: QualityProcessor
+    consumer: AIOKafkaConsumer
+    replay_until: dict[TopicPartition, int] = field(default_factory=dict)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.processor.revoked(tp.partition for tp in revoked)
+        for tp in revoked:
+            self.replay_until.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self.replay_until[tp] = await self.consumer.committed(tp) or 0
+        if assigned:
+            await self.consumer.seek_to_beginning(*assigned)
+        log.info("quality: assigned %s; replaying up to %s", sorted(assigned), self.replay_until)
+
+
+def _inputs(messages: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Input]:
+    return [
+        Input(Message(m.topic, m.partition, m.offset, m.key, m.value), m.timestamp)
+        for m in messages
+    ]
+
+
+class QualityRunner:
+    """Consumes ``topic`` (``telemetry.code-quality``) and produces what the processor
+    returns."""
+
+    def __init__(self, settings: Settings, codec: Codec, topic: str = topics.QUALITY.name) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.processor = QualityProcessor(settings, codec)
+        self.cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
+        self.produced = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; raises KafkaError when Kafka is unavailable."""
+        kafka = self.settings.kafka()
+        consumer = kafka.consumer(
+            group_id=quality_group(self.settings),
+            client_id=quality_group(self.settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        listener = _Rebuild(self.processor, consumer)
+        consumer.subscribe([self.topic], listener=listener)
+        producer = kafka.producer(
+            acks="all", linger_ms=5, max_request_size=self.settings.max_record_bytes
+        )
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                while not stop.is_set():
+                    fetched = await consumer.getmany(timeout_ms=_POLL_MS)
+                    for tp, messages in fetched.items():
+                        await self._handle(tp, messages, listener, producer, consumer)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+            await self.cache.close()
+
+    async def _handle(
+        self,
+        tp: TopicPartition,
+        messages: list[ConsumerRecord[bytes, bytes]],
+        listener: _Rebuild,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        until = listener.replay_until.get(tp, 0)
+        inputs = _inputs(messages)
+        now_s = time.time()
+        self.processor.replay([i for i in inputs if i.message.offset < until], now_s)
+        live = [i for i in inputs if i.message.offset >= until]
+        if not live:
+            return
+        out = self.processor.process(live, now_s)
+        sent = [await producer.send(r.topic, r.value, key=r.key) for r in out.records]
+        await asyncio.gather(*sent)
+        for record in out.records:
+            metrics.EVENTS_OUT.labels(record.topic).inc()
+        self.produced += len(out.records)
+        await self._cache(out)
+        await consumer.commit({tp: live[-1].message.offset + 1})
+
+    async def _cache(self, out: Outputs) -> None:
+        """The newest PredictionBatch of each repository, in Redis like the worker's; a Redis
+        outage costs the cache, never the stream."""
+        newest = {(r.key or b"").decode(): r.value for r in out.records if r.cache}
+        if not newest:
+            return
+        try:
+            await self.cache.put_encoded(predictions=newest.items(), forecasts=newest.items())
+        except Exception as error:  # the cache is not the source of truth
+            log.warning("quality: Redis at %s refused the cache (%s)", self.cache.where, error)
