@@ -201,6 +201,9 @@ class Engine:
         pipeline = self._pipeline(entity, message, now_s, out)
         if pipeline is None:
             return
+        # The partition's from its first record, replayed or late, so a revoke takes it along
+        # (kept, it would hide the next owner's changes when the partition comes back).
+        self.entity_partition[entity] = message.partition
         if message.offset <= pipeline.last_offset:
             metrics.REPLAYED.inc()  # already in the restored windows
             return
@@ -229,7 +232,6 @@ class Engine:
         self._not_modelled(staged, message, out)
         progress = self.progress[(message.topic, message.partition)]
         progress.max_event_ms = max(progress.max_event_ms, t_ms)
-        self.entity_partition[entity] = message.partition
         self.last_seen_s[entity] = now_s
         if pipeline.due(t_ms):
             latency_from = item.timestamp_ms if item.timestamp_ms else now_ms

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -238,6 +239,22 @@ def test_a_revoked_partition_takes_its_entities_along(partitions: list[tuple[str
     engine.revoked(partitions)
     kept = {0: {"p1"}, 1: {"p0"}}[partitions[0][1]]
     assert set(engine.entities) == kept
+
+
+def test_an_entity_met_only_in_replayed_records_leaves_with_its_partition() -> None:
+    changelog, feed = Changelog(), Feed()
+    records = _series(feed, "web-1", 4, T0_MS)
+    changelog.write(_engine(changelog).metrics(records, NOW_S).checkpoints)
+    engine = _engine(changelog)
+    engine.metrics(records[2:], NOW_S)  # restored, and both records already in its state
+    engine.revoked([(topics.METRICS.name, 0)])
+    # Another worker owned the partition meanwhile: the entity comes back from the table.
+    elsewhere = _engine(changelog).metrics(_series(Feed(), "web-1", 8, T0_MS), NOW_S)
+    changelog.write(elsewhere.checkpoints)
+    newer = feed.record("web-1", T0_MS + 8 * STEP_MS, {"cpu": 1.0, "mem": 40.0})
+    out = engine.metrics([Input(replace(newer.message, offset=8))], NOW_S)
+    features = _decoded(out, topics.FEATURES.name)[-1]
+    assert features["values"][vector_names(features).index("cpu:1h:count")] == 9
 
 
 def _remote_write(decoder: RemoteWriteDecoder, feed: Feed, series: list[Series]) -> list[Input]:
