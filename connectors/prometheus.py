@@ -16,6 +16,12 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 EVENTS_IN = Counter("foresight_events_in_total", "Kafka records consumed.", ["topic"])
 EVENTS_OUT = Counter("foresight_events_out_total", "Kafka records produced.", ["topic"])
 SAMPLES_IN = Counter("foresight_samples_in_total", "Metric samples consumed (inside batches).")
+SKIPPED_OFFSETS = Counter(
+    "foresight_skipped_offsets_total",
+    "Input offsets the consumer never handed to the worker, between two records it did: "
+    "their records are missing from the windows (alert on any increase).",
+    ["topic", "partition"],
+)
 REPLAYED = Counter(
     "foresight_replayed_records_total",
     "Records seen again after a restart and skipped: their samples were already counted.",

@@ -191,6 +191,8 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=4 * _MIB,
         consumer_auto_offset_reset=settings.worker_offset_reset,
         table_standby_replicas=settings.worker_standby_replicas,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
         producer_linger_ms=5,
         producer_max_request_size=settings.max_record_bytes,
         broker_commit_interval=1.0,

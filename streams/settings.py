@@ -151,6 +151,14 @@ class Settings:
         "(Faust's table_standby_replicas), so a failover resumes without replaying it; a "
         "single worker keeps none whatever this says.",
     )
+    worker_session_timeout_s: float = _setting(
+        10.0,
+        "FORESIGHT_WORKER_SESSION_TIMEOUT_S",
+        "How long the group waits to hear from a worker before it gives the worker's "
+        "partitions to the others (Kafka's session.timeout.ms, 6 to 1800 s on a default "
+        "broker): the wait before a failover after a crash or kill -9. A worker that stops "
+        "cleanly leaves at once. Heartbeats go every fifth of it.",
+    )
     step_s: float = _setting(
         10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
     )

@@ -90,12 +90,15 @@ class WorkerProcess(ForesightProcess):
 
 
 async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:
-    """Wait until the workers of one group between them read every partition of
-    ``telemetry.metrics``.
+    """Wait until the workers of one group have settled and between them read every
+    partition of ``telemetry.metrics``.
 
     A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
     sends a probe to each partition until the group has consumed one from each: records
-    produced after that are certain to be read.
+    produced after that are certain to be read. Settled means no worker is rebalancing, each
+    reads its own partitions (none twice) and each has some, while there are enough to go
+    round: the first worker up reads them all until the others join, and a group that still
+    has to rebalance is not ready.
     """
     settings = workers[0].settings
     deadline = time.monotonic() + timeout_s
@@ -103,20 +106,28 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
     await producer.start()
     try:
         while True:
-            consumed = set()
+            reports = []
             for worker in workers:
                 if worker.process is None or worker.process.poll() is not None:
                     raise AssertionError(f"worker exited; see {worker.log}")
-                health = worker.health() or {}
-                consumed |= {
-                    key
-                    for key, offset in health.get("consumed", {}).items()
-                    if key.startswith(topics.METRICS.name) and offset >= 0
-                }
-            if len(consumed) >= settings.topic_partitions:
+                reports.append(worker.health() or {})
+            owned = [
+                {key for key, offset in report.get("consumed", {}).items()
+                 if key.startswith(topics.METRICS.name) and offset >= 0}
+                for report in reports
+            ]  # fmt: skip
+            consumed = set().union(*owned)
+            settled = (
+                all(report.get("status") in ("ok", "degraded") for report in reports)
+                and sum(map(len, owned)) == len(consumed)
+                and (all(owned) or len(workers) > settings.topic_partitions)
+            )
+            if settled and len(consumed) >= settings.topic_partitions:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"workers not ready in {timeout_s}s: read {sorted(consumed)}")
+                raise AssertionError(
+                    f"workers not ready in {timeout_s}s: each read {[sorted(o) for o in owned]}"
+                )
             for partition in range(settings.topic_partitions):
                 await producer.send_to_partition(
                     topics.METRICS.name, partition, b"probe", b"\x00not-a-record"

@@ -169,8 +169,20 @@ class Engine:
         return out
 
     def _consumed(self, message: Message, now_s: float) -> None:
-        self.progress[(message.topic, message.partition)].arrived(message.offset, now_s)
+        progress = self.progress[(message.topic, message.partition)]
+        newest = progress.last_offset
+        skipped = progress.arrived(message.offset, now_s)
         metrics.EVENTS_IN.labels(message.topic).inc()
+        if skipped:
+            metrics.SKIPPED_OFFSETS.labels(message.topic, message.partition).inc(skipped)
+            log.error(
+                "%s:%d: offsets %d to %d never reached the worker (it was handed %d, then %d): "
+                "their records are missing from the windows. Faust's consumer can skip records "
+                "while a rebalance settles; a topic written with transactions or compacted has "
+                "such holes by design",
+                message.topic, message.partition, newest + 1, message.offset - 1, newest,
+                message.offset,
+            )  # fmt: skip
 
     def _internal_error(self, message: Message, error: Exception, out: Outputs) -> None:
         log.exception("failed on %s:%d@%d", message.topic, message.partition, message.offset)
@@ -197,6 +209,9 @@ class Engine:
         pipeline = self._pipeline(entity, message, now_s, out)
         if pipeline is None:
             return
+        # The partition's from its first record, replayed or late, so a revoke takes it along
+        # (kept, it would hide the next owner's changes when the partition comes back).
+        self.entity_partition[entity] = message.partition
         if message.offset <= pipeline.last_offset:
             metrics.REPLAYED.inc()  # already in the restored windows
             return
@@ -225,7 +240,6 @@ class Engine:
         self._not_modelled(staged, message, out)
         progress = self.progress[(message.topic, message.partition)]
         progress.max_event_ms = max(progress.max_event_ms, t_ms)
-        self.entity_partition[entity] = message.partition
         self.last_seen_s[entity] = now_s
         if pipeline.due(t_ms):
             latency_from = item.timestamp_ms if item.timestamp_ms else now_ms
@@ -776,6 +790,7 @@ class Engine:
         return {
             "partitions": len(self.progress),
             "consumed": {f"{t}:{p}": s.last_offset for (t, p), s in self.progress.items()},
+            "skipped_offsets": sum(s.skipped for s in self.progress.values()),
             "entities": len(self.entities),
             "workflows": len(self.workflows.flight),
             "workflows_learned": self.workflows.learned,

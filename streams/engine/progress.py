@@ -17,6 +17,8 @@ class PartitionProgress:
     60000
     >>> p.watermark(now_s=110.0, idle_timeout_s=5.0)  # idle: the watermark follows wall time
     70000
+    >>> [p.arrived(offset, now_s=111.0) for offset in (7, 8, 12, 9)]  # 9, 10, 11 skipped
+    [0, 0, 3, 0]
     """
 
     max_event_ms: int = 0
@@ -24,6 +26,7 @@ class PartitionProgress:
     last_offset: int = -1
     progressed_s: float = field(default_factory=time.time)
     stalled: bool = False
+    skipped: int = 0  # offsets never handed over between two records (see arrived)
 
     def watermark(self, now_s: float, idle_timeout_s: float) -> int:
         """Event-time watermark; follows wall time once the partition has been idle."""
@@ -32,11 +35,18 @@ class PartitionProgress:
             return self.max_event_ms + int(idle * 1000)
         return self.max_event_ms
 
-    def arrived(self, offset: int, now_s: float) -> None:
-        """A record at ``offset`` was consumed at ``now_s``."""
+    def arrived(self, offset: int, now_s: float) -> int:
+        """A record at ``offset`` was consumed at ``now_s``; returns how many offsets between
+        the newest record before it and it never arrived.
+
+        Offsets of a topic nobody writes transactionally or compacts have no holes, so a hole
+        means the consumer skipped records (Faust can, while a rebalance settles)."""
+        skipped = max(0, offset - self.last_offset - 1) if self.last_offset >= 0 else 0
+        self.skipped += skipped
         self.last_arrival_s = now_s
-        self.last_offset = offset
+        self.last_offset = max(self.last_offset, offset)
         self.progressed_s = now_s
+        return skipped
 
     def watch(self, highwater: int | None, now_s: float, stall_timeout_s: float) -> int | None:
         """Judge the partition against its end (``highwater``, the next offset to be written

@@ -6,6 +6,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -143,6 +144,18 @@ def test_records_between_steps_are_checkpointed_and_counted_once_after_a_restart
     assert (features["event_time"], counted) == (T0_MS + 20_000, 21)
 
 
+def test_offsets_the_consumer_skipped_are_reported_not_hidden() -> None:
+    engine, feed = _engine(Changelog()), Feed()
+    records = _series(feed, "web-1", 6, T0_MS)
+    labels = {"topic": topics.METRICS.name, "partition": "0"}
+    before = REGISTRY.get_sample_value("foresight_skipped_offsets_total", labels) or 0.0
+    engine.metrics(records[:2] + records[4:], NOW_S)  # offsets 2 and 3 never come
+    assert engine.health_fields()["skipped_offsets"] == 2
+    assert REGISTRY.get_sample_value("foresight_skipped_offsets_total", labels) == before + 2
+    engine.metrics(records[:3], NOW_S)  # records read again are not a hole
+    assert engine.health_fields()["skipped_offsets"] == 2
+
+
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
     engine, feed = _engine(Changelog(), allowed_lateness_s=30.0, idle_timeout_s=5.0), Feed()
     engine.metrics(_series(feed, "web-1", 20, T0_MS), NOW_S)
@@ -160,7 +173,7 @@ def test_one_hostile_record_is_dead_lettered_and_the_rest_flows() -> None:
     inputs = [
         feed.record("web-1", T0_MS, {"cpu": 1.0, "m" * 100_000: 2.0}),
         feed.record("web-2", T0_MS, {"cpu": 1.0}, labels={f"k{i}": "v" for i in range(10_000)}),
-        Input(Message(topics.METRICS.name, 0, 99, b"x", b"\x00not avro")),
+        feed.encoded("x", b"\x00not avro"),
         feed.record("web-3", T0_MS, {"cpu": 1.0}),
     ]
     out = engine.metrics(inputs, NOW_S)
@@ -229,6 +242,22 @@ def test_a_revoked_partition_takes_its_entities_along(partitions: list[tuple[str
     engine.revoked(partitions)
     kept = {0: {"p1"}, 1: {"p0"}}[partitions[0][1]]
     assert set(engine.entities) == kept
+
+
+def test_an_entity_met_only_in_replayed_records_leaves_with_its_partition() -> None:
+    changelog, feed = Changelog(), Feed()
+    records = _series(feed, "web-1", 4, T0_MS)
+    changelog.write(_engine(changelog).metrics(records, NOW_S).checkpoints)
+    engine = _engine(changelog)
+    engine.metrics(records[2:], NOW_S)  # restored, and both records already in its state
+    engine.revoked([(topics.METRICS.name, 0)])
+    # Another worker owned the partition meanwhile: the entity comes back from the table.
+    elsewhere = _engine(changelog).metrics(_series(Feed(), "web-1", 8, T0_MS), NOW_S)
+    changelog.write(elsewhere.checkpoints)
+    newer = feed.record("web-1", T0_MS + 8 * STEP_MS, {"cpu": 1.0, "mem": 40.0})
+    out = engine.metrics([Input(replace(newer.message, offset=8))], NOW_S)
+    features = _decoded(out, topics.FEATURES.name)[-1]
+    assert features["values"][vector_names(features).index("cpu:1h:count")] == 9
 
 
 def _remote_write(decoder: RemoteWriteDecoder, feed: Feed, series: list[Series]) -> list[Input]:
