@@ -142,8 +142,9 @@ class FeatureWindows:
                     refused.append(name)
                     continue
                 row = len(self.metrics)
-                if row >= self.capacity:
-                    self.reserve(min(self.max_metrics, 2 * self.capacity))
+                if row >= self.capacity:  # room for the rest of the batch, or twice as much
+                    rest = row + len(names) - i
+                    self.reserve(min(self.max_metrics, max(2 * self.capacity, rest)))
                 self.index[name] = row
                 self.metrics.append(name)
             rows[i] = row
