@@ -496,7 +496,7 @@ def step_many(
             x_level = np.where(learning, level[at], np.nan)
             models.forecaster.learn(parts["forecast"], x_level, t, rows[at])
         mean, lower, upper = models.forecaster.forecast(
-            parts["forecast"][rows[at]], t, models.horizon_steps
+            parts["forecast"], t, models.horizon_steps, rows[at]
         )
         for e in entities[learn[entities]]:
             a, b = starts[e], starts[e + 1]
