@@ -6,11 +6,16 @@ one record per host every ``--scrape-s`` of event time) through
 and reports what a process holding that engine costs:
 
 * **samples/s** of CPU time (the process' own, so other jobs on the machine do not count)
-  and of wall time, after ``--warmup-s`` of event time (every entity is new then);
+  and of wall time, of the engine's calls after ``--warmup-s`` of event time (every entity
+  is new then); the benchmark encodes each scrape round's records just before it feeds
+  them, outside the timed calls, so it never holds more than a round of input;
 * **predictions/s**: PredictionBatch records per CPU second;
-* **RSS** of the process at the end (``/proc/self/status``), and its peak;
-* **state bytes per series**: an entity's last checkpoint (windows and models), summed,
-  over the series held;
+* **RSS** of the process after the warm-up and at the end (``/proc/self/status``), and its
+  peak, and where the engine's memory goes (``memory``: model states in use and allocated,
+  windows, checkpoint values kept between passes, as :meth:`streams.engine.Engine.held_bytes`
+  counts them), with the in-memory bytes per series;
+* **state bytes per series**: an entity's last checkpoint (windows and models, compressed),
+  summed, over the series held;
 * **changelog bytes per event-second**: what the checkpoints of the measured span write,
   per second of event time, which is the changelog's rate when the worker keeps up.
 
@@ -28,11 +33,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +68,15 @@ _METRIC_NAMES = "metric_{:03d}"
 
 def make_inputs(
     entities: int, metrics: int, scrapes: int, scrape_ms: int, start_ms: int, partitions: int
-) -> list[list[Input]]:
-    """Encoded MetricBatches, one list per scrape round (every entity once), as inputs."""
+) -> Iterator[list[Input]]:
+    """Encoded MetricBatches, one list per scrape round (every entity once), as inputs,
+    each round made when it is asked for."""
     codec = Codec()
     rng = np.random.default_rng(0)
     names = [_METRIC_NAMES.format(i) for i in range(metrics)]
     level = rng.uniform(10, 90, size=(entities, metrics))
     keys = [f"bench-{e:05d}" for e in range(entities)]
     offsets = [0] * partitions
-    rounds = []
     for k in range(scrapes):
         level += rng.normal(0, 0.5, level.shape)
         batch = []
@@ -92,8 +99,7 @@ def make_inputs(
             )
             offsets[partition] += 1
             batch.append(Input(message, record["event_time"]))
-        rounds.append(batch)
-    return rounds
+        yield batch
 
 
 def _rss_bytes() -> tuple[int, int]:
@@ -134,20 +140,21 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     rounds = make_inputs(
         args.entities, args.metrics, scrapes, scrape_ms, start_ms, settings.topic_partitions
     )
-    warmup = [item for batch in rounds[:warm] for item in batch]
-    inputs = [item for batch in rounds[warm:] for item in batch]
     if args.failure_model:
         settings = serve_failure_model(settings, args.metrics, tempfile.mkdtemp())
     engine = Engine(settings, lambda entity: (None, None), Codec(), "bench.routing")
     served = serving_models(settings)
     engine.batch_models = [m.batch_model(settings.explain_min_risk) for m in served]
     measured = {"samples": 0, "predictions": 0, "records": 0, "changelog_bytes": 0}
+    spent = {"cpu_s": 0.0, "wall_s": 0.0}
 
-    def feed(items: list[Input]) -> None:
-        for at in range(0, len(items), args.batch):
-            chunk = items[at : at + args.batch]
+    def feed(items: Iterator[Input]) -> None:
+        while chunk := list(itertools.islice(items, args.batch)):
             now_s = (chunk[-1].timestamp_ms or 0) / 1000 + 0.5  # the clock follows event time
+            cpu, wall = time.process_time(), time.perf_counter()
             out = engine.metrics(chunk, now_s)
+            spent["cpu_s"] += time.process_time() - cpu
+            spent["wall_s"] += time.perf_counter() - wall
             measured["samples"] += len(chunk) * args.metrics
             measured["records"] += len(chunk)
             measured["predictions"] += sum(r.topic == topics.PREDICTIONS.name for r in out.records)
@@ -155,19 +162,21 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 len(c.windows or b"") + len(c.models or b"") for c in out.checkpoints
             )
 
-    feed(warmup)
+    feed(itertools.chain.from_iterable(itertools.islice(rounds, warm)))
+    rss_warm, _ = _rss_bytes()
     measured.update(dict.fromkeys(measured, 0))
+    spent.update(dict.fromkeys(spent, 0.0))
     profile = Profile(os.getpid(), args.profile) if args.profile else None
-    cpu, wall = time.process_time(), time.perf_counter()
-    feed(inputs)
-    cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
+    feed(itertools.chain.from_iterable(rounds))
     if profile is not None:
         profile.stop()
+    cpu_s, wall_s = spent["cpu_s"], spent["wall_s"]
     rss, peak = _rss_bytes()
     series = sum(len(p.windows.metrics) for p in engine.entities.values())
     # Every entity's whole state now, as its checkpoints would write it.
     windows = sum(len(p.windows_bytes()) for p in engine.entities.values())
     models = sum(len(p.models_bytes()) for p in engine.entities.values())
+    held = engine.held_bytes()
     event_s = (scrapes - warm) * args.scrape_s
     return {
         "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
@@ -188,8 +197,11 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "samples_per_cpu_s": measured["samples"] / cpu_s,
         "samples_per_wall_s": measured["samples"] / wall_s,
         "predictions_per_cpu_s": measured["predictions"] / cpu_s,
+        "rss_after_warmup_bytes": rss_warm,
         "rss_bytes": rss,
         "peak_rss_bytes": peak,
+        "memory": held,
+        "memory_bytes_per_series": (held["model_states"] + held["windows"]) / max(series, 1),
         "series": series,
         "state_bytes_per_series": (windows + models) / max(series, 1),
         "windows_bytes_per_series": windows / max(series, 1),
@@ -209,7 +221,11 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'predictions/s (CPU)':<34}{result['predictions_per_cpu_s']:>14,.0f}")
     print(f"{'RSS MiB (peak)':<34}{result['rss_bytes'] / 2**20:>14,.0f}"
           f" ({result['peak_rss_bytes'] / 2**20:,.0f})")  # fmt: skip
-    print(f"{'state bytes per series':<34}{result['state_bytes_per_series']:>14,.0f}")
+    print(f"{'RSS MiB after the warm-up':<34}{result['rss_after_warmup_bytes'] / 2**20:>14,.0f}")
+    for holder, size in result["memory"].items():
+        print(f"{'  ' + holder.replace('_', ' ') + ', MiB':<34}{size / 2**20:>14,.0f}")
+    print(f"{'memory bytes per series':<34}{result['memory_bytes_per_series']:>14,.0f}")
+    print(f"{'state bytes per series (saved)':<34}{result['state_bytes_per_series']:>14,.0f}")
     print(
         f"{'changelog bytes per event-second':<34}{result['changelog_bytes_per_event_s']:>14,.0f}"
     )

@@ -56,6 +56,16 @@ class SeriesArena:
     def rows_in_use(self) -> int:
         return self._used - len(self._free)
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of state per row, over all parts."""
+        return sum(array[0].nbytes for array in self.parts.values())
+
+    @property
+    def rows_allocated(self) -> int:
+        """Rows the arrays have room for (past those ever used, untouched)."""
+        return self._capacity
+
     def take(self, n: int) -> IntArray:
         """``n`` rows, each set to its parts' fresh state."""
         reused = [self._free.pop() for _ in range(min(n, len(self._free)))]

@@ -165,9 +165,10 @@ class EntityPipeline:
         )
         self.labels: dict[str, str] = {}
         self.slot = entity_slot(entity)  # its place in A/B splits
-        # The entity's rows in the arena of model states, one per metric slot of its windows;
+        # The entity's rows in the arena of model states, one per metric of its windows (a
+        # row is about 25 KB: none is taken ahead for a slot the windows hold in reserve);
         # they go back to the arena when the pipeline is collected.
-        self._rows = [models.states.take(self.windows.capacity)]
+        self._rows = [models.states.take(0)]
         self.entity_row = models.entity_states.take(1)
         weakref.finalize(self, _release, models, self._rows, self.entity_row)
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
@@ -185,18 +186,18 @@ class EntityPipeline:
 
     @property
     def rows(self) -> IntArray:
-        """The arena rows of the entity's metric slots, in the windows' order."""
+        """The arena rows of the entity's metrics, in the windows' order."""
         return self._rows[0]
 
     @property
     def capacity(self) -> FloatArray:
-        """The capacity each metric slot is a used amount of (NaN: not capacity-bound), as
-        the signal rules said with its latest samples (a copy)."""
+        """The capacity each metric is a used amount of (NaN: not capacity-bound), as the
+        signal rules said with its latest samples (a copy)."""
         return self.models.states.parts["capacity"][self.rows]
 
     def _fit_states(self) -> None:
-        """Take arena rows for metric slots the windows grew by (they start fresh)."""
-        extra = self.windows.capacity - len(self._rows[0])
+        """Take arena rows for metrics the windows admitted since (they start fresh)."""
+        extra = len(self.windows.metrics) - len(self._rows[0])
         if extra > 0:
             self._rows[0] = np.concatenate([self._rows[0], self.models.states.take(extra)])
 
@@ -210,8 +211,8 @@ class EntityPipeline:
         """Add a batch of samples, with the capacity each is a used amount of (NaN where
         none); returns the metric names refused by the cardinality limit."""
         refused = self.windows.add(t_ms, names, values)
+        self._fit_states()
         if capacities is not None:
-            self._fit_states()
             at, _ = self.windows.admit(names)  # rows now, -1 for the refused
             kept = at >= 0
             self.models.states.parts["capacity"][self.rows[at[kept]]] = capacities[kept]
@@ -353,9 +354,9 @@ class EntityPipeline:
         w = pipeline.windows
         if n > w.capacity:
             w.reserve(n)
-        pipeline._fit_states()
         w.metrics = list(header["metrics"])
         w.index = {m: i for i, m in enumerate(w.metrics)}
+        pipeline._fit_states()
         w.buckets[:n], w.last[:n], w.ewma[:n] = arrays[0], arrays[2], arrays[3]
         w.bucket_ids[:n] = arrays[1].astype(np.int64)
         parts = models.states.parts
@@ -450,9 +451,7 @@ def step_many(
         return []
     models = pipelines[0].models
     cfg = models.config
-    for p in pipelines:
-        p._fit_states()
-    parts = models.states.parts  # after the last take: growing the arena replaces them
+    parts = models.states.parts
     counts = np.array([len(p.windows.metrics) for p in pipelines])
     starts = np.concatenate([[0], np.cumsum(counts)])
     now = np.asarray(now_ms, dtype=np.int64)
@@ -488,7 +487,12 @@ def step_many(
     # entity keeps its latest ones and only the entities that learn now touch that state.
     forecasts = parts["forecasts"]
     learned = np.array([p.last_forecast_ms for p in pipelines], dtype=np.int64)
-    stale = (learned > 0) & np.isnan(forecasts[[p.rows[0] for p in pipelines], 0, 0])
+    # An entity holds forecasts when its first metric has one (an entity without metrics yet
+    # holds none).
+    held = np.full(len(pipelines), np.nan)
+    some = counts > 0
+    held[some] = forecasts[rows[starts[:-1][some]], 0, 0]
+    stale = (learned > 0) & np.isnan(held)
     learn = now - learned >= cfg.forecast_step_s * 1000
     level = statistic(grid, "mean", "5m")
     period = cfg.forecast_step_s * 1000
@@ -503,7 +507,7 @@ def step_many(
             x_level = np.where(learning, level[at], np.nan)
             models.forecaster.learn(parts["forecast"], x_level, t, rows[at])
         mean, lower, upper = models.forecaster.forecast(
-            parts["forecast"][rows[at]], t, models.horizon_steps
+            parts["forecast"], t, models.horizon_steps, rows[at]
         )
         for e in entities[learn[entities]]:
             a, b = starts[e], starts[e + 1]

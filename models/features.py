@@ -123,6 +123,11 @@ class FeatureWindows:
     def capacity(self) -> int:
         return int(self.buckets.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays, every reserved metric row included."""
+        return sum(a.nbytes for a in (self.buckets, self.bucket_ids, self.last, self.ewma))
+
     def admit(self, names: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
         """Row indices for ``names``, adding new metrics up to the limit; also the refused."""
         if names == self.metrics:  # the usual batch: every metric, in the order first seen
@@ -137,8 +142,9 @@ class FeatureWindows:
                     refused.append(name)
                     continue
                 row = len(self.metrics)
-                if row >= self.capacity:
-                    self.reserve(min(self.max_metrics, 2 * self.capacity))
+                if row >= self.capacity:  # room for the rest of the batch, or twice as much
+                    rest = row + len(names) - i
+                    self.reserve(min(self.max_metrics, max(2 * self.capacity, rest)))
                 self.index[name] = row
                 self.metrics.append(name)
             rows[i] = row

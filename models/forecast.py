@@ -49,6 +49,9 @@ RING = 288
 BUCKETS = np.array([1, 3, 12, 36, 96, 288], dtype=np.int64)
 """Horizons (in steps) at which candidate errors and interval quantiles are tracked."""
 N_CANDIDATES = 6
+CHUNK = 4096
+"""Series a call works on at once: it copies their whole rows (13 KB each) and a few times
+as much in temporaries, so a large batch goes a few thousand series at a time."""
 
 IntArray = npt.NDArray[np.int64]
 
@@ -324,11 +327,14 @@ class SeasonalForecaster:
         profiles, the level ring and the trend take the new point.
         """
         finite, at = learned_rows(x, rows)
-        if finite.size == 0:
-            return
+        for start in range(0, finite.size, CHUNK):
+            part = slice(start, start + CHUNK)
+            self._learn(state, x[finite[part]], t_ms, at[part])
+
+    def _learn(self, state: FloatArray, value: FloatArray, t_ms: int, at: IntArray) -> None:
+        """Learn ``value`` (all finite) into the rows ``at`` of ``state``."""
         s = state[at]
-        value = x[finite]
-        index = np.arange(finite.size)
+        index = np.arange(at.size)
         day_col = self._daily + (t_ms // SLOT_MS) % DAY_SLOTS
         last_day_col = self._last_day + (t_ms // SLOT_MS) % DAY_SLOTS
         week_col = self._weekly + (t_ms // HOUR_MS) % WEEK_SLOTS
@@ -409,14 +415,36 @@ class SeasonalForecaster:
         state[at] = s
 
     def forecast(
-        self, state: FloatArray, t_ms: int, horizons: npt.NDArray[np.int64]
+        self,
+        state: FloatArray,
+        t_ms: int,
+        horizons: npt.NDArray[np.int64],
+        rows: IntArray | None = None,
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Mean, lower and upper ``horizons`` steps (each >= 1) after the last point, at ``t_ms``.
 
-        Each output has shape ``(n_series, len(horizons))``; ``lower`` and ``upper`` bound the
-        central ``coverage`` share of the errors seen at that horizon.
+        Each output has shape ``(n_series, len(horizons))``, for the series in ``rows`` of
+        ``state`` (default: all, in order); ``lower`` and ``upper`` bound the central
+        ``coverage`` share of the errors seen at that horizon.
         """
         steps = horizon_steps(horizons)
+        n = state.shape[0] if rows is None else len(rows)
+        parts = [
+            self._forecast(
+                state[start : start + CHUNK]
+                if rows is None
+                else state[rows[start : start + CHUNK]],
+                t_ms,
+                steps,
+            )
+            for start in range(0, max(n, 1), CHUNK)
+        ]
+        mean, lower, upper = (np.concatenate(out) for out in zip(*parts, strict=True))
+        return mean, lower, upper
+
+    def _forecast(
+        self, state: FloatArray, t_ms: int, steps: IntArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         target = t_ms + steps * self._step_ms
         count = state[:, self._count].astype(np.int64)
         last = np.mod(count - 1, RING)

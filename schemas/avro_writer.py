@@ -25,9 +25,12 @@ Write = Callable[[bytearray, Any], None]
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _MISSING = object()
-# Encoded strings by value: metric, model and entity names repeat record after record.
+# Encoded strings by value: metric, model and entity names repeat record after record. Only
+# short ones are kept: a long string (a reason, an explanation, a hostile name) seldom comes
+# again, and the cache, cleared only when full, would hold every one of them until then.
 _STRINGS: dict[Any, bytes] = {}
 _STRING_CACHE = 100_000
+_CACHED_LENGTH = 64
 # The symbols of the enums each schema being compiled defines, by full name: an array may
 # name an enum defined earlier in the schema.
 _ENUMS_BY_NAME: dict[int, dict[str, dict[str, int]]] = {}
@@ -71,9 +74,10 @@ def _string(out: bytearray, value: Any) -> None:
         head = bytearray()
         _long(head, len(data))
         encoded = bytes(head) + data
-        if len(_STRINGS) >= _STRING_CACHE:
-            _STRINGS.clear()
-        _STRINGS[value] = encoded
+        if len(value) <= _CACHED_LENGTH:
+            if len(_STRINGS) >= _STRING_CACHE:
+                _STRINGS.clear()
+            _STRINGS[value] = encoded
     out += encoded
 
 

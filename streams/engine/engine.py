@@ -785,6 +785,20 @@ class Engine:
         out.emit(topics.ROUTING, request["task_id"], decision, message)
         metrics.ROUTING_DECISION.observe(max(0.0, now_ms - update["arrived_ms"]) / 1000)
 
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes the engine holds, by holder (Python objects aside): the model states of the
+        series in memory (``model_states``) and the rows allocated for them (rows never used
+        are untouched: address space, not memory), the windows, and the checkpoint values
+        kept between passes (each entity's snapshot and the records since)."""
+        arenas = (self.models.states, self.models.entity_states)
+        return {
+            "model_states": sum(a.rows_in_use * a.row_bytes for a in arenas),
+            "model_states_allocated": sum(a.rows_allocated * a.row_bytes for a in arenas),
+            "windows": sum(p.windows.nbytes for p in self.entities.values()),
+            "checkpoint_values": sum(map(len, self._snapshots.values()))
+            + sum(map(len, self._journals.values())),
+        }
+
     def health_fields(self) -> Record:
         """What ``/health`` reports of the engine."""
         return {

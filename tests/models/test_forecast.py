@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models import forecast
 from models.base import FloatArray, Forecaster
 from models.forecast import SeasonalForecaster
 
@@ -109,6 +110,22 @@ def test_many_series_at_once_equal_each_series_alone() -> None:
         np.testing.assert_array_equal(alone[0], together[row])
         for out_batch, out_alone in zip(batch, model.forecast(alone, t_ms, horizons), strict=True):
             np.testing.assert_allclose(out_alone[0], out_batch[row], rtol=1e-12)
+
+
+def test_a_batch_past_a_chunk_equals_one_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    values = rng.normal(50, 5, (7, DAY + 20))
+    values[2, ::7] = np.nan
+    horizons = np.array([1, 12, 288])
+    model = SeasonalForecaster()
+    whole, t_ms = _learn(model, values)
+    rows = np.array([6, 0, 3, 5])
+    expected = model.forecast(whole[rows], t_ms, horizons)
+    monkeypatch.setattr(forecast, "CHUNK", 3)  # 7 series: two chunks and a part
+    chunked, _ = _learn(model, values)
+    np.testing.assert_array_equal(chunked, whole)
+    for got, want in zip(model.forecast(chunked, t_ms, horizons, rows), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_seeded_runs_are_deterministic() -> None:

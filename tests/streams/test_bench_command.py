@@ -96,6 +96,9 @@ def test_engine() -> None:
     assert result["series"] == 5 * 4
     assert result["measured"]["predictions"] > 0
     assert result["state_bytes_per_series"] > 0
+    held = result["memory"]
+    assert 0 < held["model_states"] <= held["model_states_allocated"] and held["windows"] > 0
+    assert result["memory_bytes_per_series"] > 0 and result["rss_after_warmup_bytes"] > 0
 
 
 def test_engine_serving_a_failure_model() -> None:

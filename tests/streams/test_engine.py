@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -154,6 +155,69 @@ def test_offsets_the_consumer_skipped_are_reported_not_hidden() -> None:
     assert REGISTRY.get_sample_value("foresight_skipped_offsets_total", labels) == before + 2
     engine.metrics(records[:3], NOW_S)  # records read again are not a hole
     assert engine.health_fields()["skipped_offsets"] == 2
+
+
+def _produced(out: Outputs) -> list[tuple[Any, ...]]:
+    """What an engine call produced: features and alerts as their bytes, predictions one row
+    per prediction, with the entity and step (their wall-clock fields left out)."""
+    produced: list[tuple[Any, ...]] = []
+    for r in out.records:
+        if r.topic != topics.PREDICTIONS.name:
+            produced.append((r.topic, r.key, r.value))
+            continue
+        batch = CODEC.decode(r.value)[1]
+        produced += [(batch["entity"], batch["event_time"], p) for p in prediction_rows(batch)]
+    return produced
+
+
+def _latest_forecasts(produced: list[tuple[Any, ...]]) -> dict[str, dict[Any, Record]]:
+    """Each entity's latest forecast of each metric and horizon, among ``produced``."""
+    latest: dict[str, dict[Any, Record]] = defaultdict(dict)
+    for entity, _, p in produced:
+        if isinstance(p, dict) and p["kind"] == "FORECAST":
+            latest[entity][(p["metric"], p["horizon_s"])] = p
+    return latest
+
+
+def test_an_engine_restored_from_its_changelog_goes_on_as_if_it_had_never_stopped() -> None:
+    """Same input, same outputs: after a restart from the changelog (mid-step, its models
+    checkpointed with every pass here), the features, predictions and alerts equal those of
+    the engine that ran on; only each entity's latest forecasts go out once more, with its
+    first step (they are not checkpointed: it makes them anew from its forecaster)."""
+    rng, feed = np.random.default_rng(2), Feed()
+    names = ["cpu_percent", "memory_percent", "disk_used_percent", "request_latency_ms"]
+    records = []
+    for k in range(200):  # a scrape every 5 s for 1,000 s: forecast steps on both sides
+        for e, entity in enumerate(("web-1", "web-2", "web-3")):
+            values = rng.normal(40.0 + 10 * e, 3.0, len(names))
+            values[1] += 0.05 * k  # memory fills up: failure risks and bottlenecks
+            shown = names if k > 20 * e else names[:2]  # metrics arrive over time
+            records.append(
+                feed.record(entity, T0_MS + k * 5000, dict(zip(shown, values, strict=False)))
+            )
+    chunks = [records[at : at + 7] for at in range(0, len(records), 7)]
+    split = len(chunks) // 2 + 1  # mid-step: the checkpoint holds records since its snapshot
+    changelog, settings = Changelog(), {"model_checkpoint_s": 0.0, "anomaly_warmup_steps": 10}
+    ran_on, stopped = (_engine(changelog, **settings) for _ in range(2))
+    before: list[tuple[Any, ...]] = []
+    expected: list[tuple[Any, ...]] = []
+    for k, chunk in enumerate(chunks):
+        produced = _produced(ran_on.metrics(chunk, NOW_S))
+        if k < split:
+            before += produced
+            changelog.write(stopped.metrics(chunk, NOW_S).checkpoints)
+        else:
+            expected += produced
+    restarted = _engine(changelog, **settings)
+    got = [row for chunk in chunks[split:] for row in _produced(restarted.metrics(chunk, NOW_S))]
+    again = [row for row in got if row not in expected]
+    assert [row for row in got if row not in again] == expected
+    predictions = [p for _, _, p in expected if isinstance(p, dict)]
+    assert {p["kind"] for p in predictions} >= {"FORECAST", "FAILURE_RISK"}
+    assert any(p["kind"] == "ANOMALY" and p["score"] > 0 for p in predictions)
+    first_step = {entity: t for entity, t, p in reversed(expected) if isinstance(p, dict)}
+    assert {(entity, t) for entity, t, _ in again} == set(first_step.items())
+    assert _latest_forecasts(again) == _latest_forecasts(before)
 
 
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
