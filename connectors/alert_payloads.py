@@ -234,19 +234,25 @@ def pagerduty_payload(alert: Alert) -> dict[str, Any]:
     return event
 
 
+_PER_DECISION = ("metric", "contributions")
+"""Alert labels that describe one decision of an episode, not the episode (see
+:func:`alertmanager_payload`)."""
+
+
 def alertmanager_payload(alert: Alert) -> list[dict[str, Any]]:
     """Alertmanager ``POST /api/v2/alerts`` body: a one-element array.
 
     Labels (the alert's identity in Alertmanager) are the alert's labels plus ``alertname``
     (the rule), ``entity`` and ``severity``, which win on a clash; label names are made valid
-    Prometheus names. The ``metric`` label is an annotation instead: it names the worst signal
-    at each decision, so an episode's RESOLVED may name another than its FIRING, and with other
-    labels Alertmanager would hold them as two alerts and the firing one would never resolve.
+    Prometheus names. The labels that can change within an episode (:data:`_PER_DECISION`: the
+    worst signal, what drove the score) are annotations instead: an episode's RESOLVED may
+    name others than its FIRING, and with other labels Alertmanager would hold them as two
+    alerts and the firing one would never resolve.
     A RESOLVED alert ends at its ``ends_at``; a FIRING one at its decision time plus
     :data:`ALERTMANAGER_FIRING_HOLD_MS`.
     """
     labels = {_LABEL_NAME.sub("_", k): str(v) for k, v in (alert.get("labels") or {}).items()}
-    metric = labels.pop("metric", "")
+    per_decision = {name: labels.pop(name, "") for name in _PER_DECISION}
     labels.update(
         alertname=alert["rule"], entity=alert["entity"], severity=alert["severity"].lower()
     )
@@ -262,7 +268,7 @@ def alertmanager_payload(alert: Alert) -> list[dict[str, Any]]:
                 "summary": alert["summary"],
                 "value": "" if value is None else f"{value:g}",
                 "alert_id": alert["alert_id"],
-                "metric": metric,
+                **per_decision,
             },
             "startsAt": iso_time(alert["starts_at"]),
             "endsAt": iso_time(ends_at),

@@ -129,11 +129,14 @@ def test_alertmanager_is_an_array_with_identity_labels() -> None:
 
 def test_alertmanager_resolves_at_ends_at_with_the_same_labels() -> None:
     (firing,) = body(FIRING, "alertmanager")
-    # The worst metric at the resolve is another: the episode is still the same alert.
-    labels = {**RESOLVED["labels"], "metric": "memory_percent"}
+    # The worst metric at the resolve is another, and so is what drove it: the episode is
+    # still the same alert.
+    drivers = "memory_percent slope over 15 m +0.31"
+    labels = {**RESOLVED["labels"], "metric": "memory_percent", "contributions": drivers}
     (resolved,) = body(dict(RESOLVED, labels=labels), "alertmanager")
     assert resolved["endsAt"] == "2026-01-01T00:01:00.000Z"
     assert resolved["labels"] == firing["labels"]
+    assert resolved["annotations"]["contributions"] == drivers
 
 
 def test_alert_labels_never_override_the_identity_labels() -> None:
