@@ -10,6 +10,7 @@ sends back; nothing else is raised.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import event, example, given
@@ -44,9 +45,10 @@ json_values = st.recursive(
 
 
 @st.composite
-def event_like(draw: st.DrawFn) -> dict[str, Any]:
-    """An agent event with some fields replaced by any JSON value, removed, or added."""
-    record: dict[str, Any] = draw(agent_events())
+def spoiled(draw: st.DrawFn, records: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    """A record of ``records`` with some fields replaced by any JSON value, removed, or
+    added."""
+    record: dict[str, Any] = draw(records)
     for field in draw(st.sets(st.sampled_from(sorted(record)), max_size=3)):
         if draw(st.booleans()):
             del record[field]
@@ -57,7 +59,26 @@ def event_like(draw: st.DrawFn) -> dict[str, Any]:
     return record
 
 
-payloads = st.one_of(json_values, event_like(), st.lists(event_like(), max_size=5))
+def records_or_every_problem(
+    validate: Callable[[Any, int], tuple[list[dict[str, Any]], list[Any]]],
+    schema: str,
+    payload: Any,
+) -> None:
+    """A JSON door's rules give every problem, each said for a person, or records
+    ``schema`` takes."""
+    records, errors = validate(payload, NOW_MS)
+    if errors:
+        event("refused")
+        for error in errors:
+            assert error.reason and json.dumps(error.as_dict())
+        return
+    event("accepted")
+    for record in records:
+        CODEC.encode(schema, record)  # what the rules accept, the schema takes
+
+
+event_like = spoiled(agent_events())
+payloads = st.one_of(json_values, event_like, st.lists(event_like, max_size=5))
 
 
 @fuzz(300)
@@ -66,15 +87,7 @@ payloads = st.one_of(json_values, event_like(), st.lists(event_like(), max_size=
 @example([])
 @example({"event_time": 10**400})  # found: the hours ahead overflowed a float (a 500)
 def test_any_json_gives_agent_events_or_every_problem(payload: Any) -> None:
-    records, errors = validate_agent_events(payload, NOW_MS)
-    if errors:
-        event("refused")
-        for error in errors:
-            assert error.reason and json.dumps(error.as_dict())
-        return
-    event("accepted")
-    for record in records:
-        CODEC.encode("agent_event", record)  # what the rules accept, the schema takes
+    records_or_every_problem(validate_agent_events, "agent_event", payload)
 
 
 subscribe_fields = st.fixed_dictionaries(
