@@ -186,6 +186,7 @@ def _hostile_round(round_: int, size: int) -> tuple[list[Input], list[Input]]:
     """``size`` MetricBatches and AgentEvents, each from an entity, agent and task type never
     seen before, with long names and many labels."""
     now_ms = int(NOW_MS + round_ * 100_000)
+    first = round_ * size  # offsets go on from round to round, without holes
     metrics, events = [], []
     for i in range(size):
         entity = f"{round_}-{i}-" + "e" * 200
@@ -193,15 +194,15 @@ def _hostile_round(round_: int, size: int) -> tuple[list[Input], list[Input]]:
         names = [f"m{j}-" + "n" * 200 for j in range(20)]
         batch = {"entity": entity, "event_time": now_ms, "labels": labels, "names": names,
                  "values": [float(j) for j in range(20)], "source": "fuzz"}  # fmt: skip
-        metrics.append(Input(Message(topics.METRICS.name, 0, i, entity.encode(),
+        metrics.append(Input(Message(topics.METRICS.name, 0, first + i, entity.encode(),
                                      CODEC.encode("metric_batch", batch))))  # fmt: skip
-        for phase in ("STARTED", "SUCCEEDED"):
+        for step, phase in enumerate(("STARTED", "SUCCEEDED")):
             agent_event = SAMPLES["agent_event"] | {
                 "agent": f"{round_}-{i}-" + "a" * 200, "task_type": f"t{round_}-{i}",
                 "phase": phase, "event_time": now_ms, "labels": labels,
             }  # fmt: skip
             value = CODEC.encode("agent_event", agent_event)
-            events.append(Input(Message(topics.AGENT_EVENTS.name, 0, 2 * i, None, value)))
+            events.append(Input(Message(topics.AGENT_EVENTS.name, 0, 2 * (first + i) + step, None, value)))
     return metrics, events
 
 
@@ -216,9 +217,9 @@ def test_memory_stays_bounded_over_a_long_hostile_run() -> None:
         for round_ in range(10):
             now_s = NOW_S + round_ * 100
             metrics, events = _hostile_round(round_, 3 * limit // 2)
-            _check(engine.metrics(metrics, now_s), 1_000_000, len(metrics))
+            _check(engine.metrics(metrics, now_s), 1_000_000, metrics[-1].message.offset + 1)
             out = engine.agent_events(events, now_s)
-            _check(out, 1_000_000, len(events))
+            _check(out, 1_000_000, events[-1].message.offset + 1)
             routed = [r for r in out.records if r.topic == "routing-stats"]
             for offset, update in enumerate(routed):
                 message = Message("routing-stats", 0, offset, update.key, update.value)
