@@ -63,6 +63,7 @@ from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Engine, Outputs, inputs_of
 from streams.engine.outputs import too_large
+from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
 from streams.state_store import table_store
@@ -180,6 +181,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{kafka.bootstrap_servers}",
         broker_credentials=broker_credentials(kafka),
         store=table_store(settings.worker_store),
+        TableManager=SeekFirstTableManager,
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,

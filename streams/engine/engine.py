@@ -177,9 +177,10 @@ class Engine:
             metrics.SKIPPED_OFFSETS.labels(message.topic, message.partition).inc(skipped)
             log.error(
                 "%s:%d: offsets %d to %d never reached the worker (it was handed %d, then %d): "
-                "their records are missing from the windows. Faust's consumer can skip records "
-                "while a rebalance settles; a topic written with transactions or compacted has "
-                "such holes by design",
+                "their records are missing from the windows. A consumer that skips records "
+                "after a rebalance does this (Faust's recovery order did; streams/recovery.py "
+                "fixes it); a topic written with transactions or compacted has such holes by "
+                "design",
                 message.topic, message.partition, newest + 1, message.offset - 1, newest,
                 message.offset,
             )  # fmt: skip

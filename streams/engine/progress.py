@@ -40,7 +40,7 @@ class PartitionProgress:
         the newest record before it and it never arrived.
 
         Offsets of a topic nobody writes transactionally or compacts have no holes, so a hole
-        means the consumer skipped records (Faust can, while a rebalance settles)."""
+        means the consumer skipped records (see streams/recovery.py for one way it did)."""
         skipped = max(0, offset - self.last_offset - 1) if self.last_offset >= 0 else 0
         self.skipped += skipped
         self.last_arrival_s = now_s

@@ -120,11 +120,14 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
             elif topic == topics.ALERTS.name:
                 changes[record["alert_id"]].append(record["status"])
         skipped = sum(w.metric("foresight_skipped_offsets_total") for w in workers)
+        # A later rebalance can re-read a skipped record and hide the loss from the counts.
+        assert skipped == 0, (
+            f"the live workers were never handed {skipped:.0f} input offsets (logs in {tmp_path})"
+        )
         for entity, last in features.items():
             count = last["values"][vector_names(last).index("cpu_percent:1h:count")]
             assert count == min(STEPS, 360), (
-                f"{entity}: every sample counted once, got {count}; the live workers were never "
-                f"handed {skipped:.0f} input offsets (logs in {tmp_path})"
+                f"{entity}: every sample counted once, got {count} (logs in {tmp_path})"
             )
         # At-least-once: a step re-sent after the kill may repeat a state change, never
         # invent or lose one.
@@ -137,10 +140,7 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
         assert all(s == ["FIRING", "RESOLVED"] for s in episodes.values()), episodes
         assert first_after_kill is not None, "the victim's entities were never predicted again"
         took = first_after_kill - killed_at
-        print(
-            f"standby replicas {standbys}: a moved entity predicted {took:.1f} s after the kill; "
-            f"{skipped:.0f} input offsets skipped"
-        )
+        print(f"standby replicas {standbys}: a moved entity predicted {took:.1f} s after the kill")
         deadline = time.monotonic() + 90
         while True:
             lag = sum(w.metric("foresight_consumer_lag_records") for w in workers)
