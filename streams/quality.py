@@ -312,15 +312,13 @@ class QualityRunner:
         )
         probe = KafkaProbe(kafka)
         checks: dict[Dependency, Check] = {self.kafka: probe, self.redis: self.cache.ping}
-        await producer.start()
         try:
+            await producer.start()
             await consumer.start()
-            try:
-                async with watching(checks):
-                    await self._consume(stop, consumer, producer)
-            finally:
-                await consumer.stop()
-        finally:
+            async with watching(checks):
+                await self._consume(stop, consumer, producer)
+        finally:  # each client closes, started or not, so none is left to the collector
+            await consumer.stop()
             await producer.stop()
             await probe.close()
             await self.cache.close()
