@@ -84,12 +84,23 @@ def gatekeeper(settings: Settings, server: str, audit: AuditTrail) -> Gatekeeper
             "(`foresight keys revoke ID`) and give clients keys from `foresight keys create`, "
             "or listen on the loopback only (FORESIGHT_BIND_HOST=127.0.0.1)"
         )
-    limits = RateLimits(
+    return Gatekeeper(keys, rate_limits(settings), audit=audit.refused)
+
+
+def rate_limits(settings: Settings) -> RateLimits:
+    """The rate limits the settings give every server."""
+    return RateLimits(
         per_key=settings.rate_limit_per_key,
         per_address=settings.rate_limit_per_address,
         auth_failures=settings.auth_failure_limit,
     )
-    return Gatekeeper(keys, limits, audit=audit.refused)
+
+
+def open_gatekeeper(settings: Settings) -> Gatekeeper:
+    """The gatekeeper of a server whose only doors are open (``/health``, ``/metrics``): the
+    per-address rate limit alone. No door asks for a key, so the keys file is never read, nor
+    made, and no key can be refused."""
+    return Gatekeeper(keys_file(settings), rate_limits(settings))
 
 
 def local_client_key(settings: Settings) -> str | None:

@@ -25,15 +25,23 @@ producing anything again (the repository's forecaster, recent commits and alert 
 back as they were); from that offset on it produces, then commits. The topic keeps
 ``FORESIGHT_QUALITY_RETENTION_DAYS`` (ten years by default): a commit is one small record.
 Outputs are at-least-once, with stable ids (``prediction_id`` names the commit).
+
+``/health`` (:meth:`QualityRunner.health`) says where it is: ``starting`` until the group
+gives it partitions, ``rebalancing`` while the group moves them, ``crashed`` once the consumer
+has failed (503 for all three; a restart cures them), else ``ok`` or ``degraded`` (Kafka or
+Redis does not answer; 200), with each partition's last offset consumed, lag, and the offset
+its replay runs to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -44,6 +52,7 @@ from aiokafka import (
 )
 
 from connectors import prometheus as metrics
+from connectors.dependencies import Check, Dependency, KafkaProbe, health_report, watching
 from connectors.redis_store import FeatureStore
 from models.quality import QualityConfig, RepositoryQuality
 from schemas.codec import Codec, DeadLetter, Message
@@ -165,6 +174,65 @@ class QualityProcessor:
             del self.repositories[name], self.partition_of[name]
 
 
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+@dataclass
+class Progress:
+    """Where the processor is, for ``/health`` and ``/metrics``."""
+
+    assigned: set[TopicPartition] | None = None
+    """The partitions the group gave it; None until it first did."""
+    rebalancing: bool = False
+    replay_until: dict[TopicPartition, int] = field(default_factory=dict)
+    """Per partition, the group's committed offset: what precedes it is replayed."""
+    consumed: dict[TopicPartition, int] = field(default_factory=dict)
+    """Per partition, the last offset consumed (replayed or processed)."""
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+    crashed: str = ""
+    """Why the consumer failed; empty while it has not."""
+
+    def status(self) -> str | None:
+        """``starting``, ``rebalancing`` or ``crashed`` (it cannot serve), else None."""
+        if self.crashed:
+            return "crashed"
+        if self.assigned is None:
+            return "starting"
+        return "rebalancing" if self.rebalancing else None
+
+    def measure(self, consumer: AIOKafkaConsumer) -> None:
+        """Each partition's lag, from the end of the partition its last fetch saw."""
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            lag = max(end - self.consumed.get(tp, end - 1) - 1, 0)
+            self.lag[tp] = lag
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.rebalancing = True
+        for tp in revoked:
+            for held in (self.replay_until, self.consumed, self.lag):
+                held.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+
+    def report(self) -> dict[str, Any]:
+        assigned = sorted(self.assigned or ())
+        return {
+            "partitions": len(assigned),
+            "consumed": {_name(tp): self.consumed.get(tp, -1) for tp in assigned},
+            "lag": {_name(tp): self.lag[tp] for tp in assigned if tp in self.lag},
+            "replaying": {
+                _name(tp): until
+                for tp, until in sorted(self.replay_until.items())
+                if self.consumed.get(tp, -1) + 1 < until
+            },
+        }
+
+
 @dataclass
 class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped aiokafka
     """Assigned partitions are read from their beginning; what precedes the group's committed
@@ -172,19 +240,20 @@ class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped aiok
 
     processor: QualityProcessor
     consumer: AIOKafkaConsumer
-    replay_until: dict[TopicPartition, int] = field(default_factory=dict)
+    progress: Progress
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.processor.revoked(tp.partition for tp in revoked)
-        for tp in revoked:
-            self.replay_until.pop(tp, None)
+        self.progress.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        replay_until = self.progress.replay_until
         for tp in assigned:
-            self.replay_until[tp] = await self.consumer.committed(tp) or 0
+            replay_until[tp] = await self.consumer.committed(tp) or 0
         if assigned:
             await self.consumer.seek_to_beginning(*assigned)
-        log.info("quality: assigned %s; replaying up to %s", sorted(assigned), self.replay_until)
+        self.progress.assigned, self.progress.rebalancing = set(assigned), False
+        log.info("quality: assigned %s; replaying up to %s", sorted(assigned), replay_until)
 
 
 def _inputs(messages: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Input]:
@@ -204,9 +273,31 @@ class QualityRunner:
         self.processor = QualityProcessor(settings, codec)
         self.cache = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
         self.produced = 0
+        self.progress = Progress()
+        self.kafka = Dependency("kafka", settings.kafka().bootstrap_servers)
+        self.redis = Dependency("redis", self.cache.where)
+        self.started_s = time.time()
+
+    def health(self) -> dict[str, Any]:
+        """The ``/health`` report: ``status`` (see the module), the services down, the
+        consumer's failure, and per partition the last offset consumed (-1: none yet), the
+        lag and, while it replays, the offset it replays to."""
+        services = health_report(self.kafka, self.redis)
+        return {
+            "status": self.progress.status() or services["status"],
+            "down": services["down"],
+            "crashed": self.progress.crashed or None,
+            "topic": self.topic,
+            "group": quality_group(self.settings),
+            **self.progress.report(),
+            "repositories": len(self.processor.repositories),
+            "produced": self.produced,
+            "uptime_s": round(time.time() - self.started_s, 1),
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; raises KafkaError when Kafka is unavailable."""
+        """Consume until ``stop`` is set. Raises KafkaError when Kafka is unavailable at the
+        start; when the consumer fails later, ``health()`` says ``crashed``, then it raises."""
         kafka = self.settings.kafka()
         consumer = kafka.consumer(
             group_id=quality_group(self.settings),
@@ -215,34 +306,46 @@ class QualityRunner:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        listener = _Rebuild(self.processor, consumer)
-        consumer.subscribe([self.topic], listener=listener)
+        consumer.subscribe([self.topic], listener=_Rebuild(self.processor, consumer, self.progress))
         producer = kafka.producer(
             acks="all", linger_ms=5, max_request_size=self.settings.max_record_bytes
         )
-        await producer.start()
+        probe = KafkaProbe(kafka)
+        checks: dict[Dependency, Check] = {self.kafka: probe, self.redis: self.cache.ping}
         try:
+            await producer.start()
             await consumer.start()
-            try:
-                while not stop.is_set():
-                    fetched = await consumer.getmany(timeout_ms=_POLL_MS)
-                    for tp, messages in fetched.items():
-                        await self._handle(tp, messages, listener, producer, consumer)
-            finally:
-                await consumer.stop()
-        finally:
+            async with watching(checks):
+                await self._consume(stop, consumer, producer)
+        finally:  # each client closes, started or not, so none is left to the collector
+            await consumer.stop()
             await producer.stop()
+            await probe.close()
             await self.cache.close()
+
+    async def _consume(
+        self, stop: asyncio.Event, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
+    ) -> None:
+        try:
+            while not stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=_POLL_MS)
+                for tp, messages in fetched.items():
+                    await self._handle(tp, messages, producer, consumer)
+                    self.progress.consumed[tp] = messages[-1].offset
+                self.progress.measure(consumer)
+        except Exception as error:
+            self.progress.crashed = f"{type(error).__name__}: {error}"
+            log.exception("quality: the consumer of %s failed", self.topic)
+            raise
 
     async def _handle(
         self,
         tp: TopicPartition,
         messages: list[ConsumerRecord[bytes, bytes]],
-        listener: _Rebuild,
         producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
     ) -> None:
-        until = listener.replay_until.get(tp, 0)
+        until = self.progress.replay_until.get(tp, 0)
         inputs = _inputs(messages)
         now_s = time.time()
         self.processor.replay([i for i in inputs if i.message.offset < until], now_s)
@@ -267,4 +370,6 @@ class QualityRunner:
         try:
             await self.cache.put_encoded(predictions=newest.items(), forecasts=newest.items())
         except Exception as error:  # the cache is not the source of truth
-            log.warning("quality: Redis at %s refused the cache (%s)", self.cache.where, error)
+            self.redis.failed(error)
+        else:
+            self.redis.answered()

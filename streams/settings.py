@@ -513,6 +513,12 @@ class Settings:
     clickhouse_ttl_days: int = _setting(
         30, "FORESIGHT_CLICKHOUSE_TTL_DAYS", "Days rows are kept in ClickHouse tables."
     )
+    quality_port: int = _setting(
+        9302,
+        "FORESIGHT_QUALITY_PORT",
+        "`foresight quality run`'s /health (503 while it waits for partitions, rebalances or "
+        "after its consumer failed) and /metrics.",
+    )
     quality_max_complexity: float = _setting(
         12.0,
         "FORESIGHT_QUALITY_MAX_COMPLEXITY",

@@ -1,5 +1,5 @@
 """Run Foresight commands in their own processes: a worker (knowing when it reads every
-partition), the ClickHouse sink, the gateway.
+partition), the quality processor, the ClickHouse sink, the gateway.
 
 The demo, the benchmarks and the integration tests start them this way.
 """
@@ -29,27 +29,18 @@ class ForesightProcess(ChildProcess):
         super().__init__([sys.executable, "-m", "streams.cli", *command], log, env)
 
 
-class WorkerProcess(ForesightProcess):
-    """A worker with its own consumer group and web port, reading from the topics' end."""
+class ServingProcess(ForesightProcess):
+    """A Foresight process serving /health and /metrics on ``port`` of this machine."""
 
-    def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
+    def __init__(
+        self, command: list[str], log: Path, env: dict[str, str], settings: Settings, port: int
+    ) -> None:
         self.settings = settings
-        self.group = worker_id
-        self.port = free_port()
-        super().__init__(
-            ["worker"],
-            log,
-            {
-                "FORESIGHT_WORKER_ID": worker_id,
-                "FORESIGHT_WORKER_OFFSET_RESET": "latest",
-                "FORESIGHT_WORKER_DATA_DIR": str(log.parent / "worker-data"),
-                "FORESIGHT_WORKER_PORT": str(self.port),
-                **env,
-            },
-        )
+        self.port = port
+        super().__init__(command, log, env)
 
     def health(self) -> dict[str, Any] | None:
-        """The worker's /health report (https with the settings' TLS); ``None`` until it
+        """The process's /health report (https with the settings' TLS); ``None`` until it
         answers."""
         url = local_url(self.settings, self.port, "/health")
         try:
@@ -63,6 +54,8 @@ class WorkerProcess(ForesightProcess):
             return None
 
     def metric(self, name: str) -> float:
+        """The sum of the samples of /metrics whose line starts with ``name`` (a name, or a
+        name and its first labels: ``foresight_events_in_total{topic="t"``)."""
         url = local_url(self.settings, self.port, "/metrics")
         # A long vectorised pass holds the worker's event loop, and its web server with it.
         with open_local(self.settings, url, 30) as response:
@@ -72,6 +65,32 @@ class WorkerProcess(ForesightProcess):
             for line in text.splitlines()
             if line.startswith(name) and not line.startswith("#")
         )
+
+
+class QualityProcess(ServingProcess):
+    """``foresight quality run`` on ``topic``, in the group ``<worker_id>-quality``, on a
+    port of its own."""
+
+    def __init__(self, settings: Settings, worker_id: str, topic: str, log: Path) -> None:
+        port = free_port()
+        env = {"FORESIGHT_WORKER_ID": worker_id, "FORESIGHT_QUALITY_PORT": str(port)}
+        super().__init__(["quality", "run", "--topic", topic], log, env, settings, port)
+
+
+class WorkerProcess(ServingProcess):
+    """A worker with its own consumer group and web port, reading from the topics' end."""
+
+    def __init__(self, settings: Settings, worker_id: str, log: Path, **env: str) -> None:
+        self.group = worker_id
+        port = free_port()
+        env = {
+            "FORESIGHT_WORKER_ID": worker_id,
+            "FORESIGHT_WORKER_OFFSET_RESET": "latest",
+            "FORESIGHT_WORKER_DATA_DIR": str(log.parent / "worker-data"),
+            "FORESIGHT_WORKER_PORT": str(port),
+            **env,
+        }
+        super().__init__(["worker"], log, env, settings, port)
 
     async def ready(self, timeout_s: float = 90) -> None:
         """Wait until the worker reads every partition of ``telemetry.metrics``."""

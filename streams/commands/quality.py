@@ -5,7 +5,9 @@
   snapshots as JSON lines), write them to a file (``--output``), and/or produce them to
   ``telemetry.code-quality`` (``--produce``). Progress goes to stderr.
 * ``foresight quality run``: the quality processor (:mod:`streams.quality`) until SIGINT or
-  SIGTERM.
+  SIGTERM, serving ``/health`` and ``/metrics`` on ``FORESIGHT_QUALITY_PORT``. When its
+  consumer fails it stays up, ``/health`` answering 503 with the reason, until stopped (a
+  liveness probe restarts it), and exits 1.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any, TextIO
 from aiokafka.errors import KafkaError
 
 from connectors.git_quality import GitError, backfill
+from connectors.http.app import HttpServer, create_app
 from connectors.kafka_producer import RecordProducer
 from schemas.quality import SCHEMA
+from streams.access import open_gatekeeper
 from streams.codecs import codec_for
 from streams.quality import QualityRunner, quality_config, quality_group
 from streams.settings import Settings
@@ -148,28 +152,59 @@ def _run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_processor(args: argparse.Namespace, settings: Settings) -> int:
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        runner = QualityRunner(settings, codec_for(settings))
+async def _serve(settings: Settings, topic: str) -> int:
+    """Serve /health and /metrics, and run the processor until SIGINT or SIGTERM; 1 when its
+    consumer failed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = QualityRunner(settings, codec_for(settings), topic)
+    app = create_app("Foresight quality", open_gatekeeper(settings), health=runner.health)
+    http = HttpServer(app, settings.bind_host, settings.quality_port, settings.tls())
+    try:
+        await http.start()
+    except OSError as error:
         print(
-            f"foresight quality run: consuming {QUALITY.name} as group "
-            f"{quality_group(settings)} from {settings.kafka().describe()}",
+            f"foresight quality run: cannot serve /health on {settings.bind_host}:"
+            f"{settings.quality_port} ({error}); is another one running? Set "
+            "FORESIGHT_QUALITY_PORT to a free port",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"foresight quality run: consuming {topic} as group {quality_group(settings)} from "
+        f"{settings.kafka().describe()}; /health and /metrics on "
+        f"{settings.tls().url(settings.bind_host, http.port)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await runner.run(stop)
+    except Exception:
+        if not runner.progress.crashed:
+            raise  # it could not start
+        print(
+            f"foresight quality run: the consumer failed ({runner.progress.crashed}); /health "
+            "answers 503 until this process is restarted (SIGTERM or Ctrl-C stops it)",
             file=sys.stderr,
             flush=True,
         )
-        await runner.run(stop)
+        await stop.wait()
+        return 1
+    finally:
+        await http.stop()
+    return 0
 
+
+def _run_processor(args: argparse.Namespace, settings: Settings) -> int:
     try:
         quality_config(settings)
     except ValueError as error:
         print(f"foresight quality run: bad settings: {error}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve())
+        return asyncio.run(_serve(settings, args.topic))
     except KafkaError as error:
         print(
             f"foresight quality run: cannot go on: {error!r} (is Kafka up at "
@@ -177,7 +212,6 @@ def _run_processor(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -205,5 +239,10 @@ def register(subparsers: Any) -> None:
     fill.set_defaults(func=_run_backfill)
     run = commands.add_parser(
         "run", help="forecast each repository's quality and raise debt alerts (a processor)"
+    )
+    run.add_argument(
+        "--topic",
+        default=QUALITY.name,
+        help=f"the topic of snapshots to consume (default: {QUALITY.name})",
     )
     run.set_defaults(func=_run_processor)

@@ -71,6 +71,7 @@ def process_urls(settings: Settings) -> dict[str, str]:
             ("sink", settings.sink_metrics_port),
             ("gateway", settings.gateway_port),
             ("ingest", settings.ingest_port),
+            ("quality", settings.quality_port),
         )
     }
 

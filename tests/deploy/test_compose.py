@@ -114,3 +114,15 @@ def test_local_worker_reads_secrets_only_from_the_stack_folder() -> None:
     assert worker["config.providers"] == "file"
     assert worker["config.providers.file.class"].endswith(".FileConfigProvider")
     assert worker["config.providers.file.param.allowed.paths"] == "${secrets_dir}"
+
+
+def test_prometheus_scrapes_services_compose_runs() -> None:
+    """Every scrape target of deploy/prometheus is a service of this file (the quality
+    processor's too), running the Foresight process its job is named after."""
+    services = _compose()["services"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        for target in (t for static in job["static_configs"] for t in static["targets"]):
+            host = target.rsplit(":", 1)[0]
+            assert host == job["job_name"] and host in services, target
+    assert services["foresight-quality"]["command"] == ["foresight", "quality", "run"]

@@ -48,7 +48,7 @@ SMTP = {
     "from": "Foresight <alerts@example.com>",
     "to": "oncall@example.com, ops@example.com",
 }
-FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "api", "sink"}
+FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "api", "sink", "quality"}
 # The port each process serves /health and /metrics on (its command after `foresight`).
 PORT_SETTING = {
     "worker": "worker_port",
@@ -56,6 +56,7 @@ PORT_SETTING = {
     "gateway": "gateway_port",
     "api": "api_port",
     "sink clickhouse": "sink_metrics_port",
+    "quality run": "quality_port",
 }
 # The README's architecture: which services each process talks to.
 FLOWS = {
@@ -64,6 +65,7 @@ FLOWS = {
     "gateway": {"kafka", "redis"},
     "api": {"kafka", "redis", "clickhouse"},
     "sink": {"kafka", "clickhouse"},
+    "quality": {"kafka", "redis"},  # snapshots in, forecasts and alerts out; the forecast cache
 }
 
 
@@ -290,7 +292,8 @@ def test_ports_probes_and_services_are_the_settings(objects: list[Object]) -> No
 
 
 # The files processes read from Secrets: volume, the setting of the path, the Secret and its key,
-# and the processes that read it (the worker serves /health and /metrics only: no keys).
+# and the processes that read it (the worker and the quality processor serve /health and
+# /metrics only: no keys).
 SECRET_FILES = {
     "api-keys": (
         "keys_file",

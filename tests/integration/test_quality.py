@@ -1,5 +1,6 @@
 """Code quality on the real stack: snapshots posted over HTTP reach the quality processor, and
-its forecasts and a debt-trend alert come out on predictions, alerts and Redis."""
+its forecasts and a debt-trend alert come out on predictions, alerts and Redis; the processor
+as a process of its own serves /health and /metrics, and dead-letters what it cannot take."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,12 +20,15 @@ from connectors.http.auth import Gatekeeper
 from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import QUALITY_PATH, IngestConfig, IngestServer
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_producer import RecordProducer
 from connectors.pii import Scrubber, shipped_rules
 from connectors.redis_store import FeatureStore
 from schemas.codec import Codec
+from schemas.quality import SCHEMA
 from streams import topics
 from streams.quality import QualityRunner
 from streams.settings import Settings
+from streams.worker_process import QualityProcess
 from tests.integration.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
@@ -136,3 +141,86 @@ async def test_a_restarted_processor_rebuilds_from_the_topic_and_produces_nothin
         # Anything sent twice would have come by now: the second run's first fetch is done.
         ids = forecasts(reader.records)
     assert ids == [f"{entity}@{s['commit']}" for s in snapshots[9:]]
+
+
+async def _ready(
+    process: QualityProcess, consumed: int = -1, timeout_s: float = 60
+) -> dict[str, Any]:
+    """The process's /health once it says ready (200: ``ok`` or ``degraded``) and has
+    consumed its partition up to offset ``consumed`` (its outputs, counted, before that)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.alive(), f"`foresight quality run` exited; see {process.log}"
+        health = await asyncio.to_thread(process.health)
+        if health is not None and health["status"] in ("ok", "degraded"):
+            (offset,) = health["consumed"].values()
+            if offset >= consumed:
+                return health
+        assert time.monotonic() < deadline, f"not ready in {timeout_s:.0f} s: {health}"
+        await asyncio.sleep(0.2)
+
+
+async def test_the_process_serves_health_and_metrics_and_dead_letters_bad_records(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """`foresight quality run` as a pod runs it: ready on /health once it holds its partition;
+    twelve snapshots become three forecasts (from the tenth commit on), counted on /metrics; a
+    record it cannot decode and a snapshot with negative lines, between them, are dead-lettered
+    with their reasons, and /health stays ready, its partition consumed to the end."""
+    topic, repository = f"test.quality.{unique}", f"proc-{unique}"
+    entity = f"repo:{repository}"
+    kafka = stack_settings.kafka()
+    await ensure_topics(kafka, [TopicRequest(topic, 1, {})])
+    process = QualityProcess(stack_settings, f"test-quality-{unique}", topic, tmp_path / "q.log")
+    process.start()
+    try:
+        health = await _ready(process)
+        assert health["partitions"] == 1 and health["consumed"] == {f"{topic}:0": -1}
+        snapshots = _snapshots(repository, int(time.time() * 1000))[:12]
+        negative = {**snapshots[6], "commit": "f" * 40, "lines": -1}
+        reader = TopicReader(kafka, topics.PREDICTIONS.name, topics.DEADLETTER.name)
+        async with reader:
+            producer = RecordProducer(kafka, Codec())
+            await producer.start()
+            try:
+                for snapshot in snapshots[:6]:
+                    await producer.send(topic, repository, SCHEMA, snapshot)
+                await producer.send_raw(topic, repository.encode(), b"not a snapshot")
+                await producer.send(topic, repository, SCHEMA, negative)
+                for snapshot in snapshots[6:]:
+                    await producer.send(topic, repository, SCHEMA, snapshot)
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+            def ours(records: list[tuple[str, bytes | None, Any]]) -> list[tuple[str, Any]]:
+                return [
+                    (t, r) for t, _, r in records
+                    if (t == topics.PREDICTIONS.name and r["entity"] == entity)
+                    or (t == topics.DEADLETTER.name and r["topic"] == topic)
+                ]  # fmt: skip
+
+            def done(records: list[tuple[str, bytes | None, Any]]) -> bool:
+                kinds = [t for t, _ in ours(records)]
+                return kinds.count(topics.PREDICTIONS.name) >= 3 and (
+                    kinds.count(topics.DEADLETTER.name) >= 2
+                )
+
+            found = ours(await reader.until(done, timeout_s=90))
+        forecasts = [r for t, r in found if t == topics.PREDICTIONS.name]
+        assert [f["prediction_id"] for f in forecasts] == [
+            f"{entity}@{s['commit']}" for s in snapshots[9:]
+        ]
+        dead = {r["offset"]: r for t, r in found if t == topics.DEADLETTER.name}
+        assert sorted(dead) == [6, 7]
+        assert dead[6]["value"] == b"not a snapshot" and dead[6]["reason"]
+        assert dead[7]["reason"].startswith("lines:"), dead[7]
+        health = await _ready(process, consumed=13)  # the last snapshot's offset
+        assert health["crashed"] is None and health["repositories"] == 1
+        assert health["consumed"] == {f"{topic}:0": 13} and health["lag"] == {f"{topic}:0": 0}
+        assert process.metric(f'foresight_events_in_total{{topic="{topic}"}}') == 14
+        out = f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}'
+        assert process.metric(out) == 3
+        assert process.metric("foresight_dead_letters_total") == 2
+    finally:
+        process.stop()
