@@ -27,6 +27,7 @@ the difference.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,16 +127,50 @@ class _Arms:
 @dataclass
 class AgentLoad:
     """What the router knows of an agent's load: tasks running (from its events), tasks
-    decided for it that have not started (with the time of each decision), its limit."""
+    decided for it that have not started (with the time of each decision), its limit.
+
+    A decision's cost does not grow with the tasks pending: they expire from a heap of their
+    decision times (an entry whose task started or was decided again is stale and skipped).
+
+    Examples
+    --------
+    >>> load = AgentLoad(in_flight=1)
+    >>> for i, at in enumerate((1_000, 2_000, 3_000)):
+    ...     load.assign(f"t{i}", at)
+    >>> load.start("t1")
+    >>> load.total(now_ms=3_500, ttl_ms=2_000)  # t0 expired, t1 started: 1 + t2
+    2
+    """
 
     in_flight: int = 0
     limit: int = 1
     pending: dict[str, int] = field(default_factory=dict)
+    decided: list[tuple[int, str]] = field(default_factory=list)  # a heap, with stale entries
+
+    def assign(self, task_id: str, now_ms: int) -> None:
+        """``task_id`` was decided for this agent at ``now_ms``; past :data:`MAX_PENDING`
+        the oldest decisions are let go."""
+        self.pending[task_id] = now_ms
+        heapq.heappush(self.decided, (now_ms, task_id))
+        while len(self.pending) > MAX_PENDING:
+            self._pop_oldest()
+        if len(self.decided) > 2 * len(self.pending) + 64:  # mostly stale: rebuild
+            self.decided = [(at, task) for task, at in self.pending.items()]
+            heapq.heapify(self.decided)
+
+    def start(self, task_id: str) -> None:
+        self.pending.pop(task_id, None)
 
     def total(self, now_ms: int, ttl_ms: int) -> int:
-        for task_id in [t for t, at in self.pending.items() if now_ms - at > ttl_ms]:
-            del self.pending[task_id]
+        """Tasks in flight and decisions younger than ``ttl_ms``."""
+        while self.decided and now_ms - self.decided[0][0] > ttl_ms:
+            self._pop_oldest()
         return self.in_flight + len(self.pending)
+
+    def _pop_oldest(self) -> None:
+        at, task_id = heapq.heappop(self.decided)
+        if self.pending.get(task_id) == at:
+            del self.pending[task_id]
 
 
 @dataclass(frozen=True)
@@ -274,16 +309,13 @@ class RoutingPolicy:
     def assigned(self, agent: str, task_id: str, now_ms: int) -> None:
         """A decision sent ``task_id`` to ``agent``: it weighs on the agent until it starts
         (the oldest are let go past :data:`MAX_PENDING`)."""
-        pending = self._load(agent).pending
-        pending[task_id] = now_ms
-        while len(pending) > MAX_PENDING:
-            del pending[next(iter(pending))]
+        self._load(agent).assign(task_id, now_ms)
 
     def started(self, agent: str, task_id: str) -> None:
         """``task_id`` started: it is in the agent's in-flight count from now on."""
         load = self.loads.get(agent)
         if load is not None:
-            load.pending.pop(task_id, None)
+            load.start(task_id)
 
     def load_of(self, agent: str, now_ms: int) -> tuple[int, int]:
         """The agent's load (in flight and pending) and its limit."""
