@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from connectors.kafka_clients import KafkaConfig
 
@@ -87,7 +89,9 @@ def health_report(*dependencies: Dependency) -> dict[str, Any]:
 
 
 class KafkaProbe:
-    """Asks the brokers for the cluster's metadata, the cheapest request every broker answers.
+    """Asks the brokers for the cluster's brokers (a metadata request naming no topic), the
+    cheapest request every broker answers: asking for every topic's metadata costs the
+    caller's CPU in proportion to the cluster's topics and partitions, every interval.
 
     One client, kept between calls; a call raises what the client raised when no broker of
     ``kafka`` answered.
@@ -108,7 +112,14 @@ class KafkaProbe:
                 raise
             self._client = client
             return
-        await self._client.fetch_all_metadata()
+        error: Exception = KafkaConnectionError("the client knows no broker")
+        for broker in self._client.cluster.brokers():
+            try:
+                await self._client.send(broker.nodeId, MetadataRequest([]))
+                return
+            except (TimeoutError, KafkaError) as failed:
+                error = failed
+        raise error
 
     async def close(self) -> None:
         if self._client is not None:
