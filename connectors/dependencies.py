@@ -9,7 +9,8 @@ liveness probe must not restart it; 503 stays for what a restart can cure.
 
 A :class:`Dependency` learns from the process's own calls (:meth:`Dependency.failed`,
 :meth:`Dependency.answered`) and from :func:`watch`, which asks the service every few seconds
-(:class:`KafkaProbe` for the brokers, a Redis ``PING``), so an idle process knows too.
+(:class:`KafkaProbe` for the brokers, a Redis ``PING``, :class:`ClickHouseProbe` for a
+ClickHouse server), so an idle process knows too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
+from connectors.clickhouse import ServerStore
 from connectors.kafka_clients import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,28 @@ class KafkaProbe:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+class ClickHouseProbe:
+    """Asks the ClickHouse server at ``url`` (``CLICKHOUSE_URL``) for ``SELECT 1``, in a
+    thread (the client blocks). One client without a server session, kept between calls."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: ServerStore | None = None
+
+    def _ask(self) -> None:
+        if self._store is None:
+            self._store = ServerStore(self.url, {})
+        self._store.query("SELECT 1")
+
+    async def __call__(self) -> None:
+        await asyncio.to_thread(self._ask)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 Check = Callable[[], Awaitable[Any]]

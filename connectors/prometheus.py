@@ -99,6 +99,26 @@ DRIFT_STATE = Gauge(
 ALERTS = Counter("foresight_alerts_total", "Alert state changes.", ["rule", "status"])
 
 # -- connectors: sink, gateway, ingestion ------------------------------------------------
+RETRAIN_ALERTS = Counter(
+    "foresight_retrain_alerts_total",
+    "Records of the alerts topic the retrain controller read, by kind: drift (a retraining "
+    "drift of its model), other (any other alert), undecodable (not an alert).",
+    ["kind"],
+)
+RETRAINS = Counter(
+    "foresight_retrains_total",
+    "Candidates the retrain controller trained, by outcome: started, registered, failed.",
+    ["outcome"],
+)
+RETRAIN_DECISIONS = Counter(
+    "foresight_retrain_decisions_total",
+    "Candidates the retrain controller tested, by decision: promoted, refused.",
+    ["decision"],
+)
+RETRAIN_LAST_STEP = Gauge(
+    "foresight_retrain_last_step_timestamp_seconds",
+    "Unix time of the retrain controller's last step (0: none yet).",
+)
 SINK_ROWS = Counter("foresight_sink_rows_total", "Rows inserted into ClickHouse.", ["table"])
 SINK_BATCH_ROWS = Histogram(
     "foresight_sink_batch_rows",

@@ -23,6 +23,12 @@ failure-risk model that recommends retraining:
 Its state is the registry's (which candidate is under test, when the last version came) and
 the drifts firing; a restarted controller reads back the alerts of the last cooldown period,
 so a drift that fired while it was down is still seen.
+
+``/health`` (:meth:`RetrainRunner.health`) says ``starting`` until it follows ``alerts`` and
+``crashed`` once its loop failed (503 for both; a restart cures them), else ``ok`` or
+``degraded`` (Kafka or ClickHouse does not answer; 200), with the model it watches, the drifts
+firing, the candidate under test, the training under way, its last step and the offsets it
+read. A record of ``alerts`` that is not an alert is counted, logged and skipped.
 """
 
 from __future__ import annotations
@@ -31,12 +37,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors import prometheus as metrics
 from connectors.audit import AuditTrail
+from connectors.dependencies import (
+    Check,
+    ClickHouseProbe,
+    Dependency,
+    KafkaProbe,
+    health_report,
+    watching,
+)
 from connectors.user_sql import SqlError
 from models.promotion import PromotionTest
 from models.registry import ModelRegistry, ModelVersion, RegistryError
@@ -44,6 +59,7 @@ from models.training import FAILURE_RISK, TrainingConfig
 from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
+from streams.commands.sink import store_where
 from streams.operations import decide_candidate, publish_updates
 from streams.retraining import compare_versions, created_ms, train_candidate
 from streams.settings import Settings
@@ -84,17 +100,28 @@ class RetrainController:
         self.registry = ModelRegistry(settings.model_registry_url)
         self.drifting: dict[str, Record] = {}  # content hash -> its firing drift
         self._waited: tuple[str, int] | None = None  # the last wait reported
+        self.clickhouse = Dependency("clickhouse", store_where(settings))
+        self.seen: tuple[str | None, str | None] = (None, None)
+        """The production and candidate versions the registry last had."""
+        self.training: Record | None = None
+        """The retraining under way: its cause and since when."""
 
     def _versions(self) -> tuple[ModelVersion | None, ModelVersion | None, list[ModelVersion]]:
         """Production, the candidate under evaluation (newest candidate newer than
         production) and every version; all None/empty when the model is not registered."""
         if self.model not in self.registry.models():
+            self.seen = (None, None)
             return None, None, []
         versions = self.registry.versions(self.model)
         production = next((v for v in versions if v.stage == "production"), None)
         served = int(production.version) if production else 0
         newer = [v for v in versions if v.stage == "candidate" and int(v.version) > served]
-        return production, (newer[-1] if newer else None), versions
+        candidate = newer[-1] if newer else None
+        self.seen = (
+            production.version if production else None,
+            candidate.version if candidate else None,
+        )
+        return production, candidate, versions
 
     def on_alert(self, alert: Mapping[str, Any]) -> list[Step]:
         """A record from ``alerts``: a firing or resolved retraining drift of this model is
@@ -145,12 +172,19 @@ class RetrainController:
         )
         since_ms = now_ms - int(settings.retrain_history_s * 1000)
         started = time.monotonic()
+        self.training = {**cause, "since": _at(self.clock())}
+        metrics.RETRAINS.labels("started").inc()
         try:
             trained = train_candidate(
                 settings, since_ms, now_ms, settings.failure_horizon_s, config
             )
         except (SqlError, ValueError, RegistryError) as error:
+            if isinstance(error, SqlError):
+                self.clickhouse.failed(error)
             return Step("retrain_failed", {**cause, "error": str(error)})
+        finally:
+            self.training = None
+        self.clickhouse.answered()
         problem = publish_updates(settings, [trained.update])
         mean = trained.report["cv"]["mean"]["model"]
         return Step(
@@ -183,7 +217,9 @@ class RetrainController:
         try:
             result = compare_versions(self.settings, self.model, production, candidate)
         except SqlError as error:
+            self.clickhouse.failed(error)
             return Step("compare_failed", {"candidate": candidate.version, "error": str(error)})
+        self.clickhouse.answered()
         needed = max(1, self.settings.promotion_min_outcomes)
         if result["steps"] < needed:
             waited, self._waited = self._waited, (candidate.version, result["steps"])
@@ -217,42 +253,158 @@ class RetrainController:
         )
 
 
-async def run(
-    controller: RetrainController, report: Callable[[Step], None], stop: asyncio.Event
-) -> None:
-    """Follow ``alerts`` until ``stop`` is set: each alert to :meth:`on_alert`, and every
-    ``FORESIGHT_RETRAIN_CHECK_S`` :meth:`~RetrainController.check_candidate`. Training and
-    testing run in a thread; alerts wait in Kafka meanwhile."""
-    settings = controller.settings
-    codec = codec_for(settings)
-    consumer = settings.kafka().consumer(group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        count = topics.ALERTS.partition_count(settings)
-        partitions = [TopicPartition(topics.ALERTS.name, p) for p in range(count)]
-        consumer.assign(partitions)
-        since_ms = int((controller.clock() - settings.retrain_cooldown_s) * 1000)
-        found = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            at = found.get(tp)
-            consumer.seek(tp, at.offset if at is not None else ends[tp])
-        report(Step("following", {"topic": topics.ALERTS.name, "model": controller.model}))
+_RETRAIN_OUTCOMES = {"registered": "registered", "retrain_failed": "failed"}
+
+
+def _at(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@dataclass
+class Progress:
+    """Where the controller's loop is, for ``/health`` and ``/metrics``."""
+
+    following: bool = False
+    """True once it reads ``alerts`` from where it starts."""
+    consumed: dict[TopicPartition, int] = field(default_factory=dict)
+    """Per partition of ``alerts``, the last offset read (-1: none yet)."""
+    last: Record | None = None
+    """Its last step: event and time."""
+    crashed: str = ""
+    """Why its loop failed; empty while it has not."""
+
+    def status(self) -> str | None:
+        """``starting`` or ``crashed`` (it cannot serve), else None."""
+        if self.crashed:
+            return "crashed"
+        return None if self.following else "starting"
+
+    def stepped(self, step: Step, at_s: float) -> None:
+        """Count ``step`` on /metrics and keep it as the last."""
+        self.last = {"event": step.event, "at": _at(at_s)}
+        metrics.RETRAIN_LAST_STEP.set(at_s)
+        if step.event in _RETRAIN_OUTCOMES:
+            metrics.RETRAINS.labels(_RETRAIN_OUTCOMES[step.event]).inc()
+        elif step.event in ("promoted", "refused"):
+            metrics.RETRAIN_DECISIONS.labels(step.event).inc()
+
+
+class RetrainRunner:
+    """The controller's process: follows ``topic`` (``alerts``, or a topic laid out like it)
+    into a :class:`RetrainController`, and says how it goes on ``/health`` and ``/metrics``."""
+
+    def __init__(
+        self,
+        controller: RetrainController,
+        report: Callable[[Step], None],
+        topic: str = topics.ALERTS.name,
+    ) -> None:
+        self.controller = controller
+        self.topic = topic
+        self.report = report
+        self.progress = Progress()
+        self.kafka = Dependency("kafka", controller.settings.kafka().bootstrap_servers)
+        self.started_s = time.time()
+
+    def health(self) -> dict[str, Any]:
+        """The ``/health`` report: ``status`` (see the module), the services down, the loop's
+        failure, the model watched, its production and candidate versions as last seen, the
+        drifts firing (by the content hash of the version drifting), the retraining under way,
+        the last step, and per partition of ``alerts`` the last offset read."""
+        controller = self.controller
+        services = health_report(self.kafka, controller.clickhouse)
+        production, candidate = controller.seen
+        return {
+            "status": self.progress.status() or services["status"],
+            "down": services["down"],
+            "crashed": self.progress.crashed or None,
+            "topic": self.topic,
+            "model": controller.model,
+            "production": production,
+            "candidate": candidate,
+            "drifting": dict(controller.drifting),
+            "training": controller.training,
+            "last_step": self.progress.last,
+            "consumed": {
+                f"{tp.topic}:{tp.partition}": offset
+                for tp, offset in sorted(self.progress.consumed.items())
+            },
+            "uptime_s": round(time.time() - self.started_s, 1),
+        }
+
+    def _step(self, step: Step) -> None:
+        self.progress.stepped(step, time.time())
+        self.report(step)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the alerts until ``stop`` is set: each alert to
+        :meth:`~RetrainController.on_alert`, and every ``FORESIGHT_RETRAIN_CHECK_S``
+        :meth:`~RetrainController.tick`. Training and testing run in a thread; alerts wait in
+        Kafka meanwhile. Raises KafkaError when Kafka is unavailable at the start; when the
+        loop fails later, ``health()`` says ``crashed``, then it raises."""
+        controller = self.controller
+        settings = controller.settings
+        kafka = settings.kafka()
+        consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
+        probe = KafkaProbe(kafka)
+        checks: dict[Dependency, Check] = {self.kafka: probe}
+        clickhouse = ClickHouseProbe(settings.clickhouse_url) if settings.clickhouse_url else None
+        if clickhouse is not None:  # chdb: its own queries tell (a probe would hold the folder)
+            checks[controller.clickhouse] = clickhouse
+        try:
+            await consumer.start()
+            count = topics.ALERTS.partition_count(settings)
+            partitions = [TopicPartition(self.topic, p) for p in range(count)]
+            consumer.assign(partitions)
+            since_ms = int((controller.clock() - settings.retrain_cooldown_s) * 1000)
+            found = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                at = found.get(tp)
+                offset = at.offset if at is not None else ends[tp]
+                consumer.seek(tp, offset)
+                self.progress.consumed[tp] = offset - 1
+            async with watching(checks):
+                await self._follow(stop, consumer)
+        finally:
+            await consumer.stop()
+            await probe.close()
+            if clickhouse is not None:
+                clickhouse.close()
+
+    async def _follow(self, stop: asyncio.Event, consumer: AIOKafkaConsumer) -> None:
+        controller = self.controller
+        settings = controller.settings
+        codec = codec_for(settings)
+        self.progress.following = True
+        self._step(Step("following", {"topic": self.topic, "model": controller.model}))
         next_check = 0.0
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500)
-            for messages in batches.values():
-                for m in messages:
-                    alert = codec.decode_message(
-                        Message(m.topic, m.partition, m.offset, m.key, m.value), "alert"
-                    )
-                    if isinstance(alert, DeadLetter):
-                        continue  # not an alert this build reads: the worker dead-letters those
-                    for step in await asyncio.to_thread(controller.on_alert, alert):
-                        report(step)
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + settings.retrain_check_s
-                for step in await asyncio.to_thread(controller.tick):
-                    report(step)
-    finally:
-        await consumer.stop()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        message = Message(m.topic, m.partition, m.offset, m.key, m.value)
+                        await self._read(codec.decode_message(message, "alert"))
+                        self.progress.consumed[tp] = m.offset
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + settings.retrain_check_s
+                    for step in await asyncio.to_thread(controller.tick):
+                        self._step(step)
+        except Exception as error:
+            self.progress.crashed = f"{type(error).__name__}: {error}"
+            log.exception("retrain: the loop failed")
+            raise
+
+    async def _read(self, alert: Record | DeadLetter) -> None:
+        if isinstance(alert, DeadLetter):  # its readers skip it alike (the gateway counts it)
+            metrics.RETRAIN_ALERTS.labels("undecodable").inc()
+            log.warning(
+                "retrain: skipped %s:%d@%d, not an alert: %s",
+                alert.topic, alert.partition, alert.offset, alert.reason,
+            )  # fmt: skip
+            return
+        steps = await asyncio.to_thread(self.controller.on_alert, alert)
+        metrics.RETRAIN_ALERTS.labels("drift" if steps else "other").inc()
+        for step in steps:
+            self._step(step)

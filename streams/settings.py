@@ -519,6 +519,12 @@ class Settings:
         "`foresight quality run`'s /health (503 while it waits for partitions, rebalances or "
         "after its consumer failed) and /metrics.",
     )
+    retrain_port: int = _setting(
+        9303,
+        "FORESIGHT_RETRAIN_PORT",
+        "`foresight retrain`'s /health (503 until it follows the alerts, or after its loop "
+        "failed) and /metrics.",
+    )
     quality_max_complexity: float = _setting(
         12.0,
         "FORESIGHT_QUALITY_MAX_COMPLEXITY",

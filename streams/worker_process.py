@@ -1,5 +1,5 @@
 """Run Foresight commands in their own processes: a worker (knowing when it reads every
-partition), the quality processor, the ClickHouse sink, the gateway.
+partition), the quality processor, the retrain controller, the ClickHouse sink, the gateway.
 
 The demo, the benchmarks and the integration tests start them this way.
 """
@@ -75,6 +75,16 @@ class QualityProcess(ServingProcess):
         port = free_port()
         env = {"FORESIGHT_WORKER_ID": worker_id, "FORESIGHT_QUALITY_PORT": str(port)}
         super().__init__(["quality", "run", "--topic", topic], log, env, settings, port)
+
+
+class RetrainProcess(ServingProcess):
+    """``foresight retrain --json`` following ``topic``, on a port of its own; ``env`` gives
+    it what the controller needs (its operate key, its registry)."""
+
+    def __init__(self, settings: Settings, topic: str, log: Path, **env: str) -> None:
+        port = free_port()
+        env = {"FORESIGHT_RETRAIN_PORT": str(port), **env}
+        super().__init__(["retrain", "--json", "--topic", topic], log, env, settings, port)
 
 
 class WorkerProcess(ServingProcess):

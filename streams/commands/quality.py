@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,11 +24,10 @@ from typing import Any, TextIO
 from aiokafka.errors import KafkaError
 
 from connectors.git_quality import GitError, backfill
-from connectors.http.app import HttpServer, create_app
 from connectors.kafka_producer import RecordProducer
 from schemas.quality import SCHEMA
-from streams.access import open_gatekeeper
 from streams.codecs import codec_for
+from streams.processor_http import Processor, serve
 from streams.quality import QualityRunner, quality_config, quality_group
 from streams.settings import Settings
 from streams.topics import QUALITY
@@ -153,48 +151,20 @@ def _run_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, topic: str) -> int:
-    """Serve /health and /metrics, and run the processor until SIGINT or SIGTERM; 1 when its
-    consumer failed."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     runner = QualityRunner(settings, codec_for(settings), topic)
-    app = create_app("Foresight quality", open_gatekeeper(settings), health=runner.health)
-    http = HttpServer(app, settings.bind_host, settings.quality_port, settings.tls())
-    try:
-        await http.start()
-    except OSError as error:
-        print(
-            f"foresight quality run: cannot serve /health on {settings.bind_host}:"
-            f"{settings.quality_port} ({error}); is another one running? Set "
-            "FORESIGHT_QUALITY_PORT to a free port",
-            file=sys.stderr,
-        )
-        return 1
-    print(
-        f"foresight quality run: consuming {topic} as group {quality_group(settings)} from "
-        f"{settings.kafka().describe()}; /health and /metrics on "
-        f"{settings.tls().url(settings.bind_host, http.port)}",
-        file=sys.stderr,
-        flush=True,
+    processor = Processor(
+        "foresight quality run",
+        "Foresight quality",
+        "FORESIGHT_QUALITY_PORT",
+        settings.quality_port,
+        runner.health,
+        runner.run,
+        lambda: runner.progress.crashed,
     )
-    try:
-        await runner.run(stop)
-    except Exception:
-        if not runner.progress.crashed:
-            raise  # it could not start
-        print(
-            f"foresight quality run: the consumer failed ({runner.progress.crashed}); /health "
-            "answers 503 until this process is restarted (SIGTERM or Ctrl-C stops it)",
-            file=sys.stderr,
-            flush=True,
-        )
-        await stop.wait()
-        return 1
-    finally:
-        await http.stop()
-    return 0
+    doing = (
+        f"consuming {topic} as group {quality_group(settings)} from {settings.kafka().describe()}"
+    )
+    return await serve(processor, settings, doing)
 
 
 def _run_processor(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,6 +5,10 @@ candidate from ClickHouse history and registers it (workers then score it in sha
 enough of its outcomes are labelled, the paired promotion test promotes or refuses it
 (:mod:`streams.retrain_controller`). Each step is a line on stdout (JSON with ``--json``).
 Promoting and refusing need a key with the ``operate`` role, checked at start.
+
+It serves ``/health`` and ``/metrics`` on ``FORESIGHT_RETRAIN_PORT``. When its loop fails it
+stays up, ``/health`` answering 503 with the reason, until stopped (a liveness probe restarts
+it), and exits 1.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 
+from aiokafka.errors import KafkaError
+
+from streams import topics
 from streams.access import audit_trail
 from streams.operations import OperatorRefusedError, operator
-from streams.retrain_controller import RetrainController, Step, run
+from streams.processor_http import Processor, serve
+from streams.retrain_controller import RetrainController, RetrainRunner, Step
 from streams.settings import Settings
 
 
@@ -34,17 +41,29 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         except OperatorRefusedError as error:
             print(f"foresight retrain: {error}", file=sys.stderr)
             return 2
-        controller = RetrainController(settings, audit)
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await run(controller, report, stop)
-
-        asyncio.run(main())
-    return 0
+        runner = RetrainRunner(RetrainController(settings, audit), report, args.topic)
+        processor = Processor(
+            "foresight retrain",
+            "Foresight retrain",
+            "FORESIGHT_RETRAIN_PORT",
+            settings.retrain_port,
+            runner.health,
+            runner.run,
+            lambda: runner.progress.crashed,
+        )
+        doing = (
+            f"following {args.topic} on {settings.kafka().describe()} for drifts of "
+            f"{runner.controller.model}"
+        )
+        try:
+            return asyncio.run(serve(processor, settings, doing))
+        except KafkaError as error:
+            print(
+                f"foresight retrain: cannot go on: {error!r} (is Kafka up at "
+                f"{settings.kafka().describe()}?)",
+                file=sys.stderr,
+            )
+            return 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,4 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the retrain controller: drift alerts -> candidate -> shadow -> tested promotion",
     )
     retrain.add_argument("--json", action="store_true", help="one JSON object per step")
+    retrain.add_argument(
+        "--topic",
+        default=topics.ALERTS.name,
+        help=f"the topic of alerts to follow, with as many partitions as {topics.ALERTS.name} "
+        f"(default: {topics.ALERTS.name})",
+    )
     retrain.set_defaults(func=_retrain)

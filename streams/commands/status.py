@@ -72,6 +72,7 @@ def process_urls(settings: Settings) -> dict[str, str]:
             ("gateway", settings.gateway_port),
             ("ingest", settings.ingest_port),
             ("quality", settings.quality_port),
+            ("retrain", settings.retrain_port),
         )
     }
 

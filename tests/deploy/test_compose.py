@@ -118,7 +118,8 @@ def test_local_worker_reads_secrets_only_from_the_stack_folder() -> None:
 
 def test_prometheus_scrapes_services_compose_runs() -> None:
     """Every scrape target of deploy/prometheus is a service of this file (the quality
-    processor's too), running the Foresight process its job is named after."""
+    processor's and the retrain controller's too), running the Foresight process its job is
+    named after."""
     services = _compose()["services"]
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
@@ -126,3 +127,4 @@ def test_prometheus_scrapes_services_compose_runs() -> None:
             host = target.rsplit(":", 1)[0]
             assert host == job["job_name"] and host in services, target
     assert services["foresight-quality"]["command"] == ["foresight", "quality", "run"]
+    assert services["foresight-retrain"]["command"] == ["foresight", "retrain"]

@@ -17,7 +17,7 @@ import yaml
 
 from connectors.alert_payloads import TARGETS
 from connectors.alert_sinks import CONFIG_DIR, sink_config
-from connectors.http.keys import KEY_PREFIX, KeysFile
+from connectors.http.keys import KEY_PREFIX, OPERATE, KeysFile
 from connectors.kafka_connect import secrets_text
 from deploy.local.stack import KAFKA_VERSION
 from streams.cli import build_parser
@@ -48,7 +48,9 @@ SMTP = {
     "from": "Foresight <alerts@example.com>",
     "to": "oncall@example.com, ops@example.com",
 }
-FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "api", "sink", "quality"}
+# Secrets of its own an install names: the API keys, the PII hash secret, the operate key.
+KEYS_AND_PII = "apiKeys.existingSecret=k,pii.existingSecret=p,operateKey.existingSecret=o"
+FORESIGHT_PROCESSES = {"worker", "ingest", "gateway", "api", "sink", "quality", "retrain"}
 # The port each process serves /health and /metrics on (its command after `foresight`).
 PORT_SETTING = {
     "worker": "worker_port",
@@ -57,6 +59,7 @@ PORT_SETTING = {
     "api": "api_port",
     "sink clickhouse": "sink_metrics_port",
     "quality run": "quality_port",
+    "retrain": "retrain_port",
 }
 # The README's architecture: which services each process talks to.
 FLOWS = {
@@ -66,6 +69,7 @@ FLOWS = {
     "api": {"kafka", "redis", "clickhouse"},
     "sink": {"kafka", "clickhouse"},
     "quality": {"kafka", "redis"},  # snapshots in, forecasts and alerts out; the forecast cache
+    "retrain": {"kafka", "clickhouse"},  # alerts in, model updates out; history; registry: a volume
 }
 
 
@@ -77,14 +81,21 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def install(keys_file: Path) -> Path:
-    """The values every install gives: the keys file, the PII hash secret, the ClickHouse
-    password, and an endpoint for every alert target."""
+def operate_key(keys_file: Path) -> str:
+    """The retrain controller's key, in the keys file with the operate role."""
+    return KeysFile(keys_file).create("retrain", [OPERATE])[1]
+
+
+@pytest.fixture(scope="module")
+def install(keys_file: Path, operate_key: str) -> Path:
+    """The values every install gives: the keys file, the retrain controller's operate key,
+    the PII hash secret, the ClickHouse password, and an endpoint for every alert target."""
     alerts: dict[str, Any] = {t: {"url": u} for t, u in ALERT_URLS.items()}
     alerts["pagerduty"]["routingKey"] = ROUTING_KEY
     alerts["email"] = {**SMTP, "port": int(SMTP["port"])}
     values = {
         "apiKeys": {"keysFile": keys_file.read_text()},
+        "operateKey": {"key": operate_key},
         "pii": {"keyFile": PII_KEY},
         "clickhouse": {"password": PASSWORD},
         "connect": {"alerts": alerts},
@@ -195,13 +206,20 @@ def test_with_services_of_your_own_every_object_is_still_valid(install: Path) ->
     ("values", "words"),
     [
         (["--set", "clickhouse.password=x,pii.existingSecret=p"], "apiKeys: give the keys file"),
-        (["--set", "apiKeys.existingSecret=k,clickhouse.password=x"], "pii: give the secret"),
         (
-            ["--set", "apiKeys.existingSecret=k,pii.existingSecret=p"],
+            ["--set", "apiKeys.existingSecret=k,clickhouse.password=x,operateKey.existingSecret=o"],
+            "pii: give the secret",
+        ),
+        (
+            ["--set", "apiKeys.existingSecret=k,clickhouse.password=x,pii.existingSecret=p"],
+            "operateKey: give the key the retrain controller presents",
+        ),
+        (
+            ["--set", KEYS_AND_PII],
             "clickhouse: give the password",
         ),
         (
-            ["--set", "apiKeys.existingSecret=k,pii.existingSecret=p,clickhouse.enabled=false"],
+            ["--set", f"{KEYS_AND_PII},clickhouse.enabled=false"],
             "name the Secret whose key `url` is your server's CLICKHOUSE_URL",
         ),
     ],
@@ -254,8 +272,10 @@ def test_every_process_gets_every_setting_and_secrets_only_where_needed(
         container = _container(workload)
         assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
         env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])}
-        reads_clickhouse = component in ("sink", "api")  # the API's history
-        assert set(env) == ({"CLICKHOUSE_URL"} if reads_clickhouse else set()), component
+        reads_clickhouse = component in ("sink", "api", "retrain")  # history, to show and train
+        expected = {"CLICKHOUSE_URL"} if reads_clickhouse else set()
+        presents_operate = component == "retrain"  # checked at start: it promotes and refuses
+        assert set(env) == expected | ({"FORESIGHT_API_KEY"} if presents_operate else set())
     url = _container(_workloads(objects)["sink"])["env"][0]["valueFrom"]["secretKeyRef"]
     secret = _one(objects, "Secret", url["name"])
     assert secret["stringData"][url["key"]] == (
@@ -268,9 +288,12 @@ def test_every_process_gets_every_setting_and_secrets_only_where_needed(
     assert settings.kafka_connect_url == "http://foresight-connect-api:8083"
 
 
-def test_no_secret_is_in_a_config_map(objects: list[Object], keys_file: Path) -> None:
+def test_no_secret_is_in_a_config_map(
+    objects: list[Object], keys_file: Path, operate_key: str
+) -> None:
     settings = json.dumps(_one(objects, "ConfigMap")["data"])
     secrets = [SMTP["password"], SMTP["to"], *ALERT_URLS.values(), keys_file.read_text()]
+    secrets.append(operate_key)
     for secret in [PASSWORD, ROUTING_KEY, PII_KEY, *secrets]:
         assert secret not in settings
 
@@ -299,7 +322,7 @@ SECRET_FILES = {
         "keys_file",
         "foresight-api-keys",
         "keys.json",
-        {"ingest", "gateway", "api", "sink"},
+        {"ingest", "gateway", "api", "sink", "retrain"},
     ),
     "pii-key": ("pii_key_file", "foresight-pii", "pii.key", {"ingest"}),
 }
@@ -350,25 +373,47 @@ def test_workers_keep_state_on_their_own_volumes(objects: list[Object], profile:
     assert budget["spec"]["maxUnavailable"] == 1
 
 
-def test_the_workers_and_the_api_read_one_model_registry(
+def test_the_workers_the_api_and_the_retrain_controller_read_one_model_registry(
     objects: list[Object], profile: str
 ) -> None:
-    """The API scores with the models the workers serve, and promotes them: with a shared
-    registry (the large profile) both mount its claim where MODEL_REGISTRY_URL points."""
+    """The API scores with the models the workers serve, and promotes them; the retrain
+    controller registers candidates the workers shadow: with a shared registry (the large
+    profile) all three mount its claim where MODEL_REGISTRY_URL points."""
     path = _settings(objects).model_registry_url.removeprefix("file://")
-    volumes = {}
-    for component in ("worker", "api"):
+    volumes = []
+    for component in ("worker", "api", "retrain"):
         workload = _workloads(objects)[component]
         mounts = {m["name"]: m["mountPath"] for m in _container(workload)["volumeMounts"]}
         assert mounts["models"] == path, component
         (volume,) = [v for v in workload["spec"]["template"]["spec"]["volumes"]
                      if v["name"] == "models"]  # fmt: skip
-        volumes[component] = volume
-    assert volumes["worker"] == volumes["api"]
+        volumes.append(volume)
+    assert volumes[0] == volumes[1] == volumes[2]
     shared = {"persistentVolumeClaim": {"claimName": "foresight-models"}}
-    assert {k: v for k, v in volumes["api"].items() if k != "name"} == (
+    assert {k: v for k, v in volumes[0].items() if k != "name"} == (
         shared if profile == "large" else {"emptyDir": {}}
     )
+
+
+def test_one_retrain_controller_and_never_two_at_once(
+    objects: list[Object], operate_key: str
+) -> None:
+    """Two controllers would act on the same drift and train twice: exactly one replica in
+    every profile, replaced by stopping the old pod first (Recreate), and no disruption budget
+    that would block it. Its operate key comes from a Secret of its own."""
+    retrain = _workloads(objects)["retrain"]
+    assert retrain["kind"] == "Deployment"
+    assert retrain["spec"]["replicas"] == 1
+    assert retrain["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [
+        o for o in objects if o["kind"] == "PodDisruptionBudget" and _component(o) == "retrain"
+    ]
+    assert all(
+        "strategy" not in w["spec"] for c, w in _workloads(objects).items() if c != "retrain"
+    )
+    (env,) = [e for e in _container(retrain)["env"] if e["name"] == "FORESIGHT_API_KEY"]
+    ref = env["valueFrom"]["secretKeyRef"]
+    assert _one(objects, "Secret", ref["name"])["stringData"][ref["key"]] == operate_key
 
 
 def test_workers_scale_on_consumer_lag_up_to_the_partitions(objects: list[Object]) -> None:
@@ -509,9 +554,7 @@ def test_the_chart_s_connector_configs_are_the_code_s() -> None:
 
 
 def test_no_alert_target_no_connector() -> None:
-    objects = helm_template(
-        "--set", f"apiKeys.existingSecret=k,pii.existingSecret=p,clickhouse.password={PASSWORD}"
-    )
+    objects = helm_template("--set", f"{KEYS_AND_PII},clickhouse.password={PASSWORD}")
     assert not [o for o in objects if o["kind"] == "KafkaConnector"]
     assert "stringData" not in _one(objects, "Secret", "foresight-alert-targets")
 

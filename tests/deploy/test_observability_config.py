@@ -45,6 +45,7 @@ JOB_PORTS = {
     "foresight-gateway": "gateway_port",
     "foresight-ingest": "ingest_port",
     "foresight-quality": "quality_port",
+    "foresight-retrain": "retrain_port",
 }
 PROMQL_KEYWORDS = {
     "and",
@@ -224,6 +225,20 @@ def test_rules_carry_what_the_dashboards_and_tools_expect() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, where
         assert rule["annotations"]["summary"].strip(), where
         assert rule["annotations"]["description"].strip(), where
+
+
+def test_every_scrape_job_has_a_rule_for_when_it_is_down() -> None:
+    """A process Prometheus scrapes (the retrain controller too) raises an alert when it
+    cannot be scraped: an ``up{job...} == 0`` rule selects its job."""
+    watched: set[str] = set()
+    for rule in _rules():
+        found = re.fullmatch(r'up\{job\s*(=~|=)\s*"([^"]*)"\}\s*==\s*0', rule["expr"].strip())
+        if found:
+            op, value = found.groups()
+            watched |= {
+                j for j in JOB_PORTS if (re.fullmatch(value, j) if op == "=~" else value == j)
+            }
+    assert watched == set(JOB_PORTS)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from streams.quality import QualityRunner
 from streams.settings import Settings
 from streams.worker_process import QualityProcess
 from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.serving import ready
 
 pytestmark = pytest.mark.integration
 
@@ -143,23 +144,6 @@ async def test_a_restarted_processor_rebuilds_from_the_topic_and_produces_nothin
     assert ids == [f"{entity}@{s['commit']}" for s in snapshots[9:]]
 
 
-async def _ready(
-    process: QualityProcess, consumed: int = -1, timeout_s: float = 60
-) -> dict[str, Any]:
-    """The process's /health once it says ready (200: ``ok`` or ``degraded``) and has
-    consumed its partition up to offset ``consumed`` (its outputs, counted, before that)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert process.alive(), f"`foresight quality run` exited; see {process.log}"
-        health = await asyncio.to_thread(process.health)
-        if health is not None and health["status"] in ("ok", "degraded"):
-            (offset,) = health["consumed"].values()
-            if offset >= consumed:
-                return health
-        assert time.monotonic() < deadline, f"not ready in {timeout_s:.0f} s: {health}"
-        await asyncio.sleep(0.2)
-
-
 async def test_the_process_serves_health_and_metrics_and_dead_letters_bad_records(
     stack_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
@@ -174,7 +158,7 @@ async def test_the_process_serves_health_and_metrics_and_dead_letters_bad_record
     process = QualityProcess(stack_settings, f"test-quality-{unique}", topic, tmp_path / "q.log")
     process.start()
     try:
-        health = await _ready(process)
+        health = await ready(process)
         assert health["partitions"] == 1 and health["consumed"] == {f"{topic}:0": -1}
         snapshots = _snapshots(repository, int(time.time() * 1000))[:12]
         negative = {**snapshots[6], "commit": "f" * 40, "lines": -1}
@@ -215,7 +199,7 @@ async def test_the_process_serves_health_and_metrics_and_dead_letters_bad_record
         assert sorted(dead) == [6, 7]
         assert dead[6]["value"] == b"not a snapshot" and dead[6]["reason"]
         assert dead[7]["reason"].startswith("lines:"), dead[7]
-        health = await _ready(process, consumed=13)  # the last snapshot's offset
+        health = await ready(process, consumed=13)  # the last snapshot's offset
         assert health["crashed"] is None and health["repositories"] == 1
         assert health["consumed"] == {f"{topic}:0": 13} and health["lag"] == {f"{topic}:0": 0}
         assert process.metric(f'foresight_events_in_total{{topic="{topic}"}}') == 14

@@ -52,7 +52,7 @@ from streams.commands.stack import local_stack, topic_requests
 from streams.operations import publish_updates
 from streams.retraining import train_candidate
 from streams.settings import Settings
-from streams.worker_process import ForesightProcess, WorkerProcess
+from streams.worker_process import ForesightProcess, RetrainProcess, WorkerProcess
 from tests.integration.kafka_io import broker_port, produce
 
 pytestmark = pytest.mark.integration
@@ -228,7 +228,7 @@ async def test_drift_retrains_shadows_tests_then_promotes_a_better_and_refuses_a
     sink_log, worker_log, loop_log = (tmp_path / f"{n}.log" for n in ("sink", "worker", "retrain"))
     sink = ForesightProcess(["sink", "clickhouse", "--topics", *SINK_TOPICS], sink_log, env).start()
     worker = WorkerProcess(private_kafka, f"test-retrain-{unique}", worker_log, **env).start()
-    controller = ForesightProcess(["retrain", "--json"], loop_log, env).start()
+    controller = RetrainProcess(private_kafka, topics.ALERTS.name, loop_log, **env).start()
     logs = (loop_log, worker_log, sink_log)
     hosts = Hosts(unique, int(time.time() * 1000) // 60_000 * 60_000 - 3 * 3_600_000)
     try:
@@ -302,6 +302,11 @@ async def test_drift_retrains_shadows_tests_then_promotes_a_better_and_refuses_a
         assert shown.returncode == 0, shown.stderr
         assert "test: paired_bootstrap_brier over" in shown.stdout
         assert "verdict: promote" in shown.stdout
+        assert controller.metric('foresight_retrain_decisions_total{decision="promoted"}') == 1
+        assert controller.metric('foresight_retrain_decisions_total{decision="refused"}') == 1
+        assert controller.metric('foresight_retrains_total{outcome="registered"}') >= 2
+        health = controller.health()
+        assert health is not None and health["status"] == "ok" and health["production"] == "2"
         print(json.dumps({"drift": drift, "registered": registered, "promoted": decision,
                           "refused": refusal}, indent=1))  # fmt: skip
         print(shown.stdout)

@@ -5,28 +5,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import httpx
 from aiokafka import TopicPartition
 
-from connectors.http.app import create_app
 from schemas.codec import Codec
-from streams.access import open_gatekeeper
 from streams.quality import QualityRunner
 from streams.settings import Settings
+from tests.streams.open_health import get_health
 
 TOPIC = "test.quality.health"
 TP = TopicPartition(TOPIC, 0)
-
-
-async def _health(runner: QualityRunner, settings: Settings) -> tuple[int, dict[str, Any]]:
-    app = create_app("quality", open_gatekeeper(settings), health=runner.health)
-    transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://quality") as client:
-        reply = await client.get("/health")
-    body: dict[str, Any] = reply.json()
-    return reply.status_code, body
 
 
 async def test_health_follows_the_consumer_from_start_to_crash(tmp_path: Path) -> None:
@@ -34,34 +22,34 @@ async def test_health_follows_the_consumer_from_start_to_crash(tmp_path: Path) -
     runner = QualityRunner(settings, Codec(), TOPIC)
     progress = runner.progress
     try:
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["status"], body["partitions"]) == (503, "starting", 0)
 
         progress.assigned = {TP}
         progress.replay_until[TP] = 5
         progress.consumed[TP] = 2
         progress.lag[TP] = 7
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["status"], body["crashed"]) == (200, "ok", None)
         assert body["group"] == "q-quality" and body["topic"] == TOPIC
         assert body["consumed"] == {f"{TOPIC}:0": 2} and body["lag"] == {f"{TOPIC}:0": 7}
         assert body["replaying"] == {f"{TOPIC}:0": 5}  # offsets 3 and 4 are still to replay
 
         progress.revoked({TP})
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["status"]) == (503, "rebalancing")
 
         progress.rebalancing = False
         progress.consumed[TP] = 4
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["consumed"], body["replaying"]) == (200, {f"{TOPIC}:0": 4}, {})
 
         runner.redis.failed(ConnectionError("refused"))
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["status"], set(body["down"])) == (200, "degraded", {"redis"})
 
         progress.crashed = "KafkaTimeoutError: the producer timed out"
-        code, body = await _health(runner, settings)
+        code, body = await get_health(runner.health, settings)
         assert (code, body["status"]) == (503, "crashed")
         assert body["crashed"] == "KafkaTimeoutError: the producer timed out"
     finally:

@@ -1,5 +1,6 @@
 """The retrain controller's decisions that need no service: which alerts start a retrain,
-and when it waits (another registry's drift, a candidate under evaluation, the cooldown).
+and when it waits (another registry's drift, a candidate under evaluation, the cooldown); and
+what its /health says.
 Training, shadow scoring and the promotion test run on the real stack in
 tests/integration/test_retrain_loop.py."""
 
@@ -9,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka import TopicPartition
 
 from connectors.audit import AuditTrail
+from connectors.user_sql import SqlError
 from models.drift import FeatureReference
 from models.registry import ModelRegistry
 from models.training import FailureRiskModel, TrainingConfig
-from streams.retrain_controller import RetrainController
+from streams.retrain_controller import RetrainController, RetrainRunner
 from streams.settings import Settings
+from tests.streams.open_health import get_health
 
 FEATURES = ["memory_percent:5m:mean"]
 NOW_S = 1_900_000_000.0
@@ -110,3 +114,42 @@ def test_a_resolved_drift_is_forgotten(tmp_path: Path) -> None:
 def test_without_a_candidate_there_is_nothing_to_check(tmp_path: Path) -> None:
     _registry(tmp_path, 1)
     assert _controller(tmp_path).check_candidate() is None
+
+
+async def test_health_says_starting_then_what_it_watches_then_crashed(tmp_path: Path) -> None:
+    """/health through the HTTP stack every server shares: 503 until it follows the alerts;
+    200 with the model, its versions, the drifts firing, the last step and the offsets read;
+    degraded (200) when ClickHouse does not answer; 503 once its loop failed."""
+    production = _registry(tmp_path, 1).production("failure_risk")
+    assert production is not None
+    controller = _controller(tmp_path, cooldown_s=7200.0)
+    settings = controller.settings.replace(keys_file=str(tmp_path / "keys.json"))
+    runner = RetrainRunner(controller, lambda step: None, "test.alerts")
+    code, body = await get_health(runner.health, settings)
+    assert (code, body["status"], body["last_step"]) == (503, "starting", None)
+
+    runner.progress.following = True
+    runner.progress.consumed[TopicPartition("test.alerts", 0)] = 4
+    for step in controller.on_alert(_drift(production.content_hash)):
+        runner.progress.stepped(step, NOW_S)
+    code, body = await get_health(runner.health, settings)
+    assert (code, body["status"], body["crashed"]) == (200, "ok", None)
+    assert (body["model"], body["production"], body["candidate"]) == ("failure_risk", "1", None)
+    assert body["drifting"] == {
+        production.content_hash: {"version": "1", "drifted": FEATURES[0], "score": 1.6}
+    }
+    assert body["last_step"] == {"event": "cooldown", "at": "2030-03-17T17:46:40Z"}
+    assert body["consumed"] == {"test.alerts:0": 4} and body["training"] is None
+
+    controller.clickhouse.failed(SqlError("Connection refused"))
+    code, body = await get_health(runner.health, settings)
+    assert (code, body["status"], set(body["down"])) == (200, "degraded", {"clickhouse"})
+
+    runner.progress.crashed = "KafkaError: the fetch failed"
+    code, body = await get_health(runner.health, settings)
+    assert (code, body["status"], body["crashed"]) == (
+        503,
+        "crashed",
+        "KafkaError: the fetch failed",
+    )
+    assert not (tmp_path / "keys.json").exists()  # open doors only: no keys file is made

@@ -193,7 +193,8 @@ def test_status_reports_services_lag_and_firing_alerts(
     report = json.loads(done.stdout)
     assert report["healthy"] is True
     assert {s["name"] for s in report["services"] if s["healthy"]} >= {"kafka", "redis"}
-    assert {p["name"] for p in report["processes"]} == {"worker", "sink", "gateway", "ingest"}
+    processes = {p["name"] for p in report["processes"]}
+    assert processes == {"worker", "sink", "gateway", "ingest", "quality", "retrain"}
     ours = [row for row in report["lag"] if row["group"] == group]
     assert ours == [{"group": group, "topic": topic, "lag": 2, "partitions": {"0": 2}}]
     assert {row["group"] for row in report["lag"]} >= {stack_settings.worker_id, group}

@@ -67,6 +67,16 @@ redis://{{ include "foresight.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
 
+{{- define "foresight.operateKeySecret" -}}
+{{- if .Values.operateKey.existingSecret -}}
+{{- .Values.operateKey.existingSecret -}}
+{{- else if .Values.operateKey.key -}}
+{{- include "foresight.fullname" . }}-operate-key
+{{- else -}}
+{{- fail "operateKey: give the key the retrain controller presents, one with the operate role (`foresight keys create retrain --roles operate`, then --set operateKey.key=...) or the name of a Secret holding it as `key` (operateKey.existingSecret)" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "foresight.clickhouseSecret" -}}
 {{- if .Values.clickhouse.existingSecret -}}
 {{- .Values.clickhouse.existingSecret -}}
@@ -95,8 +105,9 @@ capabilities: {drop: [ALL]}
 {{- end -}}
 
 {{/*
-The environment of a Foresight process (root, secrets: which Secret-borne settings it gets):
-every setting from the ConfigMap; CLICKHOUSE_URL and a Redis URL with a password from Secrets.
+The environment of a Foresight process (root, reaches: the services it reaches, operateKey:
+whether it presents the operate key): every setting from the ConfigMap; CLICKHOUSE_URL, a Redis
+URL with a password and the operate key (FORESIGHT_API_KEY) from Secrets.
 */}}
 {{- define "foresight.env" -}}
 envFrom:
@@ -108,6 +119,9 @@ envFrom:
 {{- end }}
 {{- if and (has "redis" .reaches) .root.Values.redis.urlSecret (not .root.Values.redis.enabled) }}
 {{- $env = append $env (dict "name" "FEATURE_STORE_URL" "secret" .root.Values.redis.urlSecret "key" "url") }}
+{{- end }}
+{{- if .operateKey }}
+{{- $env = append $env (dict "name" "FORESIGHT_API_KEY" "secret" (include "foresight.operateKeySecret" .root) "key" "key") }}
 {{- end }}
 {{- if $env }}
 env:
