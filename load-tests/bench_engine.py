@@ -16,8 +16,9 @@ and reports what a process holding that engine costs:
   counts them), with the in-memory bytes per series;
 * **state bytes per series**: an entity's last checkpoint (windows and models, compressed),
   summed, over the series held;
-* **changelog bytes per event-second**: what the checkpoints of the measured span write,
-  per second of event time, which is the changelog's rate when the worker keeps up.
+* **changelog bytes per event-second**: what the checkpoints of the measured span write
+  (windows snapshots, their journals and model states), per second of event time, which is
+  the changelog's rate when the worker keeps up.
 
 With ``--failure-model``, a trained XGBoost failure-risk model (200 rounds of depth 4, the
 training defaults, over the bench's own features) is the registry's production version and
@@ -59,7 +60,7 @@ from models.training import (
 )
 from schemas.codec import Codec, Message
 from streams import topics
-from streams.engine import Engine, Input
+from streams.engine import Checkpoint, Engine, Input
 from streams.serving import serving_models
 from streams.settings import Settings, load_settings
 
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     )
     if args.failure_model:
         settings = serve_failure_model(settings, args.metrics, tempfile.mkdtemp())
-    engine = Engine(settings, lambda entity: (None, None), Codec(), "bench.routing")
+    engine = Engine(settings, Checkpoint, Codec(), "bench.routing")
     served = serving_models(settings)
     engine.batch_models = [m.batch_model(settings.explain_min_risk) for m in served]
     measured = {"samples": 0, "predictions": 0, "records": 0, "changelog_bytes": 0}
@@ -158,9 +159,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             measured["samples"] += len(chunk) * args.metrics
             measured["records"] += len(chunk)
             measured["predictions"] += sum(r.topic == topics.PREDICTIONS.name for r in out.records)
-            measured["changelog_bytes"] += sum(
-                len(c.windows or b"") + len(c.models or b"") for c in out.checkpoints
-            )
+            measured["changelog_bytes"] += sum(c.size for c in out.checkpoints)
 
     feed(itertools.chain.from_iterable(itertools.islice(rounds, warm)))
     rss_warm, _ = _rss_bytes()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from models.workflows import ADVICE, LOOP, PRECURSOR, RARE_PATH, STALL, WorkflowTracker  # noqa: E402
 from schemas.codec import Codec, Message  # noqa: E402
 from streams import topics  # noqa: E402
-from streams.engine import Engine, Input  # noqa: E402
+from streams.engine import Checkpoint, Engine, Input  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulation import (  # noqa: E402
     INJECTED_ADVICE,
@@ -61,7 +61,7 @@ def replay(seed: int, workflows: int, warmup: int, batch: int) -> dict[str, Any]
     world = WorkflowWorld(WorkflowScenario(workflows=workflows, seed=seed,
                                            start_ms=now_ms - span_ms))  # fmt: skip
     codec = Codec()
-    engine = Engine(Settings(), lambda entity: (None, None), codec, INTERNAL)
+    engine = Engine(Settings(), Checkpoint, codec, INTERNAL)
     events = list(world.events())
     alerts: list[dict[str, Any]] = []
     routed = 0

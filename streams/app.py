@@ -26,8 +26,10 @@ Agents (one worker process runs them all; scale out with partitions and more wor
   detection; every ``FORESIGHT_DRIFT_CHECK_S`` (a minute), forecast and feature drift.
 
 State: each entity's windows and models live in the engine and are written to the
-``entity-windows`` and ``entity-models`` tables as compact bytes; a restarted worker resumes
-from them. Outputs are at-least-once with stable ids (``prediction_id``, ``alert_id``).
+``entity-windows`` and ``entity-models`` tables as compact bytes (the windows as a snapshot
+per step under the entity's key and a journal of the records since under a second key in the
+same partition); a restarted worker resumes from them. Outputs are at-least-once with stable
+ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
 tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
 answer (see :mod:`connectors.dependencies`), and the worker goes on by itself when they do.
@@ -61,12 +63,12 @@ from models.training import FAILURE_RISK
 from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
-from streams.engine import Engine, Outputs, inputs_of
+from streams.engine import Checkpoint, Engine, Outputs, inputs_of
 from streams.engine.outputs import too_large
 from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
-from streams.state_store import table_store
+from streams.state_store import journal_key, table_store
 
 log = logging.getLogger(__name__)
 _MIB = 1024 * 1024
@@ -235,9 +237,14 @@ def create_app(settings: Settings) -> faust.App:
     windows_table = app.Table("entity-windows", **table)
     models_table = app.Table("entity-models", **table)
 
-    def load_state(entity: str) -> tuple[bytes | None, bytes | None]:
+    def load_state(entity: str) -> Checkpoint:
         key = entity.encode()
-        return windows_table.get(key), models_table.get(key)
+        return Checkpoint(
+            entity,
+            windows_table.get(key),
+            windows_table.get(journal_key(key, settings.topic_partitions)),
+            models_table.get(key),
+        )
 
     codec = codec_for(settings)
     engine = Engine(settings, load_state, codec, routing_stats.get_topic_name())
@@ -264,8 +271,12 @@ def create_app(settings: Settings) -> faust.App:
                 latest[slot][(record.key or b"").decode()] = record.value
         for checkpoint in outputs.checkpoints:
             key = checkpoint.entity.encode()
-            if checkpoint.windows is not None:
+            if checkpoint.windows is not None:  # before its journal (see engine.journal)
                 windows_table[key] = checkpoint.windows
+            if checkpoint.journal:
+                windows_table[journal_key(key, settings.topic_partitions)] = checkpoint.journal
+            elif checkpoint.journal is not None:  # a new snapshot: no records since it
+                windows_table.pop(journal_key(key, settings.topic_partitions), None)
             if checkpoint.models is not None:
                 models_table[key] = checkpoint.models
 

@@ -17,6 +17,7 @@ recreated, say by ``stack down --wipe``): Faust would refuse to start with a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 from collections.abc import Iterable
@@ -39,6 +40,23 @@ def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (Java's and aiokafka's)."""
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def journal_key(key: bytes, partitions: int) -> bytes:
+    """The key of the entity ``key``'s windows journal: the first of ``key`` + NUL +
+    ``journal<n>`` that Kafka's partitioner files in the entity's own partition.
+
+    The worker holds, recovers and hands over a table's keys by partition, and Kafka keeps a
+    partition's records in order: so the journal lives with its entity, and is never newer
+    in the changelog than the snapshot it was written after (see
+    :mod:`streams.engine.journal`). About ``partitions`` hashes, once per entity (cached).
+    """
+    partition = key_partition(key, partitions)
+    n = 0
+    while key_partition(candidate := b"%s\x00journal%d" % (key, n), partitions) != partition:
+        n += 1
+    return candidate
 
 
 class EntityRocksStore(rocksdb.Store):

@@ -104,6 +104,8 @@ def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection
     kinds, ended = record.get("kinds") or [], record.get("ended") or []
     if not record["entity"]:
         return Rejection("invalid_value", "entity is empty")
+    if "\x00" in record["entity"]:  # the worker's table keys use it (state_store.journal_key)
+        return Rejection("invalid_value", "entity holds a NUL character, which no entity name may")
     if len(names) != len(values):
         return Rejection(
             "invalid_value", f"{len(names)} names but {len(values)} values: they must be parallel"

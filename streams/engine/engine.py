@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 ONLINE_FAILURE_MODEL = "failure_risk_online"
 
-LoadState = Callable[[str], tuple[bytes | None, bytes | None]]
-"""An entity's saved ``(windows, models)`` state, either part None when there is none."""
+LoadState = Callable[[str], Checkpoint]
+"""An entity's saved state, each part None when there is none."""
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -146,9 +146,9 @@ class Engine:
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
         self.twins = topics.json_twins(settings)
-        # Each entity's windows snapshot at its latest step (absent: to take at the next
-        # write) and the records it took since, as its checkpoint writes them (see .journal).
-        self._snapshots: dict[str, bytes] = {}
+        # The identity and size of each entity's windows snapshot as last written (absent: to
+        # take at the next write) and the records it took since (see .journal).
+        self._snapshots: dict[str, tuple[int, int]] = {}
         self._journals: dict[str, bytearray] = {}
 
     def outputs(self) -> Outputs:
@@ -312,11 +312,13 @@ class Engine:
             )
             return None
         pipeline = EntityPipeline(entity, self.models)
-        windows, model_states = self.load_state(entity)
-        if windows:
+        saved = self.load_state(entity)
+        if saved.windows:
             try:
-                snapshot, taken = journal.read(windows)
-                pipeline = EntityPipeline.restore(self.models, snapshot, model_states)
+                snapshot, taken = journal.read(saved.windows)
+                if saved.journal:
+                    taken += journal.records(saved.journal, snapshot)
+                pipeline = EntityPipeline.restore(self.models, snapshot, saved.models)
             except ValueError as error:  # a state we cannot read: start the entity afresh
                 log.error("entity %s: cannot restore its state (%s); starting fresh", entity, error)
             else:
@@ -453,19 +455,22 @@ class Engine:
             if t_ms - since >= self.settings.model_checkpoint_s * 1000:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
-            out.checkpoints.append(Checkpoint(entity, self._windows_value(pipeline), models))
+            out.checkpoints.append(self._windows_checkpoint(pipeline, models))
         self._touched.clear()
 
-    def _windows_value(self, pipeline: EntityPipeline) -> bytes:
-        """The entity's windows checkpoint: its snapshot and the records since. A snapshot
-        is taken anew after a step, or once the records since outweigh it."""
+    def _windows_checkpoint(self, pipeline: EntityPipeline, models: bytes | None) -> Checkpoint:
+        """The entity's windows checkpoint: the journal of records taken since its snapshot;
+        or, when the snapshot is taken anew (after a step, on eviction, or once the records
+        since outweigh it), the snapshot and an empty journal, whose key the worker deletes."""
         entity = pipeline.entity
-        snapshot = self._snapshots.get(entity)
+        held = self._snapshots.get(entity)
         taken = self._journals.get(entity, b"")
-        if snapshot is None or len(taken) > len(snapshot):
-            snapshot = self._snapshots[entity] = pipeline.windows_bytes()
-            taken = self._journals[entity] = bytearray()
-        return journal.frame(snapshot, taken)
+        if held is None or len(taken) > held[1]:
+            snapshot = pipeline.windows_bytes()
+            self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))
+            self._journals[entity] = bytearray()
+            return Checkpoint(entity, snapshot, b"", models)
+        return Checkpoint(entity, None, journal.entry(held[0], taken), models)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -476,9 +481,7 @@ class Engine:
         for entity in idle:
             pipeline = self.entities[entity]
             self._snapshots.pop(entity, None)
-            out.checkpoints.append(
-                Checkpoint(entity, self._windows_value(pipeline), pipeline.models_bytes())
-            )
+            out.checkpoints.append(self._windows_checkpoint(pipeline, pipeline.models_bytes()))
             self.outcomes.forget(entity)
             self._forget(entity)
         return idle
@@ -790,14 +793,13 @@ class Engine:
         """Bytes the engine holds, by holder (Python objects aside): the model states of the
         series in memory (``model_states``) and the rows allocated for them (rows never used
         are untouched: address space, not memory), the windows, and the checkpoint values
-        kept between passes (each entity's snapshot and the records since)."""
+        kept between passes (each entity's journal of the records since its snapshot)."""
         arenas = (self.models.states, self.models.entity_states)
         return {
             "model_states": sum(a.rows_in_use * a.row_bytes for a in arenas),
             "model_states_allocated": sum(a.rows_allocated * a.row_bytes for a in arenas),
             "windows": sum(p.windows.nbytes for p in self.entities.values()),
-            "checkpoint_values": sum(map(len, self._snapshots.values()))
-            + sum(map(len, self._journals.values())),
+            "checkpoint_values": sum(map(len, self._journals.values())),
         }
 
     def health_fields(self) -> Record:

@@ -36,11 +36,20 @@ class Output:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """An entity's state to write to the worker's tables (None: that part is unchanged)."""
+    """An entity's state for the worker's tables: its windows snapshot, the journal of
+    records taken since (:mod:`.journal`) and its model states. Written, None means that
+    part is unchanged, and an empty journal that there is none: its key is deleted (a
+    tombstone in the changelog). Loaded, None means that none is saved."""
 
     entity: str
-    windows: bytes | None
-    models: bytes | None
+    windows: bytes | None = None
+    journal: bytes | None = None
+    models: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        """The bytes the written parts hold."""
+        return sum(len(part or b"") for part in (self.windows, self.journal, self.models))
 
 
 @dataclass

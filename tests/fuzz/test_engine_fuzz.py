@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec, Message
 from streams import topics
-from streams.engine import Engine, Input, Outputs
+from streams.engine import Checkpoint, Engine, Input, Outputs
 from streams.settings import Settings
 from tests.fuzz.budget import fuzz
 from tests.fuzz.strategies import (
@@ -69,7 +69,7 @@ RECORDS = {
 
 def _engine(max_record_bytes: int = 1_000_000, **settings: Any) -> Engine:
     config = Settings(step_s=10.0, max_record_bytes=max_record_bytes, **settings)
-    return Engine(config, lambda entity: (None, None), CODEC, "routing-stats")
+    return Engine(config, Checkpoint, CODEC, "routing-stats")
 
 
 def _inputs(topic: str, values: Sequence[tuple[bytes, bytes | None]]) -> list[Input]:

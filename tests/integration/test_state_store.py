@@ -1,8 +1,11 @@
-"""The worker's RocksDB state against a real Kafka: local state ahead of its changelog."""
+"""The worker's state against a real Kafka: local state ahead of its changelog, and an
+entity's two keys (windows snapshot and journal) in its changelog."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.stores.rocksdb import Store
 
 from connectors.kafka_admin import TopicRequest, ensure_topics
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
+from streams import topics
+from streams.commands.tail import topic_partitions
 from streams.settings import Settings
-from streams.state_store import discard_stale_state, key_partition
+from streams.state_store import discard_stale_state, journal_key, key_partition
+from streams.worker_process import WorkerProcess
+from tests.integration.kafka_io import produce
 
 
 def _local_db(path: Path, offset: int) -> None:
@@ -27,6 +35,14 @@ def test_key_partition_is_kafkas_default_partitioner() -> None:
     partitioner = DefaultPartitioner()
     for key in (b"web-1", b"host-42", "ünïcode".encode(), b"x" * 300):
         assert key_partition(key, 6) == partitioner(key, list(range(6)), list(range(6)))
+
+
+def test_an_entitys_journal_key_is_its_own_and_in_its_partition() -> None:
+    for partitions in (1, 6, 32):
+        for key in (b"web-1", b"host-42", "ünïcode".encode()):
+            journal = journal_key(key, partitions)
+            assert journal != key and journal.startswith(key + b"\x00")
+            assert key_partition(journal, partitions) == key_partition(key, partitions)
 
 
 @pytest.mark.integration
@@ -54,3 +70,84 @@ def test_local_state_ahead_of_its_changelog_is_dropped_and_the_rest_kept(
     assert dropped == [tmp_path / "entity-windows-1.db"]
     assert (tmp_path / "entity-windows-0.db").is_dir()
     assert not (tmp_path / "entity-windows-1.db").exists()
+
+
+Written = dict[bytes, list[tuple[int, int, bytes | None]]]
+
+
+async def _changelog_until(
+    kafka: KafkaConfig,
+    topic: str,
+    keys: tuple[bytes, ...],
+    done: Callable[[Written], bool],
+    timeout_s: float,
+) -> Written:
+    """The ``(partition, offset, value)`` records of ``keys`` in ``topic`` from its start,
+    read until ``done(written)`` holds (fails after ``timeout_s``)."""
+    consumer = kafka.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while topic not in await consumer.topics():
+            assert time.monotonic() < deadline, f"the worker never created {topic}"
+            await asyncio.sleep(0.2)
+        partitions = await topic_partitions(kafka, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        written: Written = {key: [] for key in keys}
+        while not done(written):
+            assert time.monotonic() < deadline, f"{topic} after {timeout_s}s: {written}"
+            for messages in (await consumer.getmany(timeout_ms=250)).values():
+                for m in messages:
+                    if m.key in written:
+                        written[m.key].append((m.partition, m.offset, m.value))
+        return written
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.integration
+async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the_snapshot(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    worker_id, entity = f"test-journal-{unique}", f"journal-{unique}"
+    key = entity.encode()
+    journal = journal_key(key, stack_settings.topic_partitions)
+    topic, kafka = f"{worker_id}-entity-windows-changelog", stack_settings.kafka()
+    step_ms = int(stack_settings.step_s * 1000)
+    start = (int(time.time() * 1000) - 120_000) // step_ms * step_ms
+    records = [
+        {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
+         "names": ["cpu_percent"], "values": [float(k)], "source": "test"}
+        for k in range(13)
+    ]  # fmt: skip
+    worker = WorkerProcess(
+        stack_settings, worker_id, tmp_path / "worker.log", FORESIGHT_ENTITY_IDLE_S="5"
+    ).start()
+    try:
+        await worker.ready()
+        # Up to the record that closes the first step: a snapshot, and no journal.
+        await produce(kafka, topics.METRICS, "entity", records[:11])
+        await _changelog_until(kafka, topic, (key, journal), lambda w: bool(w[key]), 90)
+        # Two records of the next step, in a later pass: only a journal.
+        await produce(kafka, topics.METRICS, "entity", records[11:])
+        written = await _changelog_until(
+            kafka, topic, (key, journal), lambda w: any(v for _, _, v in w[journal]), 90
+        )
+        # Idle for 5 s, the entity is evicted: a last snapshot, then its journal's tombstone.
+        written = await _changelog_until(
+            kafka,
+            topic,
+            (key, journal),
+            lambda w: bool(w[journal]) and w[journal][-1][2] is None,
+            90,
+        )
+    finally:
+        worker.stop()
+    partition = key_partition(key, stack_settings.topic_partitions)
+    assert {p for p, _, _ in written[key] + written[journal]} == {partition}
+    snapshot, tombstone = written[key][-1], written[journal][-1]
+    assert snapshot[2] and snapshot[1] < tombstone[1], "the snapshot goes before the tombstone"
+    # Compacted (each key's last record, tombstones removed): the snapshot alone is left.
+    compacted = {k: w[-1][2] for k, w in written.items() if w[-1][2] is not None}
+    assert compacted == {key: snapshot[2]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import uuid
@@ -39,18 +40,23 @@ CODEC = Codec()
 
 
 class Changelog:
-    """The worker's two tables, as a dict: what the engine checkpoints, it can load."""
+    """The worker's tables, as a dict: what the engine checkpoints, it can load."""
 
     def __init__(self) -> None:
-        self.saved: dict[str, tuple[bytes | None, bytes | None]] = {}
+        self.saved: dict[str, Checkpoint] = {}
 
-    def load(self, entity: str) -> tuple[bytes | None, bytes | None]:
-        return self.saved.get(entity, (None, None))
+    def load(self, entity: str) -> Checkpoint:
+        return self.saved.get(entity, Checkpoint(entity))
 
     def write(self, checkpoints: Sequence[Checkpoint]) -> None:
         for c in checkpoints:
-            windows, models = self.saved.get(c.entity, (None, None))
-            self.saved[c.entity] = (c.windows or windows, c.models or models)
+            held = self.load(c.entity)
+            self.saved[c.entity] = Checkpoint(
+                c.entity,
+                held.windows if c.windows is None else c.windows,
+                held.journal if c.journal is None else c.journal or None,  # empty: deleted
+                held.models if c.models is None else c.models,
+            )
 
 
 def _engine(changelog: Changelog, **settings: Any) -> Engine:
@@ -218,6 +224,105 @@ def test_an_engine_restored_from_its_changelog_goes_on_as_if_it_had_never_stoppe
     first_step = {entity: t for entity, t, p in reversed(expected) if isinstance(p, dict)}
     assert {(entity, t) for entity, t, _ in again} == set(first_step.items())
     assert _latest_forecasts(again) == _latest_forecasts(before)
+
+
+@pytest.mark.parametrize("crash", [615, 610], ids=["between steps", "after a step's snapshot"])
+def test_a_pass_between_steps_writes_only_its_journal_and_a_restore_resumes_exactly(
+    crash: int,
+) -> None:
+    changelog, feed = Changelog(), Feed()
+    # A scrape a second for ten minutes, then one a pass: steps close at records 0, 10, 20...
+    records = [
+        feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 7), "mem": 40.0 + k, "io": 1.0})
+        for k in range(640)
+    ]
+    first, uninterrupted = _engine(changelog), _engine(Changelog())
+    changelog.write(first.metrics(records[:600], NOW_S).checkpoints)
+    for k in range(600, crash):
+        (checkpoint,) = first.metrics([records[k]], NOW_S).checkpoints
+        assert (checkpoint.windows is not None) == (k % 10 == 0), "a snapshot only per step"
+        assert checkpoint.journal is not None
+        changelog.write([checkpoint])
+    (stepped,) = first.metrics([records[crash]], NOW_S).checkpoints
+    # The worker dies during the crash pass's writes: between a step's snapshot and its
+    # journal, or before its journal between steps.
+    if crash % 10 == 0:
+        changelog.write([Checkpoint(stepped.entity, windows=stepped.windows)])
+    # It resumes from its committed offset, two records back: the records the changelog
+    # holds are skipped as replays, and the journal's earlier ones come from the journal alone.
+    resume = crash - 2
+    second = _engine(changelog)
+    resumed = [_decoded(second.metrics([r], NOW_S), topics.FEATURES.name) for r in records[resume:]]
+    uninterrupted.metrics(records[:resume], NOW_S)
+    expected = [
+        _decoded(uninterrupted.metrics([r], NOW_S), topics.FEATURES.name) for r in records[resume:]
+    ]
+    # From the record after the crash on (a step its snapshot holds was produced before it).
+    assert resumed[3:] == expected[3:] and sum(map(len, expected[3:])) == 2
+    assert (
+        second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
+    )
+
+
+def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -> None:
+    changelog, feed = Changelog(), Feed()
+    names = [f"metric_{i}" for i in range(30)]
+    # A record every 50 ms within one step, one a pass: after the first record's step, none
+    # closes, and the journal grows.
+    records = [
+        feed.record("web-1", T0_MS + 100 + k * 50, {n: float(k + i) for i, n in enumerate(names)})
+        for k in range(150)
+    ]
+    first, uninterrupted = _engine(changelog), _engine(Changelog())
+    written = []
+    for k, record in enumerate(records[:121]):
+        out = first.metrics([record], NOW_S)
+        assert k == 0 or not _decoded(out, topics.FEATURES.name), "no step closes"
+        (checkpoint,) = out.checkpoints
+        changelog.write([checkpoint])
+        written.append(checkpoint)
+    snapshots = [k for k, c in enumerate(written) if c.windows is not None]
+    assert len(snapshots) > 2 and snapshots[0] == 0
+    for at, following in itertools.pairwise(snapshots):
+        size = len(written[at].windows or b"")
+        assert written[at].journal == b"" and written[following].journal == b""
+        before = written[following - 1].journal or b""
+        assert 8 < len(before) <= 8 + size, "the journal outweighs its snapshot no longer"
+    # A restart from the changelog, mid-journal, resumes exactly.
+    assert written[-1].windows is None
+    second = _engine(changelog)
+    for record in records[121:]:
+        second.metrics([record], NOW_S)
+    uninterrupted.metrics(records, NOW_S)
+    assert (
+        second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
+    )
+
+
+def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() -> None:
+    changelog, feed = Changelog(), Feed()
+    evicting = _engine(changelog, entity_idle_s=600.0)
+    kept = _engine(Changelog(), entity_idle_s=100_000.0)
+    records = [
+        feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 7), "mem": 40.0 + k})
+        for k in range(30)
+    ]
+    for record in records[:15]:
+        changelog.write(evicting.metrics([record], NOW_S).checkpoints)
+        kept.metrics([record], NOW_S)
+    assert changelog.saved["web-1"].journal, "records 11 to 14 since the step's snapshot"
+    out = evicting.tick(NOW_S + 700)
+    kept.tick(NOW_S + 700)
+    changelog.write(out.checkpoints)
+    assert set(evicting.entities) == set() and set(kept.entities) == {"web-1"}
+    (evicted,) = out.checkpoints
+    assert evicted.windows and evicted.models and evicted.journal == b""
+    # The journal's key is deleted (a tombstone): the compacted changelog keeps the snapshot.
+    assert changelog.saved["web-1"].journal is None
+    for record in records[15:]:
+        changelog.write(evicting.metrics([record], NOW_S + 700).checkpoints)
+        kept.metrics([record], NOW_S + 700)
+    assert evicting.entities["web-1"].windows_bytes() == kept.entities["web-1"].windows_bytes()
 
 
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:

@@ -55,6 +55,7 @@ def test_kinds_and_ended_series_come_through() -> None:
         ({"kinds": ["GAUGE"]}, "invalid_value", "2 names but 1 kinds"),
         ({"ended": ["x"] * 10_000}, "oversized", "10000 ended series"),
         ({"entity": ""}, "invalid_value", "entity is empty"),
+        ({"entity": "web-1\x00journal0"}, "invalid_value", "NUL character"),
         ({"event_time": NOW + 2 * 3_600_000}, "future_timestamp", "in the future"),
         ({"event_time": NOW - 8 * 24 * 3_600_000}, "too_old", "beyond retention"),
         ({"entity": "x" * 300}, "oversized", "entity is 300 characters"),
