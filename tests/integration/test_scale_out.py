@@ -110,7 +110,11 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
             if not isinstance(record, dict) or record.get("entity") not in set(entities):
                 continue
             if topic == topics.FEATURES.name:
-                features[record["entity"]] = record  # the newest step of each entity
+                # The newest step of each entity. On a shared stack another group's worker
+                # may also read the metrics topic and write these entities' features, late.
+                newest = features.get(record["entity"])
+                if newest is None or record["event_time"] >= newest["event_time"]:
+                    features[record["entity"]] = record
             elif topic == topics.PREDICTIONS.name and record["entity"] in victim_entities:
                 # The new owner's first: a step after the kill's, sent after the kill.
                 emitted = record["emitted_at"] / 1000
