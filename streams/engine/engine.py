@@ -142,7 +142,8 @@ class Engine:
         self.policy = RoutingPolicy(max_pairs=settings.max_entities)
         self.scaling = ScalingAdvisor(max_types=settings.max_entities)
         self.workflows = WorkflowTracker(settings.workflow_config())
-        self._workflow_clock = PartitionProgress()  # event time of the workflow steps seen
+        # Event time of the workflow steps seen, per partition of the routing topic.
+        self._workflow_clocks: dict[int, PartitionProgress] = {}
         self._pending: dict[str, _Due] = {}
         self._touched: dict[str, int] = {}  # entity -> event time of its newest record
         self.twins = topics.json_twins(settings)
@@ -507,6 +508,8 @@ class Engine:
             self.progress.pop((topic, partition), None)
             if topic == topics.METRICS.name:
                 lost.add(partition)
+            elif topic == self.routing_topic:
+                self._workflow_clocks.pop(partition, None)
         for entity in [e for e, p in self.entity_partition.items() if p in lost]:
             self._forget(entity)
 
@@ -531,8 +534,7 @@ class Engine:
         self._step(out)
         self.evict_idle(now_s, out)
         if self.workflows.flight:
-            watermark = self._workflow_clock.watermark(now_s, self.settings.idle_timeout_s)
-            for alert in self.workflows.advance(watermark):
+            for alert in self.workflows.advance(self._workflow_watermark(now_s)):
                 self.alert(alert, None, out)
         return out
 
@@ -766,11 +768,19 @@ class Engine:
 
     def _workflow_step(self, event: Record, message: Message, now_s: float, out: Outputs) -> None:
         """An event of a workflow (keyed by its id): its pattern alerts and advice."""
-        clock, now_ms = self._workflow_clock, int(now_s * 1000)
-        clock.max_event_ms = max(clock.max_event_ms, min(event["event_time"], now_ms))
+        clock = self._workflow_clocks.setdefault(message.partition, PartitionProgress())
+        clock.max_event_ms = max(clock.max_event_ms, min(event["event_time"], int(now_s * 1000)))
         clock.last_arrival_s = now_s
-        for alert in self.workflows.observe(event, now_ms):
+        for alert in self.workflows.observe(event, self._workflow_watermark(now_s)):
             self.alert(alert, message, out)
+
+    def _workflow_watermark(self, now_s: float) -> int:
+        """How far workflows' event time has surely come: the least watermark of the routing
+        partitions that carried workflow steps. The newest step of any partition would make
+        the workflows of a partition read behind the others look quiet, and stalled."""
+        idle_s = self.settings.idle_timeout_s
+        clocks = self._workflow_clocks.values()
+        return min((c.watermark(now_s, idle_s) for c in clocks), default=int(now_s * 1000))
 
     def _decide(
         self, task_type: str, update: Record, message: Message, now_s: float, out: Outputs

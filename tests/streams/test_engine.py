@@ -6,7 +6,7 @@ import itertools
 import json
 import math
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -495,18 +495,21 @@ class Router:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.offsets = {topic: 0 for topic in ("events", "requests", "routing")}
+        self.offsets: Counter[tuple[str, int]] = Counter()
 
-    def _input(self, topic: str, name: str, key: str, value: bytes) -> Input:
-        self.offsets[name] += 1
-        return Input(Message(topic, 0, self.offsets[name], key.encode(), value))
+    def _input(self, topic: str, name: str, key: str, value: bytes, partition: int = 0) -> Input:
+        self.offsets[name, partition] += 1
+        offset = self.offsets[name, partition]
+        return Input(Message(topic, partition, offset, key.encode(), value))
 
-    def _routed(self, out: Outputs, now_s: float) -> Outputs:
+    def _routed(self, out: Outputs, now_s: float, partition: int = 0) -> Outputs:
+        """``out``'s records of the internal topic through the routing step, as read from
+        its ``partition``."""
         done = Outputs(CODEC, out.max_record_bytes)
         done.records = [r for r in out.records if r.topic != "routing-stats"]
         for record in (r for r in out.records if r.topic == "routing-stats"):
             message = self._input(
-                "routing-stats", "routing", (record.key or b"").decode(), record.value
+                "routing-stats", "routing", (record.key or b"").decode(), record.value, partition
             )
             done.extend(self.engine.route([message], now_s))
         return done
@@ -524,16 +527,19 @@ class Router:
         ]  # fmt: skip
         return self._routed(self.engine.agent_events(inputs, NOW_S), NOW_S)
 
-    def events(self, records: list[Record], now_s: float = NOW_S) -> tuple[Outputs, Outputs]:
+    def events(
+        self, records: list[Record], now_s: float = NOW_S, partition: int = 0
+    ) -> tuple[Outputs, Outputs]:
         """AgentEvents through the engine: what the agent step produced (the internal topic's
-        records included), and what the routing step made of those."""
+        records included), and what the routing step made of those (read from the internal
+        topic's ``partition``)."""
         inputs = [
             self._input(topics.AGENT_EVENTS.name, "events", r["agent"],
                         CODEC.encode("agent_event", r))
             for r in records
         ]  # fmt: skip
         out = self.engine.agent_events(inputs, now_s)
-        return out, self._routed(out, now_s)
+        return out, self._routed(out, now_s, partition)
 
     def request(self, task_id: str, candidates: list[str], **fields: Any) -> Outputs:
         record = {"task_id": task_id, "task_type": "triage", "candidates": candidates,
@@ -628,6 +634,25 @@ def test_a_stalled_workflow_is_flagged_by_the_clock_when_its_events_stop() -> No
     (alert,) = _decoded(engine.tick(quiet_since_s + 120), topics.ALERTS.name)
     assert (alert["rule"], alert["entity"]) == ("workflow_stall", "stuck")
     assert alert["labels"]["stall_after_s"] == "60"
+
+
+def test_workflows_read_behind_on_one_partition_are_not_stalled_by_anothers_clock() -> None:
+    """The routing step reads its partitions unevenly (a worker behind, a rebalance): the
+    workflows of the partition behind are judged by event time that partition has reached."""
+    engine = _engine(Changelog())
+    router = Router(engine)
+    for n in range(50):
+        router.events(_workflow_events(f"wf-{n}", ("plan", "test"), T0_MS + n * 60_000))
+    router.events(_workflow_events("behind", ("plan",), T0_MS + 3_000_000, end=None))
+    _, ahead = router.events(
+        _workflow_events("ahead", ("plan", "test"), T0_MS + 3_600_000), partition=1
+    )
+    assert _decoded(ahead, topics.ALERTS.name) == []
+    assert _decoded(engine.tick(NOW_S + 1), topics.ALERTS.name) == []
+    _, caught_up = router.events(
+        _workflow_events("behind", ("plan", "test"), T0_MS + 3_000_000)[3:]
+    )
+    assert _decoded(caught_up, topics.ALERTS.name) == []
 
 
 def test_a_request_the_engine_cannot_answer_is_dead_lettered_with_its_reason() -> None:
