@@ -491,11 +491,12 @@ def test_played_workflows_carry_every_injected_pattern_and_when_it_shows() -> No
     for workflow in workflows:
         truth = workflow.truth
         shown[truth.pattern] += 1
-        if truth.pattern is None:
-            assert truth.pattern_ms is None
+        shown_ms = truth.pattern_ms
+        if truth.pattern is None or shown_ms is None:
+            assert truth.pattern is None and shown_ms is None
             continue
-        assert workflow.start_ms < truth.pattern_ms <= workflow.end_ms
-        at = [r for t, _, r in workflow.events if t == truth.pattern_ms]
+        assert workflow.start_ms < shown_ms <= workflow.end_ms
+        at = [r for t, _, r in workflow.events if t == shown_ms]
         match truth.pattern:
             case simulation.WorkflowPattern.RARE_PATH:
                 assert any(r["phase"] == "STARTED" and r["task_type"] not in
@@ -506,7 +507,7 @@ def test_played_workflows_carry_every_injected_pattern_and_when_it_shows() -> No
                 assert step >= 6 and path[step - 6 : step - 4] == path[step - 4 : step - 2]
                 assert path[step - 4 : step - 2] == path[step - 2 : step]  # three times
             case simulation.WorkflowPattern.STALL:
-                started = truth.pattern_ms - 900_000
+                started = shown_ms - 900_000
                 hung = [r for t, _, r in workflow.events if t == started and r["step"]]
                 assert hung and hung[0]["phase"] == "STARTED"
                 ended = [r for _, _, r in workflow.events if r["task_id"] == hung[0]["task_id"]]
