@@ -24,9 +24,9 @@ What it models, and why:
   evaluation scores against.
 * **Workflows** (optional, :attr:`SimulationConfig.workflows_per_min`) are drawn from
   :func:`workflow_stream`, the generator the workflow benchmark uses: trees of tasks that
-  carry a ``workflow_id``, run by their own pool of agents (``wf-agent-01``...) and an
-  ``orchestrator``, a few with an injected pattern (a rare path, a loop, a stall, a precursor
-  error). Their truth is :meth:`Simulation.workflows`.
+  carry a ``workflow_id``, each run by one agent of a pool of their own
+  (:data:`WORKFLOW_POOL`), a few with an injected pattern (a rare path, a loop, a stall, a
+  precursor error). Their truth is :meth:`Simulation.workflows`.
 
 Randomness comes from one seed split into independent streams (fleet parameters, host noise,
 agent tasks), so a run is a pure function of :class:`SimulationConfig` and the duration.
@@ -316,9 +316,9 @@ class SimulationConfig:
     task_rate_per_agent_per_min
         Mean number of tasks each agent starts per minute (Poisson arrivals). Default 4.
     workflows_per_min
-        Workflows starting per minute (:func:`workflow_stream` seeded with ``seed``, on the
-        agents ``wf-agent-01``... apart from the fleet's, so the agent incidents stay as
-        they are). Default 0: none.
+        Workflows starting per minute (:func:`workflow_stream` seeded with ``seed``, each
+        run by one agent of :data:`WORKFLOW_POOL`, apart from the fleet's, so the agent
+        incidents stay as they are). Default 0: none.
     """
 
     hosts: int = 20
@@ -534,7 +534,7 @@ class Simulation:
         self.incidents = tuple(self._schedule(w, n) for n, w in enumerate(windows))
         self._workflows = (
             WorkflowScenario(seed=cfg.seed, per_min=cfg.workflows_per_min,
-                             start_ms=cfg.start_ms, pool=WORKFLOW_POOL)
+                             start_ms=cfg.start_ms, pool=WORKFLOW_POOL, one_agent=True)
             if cfg.workflows_per_min > 0
             else None
         )  # fmt: skip
@@ -1136,7 +1136,11 @@ RELEASE_WITHOUT_LINT_FAILURE = 0.18
 INJECTED_ADVICE: dict[str, tuple[tuple[str, int], ...]] = {
     "release": (("has:lint", -1), ("build>lint", -1), ("lint>test", -1), ("build>test", 1)),
 }
-#: The name of the agents that run the live simulation's workflow steps: ``wf-agent-01``...
+#: The agents that run the live simulation's workflows, ``wf-agent-01``..., each workflow on
+#: one of them: one partition of the agent-event topic then carries a workflow's events in
+#: the order they happened. The worker waits only ``FORESIGHT_WORKFLOW_REORDER_S`` (5 s) of
+#: event time for a late step: 55 ms of wall time in the demo's 90x replay, less than
+#: partitions drift apart.
 WORKFLOW_POOL = "wf-agent"
 #: The error class injected as a precursor: a workflow whose step fails with it fails in the
 #: end with probability :data:`_PRECURSOR_FAILURE`.
@@ -1183,7 +1187,12 @@ class WorkflowScenario:
     start_ms
         Event time the arrivals count from (the first workflow starts a little after).
     pool
-        The agents' name before their number: ``agent`` names them ``agent-01``...
+        The agents' name before their number: ``agent`` (the default) names them
+        ``agent-01``...
+    one_agent
+        Whether each workflow runs all its tasks, root included, on one agent of the pool
+        (in turn) rather than its root on ``orchestrator`` and each step on any agent.
+        Default False.
     """
 
     workflows: int = 3000
@@ -1200,6 +1209,7 @@ class WorkflowScenario:
     agents: int = 8
     start_ms: int = DEFAULT_START_MS
     pool: str = "agent"
+    one_agent: bool = False
 
     def __post_init__(self) -> None:
         if self.workflows < 1 or self.agents < 1:
@@ -1247,7 +1257,7 @@ def workflow_stream(scenario: WorkflowScenario) -> Iterator[SimulatedWorkflow]:
     """Seeded workflows, in start order, without end (``scenario.workflows`` is not read).
 
     Each workflow is a root task (its kind's type, on ``orchestrator``) spanning its steps,
-    run one after another on random agents of the pool, each a child of the root with its
+    run one after another on random agents, each a child of the root with its
     ``step``. A step fails now and then with a transient error and is retried under the
     same step; a workflow that fails has its last step fail, then its root. Injected: rare
     paths (a step of a type the kind never takes), loops, stalls, and the precursor error
@@ -1257,17 +1267,17 @@ def workflow_stream(scenario: WorkflowScenario) -> Iterator[SimulatedWorkflow]:
 
     Examples
     --------
-    >>> stream = workflow_stream(WorkflowScenario(seed=1, pool="wf-agent"))
-    >>> first = next(stream)
-    >>> first.workflow_id, first.truth.kind, first.events[1][1]
-    ('wf-1-00000', 'onboarding', 'wf-agent-04')
+    >>> first = next(workflow_stream(WorkflowScenario(seed=1)))
+    >>> first.workflow_id, first.truth.kind, [agent for _, agent, _ in first.events[:2]]
+    ('wf-1-00000', 'onboarding', ['orchestrator', 'agent-04'])
     """
     rng = np.random.default_rng(scenario.seed)
     agents = tuple(agent_name(i, scenario.agents, scenario.pool) for i in range(scenario.agents))
     t_ms = float(scenario.start_ms)
     for i in itertools.count():
         t_ms += rng.exponential(60_000.0 / scenario.per_min)
-        yield _workflow(rng, scenario, agents, f"wf-{scenario.seed}-{i:05d}", int(t_ms))
+        workers = (agents[i % len(agents)],) if scenario.one_agent else agents
+        yield _workflow(rng, scenario, workers, f"wf-{scenario.seed}-{i:05d}", int(t_ms))
 
 
 def _workflow(
@@ -1317,7 +1327,8 @@ def _workflow(
         events.append((t_ms, agent, record))
 
     root = f"{workflow_id}-root"
-    emit(t0, "orchestrator", root, None, None, kind.name, "STARTED")
+    orchestrator = agents[0] if scenario.one_agent else "orchestrator"
+    emit(t0, orchestrator, root, None, None, kind.name, "STARTED")
     t = t0 + int(rng.uniform(500, 2_000))
     for step, task_type in enumerate(path, start=1):
         last = step == len(path)
@@ -1345,7 +1356,7 @@ def _workflow(
             if pattern is WorkflowPattern.PRECURSOR and step == at and attempt == 0:
                 pattern_ms = t
             t += int(rng.uniform(500, 5_000))
-    emit(t, "orchestrator", root, None, None, kind.name, "FAILED" if failed else "SUCCEEDED",
+    emit(t, orchestrator, root, None, None, kind.name, "FAILED" if failed else "SUCCEEDED",
          "step_failed" if failed else None, float(t - t0))  # fmt: skip
     truth = WorkflowTruth(kind.name, pattern, tuple(path), failed, pattern_ms)
     return SimulatedWorkflow(workflow_id, truth, tuple(events))

@@ -447,7 +447,8 @@ def test_the_simulation_plays_the_benchmarks_workflows_beside_the_fleets_own_tas
     end_ms = sim.config.start_ms + duration_s * 1000
     followed = [r for topic, _, r in events if topic == AGENT_EVENTS.name and r["workflow_id"]]
     scenario = simulation.WorkflowScenario(seed=5, per_min=10.0, start_ms=sim.config.start_ms,
-                                           pool=simulation.WORKFLOW_POOL)  # fmt: skip
+                                           pool=simulation.WORKFLOW_POOL,
+                                           one_agent=True)  # fmt: skip
     generated = [
         record
         for workflow in itertools.takewhile(
@@ -463,9 +464,13 @@ def test_the_simulation_plays_the_benchmarks_workflows_beside_the_fleets_own_tas
     times = [r["event_time"] for topic, _, r in events if topic != LABELS.name]
     assert times == sorted(times)
     assert times[-1] < end_ms
-    workers = {r["agent"] for r in followed}
-    assert workers <= {"orchestrator", *(f"wf-agent-{i:02d}" for i in range(1, 9))}
-    assert workers.isdisjoint(sim.agents)
+    workers: dict[str, set[str]] = defaultdict(set)  # each workflow on one agent of the pool
+    for r in followed:
+        workers[r["workflow_id"]].add(r["agent"])
+    assert all(len(agents) == 1 for agents in workers.values())
+    pool = {agent for agents in workers.values() for agent in agents}
+    assert pool == {f"wf-agent-{i:02d}" for i in range(1, 9)}
+    assert pool.isdisjoint(sim.agents)
     # The fleet's own tasks (and so its agent incidents) are as they were without workflows.
     alone = list(_played_workflows(0.0).events(duration_s))
     assert [e for e in events if not (e[0] == AGENT_EVENTS.name and e[2]["workflow_id"])] == alone
