@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import socket
@@ -196,12 +197,12 @@ async def _run(
         )
 
     counts = await play(settings, simulation.events(duration), args.speed, progress)
-    # Wait until the worker has taken in every record produced, then for outputs to settle.
-    deadline = time.monotonic() + 120
+    # Wait until the worker has taken in every record produced (and every record it sent
+    # itself, workflows' events among them), then for outputs to settle.
+    deadline = time.monotonic() + 180
     produced = counts[topics.METRICS.name]
     while time.monotonic() < deadline:
-        taken = worker.metric(f'foresight_events_in_total{{topic="{topics.METRICS.name}"}}')
-        if taken >= produced and time.monotonic() - seen.last_output_s > 3:
+        if _caught_up(worker, counts) and time.monotonic() - seen.last_output_s > 3:
             break
         await asyncio.sleep(0.5)
     stop.set()
@@ -238,6 +239,19 @@ async def _run(
         "_report": report,
         "_alert_ids": {a["alert_id"] for a in seen.alerts},
     }
+
+
+def _caught_up(worker: WorkerProcess, produced: Counter[str]) -> bool:
+    """Whether the worker has taken in the records the demo ``produced`` of each topic, and
+    those it sent to its internal topic."""
+    internal = topics.routing_stats(dataclasses.replace(worker.settings, worker_id=worker.group))
+    count = worker.metric
+    return all(
+        count(f'foresight_events_in_total{{topic="{topic}"}}') >= produced[topic]
+        for topic in (topics.METRICS.name, topics.AGENT_EVENTS.name)
+    ) and count(f'foresight_events_in_total{{topic="{internal.name}"}}') >= count(
+        f'foresight_events_out_total{{topic="{internal.name}"}}'
+    )
 
 
 def _scored(incidents: list[Incident], seen: Observed) -> IncidentReport:
