@@ -140,7 +140,21 @@ def test_workflow_alerts_are_scored_against_the_injected_patterns_not_the_incide
     }  # fmt: skip
     _print_summary(summary, report)
     out = capsys.readouterr().out
+    assert "behind " not in out
     assert "workflows       12 started, 3 judged" in out
     assert "workflow_loop          1 of 1 injected caught, 0 false alarms" in out
     assert "workflow_stall         0 of 1 injected caught, 1 false alarms" in out
     assert "advice                 releases with `lint` fail less" in out
+
+
+def test_a_summary_says_when_the_worker_was_still_behind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    summary = {
+        "simulated_s": 60.0, "wall_s": 1.0, "worker_caught_up": False, "samples_produced": 1,
+        "metric_batches_processed": 1, "agent_events_produced": 0, "prediction_batches": 0,
+        "predictions": 0, "entities_predicted": 0, "latency_ms_p50": 0.0,
+        "latency_ms_p99": 0.0, "alerts": 0,
+    }  # fmt: skip
+    _print_summary(summary, match_alerts([], []))
+    assert "behind          the worker had not taken in every record" in capsys.readouterr().out
