@@ -25,33 +25,21 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.workflows import ADVICE, LOOP, PRECURSOR, RARE_PATH, STALL, WorkflowTracker  # noqa: E402
+from models.incident_report import WORKFLOW_PATTERN_RULES, match_workflow_alerts  # noqa: E402
+from models.workflows import ADVICE, WorkflowTracker  # noqa: E402
 from schemas.codec import Codec, Message  # noqa: E402
 from streams import topics  # noqa: E402
 from streams.engine import Checkpoint, Engine, Input  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.simulation import (  # noqa: E402
-    INJECTED_ADVICE,
-    WorkflowPattern,
-    WorkflowScenario,
-    WorkflowWorld,
-)
+from streams.simulation import INJECTED_ADVICE, WorkflowScenario, WorkflowWorld  # noqa: E402
 
 INTERNAL = "bench.routing"
-#: Which injected pattern each alert is meant to find, and which others it may rightly flag.
-EXPECTED: dict[str, tuple[WorkflowPattern, frozenset[WorkflowPattern]]] = {
-    RARE_PATH: (WorkflowPattern.RARE_PATH, frozenset({WorkflowPattern.LOOP})),
-    LOOP: (WorkflowPattern.LOOP, frozenset()),
-    STALL: (WorkflowPattern.STALL, frozenset()),
-    PRECURSOR: (WorkflowPattern.PRECURSOR, frozenset()),
-}
 
 
 def replay(seed: int, workflows: int, warmup: int, batch: int) -> dict[str, Any]:
@@ -110,22 +98,12 @@ def _score(world: WorkflowWorld, alerts: list[dict[str, Any]], warmup: int) -> d
     learned_ms = finished[min(warmup, len(finished) - 1)][0]
     starts = {r["workflow_id"]: r["event_time"] for _, _, r in world.events()
               if r["parent_task_id"] is None and r["phase"] == "STARTED"}  # fmt: skip
-    judged = {w for w, t in starts.items() if t >= learned_ms}
-    flagged: dict[str, set[str]] = defaultdict(set)
-    for alert in alerts:
-        if alert["status"] == "FIRING" and alert["rule"] in EXPECTED:
-            flagged[alert["rule"]].add(alert["entity"])
-    scores = {}
-    for rule, (pattern, also) in EXPECTED.items():
-        injected = {w for w in judged if world.truth[w].pattern is pattern}
-        alerted = flagged[rule] & judged
-        right = {w for w in alerted if world.truth[w].pattern in {pattern, *also}}
-        scores[rule] = {
-            "injected": len(injected),
-            "alerts": len(alerted),
-            "true_positives": len(right),
-            "found": len(alerted & injected),
-        }
+    judged = {w: world.truth[w].pattern for w, t in starts.items() if t >= learned_ms}
+    scores = {
+        o.rule: {"injected": o.injected, "alerts": o.alerted, "true_positives": o.right,
+                 "found": o.caught}
+        for o in match_workflow_alerts(judged, alerts)
+    }  # fmt: skip
     return {"judged_workflows": len(judged), **scores}
 
 
@@ -154,7 +132,7 @@ def _advice(alerts: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Precision and recall per pattern alert over every seed."""
     table = {}
-    for rule in EXPECTED:
+    for rule in WORKFLOW_PATTERN_RULES:
         totals = {k: sum(r["patterns"][rule][k] for r in runs)
                   for k in ("injected", "alerts", "true_positives", "found")}  # fmt: skip
         table[rule] = {

@@ -5,12 +5,18 @@ this one function. An incident is caught when a FIRING alert for its entity star
 its span (from ``lead_window_ms`` before its start to its failure or end); the lead time is
 how long before the failure the first such alert fired. Every FIRING alert that matches no
 incident is a false alarm.
+
+Workflow pattern alerts are judged apart, per workflow (:func:`match_workflow_alerts`): the
+demo and the workflow benchmark score them with that one function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from models.workflows import LOOP, PRECURSOR, RARE_PATH, STALL
 
 
 @dataclass(frozen=True)
@@ -108,3 +114,65 @@ def match_alerts(
         if a["alert_id"] not in matched
     ]
     return IncidentReport(outcomes, false_alarms)
+
+
+#: The injected pattern each workflow pattern alert is meant to find, and the others it may
+#: rightly flag too (a loop is a rare path, but a rare-path alert need not find loops).
+WORKFLOW_PATTERN_RULES: dict[str, tuple[str, frozenset[str]]] = {
+    RARE_PATH: ("rare_path", frozenset({"loop"})),
+    LOOP: ("loop", frozenset()),
+    STALL: ("stall", frozenset()),
+    PRECURSOR: ("precursor", frozenset()),
+}
+
+
+@dataclass(frozen=True)
+class PatternOutcome:
+    """What one workflow pattern alert made of the judged workflows.
+
+    ``injected`` workflows were given its pattern and ``caught`` of them it flagged; it
+    flagged ``alerted`` workflows, ``right`` of them given a pattern it may flag, and the
+    rest are false alarms.
+    """
+
+    rule: str
+    injected: int
+    caught: int
+    alerted: int
+    right: int
+
+    @property
+    def false_alarms(self) -> int:
+        return self.alerted - self.right
+
+
+def match_workflow_alerts(
+    patterns: Mapping[str, str | None], alerts: Iterable[Mapping[str, Any]]
+) -> list[PatternOutcome]:
+    """Score the FIRING workflow pattern alerts (Alert records, their entity the workflow)
+    on the judged workflows, ``patterns`` (workflow id to its injected pattern, or None);
+    alerts on other workflows, and other rules, are left out.
+
+    Examples
+    --------
+    >>> patterns = {"wf-1": "loop", "wf-2": None, "wf-3": "stall"}
+    >>> alerts = [{"rule": r, "entity": e, "status": "FIRING"} for r, e in
+    ...           [("workflow_loop", "wf-1"), ("workflow_rare_path", "wf-1"),
+    ...            ("workflow_stall", "wf-2"), ("workflow_stall", "wf-9")]]
+    >>> [(o.rule, o.caught, o.injected, o.false_alarms)
+    ...  for o in match_workflow_alerts(patterns, alerts)]  # doctest: +NORMALIZE_WHITESPACE
+    [('workflow_rare_path', 0, 0, 0), ('workflow_loop', 1, 1, 0),
+     ('workflow_stall', 0, 1, 1), ('workflow_precursor', 0, 0, 0)]
+    """
+    flagged: dict[str, set[str]] = {rule: set() for rule in WORKFLOW_PATTERN_RULES}
+    for alert in alerts:
+        rule, workflow = alert["rule"], alert["entity"]
+        if alert["status"] == "FIRING" and rule in flagged and workflow in patterns:
+            flagged[rule].add(workflow)
+    outcomes = []
+    for rule, (pattern, also) in WORKFLOW_PATTERN_RULES.items():
+        injected = {w for w, p in patterns.items() if p == pattern}
+        right = {w for w in flagged[rule] if patterns[w] in {pattern, *also}}
+        caught = len(flagged[rule] & injected)
+        outcomes.append(PatternOutcome(rule, len(injected), caught, len(flagged[rule]), len(right)))
+    return outcomes

@@ -113,6 +113,8 @@ RARE_PATH, LOOP, STALL, PRECURSOR, ADVICE = (
 )  # fmt: skip
 _SEVERITY = {RARE_PATH: "INFO", LOOP: "WARNING", STALL: "WARNING", PRECURSOR: "WARNING",
              ADVICE: "INFO"}  # fmt: skip
+#: The rules of the alerts the tracker raises (on a workflow, or on a kind's shape).
+WORKFLOW_RULES: frozenset[str] = frozenset(_SEVERITY)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ What it models, and why:
   INCIDENT label when the incident ends (or at its failure), the FAILURE label at the failure
   moment. That is the delayed ground truth the failure predictor learns from and the
   evaluation scores against.
+* **Workflows** (optional, :attr:`SimulationConfig.workflows_per_min`) are drawn from
+  :func:`workflow_stream`, the generator the workflow benchmark uses: trees of tasks that
+  carry a ``workflow_id``, each run by one agent of a pool of their own
+  (:data:`WORKFLOW_POOL`), a few with an injected pattern (a rare path, a loop, a stall, a
+  precursor error). Their truth is :meth:`Simulation.workflows`.
 
 Randomness comes from one seed split into independent streams (fleet parameters, host noise,
 agent tasks), so a run is a pure function of :class:`SimulationConfig` and the duration.
@@ -232,9 +237,9 @@ def host_name(index: int, hosts: int) -> str:
     return f"host-{index + 1:0{max(2, len(str(hosts)))}d}"
 
 
-def agent_name(index: int, agents: int) -> str:
-    """The name of agent ``index`` (0-based) among ``agents``: ``agent-01``..."""
-    return f"agent-{index + 1:0{max(2, len(str(agents)))}d}"
+def agent_name(index: int, agents: int, pool: str = "agent") -> str:
+    """The name of agent ``index`` (0-based) among ``agents`` of a pool: ``agent-01``..."""
+    return f"{pool}-{index + 1:0{max(2, len(str(agents)))}d}"
 
 
 #: The default schedule as (type, which host or agent, start, duration) in fractions of the
@@ -310,6 +315,10 @@ class SimulationConfig:
         fleet's size; ``()`` injects none.
     task_rate_per_agent_per_min
         Mean number of tasks each agent starts per minute (Poisson arrivals). Default 4.
+    workflows_per_min
+        Workflows starting per minute (:func:`workflow_stream` seeded with ``seed``, each
+        run by one agent of :data:`WORKFLOW_POOL`, apart from the fleet's, so the agent
+        incidents stay as they are). Default 0: none.
     """
 
     hosts: int = 20
@@ -319,6 +328,7 @@ class SimulationConfig:
     start_ms: int = DEFAULT_START_MS
     incidents: tuple[Incident, ...] | None = None
     task_rate_per_agent_per_min: float = 4.0
+    workflows_per_min: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hosts < 0 or self.agents < 0:
@@ -337,6 +347,11 @@ class SimulationConfig:
             raise ValueError(
                 f"task_rate_per_agent_per_min={self.task_rate_per_agent_per_min!r} must be "
                 "a finite rate >= 0"
+            )
+        if not (math.isfinite(self.workflows_per_min) and self.workflows_per_min >= 0):
+            raise ValueError(
+                f"workflows_per_min={self.workflows_per_min!r} must be a finite rate >= 0 "
+                "(0: no workflows)"
             )
 
 
@@ -517,6 +532,12 @@ class Simulation:
         )
         self._windows = tuple(windows)
         self.incidents = tuple(self._schedule(w, n) for n, w in enumerate(windows))
+        self._workflows = (
+            WorkflowScenario(seed=cfg.seed, per_min=cfg.workflows_per_min,
+                             start_ms=cfg.start_ms, pool=WORKFLOW_POOL, one_agent=True)
+            if cfg.workflows_per_min > 0
+            else None
+        )  # fmt: skip
 
     def _step_ms(self, step: int) -> int:
         return self.config.start_ms + round(step * self.config.scrape_interval_s * 1000.0)
@@ -566,14 +587,38 @@ class Simulation:
             description=description,
         )
 
+    def workflows(self, duration_s: float = math.inf) -> Iterator[SimulatedWorkflow]:
+        """The workflows a run of ``duration_s`` starts, with their truth and all their
+        events (those after the run's end are not played); none without
+        :attr:`SimulationConfig.workflows_per_min`."""
+        if self._workflows is None:
+            return iter(())
+        end_ms = self.config.start_ms + duration_s * 1000.0
+        return itertools.takewhile(lambda w: w.start_ms < end_ms, workflow_stream(self._workflows))
+
+    def judged_workflows(
+        self, duration_s: float, learn_s: float
+    ) -> dict[str, WorkflowPattern | None]:
+        """The workflows a run of ``duration_s`` lets one judge pattern alerts on, with their
+        injected pattern: those started after the first ``learn_s`` (the models learn
+        before), save those whose pattern the run ended before playing in full."""
+        end_ms = self.config.start_ms + duration_s * 1000.0
+        learned_ms = self.config.start_ms + learn_s * 1000.0
+        return {
+            w.workflow_id: w.truth.pattern
+            for w in self.workflows(duration_s)
+            if w.start_ms >= learned_ms
+            and (w.truth.pattern_ms is None or w.truth.pattern_ms < end_ms)
+        }
+
     def events(self, duration_s: float = math.inf) -> Iterator[SimEvent]:
         """Yield the run's ``(topic, key, record)`` tuples in non-decreasing event time.
 
         Each step yields one MetricBatch per host at the scrape time, then the labels that
-        became known at that scrape, then the agent events up to the next scrape. Every call
-        replays the same run from the start. Incidents still under way when the run stops
-        publish no label (their truth is not known yet), and tasks still running publish
-        only their STARTED event.
+        became known at that scrape, then the agent events (of single tasks and of
+        workflows) up to the next scrape. Every call replays the same run from the start.
+        Incidents still under way when the run stops publish no label (their truth is not
+        known yet), and tasks and workflows still running publish only their events so far.
 
         Parameters
         ----------
@@ -604,6 +649,8 @@ class Simulation:
             self.config.task_rate_per_agent_per_min,
             np.random.default_rng(self._agent_seed),
         )
+        workflows = self.workflows()
+        upcoming = next(workflows, None)
         pending: list[tuple[int, int, str, str, Record]] = []
         order = itertools.count()
         names = list(METRIC_NAMES)
@@ -635,6 +682,12 @@ class Simulation:
                         heapq.heappush(pending, (now_ms, next(order), LABELS.name, *label))
             for event_ms, agent, record in agents.tasks(now_ms, self._step_ms(step + 1)):
                 heapq.heappush(pending, (event_ms, next(order), AGENT_EVENTS.name, agent, record))
+            while upcoming is not None and upcoming.start_ms < self._step_ms(step + 1):
+                for event_ms, agent, record in upcoming.events:
+                    heapq.heappush(
+                        pending, (event_ms, next(order), AGENT_EVENTS.name, agent, record)
+                    )
+                upcoming = next(workflows, None)
             while pending and pending[0][0] < until_ms:
                 _, _, topic, key, record = heapq.heappop(pending)
                 yield topic, key, record
@@ -1083,6 +1136,12 @@ RELEASE_WITHOUT_LINT_FAILURE = 0.18
 INJECTED_ADVICE: dict[str, tuple[tuple[str, int], ...]] = {
     "release": (("has:lint", -1), ("build>lint", -1), ("lint>test", -1), ("build>test", 1)),
 }
+#: The agents that run the live simulation's workflows, ``wf-agent-01``..., each workflow on
+#: one of them: one partition of the agent-event topic then carries a workflow's events in
+#: the order they happened. The worker waits only ``FORESIGHT_WORKFLOW_REORDER_S`` (5 s) of
+#: event time for a late step: 55 ms of wall time in the demo's 90x replay, less than
+#: partitions drift apart.
+WORKFLOW_POOL = "wf-agent"
 #: The error class injected as a precursor: a workflow whose step fails with it fails in the
 #: end with probability :data:`_PRECURSOR_FAILURE`.
 PRECURSOR_ERROR = "quota_exceeded"
@@ -1094,6 +1153,9 @@ _STEP_MEDIAN_S = {
 }  # fmt: skip
 _TRANSIENT_FAILURE = 0.05  # a step fails and is retried (same step); the outcome is unchanged
 _STALL_S = (2_400.0, 3_000.0)  # a stalled step hangs this long before it finishes
+#: A stalled step has shown as one once it has hung this long: no usual step takes a quarter
+#: hour (the slowest, ``build``, would be five sigmas above its median).
+_STALL_SHOWN_S = 900.0
 
 
 class WorkflowPattern(StrEnum):
@@ -1107,12 +1169,12 @@ class WorkflowPattern(StrEnum):
 
 @dataclass(frozen=True)
 class WorkflowScenario:
-    """A seeded stream of workflows with injected patterns (see :class:`WorkflowWorld`).
+    """A seeded stream of workflows with injected patterns (see :func:`workflow_stream`).
 
     Parameters
     ----------
     workflows
-        Workflows to run. Default 3000.
+        Workflows a :class:`WorkflowWorld` runs (the stream itself never ends). Default 3000.
     seed
         Seed of every choice. Default 0.
     per_min
@@ -1122,6 +1184,15 @@ class WorkflowScenario:
         paths, 1% loops, 1% stalls, 3% precursors.
     agents
         Agents that run the steps (``agent-01``...); the roots run on ``orchestrator``.
+    start_ms
+        Event time the arrivals count from (the first workflow starts a little after).
+    pool
+        The agents' name before their number: ``agent`` (the default) names them
+        ``agent-01``...
+    one_agent
+        Whether each workflow runs all its tasks, root included, on one agent of the pool
+        (in turn) rather than its root on ``orchestrator`` and each step on any agent.
+        Default False.
     """
 
     workflows: int = 3000
@@ -1137,6 +1208,8 @@ class WorkflowScenario:
     )
     agents: int = 8
     start_ms: int = DEFAULT_START_MS
+    pool: str = "agent"
+    one_agent: bool = False
 
     def __post_init__(self) -> None:
         if self.workflows < 1 or self.agents < 1:
@@ -1149,24 +1222,149 @@ class WorkflowScenario:
 
 @dataclass(frozen=True)
 class WorkflowTruth:
-    """What a simulated workflow was: its kind, injected pattern, path and outcome."""
+    """What a simulated workflow was: its kind, injected pattern, path and outcome, and the
+    event time by which its pattern has been played (``None`` without one): the start of a
+    rare step or of a loop's last step, a quarter hour into a stalled step, the end of the
+    step that failed with the precursor error."""
 
     kind: str
     pattern: WorkflowPattern | None
     path: tuple[str, ...]
     failed: bool
+    pattern_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class SimulatedWorkflow:
+    """One workflow of :func:`workflow_stream`: its id, its truth, and its AgentEvents as
+    ``(event time, agent, record)`` in event-time order, from the root's STARTED at
+    ``start_ms`` to the root's end at ``end_ms``."""
+
+    workflow_id: str
+    truth: WorkflowTruth
+    events: tuple[tuple[int, str, Record], ...]
+
+    @property
+    def start_ms(self) -> int:
+        return self.events[0][0]
+
+    @property
+    def end_ms(self) -> int:
+        return self.events[-1][0]
+
+
+def workflow_stream(scenario: WorkflowScenario) -> Iterator[SimulatedWorkflow]:
+    """Seeded workflows, in start order, without end (``scenario.workflows`` is not read).
+
+    Each workflow is a root task (its kind's type, on ``orchestrator``) spanning its steps,
+    run one after another on random agents, each a child of the root with its
+    ``step``. A step fails now and then with a transient error and is retried under the
+    same step; a workflow that fails has its last step fail, then its root. Injected: rare
+    paths (a step of a type the kind never takes), loops, stalls, and the precursor error
+    class :data:`PRECURSOR_ERROR`; and a shape that truly fails more (a release without
+    ``lint``, :data:`INJECTED_ADVICE`). The benchmark's :class:`WorkflowWorld` and the live
+    :class:`Simulation` both draw their workflows from here.
+
+    Examples
+    --------
+    >>> first = next(workflow_stream(WorkflowScenario(seed=1)))
+    >>> first.workflow_id, first.truth.kind, [agent for _, agent, _ in first.events[:2]]
+    ('wf-1-00000', 'onboarding', ['orchestrator', 'agent-04'])
+    """
+    rng = np.random.default_rng(scenario.seed)
+    agents = tuple(agent_name(i, scenario.agents, scenario.pool) for i in range(scenario.agents))
+    t_ms = float(scenario.start_ms)
+    for i in itertools.count():
+        t_ms += rng.exponential(60_000.0 / scenario.per_min)
+        workers = (agents[i % len(agents)],) if scenario.one_agent else agents
+        yield _workflow(rng, scenario, workers, f"wf-{scenario.seed}-{i:05d}", int(t_ms))
+
+
+def _workflow(
+    rng: np.random.Generator,
+    scenario: WorkflowScenario,
+    agents: tuple[str, ...],
+    workflow_id: str,
+    t0: int,
+) -> SimulatedWorkflow:
+    """One workflow of :func:`workflow_stream`, starting at ``t0``."""
+    kind = WORKFLOW_KINDS[int(rng.choice(len(WORKFLOW_KINDS), p=[0.5, 0.3, 0.2]))]
+    path = [s for s in kind.steps if rng.random() < kind.optional.get(s, 1.0)]
+    failure = kind.failure
+    if kind.name == "release" and "lint" not in path:
+        failure = RELEASE_WITHOUT_LINT_FAILURE
+    draw, pattern = rng.random(), None
+    for candidate, share in scenario.shares.items():
+        if draw < share:
+            pattern = candidate
+            break
+        draw -= share
+    at = int(rng.integers(1, len(path)))  # where a pattern goes: never the first step
+    shown = 0  # a rare path or a loop is played when this step (numbered from 1) starts
+    if pattern is WorkflowPattern.RARE_PATH:
+        foreign = sorted(set(_STEP_MEDIAN_S) - set(kind.steps))
+        path.insert(at, foreign[int(rng.integers(len(foreign)))])
+        shown = at + 1
+    elif pattern is WorkflowPattern.LOOP:
+        repeats = int(rng.integers(2, 5))
+        path[at + 1 : at + 1] = path[at - 1 : at + 1] * repeats
+        shown = at + 2 * repeats + 1
+    if pattern is WorkflowPattern.PRECURSOR:
+        failure = _PRECURSOR_FAILURE
+    failed = bool(rng.random() < failure)
+    events: list[tuple[int, str, Record]] = []
+    pattern_ms = None
+
+    def emit(t_ms: int, agent: str, task_id: str, parent: str | None, step: int | None,
+             task_type: str, phase: str, error_class: str | None = None,
+             duration_ms: float | None = None) -> None:  # fmt: skip
+        record = {
+            "agent": agent, "task_id": task_id, "task_type": task_type, "phase": phase,
+            "event_time": t_ms, "duration_ms": duration_ms, "cost": None,
+            "error_class": error_class, "labels": {}, "workflow_id": workflow_id,
+            "parent_task_id": parent, "step": step,
+        }  # fmt: skip
+        events.append((t_ms, agent, record))
+
+    root = f"{workflow_id}-root"
+    orchestrator = agents[0] if scenario.one_agent else "orchestrator"
+    emit(t0, orchestrator, root, None, None, kind.name, "STARTED")
+    t = t0 + int(rng.uniform(500, 2_000))
+    for step, task_type in enumerate(path, start=1):
+        last = step == len(path)
+        attempts = ["ok"]
+        if pattern is WorkflowPattern.PRECURSOR and step == at:
+            attempts = [PRECURSOR_ERROR, "ok"]
+        elif rng.random() < _TRANSIENT_FAILURE:
+            attempts = [_TRANSIENT_ERRORS[int(rng.integers(3))], "ok"]
+        if failed and last:
+            attempts[-1] = _TRANSIENT_ERRORS[int(rng.integers(3))]
+        for attempt, result in enumerate(attempts):
+            seconds = _STEP_MEDIAN_S[task_type] * math.exp(0.4 * rng.standard_normal())
+            if pattern is WorkflowPattern.STALL and step == at and attempt == 0:
+                seconds = rng.uniform(*_STALL_S)
+                pattern_ms = t + int(_STALL_SHOWN_S * 1000)
+            task = f"{workflow_id}-s{step}-a{attempt}"
+            agent = agents[int(rng.integers(len(agents)))]
+            if step == shown and pattern_ms is None:
+                pattern_ms = t
+            emit(t, agent, task, root, step, task_type, "STARTED")
+            t += int(seconds * 1000)
+            error = None if result == "ok" else result
+            phase = "SUCCEEDED" if error is None else "FAILED"
+            emit(t, agent, task, root, step, task_type, phase, error, seconds * 1000)
+            if pattern is WorkflowPattern.PRECURSOR and step == at and attempt == 0:
+                pattern_ms = t
+            t += int(rng.uniform(500, 5_000))
+    emit(t, orchestrator, root, None, None, kind.name, "FAILED" if failed else "SUCCEEDED",
+         "step_failed" if failed else None, float(t - t0))  # fmt: skip
+    truth = WorkflowTruth(kind.name, pattern, tuple(path), failed, pattern_ms)
+    return SimulatedWorkflow(workflow_id, truth, tuple(events))
 
 
 class WorkflowWorld:
-    """Seeded workflows as AgentEvents (v2), with the ground truth of what was injected.
-
-    Each workflow is a root task (its kind's type, on ``orchestrator``) spanning its steps,
-    run one after another on random agents, each a child of the root with its ``step``. A
-    step fails now and then with a transient error and is retried under the same step; a
-    workflow that fails has its last step fail, then its root. Injected: rare paths (a step
-    of a type the kind never takes), loops, stalls, and the precursor error class
-    :data:`PRECURSOR_ERROR`; and a shape that truly fails more (a release without ``lint``,
-    :data:`INJECTED_ADVICE`).
+    """The first ``scenario.workflows`` of :func:`workflow_stream` as one run of AgentEvents
+    (v2), with the ground truth of what was injected.
 
     Examples
     --------
@@ -1180,93 +1378,19 @@ class WorkflowWorld:
 
     def __init__(self, scenario: WorkflowScenario | None = None) -> None:
         self.scenario = cfg = scenario or WorkflowScenario()
-        self.agents = tuple(agent_name(i, cfg.agents) for i in range(cfg.agents))
-        self._rng = np.random.default_rng(cfg.seed)
-        self.truth: dict[str, WorkflowTruth] = {}
-        self._events: list[tuple[int, int, str, Record]] = []
-        t_ms = float(cfg.start_ms)
-        for i in range(cfg.workflows):
-            t_ms += self._rng.exponential(60_000.0 / cfg.per_min)
-            self._workflow(f"wf-{cfg.seed}-{i:05d}", int(t_ms))
-        self._events.sort(key=lambda e: (e[0], e[1]))
+        workflows = list(itertools.islice(workflow_stream(cfg), cfg.workflows))
+        self.agents = tuple(agent_name(i, cfg.agents, cfg.pool) for i in range(cfg.agents))
+        self.truth: dict[str, WorkflowTruth] = {w.workflow_id: w.truth for w in workflows}
+        self._events = sorted(
+            ((t_ms, n, agent, record) for n, (t_ms, agent, record) in
+             enumerate(e for w in workflows for e in w.events)),
+            key=lambda e: (e[0], e[1]),
+        )  # fmt: skip
 
     def events(self) -> Iterator[SimEvent]:
         """The run's AgentEvents, ``(topic, agent, record)``, in event-time order."""
         for _, _, agent, record in self._events:
             yield AGENT_EVENTS.name, agent, record
-
-    def _workflow(self, workflow_id: str, t0: int) -> None:
-        rng, cfg = self._rng, self.scenario
-        kind = WORKFLOW_KINDS[int(rng.choice(len(WORKFLOW_KINDS), p=[0.5, 0.3, 0.2]))]
-        path = [s for s in kind.steps if rng.random() < kind.optional.get(s, 1.0)]
-        failure = kind.failure
-        if kind.name == "release" and "lint" not in path:
-            failure = RELEASE_WITHOUT_LINT_FAILURE
-        draw, pattern = rng.random(), None
-        for candidate, share in cfg.shares.items():
-            if draw < share:
-                pattern = candidate
-                break
-            draw -= share
-        at = int(rng.integers(1, len(path)))  # where a pattern goes: never the first step
-        if pattern is WorkflowPattern.RARE_PATH:
-            foreign = sorted(set(_STEP_MEDIAN_S) - set(kind.steps))
-            path.insert(at, foreign[int(rng.integers(len(foreign)))])
-        elif pattern is WorkflowPattern.LOOP:
-            path[at + 1 : at + 1] = path[at - 1 : at + 1] * int(rng.integers(2, 5))
-        if pattern is WorkflowPattern.PRECURSOR:
-            failure = _PRECURSOR_FAILURE
-        failed = bool(rng.random() < failure)
-        self.truth[workflow_id] = WorkflowTruth(kind.name, pattern, tuple(path), failed)
-        root = f"{workflow_id}-root"
-        self._emit(t0, "orchestrator", workflow_id, root, None, None, kind.name, "STARTED")
-        t = t0 + int(rng.uniform(500, 2_000))
-        for step, task_type in enumerate(path, start=1):
-            last = step == len(path)
-            attempts = ["ok"]
-            if pattern is WorkflowPattern.PRECURSOR and step == at:
-                attempts = [PRECURSOR_ERROR, "ok"]
-            elif rng.random() < _TRANSIENT_FAILURE:
-                attempts = [_TRANSIENT_ERRORS[int(rng.integers(3))], "ok"]
-            if failed and last:
-                attempts[-1] = _TRANSIENT_ERRORS[int(rng.integers(3))]
-            for attempt, result in enumerate(attempts):
-                seconds = _STEP_MEDIAN_S[task_type] * math.exp(0.4 * rng.standard_normal())
-                if pattern is WorkflowPattern.STALL and step == at and attempt == 0:
-                    seconds = rng.uniform(*_STALL_S)
-                task = f"{workflow_id}-s{step}-a{attempt}"
-                agent = self.agents[int(rng.integers(len(self.agents)))]
-                self._emit(t, agent, workflow_id, task, root, step, task_type, "STARTED")
-                t += int(seconds * 1000)
-                error = None if result == "ok" else result
-                phase = "SUCCEEDED" if error is None else "FAILED"
-                self._emit(t, agent, workflow_id, task, root, step, task_type, phase, error,
-                           seconds * 1000)  # fmt: skip
-                t += int(rng.uniform(500, 5_000))
-        self._emit(t, "orchestrator", workflow_id, root, None, None, kind.name,
-                   "FAILED" if failed else "SUCCEEDED", "step_failed" if failed else None,
-                   float(t - t0))  # fmt: skip
-
-    def _emit(
-        self,
-        t_ms: int,
-        agent: str,
-        workflow_id: str,
-        task_id: str,
-        parent: str | None,
-        step: int | None,
-        task_type: str,
-        phase: str,
-        error_class: str | None = None,
-        duration_ms: float | None = None,
-    ) -> None:
-        record = {
-            "agent": agent, "task_id": task_id, "task_type": task_type, "phase": phase,
-            "event_time": t_ms, "duration_ms": duration_ms, "cost": None,
-            "error_class": error_class, "labels": {}, "workflow_id": workflow_id,
-            "parent_task_id": parent, "step": step,
-        }  # fmt: skip
-        self._events.append((t_ms, len(self._events), agent, record))
 
 
 def csv_series(

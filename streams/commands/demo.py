@@ -6,10 +6,12 @@ about a minute, and shows the alerts as they happen. When node_exporter and Prom
 the machine (or can be installed), the machine itself is one more entity beside the simulated
 fleet, its real memory, filesystems and CPU scraped by a Prometheus of the demo's own and
 remote-written to an ingest of its own; it is reported apart, never scored against the
-simulated incidents. It ends with a summary: samples
-processed, predictions made (and the PredictionBatch records that carry them), and the
-alerts scored against the incidents injected (caught, missed, false alarms, lead time before
-each failure); ``--json`` prints it for scripts.
+simulated incidents. The simulated agents' work includes workflows (``--workflows-per-min``),
+a few with an injected pattern. It ends with a summary: samples processed, predictions made
+(and the PredictionBatch records that carry them), the alerts scored against the incidents
+injected (caught, missed, false alarms, lead time before each failure), and the workflow
+pattern alerts against the patterns injected into the workflows started after the quiet
+lead-in (caught, false alarms); ``--json`` prints it for scripts.
 
 Each run uses a fresh worker group that starts at the end of the topics, so earlier runs'
 records and state never leak into this one.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import socket
@@ -43,7 +46,14 @@ from deploy.local.host_telemetry import (
 )
 from deploy.local.processes import ChildProcess, free_port
 from deploy.local.stack import StackError, wait_until
-from models.incident_report import Incident, IncidentReport, match_alerts
+from models.incident_report import (
+    Incident,
+    IncidentReport,
+    PatternOutcome,
+    match_alerts,
+    match_workflow_alerts,
+)
+from models.workflows import ADVICE, WORKFLOW_RULES
 from schemas.predictions import prediction_count, prediction_rows
 from streams import topics
 from streams.access import local_client_key, local_url, open_local
@@ -54,6 +64,8 @@ from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings
 from streams.worker_process import ForesightProcess, WorkerProcess
 
+#: How long after the replay the demo waits for the worker to take in every record.
+_CATCH_UP_S = 180.0
 _WATCHED = (topics.PREDICTIONS, topics.ALERTS, topics.LABELS, topics.DEADLETTER)
 _BOLD, _RED, _GREEN, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[2m", "\033[0m"
 
@@ -171,7 +183,7 @@ async def _run(
     console.line(
         f"replaying {duration / 3600:.1f} h of telemetry from {args.hosts} hosts and "
         f"{args.agents} agents at {args.speed:g}x, with {len(simulation.incidents)} "
-        "incidents injected",
+        f"incidents injected and {args.workflows_per_min:g} workflows a minute",
         _BOLD,
     )
     started = time.monotonic()
@@ -187,14 +199,22 @@ async def _run(
         )
 
     counts = await play(settings, simulation.events(duration), args.speed, progress)
-    # Wait until the worker has taken in every record produced, then for outputs to settle.
-    deadline = time.monotonic() + 120
+    # Wait until the worker has taken in every record produced (and every record it sent
+    # itself, workflows' events among them), then for outputs to settle.
+    deadline = time.monotonic() + _CATCH_UP_S
     produced = counts[topics.METRICS.name]
+    caught_up = False
     while time.monotonic() < deadline:
-        taken = worker.metric(f'foresight_events_in_total{{topic="{topics.METRICS.name}"}}')
-        if taken >= produced and time.monotonic() - seen.last_output_s > 3:
+        caught_up = _caught_up(worker, counts)
+        if caught_up and time.monotonic() - seen.last_output_s > 3:
             break
         await asyncio.sleep(0.5)
+    if not caught_up:
+        console.line(
+            f"the worker had not taken in every record {_CATCH_UP_S:.0f} s after the replay: "
+            "the summary leaves out what it had not processed yet",
+            _BOLD,
+        )
     stop.set()
     await watcher
     incidents = [
@@ -202,10 +222,13 @@ async def _run(
         for i in simulation.incidents
     ]
     report = _scored(incidents, seen)
+    judged = simulation.judged_workflows(duration, args.quiet_s)
+    patterns = match_workflow_alerts(judged, seen.alerts)
     latencies = sorted(seen.latencies_ms) or [0.0]
     return {
         "simulated_s": duration,
         "wall_s": round(time.monotonic() - started, 1),
+        "worker_caught_up": caught_up,
         "samples_produced": counts["samples"],
         "metric_batches_produced": produced,
         "metric_batches_processed": int(
@@ -220,17 +243,76 @@ async def _run(
         "alerts": len(seen.alerts),
         "dead_letters": dict(seen.dead_letters),
         "report": report.as_dict(),
+        "workflows": _workflow_summary(
+            sum(1 for _ in simulation.workflows(duration)), len(judged), patterns, seen
+        ),
         "this_machine": _machine_summary(seen) if this_machine else None,
         "_report": report,
         "_alert_ids": {a["alert_id"] for a in seen.alerts},
     }
 
 
+def _caught_up(worker: WorkerProcess, produced: Counter[str]) -> bool:
+    """Whether the worker has taken in the records the demo ``produced`` of each topic, and
+    those it sent to its internal topic."""
+    internal = topics.routing_stats(dataclasses.replace(worker.settings, worker_id=worker.group))
+    count = worker.metric
+    return all(
+        count(f'foresight_events_in_total{{topic="{topic}"}}') >= produced[topic]
+        for topic in (topics.METRICS.name, topics.AGENT_EVENTS.name)
+    ) and count(f'foresight_events_in_total{{topic="{internal.name}"}}') >= count(
+        f'foresight_events_out_total{{topic="{internal.name}"}}'
+    )
+
+
 def _scored(incidents: list[Incident], seen: Observed) -> IncidentReport:
     """The simulated incidents against the alerts; this machine's alerts are its own (no
-    incident was injected there), reported apart rather than called false alarms."""
-    simulated = [a for a in seen.alerts if a["entity"] != seen.this_machine]
+    incident was injected there), and the workflows' pattern alerts and advice are about
+    workflows, not hosts or agents: both are reported apart rather than called false
+    alarms."""
+    simulated = [
+        a
+        for a in seen.alerts
+        if a["entity"] != seen.this_machine and a["rule"] not in WORKFLOW_RULES
+    ]
     return match_alerts(incidents, simulated, lead_window_ms=0)
+
+
+def _workflow_summary(
+    started: int, judged: int, patterns: list[PatternOutcome], seen: Observed
+) -> dict[str, Any]:
+    """The workflows started and judged, each pattern alert against the patterns injected,
+    and the best-practice advice standing at the end (published, not retracted since)."""
+    advice: dict[str, str] = {}
+    for alert in seen.alerts:
+        if alert["rule"] == ADVICE and alert["status"] == "FIRING":
+            advice[alert["entity"]] = alert["summary"]
+        elif alert["rule"] == ADVICE:
+            advice.pop(alert["entity"], None)
+    return {
+        "started": started,
+        "judged": judged,
+        "patterns": {
+            o.rule: {"injected": o.injected, "caught": o.caught, "alerted": o.alerted,
+                     "false_alarms": o.false_alarms}
+            for o in patterns
+        },
+        "advice": list(advice.values()),
+    }  # fmt: skip
+
+
+def _print_workflows(workflows: dict[str, Any]) -> None:
+    print(
+        f"  workflows       {workflows['started']:,} started, {workflows['judged']:,} judged "
+        "(started after the quiet lead-in, their pattern played before the end)"
+    )
+    for rule, o in workflows["patterns"].items():
+        print(
+            f"    {rule:<22} {o['caught']} of {o['injected']} injected caught, "
+            f"{o['false_alarms']} false alarms"
+        )
+    for summary in workflows["advice"]:
+        print(f"    advice                 {summary}")
 
 
 def _machine_summary(seen: Observed) -> dict[str, Any]:
@@ -274,6 +356,11 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         f"{_RESET if sys.stdout.isatty() else ''}"
     )
     print(f"  simulated       {summary['simulated_s'] / 3600:.1f} h in {summary['wall_s']} s")
+    if not summary.get("worker_caught_up", True):
+        print(
+            f"  behind          the worker had not taken in every record {_CATCH_UP_S:.0f} s "
+            "after the replay; what it had not processed is left out"
+        )
     print(
         f"  processed       {summary['samples_produced']:,} metric samples in "
         f"{summary['metric_batches_processed']:,} batches, "
@@ -298,6 +385,8 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         print(f"    {o.incident_type:<22} {o.entity:<10} {verdict}")
     for alarm in report.false_alarms:
         print(f"    false alarm            {alarm['entity']:<10} {alarm['rule']}")
+    if summary.get("workflows"):
+        _print_workflows(summary["workflows"])
     if summary.get("this_machine"):
         _print_machine(summary["this_machine"])
 

@@ -100,6 +100,7 @@ def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
         scrape_interval_s=args.interval,
         start_ms=end_ms - int(duration_s * 1000),
         incidents=incidents,
+        workflows_per_min=args.workflows_per_min,
     )
     return Simulation(config), duration_s
 
@@ -179,6 +180,13 @@ def add_simulation_arguments(
         type=int,
         default=None,
         help="event time of the first scrape (epoch ms); default: end now",
+    )
+    parser.add_argument(
+        "--workflows-per-min",
+        type=float,
+        default=10.0,
+        help="workflows (agent tasks with a workflow_id, a few with an injected rare path, "
+        "loop, stall or precursor error) starting per simulated minute, 0: none (default 10)",
     )
     parser.add_argument(
         "--no-incidents",

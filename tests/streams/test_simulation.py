@@ -431,3 +431,116 @@ def test_a_release_without_lint_fails_more_often() -> None:
     with_lint = [t.failed for t in plain if "lint" in t.path]
     without = [t.failed for t in plain if "lint" not in t.path]
     assert np.mean(with_lint) < 0.1 < 0.13 < np.mean(without)
+
+
+def _played_workflows(rate: float, seed: int = 5) -> Simulation:
+    """A small fleet without incidents that runs ``rate`` workflows a minute."""
+    return Simulation(
+        SimulationConfig(hosts=1, agents=2, seed=seed, incidents=(), workflows_per_min=rate)
+    )
+
+
+def test_the_simulation_plays_the_benchmarks_workflows_beside_the_fleets_own_tasks() -> None:
+    duration_s = 3600.0
+    sim = _played_workflows(10.0)
+    events = list(sim.events(duration_s))
+    end_ms = sim.config.start_ms + duration_s * 1000
+    followed = [r for topic, _, r in events if topic == AGENT_EVENTS.name and r["workflow_id"]]
+    scenario = simulation.WorkflowScenario(seed=5, per_min=10.0, start_ms=sim.config.start_ms,
+                                           pool=simulation.WORKFLOW_POOL,
+                                           one_agent=True)  # fmt: skip
+    generated = [
+        record
+        for workflow in itertools.takewhile(
+            lambda w: w.start_ms < end_ms, simulation.workflow_stream(scenario)
+        )
+        for t_ms, _, record in workflow.events
+        if t_ms < end_ms
+    ]
+    assert sorted(followed, key=lambda r: (r["event_time"], r["task_id"], r["phase"])) == sorted(
+        generated, key=lambda r: (r["event_time"], r["task_id"], r["phase"])
+    )
+    assert 500 < len({r["workflow_id"] for r in followed}) < 700  # 10 a minute for an hour
+    times = [r["event_time"] for topic, _, r in events if topic != LABELS.name]
+    assert times == sorted(times)
+    assert times[-1] < end_ms
+    workers: dict[str, set[str]] = defaultdict(set)  # each workflow on one agent of the pool
+    for r in followed:
+        workers[r["workflow_id"]].add(r["agent"])
+    assert all(len(agents) == 1 for agents in workers.values())
+    pool = {agent for agents in workers.values() for agent in agents}
+    assert pool == {f"wf-agent-{i:02d}" for i in range(1, 9)}
+    assert pool.isdisjoint(sim.agents)
+    # The fleet's own tasks (and so its agent incidents) are as they were without workflows.
+    alone = list(_played_workflows(0.0).events(duration_s))
+    assert [e for e in events if not (e[0] == AGENT_EVENTS.name and e[2]["workflow_id"])] == alone
+
+
+def test_played_workflows_are_reproducible_per_seed() -> None:
+    first = list(_played_workflows(10.0).events(1800))
+    assert first == list(_played_workflows(10.0).events(1800))
+    other = list(_played_workflows(10.0, seed=6).events(1800))
+    workflow_events = [e for e in first if e[0] == AGENT_EVENTS.name and e[2]["workflow_id"]]
+    assert workflow_events != [
+        e for e in other if e[0] == AGENT_EVENTS.name and e[2]["workflow_id"]
+    ]
+    assert list(_played_workflows(10.0).workflows(1800)) == list(
+        _played_workflows(10.0).workflows(1800)
+    )
+
+
+def test_played_workflows_carry_every_injected_pattern_and_when_it_shows() -> None:
+    workflows = list(_played_workflows(10.0).workflows(3 * 3600))
+    shown: dict[simulation.WorkflowPattern | None, int] = defaultdict(int)
+    kinds = {k.name: k for k in simulation.WORKFLOW_KINDS}
+    for workflow in workflows:
+        truth = workflow.truth
+        shown[truth.pattern] += 1
+        shown_ms = truth.pattern_ms
+        if truth.pattern is None or shown_ms is None:
+            assert truth.pattern is None and shown_ms is None
+            continue
+        assert workflow.start_ms < shown_ms <= workflow.end_ms
+        at = [r for t, _, r in workflow.events if t == shown_ms]
+        match truth.pattern:
+            case simulation.WorkflowPattern.RARE_PATH:
+                assert any(r["phase"] == "STARTED" and r["task_type"] not in
+                           kinds[truth.kind].steps for r in at)  # fmt: skip
+            case simulation.WorkflowPattern.LOOP:
+                step = max(r["step"] for r in at if r["phase"] == "STARTED")
+                path = truth.path
+                assert step >= 6 and path[step - 6 : step - 4] == path[step - 4 : step - 2]
+                assert path[step - 4 : step - 2] == path[step - 2 : step]  # three times
+            case simulation.WorkflowPattern.STALL:
+                started = shown_ms - 900_000
+                hung = [r for t, _, r in workflow.events if t == started and r["step"]]
+                assert hung and hung[0]["phase"] == "STARTED"
+                ended = [r for _, _, r in workflow.events if r["task_id"] == hung[0]["task_id"]]
+                assert ended[-1]["duration_ms"] >= 2_400_000
+            case simulation.WorkflowPattern.PRECURSOR:
+                assert [r["error_class"] for r in at] == [simulation.PRECURSOR_ERROR]
+    assert shown[None] > 1500
+    assert all(shown[p] >= 3 for p in simulation.WorkflowPattern)
+
+
+def test_judged_workflows_start_after_the_lead_in_and_show_their_pattern_before_the_end() -> None:
+    sim = _played_workflows(10.0)
+    duration_s, learn_s = 3600.0, 1200.0
+    start_ms, end_ms = sim.config.start_ms, sim.config.start_ms + duration_s * 1000
+    judged = sim.judged_workflows(duration_s, learn_s)
+    workflows = {w.workflow_id: w for w in sim.workflows(duration_s)}
+    assert judged
+    for workflow_id, workflow in workflows.items():
+        after = workflow.start_ms >= start_ms + learn_s * 1000
+        shown = workflow.truth.pattern_ms is None or workflow.truth.pattern_ms < end_ms
+        assert (workflow_id in judged) == (after and shown)
+        if workflow_id in judged:
+            assert judged[workflow_id] == workflow.truth.pattern
+    unfinished = [w for w in judged if workflows[w].end_ms >= end_ms]
+    assert unfinished  # workflows still running at the end are judged on what they showed
+
+
+def test_a_negative_workflow_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="workflows_per_min=-1"):
+        SimulationConfig(workflows_per_min=-1)
+    assert list(Simulation().workflows(3600)) == []
