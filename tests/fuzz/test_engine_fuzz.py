@@ -202,7 +202,9 @@ def _hostile_round(round_: int, size: int) -> tuple[list[Input], list[Input]]:
                 "phase": phase, "event_time": now_ms, "labels": labels,
             }  # fmt: skip
             value = CODEC.encode("agent_event", agent_event)
-            events.append(Input(Message(topics.AGENT_EVENTS.name, 0, 2 * (first + i) + step, None, value)))
+            events.append(
+                Input(Message(topics.AGENT_EVENTS.name, 0, 2 * (first + i) + step, None, value))
+            )
     return metrics, events
 
 
