@@ -105,15 +105,25 @@ class FeatureStore:
 
     async def features(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
         """Latest FeatureVector record of each entity (``None`` where unknown)."""
-        return await self._get_many(FEATURES_PREFIX, entities)
+        (vectors,) = await self._get_many((FEATURES_PREFIX,), entities)
+        return vectors
 
     async def predictions(self, entities: Sequence[str]) -> list[dict[str, Any] | None]:
         """The latest of everything predicted about each entity, as one PredictionBatch with
         a record per prediction (``None`` where nothing is cached): the newest batch, with
         the forecasts of the newest batch that had them when it has none of its own."""
-        latest = await self._get_many(PREDICTIONS_PREFIX, entities)
-        forecasts = await self._get_many(FORECASTS_PREFIX, entities)
+        latest, forecasts = await self._get_many((PREDICTIONS_PREFIX, FORECASTS_PREFIX), entities)
         return [latest_of_everything(new, old) for new, old in zip(latest, forecasts, strict=True)]
+
+    async def online(
+        self, entities: Sequence[str]
+    ) -> tuple[list[dict[str, Any] | None], list[dict[str, Any] | None]]:
+        """:meth:`predictions` and :meth:`features` of each entity, in one round trip."""
+        latest, forecasts, vectors = await self._get_many(
+            (PREDICTIONS_PREFIX, FORECASTS_PREFIX, FEATURES_PREFIX), entities
+        )
+        batches = [latest_of_everything(n, o) for n, o in zip(latest, forecasts, strict=True)]
+        return batches, vectors
 
     async def entities_with_predictions(self, limit: int = 10_000) -> list[str]:
         """Entities that have a cached prediction now."""
@@ -124,11 +134,18 @@ class FeatureStore:
                 break
         return sorted(keys)
 
-    async def _get_many(self, prefix: str, entities: Sequence[str]) -> list[dict[str, Any] | None]:
+    async def _get_many(
+        self, prefixes: Sequence[str], entities: Sequence[str]
+    ) -> list[list[dict[str, Any] | None]]:
+        """Each prefix's record of each entity, all read with one ``MGET``."""
         if not entities:
-            return []
-        raw = await self._redis.mget([prefix + e for e in entities])
-        return [self._decode(prefix, e, r) for e, r in zip(entities, raw, strict=True)]
+            return [[] for _ in prefixes]
+        raw = await self._redis.mget([p + e for p in prefixes for e in entities])
+        n = len(entities)
+        return [
+            [self._decode(p, e, r) for e, r in zip(entities, raw[k * n : (k + 1) * n], strict=True)]
+            for k, p in enumerate(prefixes)
+        ]
 
     def _decode(self, prefix: str, entity: str, value: bytes | str | None) -> dict[str, Any] | None:
         """A cached record, or None for a missing or unreadable one (a cache is not the

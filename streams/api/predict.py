@@ -10,8 +10,8 @@ predictions of its last step come back. The trained failure-risk models that ser
 (:meth:`~models.training.FailureRiskModel.contributions`) can say what drove them; the online
 models' drivers are the features they read (:mod:`models.explain`).
 
-Many requests are answered together: one Redis round trip for every entity, one XGBoost call
-per serving model for every feature vector.
+Many requests are answered together: one Redis round trip for every entity's predictions
+and features, one XGBoost call per serving model for every feature vector.
 """
 
 from __future__ import annotations
@@ -146,8 +146,7 @@ class Predictor:
 
     async def _online(self, entities: list[str]) -> list[_State | ApiError]:
         try:
-            batches = await self.store.predictions(entities)
-            vectors = await self.store.features(entities)
+            batches, vectors = await self.store.online(entities)
         except RedisError as error:
             raise ApiError(
                 503, f"the online store (Redis, FEATURE_STORE_URL) did not answer: {error}"

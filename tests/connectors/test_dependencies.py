@@ -1,4 +1,5 @@
-"""What a process says of the services it relies on, and how it learns it (no services)."""
+"""What a process says of the services it relies on, and how it learns it (no services, but
+for the Kafka probe against the real brokers)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiokafka.errors import KafkaError
 from connectors.dependencies import Dependency, KafkaProbe, health_report, watch
 from connectors.kafka_clients import KafkaConfig
 from deploy.local.processes import free_port
+from streams.settings import Settings
 
 
 def test_a_dependency_is_down_from_its_first_failure_until_it_answers() -> None:
@@ -60,6 +62,20 @@ async def test_the_kafka_probe_raises_when_no_broker_answers() -> None:
     probe = KafkaProbe(KafkaConfig(f"127.0.0.1:{free_port()}"), timeout_s=1)
     try:
         with pytest.raises(KafkaError):
+            await probe()
+    finally:
+        await probe.close()
+
+
+@pytest.mark.integration
+async def test_the_kafka_probe_keeps_answering_with_the_brokers_alone(
+    stack_settings: Settings,
+) -> None:
+    """After the first call (the bootstrap), a call asks a broker for the brokers and no
+    topic: the shared stack holds thousands of topics, whose metadata would stall the loop."""
+    probe = KafkaProbe(stack_settings.kafka())
+    try:
+        for _ in range(3):
             await probe()
     finally:
         await probe.close()

@@ -80,6 +80,8 @@ async def test_redis_features_and_prediction_cache(stack_settings: Settings, uni
         (latest,) = await store.predictions([entity])
         assert latest is not None
         assert [p["kind"] for p in latest["predictions"]] == ["ANOMALY", "FORECAST"]
+        both = await store.online([entity, f"nobody-{unique}"])
+        assert both == ([latest, None], [features, None]), "one round trip, the same answers"
         deadline = time.monotonic() + 10
         while (await store.predictions([entity]))[0] is not None:
             assert time.monotonic() < deadline, "the prediction cache entry never expired"

@@ -22,7 +22,7 @@ from models.registry import (
     npy_bytes,
     read_npy,
 )
-from models.training import FailureRiskModel, TrainingConfig
+from models.training import SCORING_THREADS, FailureRiskModel, TrainingConfig
 from schemas.codec import Codec
 
 FEATURES = ["memory_percent:5m:slope", "memory_percent:1m:last"]
@@ -74,6 +74,14 @@ def test_round_trip_scores_the_same_and_records_metadata(registry: ModelRegistry
     np.testing.assert_array_equal(loaded.reference.edges, reference.edges)
     assert json.loads(loaded.extra["report.json"]) == report
     assert update["uri"].startswith("file://") and update["uri"].endswith("/failure_risk/1")
+
+
+def test_a_loaded_model_scores_on_one_thread(registry: ModelRegistry) -> None:
+    """The booster file keeps no thread count: read back, a model would score on every core."""
+    version = _register(registry)
+    booster = registry.load("failure_risk", version).model.booster
+    threads = json.loads(booster.save_config())["learner"]["generic_param"]["nthread"]
+    assert int(threads) == SCORING_THREADS == 1
 
 
 def test_promote_keeps_one_production_version_and_rollback_goes_back(
