@@ -45,6 +45,12 @@ CHECKS = ",".join(
     )
 )
 EXAMPLES = "25"
+# One thread: Hypothesis parses lambda sources with ``ast.parse`` while describing filtered
+# strategies, and with two Schemathesis threads doing so at once CPython 3.11.7 failed a CI
+# run with "SystemError: AST constructor recursion depth mismatch" (the counter it checks is
+# shared by the interpreter's threads; compare python/cpython#106905). Schemathesis reports
+# that as a runtime error of the run, not of the API.
+WORKERS = "1"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +142,7 @@ def test_the_rest_routes_answer_as_their_openapi_document_says(
         "--checks", CHECKS,
         "--max-examples", EXAMPLES,
         "--phases", "examples,coverage,fuzzing",
-        "--workers", "2",
+        "--workers", WORKERS,
         "--suppress-health-check", "too_slow,filter_too_much",
         "--seed", "7",
     )  # fmt: skip
@@ -154,7 +160,7 @@ def test_graphql_answers_every_generated_query_without_a_server_error(
         "--header", f"Authorization: Bearer {key}",
         "--checks", "not_a_server_error",
         "--max-examples", EXAMPLES,
-        "--workers", "2",
+        "--workers", WORKERS,
         "--suppress-health-check", "too_slow,filter_too_much",
         "--seed", "7",
     )  # fmt: skip
