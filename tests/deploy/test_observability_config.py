@@ -44,6 +44,7 @@ JOB_PORTS = {
     "foresight-sink": "sink_metrics_port",
     "foresight-gateway": "gateway_port",
     "foresight-ingest": "ingest_port",
+    "foresight-api": "api_port",
     "foresight-quality": "quality_port",
     "foresight-retrain": "retrain_port",
 }
