@@ -86,6 +86,11 @@ class StreamingAnomalyDetector:
     quiet_steps : int
         Points after an alert whose score is forced to 0: NAB rewards only the first
         detection of an anomaly window and penalises every extra one.
+    rearm_steps, rearm_penalty : int, float
+        After the quiet period the score is lowered by ``rearm_penalty``, fading linearly to
+        nothing over ``rearm_steps`` points: an episode that outlasts the silence (a noisy
+        stretch, a slow recovery) alerts again only on stronger evidence than a fresh
+        anomaly needs. 0 for either turns this off.
     bins, context_weight, context_prior, context_cap : int, float, float, float
         The context model: values are binned into ``bins`` over the range seen so far and
         the surprise of a bin after the last two is ``context_weight * (1 - p)``, with ``p``
@@ -144,7 +149,7 @@ class StreamingAnomalyDetector:
     """
 
     name = "streaming_anomaly"
-    version = "2"
+    version = "3"
 
     def __init__(
         self,
@@ -157,6 +162,8 @@ class StreamingAnomalyDetector:
         novelty_margin: float = 0.02,
         alert_level: float = 0.45,
         quiet_steps: int = 100,
+        rearm_steps: int = 400,
+        rearm_penalty: float = 0.1,
         bins: int = 8,
         context_weight: float = 1.0,
         context_prior: float = 0.5,
@@ -178,10 +185,10 @@ class StreamingAnomalyDetector:
         ):
             if not 0.0 < rate <= 1.0:
                 raise ValueError(f"{label}={rate!r}: a forgetting rate must be in (0, 1]")
-        if warmup < 1 or quiet_steps < 0:
+        if warmup < 1 or quiet_steps < 0 or rearm_steps < 0 or not rearm_penalty >= 0.0:
             raise ValueError(
-                f"warmup={warmup!r}, quiet_steps={quiet_steps!r}: warmup must be >= 1 and "
-                "quiet_steps >= 0"
+                f"warmup={warmup!r}, quiet_steps={quiet_steps!r}, rearm_steps={rearm_steps!r}, "
+                f"rearm_penalty={rearm_penalty!r}: warmup must be >= 1, the others >= 0"
             )
         if bins < 2 or combine not in ("max", "mean"):
             raise ValueError(
@@ -196,6 +203,8 @@ class StreamingAnomalyDetector:
         self.novelty_margin = novelty_margin
         self.alert_level = alert_level
         self.quiet_steps = quiet_steps
+        self.rearm_steps = rearm_steps
+        self.rearm_penalty = rearm_penalty if rearm_steps > 0 else 0.0
         self.bins = bins
         self.context_weight = context_weight
         self.context_prior = context_prior
@@ -339,7 +348,11 @@ class StreamingAnomalyDetector:
         margin = self.novelty_margin * span
         novel = ((v > high + margin) | (v < low - margin)) & (span > 0)
         score = np.where(novel, 1.0, score)
-        live = (count >= self.warmup) & (s[:, _QUIET] <= 0)
+        # The quiet column counts down the silence, then the re-arming period after it.
+        quiet = s[:, _QUIET]
+        rearming = np.minimum(quiet, self.rearm_steps) / max(self.rearm_steps, 1)
+        score = score - self.rearm_penalty * rearming
+        live = (count >= self.warmup) & (quiet <= self.rearm_steps)
         score = np.where(live & seen, np.clip(np.nan_to_num(score, nan=0.0), 0.0, 1.0), 0.0)
 
         out = s[:, :_HEADER].copy()
@@ -377,7 +390,9 @@ class StreamingAnomalyDetector:
         out[:, _BIN2] = s[:, _BIN1]
         out[:, _BIN1] = bin_now
         out[:, _QUIET] = np.where(
-            score >= self.alert_level, self.quiet_steps, np.maximum(s[:, _QUIET] - 1.0, 0.0)
+            score >= self.alert_level,
+            self.quiet_steps + self.rearm_steps,
+            np.maximum(s[:, _QUIET] - 1.0, 0.0),
         )
         # Past the header only a few cells per series change (one bucket of each profile, one
         # row of the context table): write those, for the series that had a value, rather

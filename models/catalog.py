@@ -19,7 +19,7 @@ from models.quality import CommitForecaster
 ONLINE_MODELS: dict[str, Callable[[], OnlineModel]] = {
     "streaming_anomaly": lambda: StreamingAnomalyDetector(warmup=20),
     "streaming_anomaly_calibrated": lambda: StreamingAnomalyDetector(
-        warmup=20, quiet_steps=0, calibrated_start=True
+        warmup=20, quiet_steps=0, rearm_steps=0, calibrated_start=True
     ),
     "seasonal_forecaster": lambda: SeasonalForecaster(step_s=300.0),
     "exhaustion_model": ExhaustionModel,

@@ -95,9 +95,10 @@ class ModelSet:
         self.config = config
         # The detector's defaults are tuned for NAB, which scores the first detection of
         # each anomaly: a value beyond the range seen scores 1, and 100 points after a
-        # detection stay silent. A stream alerts differently: the alert rule deduplicates
-        # and holds an episode, and a host's range grows with its daily cycle for days, so
-        # here novelty does not score on its own and there is no silence after a detection.
+        # detection stay silent, then re-arm slowly. A stream alerts differently: the alert
+        # rule deduplicates and holds an episode, and a host's range grows with its daily
+        # cycle for days, so here novelty does not score on its own and there is no silence
+        # or re-arming after a detection.
         # Its seasonal profile trusts a time-of-day bucket after ``season_min`` visits, which
         # on 5-minute data means days; at a step of seconds a bucket fills in minutes, so
         # trust it only after two days' worth of visits.
@@ -106,6 +107,7 @@ class ModelSet:
             warmup=config.anomaly_warmup_steps,
             novelty_margin=math.inf,
             quiet_steps=0,
+            rearm_steps=0,
             day_buckets=_DAY_BUCKETS,
             season_min=max(4, round(2 * visits_per_day)),
             calibrated_start=True,

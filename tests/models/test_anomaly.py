@@ -73,6 +73,19 @@ def test_missing_daily_peak_is_detected_though_its_values_are_ordinary() -> None
     assert scores[rows].max() > 2.0 * scores[8 * 288 : 12 * 288].max()
 
 
+def test_an_alert_soon_after_another_needs_stronger_evidence_for_a_while() -> None:
+    values = _noisy(2200, seed=5)
+    values[[1200, 1350, 1900]] += [8.0, 9.0, 10.0]
+    rearmed = score_series(StreamingAnomalyDetector(), values, _times(len(values)))
+    plain = score_series(StreamingAnomalyDetector(rearm_steps=0), values, _times(len(values)))
+    assert rearmed[1200] == plain[1200] == 1.0
+    assert (rearmed[1201:1301] == 0.0).all() and (plain[1201:1301] == 0.0).all()
+    # Re-arming began 101 points after the alert with the full 0.1, and has faded for 49.
+    assert plain[1350] == 1.0
+    assert rearmed[1350] == pytest.approx(1.0 - 0.1 * (400 - 49) / 400)
+    assert rearmed[1900] == plain[1900] == 1.0
+
+
 def test_per_series_times_give_the_same_scores_as_each_series_alone() -> None:
     detector = StreamingAnomalyDetector()
     n = 600
@@ -154,6 +167,8 @@ def test_state_stays_bounded_and_finite_on_a_long_stream() -> None:
         ({"season_alpha": 1.5}, "season_alpha=1.5"),
         ({"day_buckets": 0}, "day_buckets=0"),
         ({"season_min": 0}, "season_min=0"),
+        ({"rearm_steps": -1}, "rearm_steps=-1"),
+        ({"rearm_penalty": -0.1}, "rearm_penalty=-0.1"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_value(

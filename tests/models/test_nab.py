@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from models.anomaly import StreamingAnomalyDetector
+from models.base import score_series
 from models.nab import (
     PROFILES,
     LabelledScores,
@@ -15,6 +17,7 @@ from models.nab import (
     probation_rows,
     scaled_sigmoid,
     score_files,
+    score_together,
     window_rows,
 )
 
@@ -106,3 +109,18 @@ def test_window_rows_maps_label_timestamps_to_inclusive_rows() -> None:
         stamps.astype("datetime64[ms]"), [["2024-01-01 01:00:00.000000", "2024-01-01 03:00:00"]]
     )
     assert rows == [(60, 180)]
+
+
+def test_files_scored_together_score_as_each_alone() -> None:
+    rng = np.random.default_rng(4)
+    series = []
+    for n, start in ((700, 0), (450, 86_400_000), (600, 3_600_000)):
+        values = 5.0 + np.sin(np.arange(n) / 20.0) + 0.3 * rng.standard_normal(n)
+        values[n // 2] += 6.0
+        values[n // 3] = np.nan
+        series.append((values, start + np.arange(n, dtype=np.int64) * 300_000))
+    together = score_together(series)
+    for (values, t_ms), scores in zip(series, together, strict=True):
+        alone = score_series(StreamingAnomalyDetector(), values, t_ms)
+        np.testing.assert_array_equal(scores, alone)
+        assert scores.max() > 0.0
