@@ -25,7 +25,8 @@ good to half a fair share.
     python load-tests/bench_routing.py --seeds 5 [--json]
 
 ``--live-rate R --live-seconds S`` also measures the decision latency through Kafka: a worker
-of its own answers ``routing.requests`` sent at R a second for S seconds (needs the stack).
+of its own answers ``routing.requests`` sent at R a second for S seconds (needs the stack),
+sent without linger as ``POST /v1/route`` sends them; and the worker's CPU per request.
 """
 
 from __future__ import annotations
@@ -458,8 +459,11 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
     worker.start()
     consumer = kafka.consumer(topics.ROUTING.name, group_id=None, auto_offset_reset="latest")
     producer = RecordProducer(kafka)
+    # Requests go as `POST /v1/route` sends them (streams/api/route.py): no linger.
+    requester = kafka.producer(acks=1, linger_ms=0)
     await consumer.start()
     await producer.start()
+    await requester.start()
     sent: dict[str, float] = {}
     latencies: list[float] = []
     names = [f"bench-{run}-agent-{i}" for i in range(agents)]
@@ -495,7 +499,7 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not latencies:
             task_id = f"warm-{uuid.uuid4().hex[:8]}"
-            await _request(producer, task_id, task_type, names)
+            await _request(requester, producer.codec, task_id, task_type, names)
             sent[task_id] = time.perf_counter()
             done_sending.set()
             await collect(time.monotonic() + 1.0)
@@ -506,6 +510,7 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
         done_sending.clear()
         collector = asyncio.create_task(collect(time.monotonic() + seconds + 30))
         interval = 1.0 / rate
+        cpu_before = worker.cpu_seconds()
         started = time.perf_counter()
         for i in range(int(rate * seconds)):
             wait = started + i * interval - time.perf_counter()
@@ -513,20 +518,27 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
                 await asyncio.sleep(wait)
             task_id = f"{run}-{i}"
             sent[task_id] = time.perf_counter()
-            await _request(producer, task_id, task_type, names)
-        await producer.flush()
+            await _request(requester, producer.codec, task_id, task_type, names)
+        await requester.flush()
         done_sending.set()
         await collector
+        cpu_after = worker.cpu_seconds()
     finally:
+        await requester.stop()
         await producer.stop()
         await consumer.stop()
         worker.stop()
     answered = np.array(latencies) * 1000
+    requests = int(rate * seconds)
+    cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "rate": rate,
         "seconds": seconds,
-        "requests": int(rate * seconds),
+        "requests": requests,
         "answered": len(latencies),
+        # CPU the worker spent from the first request to the last decision, per request: what
+        # the machine must have free for the worker to keep up at this rate.
+        "worker_cpu_us_per_request": None if cpu_s is None else cpu_s / requests * 1e6,
         "p50_ms": float(np.percentile(answered, 50)) if len(answered) else None,
         "p95_ms": float(np.percentile(answered, 95)) if len(answered) else None,
         "p99_ms": float(np.percentile(answered, 99)) if len(answered) else None,
@@ -534,7 +546,9 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
     }
 
 
-async def _request(producer: Any, task_id: str, task_type: str, candidates: list[str]) -> None:
+async def _request(
+    producer: Any, codec: Any, task_id: str, task_type: str, candidates: list[str]
+) -> None:
     from streams import topics
 
     record = {
@@ -545,7 +559,8 @@ async def _request(producer: Any, task_id: str, task_type: str, candidates: list
         "priority": 0,
         "event_time": int(time.time() * 1000),
     }
-    await producer.send(topics.ROUTING_REQUESTS.name, task_id, "routing_request", record)
+    value = codec.encode("routing_request", record)
+    await producer.send(topics.ROUTING_REQUESTS.name, value, key=task_id.encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -623,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         live = result["live"]
         print(
             f"through Kafka at {live['rate']:g}/s: {live['answered']}/{live['requests']} "
-            f"answered, p50 {live['p50_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms"
+            f"answered, p50 {live['p50_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, worker CPU "
+            f"{live['worker_cpu_us_per_request'] or math.nan:.0f} us a request"
         )
     return 0
 

@@ -346,11 +346,15 @@ class RoutingPolicy:
         cfg = self.config
         at = np.array([arms.index.get(a, -1) for a in names])
         known = at >= 0
+        every_known = bool(known.all())
+        rows = at if every_known else np.where(known, at, 0)
 
         def gather(values: FloatArray) -> FloatArray:
             if not len(values):
                 return np.zeros(len(names))
-            gathered: FloatArray = np.where(known, values[np.where(known, at, 0)], 0.0)
+            gathered: FloatArray = (
+                values[rows] if every_known else np.where(known, values[rows], 0.0)
+            )
             return gathered
 
         n, m2, ok, failed = gather(arms.n), gather(arms.m2), gather(arms.ok), gather(arms.failed)
@@ -378,19 +382,24 @@ class RoutingPolicy:
         else:
             order = by_mean
         ranked = [int(order[0])] + [int(i) for i in by_mean if i != order[0]]
-        width = _Z90 * np.sqrt(spread + mean_var)
+        # Python numbers from here: reading arrays an item at a time costs more than the
+        # arithmetic on them.
+        mu, var, wait = mean.tolist(), spread.tolist(), behind.tolist()
+        width = (_Z90 * np.sqrt(spread + mean_var)).tolist()
+        success, tts, seen = p_mean.tolist(), expected.tolist(), (ok + failed).tolist()
+        in_flight, limits = load.astype(int).tolist(), limit.astype(int).tolist()
         options = tuple(
             Option(
                 agent=names[i],
-                duration_ms=math.exp(mean[i]),
-                lower_ms=math.exp(mean[i] - width[i]),
-                upper_ms=math.exp(mean[i] + width[i]),
-                success_probability=float(p_mean[i]),
-                wait_ms=float(behind[i] * math.exp(mean[i] + spread[i] / 2.0)),
-                time_to_success_ms=float(expected[i]),
-                seen=float(ok[i] + failed[i]),
-                load=int(load[i]),
-                limit=int(limit[i]),
+                duration_ms=math.exp(mu[i]),
+                lower_ms=math.exp(mu[i] - width[i]),
+                upper_ms=math.exp(mu[i] + width[i]),
+                success_probability=success[i],
+                wait_ms=wait[i] * math.exp(mu[i] + var[i] / 2.0),
+                time_to_success_ms=tts[i],
+                seen=seen[i],
+                load=in_flight[i],
+                limit=limits[i],
             )
             for i in ranked
         )

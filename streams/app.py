@@ -12,8 +12,9 @@ Agents (one worker process runs them all; scale out with partitions and more wor
   health alerts; each event and the agents' loads go on, re-keyed by task type, to an
   internal topic for ``routing``, and an event of a workflow also goes there keyed by its
   workflow id.
-* ``routing_requests``: ``routing.requests`` -> checked, re-keyed by task type onto the same
-  internal topic.
+* ``routing_requests``: ``routing.requests`` -> checked, then decided at once when this
+  worker holds the routing step of the task type (it reads the internal topic's partition
+  the type hashes to: always, with one worker), else re-keyed by task type onto that topic.
 * ``routing``: the internal topic -> the learned policy of each task type: a decision per
   request (keyed by task id) and standing advice per task type on ``routing.decisions``, and
   the pool's SCALING prediction on ``predictions``; each workflow's pattern alerts (rare
@@ -41,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ def create_app(settings: Settings) -> faust.App:
         table_standby_replicas=settings.worker_standby_replicas,
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
-        producer_linger_ms=5,
+        producer_linger_ms=settings.worker_linger_ms,
         producer_max_request_size=settings.max_record_bytes,
         broker_commit_interval=1.0,
         processing_guarantee="at_least_once",
@@ -300,11 +301,20 @@ def create_app(settings: Settings) -> faust.App:
             with health.running("labels"):
                 await send(engine.labels(inputs_of(events), time.time()))
 
+    def routes_here() -> Callable[[bytes], bool]:
+        """Whether this worker holds a task type's routing step, as of now: it reads the
+        partition of the internal topic the task type's key hashes to."""
+        name = routing_stats.get_topic_name()
+        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == name}
+        return lambda task_type: app.consumer.key_partition(name, task_type) in held
+
     @app.agent(requests_in)
     async def routing_requests_agent(stream: Any) -> None:
+        """A request whose task type this worker routes is decided here, a hop sooner than
+        through the internal topic (see Engine.routing_requests)."""
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing_requests"):
-                await send(engine.routing_requests(inputs_of(events), time.time()))
+                await send(engine.routing_requests(inputs_of(events), time.time(), routes_here()))
 
     @app.agent(routing_stats)
     async def routing_agent(stream: Any) -> None:

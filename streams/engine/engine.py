@@ -687,8 +687,15 @@ class Engine:
             out.raw(self.routing_topic, task_type.encode(), update, None)
 
     # -- routing.requests ---------------------------------------------------------------------
-    def routing_requests(self, inputs: Iterable[Input], now_s: float) -> Outputs:
-        """RoutingRequests, checked, on to the routing step of their task type."""
+    def routing_requests(
+        self,
+        inputs: Iterable[Input],
+        now_s: float,
+        decides_here: Callable[[bytes], bool] = lambda task_type: False,
+    ) -> Outputs:
+        """RoutingRequests, checked, on to the routing step of their task type: decided at
+        once when ``decides_here`` says this worker holds that step (the internal topic's
+        partition of the task type), through the internal topic otherwise."""
         out = self.outputs()
         now_ms = int(now_s * 1000)
         for item in inputs:
@@ -703,7 +710,13 @@ class Engine:
             request = {"kind": "request", "request": record,
                        "arrived_ms": item.timestamp_ms or now_ms}  # fmt: skip
             key = record["task_type"].encode()
-            out.raw(self.routing_topic, key, json.dumps(request).encode(), item.message)
+            if not decides_here(key):
+                out.raw(self.routing_topic, key, json.dumps(request).encode(), item.message)
+                continue
+            try:
+                self._decide(record["task_type"], request, item.message, now_s, out)
+            except Exception as error:
+                self._internal_error(item.message, error, out)
         return out
 
     # -- the routing step ---------------------------------------------------------------------

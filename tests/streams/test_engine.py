@@ -572,6 +572,28 @@ def test_a_routing_request_is_answered_by_task_id_with_the_learned_choice() -> N
     assert decision["reason"].startswith("fast: expected")
 
 
+def test_a_request_routed_here_is_decided_at_once_as_through_the_internal_topic() -> None:
+    through, here = Router(_engine(Changelog())), Router(_engine(Changelog()))
+    for router in (through, here):
+        for i in range(30):
+            router.task("fast", f"f{i}", T0_MS + i * 10_000, 1_000.0)
+            router.task("slow", f"s{i}", T0_MS + i * 10_000, 5_000.0)
+    routed = through.request("t-1", ["fast", "slow"], priority=2)
+    direct_out = here.engine.routing_requests(
+        [here._input(topics.ROUTING_REQUESTS.name, "requests", "t-1", CODEC.encode(
+            "routing_request", {"task_id": "t-1", "task_type": "triage",
+                                "candidates": ["fast", "slow"], "priority": 2,
+                                "event_time": int(NOW_S * 1000)}))],
+        NOW_S,
+        lambda task_type: task_type == b"triage",
+    )  # fmt: skip
+    assert [r.topic for r in direct_out.records] == [topics.ROUTING.name], "no internal hop"
+    direct = direct_out.records[0]
+    assert direct.key == routed.records[0].key == b"t-1"
+    assert CODEC.decode(direct.value) == CODEC.decode(routed.records[0].value)
+    assert direct.cause is not None and direct.cause.topic == topics.ROUTING_REQUESTS.name
+
+
 def test_routing_weighs_an_agents_load_and_follows_its_outcomes() -> None:
     router = Router(_engine(Changelog()))
     for i in range(30):
