@@ -31,7 +31,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from connectors.http.errors import ApiError
-from connectors.redis_store import FeatureStore, latest_of_everything
+from connectors.redis_store import FeatureStore, PoolExhaustedError, latest_of_everything
 from models import explain
 from models.entity import EntityPipeline, ModelSet, step_many
 from models.features import vector_names
@@ -99,6 +99,18 @@ class _State:
     features: Record | None
 
 
+def store_error(error: RedisError) -> ApiError:
+    """The 503 of a request the online store could not serve: Redis did not answer, or every
+    connection of the API's pool to it stayed busy (the API is asked too much at once)."""
+    if isinstance(error, PoolExhaustedError):
+        return ApiError(
+            503,
+            f"the API is busy: {error}. Send fewer requests at once, or raise "
+            "FORESIGHT_API_REDIS_CONNECTIONS (or FORESIGHT_API_REDIS_WAIT_S)",
+        )
+    return ApiError(503, f"the online store (Redis, FEATURE_STORE_URL) did not answer: {error}")
+
+
 def _number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -147,9 +159,7 @@ class Predictor:
         try:
             batches, vectors = await self.store.online(entities)
         except RedisError as error:
-            raise ApiError(
-                503, f"the online store (Redis, FEATURE_STORE_URL) did not answer: {error}"
-            ) from error
+            raise store_error(error) from error
         states: list[_State | ApiError] = []
         for entity, batch, vector in zip(entities, batches, vectors, strict=True):
             if batch is None and vector is None:
