@@ -228,5 +228,5 @@ def latest_of_everything(
         return None
     merged = as_rows(latest)
     if forecast is not None and not any(p["kind"] == "FORECAST" for p in merged["predictions"]):
-        merged["predictions"] += [p for p in prediction_rows(forecast) if p["kind"] == "FORECAST"]
+        merged["predictions"] += prediction_rows(forecast, "FORECAST")
     return merged
