@@ -186,14 +186,14 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
         await store.close()
     registry = ModelRegistry(str(tmp_path / "models"))
     _trained(registry)
-    recent = (int(time.time()) - 600) * 1000
+    recent = (int(time.time()) - 2100) * 1000  # 200 steps: forecasts, anomaly scores, risk
     items: list[dict[str, Any]] = [
         {"entity": hosts[0]},
         {"entity": f"nobody-{unique}"},
         {"entity": hosts[1], "kinds": ["FORECAST", "FAILURE_RISK"], "horizons_s": [300]},
         {"entity": hosts[0], "top": 0},
         {"entity": hosts[1], "metrics": ["memory_percent"], "top": 1},
-        {"entity": "w", "window": [_series(recent, 30)], "kinds": ["ANOMALY"]},
+        {"entity": "w", "window": [_series(recent, 200)]},
         {"entity": "w", "window": [_series(int(time.time() + 7200) * 1000, 3)]},
     ]
     settings = stack_settings.replace(model_registry_url=registry.url)
@@ -222,6 +222,8 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
     first = answered["items"][0]["result"]["predictions"]
     assert any(p["model"]["name"] == FAILURE_RISK and p["drivers"] for p in first)
     assert all(not p["drivers"] for p in answered["items"][3]["result"]["predictions"])
+    replayed = {p["kind"] for p in answered["items"][5]["result"]["predictions"]}
+    assert {"ANOMALY", "FORECAST"} <= replayed
 
 
 def _clock(message: str) -> str:
