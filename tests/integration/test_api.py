@@ -95,6 +95,22 @@ def _leaking_host(entity: str, start_ms: int, steps: int) -> tuple[dict[str, Any
     return predictions, features
 
 
+async def _online(
+    settings: Settings, steps: dict[str, int]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Hosts leaking memory for their number of steps, their latest PredictionBatch and
+    FeatureVector stored in Redis as the worker stores them."""
+    start = int(time.time() * 1000) - 3_600_000
+    states = {host: _leaking_host(host, start, n) for host, n in steps.items()}
+    store = FeatureStore(settings.feature_store_url)
+    try:
+        await store.put_predictions([predictions for predictions, _ in states.values()])
+        await store.put_features([features for _, features in states.values()])
+    finally:
+        await store.close()
+    return states
+
+
 def _trained(registry: ModelRegistry, promote: bool = True) -> None:
     """A failure-risk model over three features, in production unless ``promote`` is off."""
     rng = np.random.default_rng(7)
@@ -115,14 +131,7 @@ async def test_an_entity_gets_its_online_state_and_the_serving_model_explained(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     entity = f"api-host-{unique}"
-    start = int(time.time() * 1000) - 3_600_000
-    predictions, features = _leaking_host(entity, start, 150)
-    store = FeatureStore(stack_settings.feature_store_url)
-    try:
-        await store.put_predictions([predictions])
-        await store.put_features([features])
-    finally:
-        await store.close()
+    ((predictions, features),) = (await _online(stack_settings, {entity: 150})).values()
     registry = ModelRegistry(str(tmp_path / "models"))
     _trained(registry)
     loaded = registry.load_production(FAILURE_RISK)
@@ -174,16 +183,8 @@ async def test_an_entity_gets_its_online_state_and_the_serving_model_explained(
 async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
     stack_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
-    start = int(time.time() * 1000) - 3_600_000
     hosts = [f"api-host-{unique}-{k}" for k in range(2)]
-    store = FeatureStore(stack_settings.feature_store_url)
-    try:
-        for k, host in enumerate(hosts):
-            predictions, features = _leaking_host(host, start, 140 + 10 * k)
-            await store.put_predictions([predictions])
-            await store.put_features([features])
-    finally:
-        await store.close()
+    await _online(stack_settings, {hosts[0]: 140, hosts[1]: 150})
     registry = ModelRegistry(str(tmp_path / "models"))
     _trained(registry)
     recent = (int(time.time()) - 2100) * 1000  # 200 steps: forecasts, anomaly scores, risk
