@@ -204,6 +204,15 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
         async with httpx.AsyncClient(headers=headers, timeout=30) as http:
             batch = await http.post(f"{url}/batch", json={"items": items})
             alone = [await http.post(f"{url}/performance", json=item) for item in items]
+            query = (
+                "query($e: Name!) { entity(name: $e) { latest { predictions "
+                "{ kind metric horizonS value model { name version } drivers { feature value "
+                "contribution } } } } }"
+            )
+            graphql = await http.post(
+                f"http://127.0.0.1:{server.port}/graphql",
+                json={"query": query, "variables": {"e": hosts[0]}},
+            )
 
     assert batch.status_code == 200
     answered = batch.json()
@@ -225,6 +234,18 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
     assert all(not p["drivers"] for p in answered["items"][3]["result"]["predictions"])
     replayed = {p["kind"] for p in answered["items"][5]["result"]["predictions"]}
     assert {"ANOMALY", "FORECAST"} <= replayed
+    latest = graphql.json()["data"]["entity"]["latest"]
+    assert latest["predictions"] == [
+        {
+            "kind": p["kind"],
+            "metric": p["metric"],
+            "horizonS": p["horizon_s"],
+            "value": p["value"],
+            "model": p["model"],
+            "drivers": p["drivers"],
+        }
+        for p in first
+    ]
 
 
 def _clock(message: str) -> str:
