@@ -21,19 +21,26 @@ within a second, so a blip costs a reconnect; past that the call raises, and the
 decides (the worker keeps each entity's newest entries for its next flush, the gateway
 answers without the cache): a Redis outage never stops predictions, and never holds a
 reader for long.
+
+A client holds at most ``max_connections`` connections; a call that finds them all busy
+waits up to ``pool_wait_s`` for one, then raises :class:`PoolExhaustedError`, which says so
+(redis-py's own error, "Too many connections", reads as if Redis were down).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.codec import Codec, DecodeError
@@ -46,6 +53,34 @@ PREDICTIONS_PREFIX = "foresight:predictions:"
 FORECASTS_PREFIX = "foresight:forecasts:"
 
 
+class PoolExhaustedError(RedisError):
+    """Every connection of a client's pool stayed busy for as long as a call may wait for
+    one: the process asks more of Redis at once than its pool holds (Redis itself answers)."""
+
+    def __init__(self, max_connections: int, wait_s: float) -> None:
+        super().__init__(
+            f"all {max_connections} connections of the pool to Redis stayed busy for {wait_s:g} s"
+        )
+        self.max_connections = max_connections
+        self.wait_s = wait_s
+
+
+class _WaitingPool(BlockingConnectionPool):
+    """redis-py's pool that waits for a free connection, raising :class:`PoolExhaustedError`
+    when the wait runs out (its own error, a ConnectionError, is also what a refused
+    connection raises)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as error:
+            # Only the wait for a free connection raises from a bare asyncio timeout; a
+            # connect that times out raises redis' TimeoutError.
+            if isinstance(error.__cause__, asyncio.TimeoutError):
+                raise PoolExhaustedError(self.max_connections, self.timeout or 0.0) from error
+            raise
+
+
 class FeatureStore:
     """Latest features and cached predictions in Redis.
 
@@ -55,22 +90,37 @@ class FeatureStore:
         A ``redis://`` URL (``FEATURE_STORE_URL``, default ``redis://127.0.0.1:6379/0``).
     prediction_ttl_s
         Seconds a cached prediction lives (``PREDICTION_CACHE_TTL``, default 300).
+    max_connections
+        Connections the client holds at most (the API's ``FORESIGHT_API_REDIS_CONNECTIONS``).
+    pool_wait_s
+        Seconds a call waits for a free connection when all are busy before it raises
+        :class:`PoolExhaustedError` (the API's ``FORESIGHT_API_REDIS_WAIT_S``).
     """
 
-    def __init__(self, url: str, prediction_ttl_s: int = 300, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        prediction_ttl_s: int = 300,
+        codec: Codec | None = None,
+        max_connections: int = 100,
+        pool_wait_s: float = 2.0,
+    ) -> None:
         self.prediction_ttl_s = prediction_ttl_s
         self._codec = codec or Codec()
         parsed = urlparse(url)
         self.where = f"{parsed.hostname}:{parsed.port or 6379}{parsed.path}"
         """The server and database, without credentials, for messages."""
-        self._redis = aioredis.Redis.from_url(
+        pool = _WaitingPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_wait_s,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             health_check_interval=30,
             retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        self._redis = aioredis.Redis.from_pool(pool)
 
     async def put_encoded(
         self,
@@ -178,5 +228,5 @@ def latest_of_everything(
         return None
     merged = as_rows(latest)
     if forecast is not None and not any(p["kind"] == "FORECAST" for p in merged["predictions"]):
-        merged["predictions"] += [p for p in prediction_rows(forecast) if p["kind"] == "FORECAST"]
+        merged["predictions"] += prediction_rows(forecast, "FORECAST")
     return merged

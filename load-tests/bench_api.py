@@ -12,6 +12,10 @@ host of ``--metrics`` metrics stepped through the stream's own pipeline). Then m
 * batch: ``POST /v1/predict/batch`` of ``--batch-size`` entities, ``--batch-concurrency``
   requests back to back for ``--seconds``: predictions/s and the p50/p99 of a request.
 
+Each phase also reports the CPU time the server process spent in it (Linux' ``/proc``), per
+request or per entity: on cores shared with other work, rates say who got the cores, and the
+server's CPU per entity says what it costs.
+
     .venv/bin/python load-tests/bench_api.py --json
 """
 
@@ -227,6 +231,7 @@ async def batches(
         "batch_size": size,
         "concurrency": concurrency,
         "requests": len(took),
+        "entities": answered,
         "entities_per_s": round(answered / wall),
         "predictions_per_s": round(predicted / wall),
         **latency(took),
@@ -234,7 +239,26 @@ async def batches(
     }
 
 
-async def measure(port: int, key: str, entities: list[str], args: argparse.Namespace) -> Record:
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system) process ``pid`` has used; None without ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # from field 3 (state) on
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms_per(pid: int, since: float | None, count: int) -> float | None:
+    now = cpu_seconds(pid)
+    if now is None or since is None or not count:
+        return None
+    return round((now - since) * 1000 / count, 3)
+
+
+async def measure(
+    port: int, pid: int, key: str, entities: list[str], args: argparse.Namespace
+) -> Record:
     """Both phases, each on a session of its own (no connection left idle by the first,
     which the server may have closed, is reused by the second)."""
     base = f"http://127.0.0.1:{port}/v1/predict"
@@ -247,12 +271,16 @@ async def measure(port: int, key: str, entities: list[str], args: argparse.Names
 
     async with session() as client:
         await single(client, f"{base}/performance", entities, 50, 1.0)  # warm up
+        began = cpu_seconds(pid)
         one = await single(client, f"{base}/performance", entities, args.rate, args.seconds)
+        one["server_cpu_ms_per_request"] = cpu_ms_per(pid, began, one["requests"])
     async with session() as client:
+        began = cpu_seconds(pid)
         many = await batches(
             client, f"{base}/batch", entities, args.batch_size, args.batch_concurrency,
             args.seconds,
         )  # fmt: skip
+        many["server_cpu_ms_per_entity"] = cpu_ms_per(pid, began, many["entities"])
     return {"single": one, "batch": many}
 
 
@@ -281,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
         try:
-            measured = asyncio.run(measure(port, key, entities, args))
+            measured = asyncio.run(measure(port, server.pid, key, entities, args))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -323,13 +351,16 @@ def table(result: Record) -> str:
         f"intelligence API, {result['entities']} entities of {result['metrics']} metrics, "
         f"{result['seconds']:g} s per phase",
         "",
-        f"{'phase':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'rate/s':>10}  errors",
+        f"{'phase':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'rate/s':>10}"
+        f"{'server CPU ms':>15}  errors",
         f"{'single at ' + format(one['rate_per_s'], 'g') + '/s':<34}"
         f"{one.get('p50_ms', '-'):>9}{one.get('p95_ms', '-'):>9}{one.get('p99_ms', '-'):>9}"
-        f"{one['achieved_per_s']:>10}  {one['errors'] or 'none'}",
+        f"{one['achieved_per_s']:>10}{_cpu(one['server_cpu_ms_per_request'], 'request'):>15}"
+        f"  {one['errors'] or 'none'}",
         f"{'batch of ' + str(many['batch_size']) + ' x' + str(many['concurrency']):<34}"
         f"{many.get('p50_ms', '-'):>9}{many.get('p95_ms', '-'):>9}{many.get('p99_ms', '-'):>9}"
-        f"{many['entities_per_s']:>10}  {many['errors'] or 'none'}",
+        f"{many['entities_per_s']:>10}{_cpu(many['server_cpu_ms_per_entity'], 'entity'):>15}"
+        f"  {many['errors'] or 'none'}",
         "",
         f"goals: single p95 <= {GOALS['single_p95_ms']:g} ms {mark('single_p95_ms')}, "
         f"p99 <= {GOALS['single_p99_ms']:g} ms {mark('single_p99_ms')}; batch >= "
@@ -337,6 +368,10 @@ def table(result: Record) -> str:
         f"{mark('batch_predictions_per_s')} ({many['predictions_per_s']} prediction rows/s)",
     ]
     return "\n".join(rows)
+
+
+def _cpu(ms: float | None, per: str) -> str:
+    return "-" if ms is None else f"{ms:.2f}/{per}"
 
 
 if __name__ == "__main__":

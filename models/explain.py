@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,14 +65,18 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+@functools.lru_cache(maxsize=65_536)
+def features_read(kind: str, metric: str) -> tuple[str, ...]:
+    """The names of the features of ``metric`` that the online model of ``kind`` reads; none
+    for a kind no online model predicts from windows. (Cached: an API batch asks for the same
+    few thousand pairs again and again.)"""
+    return tuple(f"{metric}:{read}" for read in READS.get(kind, ()))
+
+
 def read_features(kind: str, metric: str, features: Mapping[str, float]) -> list[Driver]:
     """The features of ``metric`` that the online model of ``kind`` reads, with their values
-    in ``features`` (a FeatureVector as name to value); none for a kind no online model
-    predicts from windows."""
-    return [
-        Driver(name, _finite(features.get(name)))
-        for name in (f"{metric}:{read}" for read in READS.get(kind, ()))
-    ]
+    in ``features`` (a FeatureVector as name to value)."""
+    return [Driver(name, _finite(features.get(name))) for name in features_read(kind, metric)]
 
 
 def top_contributions(

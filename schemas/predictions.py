@@ -218,11 +218,15 @@ def _drivers(batch: Mapping[str, Any]) -> dict[int, list[Record]]:
     return out
 
 
-def prediction_rows(batch: Mapping[str, Any]) -> list[Record]:
+def prediction_rows(batch: Mapping[str, Any], only: str | None = None) -> list[Record]:
     """One record per prediction (version 1's shape, with its ``drivers``), from a batch of
-    any version."""
+    any version; with ``only``, of the predictions of that kind alone."""
     if batch.get("predictions"):
-        return [{**p, "drivers": p.get("drivers", [])} for p in batch["predictions"]]
+        return [
+            {**p, "drivers": p.get("drivers", [])}
+            for p in batch["predictions"]
+            if only is None or p["kind"] == only
+        ]
     metrics, models, versions = batch["metrics"], batch["models"], batch["model_versions"]
     drivers = _drivers(batch)
     return [
@@ -241,6 +245,7 @@ def prediction_rows(batch: Mapping[str, Any]) -> list[Record]:
         for i, (kind, m, k, horizon, value, score, lower, upper) in enumerate(
             zip(*(batch.get(name, ()) for name in COLUMNS), strict=True)
         )
+        if only is None or kind == only
     ]
 
 

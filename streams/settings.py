@@ -470,6 +470,18 @@ class Settings:
         "Seconds `POST /v1/route` waits for the worker's decision on routing.decisions before "
         "answering 504.",
     )
+    api_redis_connections: int = _setting(
+        100,
+        "FORESIGHT_API_REDIS_CONNECTIONS",
+        "Connections `foresight api` holds to Redis at most; a request that finds them all busy "
+        "waits for one (FORESIGHT_API_REDIS_WAIT_S).",
+    )
+    api_redis_wait_s: float = _setting(
+        2.0,
+        "FORESIGHT_API_REDIS_WAIT_S",
+        "Seconds a request to `foresight api` waits for a free Redis connection when all "
+        "FORESIGHT_API_REDIS_CONNECTIONS are busy, before it answers 503 saying so.",
+    )
     ingest_port: int = _setting(
         9201,
         "FORESIGHT_INGEST_PORT",
@@ -571,6 +583,12 @@ class Settings:
         self.kafka()  # these raise a ValueError naming the setting when they do not fit
         self.tls()
         self.workflow_config()
+        if self.api_redis_connections < 1 or self.api_redis_wait_s <= 0:
+            raise ValueError(
+                "FORESIGHT_API_REDIS_CONNECTIONS must be at least 1 and "
+                "FORESIGHT_API_REDIS_WAIT_S above 0, got "
+                f"{self.api_redis_connections} and {self.api_redis_wait_s:g}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""

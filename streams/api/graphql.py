@@ -259,10 +259,13 @@ async def _load_latest(
     ]
     with PREDICTION_LATENCY.labels("graphql").time():
         answers = await service.predictor.predict(requests)
-    return [
-        None if isinstance(a, ApiError) and a.status == 404 else a  # no state: null
-        for a in answers
-    ]
+    return [_latest(a) for a in answers]
+
+
+def _latest(answer: dict[str, Any] | ApiError) -> schema.PredictResponse | Exception | None:
+    if isinstance(answer, ApiError):
+        return None if answer.status == 404 else answer  # no state: null
+    return schema.PredictResponse.model_validate(answer)
 
 
 @strawberry.type

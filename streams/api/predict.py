@@ -11,7 +11,10 @@ predictions of its last step come back. The trained failure-risk models that ser
 models' drivers are the features they read (:mod:`models.explain`).
 
 Many requests are answered together: one Redis round trip for every entity's predictions
-and features, one XGBoost call per serving model for every feature vector.
+and features, one XGBoost call per serving model for every feature vector. Answers are plain
+records in the shape of :class:`~streams.api.schema.PredictResponse`, sent as they are
+(:class:`~streams.api.schema.RecordResponse`): building a pydantic model per prediction and
+driver took half of a batch's time, to validate values this module has just made.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from connectors.http.errors import ApiError
-from connectors.redis_store import FeatureStore, latest_of_everything
+from connectors.redis_store import FeatureStore, PoolExhaustedError, latest_of_everything
 from models import explain
 from models.entity import EntityPipeline, ModelSet, step_many
 from models.features import vector_names
@@ -37,12 +40,8 @@ from models.signals import MetricKind
 from models.traffic import entity_slot
 from models.training import FAILURE_RISK
 from streams.api.schema import (
-    Driver,
     Kind,
-    ModelRef,
-    Prediction,
     PredictRequest,
-    PredictResponse,
     Source,
 )
 from streams.engine import ONLINE_FAILURE_MODEL, pipeline_config
@@ -100,6 +99,18 @@ class _State:
     features: Record | None
 
 
+def store_error(error: RedisError) -> ApiError:
+    """The 503 of a request the online store could not serve: Redis did not answer, or every
+    connection of the API's pool to it stayed busy (the API is asked too much at once)."""
+    if isinstance(error, PoolExhaustedError):
+        return ApiError(
+            503,
+            f"the API is busy: {error}. Send fewer requests at once, or raise "
+            "FORESIGHT_API_REDIS_CONNECTIONS (or FORESIGHT_API_REDIS_WAIT_S)",
+        )
+    return ApiError(503, f"the online store (Redis, FEATURE_STORE_URL) did not answer: {error}")
+
+
 def _number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -113,10 +124,10 @@ class Predictor:
         self.serving = serving
         self.models = ModelSet(pipeline_config(settings))
 
-    async def predict(self, requests: Sequence[PredictRequest]) -> list[PredictResponse | ApiError]:
-        """Each request's predictions, or the :class:`ApiError` it alone would get (404: no
-        online state; 422: a window the stream would refuse). Raises :class:`ApiError` 503
-        when Redis does not answer."""
+    async def predict(self, requests: Sequence[PredictRequest]) -> list[Record | ApiError]:
+        """Each request's predictions (a PredictResponse as a record), or the
+        :class:`ApiError` it alone would get (404: no online state; 422: a window the stream
+        would refuse). Raises :class:`ApiError` 503 when Redis does not answer."""
         served = await self.serving.current()
         online = [i for i, r in enumerate(requests) if r.window is None]
         replayed = [i for i, r in enumerate(requests) if r.window is not None]
@@ -133,7 +144,7 @@ class Predictor:
         ready = {i: state for i, state in states.items() if isinstance(state, _State)}
         slots = {i: entity_slot(requests[i].entity) for i in ready}
         trained = self._trained(served, ready, slots, max((r.top for r in requests), default=0))
-        answers: list[PredictResponse | ApiError] = []
+        answers: list[Record | ApiError] = []
         for i, request in enumerate(requests):
             state = states[i]
             if isinstance(state, ApiError):
@@ -148,9 +159,7 @@ class Predictor:
         try:
             batches, vectors = await self.store.online(entities)
         except RedisError as error:
-            raise ApiError(
-                503, f"the online store (Redis, FEATURE_STORE_URL) did not answer: {error}"
-            ) from error
+            raise store_error(error) from error
         states: list[_State | ApiError] = []
         for entity, batch, vector in zip(entities, batches, vectors, strict=True):
             if batch is None and vector is None:
@@ -249,7 +258,7 @@ class Predictor:
         request: PredictRequest,
         state: _State,
         trained: list[_Scored],
-    ) -> PredictResponse:
+    ) -> Record:
         top = request.top
         vector = state.features
         feature_values: Mapping[str, float] = (
@@ -258,78 +267,89 @@ class Predictor:
             else {}
         )
         rescored = {(FAILURE_RISK, scored.model.version) for scored in trained}
-        rows = [
-            p
+        predictions = [
+            self._online_prediction(p, feature_values, top)
             for p in (state.batch or {}).get("predictions", [])
-            if (p["model"], p["model_version"]) not in rescored
+            if (p["model"], p["model_version"]) not in rescored and _wanted(request, p)
         ]
-        predictions = [self._online_prediction(p, feature_values, top) for p in rows]
-        for scored in trained:
-            model = scored.model.loaded.model
-            predictions.append(
-                Prediction(
-                    kind=Kind.FAILURE_RISK,
-                    metric="entity",
-                    horizon_s=int(model.horizon_s),
-                    value=scored.probability,
-                    score=scored.probability,
-                    lower=None,
-                    upper=None,
-                    model=ModelRef(name=FAILURE_RISK, version=scored.model.version),
-                    shadow=scored.model.shadow,
-                    drivers=_drivers(scored.drivers[:top]),
-                )
-            )
-        kept = [p for p in predictions if _wanted(request, p)]
+        entity_wide = [
+            {
+                "kind": Kind.FAILURE_RISK,
+                "metric": "entity",
+                "horizon_s": int(scored.model.loaded.model.horizon_s),
+                "value": scored.probability,
+                "score": scored.probability,
+                "lower": None,
+                "upper": None,
+                "model": {"name": FAILURE_RISK, "version": scored.model.version},
+                "shadow": scored.model.shadow,
+                "drivers": _drivers(scored.drivers[:top]),
+            }
+            for scored in trained
+        ]
+        predictions += [p for p in entity_wide if _wanted(request, p)]
         event_time = (state.batch or vector or {}).get("event_time", 0)
-        return PredictResponse(
-            entity=request.entity,
-            source=state.source,
-            event_time=event_time,
-            features_event_time=vector["event_time"] if vector is not None else None,
-            predictions=kept,
-        )
+        return {
+            "entity": request.entity,
+            "source": state.source,
+            "event_time": event_time,
+            "features_event_time": vector["event_time"] if vector is not None else None,
+            "predictions": predictions,
+        }
 
     @staticmethod
-    def _online_prediction(row: Record, features: Mapping[str, float], top: int) -> Prediction:
+    def _online_prediction(row: Record, features: Mapping[str, float], top: int) -> Record:
         """A prediction as the stream made it, with the drivers it carries (an entity anomaly
         or a local-trend risk) or else the features its model reads."""
-        carried = row.get("drivers") or []
-        drivers = [
-            explain.Driver(d["feature"], _number(features.get(d["feature"])), d["contribution"])
-            for d in carried
-        ]
-        if not carried and features:
-            drivers = explain.read_features(row["kind"], row["metric"], features)
-        return Prediction(
-            kind=Kind(row["kind"]),
-            metric=row["metric"],
-            horizon_s=row["horizon_s"],
-            value=_number(row["value"]),
-            score=_number(row["score"]),
-            lower=_number(row["lower"]),
-            upper=_number(row["upper"]),
-            model=ModelRef(name=row["model"], version=row["model_version"]),
-            shadow=row["model"] == ONLINE_FAILURE_MODEL,
-            drivers=_drivers(drivers[:top]),
-        )
+        carried = row.get("drivers")
+        if carried:
+            drivers = [
+                {
+                    "feature": d["feature"],
+                    "value": _number(features.get(d["feature"])),
+                    "contribution": d["contribution"],
+                }
+                for d in carried[:top]
+            ]
+        else:
+            read = explain.features_read(row["kind"], row["metric"]) if features else ()
+            drivers = [
+                {"feature": name, "value": _number(features.get(name)), "contribution": None}
+                for name in read[:top]
+            ]
+        return {
+            "kind": row["kind"],
+            "metric": row["metric"],
+            "horizon_s": row["horizon_s"],
+            "value": _number(row["value"]),
+            "score": _number(row["score"]),
+            "lower": _number(row["lower"]),
+            "upper": _number(row["upper"]),
+            "model": {"name": row["model"], "version": row["model_version"]},
+            "shadow": row["model"] == ONLINE_FAILURE_MODEL,
+            "drivers": drivers,
+        }
 
 
-def _drivers(drivers: Sequence[explain.Driver]) -> list[Driver]:
-    return [Driver(feature=d.feature, value=d.value, contribution=d.contribution) for d in drivers]
+def _drivers(drivers: Sequence[explain.Driver]) -> list[Record]:
+    return [
+        {"feature": d.feature, "value": d.value, "contribution": d.contribution} for d in drivers
+    ]
 
 
-def _wanted(request: PredictRequest, prediction: Prediction) -> bool:
-    if request.kinds is not None and prediction.kind not in request.kinds:
+def _wanted(request: PredictRequest, prediction: Mapping[str, Any]) -> bool:
+    """Whether the request's filters keep a prediction (a row of a PredictionBatch, or an
+    answer's prediction: both have its ``kind``, ``metric`` and ``horizon_s``)."""
+    if request.kinds is not None and prediction["kind"] not in request.kinds:
         return False
     if (
         request.metrics is not None
-        and prediction.metric != "entity"
-        and prediction.metric not in request.metrics
+        and prediction["metric"] != "entity"
+        and prediction["metric"] not in request.metrics
     ):
         return False
     return not (
         request.horizons_s is not None
-        and prediction.kind == "FORECAST"
-        and prediction.horizon_s not in request.horizons_s
+        and prediction["kind"] == "FORECAST"
+        and prediction["horizon_s"] not in request.horizons_s
     )

@@ -68,24 +68,26 @@ def router(service: Intelligence, desk: RouteDesk) -> APIRouter:
         tags=["predictions"],
         summary="The stream's predictions for one entity, now",
         dependencies=readers,
+        response_model=schema.PredictResponse,
     )
-    async def predict_performance(request: schema.PredictRequest) -> schema.PredictResponse:
+    async def predict_performance(request: schema.PredictRequest) -> schema.RecordResponse:
         with PREDICTION_LATENCY.labels("performance").time():
             (answer,) = await service.predictor.predict([request])
         if isinstance(answer, ApiError):
             raise answer
-        return answer
+        return schema.RecordResponse(answer)
 
     @v1.post(
         "/predict/batch",
         tags=["predictions"],
         summary="Predictions for up to 1,000 entities or windows at once",
         dependencies=readers,
+        response_model=schema.BatchResponse,
     )
-    async def predict_batch(request: schema.BatchRequest) -> schema.BatchResponse:
+    async def predict_batch(request: schema.BatchRequest) -> schema.RecordResponse:
         with PREDICTION_LATENCY.labels("batch").time():
             answers = await service.predictor.predict(request.items)
-        return schema.batch_response(answers)
+        return schema.RecordResponse(schema.batch_response(answers))
 
     @v1.get(
         "/entities",

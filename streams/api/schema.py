@@ -12,6 +12,8 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import to_json
+from starlette.responses import Response
 
 from connectors.http.errors import ApiError, error_code
 from models.entity import PipelineConfig
@@ -233,21 +235,33 @@ class BatchResponse(BaseModel):
     failed: int
 
 
-def batch_response(answers: Sequence[PredictResponse | ApiError]) -> BatchResponse:
-    """Each item's predictions, or its error with the status it alone would have had."""
+def batch_response(answers: Sequence[dict[str, Any] | ApiError]) -> dict[str, Any]:
+    """A :class:`BatchResponse` as a record: each item's predictions (a PredictResponse as a
+    record), or its error with the status it alone would have had."""
     items = [
-        BatchItem(index=i, status=200, result=answer, error=None)
-        if isinstance(answer, PredictResponse)
-        else BatchItem(
-            index=i,
-            status=answer.status,
-            result=None,
-            error=ItemError(code=error_code(answer.status), message=answer.message),
-        )
+        {"index": i, "status": 200, "result": answer, "error": None}
+        if not isinstance(answer, ApiError)
+        else {
+            "index": i,
+            "status": answer.status,
+            "result": None,
+            "error": {"code": error_code(answer.status), "message": answer.message},
+        }
         for i, answer in enumerate(answers)
     ]
-    failed = sum(item.error is not None for item in items)
-    return BatchResponse(items=items, succeeded=len(items) - failed, failed=failed)
+    failed = sum(item["error"] is not None for item in items)
+    return {"items": items, "succeeded": len(items) - failed, "failed": failed}
+
+
+class RecordResponse(Response):
+    """A JSON answer made of plain records in the shape of one of these models (the route
+    names which, for the OpenAPI document), written as pydantic would write the model:
+    non-finite floats as null."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, inf_nan_mode="null")
 
 
 class EntityList(BaseModel):

@@ -73,7 +73,13 @@ class ApiServer:
         self.config = config
         self.tls = settings.tls()
         codec = codec or Codec()
-        self.store = FeatureStore(settings.feature_store_url, settings.prediction_cache_ttl, codec)
+        self.store = FeatureStore(
+            settings.feature_store_url,
+            settings.prediction_cache_ttl,
+            codec,
+            max_connections=settings.api_redis_connections,
+            pool_wait_s=settings.api_redis_wait_s,
+        )
         feed = LiveFeed(
             FeedConfig(
                 settings.kafka(),

@@ -23,7 +23,7 @@ from models.features import vector_names
 from models.registry import ModelRegistry, ModelVersion, RegistryError, UnknownModelError
 from streams.api import schema
 from streams.api.history import History
-from streams.api.predict import Predictor
+from streams.api.predict import Predictor, store_error
 from streams.operations import Caller, ModelChange, promote_model, rollback_model
 from streams.settings import Settings
 
@@ -94,7 +94,7 @@ class Intelligence:
         try:
             known = await self.store.entities_with_predictions(limit=100_000)
         except RedisError as error:
-            raise ApiError(503, f"the online store (Redis) did not answer: {error}") from error
+            raise store_error(error) from error
         matching = [e for e in known if fnmatch.fnmatchcase(e, glob)]
         return schema.EntityList(entities=matching[:limit], truncated=len(matching) > limit)
 
@@ -112,7 +112,7 @@ class Intelligence:
         try:
             (vector,) = await self.store.features([entity])
         except RedisError as error:
-            raise ApiError(503, f"the online store (Redis) did not answer: {error}") from error
+            raise store_error(error) from error
         if vector is None:
             raise ApiError(
                 404,

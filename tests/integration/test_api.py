@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -31,6 +33,7 @@ from models.registry import ModelRegistry
 from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_failure_risk
 from schemas.codec import Codec
 from schemas.predictions import PredictionColumns, prediction_rows
+from streams.api import schema
 from streams.api.client import ApiClient, prediction_request
 from streams.api.server import ApiConfig, ApiServer
 from streams.cli import main
@@ -92,6 +95,22 @@ def _leaking_host(entity: str, start_ms: int, steps: int) -> tuple[dict[str, Any
     return predictions, features
 
 
+async def _online(
+    settings: Settings, steps: dict[str, int]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Hosts leaking memory for their number of steps, their latest PredictionBatch and
+    FeatureVector stored in Redis as the worker stores them."""
+    start = int(time.time() * 1000) - 3_600_000
+    states = {host: _leaking_host(host, start, n) for host, n in steps.items()}
+    store = FeatureStore(settings.feature_store_url)
+    try:
+        await store.put_predictions([predictions for predictions, _ in states.values()])
+        await store.put_features([features for _, features in states.values()])
+    finally:
+        await store.close()
+    return states
+
+
 def _trained(registry: ModelRegistry, promote: bool = True) -> None:
     """A failure-risk model over three features, in production unless ``promote`` is off."""
     rng = np.random.default_rng(7)
@@ -112,14 +131,7 @@ async def test_an_entity_gets_its_online_state_and_the_serving_model_explained(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     entity = f"api-host-{unique}"
-    start = int(time.time() * 1000) - 3_600_000
-    predictions, features = _leaking_host(entity, start, 150)
-    store = FeatureStore(stack_settings.feature_store_url)
-    try:
-        await store.put_predictions([predictions])
-        await store.put_features([features])
-    finally:
-        await store.close()
+    ((predictions, features),) = (await _online(stack_settings, {entity: 150})).values()
     registry = ModelRegistry(str(tmp_path / "models"))
     _trained(registry)
     loaded = registry.load_production(FAILURE_RISK)
@@ -166,6 +178,110 @@ async def test_an_entity_gets_its_online_state_and_the_serving_model_explained(
     assert {p.kind for p in batch.items[0].result.predictions} == {"FAILURE_RISK"}
     assert code == 0 and json.loads(printed)["entity"] == entity
     assert table_code == 0 and "memory_percent:1m:last" in table and f"{FAILURE_RISK} 1" in table
+
+
+async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    hosts = [f"api-host-{unique}-{k}" for k in range(2)]
+    await _online(stack_settings, {hosts[0]: 140, hosts[1]: 150})
+    registry = ModelRegistry(str(tmp_path / "models"))
+    _trained(registry)
+    recent = (int(time.time()) - 2100) * 1000  # 200 steps: forecasts, anomaly scores, risk
+    items: list[dict[str, Any]] = [
+        {"entity": hosts[0]},
+        {"entity": f"nobody-{unique}"},
+        {"entity": hosts[1], "kinds": ["FORECAST", "FAILURE_RISK"], "horizons_s": [300]},
+        {"entity": hosts[0], "top": 0},
+        {"entity": hosts[1], "metrics": ["memory_percent"], "top": 1},
+        {"entity": "w", "window": [_series(recent, 200)]},
+        {"entity": "w", "window": [_series(int(time.time() + 7200) * 1000, 3)]},
+    ]
+    settings = stack_settings.replace(model_registry_url=registry.url)
+    async with running_api(settings, tmp_path, unique) as (server, keys):
+        headers = {"Authorization": f"Bearer {keys['reader']}"}
+        url = f"http://127.0.0.1:{server.port}/v1/predict"
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            batch = await http.post(f"{url}/batch", json={"items": items})
+            alone = [await http.post(f"{url}/performance", json=item) for item in items]
+            query = (
+                "query($e: Name!) { entity(name: $e) { latest { predictions "
+                "{ kind metric horizonS value model { name version } drivers { feature value "
+                "contribution } } } } }"
+            )
+            graphql = await http.post(
+                f"http://127.0.0.1:{server.port}/graphql",
+                json={"query": query, "variables": {"e": hosts[0]}},
+            )
+
+    assert batch.status_code == 200
+    answered = batch.json()
+    assert [i["status"] for i in answered["items"]] == [200, 404, 200, 200, 200, 200, 422]
+    assert (answered["succeeded"], answered["failed"]) == (5, 2)
+    for item, single in zip(answered["items"], alone, strict=True):
+        assert item["status"] == single.status_code
+        if single.status_code == 200:
+            assert item["result"] == single.json() and item["error"] is None
+            # Sent as records: byte for byte what the pydantic model would write.
+            model = schema.PredictResponse.model_validate_json(single.content)
+            assert model.model_dump_json().encode() == single.content
+        else:
+            error = single.json()["error"]
+            assert item["result"] is None and item["error"]["code"] == error["code"]
+            assert _clock(item["error"]["message"]) == _clock(error["message"])
+    first = answered["items"][0]["result"]["predictions"]
+    assert any(p["model"]["name"] == FAILURE_RISK and p["drivers"] for p in first)
+    assert all(not p["drivers"] for p in answered["items"][3]["result"]["predictions"])
+    replayed = {p["kind"] for p in answered["items"][5]["result"]["predictions"]}
+    assert {"ANOMALY", "FORECAST"} <= replayed
+    latest = graphql.json()["data"]["entity"]["latest"]
+    assert latest["predictions"] == [
+        {
+            "kind": p["kind"],
+            "metric": p["metric"],
+            "horizonS": p["horizon_s"],
+            "value": p["value"],
+            "model": p["model"],
+            "drivers": p["drivers"],
+        }
+        for p in first
+    ]
+
+
+def _clock(message: str) -> str:
+    """A message without the server's clock it names (each request reads its own)."""
+    return re.sub(r"clock \(\d+\)", "clock", message)
+
+
+def _series(start_ms: int, steps: int) -> dict[str, Any]:
+    return {
+        "metric": "memory_percent",
+        "times": [start_ms + k * STEP_MS for k in range(steps)],
+        "values": [40 + k * 0.05 for k in range(steps)],
+    }
+
+
+async def test_a_busy_redis_pool_is_named_in_the_503_not_taken_for_a_redis_outage(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = stack_settings.replace(
+        model_registry_url=str(tmp_path / "models"), api_redis_connections=1, api_redis_wait_s=0.2
+    )
+    async with running_api(settings, tmp_path, unique) as (server, keys):
+        reader = client(server, keys["reader"])
+        holder = server.store._redis.client()  # takes the pool's one connection and keeps it
+        await holder.ping()
+        with pytest.raises(ApiError) as busy:
+            await asyncio.to_thread(reader.predict, f"nobody-{unique}")
+        await holder.aclose()
+        with pytest.raises(ApiError) as after:
+            await asyncio.to_thread(reader.predict, f"nobody-{unique}")
+
+    assert busy.value.status == 503
+    assert "all 1 connections of the pool to Redis stayed busy for 0.2 s" in busy.value.message
+    assert "FORESIGHT_API_REDIS_CONNECTIONS" in busy.value.message
+    assert "did not answer" not in busy.value.message
+    assert after.value.status == 404  # the connection back, the API answers again
 
 
 def _batch(entity: str, t_ms: int, value: float) -> dict[str, Any]:
