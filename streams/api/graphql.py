@@ -88,7 +88,8 @@ class Prediction:
 
 @from_model(model=schema.PredictResponse, all_fields=True, name="Predictions")
 class Predictions:
-    pass
+    event_time: schema.Long
+    features_event_time: schema.Long | None
 
 
 @from_model(model=schema.Page, all_fields=True, name="Page")
@@ -98,7 +99,7 @@ class Page:
 
 @from_model(model=schema.PredictionRow, all_fields=True, name="PredictionRow")
 class PredictionRow:
-    pass
+    event_time: schema.Long
 
 
 @from_model(model=schema.PredictionHistory, all_fields=True, name="PredictionHistory")
@@ -117,9 +118,9 @@ class Alert:
     summary: strawberry.auto
     value: strawberry.auto
     labels: JSON
-    starts_at: strawberry.auto
-    ends_at: strawberry.auto
-    event_time: strawberry.auto
+    starts_at: schema.Long
+    ends_at: schema.Long | None
+    event_time: schema.Long
 
 
 @from_model(model=schema.AlertHistory, all_fields=True, name="AlertHistory")

@@ -205,9 +205,9 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
             batch = await http.post(f"{url}/batch", json={"items": items})
             alone = [await http.post(f"{url}/performance", json=item) for item in items]
             query = (
-                "query($e: Name!) { entity(name: $e) { latest { predictions "
-                "{ kind metric horizonS value model { name version } drivers { feature value "
-                "contribution } } } } }"
+                "query($e: Name!) { entity(name: $e) { latest { eventTime featuresEventTime "
+                "predictions { kind metric horizonS value model { name version } drivers "
+                "{ feature value contribution } } } } }"
             )
             graphql = await http.post(
                 f"http://127.0.0.1:{server.port}/graphql",
@@ -235,6 +235,11 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
     replayed = {p["kind"] for p in answered["items"][5]["result"]["predictions"]}
     assert {"ANOMALY", "FORECAST"} <= replayed
     latest = graphql.json()["data"]["entity"]["latest"]
+    rest = answered["items"][0]["result"]
+    assert (latest["eventTime"], latest["featuresEventTime"]) == (
+        rest["event_time"],
+        rest["features_event_time"],
+    )  # milliseconds since 1970: past a 32-bit Int
     assert latest["predictions"] == [
         {
             "kind": p["kind"],
@@ -384,7 +389,8 @@ async def test_history_and_features_as_of_come_from_clickhouse_through_the_sink(
                     "stats": api.agent_stats(agent),
                     "graphql": api.graphql(
                         "query($e: Name!) { entity(name: $e) { history(limit: 2) { rows "
-                        "{ kind value } page { nextOffset } } alerts { rows { status } } } }",
+                        "{ kind value eventTime } page { nextOffset } } alerts { rows "
+                        "{ status startsAt eventTime } } } }",
                         {"e": a},
                     ),
                 }
@@ -412,6 +418,8 @@ async def test_history_and_features_as_of_come_from_clickhouse_through_the_sink(
     assert [r["kind"] for r in entity["history"]["rows"]] == ["ANOMALY", "FORECAST"]
     assert entity["history"]["page"]["nextOffset"] == 2
     assert [r["status"] for r in entity["alerts"]["rows"]] == ["RESOLVED", "FIRING"]
+    assert all(r["eventTime"] > 2**31 for r in entity["history"]["rows"])
+    assert all(r["startsAt"] > 2**31 < r["eventTime"] for r in entity["alerts"]["rows"])
 
 
 async def test_models_change_only_with_the_operate_role_and_leave_an_audit_trail(

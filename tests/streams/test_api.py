@@ -10,6 +10,7 @@ transport (no socket). The routes that need Redis, ClickHouse or Kafka are in
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
 from connectors.redis_store import latest_of_everything
 from schemas.predictions import prediction_rows
 from streams import topics
-from streams.api import schema
+from streams.api import graphql, schema
 from streams.api.client import ApiClient, prediction_request
 from streams.api.history import glob_regex
 from streams.api.server import ApiConfig, ApiServer
@@ -290,6 +291,24 @@ def test_graphql_bounds_the_depth_cost_and_aliases_of_a_query(
         assert any(complaint in e["message"] for e in errors), (query, errors)
     assert client.graphql(deep)  # valid; what it answers needs Redis (the integration test)
     assert client.graphql(nested)
+
+
+def test_graphql_types_every_epoch_millisecond_as_long() -> None:
+    """Times are milliseconds since 1970, past GraphQL's 32-bit ``Int``: a field the REST
+    schema types ``Long`` is ``Long`` in GraphQL too, or selecting it fails on real data."""
+    types = {t.name: t for t in graphql.SCHEMA._schema.type_map.values() if hasattr(t, "fields")}
+    checked = 0
+    for made in vars(graphql).values():
+        model = getattr(made, "_pydantic_type", None)
+        if model is None:
+            continue
+        fields = types[made.__strawberry_definition__.name].fields
+        for name, info in model.model_fields.items():
+            camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
+            if "Long" in repr(info.annotation) and camel in fields:
+                assert str(fields[camel].type).rstrip("!") == "Long", (made, camel)
+                checked += 1
+    assert checked >= 6  # predictions, their rows and alerts carry times
 
 
 def test_the_openapi_document_describes_every_route_and_the_error_body(
