@@ -1,11 +1,14 @@
 """``POST /v1/route`` on the real stack: a real worker answers a routed request with one of
-its candidates; without a worker the caller gets 504 in the error body; a read-only key is
-refused."""
+its candidates; two workers in one group answer every task type, each deciding the types it
+holds at once and passing the others to their holder through the internal topic; without a
+worker the caller gets 504 in the error body; a read-only key is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,6 +62,58 @@ async def test_a_routed_task_gets_the_workers_decision_naming_a_candidate(
     assert decision["runner_up"] in candidates
     assert decision["priority"] == 2 and decision["deadline"] == body["deadline"]
     assert decision["reason"]
+
+
+async def _route(
+    client: httpx.AsyncClient, url: str, key: str, body: dict[str, Any], timeout_s: float
+) -> httpx.Response:
+    """POST ``body`` until it is answered or ``timeout_s`` passes: a worker reads
+    routing.requests from its end, so a request sent before its partitions are assigned goes
+    unanswered (504)."""
+    deadline = time.monotonic() + timeout_s
+    for attempt in range(1000):
+        reply = await client.post(
+            url,
+            json={**body, "task_id": f"{body['task_id']}-{attempt}"},
+            headers={"X-API-Key": key},
+        )
+        if reply.status_code != 504 or time.monotonic() > deadline:
+            return reply
+    return reply
+
+
+async def test_two_workers_answer_every_task_type_whichever_holds_it(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    group = f"test-route2-{unique}"
+    workers = [WorkerProcess(stack_settings, group, tmp_path / f"w{i}" / "w.log").start()
+               for i in range(2)]  # fmt: skip
+    candidates = [f"agent-{unique}-{i}" for i in range(3)]
+    types = [f"type-{unique}-{i}" for i in range(12)]  # over the internal topic's partitions
+    try:
+        await group_ready(workers, timeout_s=120)
+        async with running_api(stack_settings, tmp_path, unique) as (server, keys):
+            url = f"http://127.0.0.1:{server.port}/v1/route"
+            async with httpx.AsyncClient(timeout=30) as client:
+                replies = await asyncio.gather(
+                    *(
+                        _route(client, url, keys["writer"], body, 120)
+                        for body in (
+                            {
+                                "task_id": f"task-{unique}-{t}",
+                                "task_type": t,
+                                "candidates": candidates,
+                            }
+                            for t in types
+                        )
+                    )
+                )
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert [r.status_code for r in replies] == [200] * len(types), [r.text for r in replies]
+    decided = {r.json()["task_type"]: r.json()["agent"] for r in replies}
+    assert set(decided) == set(types) and set(decided.values()) <= set(candidates)
 
 
 async def test_no_decision_in_time_is_a_504_in_the_error_body(
