@@ -7,6 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from models.signals import RulesError
 from streams import topics
@@ -25,15 +27,26 @@ def run_worker(settings: Settings) -> int:
     except RulesError as error:
         print(f"foresight worker: {error}", file=sys.stderr)
         return 2
-    # Faust creates its internal topics while its consumer subscribes, and ignores one created
-    # then until the next rebalance: a new worker would never route. So it exists before.
+    # Faust creates its internal topics while its consumer subscribes and its agents start.
+    # One the metadata does not list yet is left out of the assignment until the next
+    # rebalance (a new worker would never route), and a table's write to a changelog its
+    # producer does not know crashes the agent, again at every restart. So they exist, and
+    # are listed, before Faust starts (as Faust would make them).
     internal = topics.routing_stats(settings)
-    asyncio.run(
-        ensure_topics(
-            settings.kafka(),
-            [TopicRequest(internal.name, internal.partition_count(settings), {})],
-        )
-    )
+    made_by_faust = [
+        TopicRequest(internal.name, internal.partition_count(settings), {}),
+        TopicRequest(f"{app.conf.id}-__assignor-__leader", 1, {}),
+        *(
+            TopicRequest(table.changelog_topic_name, settings.topic_partitions,
+                         {"cleanup.policy": "compact"})
+            for table in app.tables.values()
+        ),
+    ]  # fmt: skip
+    try:
+        asyncio.run(ensure_topics(settings.kafka(), made_by_faust))
+    except KafkaError as error:
+        print(f"foresight worker: {error}", file=sys.stderr)
+        return 2
     if settings.worker_store.startswith("rocksdb"):
         changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]
         discard_stale_state(app.conf.tabledir, settings.kafka(), changelogs)
