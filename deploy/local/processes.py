@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Self
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+def free_port(beside: int = 0) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now; with ``beside``, one whose
+    ``port + beside`` is free too (a Kafka broker's controller listens there)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not beside:
+            return port
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + beside))
+            except OSError:
+                continue
         return port
 
 

@@ -33,7 +33,7 @@ from connectors.alert_payloads import payloads_for
 from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics, sink_config
 from connectors.http.keys import OPERATE, KeysFile
 from deploy.local.processes import free_port
-from deploy.local.stack import connect_secrets_dir
+from deploy.local.stack import CONTROLLER_PORT_OFFSET, connect_secrets_dir
 from streams.cli import main
 from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings, load_settings
@@ -85,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A stack of this module's own, on free ports; stopped, and its data wiped, after."""
     folder = tmp_path_factory.mktemp("mail-stack")
     settings = load_settings(environ={}).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
         stack_dir=str(folder / "stack"),

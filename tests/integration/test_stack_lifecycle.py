@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.processes import free_port
+from deploy.local.stack import CONTROLLER_PORT_OFFSET
 from streams.commands.stack import local_stack
 from streams.settings import load_settings
 
@@ -27,7 +28,7 @@ def _alive(pid: int) -> bool:
 
 def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     settings = load_settings(environ={}).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
         schema_registry_port=free_port(),

@@ -29,7 +29,7 @@ from connectors.http.keys import WRITE, KeysFile
 from connectors.ingest_http import WRITE_PATH
 from deploy.local.certs import DevCerts, certs_folder, make_dev_certs
 from deploy.local.processes import free_port
-from deploy.local.stack import SCRAM_USER, LocalStack
+from deploy.local.stack import CONTROLLER_PORT_OFFSET, SCRAM_USER, LocalStack
 from streams import topics
 from streams.commands.stack import create_topics, local_stack
 from streams.settings import Settings, load_settings, setting_fields
@@ -63,7 +63,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     stack_dir = folder / "stack"
     certs = make_dev_certs(certs_folder(stack_dir))  # `foresight certs dev`, before the stack
     plain = load_settings(environ={}).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
         kafka_connect_url=f"http://127.0.0.1:{free_port()}",
         stack_dir=str(stack_dir),
         chdb_path=str(stack_dir / "chdb"),
