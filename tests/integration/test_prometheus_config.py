@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,13 @@ import yaml
 from connectors.http.keys import READ, KeysFile
 from deploy.local.host_telemetry import Prometheus, program
 from deploy.local.processes import free_port
+from deploy.local.stack import wait_until
 from streams.settings import Settings
 from streams.worker_process import ServingProcess
 
 pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-
-
-def _until(what: str, done: Callable[[], Any], timeout_s: float = 60) -> Any:
-    """Poll ``done()`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = done()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        time.sleep(0.5)
 
 
 def _readme_config(ports: dict[str, int]) -> dict[str, Any]:
@@ -66,7 +56,7 @@ def api(
     process = ServingProcess(["api"], folder / "api.log", env, stack_settings, port)
     process.start()
     try:
-        _until("the API's /health", process.health, 90)
+        wait_until("the API's /health", lambda: process.health() is not None, 90, process.log)
         yield process, key
     finally:
         process.stop()
@@ -90,7 +80,12 @@ def test_the_shipped_config_scrapes_the_api_and_evaluates_every_rule(
     prometheus.start()
     try:
         prometheus.ready()
-        _until("the API scraped", lambda: prometheus.query('up{job="foresight-api"} == 1'))
+        wait_until(
+            "the API scraped",
+            lambda: bool(prometheus.query('up{job="foresight-api"} == 1')),
+            60,
+            prometheus.log,
+        )
 
         now_ms = int(time.time() * 1000)
         body = {
@@ -110,12 +105,16 @@ def test_the_shipped_config_scrapes_the_api_and_evaluates_every_rule(
         )
         with urllib.request.urlopen(request, timeout=30) as reply:
             assert reply.status == 200
-        _until(
+        wait_until(
             "the prediction's latency in Prometheus",
-            lambda: prometheus.query(
-                'foresight_prediction_latency_seconds_count{job="foresight-api",'
-                'route="performance"} >= 1'
+            lambda: bool(
+                prometheus.query(
+                    'foresight_prediction_latency_seconds_count{job="foresight-api",'
+                    'route="performance"} >= 1'
+                )
             ),
+            60,
+            prometheus.log,
         )
 
         shipped = {
@@ -124,11 +123,12 @@ def test_the_shipped_config_scrapes_the_api_and_evaluates_every_rule(
             for rule in group["rules"]
         }
 
-        def evaluated_rules() -> list[dict[str, Any]] | None:
+        def every_rule_evaluated() -> bool:
             rules = _rules(prometheus)
-            return rules if rules and all(r["health"] != "unknown" for r in rules) else None
+            return bool(rules) and all(r["health"] != "unknown" for r in rules)
 
-        evaluated = _until("every rule evaluated", evaluated_rules)
+        wait_until("every rule evaluated", every_rule_evaluated, 60, prometheus.log)
+        evaluated = _rules(prometheus)
         assert {rule["name"] for rule in evaluated} == shipped
         failing = {
             rule["name"]: rule.get("lastError") for rule in evaluated if rule["health"] != "ok"
@@ -140,7 +140,12 @@ def test_the_shipped_config_scrapes_the_api_and_evaluates_every_rule(
             return {alert["metric"]["job"] for alert in alerts}
 
         closed = {"foresight-sink", "foresight-gateway", "foresight-ingest"}
-        _until("the closed targets' down alerts pending", lambda: closed <= down_jobs())
+        wait_until(
+            "the closed targets' down alerts pending",
+            lambda: closed <= down_jobs(),
+            60,
+            prometheus.log,
+        )
         assert "foresight-api" not in down_jobs()
     finally:
         prometheus.stop()
