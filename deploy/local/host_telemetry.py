@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from deploy.local.processes import ChildProcess, free_port
-from deploy.local.stack import StackError, installed, wait_until
+from deploy.local.stack import installed, wait_until
 
 # The program of each client: its upstream name, and Debian's command (a system-packages need).
 PROGRAMS = {
@@ -89,13 +89,14 @@ class _Server(ChildProcess):
 
     def ready(self, timeout_s: float = 60.0) -> None:
         """Wait until it answers; StackError (with its log) when it does not or exits."""
-
-        def answering() -> bool:
-            if not self.alive():
-                raise StackError(f"{self.argv[0]} exited; see {self.log}")
-            return answers(self.url + self.ready_path)
-
-        wait_until(self.argv[0], answering, timeout_s, self.log)
+        alive = self.alive
+        wait_until(
+            self.argv[0],
+            lambda: answers(self.url + self.ready_path),
+            timeout_s,
+            self.log,
+            lambda: not alive(),
+        )
 
 
 class NodeExporter(_Server):

@@ -27,6 +27,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -197,14 +198,41 @@ def _redis_ping(host: str, port: int) -> bool:
         return False
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, log: Path | None) -> None:
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    log: Path | None,
+    exited: Callable[[], bool] = lambda: False,
+) -> None:
+    """Poll ``check`` until it holds; StackError after ``timeout`` seconds, or as soon as
+    ``exited`` says the process that was to answer is gone, quoting its log's last errors
+    (a test's stack may be wiped before anyone reads the log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
+        if exited():
+            raise StackError(f"{what} exited before it answered{_log_tail(log)}")
         time.sleep(0.25)
-    hint = f"; see {log}" if log else ""
-    raise StackError(f"{what} did not become ready within {timeout:.0f}s{hint}")
+    raise StackError(f"{what} did not become ready within {timeout:.0f}s{_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 8) -> str:
+    """``; see LOG`` and its last errors (or last lines when it has none), for an error
+    message: the causes, not a Java stack's frames, are what a person reads."""
+    if log is None:
+        return ""
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"; see {log}"
+    errors = [line for line in text if _LOG_ERROR.search(line)]
+    tail = (errors or text)[-lines:]
+    return f"; see {log}, which says:\n" + "\n".join(f"  {line}" for line in tail)
+
+
+_LOG_ERROR = re.compile(r"\b(ERROR|FATAL)\b|^Caused by|Exception:")
 
 
 def installed(command: str, *also: str, progress: Callable[[str], None] = print) -> str:
@@ -263,6 +291,10 @@ class LocalStack:
 
     def _log(self, service: str) -> Path:
         return self.dir / "logs" / f"{service}.log"
+
+    def _java_log(self, service: str) -> Path:
+        """The log4j log of a Java service (its stdout goes to :meth:`_log`)."""
+        return self._log(service).with_name(f"{self._log(service).name}.java")
 
     def logs(self, service: str) -> list[Path]:
         """Every log file of ``service``: its output, its Java log and their rotated copies."""
@@ -358,6 +390,14 @@ class LocalStack:
         pid_text, _, started = pid_file.read_text().partition(" ")
         pid = int(pid_text)
         return pid if _start_time(pid) == started.strip() else None
+
+    def _exited(self, service: str) -> bool:
+        """Whether the process this stack started for ``service`` has exited (False when
+        the stack started none: a service it found answering is not its to watch)."""
+        if not self._pid_file(service).is_file():
+            return False
+        pid = self._running_pid(service)
+        return pid is None or _zombie_or_gone(pid)
 
     def _spawn(self, service: str, argv: list[str]) -> int:
         log = self._log(service)
@@ -487,7 +527,7 @@ class LocalStack:
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{_HERE / 'log4j.properties'}",
-            f"-Dforesight.log.file={self._log(service)}.java",
+            f"-Dforesight.log.file={self._java_log(service)}",
             f"-Dforesight.stack={self.dir}",
             "-cp",
             self.classpath(),
@@ -630,17 +670,25 @@ class LocalStack:
         w = self.where
         if "redis" in services:
             self._up_redis()
-            wait_until("Redis", self._redis_answers, 30, self._log("redis"))
+            wait_until(
+                "Redis", self._redis_answers, 30, self._log("redis"), lambda: self._exited("redis")
+            )
         if "kafka" in services:
             started = self._up_kafka()
-            wait_until("Kafka", self._kafka_answers, timeout, self._log("kafka.java"))
+            wait_until(
+                "Kafka",
+                self._kafka_answers,
+                timeout,
+                self._java_log("kafka"),
+                lambda: self._exited("kafka"),
+            )
             if started and w.kafka_sasl_port:
                 self._add_scram_user()
                 wait_until(
                     "Kafka's SASL_SSL listener",
                     self._sasl_ssl_ready,
                     timeout,
-                    self._log("kafka.java"),
+                    self._java_log("kafka"),
                 )
         if "schema-registry" in services:
             self._up_registry()
@@ -649,10 +697,17 @@ class LocalStack:
                 lambda: self._registry_subjects() is not None,
                 timeout,
                 self._log("schema-registry"),
+                lambda: self._exited("schema-registry"),
             )
         if "connect" in services:
             self._up_connect()
-            wait_until("Kafka Connect", self._connect_ready, timeout, self._log("connect.java"))
+            wait_until(
+                "Kafka Connect",
+                self._connect_ready,
+                timeout,
+                self._java_log("connect"),
+                lambda: self._exited("connect"),
+            )
         return self.status()
 
     def _redis_answers(self) -> bool:
