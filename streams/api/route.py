@@ -5,7 +5,9 @@ The API does not decide: it produces the caller's RoutingRequest to ``routing.re
 RoutingDecision under that task id on ``routing.decisions``. One consumer per API process
 reads the decisions from their end (no consumer group: every API process sees every decision)
 and hands each to the request waiting for its task id; decisions nobody waits for (standing
-advice, other processes' tasks) are passed over.
+advice, other processes' tasks) are passed over. The same consumer reads the dead-letter
+topic: a request the worker refuses (a task type no agent has reported, without candidates)
+is answered 422 with the worker's reason at once, not 504 when the wait runs out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from connectors.http.errors import ApiError
 from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec, DecodeError
 from streams.api.schema import RouteRequest
+from streams.engine.engine import routed_request
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,13 @@ class RouteDesk:
         requests_topic: str,
         decisions_topic: str,
         timeout_s: float,
+        deadletter_topic: str,
     ) -> None:
         self.kafka = kafka
         self.codec = codec
         self.requests_topic = requests_topic
         self.decisions_topic = decisions_topic
+        self.deadletter_topic = deadletter_topic
         self.timeout_s = timeout_s
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._producer: AIOKafkaProducer | None = None
@@ -49,19 +54,20 @@ class RouteDesk:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read decisions from their end, then open the producer; raises when Kafka does
-        not answer or no partition of the decisions topic is assigned within 30 s."""
+        """Read decisions and dead letters from their end, then open the producer; raises
+        when Kafka does not answer or either topic has no partition assigned within 30 s."""
+        topics = {self.decisions_topic, self.deadletter_topic}
         consumer = self.kafka.consumer(
-            self.decisions_topic, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )  # fmt: skip
+            *topics, group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
+        )
         await consumer.start()
         self._consumer = consumer
         deadline = time.monotonic() + 30
         # Without a group, aiokafka assigns the partitions on its next metadata refresh.
-        while not consumer.assignment():
+        while {tp.topic for tp in consumer.assignment()} != topics:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no partition of {self.decisions_topic} assigned in 30 s")
+                missing = topics - {tp.topic for tp in consumer.assignment()}
+                raise RuntimeError(f"no partition of {sorted(missing)} assigned in 30 s")
             await asyncio.sleep(0.01)
         for tp in consumer.assignment():  # resolve the seek to the end before taking requests
             await consumer.position(tp)
@@ -81,8 +87,8 @@ class RouteDesk:
 
     async def route(self, request: RouteRequest) -> dict[str, Any]:
         """The worker's RoutingDecision for ``request``. Raises :class:`ApiError`: 409 while
-        the same task id waits already, 503 when Kafka refuses the request, 504 when no
-        decision comes in time."""
+        the same task id waits already, 422 when the worker refuses it, 503 when Kafka
+        refuses it, 504 when no decision comes in time."""
         if self._producer is None:
             raise RuntimeError("the route desk is not started")
         if request.task_id in self._waiting:
@@ -122,7 +128,11 @@ class RouteDesk:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for messages in batches.values():
+            for tp, messages in batches.items():
+                if tp.topic == self.deadletter_topic:
+                    for message in messages:
+                        self._refused(message.value)
+                    continue
                 for message in messages:
                     task_id = (message.key or b"").decode(errors="replace")
                     waiting = self._waiting.get(task_id)
@@ -135,3 +145,26 @@ class RouteDesk:
                         continue
                     if decision.get("task_id") == task_id:  # not a task type's standing advice
                         waiting.set_result(decision)
+
+    def _refused(self, value: bytes) -> None:
+        """A dead letter: when it holds a request waiting here, that request's 422."""
+        if not self._waiting:
+            return
+        try:
+            name, letter = self.codec.decode(value)
+        except DecodeError as error:
+            log.warning("skipping unreadable dead letter: %s", error)
+            return
+        request = routed_request(letter["value"], self.codec) if name == "dead_letter" else None
+        task_id = request["task_id"] if request else None
+        waiting = self._waiting.get(task_id) if isinstance(task_id, str) else None
+        if waiting is None or waiting.done():
+            return
+        reason = letter["reason"]
+        waiting.set_exception(
+            ApiError(
+                422,
+                f"the worker refused task {task_id!r}: {reason}",
+                [{"field": "body", "reason": reason}],
+            )
+        )

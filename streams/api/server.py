@@ -31,7 +31,7 @@ from streams.api.route import RouteDesk
 from streams.api.routes import router
 from streams.api.service import Intelligence
 from streams.settings import Settings
-from streams.topics import ALERTS, PREDICTIONS, ROUTING, ROUTING_REQUESTS
+from streams.topics import ALERTS, DEADLETTER, PREDICTIONS, ROUTING, ROUTING_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class ApiConfig:
     alerts_topic: str = ALERTS.name
     routing_requests_topic: str = ROUTING_REQUESTS.name
     routing_decisions_topic: str = ROUTING.name
+    deadletter_topic: str = DEADLETTER.name
 
 
 class ApiServer:
@@ -105,6 +106,7 @@ class ApiServer:
             config.routing_requests_topic,
             config.routing_decisions_topic,
             settings.api_route_timeout_s,
+            config.deadletter_topic,
         )
         self._http: HttpServer | None = None
 

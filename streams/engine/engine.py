@@ -37,7 +37,7 @@ from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
 from models.workflows import WorkflowTracker
-from schemas.codec import Codec, DeadLetter, Message
+from schemas.codec import Codec, DeadLetter, DecodeError, Message
 from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.engine import journal
@@ -871,3 +871,24 @@ def inputs_of(events: Sequence[Any]) -> list[Input]:
         )
         for m in (e.message for e in events)
     ]
+
+
+def routed_request(value: bytes, codec: Codec) -> Record | None:
+    """The RoutingRequest in a routing record's value: the request itself (as produced to
+    ``routing.requests``) or the routing step's record that carries it to the worker holding
+    its task type; None for anything else. ``POST /v1/route`` reads the dead letters of
+    refused requests with it."""
+    try:
+        name, record = codec.decode(value)
+    except DecodeError:
+        pass
+    else:
+        return record if name == "routing_request" else None
+    try:
+        update = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(update, dict) and update.get("kind") == "request":
+        request = update.get("request")
+        return request if isinstance(request, dict) else None
+    return None

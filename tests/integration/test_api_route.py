@@ -1,7 +1,8 @@
 """``POST /v1/route`` on the real stack: a real worker answers a routed request with one of
-its candidates; two workers in one group answer every task type, each deciding the types it
-holds at once and passing the others to their holder through the internal topic; without a
-worker the caller gets 504 in the error body; a read-only key is refused."""
+its candidates, and refuses a task type it knows no agent for (422 with its reason, at once);
+two workers in one group answer every task type, each deciding the types it holds at once and
+passing the others to their holder through the internal topic; without a worker the caller
+gets 504 in the error body; a read-only key is refused."""
 
 from __future__ import annotations
 
@@ -52,9 +53,19 @@ async def test_a_routed_task_gets_the_workers_decision_naming_a_candidate(
                     if reply.status_code == 200 or time.monotonic() > deadline:
                         break
                     assert reply.status_code == 504, reply.text
+                unknown = {"task_id": f"lost-{unique}", "task_type": f"never-{unique}"}
+                refused = await client.post(
+                    url, json=unknown, headers={"X-API-Key": keys["writer"]}
+                )
     finally:
         worker.stop()
     assert reply.status_code == 200, reply.text
+    # Refused by the worker, not timed out: the timeout's answer would be 504.
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert f"lost-{unique}" in error["message"] and "no candidates" in error["message"]
+    assert error["details"] == [{"field": "body", "reason": error["details"][0]["reason"]}]
+    assert f"never-{unique}" in error["details"][0]["reason"]
     decision = reply.json()
     assert decision["task_id"] == body["task_id"]
     assert decision["task_type"] == body["task_type"]

@@ -29,6 +29,7 @@ from schemas.json_form import json_form, json_schema
 from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
+from streams.engine.engine import routed_request
 from streams.settings import Settings
 from tests.connectors.prometheus_proto import Series, snappy, write_request
 from tests.exposition import NODE_EXPORTER, TYPE_NUMBERS, scrape
@@ -592,6 +593,34 @@ def test_a_request_routed_here_is_decided_at_once_as_through_the_internal_topic(
     assert direct.key == routed.records[0].key == b"t-1"
     assert CODEC.decode(direct.value) == CODEC.decode(routed.records[0].value)
     assert direct.cause is not None and direct.cause.topic == topics.ROUTING_REQUESTS.name
+
+
+def test_a_request_nobody_can_take_is_a_dead_letter_that_names_it_either_way() -> None:
+    """No candidates and no agent known for the task type: refused with the reason, and
+    ``routed_request`` finds the request in the letter whether it was decided at once or
+    through the internal topic (``POST /v1/route`` answers 422 with it)."""
+    through, here = Router(_engine(Changelog())), Router(_engine(Changelog()))
+    request = {"task_id": "t-9", "task_type": "triage", "candidates": [],
+               "event_time": int(NOW_S * 1000)}  # fmt: skip
+    value = CODEC.encode("routing_request", request)
+    outs = [
+        through.request("t-9", []),
+        here.engine.routing_requests(
+            [here._input(topics.ROUTING_REQUESTS.name, "requests", "t-9", value)],
+            NOW_S,
+            lambda task_type: True,
+        ),
+    ]
+    for out in outs:
+        assert [r.topic for r in out.records] == [topics.DEADLETTER.name]
+        letter = CODEC.decode(out.records[0].value)[1]
+        assert "no candidates for task type 'triage'" in letter["reason"]
+        assert routed_request(letter["value"], CODEC)["task_id"] == "t-9"  # type: ignore[index]
+    event = {"agent": "a", "task_id": "t-9", "task_type": "triage", "phase": "STARTED",
+             "event_time": int(NOW_S * 1000), "duration_ms": None}  # fmt: skip
+    assert routed_request(CODEC.encode("agent_event", event), CODEC) is None
+    assert routed_request(b'{"kind": "loads"}', CODEC) is None
+    assert routed_request(b"\xff not a record", CODEC) is None
 
 
 def test_routing_weighs_an_agents_load_and_follows_its_outcomes() -> None:
