@@ -180,12 +180,14 @@ class MLP:
     def predict(self, x: FloatArray) -> FloatArray:
         h = np.maximum(self._inputs(x) @ self.params["w1"] + self.params["b1"], 0.0)
         logit = h @ self.params["w2"] + self.params["b2"][0] + self.shift
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))
+        probability: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))
+        return probability
 
 
 def _log_loss(y: npt.NDArray[np.int8], p: FloatArray) -> FloatArray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    loss: FloatArray = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    positive = y.astype(np.float64)
+    loss: FloatArray = -(positive * np.log(q) + (1.0 - positive) * np.log(1.0 - q))
     return loss
 
 

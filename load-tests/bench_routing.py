@@ -155,19 +155,18 @@ class RiverThompson(Fifo):
 
     def __init__(self, seed: int) -> None:
         self.policies = {
-            k: bandit.ThompsonSampling(reward_obj=proba.Gaussian(), seed=seed + k)
+            k: bandit.ThompsonSampling(reward_obj=proba.Gaussian(), seed=seed + k)  # type: ignore[no-untyped-call]
             for k in range(len(TASK_TYPES))
         }
 
     def choose(self, task: RoutedTask, now_ms: int, sim: Replay) -> int:
-        arm: int = self.policies[task.task_type].pull(list(range(len(sim.agents))))
-        return arm
+        return int(self.policies[task.task_type].pull(list(range(len(sim.agents)))))
 
     def finished(
         self, agent: int, task: RoutedTask, duration_ms: float, ok: bool, now_ms: int, sim: Replay
     ) -> None:
         cost = duration_ms * (1.0 if ok else 3.0)
-        self.policies[task.task_type].update(agent, -math.log(max(cost, 1.0)))
+        self.policies[task.task_type].update(agent, -math.log(max(cost, 1.0)))  # type: ignore[no-untyped-call]
 
 
 class Learned:
@@ -322,7 +321,8 @@ class Replay:
             if kind == "arrive":
                 self.route(payload, now)
             else:
-                self._finish(*payload, now)
+                agent, task, duration, ok = payload
+                self._finish(agent, task, duration, ok, now)
 
     def shift_tasks(self) -> tuple[int, bool]:
         """Tasks the degraded agent got from when it became slower than the fleet's median
@@ -488,7 +488,7 @@ async def live_latency(rate: float, seconds: float, agents: int) -> dict[str, An
         now_ms = int(time.time() * 1000)
         for i, agent in enumerate(names):  # some history, so decisions are informed
             for phase in ("STARTED", "SUCCEEDED"):
-                event = {
+                event: dict[str, Any] = {
                     "agent": agent, "task_id": f"warm-{i}", "task_type": task_type,
                     "phase": phase, "event_time": now_ms, "labels": {},
                     "duration_ms": 1000.0 * (i + 1) if phase == "SUCCEEDED" else None,
