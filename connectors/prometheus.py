@@ -78,6 +78,11 @@ MODEL_MAE = Gauge(
     "Rolling mean absolute error of forecasts, each scaled by its interval's half-width.",
     ["model", "version"],
 )
+PREDICTIONS = Counter(
+    "foresight_predictions_total",
+    "Predictions emitted: the rows of the PredictionBatches produced, by kind.",
+    ["kind"],
+)
 MODEL_PREDICTIONS = Counter(
     "foresight_model_predictions_total",
     "FAILURE_RISK predictions of each trained model version (an A/B arm: its entities' steps).",

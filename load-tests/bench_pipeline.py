@@ -5,8 +5,9 @@ Runs on the local stack, all in one run so the ratios are fair:
 1. **raw ceiling**: a plain aiokafka loop (its own process) consumes the same batched
    MetricBatch records, decodes each, adds a field, encodes and produces it;
 2. **max rate**: a Foresight worker (its own process) takes the same records as fast as a
-   producer can write them; throughput is the slope of its samples counter, predictions/s
-   that of its predictions counter, and its CPU seconds per second come from ``/proc``.
+   producer can write them; throughput is the slope of its samples counter, PredictionBatches/s
+   (one per entity step) and predictions/s (their rows: one per predicted value) those of its
+   counters, and its CPU seconds per second come from ``/proc``.
    With ``--workers 1 2``, a group of each size in turn (one consumer group each), and the
    combined rate of each against the first's;
 3. **fixed rates**: a paced producer writes ``--rates`` samples/s for ``--seconds`` each,
@@ -163,20 +164,21 @@ async def max_rate(
 ) -> dict[str, Any]:
     """Flood a group of workers and read its sustained rate off their counters."""
 
-    def counters() -> tuple[float, float, float]:
-        samples = predictions = cpu = 0.0
+    def counters() -> tuple[float, float, float, float]:
+        samples = batches = rows = cpu = 0.0
         for worker in workers:
             samples += worker.metric("foresight_samples_in_total")
-            predictions += worker.metric(
+            batches += worker.metric(
                 f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}'
             )
+            rows += worker.metric("foresight_predictions_total{")
             cpu += worker.cpu_seconds() or math.nan
-        return samples, predictions, cpu
+        return samples, batches, rows, cpu
 
     before = counters()[0]
     total = before + len(records) * samples_per_record
     produce_task = asyncio.create_task(produce(settings.kafka(), topics.METRICS.name, records))
-    points: list[tuple[float, tuple[float, float, float]]] = []
+    points: list[tuple[float, tuple[float, float, float, float]]] = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         now = counters()
@@ -196,8 +198,9 @@ async def max_rate(
         "workers": len(workers),
         "samples": int(total - before),
         "samples_per_s": (c1[0] - c0[0]) / seconds,
-        "predictions_per_s": (c1[1] - c0[1]) / seconds,
-        "worker_cpu_per_s": (c1[2] - c0[2]) / seconds,
+        "prediction_batches_per_s": (c1[1] - c0[1]) / seconds,
+        "predictions_per_s": (c1[2] - c0[2]) / seconds,
+        "worker_cpu_per_s": (c1[3] - c0[3]) / seconds,
         "complete": points[-1][1][0] >= total,
     }
 
@@ -231,6 +234,7 @@ async def fixed_rate(
     for tp in consumer.assignment():
         await consumer.position(tp)
     latencies: list[float] = []
+    rows = [0]  # their predictions (the batches' rows)
     in_worker: list[float] = []  # the worker's own stamp: emission minus the input's Kafka time
     newest = [0]  # the newest measured step's event time
     wanted = [math.inf]  # the step whose prediction ends the wait (set after the last record)
@@ -253,6 +257,7 @@ async def fixed_rate(
                         record["event_time"] >= measure_from_ms
                     ):
                         latencies.append(now - record["event_time"])
+                        rows[0] += len(record["kinds"])
                         in_worker.append(record["latency_ms"])
                         newest[0] = max(newest[0], record["event_time"])
                         if newest[0] >= wanted[0]:
@@ -301,8 +306,9 @@ async def fixed_rate(
     return {
         "rate_samples_per_s": rate,
         "achieved_samples_per_s": sent * metrics / (warmup_s + seconds),
-        "predictions": len(latencies),
-        "predictions_per_s": len(latencies) / seconds,
+        "prediction_batches": len(latencies),
+        "prediction_batches_per_s": len(latencies) / seconds,
+        "predictions_per_s": rows[0] / seconds,
         "drained": drained.is_set(),
         "latency_ms_p50": _percentile(latencies, 50),
         "latency_ms_p95": _percentile(latencies, 95),
@@ -408,20 +414,21 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"{'Foresight worker(s) x' + str(g['workers']) + ' (max rate)':<34}"
             f"{g['samples_per_s']:>14,.0f}   {g['samples_per_s'] / raw['samples_per_s']:.0%} of "
-            f"raw, {g['ratio_to_first']:.2f}x the first, {g['predictions_per_s']:,.0f} "
-            f"predictions/s, {g['worker_cpu_per_s']:.2f} CPU"
+            f"raw, {g['ratio_to_first']:.2f}x the first, {g['prediction_batches_per_s']:,.0f} "
+            f"batches/s ({g['predictions_per_s']:,.0f} predictions/s), "
+            f"{g['worker_cpu_per_s']:.2f} CPU"
         )
     print()
     print(
         f"{'offered samples/s':>18}{'achieved':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'in worker p99':>15}{'predictions/s':>15}"
+        f"{'in worker p99':>15}{'batches/s':>11}{'predictions/s':>15}"
     )
     for r in result["fixed_rates"]:
         print(
             f"{r['rate_samples_per_s']:>18,.0f}{r['achieved_samples_per_s']:>12,.0f}"
             f"{_ms(r['latency_ms_p50']):>9}{_ms(r['latency_ms_p95']):>9}"
             f"{_ms(r['latency_ms_p99']):>9}{_ms(r['worker_latency_ms_p99']):>15}"
-            f"{r['predictions_per_s']:>15,.0f}"
+            f"{r['prediction_batches_per_s']:>11,.0f}{r['predictions_per_s']:>15,.0f}"
         )
 
 

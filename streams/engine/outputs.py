@@ -8,6 +8,7 @@ must never cost the input its trace).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,10 @@ class Outputs:
         it was too large (then ``cause``, the input that led to it, is dead-lettered)."""
         value = self.codec.encode(spec.schema, record)
         encoded = self.raw(spec.name, key.encode(), value, cause, cache)
+        if encoded is not None and spec.schema == "prediction_batch":
+            kinds: Counter[str] = Counter(record["kinds"])
+            for kind, made in kinds.items():
+                metrics.PREDICTIONS.labels(kind).inc(made)
         for twin in self.twins.get(spec.name, ()):
             self.raw(twin.spec.name, key.encode(), dumps(twin.build(record)), cause)
         return encoded

@@ -26,7 +26,7 @@ from models.features import vector_names
 from models.traffic import TrafficSplit, serving
 from schemas.codec import Codec, Message
 from schemas.json_form import json_form, json_schema
-from schemas.predictions import prediction_rows
+from schemas.predictions import KINDS, prediction_rows
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input, Outputs
 from streams.engine.engine import routed_request
@@ -97,8 +97,14 @@ def _series(feed: Feed, entity: str, steps: int, start_ms: int, **kw: Any) -> li
 T0_MS = int(NOW_S * 1000) - 3_600_000
 
 
+def _predictions_counted() -> dict[str, float]:
+    return {kind: REGISTRY.get_sample_value("foresight_predictions_total", {"kind": kind}) or 0.0
+            for kind in KINDS}  # fmt: skip
+
+
 def test_records_close_steps_and_every_step_gives_features_and_predictions() -> None:
     engine, feed = _engine(Changelog()), Feed()
+    before = _predictions_counted()
     out = engine.metrics(_series(feed, "web-1", 5, T0_MS), NOW_S)
     features = _decoded(out, topics.FEATURES.name)
     assert [f["event_time"] for f in features] == [T0_MS + k * STEP_MS for k in range(5)]
@@ -109,6 +115,10 @@ def test_records_close_steps_and_every_step_gives_features_and_predictions() -> 
     )
     assert _decoded(out, topics.DEADLETTER.name) == []
     assert [c.entity for c in out.checkpoints] == ["web-1"]
+    # /metrics counts every prediction (every row of the batches), by kind.
+    after, rows = _predictions_counted(), Counter(k for p in predictions for k in p["kinds"])
+    assert {kind: after[kind] - before[kind] for kind in KINDS} == {k: rows[k] for k in KINDS}
+    assert rows["ANOMALY"] > 0
 
 
 def test_json_twins_copy_every_output_only_when_asked() -> None:
