@@ -6,16 +6,21 @@ used by the other integration tests is untouched.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deploy.local.processes import free_port
 from deploy.local.stack import CONTROLLER_PORT_OFFSET, StackError
-from streams.commands.stack import local_stack
+from streams import topics
+from streams.commands.stack import create_topics, local_stack
 from streams.settings import load_settings
+from streams.worker_process import WorkerProcess
+from tests.integration.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +82,55 @@ def test_a_kafka_that_cannot_start_fails_up_at_once_with_its_log(tmp_path: Path)
             stack.down(wipe=True)
     assert time.monotonic() - started < 300, "up waited for the timeout, not for the exit"
     assert "Address already in use" in str(error.value), str(error.value)
+
+
+async def test_a_first_worker_on_a_stack_just_started_predicts_and_routes(tmp_path: Path) -> None:
+    """A new user's first run: ``foresight stack up`` (the broker has just started, its
+    metadata lagging behind new topics), then ``foresight worker`` at once, on the default
+    settings but for ports and folders: its metric batches become predictions, a routing
+    request gets its decision (the routing step holds the internal topic), and its log has
+    no crash and no topic left out of its assignment."""
+    settings = load_settings(environ={}).replace(
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
+        feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
+        stack_dir=str(tmp_path / "stack"),
+        chdb_path=str(tmp_path / "stack" / "chdb"),
+    )
+    stack = local_stack(settings, quiet=True)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "FEATURE_STORE_URL": settings.feature_store_url,
+           "FORESIGHT_STACK_DIR": settings.stack_dir,
+           "FORESIGHT_WORKER_OFFSET_RESET": settings.worker_offset_reset}  # fmt: skip
+    worker = WorkerProcess(settings, settings.worker_id, tmp_path / "worker.log", **env)
+    t0 = int(time.time() * 1000) - 600_000
+    batches = [
+        {"entity": "web-1", "event_time": t0 + k * 1000, "labels": {}, "names": ["cpu", "mem"],
+         "values": [10.0 + k % 3, 40.0], "source": "test"}
+        for k in range(45)
+    ]  # fmt: skip
+    request = {"task_id": "first-task", "task_type": "review", "candidates": ["a1", "a2"],
+               "event_time": int(time.time() * 1000)}  # fmt: skip
+
+    def answered(records: list[tuple[str, bytes | None, Any]]) -> bool:
+        steps = [r for t, _, r in records if t == topics.PREDICTIONS.name]
+        decided = [r for t, _, r in records if t == topics.ROUTING.name]
+        return len(steps) >= 3 and any(r.get("task_id") == "first-task" for r in decided)
+
+    try:
+        await asyncio.to_thread(stack.up, 180, ("kafka", "redis"))
+        await asyncio.to_thread(create_topics, settings)
+        async with TopicReader(settings.kafka(), topics.PREDICTIONS.name,
+                               topics.ROUTING.name) as reader:  # fmt: skip
+            worker.start()
+            await produce(settings.kafka(), topics.METRICS, "entity", batches)
+            await produce(settings.kafka(), topics.ROUTING_REQUESTS, "task_id", [request])
+            done = await reader.wait(answered, 180)
+        alive = worker.alive()
+    finally:
+        worker.stop()
+        log = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+        await asyncio.to_thread(stack.down, True)
+    assert done, f"no 3 steps' predictions and decision in 180 s; the worker's log:\n{log[-4000:]}"
+    assert alive, f"the worker exited; its log:\n{log[-4000:]}"
+    for sign in ("Traceback", "Ignoring missing topic", "crashed"):
+        assert sign not in log, f"{sign!r} in the worker's log:\n{log[-4000:]}"
