@@ -243,9 +243,7 @@ class _Source:
             "    pos += 1",
             f"if not 0 <= {n} <= size - pos:",
             f"    raise _left(f'a length of {{{n}}}', pos, size)",
-            f"{target} = data[pos:pos + {n}].decode()"
-            if decode
-            else f"{target} = bytes(data[pos:pos + {n}])",  # bytes from a bytearray too
+            f"{target} = data[pos:pos + {n}]{'.decode()' if decode else ''}",
             f"pos += {n}",
         ]
 
