@@ -47,23 +47,40 @@ class CorruptBodyError(ValueError):
         self.field = field
 
 
+def _varints(data: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    """``count`` of Avro's zigzag varints from ``pos``, and the position after them."""
+    values = []
+    for _ in range(count):
+        start = pos
+        n = 0
+        shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise CorruptBodyError(f"the varint at byte {start} runs past 10 bytes")
+        if n >> 64:
+            raise CorruptBodyError(f"the varint at byte {start} does not fit 64 bits")
+        values.append((n >> 1) ^ -(n & 1))
+    return values, pos
+
+
 def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """Avro's zigzag varint at ``pos``, and the position after it."""
-    start = pos
-    n = 0
-    shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise CorruptBodyError(f"the varint at byte {start} runs past 10 bytes")
-    if n >> 64:
-        raise CorruptBodyError(f"the varint at byte {start} does not fit 64 bits")
-    return (n >> 1) ^ -(n & 1), pos
+    """One varint at ``pos``, and the position after it."""
+    values, pos = _varints(data, pos, 1)
+    return values[0], pos
+
+
+def _symbols(indices: list[int], symbols: tuple[str, ...]) -> list[str]:
+    """The enum symbols at ``indices``, checked."""
+    if min(indices) < 0 or max(indices) >= len(symbols):
+        wrong = next(i for i in indices if not 0 <= i < len(symbols))
+        raise CorruptBodyError(f"enum index {wrong} of {len(symbols)} symbols")
+    return list(map(symbols.__getitem__, indices))
 
 
 def _block(data: bytes, pos: int) -> tuple[int, int]:
@@ -142,7 +159,8 @@ class _Source:
         self.constants: dict[str, Any] = {
             "CorruptBodyError": CorruptBodyError,
             "_ERRORS": (CorruptBodyError, IndexError, struct.error, UnicodeDecodeError),
-            **{f.__name__: f for f in (_long, _block, _left, _doubles, _corrupt)},
+            **{f.__name__: f for f in (_long, _varints, _symbols, _block, _left, _doubles)},
+            "_corrupt": _corrupt,
             **{"_SMALL": _SMALL, "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT},
         }
         # Named types: a record's function name, or an enum's symbols.
@@ -298,43 +316,38 @@ class _Source:
                 8,
                 lambda c: [f"{target} += _doubles(data, pos, {c})", f"pos += 8 * {c}"],
             )
-        item = self._local("x")
-        read_item = [*self._value(items, item, namespace), f"{target}.append({item})"]
-        table = self._small_table(items, namespace)
-        if table is None:
+        symbols = self._symbols(items, namespace)
+        if items not in ("int", "long") and symbols is None:
+            item = self._local("x")
+            read_item = [*self._value(items, item, namespace), f"{target}.append({item})"]
             return self._blocks(
                 target, "[]", 1, lambda c: [f"for _ in range({c}):", *_indent(read_item)]
             )
         found = self._local("found")
+        add = found if symbols is None else f"_symbols({found}, {self._constant(symbols)})"
         return self._blocks(
             target,
             "[]",
             1,
             lambda c: [
-                f"chunk = data[pos:pos + {c}]",  # one-byte varints, the common case, at once
-                f"{found} = list(map({table}.__getitem__, chunk)) if max(chunk) < 0x80 else [None]",
-                f"if None in {found}:",
-                f"    for _ in range({c}):",
-                *_indent(_indent(read_item)),
-                "else:",
-                f"    {target} += {found}",
+                f"chunk = data[pos:pos + {c}]",
+                "if max(chunk) < 0x80:",  # one-byte varints, the common case, at once
+                f"    {found} = list(map(_SMALL.__getitem__, chunk))",
                 f"    pos += {c}",
+                "else:",
+                f"    {found}, pos = _varints(data, pos, {c})",
+                f"{target} += {add}",
             ],
         )
 
-    def _small_table(self, items: Any, namespace: str) -> str | None:
-        """For an array of ints or enum symbols, the constant that maps each one-byte varint
-        to its item (None: not an item); None for other arrays."""
-        if items in ("int", "long"):
-            return "_SMALL"
+    def _symbols(self, items: Any, namespace: str) -> tuple[str, ...] | None:
+        """The symbols of an array's items when they are an enum's; None otherwise."""
         if isinstance(items, Mapping) and items.get("type") == "enum":
-            items = items["name"]  # defined by now
+            return self._define_enum(items, namespace)
         if not isinstance(items, str) or items in _PRIMITIVES:
             return None
-        symbols = self._lookup(items, namespace)
-        if isinstance(symbols, str):  # a record's function
-            return None
-        return self._constant(tuple(symbols[i] if 0 <= i < len(symbols) else None for i in _SMALL))
+        found = self._lookup(items, namespace)
+        return None if isinstance(found, str) else found  # a record's function, or symbols
 
     def _map(self, values: Any, target: str, namespace: str) -> list[str]:
         key, value = self._local("key"), self._local("x")
