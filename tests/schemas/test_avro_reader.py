@@ -17,6 +17,7 @@ from schemas.codec import (
     SCHEMA_NAMES,
     Codec,
     DecodeError,
+    Schema,
     _strip_timestamp_types,
     current_schema,
     schema_history,
@@ -264,3 +265,22 @@ def test_the_codec_names_the_schema_and_the_field() -> None:
     )
     with pytest.raises(DecodeError, match="feature_vector v2: 2 trailing bytes"):
         codec.decode(data + b"\x00\x00")
+
+
+class LabelRegistry:
+    """A schema registry that holds the current Label schema, as id 7."""
+
+    def id_for(self, schema: Schema) -> int:
+        return 7
+
+    def schema_for(self, schema_id: int) -> tuple[str, dict[str, Any]]:
+        return "label", copy.deepcopy(current_schema("label").raw)
+
+
+def test_a_record_of_no_fields_and_a_confluent_body_of_the_current_schema() -> None:
+    assert compile_reader(record_of())(b"\x07", 0) == ({}, 0)
+    codec = Codec(LabelRegistry())
+    data = codec.encode("label", SAMPLES["label"])
+    assert codec.decode(data) == ("label", SAMPLES["label"])
+    with pytest.raises(DecodeError, match="label v1 body is corrupt: field incident_type: "):
+        codec.decode(data[:12])
