@@ -32,6 +32,7 @@ BENCHMARKS = {
     "ensemble": "bench_ensemble",
     "workflows": "bench_workflows",
     "quality": "bench_quality",
+    "decode": "bench_decode",
 }
 
 

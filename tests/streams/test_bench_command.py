@@ -2,7 +2,8 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, routing, engine, entity-anomaly, workflows and quality need the local stack.
+early-warning, routing, engine, entity-anomaly, workflows, quality and decode need the local
+stack.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TINY = {
     ],
     "workflows": ["--seeds", "1", "--workflows", "400", "--warmup", "100"],
     "quality": ["--max-commits", "30", "--no-lint"],
+    "decode": ["--samples", "4", "--metrics", "2", "--records", "20", "--repeats", "1"],
     "pipeline": [
         *("--entities", "20", "--metrics", "5", "--records", "400"),
         *("--rates", "200", "--fixed-metrics", "5", "--seconds", "2", "--warmup-s", "1"),
@@ -133,6 +135,19 @@ def test_quality() -> None:
     assert set(repository["forecasters"]) == {"commit", "seasonal"}
     one_ahead = repository["forecasters"]["commit"]["1"]
     assert one_ahead["metrics"] > 0 and 0.0 <= one_ahead["coverage"] <= 1.0
+
+
+def test_decode() -> None:
+    result = bench("decode")
+    assert set(result["records"]) == {
+        "metric_batch_4",
+        "prediction_batch_latest",
+        "prediction_batch_forecast",
+        "feature_vector",
+    }
+    for measured in result["records"].values():
+        assert set(measured["us_per_record"]) == {"fastavro", "compiled", "codec"}
+        assert min(measured["us_per_record"].values()) > 0
 
 
 @pytest.mark.integration
