@@ -239,13 +239,13 @@ class EntityPipeline:
 
     def _admit(self, out: StageOutput) -> StageOutput:
         for signals in out.signals:
-            added = self.add(signals.t_ms, signals.names, signals.values, signals.capacities)
-            refused = set(added)
-            out.refused += [
-                (name, *origin)
-                for name, origin in zip(signals.names, signals.origins, strict=True)
-                if name in refused
-            ]
+            refused = set(self.add(signals.t_ms, signals.names, signals.values, signals.capacities))
+            if refused:
+                out.refused += [
+                    (name, *origin)
+                    for name, origin in zip(signals.names, signals.origins, strict=True)
+                    if name in refused
+                ]
         return out
 
     def due(self, watermark_ms: int) -> bool:

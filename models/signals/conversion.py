@@ -159,19 +159,23 @@ class SeriesTable:
         if not newer.all():
             late = [self.names[r] for r in rows[~newer]]
             rows, x, sub = rows[newer], x[newer], sub[newer]
+        value = self._rates(t_ms, x, sub) if sub[:, _RATE].any() else x
+        has = np.isfinite(value)
+        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
+        at = slice(None) if has.all() else has  # the usual batch: every sample has a value
+        sub[at, _VALUE], sub[at, _VALUE_T], sub[at, _FRESH] = value[at], t_ms, 1.0
+        self.table[rows] = sub
+        return Observed(over, late)
+
+    def _rates(self, t_ms: int, x: FloatArray, sub: FloatArray) -> FloatArray:
+        """The samples' values: a counter's rate since its previous sample in ``sub`` (its
+        rows of the table), a gauge's sample as it is; NaN for a counter with no rate yet."""
         previous, previous_t = sub[:, _RAW], sub[:, _RAW_T]
         with np.errstate(invalid="ignore", divide="ignore"):
             increase = np.where(x >= previous, x - previous, x)
             span_ms = t_ms - previous_t
             rate = np.where(span_ms <= self.lookback_ms, increase * 1000.0 / span_ms, np.nan)
-        value = np.where(sub[:, _RATE] == 1.0, rate, x)
-        has = np.isfinite(value)
-        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
-        sub[:, _VALUE] = np.where(has, value, sub[:, _VALUE])
-        sub[:, _VALUE_T] = np.where(has, t_ms, sub[:, _VALUE_T])
-        sub[:, _FRESH] = np.where(has, 1.0, sub[:, _FRESH])
-        self.table[rows] = sub
-        return Observed(over, late)
+        return np.where(sub[:, _RATE] == 1.0, rate, x)
 
     def _rows(self, names: Sequence[str], kinds: Sequence[MetricKind]) -> npt.NDArray[np.int64]:
         """The rows of ``names`` (-1 past the limit); a batch naming the same series with the
