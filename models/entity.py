@@ -216,8 +216,10 @@ class EntityPipeline:
         self._fit_states()
         if capacities is not None:
             at, _ = self.windows.admit(names)  # rows now, -1 for the refused
-            kept = at >= 0
-            self.models.states.parts["capacity"][self.rows[at[kept]]] = capacities[kept]
+            if refused:
+                kept = at >= 0
+                at, capacities = at[kept], capacities[kept]
+            self.models.states.parts["capacity"][self.rows[at]] = capacities
         return refused
 
     def observe(
