@@ -210,7 +210,9 @@ class SeriesTable:
         table = self.table[:n]
         table[:, _FRESH] = 0.0
         oldest = t_ms - self.lookback_ms
-        if np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
+        # More than 64, and more than half, long unseen: an entity of 64 series or fewer
+        # (most) need not count them.
+        if n > 64 and np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
             self._compact(oldest)
 
     def fresh_values(self, t_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
