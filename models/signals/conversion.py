@@ -147,11 +147,9 @@ class SeriesTable:
         the sender did not say)."""
         if len(self.names) >= self.max_series:
             self._compact(t_ms - self.lookback_ms)
-        rows = self._rows(names, kinds)
+        rows, over = self._rows(names, kinds)
         x = np.asarray(values, dtype=np.float64)
-        over: list[str] = []
-        if (rows < 0).any():
-            over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+        if over:
             rows, x = rows[rows >= 0], x[rows >= 0]
         sub = self.table[rows]  # one gather and one scatter: batches are small, calls cost
         newer = ~(sub[:, _RAW_T] >= t_ms)  # NaN (no previous sample) counts as newer
@@ -177,16 +175,20 @@ class SeriesTable:
             rate = np.where(span_ms <= self.lookback_ms, increase * 1000.0 / span_ms, np.nan)
         return np.where(sub[:, _RATE] == 1.0, rate, x)
 
-    def _rows(self, names: Sequence[str], kinds: Sequence[MetricKind]) -> npt.NDArray[np.int64]:
-        """The rows of ``names`` (-1 past the limit); a batch naming the same series with the
-        same kinds as the one before (a scrape's usual shape) reuses its rows."""
+    def _rows(
+        self, names: Sequence[str], kinds: Sequence[MetricKind]
+    ) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """The rows of ``names`` (-1 past the limit) and the names past it; a batch naming
+        the same series with the same kinds as the one before (a scrape's usual shape)
+        reuses its rows."""
         recent = self._recent
         if recent and recent[0] == self.version and recent[1] == names and recent[2] == kinds:
-            return recent[3]
+            return recent[3], []
         rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
-        if (rows >= 0).all():
+        over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+        if not over:
             self._recent = (self.version, list(names), list(kinds), rows)
-        return rows
+        return rows, over
 
     def end(self, names: Sequence[str]) -> None:
         """Staleness markers: these series are gone; a series that comes back starts anew."""
