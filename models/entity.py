@@ -216,8 +216,10 @@ class EntityPipeline:
         self._fit_states()
         if capacities is not None:
             at, _ = self.windows.admit(names)  # rows now, -1 for the refused
-            kept = at >= 0
-            self.models.states.parts["capacity"][self.rows[at[kept]]] = capacities[kept]
+            if refused:
+                kept = at >= 0
+                at, capacities = at[kept], capacities[kept]
+            self.models.states.parts["capacity"][self.rows[at]] = capacities
         return refused
 
     def observe(
@@ -239,13 +241,13 @@ class EntityPipeline:
 
     def _admit(self, out: StageOutput) -> StageOutput:
         for signals in out.signals:
-            added = self.add(signals.t_ms, signals.names, signals.values, signals.capacities)
-            refused = set(added)
-            out.refused += [
-                (name, *origin)
-                for name, origin in zip(signals.names, signals.origins, strict=True)
-                if name in refused
-            ]
+            refused = set(self.add(signals.t_ms, signals.names, signals.values, signals.capacities))
+            if refused:
+                out.refused += [
+                    (name, *origin)
+                    for name, origin in zip(signals.names, signals.origins, strict=True)
+                    if name in refused
+                ]
         return out
 
     def due(self, watermark_ms: int) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +42,38 @@ _COLUMNS = 8
 _Z95 = 1.6448536269514722
 _SECONDS = np.asarray(WINDOWS_S, dtype=np.float64)
 _WIDTH = _SECONDS / BUCKETS  # seconds per sub-bucket, per window
-_FIRST_SLOT = np.arange(len(WINDOWS_S)) * BUCKETS  # each window's first sub-bucket, flat
+_FIRST_SLOTS = [w * BUCKETS for w in range(len(WINDOWS_S))]  # each window's first, flat
 _EMPTY = np.zeros(_COLUMNS)
 _EMPTY[_MIN], _EMPTY[_MAX] = np.inf, -np.inf  # a bucket that has seen nothing
+_WIDTHS = _WIDTH.tolist()
+
+
+def _time_terms(t_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray]:
+    """The sub-bucket id of ``t_ms`` in each window, its slot in a metric's flattened
+    windows, and its time in each bucket ``(t, t, t²)`` for the slope sums (time from the
+    bucket's start keeps them well conditioned). Python floats: for four windows they cost
+    less than arrays, with the same IEEE arithmetic."""
+    t_s = t_ms / 1000.0
+    ids: list[int] = []
+    slots: list[int] = []
+    times: list[float] = []
+    for first, width in zip(_FIRST_SLOTS, _WIDTHS, strict=True):
+        i = math.floor(t_s / width)
+        t = t_s - i * width
+        ids.append(i)
+        slots.append(first + i % BUCKETS)
+        times += (t, t, t * t)
+    return np.array(ids), np.array(slots), np.array(times).reshape(len(WINDOWS_S), 3)
+
+
+def _sample_terms(x: FloatArray) -> FloatArray:
+    """``(1, x, 1, x, x²)`` per sample: ``[:, 2:]`` is what a sample adds to count, sum and
+    sum of squares, ``[:, :3]`` what multiplies its time terms (see :func:`_time_terms`)."""
+    terms = np.empty((x.size, 5))
+    terms[:, 0:3:2] = 1.0
+    terms[:, 1::2] = x[:, None]
+    np.multiply(x, x, out=terms[:, 4])
+    return terms
 
 
 def feature_names(metrics: list[str]) -> list[str]:
@@ -159,41 +189,39 @@ class FeatureWindows:
             rows, x = rows[keep], values[keep]
         if rows.size == 0:
             return refused
-        t_s = t_ms / 1000.0
-        ids = np.floor(t_s / _WIDTH).astype(np.int64)  # (windows,)
+        ids, slots, moments = _time_terms(t_ms)
         # Each sample's sub-bucket in each window, as an index into the flattened buckets.
-        cells = rows[:, None] * (len(WINDOWS_S) * BUCKETS) + (_FIRST_SLOT + ids % BUCKETS)
+        cells = rows[:, None] * (len(WINDOWS_S) * BUCKETS) + slots
         flat = self.buckets.reshape(-1, _COLUMNS)
         flat_ids = self.bucket_ids.reshape(-1)
-        stale = flat_ids[cells] != ids[None, :]
+        stale = flat_ids[cells] != ids
         if stale.any():
             flat[cells[stale]] = _EMPTY
             flat_ids[cells[stale]] = np.broadcast_to(ids, cells.shape)[stale]
-        # Time measured from the bucket start keeps the slope sums well conditioned.
-        tb = t_s - ids * _WIDTH  # (windows,)
         b = flat[cells]  # (k, windows, columns)
+        terms = _sample_terms(x)[:, None, :]
+        b[..., _N : _SQ + 1] += terms[..., 2:]
+        b[..., _ST : _STT + 1] += terms[..., :3] * moments
         xv = x[:, None]
-        b[..., _N] += 1.0
-        b[..., _SUM] += xv
-        b[..., _SQ] += xv * xv
-        b[..., _MIN] = np.minimum(b[..., _MIN], xv)
-        b[..., _MAX] = np.maximum(b[..., _MAX], xv)
-        b[..., _ST] += tb[None, :]
-        b[..., _STX] += tb[None, :] * xv
-        b[..., _STT] += (tb * tb)[None, :]
+        np.minimum(b[..., _MIN], xv, out=b[..., _MIN])
+        np.maximum(b[..., _MAX], xv, out=b[..., _MAX])
         flat[cells] = b
-        newer = ~(self.last[rows, 1] > t_ms)
-        upd = rows[newer]
-        if upd.size:
-            previous_t = self.last[upd, 1]
-            dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
-            alpha = 1.0 - np.exp(-dt[:, None] / _SECONDS[None, :])
-            old = self.ewma[upd]
-            self.ewma[upd] = np.where(
-                np.isnan(old), x[newer, None], old + alpha * (x[newer, None] - old)
-            )
-            self.last[upd, 0] = x[newer]
-            self.last[upd, 1] = t_ms
+        # The usual batch (every metric, in order) reads and writes the rows in place.
+        at: slice | npt.NDArray[np.int64] = slice(0, rows.size) if names == self.metrics else rows
+        last = self.last[at]
+        newer = ~(last[:, 1] > t_ms)
+        if not newer.all():
+            at, last, x = rows[newer], last[newer], x[newer]
+            if x.size == 0:
+                return refused
+        previous_t = last[:, 1]
+        dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
+        alpha = 1.0 - np.exp(-dt[:, None] / _SECONDS)
+        old = self.ewma[at]
+        xv = x[:, None]
+        self.ewma[at] = np.where(np.isnan(old), xv, old + alpha * (xv - old))
+        last[:, 0], last[:, 1] = x, t_ms
+        self.last[at] = last
         return refused
 
     def names(self) -> list[str]:

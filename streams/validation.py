@@ -129,15 +129,16 @@ def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection
     if rejection:
         return rejection
     array = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        shown = ", ".join(f"{names[i][:60]}={values[i]}" for i in np.flatnonzero(bad)[:5])
-        return Rejection("invalid_value", f"{int(bad.sum())} non-finite values: {shown}")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        shown = ", ".join(f"{names[i][:60]}={values[i]}" for i in bad[:5])
+        return Rejection("invalid_value", f"{len(bad)} non-finite values: {shown}")
     kinds = [MetricKind(k) for k in kinds] or [MetricKind.UNKNOWN] * len(names)
     ended = [name for name in ended if len(name) <= limits.max_series_chars]
-    long = [i for i, name in enumerate(names) if len(name) > limits.max_series_chars]
-    if not long:
+    if max(map(len, names), default=0) <= limits.max_series_chars:
         return CheckedBatch(names, array, kinds, ended)
+    long = [i for i, name in enumerate(names) if len(name) > limits.max_series_chars]
     keep = np.ones(len(names), dtype=bool)
     keep[long] = False
     shown = ", ".join(f"{names[i][:40]!r}… ({len(names[i])} characters)" for i in long[:3])

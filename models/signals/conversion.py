@@ -147,11 +147,9 @@ class SeriesTable:
         the sender did not say)."""
         if len(self.names) >= self.max_series:
             self._compact(t_ms - self.lookback_ms)
-        rows = self._rows(names, kinds)
+        rows, over = self._rows(names, kinds)
         x = np.asarray(values, dtype=np.float64)
-        over: list[str] = []
-        if (rows < 0).any():
-            over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+        if over:
             rows, x = rows[rows >= 0], x[rows >= 0]
         sub = self.table[rows]  # one gather and one scatter: batches are small, calls cost
         newer = ~(sub[:, _RAW_T] >= t_ms)  # NaN (no previous sample) counts as newer
@@ -159,30 +157,38 @@ class SeriesTable:
         if not newer.all():
             late = [self.names[r] for r in rows[~newer]]
             rows, x, sub = rows[newer], x[newer], sub[newer]
+        value = self._rates(t_ms, x, sub) if sub[:, _RATE].any() else x
+        has = np.isfinite(value)
+        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
+        at = slice(None) if has.all() else has  # the usual batch: every sample has a value
+        sub[at, _VALUE], sub[at, _VALUE_T], sub[at, _FRESH] = value[at], t_ms, 1.0
+        self.table[rows] = sub
+        return Observed(over, late)
+
+    def _rates(self, t_ms: int, x: FloatArray, sub: FloatArray) -> FloatArray:
+        """The samples' values: a counter's rate since its previous sample in ``sub`` (its
+        rows of the table), a gauge's sample as it is; NaN for a counter with no rate yet."""
         previous, previous_t = sub[:, _RAW], sub[:, _RAW_T]
         with np.errstate(invalid="ignore", divide="ignore"):
             increase = np.where(x >= previous, x - previous, x)
             span_ms = t_ms - previous_t
             rate = np.where(span_ms <= self.lookback_ms, increase * 1000.0 / span_ms, np.nan)
-        value = np.where(sub[:, _RATE] == 1.0, rate, x)
-        has = np.isfinite(value)
-        sub[:, _RAW], sub[:, _RAW_T] = x, t_ms
-        sub[:, _VALUE] = np.where(has, value, sub[:, _VALUE])
-        sub[:, _VALUE_T] = np.where(has, t_ms, sub[:, _VALUE_T])
-        sub[:, _FRESH] = np.where(has, 1.0, sub[:, _FRESH])
-        self.table[rows] = sub
-        return Observed(over, late)
+        return np.where(sub[:, _RATE] == 1.0, rate, x)
 
-    def _rows(self, names: Sequence[str], kinds: Sequence[MetricKind]) -> npt.NDArray[np.int64]:
-        """The rows of ``names`` (-1 past the limit); a batch naming the same series with the
-        same kinds as the one before (a scrape's usual shape) reuses its rows."""
+    def _rows(
+        self, names: Sequence[str], kinds: Sequence[MetricKind]
+    ) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """The rows of ``names`` (-1 past the limit) and the names past it; a batch naming
+        the same series with the same kinds as the one before (a scrape's usual shape)
+        reuses its rows."""
         recent = self._recent
         if recent and recent[0] == self.version and recent[1] == names and recent[2] == kinds:
-            return recent[3]
+            return recent[3], []
         rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
-        if (rows >= 0).all():
+        over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
+        if not over:
             self._recent = (self.version, list(names), list(kinds), rows)
-        return rows
+        return rows, over
 
     def end(self, names: Sequence[str]) -> None:
         """Staleness markers: these series are gone; a series that comes back starts anew."""
@@ -206,7 +212,9 @@ class SeriesTable:
         table = self.table[:n]
         table[:, _FRESH] = 0.0
         oldest = t_ms - self.lookback_ms
-        if np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
+        # More than 64, and more than half, long unseen: an entity of 64 series or fewer
+        # (most) need not count them.
+        if n > 64 and np.count_nonzero(~(table[:, _RAW_T] >= oldest)) > max(64, n // 2):
             self._compact(oldest)
 
     def fresh_values(self, t_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:

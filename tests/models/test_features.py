@@ -95,3 +95,21 @@ def test_stacked_rows_equal_each_entity_alone() -> None:
     np.testing.assert_array_equal(stacked[:1], a.grid(now_a))
     np.testing.assert_array_equal(stacked[1:], b.grid(now_b))
     assert statistic(stacked, "count", "1h").tolist() == [50, 50, 50]
+
+
+def test_a_batch_adds_what_its_samples_add_one_by_one() -> None:
+    """The usual batch (every metric, in order) takes a shorter path than a reordered or
+    partial one or a single sample: all must leave the same windows, bit for bit."""
+    batched, single = FeatureWindows(max_metrics=5), FeatureWindows(max_metrics=5)
+    rng = np.random.default_rng(5)
+    batches = [["a", "b", "c"], ["a", "b", "c"], ["c", "a"], ["a", "b", "c", "d"], ["d", "b"]]
+    for i in range(120):
+        names = batches[i % len(batches)] + (["e", "f"] if i == 60 else [])  # f: refused
+        t_ms = T0 + i * 4_000 - (30_000 if i % 7 == 3 else 0)  # some samples come late
+        values = rng.normal(50, 10, len(names))
+        assert batched.add(t_ms, names, values) == (["f"] if i == 60 else [])
+        for name, value in zip(names, values, strict=True):
+            single.add(t_ms, [name], np.array([value]))
+    assert batched.metrics == single.metrics == ["a", "b", "c", "d", "e"]
+    for part in ("buckets", "bucket_ids", "last", "ewma"):
+        np.testing.assert_array_equal(getattr(batched, part), getattr(single, part))
