@@ -73,8 +73,9 @@ def split_state(n_series: int, head: int, bulk: int) -> StateArray:
     """``n_series`` zeroed rows of ``head`` float64 and ``bulk`` float32 values.
 
     The head holds what float32 would spoil (counters, running means that move by small
-    steps, values up to 1e300); the bulk (profiles, rings, tables) halves its bytes at float32's
-    seven significant digits. :func:`as_float64` reads rows, :func:`store_rows` writes them.
+    steps, values beyond float32's range); the bulk (profiles, rings, tables) halves its bytes
+    at float32's seven significant digits. :func:`as_float64` reads rows, :func:`store_rows`
+    writes them.
 
     Examples
     --------

@@ -168,7 +168,7 @@ class EntityPipeline:
         self.labels: dict[str, str] = {}
         self.slot = entity_slot(entity)  # its place in A/B splits
         # The entity's rows in the arena of model states, one per metric of its windows (a
-        # row is about 14 KB: none is taken ahead for a slot the windows hold in reserve);
+        # row is about 13 KB: none is taken ahead for a slot the windows hold in reserve);
         # they go back to the arena when the pipeline is collected.
         self._rows = [models.states.take(0)]
         self.entity_row = models.entity_states.take(1)
