@@ -4,7 +4,9 @@ An entity owns a set of rows (:class:`SeriesArena.take`); a step of many entitie
 models the concatenation of their rows, and each model reads and writes only the cells it
 touches, in place. Per-entity arrays would have to be copied whole into one array for the
 vectorised step and back again: the anomaly detector and the forecaster hold about 3,000
-floats per series, of which a step changes a few dozen.
+values per series (12 KB, mostly float32), of which a step changes a few dozen. Each part
+keeps the dtype of its model's fresh rows, split rows (:func:`models.base.split_state`)
+included.
 
 Rows come back when their entity is gone (:meth:`SeriesArena.release`) and are reset when
 they are taken again. The arrays grow by doubling; the rows past the ones in use are
@@ -18,10 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from models.base import FloatArray
+from models.base import StateArray
 
 IntArray = npt.NDArray[np.int64]
-Initialiser = Callable[[int], FloatArray]
+Initialiser = Callable[[int], StateArray]
 
 
 class SeriesArena:
@@ -45,7 +47,7 @@ class SeriesArena:
 
     def __init__(self, parts: dict[str, Initialiser], rows: int = 1024) -> None:
         self._init = parts
-        self.parts: dict[str, FloatArray] = {}
+        self.parts: dict[str, StateArray] = {}
         for name, make in parts.items():
             fresh = make(1)
             self.parts[name] = np.zeros((rows, *fresh.shape[1:]), dtype=fresh.dtype)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from models.alerts import DEFAULT_RULES, AlertRule, AlertState, evaluate
 from models.anomaly import StreamingAnomalyDetector
 from models.arena import IntArray, SeriesArena
-from models.base import FloatArray
+from models.base import FloatArray, as_float64, store_rows
 from models.bottleneck import ExhaustionModel
 from models.entity_anomaly import EntityAnomalyDetector
 from models.explain import TOP, Driver, summary
@@ -168,7 +168,7 @@ class EntityPipeline:
         self.labels: dict[str, str] = {}
         self.slot = entity_slot(entity)  # its place in A/B splits
         # The entity's rows in the arena of model states, one per metric of its windows (a
-        # row is about 25 KB: none is taken ahead for a slot the windows hold in reserve);
+        # row is about 13 KB: none is taken ahead for a slot the windows hold in reserve);
         # they go back to the arena when the pipeline is collected.
         self._rows = [models.states.take(0)]
         self.entity_row = models.entity_states.take(1)
@@ -304,7 +304,9 @@ class EntityPipeline:
     # Two parts, written at different paces: the windows (and alert states, offsets) change
     # with every record and are small; the model states are ten times larger and are
     # checkpointed less often (a restored model that is a few minutes behind keeps
-    # learning). Both are zstd-compressed: the arrays hold many zeros and repeats.
+    # learning). Both are zstd-compressed: the arrays hold many zeros and repeats. Model
+    # states are saved as float64 rows whatever their dtype in memory (float32 bulks are read
+    # back exactly), so states saved before the bulks were float32 restore, rounded.
 
     def windows_bytes(self) -> bytes:
         """The windows, alert states and stream position, as compressed bytes."""
@@ -336,8 +338,8 @@ class EntityPipeline:
         return _pack(
             {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
             [
-                parts["anomaly"][rows],
-                parts["forecast"][rows],
+                as_float64(parts["anomaly"][rows]),
+                as_float64(parts["forecast"][rows]),
                 parts["bottleneck"][rows],
                 parts["entity_anomaly"][rows],
                 self.models.entity_states.parts["entity_anomaly"][self.entity_row],
@@ -378,7 +380,8 @@ class EntityPipeline:
             # Metrics are only ever appended; models saved by an older layout start afresh.
             if saved["metrics"] == w.metrics[:k] and bottleneck.shape[0] == k:
                 rows = pipeline.rows[:k]
-                parts["anomaly"][rows], parts["forecast"][rows] = anomaly, forecast
+                store_rows(parts["anomaly"], rows, anomaly)
+                store_rows(parts["forecast"], rows, forecast)
                 parts["bottleneck"][rows] = bottleneck
                 pipeline.last_forecast_ms = saved["last_forecast_ms"]
                 states = models.entity_states.parts["entity_anomaly"]

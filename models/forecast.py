@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from models.base import FloatArray
+from models.base import FloatArray, StateArray, as_float32, as_float64, split_state, store_rows
 
 DAY_SLOTS = 288
 """Time-of-day slots of the daily profile: five minutes each, whatever the series' step."""
@@ -50,8 +50,8 @@ BUCKETS = np.array([1, 3, 12, 36, 96, 288], dtype=np.int64)
 """Horizons (in steps) at which candidate errors and interval quantiles are tracked."""
 N_CANDIDATES = 6
 CHUNK = 4096
-"""Series a call works on at once: it copies their whole rows (13 KB each) and a few times
-as much in temporaries, so a large batch goes a few thousand series at a time."""
+"""Series a call works on at once: it copies their whole rows (13 KB each as float64) and a
+few times as much in temporaries, so a large batch goes a few thousand series at a time."""
 
 IntArray = npt.NDArray[np.int64]
 
@@ -99,10 +99,12 @@ class SeasonalForecaster:
     """Robust-level, daily- and weekly-seasonal online forecaster with horizon-wise blending.
 
     Implements :class:`models.base.Forecaster`. The state of each series is a fixed row of
-    ``state_size`` (1660) float64 values, about 13 KB, whatever the length of the stream. At
-    steps under five minutes the 288-step ring spans less than a day: the day level is then
-    the median of that shorter span, and horizons past 288 steps reuse the last bucket's
-    weights and interval.
+    ``state_size`` (1660) values, whatever the length of the stream: 4 float64 (the count,
+    the trend and the two running medians of deviations) and 1656 float32 (errors,
+    quantiles, profiles and rings), 6.5 KB. It learns values rounded to float32 and computes
+    in float64. At steps under five minutes the 288-step ring spans less than a day: the day
+    level is then the median of that shorter span, and horizons past 288 steps reuse the
+    last bucket's weights and interval.
 
     Parameters
     ----------
@@ -147,8 +149,9 @@ class SeasonalForecaster:
     Notes
     -----
     A series that has learned nothing forecasts NaN. NaN inputs are skipped (they neither
-    advance the ring nor touch the state). Outputs are finite for finite inputs up to about
-    1e300 in magnitude. Everything is deterministic: no randomness anywhere.
+    advance the ring nor touch the state). Outputs are finite for finite inputs; values
+    beyond float32's range (3.4e38 in magnitude) are learned, and forecast, as that.
+    Everything is deterministic: no randomness anywhere.
 
     References
     ----------
@@ -253,10 +256,10 @@ class SeasonalForecaster:
         """Floats of state per series: counters, errors, profiles and three 288-step rings."""
         return self._size
 
-    def init_state(self, n_series: int) -> FloatArray:
+    def init_state(self, n_series: int) -> StateArray:
         """Fresh state for ``n_series`` series; unseen profile slots and history are NaN."""
-        state = np.zeros((n_series, self._size), dtype=np.float64)
-        state[:, self._daily : self._short_levels] = np.nan
+        state = split_state(n_series, self._mae, self._size - self._mae)
+        state["bulk"][:, self._daily - self._mae :] = np.nan
         return state
 
     @staticmethod
@@ -317,7 +320,7 @@ class SeasonalForecaster:
         return medians[0], medians[1]
 
     def learn(
-        self, state: FloatArray, x: FloatArray, t_ms: int, rows: IntArray | None = None
+        self, state: StateArray, x: FloatArray, t_ms: int, rows: IntArray | None = None
     ) -> None:
         """Learn one point per series at event time ``t_ms`` (``state`` in place; NaN skipped).
 
@@ -327,13 +330,17 @@ class SeasonalForecaster:
         profiles, the level ring and the trend take the new point.
         """
         finite, at = learned_rows(x, rows)
+        # The model learns the values as its float32 bulk holds them: a value repeated is then
+        # exactly what the rings and the last day hold, as in float64, and the candidates'
+        # errors on a flat or quantised series stay exact ties, not rounding noise.
+        values = as_float32(x[finite]).astype(np.float64)
         for start in range(0, finite.size, CHUNK):
             part = slice(start, start + CHUNK)
-            self._learn(state, x[finite[part]], t_ms, at[part])
+            self._learn(state, values[part], t_ms, at[part])
 
-    def _learn(self, state: FloatArray, value: FloatArray, t_ms: int, at: IntArray) -> None:
+    def _learn(self, state: StateArray, value: FloatArray, t_ms: int, at: IntArray) -> None:
         """Learn ``value`` (all finite) into the rows ``at`` of ``state``."""
-        s = state[at]
+        s = as_float64(state[at])
         index = np.arange(at.size)
         day_col = self._daily + (t_ms // SLOT_MS) % DAY_SLOTS
         last_day_col = self._last_day + (t_ms // SLOT_MS) % DAY_SLOTS
@@ -412,11 +419,11 @@ class SeasonalForecaster:
         s[:, self._trend] = trend + self.beta * (change - trend)
         s[index, self._short_levels + slot] = new_short
         s[index, self._day_levels + slot] = new_day
-        state[at] = s
+        store_rows(state, at, s)
 
     def forecast(
         self,
-        state: FloatArray,
+        state: StateArray,
         t_ms: int,
         horizons: npt.NDArray[np.int64],
         rows: IntArray | None = None,
@@ -431,9 +438,11 @@ class SeasonalForecaster:
         n = state.shape[0] if rows is None else len(rows)
         parts = [
             self._forecast(
-                state[start : start + CHUNK]
-                if rows is None
-                else state[rows[start : start + CHUNK]],
+                as_float64(
+                    state[start : start + CHUNK]
+                    if rows is None
+                    else state[rows[start : start + CHUNK]]
+                ),
                 t_ms,
                 steps,
             )

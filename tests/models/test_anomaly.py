@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from models.anomaly import StreamingAnomalyDetector
-from models.base import AnomalyDetector, FloatArray, score_series
+from models.base import AnomalyDetector, FloatArray, as_float64, score_series
 
 STEP_MS = 60_000
 
@@ -29,7 +29,8 @@ def test_implements_the_protocol_with_bounded_state() -> None:
     detector = StreamingAnomalyDetector()
     assert isinstance(detector, AnomalyDetector)
     assert detector.state_size <= 2048
-    assert detector.init_state(3).shape == (3, detector.state_size)
+    assert as_float64(detector.init_state(3)).shape == (3, detector.state_size)
+    assert detector.init_state(1).nbytes <= 6 * 1024, "float32 profiles and table: 5.5 KB"
 
 
 def test_planted_spike_scores_above_its_neighbourhood() -> None:
@@ -154,8 +155,8 @@ def test_state_stays_bounded_and_finite_on_a_long_stream() -> None:
     rng = np.random.default_rng(7)
     for i, value in enumerate(rng.standard_cauchy(5000)):
         detector.score_learn(state, np.array([value]), i * STEP_MS)
-    assert state.shape == (1, detector.state_size)
-    assert np.isfinite(state).all()
+    assert as_float64(state).shape == (1, detector.state_size)
+    assert np.isfinite(as_float64(state)).all()
 
 
 @pytest.mark.parametrize(

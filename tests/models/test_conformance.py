@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.base import AnomalyDetector, FloatArray, Forecaster, OnlineModel
+from models.base import AnomalyDetector, FloatArray, Forecaster, OnlineModel, as_float64
 from models.bottleneck import ExhaustionModel
 from models.catalog import ONLINE_MODELS
 from models.entity_anomaly import EntityAnomalyDetector
@@ -73,7 +73,7 @@ class _Runner:
 
     def arrays(self) -> list[FloatArray]:
         """Everything the model keeps between steps."""
-        return [self.state, self.entity_state, self.windows.buckets]
+        return [as_float64(self.state), self.entity_state, self.windows.buckets]
 
 
 def _run(model: OnlineModel, values: npt.NDArray[np.float64]) -> FloatArray:

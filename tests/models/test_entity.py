@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.entity import EntityPipeline, ModelSet, PipelineConfig, step_many
+from models.base import as_float64
+from models.entity import EntityPipeline, ModelSet, PipelineConfig, _pack, _unpack, step_many
 from models.incident_report import Incident, match_alerts
 from models.signals import MetricKind
 from schemas.codec import Codec
@@ -71,6 +72,25 @@ def test_state_round_trips_through_bytes(models: ModelSet) -> None:
     for p in (original, restored):
         p.add(now, NAMES, np.full(len(NAMES), 41.0))
     assert _encoded([restored.step(now)]) == _encoded([original.step(now)])
+
+
+def test_model_states_saved_as_float64_restore_rounded_into_the_float32_bulks(
+    models: ModelSet,
+) -> None:
+    """A checkpoint from before the split rows holds every value in float64: it restores,
+    the heads exactly and the bulks as float32 holds them."""
+    original = EntityPipeline("web-1", models)
+    _feed([original], 400)
+    header, arrays = _unpack(original.models_bytes())
+    older = [np.nextafter(a, np.inf) for a in arrays]  # values float32 cannot hold
+    restored = EntityPipeline.restore(models, original.windows_bytes(), _pack(header, older))
+    for part, saved in zip(("anomaly", "forecast"), older[:2], strict=True):
+        state = models.states.parts[part]
+        head = state.dtype["head"].shape[0]
+        got = as_float64(state[restored.rows])
+        np.testing.assert_array_equal(got[:, :head], saved[:, :head])
+        np.testing.assert_array_equal(got[:, head:], as_float64(state[original.rows])[:, head:])
+        assert (np.nan_to_num(got[:, head:]) != np.nan_to_num(saved[:, head:])).any()
 
 
 def test_foreign_bytes_are_refused(models: ModelSet) -> None:
