@@ -123,3 +123,14 @@ def broker_port() -> int:
             except OSError:
                 continue
         return port
+
+
+async def committed(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``'s partitions (those it has)."""
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

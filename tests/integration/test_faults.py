@@ -48,7 +48,7 @@ from streams.commands.tail import topic_partitions
 from streams.settings import Settings, load_settings
 from streams.worker_process import ForesightProcess, WorkerProcess
 from tests.integration.http_receiver import Receiver, serving
-from tests.integration.kafka_io import TopicReader, broker_port
+from tests.integration.kafka_io import TopicReader, broker_port, committed
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -581,16 +581,6 @@ def refusing_writes(folder: Path) -> Iterator[None]:
         folder.chmod(mode)
 
 
-async def _committed(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
-    admin = kafka.admin()
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-
-
 async def _ends(kafka: KafkaConfig, topic: str) -> dict[int, int]:
     consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
@@ -619,9 +609,9 @@ async def test_clickhouse_refusing_inserts_the_sink_backs_off_commits_nothing_an
             during = asyncio.create_task(feed.steps(70, pace_s=OUTAGE_S / 30))
             said = await until("the sink says ClickHouse refuses", lambda: "clickhouse" in
                         pipeline.down("sink"), 30)  # fmt: skip
-            held = await _committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
+            held = await committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
             await during
-            assert await _committed(kafka, DEFAULT_GROUP, topics.METRICS.name) == held, (
+            assert await committed(kafka, DEFAULT_GROUP, topics.METRICS.name) == held, (
                 "the sink committed offsets past an insert that failed"
             )
             before = (await asyncio.to_thread(feed.counts))["samples"]
@@ -638,9 +628,9 @@ async def test_clickhouse_refusing_inserts_the_sink_backs_off_commits_nothing_an
     # Caught up: the sink's commits reach the end of every partition (one the feed's entities
     # do not hash to has nothing to commit past what it held).
     async def committed_to_the_end() -> bool:
-        committed = await _committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
+        done = await committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
         ends = await _ends(kafka, topics.METRICS.name)
-        return all(committed.get(p, 0) == end for p, end in ends.items() if end)
+        return all(done.get(p, 0) == end for p, end in ends.items() if end)
 
     await until("the sink committed to the end of every partition", committed_to_the_end, 60)
     pipeline.all_alive()
@@ -733,8 +723,8 @@ async def test_a_connect_worker_restart_while_alerts_flow_delivers_each_alert_on
 
         async def read_to_end(topic: str) -> bool:
             kafka = pipeline.settings.kafka()
-            committed = await _committed(kafka, f"connect-{connector['connector']}", topic)
-            return committed == await _ends(kafka, topic)
+            done = await committed(kafka, f"connect-{connector['connector']}", topic)
+            return done == await _ends(kafka, topic)
 
         async with Feed(pipeline) as feed:
 

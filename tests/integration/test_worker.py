@@ -20,9 +20,10 @@ from connectors.kafka_producer import RecordProducer
 from models.features import vector_names
 from schemas.codec import Codec
 from streams import topics
+from streams.commands.tail import topic_partitions
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader, committed, produce
 
 pytestmark = pytest.mark.integration
 
@@ -275,6 +276,15 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
                 ),
                 timeout_s=90,
             )
+        # Killed before its first commit, a group reading from `latest` would restart at
+        # the end (the reset policy), not replay: the test is of a worker that has committed.
+        partitions = len(await topic_partitions(stack_settings.kafka(), topics.METRICS.name))
+        deadline = time.monotonic() + 30
+        while len(await committed(stack_settings.kafka(), worker.group, topics.METRICS.name)) < (
+            partitions
+        ):
+            assert time.monotonic() < deadline, "the worker committed no offset in 30 s"
+            await asyncio.sleep(0.2)
         worker.kill9()
         await produce(stack_settings.kafka(), topics.METRICS, "entity", second)
         async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
