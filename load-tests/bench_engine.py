@@ -248,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a py-spy profile (raw, for flamegraphs) here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run(args, load_settings())
+    settings = load_settings()
+    # A worker holds FORESIGHT_MAX_ENTITIES (10,000 by default); past it every new entity
+    # is dead-lettered: the benchmark measures holding them all, so the limit makes room.
+    settings = settings.replace(max_entities=max(settings.max_entities, args.entities))
+    result = run(args, settings)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

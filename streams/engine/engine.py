@@ -248,6 +248,8 @@ class Engine:
         self._not_modelled(staged, message, out)
         progress = self.progress[(message.topic, message.partition)]
         progress.max_event_ms = max(progress.max_event_ms, t_ms)
+        # Oldest first (moved to the end when seen): eviction reads only the idle front.
+        self.last_seen_s.pop(entity, None)
         self.last_seen_s[entity] = now_s
         if pipeline.due(t_ms):
             latency_from = item.timestamp_ms if item.timestamp_ms else now_ms
@@ -483,8 +485,12 @@ class Engine:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
         checkpointed; they come back from it with their next record."""
         idle_before = now_s - self.settings.entity_idle_s
-        idle = [e for e, seen in self.last_seen_s.items()
-                if seen <= idle_before and e not in self._pending]  # fmt: skip
+        idle = []
+        for entity, seen in self.last_seen_s.items():  # the least recently seen first
+            if seen > idle_before:
+                break
+            if entity not in self._pending:
+                idle.append(entity)
         for entity in idle:
             pipeline = self.entities[entity]
             self._snapshots.pop(entity, None)

@@ -336,6 +336,15 @@ def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() ->
     assert evicting.entities["web-1"].windows_bytes() == kept.entities["web-1"].windows_bytes()
 
 
+def test_only_entities_idle_for_the_idle_time_are_evicted_whatever_order_they_came_in() -> None:
+    engine, feed = _engine(Changelog(), entity_idle_s=600.0), Feed()
+    for k, (entity, seen_s) in enumerate([("a", 0), ("b", 10), ("c", 20), ("a", 500)]):
+        engine.metrics([feed.record(entity, T0_MS + k * 1000, {"cpu": 1.0})], NOW_S + seen_s)
+    assert sorted(engine.evict_idle(NOW_S + 615, engine.outputs())) == ["b"]
+    assert sorted(engine.entities) == ["a", "c"]
+    assert sorted(engine.evict_idle(NOW_S + 1100, engine.outputs())) == ["a", "c"]
+
+
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
     engine, feed = _engine(Changelog(), allowed_lateness_s=30.0, idle_timeout_s=5.0), Feed()
     engine.metrics(_series(feed, "web-1", 20, T0_MS), NOW_S)
