@@ -85,11 +85,11 @@ def test_a_kafka_that_cannot_start_fails_up_at_once_with_its_log(tmp_path: Path)
 
 
 async def test_a_first_worker_on_a_stack_just_started_predicts_and_routes(tmp_path: Path) -> None:
-    """A new user's first run: ``foresight stack up`` (the broker has just started, its
-    metadata lagging behind new topics), then ``foresight worker`` at once, on the default
-    settings but for ports and folders: its metric batches become predictions, a routing
-    request gets its decision (the routing step holds the internal topic), and its log has
-    no crash and no topic left out of its assignment."""
+    """A new user's first run: ``foresight stack up`` and ``foresight topics create`` (the
+    broker has just started, its metadata lagging behind new topics), then ``foresight
+    worker`` at once, on the default settings but for ports and folders: its metric batches
+    become predictions, a routing request gets its decision (the routing step holds the
+    internal topic), and its log has no crash and no topic left out of its assignment."""
     settings = load_settings(environ={}).replace(
         kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
