@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from connectors.kafka_clients import KafkaConfig
@@ -134,3 +134,14 @@ async def committed(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def until(what: str, done: Callable[[], Awaitable[bool] | bool], timeout_s: float) -> float:
+    """Poll ``done`` until it holds; returns the seconds it took, fails naming ``what``."""
+    started = time.monotonic()
+    while True:
+        result = done()
+        if result if isinstance(result, bool) else await result:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
+        await asyncio.sleep(0.5)

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ from streams.commands.tail import topic_partitions
 from streams.settings import Settings, load_settings
 from streams.worker_process import ForesightProcess, WorkerProcess
 from tests.integration.http_receiver import Receiver, serving
-from tests.integration.kafka_io import TopicReader, broker_port, committed
+from tests.integration.kafka_io import TopicReader, broker_port, committed, until
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -83,17 +83,6 @@ def _post_events(port: int, events: list[dict[str, Any]]) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-async def until(what: str, done: Callable[[], Awaitable[bool] | bool], timeout_s: float) -> float:
-    """Poll ``done`` until it holds; returns the seconds it took, fails naming ``what``."""
-    started = time.monotonic()
-    while True:
-        result = done()
-        if result if isinstance(result, bool) else await result:
-            return time.monotonic() - started
-        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
-        await asyncio.sleep(0.5)
 
 
 @dataclass
