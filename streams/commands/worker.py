@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from models.signals import RulesError
 from streams import topics
+from streams.commands.stack import topic_requests
 from streams.settings import Settings
 
 
@@ -27,13 +28,14 @@ def run_worker(settings: Settings) -> int:
     except RulesError as error:
         print(f"foresight worker: {error}", file=sys.stderr)
         return 2
-    # Faust creates its internal topics while its consumer subscribes and its agents start.
-    # One the metadata does not list yet is left out of the assignment until the next
-    # rebalance (a new worker would never route), and a table's write to a changelog its
-    # producer does not know crashes the agent, again at every restart. So they exist, and
-    # are listed, before Faust starts (as Faust would make them).
+    # A topic the metadata does not list when Faust's consumer subscribes is left out of the
+    # assignment until the next rebalance (a worker started before `foresight topics create`
+    # read nothing), and a table's write to a changelog its producer does not know crashes
+    # the agent, again at every restart. So the data topics and the ones Faust makes for
+    # itself exist, and are listed, before Faust starts (idempotent: existing ones are kept).
     internal = topics.routing_stats(settings)
-    made_by_faust = [
+    needed = [
+        *topic_requests(settings),
         TopicRequest(internal.name, internal.partition_count(settings), {}),
         TopicRequest(f"{app.conf.id}-__assignor-__leader", 1, {}),
         *(
@@ -43,7 +45,7 @@ def run_worker(settings: Settings) -> int:
         ),
     ]  # fmt: skip
     try:
-        asyncio.run(ensure_topics(settings.kafka(), made_by_faust))
+        asyncio.run(ensure_topics(settings.kafka(), needed))
     except KafkaError as error:
         print(f"foresight worker: {error}", file=sys.stderr)
         return 2

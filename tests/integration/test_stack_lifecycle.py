@@ -17,10 +17,10 @@ import pytest
 from deploy.local.processes import free_port
 from deploy.local.stack import CONTROLLER_PORT_OFFSET, StackError
 from streams import topics
-from streams.commands.stack import create_topics, local_stack
+from streams.commands.stack import local_stack
 from streams.settings import load_settings
 from streams.worker_process import WorkerProcess
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader, produce, until
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +85,12 @@ def test_a_kafka_that_cannot_start_fails_up_at_once_with_its_log(tmp_path: Path)
 
 
 async def test_a_first_worker_on_a_stack_just_started_predicts_and_routes(tmp_path: Path) -> None:
-    """A new user's first run: ``foresight stack up`` and ``foresight topics create`` (the
-    broker has just started, its metadata lagging behind new topics), then ``foresight
-    worker`` at once, on the default settings but for ports and folders: its metric batches
-    become predictions, a routing request gets its decision (the routing step holds the
-    internal topic), and its log has no crash and no topic left out of its assignment."""
+    """A new user's first run: ``foresight stack up`` (the broker has just started, its
+    metadata lagging behind new topics), then ``foresight worker`` at once, without
+    ``foresight topics create``, on the default settings but for ports and folders: the
+    worker makes the topics, its metric batches become predictions, a routing request gets
+    its decision (the routing step holds the internal topic), and its log has no crash and
+    no topic left out of its assignment."""
     settings = load_settings(environ={}).replace(
         kafka_bootstrap_servers=f"127.0.0.1:{free_port(beside=CONTROLLER_PORT_OFFSET)}",
         feature_store_url=f"redis://127.0.0.1:{free_port()}/0",
@@ -118,10 +119,10 @@ async def test_a_first_worker_on_a_stack_just_started_predicts_and_routes(tmp_pa
 
     try:
         await asyncio.to_thread(stack.up, 180, ("kafka", "redis"))
-        await asyncio.to_thread(create_topics, settings)
+        worker.start()
+        await until("the worker's topics", lambda: worker.health() is not None, 120)
         async with TopicReader(settings.kafka(), topics.PREDICTIONS.name,
                                topics.ROUTING.name) as reader:  # fmt: skip
-            worker.start()
             await produce(settings.kafka(), topics.METRICS, "entity", batches)
             await produce(settings.kafka(), topics.ROUTING_REQUESTS, "task_id", [request])
             done = await reader.wait(answered, 180)
