@@ -10,6 +10,10 @@ and reports what a process holding that engine costs:
   is new then); the benchmark encodes each scrape round's records just before it feeds
   them, outside the timed calls, so it never holds more than a round of input;
 * **predictions/s**: PredictionBatch records per CPU second;
+* **CPU per event-second**: the median and the largest CPU time the calls of one second of
+  event time took. A worker that keeps up on average still falls behind in a second that
+  needs more than a second of CPU (every entity's step closing at once), and the records
+  behind it wait: the largest over the median says how bursty the work is;
 * **RSS** of the process after the warm-up and at the end (``/proc/self/status``), and its
   peak, and where the engine's memory goes (``memory``: model states in use and allocated,
   windows, checkpoint values kept between passes, as :meth:`streams.engine.Engine.held_bytes`
@@ -40,6 +44,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,13 +153,16 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     engine.batch_models = [m.batch_model(settings.explain_min_risk) for m in served]
     measured = {"samples": 0, "predictions": 0, "records": 0, "changelog_bytes": 0}
     spent = {"cpu_s": 0.0, "wall_s": 0.0}
+    per_second: dict[int, float] = defaultdict(float)  # CPU by second of event time
 
     def feed(items: Iterator[Input]) -> None:
         while chunk := list(itertools.islice(items, args.batch)):
             now_s = (chunk[-1].timestamp_ms or 0) / 1000 + 0.5  # the clock follows event time
             cpu, wall = time.process_time(), time.perf_counter()
             out = engine.metrics(chunk, now_s)
-            spent["cpu_s"] += time.process_time() - cpu
+            took = time.process_time() - cpu
+            spent["cpu_s"] += took
+            per_second[(chunk[-1].timestamp_ms or 0) // 1000] += took
             spent["wall_s"] += time.perf_counter() - wall
             measured["samples"] += len(chunk) * args.metrics
             measured["records"] += len(chunk)
@@ -165,6 +173,7 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     rss_warm, _ = _rss_bytes()
     measured.update(dict.fromkeys(measured, 0))
     spent.update(dict.fromkeys(spent, 0.0))
+    per_second.clear()
     profile = Profile(os.getpid(), args.profile) if args.profile else None
     feed(itertools.chain.from_iterable(rounds))
     if profile is not None:
@@ -196,6 +205,10 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "samples_per_cpu_s": measured["samples"] / cpu_s,
         "samples_per_wall_s": measured["samples"] / wall_s,
         "predictions_per_cpu_s": measured["predictions"] / cpu_s,
+        "cpu_s_per_event_s": {
+            "median": float(np.median(list(per_second.values()))),
+            "max": max(per_second.values()),
+        },
         "rss_after_warmup_bytes": rss_warm,
         "rss_bytes": rss,
         "peak_rss_bytes": peak,
@@ -218,6 +231,9 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'samples/s (CPU)':<34}{result['samples_per_cpu_s']:>14,.0f}")
     print(f"{'samples/s (wall)':<34}{result['samples_per_wall_s']:>14,.0f}")
     print(f"{'predictions/s (CPU)':<34}{result['predictions_per_cpu_s']:>14,.0f}")
+    burst = result["cpu_s_per_event_s"]
+    print(f"{'CPU ms per event-second (max)':<34}{burst['median'] * 1000:>14,.0f}"
+          f" ({burst['max'] * 1000:,.0f})")  # fmt: skip
     print(f"{'RSS MiB (peak)':<34}{result['rss_bytes'] / 2**20:>14,.0f}"
           f" ({result['peak_rss_bytes'] / 2**20:,.0f})")  # fmt: skip
     print(f"{'RSS MiB after the warm-up':<34}{result['rss_after_warmup_bytes'] / 2**20:>14,.0f}")

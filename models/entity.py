@@ -167,6 +167,7 @@ class EntityPipeline:
         )
         self.labels: dict[str, str] = {}
         self.slot = entity_slot(entity)  # its place in A/B splits
+        self.phase_ms = step_phase_ms(entity, models.config.step_s)
         # The entity's rows in the arena of model states, one per metric of its windows (a
         # row is about 13 KB: none is taken ahead for a slot the windows hold in reserve);
         # they go back to the arena when the pipeline is collected.
@@ -251,8 +252,16 @@ class EntityPipeline:
         return out
 
     def due(self, watermark_ms: int) -> bool:
-        """Whether a window step has ended by ``watermark_ms``."""
-        return watermark_ms - self.last_step_ms >= self.models.config.step_s * 1000
+        """Whether a window step has ended by ``watermark_ms`` (the first at once)."""
+        return watermark_ms >= self.next_step_ms()
+
+    def next_step_ms(self) -> int:
+        """When the entity's next window step ends. Each entity's steps end on the step's
+        grid shifted by a phase of its own: a fleet that started together (or whose scrapes
+        are aligned) spreads its steps over the step length instead of closing them all in
+        the same second, a burst of work every step that the records behind it wait for."""
+        step = max(int(self.models.config.step_s * 1000), 1)
+        return self.last_step_ms - (self.last_step_ms - self.phase_ms) % step + step
 
     def step(self, now_ms: int) -> tuple[Record, Record, list[Record]]:
         """Close the step ending at ``now_ms``: features, predictions and alert changes."""
@@ -389,6 +398,16 @@ class EntityPipeline:
                     parts["entity_anomaly"][rows] = entity[0]
                     states[pipeline.entity_row] = entity[1]
         return pipeline
+
+
+def step_phase_ms(entity: str, step_s: float) -> int:
+    """Where in each step the entity's steps end, in [0, step): from the low bits of its
+    A/B slot's hash, so an arm's entities do not all step in the same part of the step.
+
+    >>> step_phase_ms("web-1", 10.0) == step_phase_ms("web-1", 10.0) < 10_000
+    True
+    """
+    return int(entity_slot(entity) * 2**32) % max(int(step_s * 1000), 1)
 
 
 def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:

@@ -160,7 +160,10 @@ class Settings:
         "cleanly leaves at once. Heartbeats go every fifth of it.",
     )
     step_s: float = _setting(
-        10.0, "FORESIGHT_STEP_S", "Window step: features and predictions per entity this often."
+        10.0,
+        "FORESIGHT_STEP_S",
+        "Window step: features and predictions per entity this often, each entity on a phase "
+        "of the step of its own (a fleet's steps spread over the step, not all at once).",
     )
     worker_batch: int = _setting(
         1000, "FORESIGHT_WORKER_BATCH", "Records a worker takes from Kafka per vectorised pass."

@@ -538,7 +538,7 @@ class Engine:
             progress = self.progress[(topics.METRICS.name, partition)]
             watermark = progress.watermark(now_s, self.settings.idle_timeout_s)
             if watermark > progress.max_event_ms and pipeline.due(watermark):
-                step_ms = pipeline.last_step_ms + int(self.settings.step_s * 1000)
+                step_ms = pipeline.next_step_ms()
                 cause = Message(
                     topics.METRICS.name, partition, pipeline.last_offset, entity.encode(), b""
                 )

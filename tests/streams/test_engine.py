@@ -20,7 +20,7 @@ from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
-from models.entity import ENTITY_METRIC, BatchModel
+from models.entity import ENTITY_METRIC, BatchModel, step_phase_ms
 from models.explain import Driver
 from models.features import vector_names
 from models.traffic import TrafficSplit, serving
@@ -94,7 +94,13 @@ def _series(feed: Feed, entity: str, steps: int, start_ms: int, **kw: Any) -> li
     ]
 
 
-T0_MS = int(NOW_S * 1000) - 3_600_000
+def _on_grid(entity: str, t_ms: int) -> int:
+    """The start of the entity's step at or before ``t_ms``: records every step from there
+    close a step each (an entity's steps end on its own phase of the step)."""
+    return t_ms - (t_ms - step_phase_ms(entity, STEP_MS / 1000)) % STEP_MS
+
+
+T0_MS = _on_grid("web-1", int(NOW_S * 1000) - 3_600_000)
 
 
 def _predictions_counted() -> dict[str, float]:
@@ -343,6 +349,24 @@ def test_only_entities_idle_for_the_idle_time_are_evicted_whatever_order_they_ca
     assert sorted(engine.evict_idle(NOW_S + 615, engine.outputs())) == ["b"]
     assert sorted(engine.entities) == ["a", "c"]
     assert sorted(engine.evict_idle(NOW_S + 1100, engine.outputs())) == ["a", "c"]
+
+
+def test_a_fleet_that_starts_together_spreads_its_steps_over_the_step() -> None:
+    """Hosts scraped every second from the same moment close their steps each on its own
+    phase, one step length apart after the first: not all in the same second, a burst of
+    work every step that the records behind it would wait for."""
+    engine, feed = _engine(Changelog()), Feed()
+    hosts = [f"host-{i:03d}" for i in range(200)]
+    stepped: dict[str, list[int]] = defaultdict(list)
+    for second in range(31):
+        scrape = [feed.record(h, T0_MS + second * 1000, {"cpu": 1.0}) for h in hosts]
+        for f in _decoded(engine.metrics(scrape, NOW_S), topics.FEATURES.name):
+            stepped[f["entity"]].append(f["event_time"])
+    after_first = Counter(t for times in stepped.values() for t in times[1:])
+    assert max(after_first.values()) < 50, "at most a quarter of the fleet in one second"
+    for host, times in stepped.items():
+        assert times[0] == T0_MS and times[1] - times[0] <= STEP_MS
+        assert all(b - a == STEP_MS for a, b in itertools.pairwise(times[1:])), host
 
 
 def test_a_late_sample_is_dead_lettered_and_an_idle_partition_closes_its_step() -> None:
