@@ -333,6 +333,9 @@ class Engine:
             else:
                 self._take_again(pipeline, taken)
         self.entities[entity] = pipeline
+        # Seen now, even if its records turn out to be replays or late: eviction reads only
+        # last_seen_s, and an entity missing there would stay in memory for good.
+        self.last_seen_s[entity] = now_s
         self.checkpointed[entity] = pipeline.last_step_ms
         if pipeline.last_step_ms:
             self.models_checkpointed[entity] = pipeline.last_step_ms

@@ -342,6 +342,19 @@ def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() ->
     assert evicting.entities["web-1"].windows_bytes() == kept.entities["web-1"].windows_bytes()
 
 
+def test_an_entity_restored_only_for_records_it_already_holds_is_still_evicted() -> None:
+    """After a restart, a host that has gone away comes back for its replayed records alone
+    (all skipped): it must still leave memory when idle, or churned hosts fill the worker."""
+    changelog, feed = Changelog(), Feed()
+    records = [feed.record("gone-1", T0_MS + k * 1000, {"cpu": 1.0}) for k in range(5)]
+    changelog.write(_engine(changelog).metrics(records, NOW_S).checkpoints)
+    restarted = _engine(changelog, entity_idle_s=600.0)
+    restarted.metrics(records[3:], NOW_S)  # replays from an older committed offset
+    assert set(restarted.entities) == {"gone-1"}
+    restarted.tick(NOW_S + 700)
+    assert set(restarted.entities) == set()
+
+
 def test_only_entities_idle_for_the_idle_time_are_evicted_whatever_order_they_came_in() -> None:
     engine, feed = _engine(Changelog(), entity_idle_s=600.0), Feed()
     for k, (entity, seen_s) in enumerate([("a", 0), ("b", 10), ("c", 20), ("a", 500)]):
