@@ -232,7 +232,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'samples/s (wall)':<34}{result['samples_per_wall_s']:>14,.0f}")
     print(f"{'predictions/s (CPU)':<34}{result['predictions_per_cpu_s']:>14,.0f}")
     burst = result["cpu_s_per_event_s"]
-    print(f"{'CPU ms per event-second, median (max)':<34}{burst['median'] * 1000:>14,.0f}"
+    print(f"{'CPU ms per event-s, median (max)':<34}{burst['median'] * 1000:>14,.0f}"
           f" ({burst['max'] * 1000:,.0f})")  # fmt: skip
     print(f"{'RSS MiB (peak)':<34}{result['rss_bytes'] / 2**20:>14,.0f}"
           f" ({result['peak_rss_bytes'] / 2**20:,.0f})")  # fmt: skip
