@@ -260,8 +260,7 @@ class EntityPipeline:
         grid shifted by a phase of its own: a fleet that started together (or whose scrapes
         are aligned) spreads its steps over the step length instead of closing them all in
         the same second, a burst of work every step that the records behind it wait for."""
-        step = max(int(self.models.config.step_s * 1000), 1)
-        return self.last_step_ms - (self.last_step_ms - self.phase_ms) % step + step
+        return step_end_after(self.last_step_ms, self.phase_ms, self.models.config.step_s)
 
     def step(self, now_ms: int) -> tuple[Record, Record, list[Record]]:
         """Close the step ending at ``now_ms``: features, predictions and alert changes."""
@@ -408,6 +407,17 @@ def step_phase_ms(entity: str, step_s: float) -> int:
     True
     """
     return int(entity_slot(entity) * 2**32) % max(int(step_s * 1000), 1)
+
+
+def step_end_after(t_ms: int, phase_ms: int, step_s: float) -> int:
+    """The first end of a step after ``t_ms`` on the grid of ``step_s`` shifted by
+    ``phase_ms`` (an entity's :func:`step_phase_ms`).
+
+    >>> step_end_after(12_345, 3_000, 10.0), step_end_after(13_000, 3_000, 10.0)
+    (13000, 23000)
+    """
+    step = max(int(step_s * 1000), 1)
+    return t_ms - (t_ms - phase_ms) % step + step
 
 
 def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:

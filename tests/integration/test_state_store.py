@@ -16,6 +16,7 @@ from faust.stores.rocksdb import Store
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
+from models.entity import step_end_after, step_phase_ms
 from streams import topics
 from streams.commands.tail import topic_partitions
 from streams.settings import Settings
@@ -115,7 +116,9 @@ async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the
     journal = journal_key(key, stack_settings.topic_partitions)
     topic, kafka = f"{worker_id}-entity-windows-changelog", stack_settings.kafka()
     step_ms = int(stack_settings.step_s * 1000)
-    start = (int(time.time() * 1000) - 120_000) // step_ms * step_ms
+    # The start of one of the entity's steps (each entity's steps end on a phase of its own).
+    phase_ms = step_phase_ms(entity, stack_settings.step_s)
+    start = step_end_after(int(time.time() * 1000) - 120_000, phase_ms, stack_settings.step_s)
     records = [
         {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
          "names": ["cpu_percent"], "values": [float(k)], "source": "test"}

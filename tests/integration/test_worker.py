@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from connectors.kafka_producer import RecordProducer
+from models.entity import step_end_after, step_phase_ms
 from models.features import vector_names
 from schemas.codec import Codec
 from streams import topics
@@ -252,7 +253,8 @@ async def test_idle_partition_windows_close_on_wall_time(
         for _, _, r in seen
         if isinstance(r, dict) and r["entity"] == entity and r["event_time"] > last
     ]
-    assert after[0]["event_time"] == last + STEP_MS  # the next step, with no new data
+    # The next step, with no new data: the end of the entity's step after the last record.
+    assert after[0]["event_time"] == step_end_after(last, step_phase_ms(entity, 10.0), 10.0)
 
 
 async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(

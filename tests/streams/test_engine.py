@@ -20,7 +20,7 @@ from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
-from models.entity import ENTITY_METRIC, BatchModel, step_phase_ms
+from models.entity import ENTITY_METRIC, BatchModel, step_end_after, step_phase_ms
 from models.explain import Driver
 from models.features import vector_names
 from models.traffic import TrafficSplit, serving
@@ -97,7 +97,7 @@ def _series(feed: Feed, entity: str, steps: int, start_ms: int, **kw: Any) -> li
 def _on_grid(entity: str, t_ms: int) -> int:
     """The start of the entity's step at or before ``t_ms``: records every step from there
     close a step each (an entity's steps end on its own phase of the step)."""
-    return t_ms - (t_ms - step_phase_ms(entity, STEP_MS / 1000)) % STEP_MS
+    return step_end_after(t_ms, step_phase_ms(entity, STEP_MS / 1000), STEP_MS / 1000) - STEP_MS
 
 
 T0_MS = _on_grid("web-1", int(NOW_S * 1000) - 3_600_000)
