@@ -13,6 +13,7 @@ pass, not once per sample.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -276,11 +277,12 @@ class EntityPipeline:
         alerts = []
         for rule in self.models.config.rules:
             at = columns.worst_at(rule.kind, rule.min_metrics, rule.metric)
-            value, metric, detail = 0.0, "", ""
+            value, metric = 0.0, ""
+            detail: str | Callable[[], str] = ""  # made only for an alert
             if at >= 0:
                 value = columns.columns["scores"][at]
                 metric = columns.metrics[columns.columns["metric_index"][at]]
-                detail = summary(columns.drivers_of(at))
+                detail = functools.partial(_detail, columns, at)
             alert = evaluate(
                 rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels,
                 detail,
@@ -389,6 +391,11 @@ class EntityPipeline:
                     parts["entity_anomaly"][rows] = entity[0]
                     states[pipeline.entity_row] = entity[1]
         return pipeline
+
+
+def _detail(columns: PredictionColumns, at: int) -> str:
+    """What drove prediction ``at``, for an alert's summary."""
+    return summary(columns.drivers_of(at))
 
 
 def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:

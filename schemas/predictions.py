@@ -138,7 +138,12 @@ class PredictionColumns:
         if not n:
             return first
         columns["kinds"] += [kind] * n
-        columns["metric_index"] += [self.metric(m) for m in metrics]
+        if not self.metrics and len(set(metrics)) == n:  # the first, each once: in their order
+            self.metrics += metrics
+            self._metric_at.update(zip(metrics, range(n)))
+            columns["metric_index"] += range(n)
+        else:
+            columns["metric_index"] += [self.metric(m) for m in metrics]
         columns["model_index"] += [self.model(*model)] * n
         columns["horizons_s"] += np.asarray(horizons_s, dtype=np.int64).tolist()
         columns["values"] += _floats(values)
