@@ -296,7 +296,7 @@ def window_statistics(
         roc = np.where(span > 0, (last_value[:, None] - first) / span, 0.0)
         p95 = np.minimum(mean + _Z95 * std, hi)
     empty = count == 0
-    stats = np.empty(count.shape + (len(STATISTICS),))
+    stats = np.empty((*count.shape, len(STATISTICS)))
     for k, column in enumerate(
         (count, mean, std, lo, hi, last_value[:, None], ewma, slope, r2, roc, p95)
     ):  # in STATISTICS' order

@@ -140,7 +140,7 @@ class PredictionColumns:
         columns["kinds"] += [kind] * n
         if not self.metrics and len(set(metrics)) == n:  # the first, each once: in their order
             self.metrics += metrics
-            self._metric_at.update(zip(metrics, range(n)))
+            self._metric_at.update(zip(metrics, range(n), strict=True))
             columns["metric_index"] += range(n)
         else:
             columns["metric_index"] += [self.metric(m) for m in metrics]
