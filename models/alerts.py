@@ -16,6 +16,7 @@ once however often it is delivered.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,12 +129,14 @@ def evaluate(
     metric: str,
     t_ms: int,
     labels: dict[str, str] | None = None,
-    detail: str = "",
+    detail: str | Callable[[], str] = "",
 ) -> Record | None:
     """Advance ``state`` by one step; an Alert record when the rule fires or resolves.
 
     ``detail`` (what contributed to ``value``, for a person) fills the summary's
-    ``{detail}`` and the ``contributions`` label when not empty."""
+    ``{detail}`` and the ``contributions`` label when not empty. It may be a function that
+    makes it, called only when there is an alert: most steps change nothing, and naming the
+    drivers costs more than the rule."""
     crossing = value < rule.clear if state.firing else value >= rule.threshold
     state.run = state.run + 1 if crossing else 0
     if not state.firing:
@@ -144,6 +147,8 @@ def evaluate(
     state.firing = not state.firing
     if state.firing:
         state.started_ms = t_ms
+    if callable(detail):
+        detail = detail()
     summary = rule.summary.format(
         entity=entity, metric=metric or "-", value=value, detail=detail or "-"
     )

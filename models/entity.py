@@ -13,6 +13,7 @@ pass, not once per sample.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -284,11 +285,12 @@ class EntityPipeline:
         alerts = []
         for rule in self.models.config.rules:
             at = columns.worst_at(rule.kind, rule.min_metrics, rule.metric)
-            value, metric, detail = 0.0, "", ""
+            value, metric = 0.0, ""
+            detail: str | Callable[[], str] = ""  # made only for an alert
             if at >= 0:
                 value = columns.columns["scores"][at]
                 metric = columns.metrics[columns.columns["metric_index"][at]]
-                detail = summary(columns.drivers_of(at))
+                detail = functools.partial(_detail, columns, at)
             alert = evaluate(
                 rule, self.alerts[rule.name], self.entity, value, metric, now_ms, self.labels,
                 detail,
@@ -420,6 +422,11 @@ def step_end_after(t_ms: int, phase_ms: int, step_s: float) -> int:
     return t_ms - (t_ms - phase_ms) % step + step
 
 
+def _detail(columns: PredictionColumns, at: int) -> str:
+    """What drove prediction ``at``, for an alert's summary."""
+    return summary(columns.drivers_of(at))
+
+
 def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:
     models.states.release(rows[0])
     models.entity_states.release(entity_row)
@@ -488,23 +495,21 @@ def step_many(
     models = pipelines[0].models
     cfg = models.config
     parts = models.states.parts
-    counts = np.array([len(p.windows.metrics) for p in pipelines])
+    sizes = [len(p.windows.metrics) for p in pipelines]
+    counts = np.array(sizes)
     starts = np.concatenate([[0], np.cumsum(counts)])
     now = np.asarray(now_ms, dtype=np.int64)
     row_now = np.repeat(now, counts)
-    rows = np.concatenate([p.rows[:n] for p, n in zip(pipelines, counts, strict=True)])
+    rows = np.concatenate([p.rows[:n] for p, n in zip(pipelines, sizes, strict=True)])
 
-    def stack(get: Callable[[EntityPipeline, int], npt.NDArray[Any]]) -> npt.NDArray[Any]:
-        return np.concatenate([get(p, n) for p, n in zip(pipelines, counts, strict=True)])
+    def stack(part: str) -> npt.NDArray[Any]:
+        """One array of every entity's windows, their metrics' rows one after the other."""
+        return np.concatenate(
+            [getattr(p.windows, part)[:n] for p, n in zip(pipelines, sizes, strict=True)]
+        )
 
-    grid = window_statistics(
-        stack(lambda p, n: p.windows.buckets[:n]),
-        stack(lambda p, n: p.windows.bucket_ids[:n]).astype(np.int64),
-        stack(lambda p, n: p.windows.last[:n]),
-        stack(lambda p, n: p.windows.ewma[:n]),
-        row_now,
-    )
-    last = stack(lambda p, n: p.windows.last[:n])
+    last = stack("last")
+    grid = window_statistics(stack("buckets"), stack("bucket_ids"), last, stack("ewma"), row_now)
     stepped = np.repeat([p.last_step_ms for p in pipelines], counts)
     fresh = last[:, 1] > stepped
     x = np.where(fresh, last[:, 0], np.nan)
@@ -554,20 +559,29 @@ def step_many(
     detector, forecaster = models.detector, models.forecaster
     entity_detector = (models.entity_detector.name, models.entity_detector.version)
     horizons = np.asarray(cfg.horizons_s)
+    # The series with a new value, all entities' at once; each entity's are a slice.
+    fresh_at = np.flatnonzero(fresh)
+    fresh_values, fresh_scores = last[fresh_at, 0].tolist(), scores[fresh_at].tolist()
+    fresh_local = (fresh_at - np.repeat(starts[:-1], counts)[fresh_at]).tolist()
+    fresh_bounds = np.searchsorted(fresh_at, starts).tolist()
     for k, p in enumerate(pipelines):
         a, b = starts[k], starts[k + 1]
         p.last_forecast_ms = int(learned[k])
         metrics = p.windows.metrics
-        fresh_rows = np.flatnonzero(fresh[a:b])
+        first, end = fresh_bounds[k], fresh_bounds[k + 1]
+        fresh_metrics = (
+            metrics if end - first == len(metrics)
+            else [metrics[i] for i in fresh_local[first:end]]
+        )  # fmt: skip
         columns[k].add(
             "ANOMALY",
             (detector.name, detector.version),
-            [metrics[i] for i in fresh_rows],
-            np.zeros(len(fresh_rows)),
-            last[a:b, 0][fresh_rows],
-            scores[a:b][fresh_rows],
+            fresh_metrics,
+            [0] * (end - first),
+            fresh_values[first:end],
+            fresh_scores[first:end],
         )
-        if len(fresh_rows):
+        if end > first:
             score = entity_scores.scores[k : k + 1]
             own = columns[k].add("ANOMALY", entity_detector, [ENTITY_METRIC], [0], score, score)
             columns[k].explain(own, [(metrics[i], c) for i, c in entity_scores.top(a, b, TOP)])

@@ -271,14 +271,15 @@ def window_statistics(
         mean = total / count
         var = np.maximum(b[..., _SQ].sum(axis=2) / count - mean * mean, 0.0)
         std = np.sqrt(var)
-        lo = np.where(live, buckets[..., _MIN], np.inf).min(axis=2)
-        hi = np.where(live, buckets[..., _MAX], -np.inf).max(axis=2)
+        lo = np.minimum.reduce(buckets[..., _MIN], axis=2, where=live, initial=np.inf)
+        hi = np.maximum.reduce(buckets[..., _MAX], axis=2, where=live, initial=-np.inf)
         # Least-squares slope over time: shift the bucket-relative sums to one origin
         # (the start of the newest bucket), which keeps them well conditioned.
         offset = (ids - newest[..., None]) * width[None, :, None]
-        st = b[..., _ST] + b[..., _N] * offset
+        n_offset = b[..., _N] * offset
+        st = b[..., _ST] + n_offset
         stx = b[..., _STX] + b[..., _SUM] * offset
-        stt = b[..., _STT] + 2 * offset * b[..., _ST] + b[..., _N] * offset * offset
+        stt = b[..., _STT] + 2 * offset * b[..., _ST] + n_offset * offset
         s_t, s_tx, s_tt = st.sum(axis=2), stx.sum(axis=2), stt.sum(axis=2)
         denominator = count * s_tt - s_t * s_t
         slope = np.where(denominator > 1e-9, (count * s_tx - s_t * total) / denominator, 0.0)
@@ -295,22 +296,11 @@ def window_statistics(
         roc = np.where(span > 0, (last_value[:, None] - first) / span, 0.0)
         p95 = np.minimum(mean + _Z95 * std, hi)
     empty = count == 0
-    stats = np.stack(
-        [
-            count,
-            mean,
-            std,
-            lo,
-            hi,
-            np.broadcast_to(last_value[:, None], count.shape),
-            ewma,
-            slope,
-            r2,
-            roc,
-            p95,
-        ],
-        axis=-1,
-    )
+    stats = np.empty((*count.shape, len(STATISTICS)))
+    for k, column in enumerate(
+        (count, mean, std, lo, hi, last_value[:, None], ewma, slope, r2, roc, p95)
+    ):  # in STATISTICS' order
+        stats[..., k] = column
     stats[empty, 1:] = np.nan
     stats[empty, 0] = 0.0
     return stats

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from models.base import FloatArray, StateArray, as_float32, as_float64, split_state, store_rows
+from models.base import FloatArray, StateArray, as_float32, split_state
 
 DAY_SLOTS = 288
 """Time-of-day slots of the daily profile: five minutes each, whatever the series' step."""
@@ -50,7 +50,7 @@ BUCKETS = np.array([1, 3, 12, 36, 96, 288], dtype=np.int64)
 """Horizons (in steps) at which candidate errors and interval quantiles are tracked."""
 N_CANDIDATES = 6
 CHUNK = 4096
-"""Series a call works on at once: it copies their whole rows (13 KB each as float64) and a
+"""Series a call works on at once: it holds their rows as float64 (13 KB each) and a
 few times as much in temporaries, so a large batch goes a few thousand series at a time."""
 
 IntArray = npt.NDArray[np.int64]
@@ -87,6 +87,24 @@ def blend_weights(mae: FloatArray, power: float) -> FloatArray:
     inverse = (np.min(adjusted, axis=-1, keepdims=True) / adjusted) ** power
     weights: FloatArray = inverse / np.sum(inverse, axis=-1, keepdims=True)
     return weights
+
+
+def _finite_median(values: FloatArray) -> FloatArray:
+    """The median of each row's non-NaN values (NaN for none), the same numbers as
+    ``np.nanmedian(values, axis=1)``: a young series' ring is NaN-padded, and nanmedian's
+    masked-array path costs several times this one sort (a full ring takes ``np.median``).
+    """
+    if not np.isnan(values).any():
+        median: FloatArray = np.median(values, axis=1)
+        return median
+    ordered = np.sort(values, axis=1)  # NaN last
+    counts = values.shape[1] - np.count_nonzero(np.isnan(values), axis=1)
+    high = counts // 2
+    low = np.where(counts % 2 == 1, high, high - 1)
+    middle = np.take_along_axis(ordered, np.stack([low, high], axis=1), axis=1)
+    median = (0.0 + middle[:, 0] + middle[:, 1]) / 2.0  # summed from 0, as nanmedian does
+    median[counts == 0] = np.nan
+    return median
 
 
 def _track_median_abs(current: FloatArray, size: FloatArray) -> FloatArray:
@@ -306,18 +324,35 @@ class SeasonalForecaster:
 
     def _ring_medians(self, s: FloatArray, count: IntArray) -> tuple[FloatArray, FloatArray]:
         """Short and day-long medians of the deseasonalised ring, ``count`` points learned."""
-        rows = np.arange(s.shape[0])[:, None]
-        medians = []
-        for window in (self.short_window, RING):
-            back = np.mod(count[:, None] - np.arange(1, window + 1)[None, :], RING)
-            recent = s[rows, self._deseasonalised + back]
-            # A young series has fewer points than the window: the ring is NaN-padded.
-            medians.append(
-                np.nanmedian(recent, axis=1)
-                if np.isnan(recent).any()
-                else np.median(recent, axis=1)
-            )
-        return medians[0], medians[1]
+        back = np.mod(count[:, None] - np.arange(1, self.short_window + 1)[None, :], RING)
+        recent = s[np.arange(s.shape[0])[:, None], self._deseasonalised + back]
+        # The day-long window is the whole ring: a median does not depend on the order.
+        ring = s[:, self._deseasonalised : self._deseasonalised + RING]
+        return _finite_median(recent), _finite_median(ring)
+
+    def _read(
+        self,
+        state: StateArray,
+        at: IntArray,
+        spans: list[tuple[int, int]],
+        back: IntArray,
+    ) -> FloatArray:
+        """Rows ``at`` of ``state`` in :func:`~models.base.as_float64`'s layout, holding only
+        what a step reads: the head, the columns ``spans`` (``(start, stop)`` pairs past the
+        head) and each level ring's slots ``back`` points before the newest. The other cells
+        are left unset: a step reads a tenth of a row's two level rings, and a whole row,
+        6.5 KB of float32, would cost more to widen than the step's arithmetic."""
+        head, bulk = state["head"][at], state["bulk"]
+        s = np.empty((at.size, self._size))
+        s[:, : self._mae] = head
+        for start, stop in spans:
+            s[:, start:stop] = bulk[at, start - self._mae : stop - self._mae]
+        count = head[:, self._count].astype(np.int64)
+        slots = np.mod(count[:, None] - back[None, :], RING)
+        index = np.arange(at.size)[:, None]
+        for ring in (self._short_levels, self._day_levels):
+            s[index, ring + slots] = bulk[at[:, None], ring - self._mae + slots]
+        return s
 
     def learn(
         self, state: StateArray, x: FloatArray, t_ms: int, rows: IntArray | None = None
@@ -340,11 +375,20 @@ class SeasonalForecaster:
 
     def _learn(self, state: StateArray, value: FloatArray, t_ms: int, at: IntArray) -> None:
         """Learn ``value`` (all finite) into the rows ``at`` of ``state``."""
-        s = as_float64(state[at])
         index = np.arange(at.size)
         day_col = self._daily + (t_ms // SLOT_MS) % DAY_SLOTS
         last_day_col = self._last_day + (t_ms // SLOT_MS) % DAY_SLOTS
         week_col = self._weekly + (t_ms // HOUR_MS) % WEEK_SLOTS
+        s = self._read(
+            state,
+            at,
+            [
+                (self._mae, self._last_day),
+                (last_day_col, last_day_col + 1),
+                (self._weekly, self._short_levels),
+            ],
+            BUCKETS,
+        )
         count = s[:, self._count].astype(np.int64)
         first = count == 0
         daily = np.nan_to_num(s[:, day_col] - self._profile_mean(s, self._daily, DAY_SLOTS)[:, 0])
@@ -419,7 +463,15 @@ class SeasonalForecaster:
         s[:, self._trend] = trend + self.beta * (change - trend)
         s[index, self._short_levels + slot] = new_short
         s[index, self._day_levels + slot] = new_day
-        store_rows(state, at, s)
+        # Write back what a point changes: the head, errors and quantiles, one slot of each
+        # profile and of the last day, and the rings' newest slot.
+        state["head"][at] = s[:, : self._mae]
+        bulk, head = state["bulk"], self._mae
+        bulk[at, : self._daily - head] = as_float32(s[:, self._mae : self._daily])
+        for col in (day_col, last_day_col, week_col):
+            bulk[at, col - head] = as_float32(s[:, col])
+        for ring in (self._deseasonalised, self._short_levels, self._day_levels):
+            bulk[at, ring - head + slot] = as_float32(s[index, ring + slot])
 
     def forecast(
         self,
@@ -435,18 +487,15 @@ class SeasonalForecaster:
         ``coverage`` share of the errors seen at that horizon.
         """
         steps = horizon_steps(horizons)
-        n = state.shape[0] if rows is None else len(rows)
+        at = np.arange(state.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        targets = self._last_day + ((t_ms + steps * self._step_ms) // SLOT_MS) % DAY_SLOTS
+        read = [(self._mae, self._last_day), (self._weekly, self._deseasonalised)]
+        read += [(col, col + 1) for col in np.unique(targets).tolist()]
         parts = [
             self._forecast(
-                as_float64(
-                    state[start : start + CHUNK]
-                    if rows is None
-                    else state[rows[start : start + CHUNK]]
-                ),
-                t_ms,
-                steps,
+                self._read(state, at[start : start + CHUNK], read, BUCKETS[:1]), t_ms, steps
             )
-            for start in range(0, max(n, 1), CHUNK)
+            for start in range(0, max(at.size, 1), CHUNK)
         ]
         mean, lower, upper = (np.concatenate(out) for out in zip(*parts, strict=True))
         return mean, lower, upper

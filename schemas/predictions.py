@@ -138,7 +138,12 @@ class PredictionColumns:
         if not n:
             return first
         columns["kinds"] += [kind] * n
-        columns["metric_index"] += [self.metric(m) for m in metrics]
+        if not self.metrics and len(set(metrics)) == n:  # the first, each once: in their order
+            self.metrics += metrics
+            self._metric_at.update(zip(metrics, range(n), strict=True))
+            columns["metric_index"] += range(n)
+        else:
+            columns["metric_index"] += [self.metric(m) for m in metrics]
         columns["model_index"] += [self.model(*model)] * n
         columns["horizons_s"] += np.asarray(horizons_s, dtype=np.int64).tolist()
         columns["values"] += _floats(values)
@@ -169,16 +174,17 @@ class PredictionColumns:
         """The index of the ``rank``-th highest finite score of ``kind`` (of ``metric`` only,
         when given); -1 when fewer than ``rank`` predictions have one."""
         columns = self.columns
-        scored = sorted(
-            (
-                (score, -i)  # of equal scores, the first added
-                for i, (k, score, at) in enumerate(
-                    zip(columns["kinds"], columns["scores"], columns["metric_index"], strict=True)
-                )
-                if k == kind and math.isfinite(score) and (not metric or self.metrics[at] == metric)
-            ),
-            reverse=True,
+        candidates = (
+            (score, -i)  # of equal scores, the first added
+            for i, (k, score, at) in enumerate(
+                zip(columns["kinds"], columns["scores"], columns["metric_index"], strict=True)
+            )
+            if k == kind and math.isfinite(score) and (not metric or self.metrics[at] == metric)
         )
+        if rank == 1:  # the usual rule: the highest alone, without sorting them all
+            best = max(candidates, default=None)
+            return -1 if best is None else -best[1]
+        scored = sorted(candidates, reverse=True)
         return -scored[rank - 1][1] if len(scored) >= rank else -1
 
     def worst(self, kind: str, rank: int = 1, metric: str = "") -> tuple[float, str]:
