@@ -30,10 +30,6 @@ async def _serve(server: ApiServer, settings: Settings) -> None:
         # milliseconds instead of the 40-400 ms in which no request was answered.
         gc.collect()
         gc.freeze()
-        # An answer is made of acyclic records that die with it, 400 a batch's entity: at
-        # the default of 700 allocations the collector ran every few entities and walked
-        # them all, up to a full collection, a tenth of a batch's CPU for nothing to free.
-        gc.set_threshold(50_000)
         print(
             f"foresight api: listening on {settings.tls().url(settings.bind_host, server.port)} "
             "(REST under /v1, GraphQL at /graphql, OpenAPI at /openapi.json)",
