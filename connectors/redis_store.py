@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.codec import Codec, DecodeError
-from schemas.predictions import as_rows, prediction_rows
+from schemas.predictions import as_rows, prediction_columns, prediction_rows
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,16 @@ class FeatureStore:
 
     async def online(
         self, entities: Sequence[str]
-    ) -> tuple[list[dict[str, Any] | None], list[dict[str, Any] | None]]:
-        """:meth:`predictions` and :meth:`features` of each entity, in one round trip."""
+    ) -> tuple[
+        list[dict[str, Any] | None], list[dict[str, Any] | None], list[dict[str, Any] | None]
+    ]:
+        """Each entity's newest PredictionBatch, the newest that had forecasts and its
+        FeatureVector (``None`` where missing), as decoded, in one round trip: what
+        :meth:`predictions` (see :func:`latest_parts`) and :meth:`features` answer."""
         latest, forecasts, vectors = await self._get_many(
             (PREDICTIONS_PREFIX, FORECASTS_PREFIX, FEATURES_PREFIX), entities
         )
-        batches = [latest_of_everything(n, o) for n, o in zip(latest, forecasts, strict=True)]
-        return batches, vectors
+        return latest, forecasts, vectors
 
     async def entities_with_predictions(self, limit: int = 10_000) -> list[str]:
         """Entities that have a cached prediction now."""
@@ -219,14 +222,27 @@ def _has_forecasts(batch: dict[str, Any]) -> bool:
     return any(p["kind"] == "FORECAST" for p in prediction_rows(batch))
 
 
+def latest_parts(
+    latest: dict[str, Any] | None, forecast: dict[str, Any] | None
+) -> list[tuple[dict[str, Any], str | None]]:
+    """The batches the latest of everything is read from, each with the one kind read from
+    it (``None``: every kind): ``latest`` (a PredictionBatch), and the forecasts of
+    ``forecast``, the newest batch that had any, when ``latest`` has none of its own."""
+    if latest is None:
+        return []
+    if forecast is not None and "FORECAST" not in prediction_columns(latest)["kinds"]:
+        return [(latest, None), (forecast, "FORECAST")]
+    return [(latest, None)]
+
+
 def latest_of_everything(
     latest: dict[str, Any] | None, forecast: dict[str, Any] | None
 ) -> dict[str, Any] | None:
-    """``latest`` (a PredictionBatch) as rows, with the forecasts of ``forecast``, the newest
-    batch that had any, when it has none of its own."""
-    if latest is None:
+    """The latest of everything (:func:`latest_parts`) as one batch of rows."""
+    parts = latest_parts(latest, forecast)
+    if not parts:
         return None
-    merged = as_rows(latest)
-    if forecast is not None and not any(p["kind"] == "FORECAST" for p in merged["predictions"]):
-        merged["predictions"] += prediction_rows(forecast, "FORECAST")
+    merged = as_rows(parts[0][0])
+    for batch, only in parts[1:]:
+        merged["predictions"] += prediction_rows(batch, only)
     return merged

@@ -18,8 +18,8 @@ Examples
 >>> [(d.feature, d.value) for d in read_features("ANOMALY", "cpu", vector)]
 [('cpu:1m:last', 97.0)]
 >>> import numpy as np
->>> drivers = top_contributions(["a", "b", "c"], np.array([1.0, np.nan, 3.0]),
-...                             np.array([0.5, -2.0, 0.1, -1.0]), top=2)
+>>> (drivers,) = top_contributions(["a", "b", "c"], np.array([[1.0, np.nan, 3.0]]),
+...                                np.array([[0.5, -2.0, 0.1, -1.0]]), top=2)
 >>> [(d.feature, d.value, d.contribution) for d in drivers]
 [('b', None, -2.0), ('a', 1.0, 0.5)]
 >>> summary([("memory_percent:15m:slope", 0.31), ("cpu_percent", -0.042)])
@@ -81,18 +81,24 @@ def read_features(kind: str, metric: str, features: Mapping[str, float]) -> list
 
 def top_contributions(
     features: Sequence[str], values: FloatArray, contributions: FloatArray, top: int
-) -> list[Driver]:
-    """The ``top`` features with the largest SHAP contributions, by absolute value.
+) -> list[list[Driver]]:
+    """Each row's ``top`` features with the largest SHAP contributions, by absolute value.
 
-    ``values`` is the row the model scored (NaN where missing), ``contributions`` its row of
-    :meth:`~models.training.FailureRiskModel.contributions` (one per feature, then the bias).
+    ``values`` holds the rows the model scored (NaN where missing), ``contributions`` their
+    :meth:`~models.training.FailureRiskModel.contributions` (one per feature, then the bias):
+    the rows of a batch are ranked in one call.
     """
-    shares = np.asarray(contributions[: len(features)], dtype=np.float64)
-    order = np.argsort(-np.abs(shares), kind="stable")[: max(top, 0)]
+    shares = np.asarray(contributions, dtype=np.float64)[:, : len(features)]
+    order = np.argsort(-np.abs(shares), axis=1, kind="stable")[:, : max(top, 0)]
+    picked = np.take_along_axis(shares, order, axis=1).tolist()
+    read = np.take_along_axis(np.asarray(values, dtype=np.float64), order, axis=1).tolist()
     return [
-        Driver(features[j], _finite(float(values[j])), float(shares[j]))
-        for j in order.tolist()
-        if shares[j] != 0.0
+        [
+            Driver(features[j], _finite(value), share)
+            for j, value, share in zip(at, row_values, row_shares, strict=True)
+            if share != 0.0
+        ]
+        for at, row_values, row_shares in zip(order.tolist(), read, picked, strict=True)
     ]
 
 

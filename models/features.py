@@ -93,10 +93,24 @@ def vector_names(record: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def vector_positions(record: Mapping[str, Any]) -> Mapping[str, int]:
+    """Each feature name of a FeatureVector record to its index in ``values`` (shared for the
+    standard layout: do not change it)."""
+    names = record.get("names")
+    if names:
+        return {name: at for at, name in enumerate(names)}
+    return _layout_positions(tuple(record.get("metrics") or ()))
+
+
 @functools.lru_cache(maxsize=4096)
 def _layout_names(metrics: tuple[str, ...]) -> list[str]:
     # An entity's metrics repeat step after step: expand each list once.
     return feature_names(list(metrics))
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_positions(metrics: tuple[str, ...]) -> dict[str, int]:
+    return {name: at for at, name in enumerate(_layout_names(metrics))}
 
 
 def feature_set_hash() -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -449,6 +450,23 @@ class TrainingConfig:
         }
 
 
+class _Layout:
+    """Where a feature layout's values go in a model's matrix: the ``columns`` of the
+    features the model reads, from ``positions`` of the vector's values."""
+
+    def __init__(self, columns: npt.NDArray[np.intp], positions: npt.NDArray[np.intp]) -> None:
+        self.columns = columns
+        self.positions = positions
+        self._pick = operator.itemgetter(*positions.tolist()) if len(positions) else None
+
+    def values(self, values: Sequence[float] | FloatArray) -> Any:
+        """The values the model reads: a decoded record's list is picked from, not turned
+        into an array of all its values first."""
+        if isinstance(values, np.ndarray) or self._pick is None:
+            return np.asarray(values, dtype=np.float64)[self.positions]
+        return self._pick(values)
+
+
 class FailureRiskModel:
     """An XGBoost classifier of "failure within the horizon" over stream features.
 
@@ -478,7 +496,7 @@ class FailureRiskModel:
         self.horizon_s = horizon_s
         self.threshold = threshold
         self._column_of = {name: j for j, name in enumerate(self.features)}
-        self._layouts: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
 
     @classmethod
     def fit(
@@ -499,7 +517,7 @@ class FailureRiskModel:
         booster = xgb.train(merged, data, num_boost_round=rounds)
         return cls(booster, features, horizon_s, config.threshold)
 
-    def _layout(self, vector: Record) -> npt.NDArray[np.intp]:
+    def _layout(self, vector: Record) -> _Layout:
         # A vector names its features, or its metrics for the standard layout: the shorter
         # key, since an entity's metrics repeat step after step.
         key = ("metrics", *vector["metrics"]) if vector.get("metrics") else tuple(vector["names"])
@@ -508,8 +526,9 @@ class FailureRiskModel:
             if len(self._layouts) >= 4096:  # entities' name lists are few; bound the cache
                 self._layouts.clear()
             names = vector_names(vector)
-            layout = np.array([self._column_of.get(n, -1) for n in names], dtype=np.intp)
-            self._layouts[key] = layout
+            columns = np.array([self._column_of.get(n, -1) for n in names], dtype=np.intp)
+            used = np.flatnonzero(columns >= 0)
+            layout = self._layouts[key] = _Layout(columns[used], used)
         return layout
 
     def matrix(self, feature_vectors: Sequence[Record]) -> FloatArray:
@@ -517,8 +536,8 @@ class FailureRiskModel:
         out = np.full((len(feature_vectors), len(self.features)), np.nan)
         for i, vector in enumerate(feature_vectors):
             layout = self._layout(vector)
-            used = layout >= 0
-            out[i, layout[used]] = np.asarray(vector["values"], dtype=np.float64)[used]
+            if len(layout.positions):
+                out[i, layout.columns] = layout.values(vector["values"])
         return out
 
     def score_matrix(self, matrix: FloatArray) -> FloatArray:
@@ -562,10 +581,11 @@ class FailureRiskModel:
         matrix = self.matrix(feature_vectors)
         probabilities = self.score_matrix(matrix)
         explained = np.flatnonzero(probabilities >= at_least)
-        shares = self.contributions(matrix[explained])
+        rows = matrix[explained]
+        found = top_contributions(self.features, rows, self.contributions(rows), top)
         drivers: list[list[Driver]] = [[] for _ in feature_vectors]
-        for row, i in enumerate(explained.tolist()):
-            drivers[i] = top_contributions(self.features, matrix[i], shares[row], top)
+        for i, its in zip(explained.tolist(), found, strict=True):
+            drivers[i] = its
         return probabilities, drivers
 
     def booster_bytes(self) -> bytes:

@@ -255,6 +255,24 @@ def prediction_rows(batch: Mapping[str, Any], only: str | None = None) -> list[R
     ]
 
 
+def prediction_columns(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The batch's predictions as columns (the names, :data:`COLUMNS` and :data:`DRIVERS`),
+    from a batch of any version: a columnar batch is its own, a version 1 batch's records
+    are laid out in columns (a missing bound as NaN)."""
+    if not batch.get("predictions"):
+        return batch
+    columns = PredictionColumns()
+    for p in batch["predictions"]:
+        at = columns.add(
+            p["kind"], (p["model"], p["model_version"]), [p["metric"]], [p["horizon_s"]],
+            [p["value"]], [p["score"]],
+            [math.nan if p["lower"] is None else p["lower"]],
+            [math.nan if p["upper"] is None else p["upper"]],
+        )  # fmt: skip
+        columns.explain(at, [(d["feature"], d["contribution"]) for d in p.get("drivers", ())])
+    return columns.record()
+
+
 def prediction_count(batch: Mapping[str, Any]) -> int:
     """How many predictions a batch of either version carries."""
     return len(batch.get("predictions") or ()) or len(batch.get("kinds") or ())

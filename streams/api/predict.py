@@ -31,14 +31,15 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from connectors.http.errors import ApiError
-from connectors.redis_store import FeatureStore, PoolExhaustedError, latest_of_everything
+from connectors.redis_store import FeatureStore, PoolExhaustedError, latest_parts
 from models import explain
 from models.entity import EntityPipeline, ModelSet, step_many
-from models.features import vector_names
+from models.features import vector_positions
 from models.registry import ModelRegistry, RegistryError
 from models.signals import MetricKind
 from models.traffic import entity_slot
 from models.training import FAILURE_RISK
+from schemas.predictions import COLUMNS, DRIVERS, prediction_columns
 from streams.api.schema import (
     Kind,
     PredictRequest,
@@ -92,10 +93,12 @@ class _Scored:
 
 @dataclass(frozen=True)
 class _State:
-    """An entity's predictions (a PredictionBatch as rows) and features at one step."""
+    """An entity's predictions and features at one step: the PredictionBatch records its
+    predictions are read from, each with the one kind read from it (None: all, see
+    :func:`~connectors.redis_store.latest_parts`), and its FeatureVector."""
 
     source: Source
-    batch: Record | None
+    batches: list[tuple[Record, str | None]]
     features: Record | None
 
 
@@ -157,11 +160,13 @@ class Predictor:
 
     async def _online(self, entities: list[str]) -> list[_State | ApiError]:
         try:
-            batches, vectors = await self.store.online(entities)
+            latest, forecasts, vectors = await self.store.online(entities)
         except RedisError as error:
             raise store_error(error) from error
         states: list[_State | ApiError] = []
-        for entity, batch, vector in zip(entities, batches, vectors, strict=True):
+        for entity, batch, forecast, vector in zip(
+            entities, latest, forecasts, vectors, strict=True
+        ):
             if batch is None and vector is None:
                 states.append(
                     ApiError(
@@ -172,7 +177,7 @@ class Predictor:
                     )
                 )
             else:
-                states.append(_State(Source.ONLINE, batch, vector))
+                states.append(_State(Source.ONLINE, latest_parts(batch, forecast), vector))
         return states
 
     def _replay(self, request: PredictRequest, now_ms: int) -> _State | ApiError:
@@ -221,7 +226,7 @@ class Predictor:
         last_ms = int(instants[-1])
         if last_ms > pipeline.last_step_ms:  # samples after the last step: step now
             step(last_ms)
-        return _State(Source.WINDOW, latest_of_everything(batch, forecast), features)
+        return _State(Source.WINDOW, latest_parts(batch, forecast), features)
 
     @staticmethod
     def _trained(
@@ -261,18 +266,14 @@ class Predictor:
     ) -> Record:
         top = request.top
         vector = state.features
-        feature_values: Mapping[str, float] = (
-            dict(zip(vector_names(vector), vector["values"], strict=True))
-            if vector is not None and top
-            else {}
-        )
+        features = _Features(vector if top else None)
         rescored = {(FAILURE_RISK, scored.model.version) for scored in trained}
         predictions = [
-            self._online_prediction(p, feature_values, top)
-            for p in (state.batch or {}).get("predictions", [])
-            if (p["model"], p["model_version"]) not in rescored and _wanted(request, p)
+            p
+            for batch, only in state.batches
+            for p in _stream_predictions(request, batch, only, rescored, features)
         ]
-        entity_wide = [
+        entity_wide: list[Record] = [
             {
                 "kind": Kind.FAILURE_RISK,
                 "metric": "entity",
@@ -287,48 +288,100 @@ class Predictor:
             }
             for scored in trained
         ]
-        predictions += [p for p in entity_wide if _wanted(request, p)]
-        event_time = (state.batch or vector or {}).get("event_time", 0)
+        predictions += [
+            p for p in entity_wide if _wanted(request, p["kind"], p["metric"], p["horizon_s"])
+        ]
+        newest = state.batches[0][0] if state.batches else vector or {}
         return {
             "entity": request.entity,
             "source": state.source,
-            "event_time": event_time,
+            "event_time": newest.get("event_time", 0),
             "features_event_time": vector["event_time"] if vector is not None else None,
             "predictions": predictions,
         }
 
-    @staticmethod
-    def _online_prediction(row: Record, features: Mapping[str, float], top: int) -> Record:
-        """A prediction as the stream made it, with the drivers it carries (an entity anomaly
-        or a local-trend risk) or else the features its model reads."""
-        carried = row.get("drivers")
-        if carried:
+
+class _Features:
+    """A FeatureVector's values by name, for drivers (none without a vector)."""
+
+    def __init__(self, vector: Record | None) -> None:
+        self.positions = vector_positions(vector) if vector is not None else {}
+        self.values = vector["values"] if vector is not None else ()
+
+    def value(self, name: str) -> float | None:
+        at = self.positions.get(name)
+        return None if at is None else _number(self.values[at])
+
+
+def _stream_predictions(
+    request: PredictRequest,
+    batch: Record,
+    only: str | None,
+    rescored: set[tuple[str, str]],
+    features: _Features,
+) -> list[Record]:
+    """The predictions of a PredictionBatch (of kind ``only`` alone, when given) that the
+    request keeps, as the stream made them, except those of a model version scored again
+    (``rescored``). Each comes with the drivers it carries (an entity anomaly or a
+    local-trend risk) or else the features its model reads.
+
+    Read straight from the batch's columns, each model's ``model`` record shared by its
+    predictions: a row per prediction first, then an answer made of each row, made every
+    object twice."""
+    top = request.top
+    columns = prediction_columns(batch)
+    metrics = columns["metrics"]
+    models = [
+        {"name": name, "version": version}
+        for name, version in zip(columns["models"], columns["model_versions"], strict=True)
+    ]
+    skipped = [(m["name"], m["version"]) in rescored for m in models]
+    shadow = [m["name"] == ONLINE_FAILURE_MODEL for m in models]
+    carried: dict[int, list[tuple[str, float]]] = {}
+    for of, feature, contribution in zip(*(columns.get(name, ()) for name in DRIVERS), strict=True):
+        carried.setdefault(of, []).append((feature, contribution))
+    filtered = not (
+        request.kinds is None and request.metrics is None and request.horizons_s is None
+    )
+    isfinite = math.isfinite
+    out: list[Record] = []
+    for i, (kind, m, k, horizon_s, value, score, lower, upper) in enumerate(
+        zip(*(columns[name] for name in COLUMNS), strict=True)
+    ):
+        metric = metrics[m]
+        if (
+            (only is not None and kind != only)
+            or skipped[k]
+            or (filtered and not _wanted(request, kind, metric, horizon_s))
+        ):
+            continue
+        if i in carried:
             drivers = [
-                {
-                    "feature": d["feature"],
-                    "value": _number(features.get(d["feature"])),
-                    "contribution": d["contribution"],
-                }
-                for d in carried[:top]
+                {"feature": name, "value": features.value(name), "contribution": contribution}
+                for name, contribution in carried[i][:top]
+            ]
+        elif features.positions:
+            drivers = [
+                {"feature": name, "value": features.value(name), "contribution": None}
+                for name in explain.features_read(kind, metric)[:top]
             ]
         else:
-            read = explain.features_read(row["kind"], row["metric"]) if features else ()
-            drivers = [
-                {"feature": name, "value": _number(features.get(name)), "contribution": None}
-                for name in read[:top]
-            ]
-        return {
-            "kind": row["kind"],
-            "metric": row["metric"],
-            "horizon_s": row["horizon_s"],
-            "value": _number(row["value"]),
-            "score": _number(row["score"]),
-            "lower": _number(row["lower"]),
-            "upper": _number(row["upper"]),
-            "model": {"name": row["model"], "version": row["model_version"]},
-            "shadow": row["model"] == ONLINE_FAILURE_MODEL,
-            "drivers": drivers,
-        }
+            drivers = []
+        out.append(
+            {
+                "kind": kind,
+                "metric": metric,
+                "horizon_s": horizon_s,
+                "value": value if isfinite(value) else None,
+                "score": score if isfinite(score) else None,
+                "lower": lower if isfinite(lower) else None,
+                "upper": upper if isfinite(upper) else None,
+                "model": models[k],
+                "shadow": shadow[k],
+                "drivers": drivers,
+            }
+        )
+    return out
 
 
 def _drivers(drivers: Sequence[explain.Driver]) -> list[Record]:
@@ -337,19 +390,15 @@ def _drivers(drivers: Sequence[explain.Driver]) -> list[Record]:
     ]
 
 
-def _wanted(request: PredictRequest, prediction: Mapping[str, Any]) -> bool:
-    """Whether the request's filters keep a prediction (a row of a PredictionBatch, or an
-    answer's prediction: both have its ``kind``, ``metric`` and ``horizon_s``)."""
-    if request.kinds is not None and prediction["kind"] not in request.kinds:
+def _wanted(request: PredictRequest, kind: str, metric: str, horizon_s: int) -> bool:
+    """Whether the request's filters keep a prediction of ``kind`` about ``metric``
+    (``entity`` for an entity-wide one) ``horizon_s`` ahead."""
+    if request.kinds is not None and kind not in request.kinds:
         return False
-    if (
-        request.metrics is not None
-        and prediction["metric"] != "entity"
-        and prediction["metric"] not in request.metrics
-    ):
+    if request.metrics is not None and metric != "entity" and metric not in request.metrics:
         return False
     return not (
         request.horizons_s is not None
-        and prediction["kind"] == "FORECAST"
-        and prediction["horizon_s"] not in request.horizons_s
+        and kind == "FORECAST"
+        and horizon_s not in request.horizons_s
     )

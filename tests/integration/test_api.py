@@ -27,8 +27,10 @@ from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.errors import ApiError
 from connectors.http.keys import OPERATE, READ, WRITE, KeysFile
 from connectors.kafka_admin import TopicRequest, ensure_topics
-from connectors.redis_store import FeatureStore
+from connectors.redis_store import FeatureStore, latest_of_everything
 from models.entity import EntityPipeline, ModelSet, step_many
+from models.explain import features_read
+from models.features import vector_names
 from models.registry import ModelRegistry
 from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_failure_risk
 from schemas.codec import Codec
@@ -37,7 +39,7 @@ from streams.api import schema
 from streams.api.client import ApiClient, prediction_request
 from streams.api.server import ApiConfig, ApiServer
 from streams.cli import main
-from streams.engine import pipeline_config
+from streams.engine import ONLINE_FAILURE_MODEL, pipeline_config
 from streams.settings import Settings
 from tests.connectors.test_clickhouse_sink import SinkProcess, _produce, _recent
 from tests.integration.test_audit import _read_all
@@ -251,6 +253,98 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
         }
         for p in first
     ]
+
+
+def _stepped_host(
+    entity: str, start_ms: int, steps: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A host of two metrics (memory leaking, CPU wobbling) stepped as the worker steps it:
+    its latest PredictionBatch, the latest that had forecasts, and its FeatureVector."""
+    pipeline = EntityPipeline(entity, ModelSet(pipeline_config(Settings(step_s=10.0))))
+    latest = forecast = features = None
+    for k in range(steps):
+        t = start_ms + k * STEP_MS
+        values = np.array([50 + k * 0.1, 30.0 + k % 7])
+        pipeline.add(t, ["memory_percent", "cpu_percent"], values, np.array([100.0, 100.0]))
+        features, latest, _ = step_many([pipeline], [t])[0]
+        if "FORECAST" in latest["kinds"]:
+            forecast = latest
+    assert latest is not None and forecast is not None and features is not None
+    return latest, forecast, features
+
+
+def _as_answered(row: dict[str, Any], vector: dict[str, Any], top: int) -> dict[str, Any]:
+    """A prediction row (:func:`prediction_rows`) as the API answers it, with the drivers
+    it carries or else the features its model reads (their values from ``vector``)."""
+    values = dict(zip(vector_names(vector), vector["values"], strict=True))
+    carried = [(d["feature"], d["contribution"]) for d in row["drivers"]]
+    read = [(name, None) for name in features_read(row["kind"], row["metric"])]
+    return {
+        "kind": row["kind"],
+        "metric": row["metric"],
+        "horizon_s": row["horizon_s"],
+        **{k: _finite(row[k]) for k in ("value", "score", "lower", "upper")},
+        "model": {"name": row["model"], "version": row["model_version"]},
+        "shadow": row["model"] == ONLINE_FAILURE_MODEL,
+        "drivers": [
+            {"feature": f, "value": _finite(values.get(f)), "contribution": c}
+            for f, c in (carried or read)[:top]
+        ],
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+async def test_a_batch_of_many_entities_answers_each_as_alone_and_as_the_worker_stored_it(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    start = int(time.time() * 1000) - 3_600_000
+    steps = (131, 151, 138, 160, 181, 145, 127, 170)  # forecasts at steps 1, 31, 61...
+    hosts = {f"api-many-{unique}-{k}": n for k, n in enumerate(steps)}
+    states = {host: _stepped_host(host, start, steps) for host, steps in hosts.items()}
+    assert {"FORECAST" in latest["kinds"] for latest, _, _ in states.values()} == {True, False}
+    store = FeatureStore(stack_settings.feature_store_url)
+    try:  # the forecast batch first, so the latest is the one the predictions key keeps
+        await store.put_predictions(
+            b for latest, forecast, _ in states.values() for b in (forecast, latest)
+        )
+        await store.put_features(features for _, _, features in states.values())
+    finally:
+        await store.close()
+    registry = ModelRegistry(str(tmp_path / "models"))
+    _trained(registry)
+    names = list(hosts)
+    items: list[dict[str, Any]] = [{"entity": host} for host in names]
+    items += [
+        {"entity": names[0], "top": 0},
+        {"entity": names[1], "top": 50, "kinds": ["FORECAST", "ANOMALY"]},
+        {"entity": names[2], "metrics": ["cpu_percent"], "horizons_s": [3600]},
+        {"entity": f"nobody-{unique}"},
+    ]
+    settings = stack_settings.replace(model_registry_url=registry.url)
+    async with running_api(settings, tmp_path, unique) as (server, keys):
+        headers = {"Authorization": f"Bearer {keys['reader']}"}
+        url = f"http://127.0.0.1:{server.port}/v1/predict"
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            batch = await http.post(f"{url}/batch", json={"items": items})
+            alone = [await http.post(f"{url}/performance", json=item) for item in items]
+
+    assert batch.status_code == 200
+    answered = batch.json()["items"]
+    assert [i["status"] for i in answered] == [200] * (len(items) - 1) + [404]
+    for item, single in zip(answered, alone, strict=True):
+        assert item["status"] == single.status_code
+        assert item["result"] == (single.json() if single.status_code == 200 else None)
+    for host, item in zip(names, answered[: len(names)], strict=True):
+        latest, forecast, features = states[host]
+        rows = prediction_rows(latest_of_everything(latest, forecast) or {})
+        stream = [p for p in item["result"]["predictions"] if p["model"]["name"] != FAILURE_RISK]
+        assert stream == [_as_answered(row, features, 5) for row in rows], host
+        assert {p["kind"] for p in stream} >= {"ANOMALY", "FORECAST", "FAILURE_RISK"}
+        (xgb,) = [p for p in item["result"]["predictions"] if p["model"]["name"] == FAILURE_RISK]
+        assert len(xgb["drivers"]) == 3
 
 
 def _clock(message: str) -> str:

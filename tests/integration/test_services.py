@@ -17,7 +17,7 @@ import pytest
 from connectors.clickhouse import open_store
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_connect import apply_connector, connector_status, delete_connector
-from connectors.redis_store import FeatureStore
+from connectors.redis_store import FeatureStore, latest_of_everything
 from schemas.codec import Codec, Message
 from schemas.predictions import PredictionColumns
 from streams.cli import main
@@ -80,8 +80,9 @@ async def test_redis_features_and_prediction_cache(stack_settings: Settings, uni
         (latest,) = await store.predictions([entity])
         assert latest is not None
         assert [p["kind"] for p in latest["predictions"]] == ["ANOMALY", "FORECAST"]
-        both = await store.online([entity, f"nobody-{unique}"])
-        assert both == ([latest, None], [features, None]), "one round trip, the same answers"
+        newest, forecasts, vectors = await store.online([entity, f"nobody-{unique}"])
+        merged = [latest_of_everything(n, f) for n, f in zip(newest, forecasts, strict=True)]
+        assert (merged, vectors) == ([latest, None], [features, None]), "one round trip"
         deadline = time.monotonic() + 10
         while (await store.predictions([entity]))[0] is not None:
             assert time.monotonic() < deadline, "the prediction cache entry never expired"
