@@ -80,6 +80,27 @@ async def running_api(
             yield server, keys
 
 
+async def _batch_and_alone(
+    settings: Settings, folder: Path, unique: str, items: list[dict[str, Any]], query: str = ""
+) -> tuple[httpx.Response, list[httpx.Response], httpx.Response | None]:
+    """``items`` as one ``/v1/predict/batch`` request and each alone on
+    ``/v1/predict/performance``, with a reader's key; and the GraphQL ``query``, if any, about
+    the first item's entity."""
+    async with running_api(settings, folder, unique) as (server, keys):
+        headers = {"Authorization": f"Bearer {keys['reader']}"}
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            batch = await http.post(f"{base}/v1/predict/batch", json={"items": items})
+            alone = [await http.post(f"{base}/v1/predict/performance", json=i) for i in items]
+            variables = {"e": items[0]["entity"]}
+            graphql = (
+                await http.post(f"{base}/graphql", json={"query": query, "variables": variables})
+                if query
+                else None
+            )
+    return batch, alone, graphql
+
+
 def client(server: ApiServer, key: str) -> ApiClient:
     return ApiClient(f"http://127.0.0.1:{server.port}", key)
 
@@ -200,21 +221,13 @@ async def test_each_item_of_a_batch_is_what_the_item_alone_gets(
         {"entity": "w", "window": [_series(int(time.time() + 7200) * 1000, 3)]},
     ]
     settings = stack_settings.replace(model_registry_url=registry.url)
-    async with running_api(settings, tmp_path, unique) as (server, keys):
-        headers = {"Authorization": f"Bearer {keys['reader']}"}
-        url = f"http://127.0.0.1:{server.port}/v1/predict"
-        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
-            batch = await http.post(f"{url}/batch", json={"items": items})
-            alone = [await http.post(f"{url}/performance", json=item) for item in items]
-            query = (
-                "query($e: Name!) { entity(name: $e) { latest { eventTime featuresEventTime "
-                "predictions { kind metric horizonS value model { name version } drivers "
-                "{ feature value contribution } } } } }"
-            )
-            graphql = await http.post(
-                f"http://127.0.0.1:{server.port}/graphql",
-                json={"query": query, "variables": {"e": hosts[0]}},
-            )
+    query = (
+        "query($e: Name!) { entity(name: $e) { latest { eventTime featuresEventTime "
+        "predictions { kind metric horizonS value model { name version } drivers "
+        "{ feature value contribution } } } } }"
+    )
+    batch, alone, graphql = await _batch_and_alone(settings, tmp_path, unique, items, query)
+    assert graphql is not None
 
     assert batch.status_code == 200
     answered = batch.json()
@@ -324,12 +337,7 @@ async def test_a_batch_of_many_entities_answers_each_as_alone_and_as_the_worker_
         {"entity": f"nobody-{unique}"},
     ]
     settings = stack_settings.replace(model_registry_url=registry.url)
-    async with running_api(settings, tmp_path, unique) as (server, keys):
-        headers = {"Authorization": f"Bearer {keys['reader']}"}
-        url = f"http://127.0.0.1:{server.port}/v1/predict"
-        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
-            batch = await http.post(f"{url}/batch", json={"items": items})
-            alone = [await http.post(f"{url}/performance", json=item) for item in items]
+    batch, alone, _ = await _batch_and_alone(settings, tmp_path, unique, items)
 
     assert batch.status_code == 200
     answered = batch.json()["items"]
