@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.codec import Codec, Message
+from schemas.codec import Codec, DecodeError, Message
 from streams import topics
 from streams.engine import Checkpoint, Engine, Input
 from streams.settings import load_settings
@@ -136,7 +136,7 @@ def run(entities: int, scrapes: int, scrape_ms: int, seed: int, chunk: int) -> d
             decoded: Any
             try:
                 _, decoded = codec.decode(r.value)
-            except Exception:  # a JSON twin
+            except DecodeError:  # a JSON twin
                 decoded = r.value
             digest.update(r.topic.encode() + (r.key or b""))
             digest.update(repr(decoded).encode())

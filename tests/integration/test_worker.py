@@ -254,7 +254,9 @@ async def test_idle_partition_windows_close_on_wall_time(
         if isinstance(r, dict) and r["entity"] == entity and r["event_time"] > last
     ]
     # The next step, with no new data: the end of the entity's step after the last record.
-    assert after[0]["event_time"] == step_end_after(last, step_phase_ms(entity, 10.0), 10.0)
+    assert after[0]["event_time"] == step_end_after(
+        last, step_phase_ms(entity, STEP_MS / 1000), STEP_MS / 1000
+    )
 
 
 async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
