@@ -70,6 +70,7 @@ from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
 from streams.state_store import journal_key, table_store
+from streams.transport import KafkaTransport
 
 log = logging.getLogger(__name__)
 _MIB = 1024 * 1024
@@ -205,6 +206,7 @@ def create_app(settings: Settings) -> faust.App:
         table_key_serializer="raw",
         table_value_serializer="raw",
     )
+    app.transport = KafkaTransport(app, settings.worker_fetch_wait_ms)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

@@ -173,6 +173,14 @@ class Settings:
         "FORESIGHT_WORKER_BATCH_WAIT_S",
         "Longest a worker waits to fill a pass (bounds the latency a batch adds).",
     )
+    worker_fetch_wait_ms: int = _setting(
+        25,
+        "FORESIGHT_WORKER_FETCH_WAIT_MS",
+        "Longest the broker holds the worker's fetch while no new record has come (Kafka's "
+        "fetch.max.wait.ms; Faust's own is 1,500). A busy partition's records can wait this "
+        "long behind a fetch for the worker's idle topics; a shorter wait costs more empty "
+        "fetches while idle.",
+    )
     worker_linger_ms: int = _setting(
         5,
         "FORESIGHT_WORKER_LINGER_MS",
