@@ -53,6 +53,10 @@ class RecordProducer:
         """Send bytes to one partition, whatever their key hashes to (probes, tests)."""
         self._pending.append(await self._producer.send(topic, value, key=key, partition=partition))
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partitions the brokers' metadata lists for ``topic``, in order."""
+        return sorted(await self._producer.partitions_for(topic))
+
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged by the broker."""
         pending, self._pending = self._pending, []

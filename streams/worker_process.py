@@ -124,7 +124,9 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
 
     A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
     sends a probe to each partition until the group has consumed one from each: records
-    produced after that are certain to be read. Settled means no worker is rebalancing, each
+    produced after that are certain to be read. The partitions are those the topic has, which
+    need not be ``topic_partitions`` (a topic a producer's first record auto-created, or an
+    operator made with a count of their own). Settled means no worker is rebalancing, each
     reads its own partitions (none twice) and each has some, while there are enough to go
     round: the first worker up reads them all until the others join, and a group that still
     has to rebalance is not ready.
@@ -134,6 +136,7 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
     producer = RecordProducer(settings.kafka())
     await producer.start()
     try:
+        partitions = await producer.partitions(topics.METRICS.name)
         while True:
             reports = []
             for worker in workers:
@@ -149,15 +152,15 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
             settled = (
                 all(report.get("status") in ("ok", "degraded") for report in reports)
                 and sum(map(len, owned)) == len(consumed)
-                and (all(owned) or len(workers) > settings.topic_partitions)
+                and (all(owned) or len(workers) > len(partitions))
             )
-            if settled and len(consumed) >= settings.topic_partitions:
+            if settled and len(consumed) >= len(partitions):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"workers not ready in {timeout_s}s: each read {[sorted(o) for o in owned]}"
                 )
-            for partition in range(settings.topic_partitions):
+            for partition in partitions:
                 await producer.send_to_partition(
                     topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
                 )

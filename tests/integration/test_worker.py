@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,26 @@ async def test_idle_partition_windows_close_on_wall_time(
     assert after[0]["event_time"] == step_end_after(
         last, step_phase_ms(entity, STEP_MS / 1000), STEP_MS / 1000
     )
+
+
+async def test_a_worker_is_ready_on_a_metrics_topic_of_another_partition_count(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """``telemetry.metrics`` may have fewer partitions than the settings say (a producer's
+    first record auto-created it, or an operator chose the count): waiting for the worker
+    probes the partitions the topic has, where probing the settings' count asked for
+    partitions that do not exist ("Unrecognized partition", seen in ``make demo``)."""
+    listed = len(await topic_partitions(stack_settings.kafka(), topics.METRICS.name))
+    more = replace(stack_settings, topic_partitions=2 * listed)
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProcess(more, f"test-partitions-{run}", tmp_path / "worker.log").start()
+    try:
+        await worker.ready()
+        report = worker.health() or {}
+        consumed = {k for k in report["consumed"] if k.startswith(topics.METRICS.name)}
+        assert len(consumed) == listed
+    finally:
+        worker.stop()
 
 
 async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
