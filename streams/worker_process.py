@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
 from deploy.local.processes import ChildProcess, free_port
 from streams import topics
@@ -118,18 +119,32 @@ class WorkerProcess(ServingProcess):
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def committed_offsets(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``'s partitions (those it has)."""
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
 async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> None:
-    """Wait until the workers of one group have settled and between them read every
-    partition of ``telemetry.metrics``.
+    """Wait until the workers of one group have settled, between them read every partition
+    of ``telemetry.metrics``, and committed an offset on each.
 
     A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
     sends a probe to each partition until the group has consumed one from each: records
-    produced after that are certain to be read. The partitions are those the topic has, which
-    need not be ``topic_partitions`` (a topic a producer's first record auto-created, or an
-    operator made with a count of their own). Settled means no worker is rebalancing, each
-    reads its own partitions (none twice) and each has some, while there are enough to go
-    round: the first worker up reads them all until the others join, and a group that still
-    has to rebalance is not ready.
+    produced after that are certain to be read. Until the group commits an offset on a
+    partition, a worker killed there leaves the next owner only the reset policy to go by,
+    the topic's end, past the records the killed one had not finished; so this waits for the
+    commits too (a second apart). The partitions are those the topic has, which need not be
+    ``topic_partitions`` (a topic a producer's first record auto-created, or an operator made
+    with a count of their own). Settled means no worker is rebalancing, each reads its own
+    partitions (none twice) and each has some, while there are enough to go round: the first
+    worker up reads them all until the others join, and a group that still has to rebalance
+    is not ready.
     """
     settings = workers[0].settings
     deadline = time.monotonic() + timeout_s
@@ -137,6 +152,7 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
     await producer.start()
     try:
         partitions = await producer.partitions(topics.METRICS.name)
+        done: dict[int, int] = {}
         while True:
             reports = []
             for worker in workers:
@@ -155,10 +171,14 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
                 and (all(owned) or len(workers) > len(partitions))
             )
             if settled and len(consumed) >= len(partitions):
-                return
+                group = workers[0].group
+                done = await committed_offsets(settings.kafka(), group, topics.METRICS.name)
+                if set(partitions) <= set(done):
+                    return
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"workers not ready in {timeout_s}s: each read {[sorted(o) for o in owned]}"
+                    f", the group committed on {sorted(done)} of {sorted(partitions)}"
                 )
             for partition in partitions:
                 await producer.send_to_partition(

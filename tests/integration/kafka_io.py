@@ -125,17 +125,6 @@ def broker_port() -> int:
         return port
 
 
-async def committed(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
-    """The offsets ``group`` has committed on ``topic``'s partitions (those it has)."""
-    admin = kafka.admin()
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-
-
 async def until(what: str, done: Callable[[], Awaitable[bool] | bool], timeout_s: float) -> float:
     """Poll ``done`` until it holds; returns the seconds it took, fails naming ``what``."""
     started = time.monotonic()

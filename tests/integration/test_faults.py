@@ -46,9 +46,9 @@ from streams.commands.sink import DEFAULT_GROUP
 from streams.commands.stack import local_stack, topic_requests
 from streams.commands.tail import topic_partitions
 from streams.settings import Settings, load_settings
-from streams.worker_process import ForesightProcess, WorkerProcess
+from streams.worker_process import ForesightProcess, WorkerProcess, committed_offsets
 from tests.integration.http_receiver import Receiver, serving
-from tests.integration.kafka_io import TopicReader, broker_port, committed, until
+from tests.integration.kafka_io import TopicReader, broker_port, until
 from tests.schemas.samples import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -598,9 +598,9 @@ async def test_clickhouse_refusing_inserts_the_sink_backs_off_commits_nothing_an
             during = asyncio.create_task(feed.steps(70, pace_s=OUTAGE_S / 30))
             said = await until("the sink says ClickHouse refuses", lambda: "clickhouse" in
                         pipeline.down("sink"), 30)  # fmt: skip
-            held = await committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
+            held = await committed_offsets(kafka, DEFAULT_GROUP, topics.METRICS.name)
             await during
-            assert await committed(kafka, DEFAULT_GROUP, topics.METRICS.name) == held, (
+            assert await committed_offsets(kafka, DEFAULT_GROUP, topics.METRICS.name) == held, (
                 "the sink committed offsets past an insert that failed"
             )
             before = (await asyncio.to_thread(feed.counts))["samples"]
@@ -617,7 +617,7 @@ async def test_clickhouse_refusing_inserts_the_sink_backs_off_commits_nothing_an
     # Caught up: the sink's commits reach the end of every partition (one the feed's entities
     # do not hash to has nothing to commit past what it held).
     async def committed_to_the_end() -> bool:
-        done = await committed(kafka, DEFAULT_GROUP, topics.METRICS.name)
+        done = await committed_offsets(kafka, DEFAULT_GROUP, topics.METRICS.name)
         ends = await _ends(kafka, topics.METRICS.name)
         return all(done.get(p, 0) == end for p, end in ends.items() if end)
 
@@ -712,7 +712,7 @@ async def test_a_connect_worker_restart_while_alerts_flow_delivers_each_alert_on
 
         async def read_to_end(topic: str) -> bool:
             kafka = pipeline.settings.kafka()
-            done = await committed(kafka, f"connect-{connector['connector']}", topic)
+            done = await committed_offsets(kafka, f"connect-{connector['connector']}", topic)
             return done == await _ends(kafka, topic)
 
         async with Feed(pipeline) as feed:

@@ -19,7 +19,7 @@ from schemas.predictions import prediction_count
 from streams import topics
 from streams.settings import Settings
 from streams.state_store import key_partition
-from streams.worker_process import WorkerProcess, group_ready
+from streams.worker_process import WorkerProcess, committed_offsets, group_ready
 from tests.integration.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -96,13 +96,23 @@ async def test_a_worker_killed_in_a_group_of_three_loses_and_doubles_nothing(
                 await asyncio.sleep(0.05)
             final = start + (STEPS - 1) * STEP_MS
 
-            def every_entity_finished(seen: list[tuple[str, bytes | None, Any]]) -> bool:
-                done = {r["entity"] for t, _, r in seen
-                        if t == topics.FEATURES.name and isinstance(r, dict)
-                        and r["event_time"] == final}  # fmt: skip
-                return set(entities) <= done
+            def unfinished(seen: list[tuple[str, bytes | None, Any]]) -> set[str]:
+                return set(entities) - {
+                    r["entity"] for t, _, r in seen
+                    if t == topics.FEATURES.name and isinstance(r, dict)
+                    and r["event_time"] == final
+                }  # fmt: skip
 
-            seen = await reader.until(every_entity_finished, timeout_s=240)
+            if not await reader.wait(lambda seen: not unfinished(seen), timeout_s=240):
+                n = stack_settings.topic_partitions
+                left = {key_partition(e.encode(), n) for e in unfinished(reader.records)}
+                held = await committed_offsets(stack_settings.kafka(), group, topics.METRICS.name)
+                raise AssertionError(
+                    f"entities of partitions {sorted(left)} never finished (the killed worker "
+                    f"read {sorted(lost)}); the group committed {held}; "
+                    f"logs in {tmp_path}"
+                )
+            seen = reader.records
         features: dict[str, dict[str, Any]] = {}
         first_after_kill: float | None = None
         changes: dict[str, list[str]] = defaultdict(list)
