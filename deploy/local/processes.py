@@ -4,14 +4,24 @@ The demo, the benchmarks and the integration tests start Foresight's commands th
 (:class:`streams.worker_process.ForesightProcess`), and the real clients beside them
 (node_exporter, Prometheus, Alertmanager: :mod:`deploy.local.host_telemetry`), each on a
 free port.
+
+A child lives no longer than the run that started it. Its own process group keeps a Ctrl-C
+at the terminal from reaching it before the run stops it in order; but a run that is killed
+(SIGKILL, the OOM killer, a SIGTERM with no handler) cannot stop anything, and its workers
+would go on consuming, in the group of the next run on the same Kafka. So on Linux each child
+starts under ``setpriv --pdeathsig TERM``: the kernel sends it SIGTERM (a graceful stop) when
+the thread that started it ends. Children started from another thread than the main one, or
+where there is no ``setpriv`` (util-linux), start without it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Self
 
@@ -47,7 +57,7 @@ class ChildProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.argv,
+                _dies_with_parent(self.argv),
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -74,3 +84,15 @@ class ChildProcess:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill9()
+
+
+def _dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the calling thread ends (see the module doc).
+
+    The kernel ties the signal to the thread that forks, not the process: a child started
+    from a worker thread would be stopped when that thread ends, so only the main thread's
+    children get it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
