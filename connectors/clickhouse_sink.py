@@ -6,7 +6,8 @@ each by the schema named in its header to its table (:mod:`connectors.clickhouse
 and inserts a batch when it holds ``batch_rows`` rows or ``batch_seconds`` have passed since
 its first record. Kafka offsets are committed only after every table of the batch is inserted.
 Undecodable records are counted (``foresight_sink_skipped_total``) and skipped: the worker
-dead-letters them, and the sink stores ``telemetry.deadletter`` in its own table.
+dead-letters them, and the sink stores ``telemetry.deadletter`` in its own table. Readiness
+probes (:data:`schemas.codec.PROBE_HEADER`) are passed over uncounted.
 
 No duplicates after a crash
 ---------------------------
@@ -87,7 +88,7 @@ from connectors.prometheus import (
     SINK_SKIPPED,
 )
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
-from schemas.codec import Codec, DecodeError
+from schemas.codec import Codec, DecodeError, is_probe
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ class SinkBatch:
         """Decode ``messages`` of ``tp`` into the batch; returns how many were skipped."""
         skipped = 0
         for message in messages:
+            if is_probe(message.headers):
+                continue
             try:
                 schema, record = codec.decode(message.value)
                 rows = TABLE_FOR_SCHEMA[schema].rows_of(record)

@@ -48,10 +48,18 @@ class RecordProducer:
             await self.flush()
 
     async def send_to_partition(
-        self, topic: str, partition: int, key: bytes | None, value: bytes
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Send bytes to one partition, whatever their key hashes to (probes, tests)."""
-        self._pending.append(await self._producer.send(topic, value, key=key, partition=partition))
+        sent = await self._producer.send(
+            topic, value, key=key, partition=partition, headers=headers
+        )
+        self._pending.append(sent)
 
     async def partitions(self, topic: str) -> list[int]:
         """The partitions the brokers' metadata lists for ``topic``, in order."""

@@ -23,7 +23,7 @@ import io
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -172,6 +172,16 @@ class DeadLetter:
             "error_kind": self.error_kind,
             "event_time": int(time.time() * 1000) if now_ms is None else now_ms,
         }
+
+
+PROBE_HEADER = "foresight-probe"
+"""The Kafka header of a readiness probe (:func:`streams.worker_process.group_ready`): a
+record that carries it is counted consumed by whoever reads it, and is no record at all."""
+
+
+def is_probe(headers: Sequence[tuple[str, bytes]] | None) -> bool:
+    """Whether a message with Kafka ``headers`` is a readiness probe."""
+    return bool(headers) and any(key == PROBE_HEADER for key, _ in headers or ())
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_producer import RecordProducer
 from deploy.local.processes import ChildProcess, free_port
+from schemas.codec import PROBE_HEADER
 from streams import topics
 from streams.access import local_url, open_local
 from streams.settings import Settings
@@ -136,7 +137,9 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
 
     A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
     sends a probe to each partition until the group has consumed one from each: records
-    produced after that are certain to be read. Until the group commits an offset on a
+    produced after that are certain to be read. A probe carries the header
+    :data:`~schemas.codec.PROBE_HEADER`, which a worker counts consumed and leaves at that
+    (no dead letter). Until the group commits an offset on a
     partition, a worker killed there leaves the next owner only the reset policy to go by,
     the topic's end, past the records the killed one had not finished; so this waits for the
     commits too (a second apart). The partitions are those the topic has, which need not be
@@ -182,7 +185,7 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
                 )
             for partition in partitions:
                 await producer.send_to_partition(
-                    topics.METRICS.name, partition, b"probe", b"\x00not-a-record"
+                    topics.METRICS.name, partition, b"probe", b"", [(PROBE_HEADER, b"1")]
                 )
             await producer.flush()
             await asyncio.sleep(0.5)

@@ -39,7 +39,7 @@ from models.failure_outcomes import OutcomeTracker
 from models.routing import AgentConcurrency, RoutingPolicy, ScalingAdvisor, scaling_predictions
 from models.signals import SignalRules, StageOutput
 from models.workflows import WorkflowTracker
-from schemas.codec import Codec, DeadLetter, DecodeError, Message
+from schemas.codec import Codec, DeadLetter, DecodeError, Message, is_probe
 from schemas.predictions import PredictionColumns
 from streams import topics
 from streams.engine import journal
@@ -78,10 +78,12 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
 
 @dataclass(frozen=True)
 class Input:
-    """A consumed record: its coordinates and bytes, and its Kafka timestamp (ms)."""
+    """A consumed record: its coordinates and bytes, its Kafka timestamp (ms), and whether it
+    is a readiness probe (:data:`schemas.codec.PROBE_HEADER`)."""
 
     message: Message
     timestamp_ms: int | None = None
+    probe: bool = False
 
 
 @dataclass
@@ -164,6 +166,8 @@ class Engine:
         out = self.outputs()
         for item in inputs:
             self._consumed(item.message, now_s)
+            if item.probe:
+                continue
             try:
                 self._metric_batch(item, now_s, out)
             except Exception as error:
@@ -883,6 +887,7 @@ def inputs_of(events: Sequence[Any]) -> list[Input]:
         Input(
             Message(m.topic, m.partition, m.offset, m.key, m.value),
             int(m.timestamp * 1000) if m.timestamp else None,
+            is_probe(m.headers),
         )
         for m in (e.message for e in events)
     ]

@@ -43,7 +43,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_clients import KafkaConfig
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from deploy.local.processes import free_port
-from schemas.codec import Codec
+from schemas.codec import PROBE_HEADER, Codec
 from schemas.predictions import PredictionColumns
 from streams.commands.sql import format_table, run_sql
 from streams.settings import Settings
@@ -124,21 +124,27 @@ def test_every_table_gets_exactly_its_declared_columns(schema: str) -> None:
 
 
 def test_undecodable_and_inconsistent_records_are_counted_and_skipped() -> None:
+    """A readiness probe (``group_ready``'s) is passed over without a count: it is no record."""
     codec = Codec()
     good = codec.encode("metric_batch", _recent("metric_batch", 1_000))
     uneven = codec.encode("metric_batch", _recent("metric_batch", 1_000, values=[1.0]))
 
     class Message:
-        def __init__(self, offset: int, value: bytes) -> None:
+        def __init__(self, offset: int, value: bytes, probe: bool = False) -> None:
             self.offset, self.value = offset, value
+            self.headers = ((PROBE_HEADER, b"1"),) if probe else ()
 
     batch = SinkBatch()
     tp = TopicPartition("t", 0)
-    skipped = batch.add(codec, tp, [Message(7, good), Message(8, b"\x01junk"), Message(9, uneven)])
+    skipped = batch.add(
+        codec,
+        tp,
+        [Message(7, good), Message(8, b"\x01junk"), Message(9, uneven), Message(10, b"", True)],
+    )
     assert skipped == 2
     assert batch.rows == 2
     assert batch.by_schema["metric_batch"].offsets == [7]
-    assert batch.next_offsets == {tp: 10}
+    assert batch.next_offsets == {tp: 11}
 
 
 def test_query_values_become_json() -> None:

@@ -266,16 +266,20 @@ async def test_a_worker_is_ready_on_a_metrics_topic_of_another_partition_count(
     """``telemetry.metrics`` may have fewer partitions than the settings say (a producer's
     first record auto-created it, or an operator chose the count): waiting for the worker
     probes the partitions the topic has, where probing the settings' count asked for
-    partitions that do not exist ("Unrecognized partition", seen in ``make demo``)."""
+    partitions that do not exist ("Unrecognized partition", seen in ``make demo``). The
+    probes are consumed and leave no dead letter (they once did, as bad input)."""
     listed = len(await topic_partitions(stack_settings.kafka(), topics.METRICS.name))
     more = replace(stack_settings, topic_partitions=2 * listed)
     run = uuid.uuid4().hex[:8]
     worker = WorkerProcess(more, f"test-partitions-{run}", tmp_path / "worker.log").start()
     try:
-        await worker.ready()
+        async with TopicReader(stack_settings.kafka(), topics.DEADLETTER.name) as reader:
+            await worker.ready()
+            await reader.wait(lambda _: False, timeout_s=3)  # what the probes left, if any
         report = worker.health() or {}
         consumed = {k for k in report["consumed"] if k.startswith(topics.METRICS.name)}
         assert len(consumed) == listed
+        assert not [key for _, key, _ in reader.records if key == b"probe"]
     finally:
         worker.stop()
 

@@ -411,6 +411,20 @@ def test_one_hostile_record_is_dead_lettered_and_the_rest_flows() -> None:
     assert max(len(r.value) for r in out.records) < 1_000_000
 
 
+def test_a_readiness_probe_is_consumed_and_nothing_else() -> None:
+    """A probe (``group_ready``'s) moves the partition's consumed offset, which is how a
+    group shows it reads the partition, and writes no dead letter, state or output."""
+    engine, feed = _engine(Changelog()), Feed()
+    probe = feed.encoded("probe", b"", partition=3)
+    out = engine.metrics([replace(probe, probe=True)], NOW_S)
+    assert engine.health_fields()["consumed"] == {f"{topics.METRICS.name}:3": 0}
+    assert (out.records, out.checkpoints, engine.entities) == ([], [], {})
+    # The same bytes without the header are bad input like any other.
+    letters = _decoded(engine.metrics([feed.encoded("probe", b"", partition=3)], NOW_S),
+                       topics.DEADLETTER.name)  # fmt: skip
+    assert [d["error_kind"] for d in letters] == ["undecodable"]
+
+
 def test_an_output_too_large_to_produce_dead_letters_its_input() -> None:
     engine, feed = _engine(Changelog(), max_record_bytes=20_000), Feed()
     wide = {f"metric_{i:03d}_" + "x" * 200: float(i) for i in range(40)}
