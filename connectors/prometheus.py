@@ -45,6 +45,12 @@ PARTITION_STALLED = Gauge(
     "1 when an owned partition has records waiting but made no progress lately.",
     ["topic", "partition"],
 )
+STALL_RESEEKS = Counter(
+    "foresight_stall_reseeks_total",
+    "Times a worker sought its partitions back to their committed offsets because this one "
+    "had records waiting that never reached it (see FORESIGHT_STALL_TIMEOUT_S).",
+    ["topic", "partition"],
+)
 EVENT_TO_PREDICTION = Histogram(
     "foresight_event_to_prediction_seconds",
     "From a sample's arrival at the worker to its prediction being produced.",

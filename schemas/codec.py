@@ -181,7 +181,9 @@ record that carries it is counted consumed by whoever reads it, and is no record
 
 def is_probe(headers: Sequence[tuple[str, bytes]] | None) -> bool:
     """Whether a message with Kafka ``headers`` is a readiness probe."""
-    return bool(headers) and any(key == PROBE_HEADER for key, _ in headers or ())
+    if not headers:  # the usual record: no generator made
+        return False
+    return any(key == PROBE_HEADER for key, _ in headers)
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,8 @@ def create_app(settings: Settings) -> faust.App:
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,
                topics.ROUTING_REQUESTS.name, routing_stats.get_topic_name()}  # fmt: skip
 
+    reseeked_s = [0.0]  # when the worker last sought its partitions back (see below)
+
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def watch() -> None:
         """Idle watermarks and eviction, the Redis flush, and stall detection, once a second."""
@@ -352,14 +354,43 @@ def create_app(settings: Settings) -> faust.App:
         with health.running("timer"):
             await send(engine.tick(now_s))
         await flush_cache()
-        for tp in app.consumer.assignment() if app.consumer else set():
+        consumer = app.consumer
+        # Faust's own record of the group's committed offsets (updated as it commits and
+        # seeks); it has no public accessor.
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        stalled = []
+        for tp in consumer.assignment() if consumer else set():
             if tp.topic not in watched:  # changelogs are Faust's to read, in recovery
                 continue
             progress = engine.progress[(tp.topic, tp.partition)]
-            lag = progress.watch(app.consumer.highwater(tp), now_s, settings.stall_timeout_s)
+            lag = progress.watch(
+                consumer.highwater(tp), now_s, settings.stall_timeout_s, committed.get(tp)
+            )
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(lag)
             metrics.PARTITION_STALLED.labels(tp.topic, tp.partition).set(float(progress.stalled))
+            if progress.stalled:
+                stalled.append(tp)
+        # Records Faust fetched and then dropped in a rebalance never reach the worker, and
+        # are never fetched again: the consumer's position is past them (seen as a partition
+        # that stayed behind, committed offset and all, with no error). Seeking back to the
+        # committed offsets fetches them again; the engine skips what it already took.
+        if (
+            stalled
+            and not app.rebalancing
+            and not app.in_recovery
+            and now_s - reseeked_s[0] > settings.stall_timeout_s
+        ):
+            reseeked_s[0] = now_s
+            log.warning(
+                "%s: records wait and none reached the worker in %.0f s: seeking the "
+                "partitions back to their committed offsets",
+                ", ".join(f"{tp.topic}:{tp.partition}" for tp in stalled),
+                settings.stall_timeout_s,
+            )
+            for tp in stalled:
+                metrics.STALL_RESEEKS.labels(tp.topic, tp.partition).inc()
+            await consumer.perform_seek()
 
     async def reload_models() -> None:
         engine.serve(

@@ -138,16 +138,16 @@ async def group_ready(workers: list[WorkerProcess], timeout_s: float = 90) -> No
     A new group reading from ``latest`` fixes its start offsets on its first fetch, so this
     sends a probe to each partition until the group has consumed one from each: records
     produced after that are certain to be read. A probe carries the header
-    :data:`~schemas.codec.PROBE_HEADER`, which a worker counts consumed and leaves at that
-    (no dead letter). Until the group commits an offset on a
-    partition, a worker killed there leaves the next owner only the reset policy to go by,
-    the topic's end, past the records the killed one had not finished; so this waits for the
-    commits too (a second apart). The partitions are those the topic has, which need not be
-    ``topic_partitions`` (a topic a producer's first record auto-created, or an operator made
-    with a count of their own). Settled means no worker is rebalancing, each reads its own
-    partitions (none twice) and each has some, while there are enough to go round: the first
-    worker up reads them all until the others join, and a group that still has to rebalance
-    is not ready.
+    :data:`~schemas.codec.PROBE_HEADER`, which a worker counts consumed and leaves at that (no
+    dead letter). Until the group commits an offset on a partition, a worker killed there
+    leaves the next owner only the reset policy to go by, the topic's end, past the records
+    the killed one had not finished; so this waits for the commits too (a second apart).
+
+    The partitions are those the topic has, which need not be ``topic_partitions`` (a topic a
+    producer's first record auto-created, or an operator made with a count of their own).
+    Settled means no worker is rebalancing, each reads its own partitions (none twice) and each
+    has some, while there are enough to go round: the first worker up reads them all until the
+    others join, and a group that still has to rebalance is not ready.
     """
     settings = workers[0].settings
     deadline = time.monotonic() + timeout_s

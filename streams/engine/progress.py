@@ -48,14 +48,37 @@ class PartitionProgress:
         self.progressed_s = now_s
         return skipped
 
-    def watch(self, highwater: int | None, now_s: float, stall_timeout_s: float) -> int | None:
+    def watch(
+        self,
+        highwater: int | None,
+        now_s: float,
+        stall_timeout_s: float,
+        committed: int | None = None,
+    ) -> int | None:
         """Judge the partition against its end (``highwater``, the next offset to be written
         minus one): stalled when records wait and nothing moved for ``stall_timeout_s``.
-        Returns the lag in records, or None when unknown."""
-        behind = highwater is not None and highwater - 1 > self.last_offset
+        ``committed`` is the group's committed offset, the next record it reads: a partition
+        just (re)assigned has handed the worker nothing yet, and is behind only by the
+        records from there. With neither a record nor a committed offset, where the reading
+        started (the reset policy's offset) is not known here, and nothing is judged.
+        Returns the lag in records, or None when unknown.
+
+        >>> p = PartitionProgress(progressed_s=100.0)  # just assigned: no record yet
+        >>> p.watch(50, now_s=200.0, stall_timeout_s=30.0, committed=50), p.stalled  # idle
+        (0, False)
+        >>> p.watch(50, now_s=240.0, stall_timeout_s=30.0, committed=40), p.stalled  # waiting
+        (10, True)
+        >>> p.watch(50, now_s=300.0, stall_timeout_s=30.0), p.stalled  # never committed
+        (None, False)
+        """
+        if committed is None and self.last_offset < 0:
+            self.stalled, self.progressed_s = False, now_s
+            return None
+        read = max(self.last_offset, -1 if committed is None else committed - 1)
+        behind = highwater is not None and highwater - 1 > read
         self.stalled = behind and now_s - self.progressed_s > stall_timeout_s
         if not behind:
             self.progressed_s = now_s
-        if highwater is None or self.last_offset < 0:
+        if highwater is None or read < 0:
             return None
-        return max(0, highwater - 1 - self.last_offset)
+        return max(0, highwater - 1 - read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,16 +20,18 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux's prctl(P
 
 
 def _gone(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` has ended, or ends within ``timeout_s`` (looked at least once)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
             return True
         if state == "Z":  # ended; its parent (init now) has yet to reap it
             return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
 def test_a_child_gets_sigterm_when_the_run_that_started_it_is_killed(tmp_path: Path) -> None:
@@ -71,7 +74,8 @@ def test_a_child_gets_sigterm_when_the_run_that_started_it_is_killed(tmp_path: P
         if parent.poll() is None:
             parent.kill()
         if pid_file.exists() and pid_file.read_text() and not _gone(int(pid_file.read_text()), 0):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_a_child_stops_as_asked_and_keeps_its_pid(tmp_path: Path) -> None:
