@@ -144,7 +144,7 @@ def run(entities: int, scrapes: int, scrape_ms: int, seed: int, chunk: int) -> d
                 counts["dead letters: " + decoded["error_kind"]] += 1
             if r.topic == topics.PREDICTIONS.name:
                 counts.update("batches with " + kind for kind in set(decoded["kinds"]))
-        for c in out.checkpoints:
+        for c in [*out.checkpoints, *engine.commit()]:  # the worker commits after passes
             counts["checkpoints"] += 1
             counts["model checkpoints"] += c.models is not None
             digest.update(repr((c.entity, c.windows, c.journal, c.models)).encode())

@@ -29,7 +29,8 @@ Agents (one worker process runs them all; scale out with partitions and more wor
 State: each entity's windows and models live in the engine and are written to the
 ``entity-windows`` and ``entity-models`` tables as compact bytes (the windows as a snapshot
 per step under the entity's key and a journal of the records since under a second key in the
-same partition); a restarted worker resumes from them. Outputs are at-least-once with stable
+same partition, written as the worker commits its offsets); a restarted worker resumes from
+them. Outputs are at-least-once with stable
 ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
 tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
@@ -201,12 +202,13 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
         producer_linger_ms=settings.worker_linger_ms,
         producer_max_request_size=settings.max_record_bytes,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.worker_commit_s,
         processing_guarantee="at_least_once",
         table_key_serializer="raw",
         table_value_serializer="raw",
     )
-    app.transport = KafkaTransport(app, settings.worker_fetch_wait_ms)
+    transport = KafkaTransport(app, settings.worker_fetch_wait_ms)
+    app.transport = transport
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -272,7 +274,11 @@ def create_app(settings: Settings) -> faust.App:
             metrics.EVENTS_OUT.labels(record.topic).inc()
             for slot in record.cache:
                 latest[slot][(record.key or b"").decode()] = record.value
-        for checkpoint in outputs.checkpoints:
+        store(outputs.checkpoints)
+
+    def store(checkpoints: list[Checkpoint]) -> None:
+        """Write checkpoints to the tables (their changelog records go with the producer)."""
+        for checkpoint in checkpoints:
             key = checkpoint.entity.encode()
             if checkpoint.windows is not None:  # before its journal (see engine.journal)
                 windows_table[key] = checkpoint.windows
@@ -283,11 +289,35 @@ def create_app(settings: Settings) -> faust.App:
             if checkpoint.models is not None:
                 models_table[key] = checkpoint.models
 
+    # Held from a pass that may step or snapshot entities to the end of its writes, so a
+    # commit never finds the engine ahead of the tables: a snapshot still on its way would
+    # leave the journals it replaced out of the changelog.
+    stepping = asyncio.Lock()
+
+    async def before_commit() -> None:
+        async with stepping:
+            store(engine.commit())
+
+    transport.before_commit = before_commit
+
     @app.agent(metrics_in)
     async def metrics_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("metrics"):
-                await send(engine.metrics(inputs_of(events), time.time()))
+                async with stepping:
+                    out = engine.metrics(inputs_of(events), time.time())
+                    # Keeping up, the worker writes the journals now, spread over its passes;
+                    # behind, it leaves them to the offset commit, where an entity's passes
+                    # since share one write.
+                    if backlog(events) < settings.worker_batch:
+                        out.checkpoints += engine.commit()
+                    await send(out)
+
+    def backlog(events: list[Any]) -> int:
+        """Records waiting in Kafka past a pass's, in the partitions it read."""
+        newest = {e.message.tp: e.message.offset for e in events}
+        highwater = app.consumer.highwater
+        return sum(max(0, (highwater(tp) or 0) - offset - 1) for tp, offset in newest.items())
 
     @app.agent(events_in)
     async def agent_events_agent(stream: Any) -> None:
@@ -352,7 +382,8 @@ def create_app(settings: Settings) -> faust.App:
         """Idle watermarks and eviction, the Redis flush, and stall detection, once a second."""
         now_s = time.time()
         with health.running("timer"):
-            await send(engine.tick(now_s))
+            async with stepping:
+                await send(engine.tick(now_s))
         await flush_cache()
         consumer = app.consumer
         # Faust's own record of the group's committed offsets (updated as it commits and

@@ -181,6 +181,14 @@ class Settings:
         "long behind a fetch for the worker's idle topics; a shorter wait costs more empty "
         "fetches while idle.",
     )
+    worker_commit_s: float = _setting(
+        1.0,
+        "FORESIGHT_WORKER_COMMIT_S",
+        "Seconds between a worker's offset commits. While it is behind (a pass's worth of "
+        "records waiting), the journals of the entities that took records wait for the "
+        "commit: larger, fewer changelog writes; smaller, fewer records read again after a "
+        "crash.",
+    )
     worker_linger_ms: int = _setting(
         5,
         "FORESIGHT_WORKER_LINGER_MS",

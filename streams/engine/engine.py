@@ -155,6 +155,7 @@ class Engine:
         # take at the next write) and the records it took since (see .journal).
         self._snapshots: dict[str, tuple[int, int]] = {}
         self._journals: dict[str, bytearray] = {}
+        self._unsaved: dict[str, None] = {}  # entities whose journal the changelog lacks
         self._events_in: dict[str, Counter] = {}
 
     def outputs(self) -> Outputs:
@@ -456,9 +457,8 @@ class Engine:
 
     # -- state --------------------------------------------------------------------------------
     def _checkpoint(self, out: Outputs) -> None:
-        """The state of every entity a record changed this pass (and its models, at their
-        slower cadence). Faust flushes the producer before it commits offsets, so a committed
-        offset always has its entity's state behind it in the changelog."""
+        """The snapshots due of the entities a record changed this pass (and their models,
+        at their slower cadence); the others' journals wait for :meth:`commit`."""
         for entity, t_ms in self._touched.items():
             pipeline = self.entities.get(entity)
             if pipeline is None:
@@ -471,22 +471,43 @@ class Engine:
             if t_ms - since >= self.settings.model_checkpoint_s * 1000:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
-            out.checkpoints.append(self._windows_checkpoint(pipeline, models))
+            held = self._snapshots.get(entity)
+            if held is None or len(self._journals.get(entity, b"")) > held[1]:
+                out.checkpoints.append(self._snapshot(pipeline, models))
+            else:
+                self._unsaved[entity] = None
+                if models is not None:
+                    out.checkpoints.append(Checkpoint(entity, models=models))
         self._touched.clear()
 
-    def _windows_checkpoint(self, pipeline: EntityPipeline, models: bytes | None) -> Checkpoint:
-        """The entity's windows checkpoint: the journal of records taken since its snapshot;
-        or, when the snapshot is taken anew (after a step, on eviction, or once the records
-        since outweigh it), the snapshot and an empty journal, whose key the worker deletes."""
-        entity = pipeline.entity
+    def commit(self) -> list[Checkpoint]:
+        """The journals of the entities whose latest records the changelog lacks: what it
+        must hold before the worker commits the input offsets of those records.
+
+        An entity's journal is rewritten whole each time it is written: written with every
+        pass that changed it, journals were most of a worker's writes when behind, where most
+        passes touch most entities. The worker calls this after each pass while it keeps up,
+        and before each offset commit (where, behind, an entity's passes share one write)."""
+        return [self._journal(entity) for entity in list(self._unsaved)]
+
+    def _journal(self, entity: str) -> Checkpoint:
+        """The entity's journal of the records since its snapshot; a new snapshot instead when
+        a step made the snapshot stale since (a step the clock closed)."""
+        del self._unsaved[entity]
         held = self._snapshots.get(entity)
-        taken = self._journals.get(entity, b"")
-        if held is None or len(taken) > held[1]:
-            snapshot = pipeline.windows_bytes()
-            self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))
-            self._journals[entity] = bytearray()
-            return Checkpoint(entity, snapshot, b"", models)
-        return Checkpoint(entity, None, journal.entry(held[0], taken), models)
+        if held is None:
+            return self._snapshot(self.entities[entity], None)
+        return Checkpoint(entity, journal=journal.entry(held[0], self._journals[entity]))
+
+    def _snapshot(self, pipeline: EntityPipeline, models: bytes | None) -> Checkpoint:
+        """The entity's windows snapshot, taken anew (after a step, on eviction, or once the
+        records since outweigh it), and an empty journal, whose key the worker deletes."""
+        entity = pipeline.entity
+        snapshot = pipeline.windows_bytes()
+        self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))
+        self._journals[entity] = bytearray()
+        self._unsaved.pop(entity, None)
+        return Checkpoint(entity, snapshot, b"", models)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -500,8 +521,7 @@ class Engine:
                 idle.append(entity)
         for entity in idle:
             pipeline = self.entities[entity]
-            self._snapshots.pop(entity, None)
-            out.checkpoints.append(self._windows_checkpoint(pipeline, pipeline.models_bytes()))
+            out.checkpoints.append(self._snapshot(pipeline, pipeline.models_bytes()))
             self.outcomes.forget(entity)
             self._forget(entity)
         return idle
@@ -517,6 +537,7 @@ class Engine:
             self._pending,
             self._snapshots,
             self._journals,
+            self._unsaved,
         ):
             held.pop(entity, None)
 

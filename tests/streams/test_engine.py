@@ -49,6 +49,14 @@ class Changelog:
     def load(self, entity: str) -> Checkpoint:
         return self.saved.get(entity, Checkpoint(entity))
 
+    def take(self, engine: Engine, records: Sequence[Input], now_s: float) -> Outputs:
+        """A worker's pass and the commit after it: the pass's checkpoints are written, then
+        the journals the commit writes."""
+        out = engine.metrics(records, now_s)
+        self.write(out.checkpoints)
+        self.write(engine.commit())
+        return out
+
     def write(self, checkpoints: Sequence[Checkpoint]) -> None:
         for c in checkpoints:
             held = self.load(c.entity)
@@ -144,7 +152,7 @@ def test_a_replayed_record_is_counted_once_after_a_restart() -> None:
     changelog, feed = Changelog(), Feed()
     first = _engine(changelog)
     records = _series(feed, "web-1", 12, T0_MS)
-    changelog.write(first.metrics(records[:8], NOW_S).checkpoints)
+    changelog.take(first, records[:8], NOW_S)
     # A restarted worker resumes from an older committed offset: records 5..11 come again.
     second = _engine(changelog)
     out = second.metrics(records[5:], NOW_S)
@@ -158,8 +166,8 @@ def test_records_between_steps_are_checkpointed_and_counted_once_after_a_restart
     first = _engine(changelog)
     # A scrape a second, a step every ten: 25 records, steps closed by records 0, 10 and 20.
     records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k)}) for k in range(25)]
-    changelog.write(first.metrics(records[:11], NOW_S).checkpoints)  # up to a step
-    changelog.write(first.metrics(records[11:15], NOW_S).checkpoints)  # between steps
+    changelog.take(first, records[:11], NOW_S)  # up to a step
+    changelog.take(first, records[11:15], NOW_S)  # between steps
     # A restarted worker resumes from an older committed offset: records 12..24 come again.
     second = _engine(changelog)
     out = second.metrics(records[12:], NOW_S)
@@ -228,7 +236,7 @@ def test_an_engine_restored_from_its_changelog_goes_on_as_if_it_had_never_stoppe
         produced = _produced(ran_on.metrics(chunk, NOW_S))
         if k < split:
             before += produced
-            changelog.write(stopped.metrics(chunk, NOW_S).checkpoints)
+            changelog.take(stopped, chunk, NOW_S)
         else:
             expected += produced
     restarted = _engine(changelog, **settings)
@@ -244,7 +252,7 @@ def test_an_engine_restored_from_its_changelog_goes_on_as_if_it_had_never_stoppe
 
 
 @pytest.mark.parametrize("crash", [615, 610], ids=["between steps", "after a step's snapshot"])
-def test_a_pass_between_steps_writes_only_its_journal_and_a_restore_resumes_exactly(
+def test_a_pass_between_steps_leaves_its_journal_to_the_commit_and_a_restore_resumes_exactly(
     crash: int,
 ) -> None:
     changelog, feed = Changelog(), Feed()
@@ -254,17 +262,23 @@ def test_a_pass_between_steps_writes_only_its_journal_and_a_restore_resumes_exac
         for k in range(640)
     ]
     first, uninterrupted = _engine(changelog), _engine(Changelog())
-    changelog.write(first.metrics(records[:600], NOW_S).checkpoints)
+    changelog.take(first, records[:600], NOW_S)
     for k in range(600, crash):
-        (checkpoint,) = first.metrics([records[k]], NOW_S).checkpoints
-        assert (checkpoint.windows is not None) == (k % 10 == 0), "a snapshot only per step"
-        assert checkpoint.journal is not None
-        changelog.write([checkpoint])
-    (stepped,) = first.metrics([records[crash]], NOW_S).checkpoints
-    # The worker dies during the crash pass's writes: between a step's snapshot and its
-    # journal, or before its journal between steps.
-    if crash % 10 == 0:
-        changelog.write([Checkpoint(stepped.entity, windows=stepped.windows)])
+        written = first.metrics([records[k]], NOW_S).checkpoints
+        committed = first.commit()
+        if k % 10 == 0:  # a step: its snapshot, and no journal since
+            assert [(bool(c.windows), c.journal) for c in written] == [(True, b"")]
+            assert committed == []
+        else:  # between steps: the journal alone, with the commit
+            assert written == [] and [bool(c.journal and not c.windows) for c in committed] == [
+                True
+            ]
+        changelog.write(written + committed)
+    crashed = first.metrics([records[crash]], NOW_S).checkpoints
+    # The worker dies before the commit after the crash pass: after a step's snapshot went
+    # out and before its journal's tombstone did, or with a journal the commit never wrote.
+    changelog.write([Checkpoint(c.entity, windows=c.windows) for c in crashed if c.windows])
+    assert bool(crashed) == (crash % 10 == 0)
     # It resumes from its committed offset, two records back: the records the changelog
     # holds are skipped as replays, and the journal's earlier ones come from the journal alone.
     resume = crash - 2
@@ -276,6 +290,51 @@ def test_a_pass_between_steps_writes_only_its_journal_and_a_restore_resumes_exac
     ]
     # From the record after the crash on (a step its snapshot holds was produced before it).
     assert resumed[3:] == expected[3:] and sum(map(len, expected[3:])) == 2
+    assert (
+        second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
+    )
+
+
+def test_a_commit_writes_the_journals_of_the_passes_since_longest_waiting_first() -> None:
+    changelog, feed = Changelog(), Feed()
+    a, b = ([feed.record(e, T0_MS + k * 1000, {"cpu": float(k)}) for k in range(3)] for e in "ab")
+    engine, uninterrupted = _engine(changelog), _engine(Changelog())
+    for chunk in ([a[0], b[0]], [b[1]], [a[1]], [b[2], a[2]]):
+        written = engine.metrics(chunk, NOW_S).checkpoints
+        assert all(c.windows and c.journal == b"" for c in written), "snapshots only"
+        changelog.write(written)
+        uninterrupted.metrics(chunk, NOW_S)
+    committed = engine.commit()
+    assert [(c.entity, c.windows) for c in committed] == [("b", None), ("a", None)]
+    assert all(c.journal for c in committed) and engine.commit() == []
+    changelog.write(committed)
+    # Both come back from the changelog with every record they took.
+    restored = _engine(changelog)
+    later = [feed.record(entity, T0_MS + 3000, {"cpu": 3.0}) for entity in "ab"]
+    for engine in (restored, uninterrupted):
+        engine.metrics(later, NOW_S)
+    for entity in "ab":
+        restored_windows = restored.entities[entity].windows_bytes()
+        assert restored_windows == uninterrupted.entities[entity].windows_bytes()
+
+
+def test_a_step_the_clock_closes_before_a_commit_is_saved_as_a_new_snapshot() -> None:
+    changelog, feed = Changelog(), Feed()
+    records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 5)}) for k in range(20)]
+    first, uninterrupted = _engine(changelog), _engine(Changelog())
+    changelog.take(first, records[:11], NOW_S)
+    first.metrics(records[11:15], NOW_S)  # not committed yet
+    # Idle past the next step's end: the clock closes it, and the step's snapshot replaces
+    # the journal the commit would have written.
+    assert _decoded(first.tick(NOW_S + 30), topics.FEATURES.name)
+    (committed,) = first.commit()
+    assert committed.windows and committed.journal == b""
+    changelog.write([committed])
+    second = _engine(changelog)
+    uninterrupted.metrics(records[:15], NOW_S)
+    uninterrupted.tick(NOW_S + 30)
+    for engine in (second, uninterrupted):
+        engine.metrics(records[15:], NOW_S + 30)
     assert (
         second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
     )
@@ -295,7 +354,7 @@ def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -
     for k, record in enumerate(records[:121]):
         out = first.metrics([record], NOW_S)
         assert k == 0 or not _decoded(out, topics.FEATURES.name), "no step closes"
-        (checkpoint,) = out.checkpoints
+        (checkpoint,) = [*out.checkpoints, *first.commit()]  # a snapshot or a journal
         changelog.write([checkpoint])
         written.append(checkpoint)
     snapshots = [k for k, c in enumerate(written) if c.windows is not None]
@@ -325,7 +384,7 @@ def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() ->
         for k in range(30)
     ]
     for record in records[:15]:
-        changelog.write(evicting.metrics([record], NOW_S).checkpoints)
+        changelog.take(evicting, [record], NOW_S)
         kept.metrics([record], NOW_S)
     assert changelog.saved["web-1"].journal, "records 11 to 14 since the step's snapshot"
     out = evicting.tick(NOW_S + 700)
@@ -337,7 +396,7 @@ def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() ->
     # The journal's key is deleted (a tombstone): the compacted changelog keeps the snapshot.
     assert changelog.saved["web-1"].journal is None
     for record in records[15:]:
-        changelog.write(evicting.metrics([record], NOW_S + 700).checkpoints)
+        changelog.take(evicting, [record], NOW_S + 700)
         kept.metrics([record], NOW_S + 700)
     assert evicting.entities["web-1"].windows_bytes() == kept.entities["web-1"].windows_bytes()
 
@@ -347,7 +406,7 @@ def test_an_entity_restored_only_for_records_it_already_holds_is_still_evicted()
     (all skipped): it must still leave memory when idle, or churned hosts fill the worker."""
     changelog, feed = Changelog(), Feed()
     records = [feed.record("gone-1", T0_MS + k * 1000, {"cpu": 1.0}) for k in range(5)]
-    changelog.write(_engine(changelog).metrics(records, NOW_S).checkpoints)
+    changelog.take(_engine(changelog), records, NOW_S)
     restarted = _engine(changelog, entity_idle_s=600.0)
     restarted.metrics(records[3:], NOW_S)  # replays from an older committed offset
     assert set(restarted.entities) == {"gone-1"}
@@ -457,8 +516,8 @@ def test_a_failing_model_dead_letters_the_step_and_the_stream_goes_on() -> None:
 def test_past_the_entity_cap_idle_entities_leave_and_new_ones_wait() -> None:
     changelog, feed = Changelog(), Feed()
     engine = _engine(changelog, max_entities=2, entity_idle_s=600.0)
-    changelog.write(engine.metrics(_series(feed, "a", 3, T0_MS), NOW_S).checkpoints)
-    changelog.write(engine.metrics(_series(feed, "b", 3, T0_MS), NOW_S + 300).checkpoints)
+    changelog.take(engine, _series(feed, "a", 3, T0_MS), NOW_S)
+    changelog.take(engine, _series(feed, "b", 3, T0_MS), NOW_S + 300)
     refused = engine.metrics([feed.record("c", T0_MS, {"cpu": 1.0})], NOW_S + 400)
     assert [d["error_kind"] for d in _decoded(refused, topics.DEADLETTER.name)] == ["entity_limit"]
     # "a" has been idle for 700 s: the next new entity takes its place, "a" goes to the
@@ -487,7 +546,7 @@ def test_a_revoked_partition_takes_its_entities_along(partitions: list[tuple[str
 def test_an_entity_met_only_in_replayed_records_leaves_with_its_partition() -> None:
     changelog, feed = Changelog(), Feed()
     records = _series(feed, "web-1", 4, T0_MS)
-    changelog.write(_engine(changelog).metrics(records, NOW_S).checkpoints)
+    changelog.take(_engine(changelog), records, NOW_S)
     engine = _engine(changelog)
     engine.metrics(records[2:], NOW_S)  # restored, and both records already in its state
     engine.revoked([(topics.METRICS.name, 0)])
