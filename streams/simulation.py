@@ -319,6 +319,9 @@ class SimulationConfig:
         Workflows starting per minute (:func:`workflow_stream` seeded with ``seed``, each
         run by one agent of :data:`WORKFLOW_POOL`, apart from the fleet's, so the agent
         incidents stay as they are). Default 0: none.
+    utc_offset_ms
+        The fleet's local time minus UTC: its business hours (:func:`load_curve`) follow
+        local time. Default 0.
     """
 
     hosts: int = 20
@@ -329,6 +332,7 @@ class SimulationConfig:
     incidents: tuple[Incident, ...] | None = None
     task_rate_per_agent_per_min: float = 4.0
     workflows_per_min: float = 0.0
+    utc_offset_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.hosts < 0 or self.agents < 0:
@@ -399,11 +403,11 @@ class _Fleet:
     queue: FloatArray
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, hosts: int) -> _Fleet:
+    def draw(cls, rng: np.random.Generator, hosts: int, utc_offset_ms: int) -> _Fleet:
         role_memory = np.array([_ROLES[i % len(_ROLES)][2] for i in range(hosts)])
         cpu_idle = rng.uniform(3.0, 10.0, hosts)
         return cls(
-            phase_ms=rng.normal(0.0, 0.33 * _HOUR_MS, hosts),
+            phase_ms=rng.normal(0.0, 0.33 * _HOUR_MS, hosts) + utc_offset_ms,
             cpu_idle=cpu_idle,
             cpu_span=rng.uniform(45.0, 80.0, hosts) - cpu_idle,
             memory=role_memory + rng.uniform(-8.0, 8.0, hosts),
@@ -509,7 +513,7 @@ class Simulation:
         self.agents = tuple(agent_name(i, cfg.agents) for i in range(cfg.agents))
         fleet_seed, self._host_seed, self._agent_seed = np.random.SeedSequence(cfg.seed).spawn(3)
         fleet_rng = np.random.default_rng(fleet_seed)
-        self._fleet = _Fleet.draw(fleet_rng, cfg.hosts)
+        self._fleet = _Fleet.draw(fleet_rng, cfg.hosts, cfg.utc_offset_ms)
         self._crew = _Crew.draw(fleet_rng, cfg.agents)
         self._host_labels = tuple(
             {

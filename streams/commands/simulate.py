@@ -78,10 +78,17 @@ async def play(
     return counts
 
 
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+
+
 def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
     """The simulation the arguments describe and its duration in simulated seconds."""
     duration_s = args.duration
     end_ms = int(time.time() * 1000) if args.start is None else args.start + int(duration_s * 1000)
+    utc_offset_ms = 0
+    if args.local_end_hour is not None:  # the fleet's time zone: its clock reads that at the end
+        utc_offset_ms = int((args.local_end_hour * _HOUR_MS - end_ms) % _DAY_MS)
     incidents: tuple[Incident, ...] = ()
     if args.incidents:
         # The default schedule spread over the time after the quiet lead-in, so the models
@@ -101,6 +108,7 @@ def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
         start_ms=end_ms - int(duration_s * 1000),
         incidents=incidents,
         workflows_per_min=args.workflows_per_min,
+        utc_offset_ms=utc_offset_ms,
     )
     return Simulation(config), duration_s
 
@@ -144,7 +152,11 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_simulation_arguments(
-    parser: argparse.ArgumentParser, duration: float, speed: float = 60.0, quiet_s: float = 0.0
+    parser: argparse.ArgumentParser,
+    duration: float,
+    speed: float = 60.0,
+    quiet_s: float = 0.0,
+    local_end_hour: float | None = None,
 ) -> None:
     """The arguments that describe a simulation (shared by ``simulate`` and ``demo``)."""
     parser.add_argument("--hosts", type=int, default=20, help="hosts to simulate (default 20)")
@@ -180,6 +192,14 @@ def add_simulation_arguments(
         type=int,
         default=None,
         help="event time of the first scrape (epoch ms); default: end now",
+    )
+    parser.add_argument(
+        "--local-end-hour",
+        type=float,
+        default=local_end_hour,
+        help="the hour (0 to 24) the hosts' local clock reads at the end of the simulated "
+        "span; their business hours follow it "
+        + ("(default: UTC)" if local_end_hour is None else f"(default {local_end_hour:g})"),
     )
     parser.add_argument(
         "--workflows-per-min",

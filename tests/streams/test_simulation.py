@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import itertools
 import math
@@ -13,6 +14,7 @@ import pytest
 
 from schemas.codec import Codec, Record
 from streams import simulation
+from streams.commands.simulate import add_simulation_arguments, simulation_from_args
 from streams.simulation import (
     DEFAULT_START_MS,
     METRIC_NAMES,
@@ -386,6 +388,28 @@ def test_load_curve_stays_in_range() -> None:
     assert curve.min() >= 0.15
     assert curve.max() <= 1.0
     assert math.isclose(curve.min(), 0.15, abs_tol=0.01)
+
+
+def _cpu_by_step(start_ms: int, local_end_hour: float | None) -> list[list[float]]:
+    """Each scrape's host CPU values of a quarter-hour simulation run as the CLI makes it."""
+    parser = argparse.ArgumentParser()
+    add_simulation_arguments(parser, duration=900.0, local_end_hour=local_end_hour)
+    args = parser.parse_args(["--start", str(start_ms), "--hosts", "3", "--no-incidents"])
+    sim, duration = simulation_from_args(args)
+    return [
+        [v for n, v in zip(r["names"], r["values"], strict=True) if n == "cpu_percent"]
+        for topic, _, r in sim.events(duration)
+        if topic == METRICS.name and isinstance(r, dict)
+    ]
+
+
+def test_a_fleet_on_its_local_clock_runs_the_same_whatever_the_hour_it_starts() -> None:
+    """The demo's fleet ends its replay at the same local hour whenever it runs, so its
+    result does not depend on the time of day (a run in the business hours' ramp-up raised
+    false alarms that a run at night did not)."""
+    morning, night = MONDAY_MIDNIGHT_MS + 8 * HOUR_MS, MONDAY_MIDNIGHT_MS + 2 * HOUR_MS
+    assert _cpu_by_step(morning, 4.0) == _cpu_by_step(night, 4.0)
+    assert _cpu_by_step(morning, None) != _cpu_by_step(night, None)
 
 
 # -- workflows ------------------------------------------------------------------------------
