@@ -29,9 +29,9 @@ Agents (one worker process runs them all; scale out with partitions and more wor
 State: each entity's windows and models live in the engine and are written to the
 ``entity-windows`` and ``entity-models`` tables as compact bytes (the windows as a snapshot
 per step under the entity's key and a journal of the records since under a second key in the
-same partition, written as the worker commits its offsets); a restarted worker resumes from
-them. Outputs are at-least-once with stable
-ids (``prediction_id``, ``alert_id``).
+same partition, written with each pass while the worker keeps up and with each offset commit
+while it is behind); a restarted worker resumes from them. Outputs are at-least-once with
+stable ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
 tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
 answer (see :mod:`connectors.dependencies`), and the worker goes on by itself when they do.
