@@ -359,6 +359,18 @@ class SimulationConfig:
             )
 
 
+def utc_offset_ms(local_hour: float, at_ms: int) -> int:
+    """The offset from UTC (in ``[0, 1 day)``) of a clock that reads ``local_hour`` at epoch
+    milliseconds ``at_ms``: a fleet's time zone, for :attr:`SimulationConfig.utc_offset_ms`.
+
+    >>> utc_offset_ms(4.0, DEFAULT_START_MS) // 3_600_000  # the default start is 08:00 UTC
+    20
+    """
+    if not math.isfinite(local_hour):
+        raise ValueError(f"local hour {local_hour!r} must be a finite number of hours")
+    return int((local_hour * _HOUR_MS - at_ms) % _DAY_MS)
+
+
 def load_curve(time_ms: FloatArray) -> FloatArray:
     """The shared demand curve in ``[0.15, 1]`` at epoch milliseconds ``time_ms`` (UTC).
 

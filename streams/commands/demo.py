@@ -531,6 +531,11 @@ def _sql_summary(
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        simulation_from_args(args)  # the arguments checked before anything starts
+    except ValueError as error:
+        print(f"foresight demo: {error}", file=sys.stderr)
+        return 2
     console = Console(quiet=args.json)
     stack = local_stack(settings, quiet=args.json)
     try:

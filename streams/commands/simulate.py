@@ -30,6 +30,7 @@ from streams.simulation import (
     SimulationConfig,
     csv_series,
     default_incidents,
+    utc_offset_ms,
 )
 
 SCHEMA_OF = {t.name: t.schema for t in topics.ALL_TOPICS}
@@ -78,17 +79,12 @@ async def play(
     return counts
 
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
-
-
 def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
     """The simulation the arguments describe and its duration in simulated seconds."""
     duration_s = args.duration
     end_ms = int(time.time() * 1000) if args.start is None else args.start + int(duration_s * 1000)
-    utc_offset_ms = 0
-    if args.local_end_hour is not None:  # the fleet's time zone: its clock reads that at the end
-        utc_offset_ms = int((args.local_end_hour * _HOUR_MS - end_ms) % _DAY_MS)
+    # The fleet's time zone: its clock reads --local-end-hour at the end.
+    local = 0 if args.local_end_hour is None else utc_offset_ms(args.local_end_hour, end_ms)
     incidents: tuple[Incident, ...] = ()
     if args.incidents:
         # The default schedule spread over the time after the quiet lead-in, so the models
@@ -108,7 +104,7 @@ def simulation_from_args(args: argparse.Namespace) -> tuple[Simulation, float]:
         start_ms=end_ms - int(duration_s * 1000),
         incidents=incidents,
         workflows_per_min=args.workflows_per_min,
-        utc_offset_ms=utc_offset_ms,
+        utc_offset_ms=local,
     )
     return Simulation(config), duration_s
 
@@ -129,7 +125,11 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         events: Iterable[SimEvent] = csv_series(Path(args.csv), args.entity, args.metric)
         duration = math.nan
     else:
-        simulation, duration = simulation_from_args(args)
+        try:
+            simulation, duration = simulation_from_args(args)
+        except ValueError as error:
+            print(f"foresight simulate: {error}", file=sys.stderr)
+            return 2
         events = simulation.events(duration)
     started = time.monotonic()
     counts = asyncio.run(play(settings, events, args.speed, report))

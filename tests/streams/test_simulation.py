@@ -14,6 +14,7 @@ import pytest
 
 from schemas.codec import Codec, Record
 from streams import simulation
+from streams.cli import main
 from streams.commands.simulate import add_simulation_arguments, simulation_from_args
 from streams.simulation import (
     DEFAULT_START_MS,
@@ -410,6 +411,23 @@ def test_a_fleet_on_its_local_clock_runs_the_same_whatever_the_hour_it_starts() 
     morning, night = MONDAY_MIDNIGHT_MS + 8 * HOUR_MS, MONDAY_MIDNIGHT_MS + 2 * HOUR_MS
     assert _cpu_by_step(morning, 4.0) == _cpu_by_step(night, 4.0)
     assert _cpu_by_step(morning, None) != _cpu_by_step(night, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["simulate", "--local-end-hour", "nan"],
+            "local hour nan must be a finite number of hours",
+        ),
+        (["demo", "--quiet-s", "99999"], "--quiet-s 99999.0 leaves no time for incidents"),
+    ],
+)
+def test_a_simulation_the_arguments_cannot_make_is_a_clear_error_before_anything_starts(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"foresight {argv[0]}: {says}"
 
 
 # -- workflows ------------------------------------------------------------------------------
