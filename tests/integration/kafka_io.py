@@ -125,12 +125,18 @@ def broker_port() -> int:
         return port
 
 
-async def until(what: str, done: Callable[[], Awaitable[bool] | bool], timeout_s: float) -> float:
-    """Poll ``done`` until it holds; returns the seconds it took, fails naming ``what``."""
+async def until(
+    what: str,
+    done: Callable[[], Awaitable[bool] | bool],
+    timeout_s: float,
+    every_s: float = 0.5,
+) -> float:
+    """Poll ``done`` every ``every_s`` until it holds; returns the seconds it took, fails
+    naming ``what``."""
     started = time.monotonic()
     while True:
         result = done()
         if result if isinstance(result, bool) else await result:
             return time.monotonic() - started
         assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(every_s)

@@ -25,7 +25,7 @@ from streams import topics
 from streams.commands.tail import topic_partitions
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, committed_offsets
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader, produce, until
 
 pytestmark = pytest.mark.integration
 
@@ -359,13 +359,16 @@ async def test_a_worker_killed_while_behind_counts_every_sample_once(
         await worker.start().ready()
         before = sum((await committed_offsets(kafka, group, topics.METRICS.name)).values())
         await produce(kafka, topics.METRICS, "entity", backlog)
-        deadline, committed = time.monotonic() + 60, 0
-        while committed < 1000 and time.monotonic() < deadline:  # commits within the backlog
-            await asyncio.sleep(0.02)
+        committed = [0]
+
+        async def committed_in_backlog() -> bool:
             offsets = await committed_offsets(kafka, group, topics.METRICS.name)
-            committed = sum(offsets.values()) - before
+            committed[0] = sum(offsets.values()) - before
+            return committed[0] >= 1000
+
+        await until("1,000 records committed", committed_in_backlog, 60, every_s=0.02)
         worker.kill9()
-        assert 1000 <= committed < len(backlog) - 1000, f"killed {committed} records in"
+        assert committed[0] < len(backlog) - 1000, f"killed {committed[0]} records in"
         async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
             worker.start()
             await produce(stack_settings.kafka(), topics.METRICS, "entity", last)
