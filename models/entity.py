@@ -36,9 +36,10 @@ from models.explain import TOP, Driver, summary
 from models.failure_risk import LocalTrendRisk
 from models.features import (
     FeatureWindows,
+    WindowArena,
     feature_set_hash,
     statistic,
-    window_statistics,
+    window_parts,
 )
 from models.forecast import SeasonalForecaster
 from models.signals import MetricKind, SignalRules, SignalStage, StageOutput
@@ -90,7 +91,7 @@ class BatchModel:
 
 class ModelSet:
     """The shared model objects of a worker (stateless, so one serves every entity), and the
-    arena that holds every entity's per-series model states."""
+    arena that holds every entity's per-series model states and windows."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
@@ -135,8 +136,11 @@ class ModelSet:
                 # the signal rules said with its latest samples.
                 "capacity": lambda n: np.full(n, np.nan),
                 "entity_anomaly": self.entity_detector.init_state,
+                **window_parts(),
             }
         )
+        # Every entity's windows live in the same rows as its model states.
+        self.windows = WindowArena(self.states)
         # One row per entity: the state of its entity anomaly model as a whole.
         self.entity_states = SeriesArena(
             {"entity_anomaly": self.entity_detector.init_entity_state}, rows=64
@@ -162,19 +166,17 @@ class EntityPipeline:
         self.entity = entity
         self.models = models
         cfg = models.config
-        self.windows = FeatureWindows(max_metrics=cfg.max_metrics)
+        self.windows = FeatureWindows(cfg.max_metrics, models.windows)
         self.stage = SignalStage(
             cfg.signal_rules, cfg.max_series, int(cfg.series_lookback_s * 1000)
         )
         self.labels: dict[str, str] = {}
         self.slot = entity_slot(entity)  # its place in A/B splits
         self.phase_ms = step_phase_ms(entity, models.config.step_s)
-        # The entity's rows in the arena of model states, one per metric of its windows (a
-        # row is about 13 KB: none is taken ahead for a slot the windows hold in reserve);
-        # they go back to the arena when the pipeline is collected.
-        self._rows = [models.states.take(0)]
+        # Its windows' rows in the arena hold its metrics' model states too (about 15 KB a
+        # row); they go back to the arena when the pipeline is collected.
         self.entity_row = models.entity_states.take(1)
-        weakref.finalize(self, _release, models, self._rows, self.entity_row)
+        weakref.finalize(self, _release, models, self.windows, self.entity_row)
         self.alerts = {rule.name: AlertState() for rule in cfg.rules}
         self.last_step_ms = 0
         self.last_forecast_ms = 0
@@ -191,19 +193,13 @@ class EntityPipeline:
     @property
     def rows(self) -> IntArray:
         """The arena rows of the entity's metrics, in the windows' order."""
-        return self._rows[0]
+        return self.windows.rows
 
     @property
     def capacity(self) -> FloatArray:
         """The capacity each metric is a used amount of (NaN: not capacity-bound), as the
         signal rules said with its latest samples (a copy)."""
         return self.models.states.parts["capacity"][self.rows]
-
-    def _fit_states(self) -> None:
-        """Take arena rows for metrics the windows admitted since (they start fresh)."""
-        extra = len(self.windows.metrics) - len(self._rows[0])
-        if extra > 0:
-            self._rows[0] = np.concatenate([self._rows[0], self.models.states.take(extra)])
 
     def add(
         self,
@@ -214,14 +210,14 @@ class EntityPipeline:
     ) -> list[str]:
         """Add a batch of samples, with the capacity each is a used amount of (NaN where
         none); returns the metric names refused by the cardinality limit."""
-        refused = self.windows.add(t_ms, names, values)
-        self._fit_states()
+        rows, refused = self.windows.admit(names)
+        if refused:
+            kept = rows >= 0
+            rows, values = rows[kept], values[kept]
+            capacities = None if capacities is None else capacities[kept]
+        self.windows.add_rows(t_ms, rows, values)
         if capacities is not None:
-            at, _ = self.windows.admit(names)  # rows now, -1 for the refused
-            if refused:
-                kept = at >= 0
-                at, capacities = at[kept], capacities[kept]
-            self.models.states.parts["capacity"][self.rows[at]] = capacities
+            self.models.states.parts["capacity"][rows] = capacities
         return refused
 
     def observe(
@@ -320,7 +316,6 @@ class EntityPipeline:
 
     def windows_bytes(self) -> bytes:
         """The windows, alert states and stream position, as compressed bytes."""
-        n = len(self.windows.metrics)
         series, table = self.stage.state()
         return _pack(
             {
@@ -333,18 +328,18 @@ class EntityPipeline:
                 "signals": series,
             },
             [
-                self.windows.buckets[:n],
-                self.windows.bucket_ids[:n].astype(np.float64),
-                self.windows.last[:n],
-                self.windows.ewma[:n],
-                self.capacity[:n],
+                self.windows.buckets,
+                self.windows.bucket_ids.astype(np.float64),
+                self.windows.last,
+                self.windows.ewma,
+                self.capacity,
                 table,
             ],
         )
 
     def models_bytes(self) -> bytes:
         """The online models' states, as compressed bytes."""
-        rows, parts = self.rows[: len(self.windows.metrics)], self.models.states.parts
+        rows, parts = self.rows, self.models.states.parts
         return _pack(
             {"metrics": self.windows.metrics, "last_forecast_ms": self.last_forecast_ms},
             [
@@ -366,18 +361,11 @@ class EntityPipeline:
         """
         header, arrays = _unpack(windows)
         pipeline = cls(header["entity"], models)
-        n = len(header["metrics"])
         w = pipeline.windows
-        if n > w.capacity:
-            w.reserve(n)
-        w.metrics = list(header["metrics"])
-        w.index = {m: i for i, m in enumerate(w.metrics)}
-        pipeline._fit_states()
-        w.buckets[:n], w.last[:n], w.ewma[:n] = arrays[0], arrays[2], arrays[3]
-        w.bucket_ids[:n] = arrays[1].astype(np.int64)
+        w.load(header["metrics"], arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3])
         parts = models.states.parts
         if len(arrays) > 4:  # states saved before capacities learn them with the next samples
-            parts["capacity"][pipeline.rows[:n]] = arrays[4]
+            parts["capacity"][pipeline.rows] = arrays[4]
         pipeline.labels = header["labels"]
         pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
         pipeline.last_step_ms = header["last_step_ms"]
@@ -427,8 +415,8 @@ def _detail(columns: PredictionColumns, at: int) -> str:
     return summary(columns.drivers_of(at))
 
 
-def _release(models: ModelSet, rows: list[IntArray], entity_row: IntArray) -> None:
-    models.states.release(rows[0])
+def _release(models: ModelSet, windows: FeatureWindows, entity_row: IntArray) -> None:
+    models.states.release(windows.rows)
     models.entity_states.release(entity_row)
 
 
@@ -495,21 +483,12 @@ def step_many(
     models = pipelines[0].models
     cfg = models.config
     parts = models.states.parts
-    sizes = [len(p.windows.metrics) for p in pipelines]
-    counts = np.array(sizes)
+    counts = np.array([len(p.rows) for p in pipelines])
     starts = np.concatenate([[0], np.cumsum(counts)])
     now = np.asarray(now_ms, dtype=np.int64)
-    row_now = np.repeat(now, counts)
-    rows = np.concatenate([p.rows[:n] for p, n in zip(pipelines, sizes, strict=True)])
-
-    def stack(part: str) -> npt.NDArray[Any]:
-        """One array of every entity's windows, their metrics' rows one after the other."""
-        return np.concatenate(
-            [getattr(p.windows, part)[:n] for p, n in zip(pipelines, sizes, strict=True)]
-        )
-
-    last = stack("last")
-    grid = window_statistics(stack("buckets"), stack("bucket_ids"), last, stack("ewma"), row_now)
+    rows = np.concatenate([p.rows for p in pipelines])
+    grid = models.windows.statistics(rows, np.repeat(now, counts))
+    last = parts["window_last"][rows]
     stepped = np.repeat([p.last_step_ms for p in pipelines], counts)
     fresh = last[:, 1] > stepped
     x = np.where(fresh, last[:, 0], np.nan)

@@ -1,11 +1,14 @@
 """Rolling-window features per entity x metric, in event time, as compact arrays.
 
-One :class:`FeatureWindows` holds every metric of one entity. Each window (1 min, 5 min,
-15 min, 1 h) is a ring of ``BUCKETS`` sub-buckets of ``window / BUCKETS`` seconds; a sample
-lands in the sub-bucket of its event time, so a late sample (within the ring) amends the
-bucket it belongs to, and a window slides one sub-bucket at a time. Per sub-bucket we keep
-count, sum, sum of squares, min, max and the time-weighted sums for a least-squares slope
-(and its r², the share of the window's variance the line explains);
+One :class:`FeatureWindows` holds every metric of one entity, in rows of a
+:class:`WindowArena` that a worker's entities share (adds queue there and land together
+when the windows are read: one numpy pass for a poll batch, not one per record). Each
+window (1 min, 5 min, 15 min, 1 h) is a ring of ``BUCKETS`` sub-buckets of
+``window / BUCKETS`` seconds; a sample lands in the sub-bucket of its event time, so a late
+sample (within the ring) amends the bucket it belongs to, and a window slides one
+sub-bucket at a time. Per sub-bucket we keep count, sum, sum of squares, min, max and the
+time-weighted sums for a least-squares slope (and its r², the share of the window's
+variance the line explains);
 per metric, the last value and an exponentially weighted mean per window.
 
 The same definition computes features in the stream, in a backfill and for training
@@ -20,14 +23,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from models.arena import Initialiser, IntArray, SeriesArena
 from models.base import FloatArray
 
 WINDOWS_S: tuple[int, ...] = (60, 300, 900, 3600)
@@ -42,28 +44,21 @@ _COLUMNS = 8
 _Z95 = 1.6448536269514722
 _SECONDS = np.asarray(WINDOWS_S, dtype=np.float64)
 _WIDTH = _SECONDS / BUCKETS  # seconds per sub-bucket, per window
-_FIRST_SLOTS = [w * BUCKETS for w in range(len(WINDOWS_S))]  # each window's first, flat
+_FIRST_SLOTS = np.arange(len(WINDOWS_S)) * BUCKETS  # each window's first, flat
 _EMPTY = np.zeros(_COLUMNS)
 _EMPTY[_MIN], _EMPTY[_MAX] = np.inf, -np.inf  # a bucket that has seen nothing
-_WIDTHS = _WIDTH.tolist()
 
 
-def _time_terms(t_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray]:
-    """The sub-bucket id of ``t_ms`` in each window, its slot in a metric's flattened
-    windows, and its time in each bucket ``(t, t, t²)`` for the slope sums (time from the
-    bucket's start keeps them well conditioned). Python floats: for four windows they cost
-    less than arrays, with the same IEEE arithmetic."""
-    t_s = t_ms / 1000.0
-    ids: list[int] = []
-    slots: list[int] = []
-    times: list[float] = []
-    for first, width in zip(_FIRST_SLOTS, _WIDTHS, strict=True):
-        i = math.floor(t_s / width)
-        t = t_s - i * width
-        ids.append(i)
-        slots.append(first + i % BUCKETS)
-        times += (t, t, t * t)
-    return np.array(ids), np.array(slots), np.array(times).reshape(len(WINDOWS_S), 3)
+def _time_terms(t_ms: npt.NDArray[np.int64]) -> tuple[IntArray, IntArray, FloatArray]:
+    """For times ``t_ms`` (n,): the sub-bucket id of each in each window ``(n, windows)``,
+    its slot in a metric's flattened windows, and its time in its bucket ``(t, t, t²)``
+    ``(n, windows, 3)`` for the slope sums (time from the bucket's start keeps them well
+    conditioned)."""
+    t_s = t_ms[:, None] / 1000.0
+    i = np.floor(t_s / _WIDTH)
+    t = t_s - i * _WIDTH
+    ids = i.astype(np.int64)
+    return ids, _FIRST_SLOTS + ids % BUCKETS, np.stack([t, t, t * t], axis=2)
 
 
 def _sample_terms(x: FloatArray) -> FloatArray:
@@ -119,14 +114,142 @@ def feature_set_hash() -> str:
     return hashlib.sha256(definition.encode()).hexdigest()[:12]
 
 
-@dataclass
+def window_parts() -> dict[str, Initialiser]:
+    """The windows' parts of a series' row in a :class:`~models.arena.SeriesArena`, fresh:
+    sub-buckets that have seen nothing (id -1), no last value, no mean."""
+    w = len(WINDOWS_S)
+    return {
+        "window_buckets": lambda n: np.zeros((n, w, BUCKETS, _COLUMNS)),
+        "window_ids": lambda n: np.full((n, w, BUCKETS), -1, dtype=np.int64),
+        "window_last": lambda n: np.full((n, 2), np.nan),  # value, event time ms
+        "window_ewma": lambda n: np.full((n, w), np.nan),
+    }
+
+
+_PARTS = tuple(window_parts())
+_Add = tuple[IntArray, int, FloatArray]  # queued: a batch's rows, its time, its values
+
+
+class WindowArena:
+    """The windows of many entities, one arena row per series, and the samples added to
+    them since they were last read.
+
+    Adding a batch of samples costs a few dozen numpy calls whatever its size; one call
+    per MetricBatch made that the largest cost of a worker. So adds queue here and land
+    together, vectorised across entities, before anything reads the windows or takes
+    rows (a released row must not receive samples queued for its previous owner). An
+    entity's adds land in the order they came, its k-th queued add in round k; different
+    entities' rows never meet, so the windows end as if each add had landed at once, bit
+    for bit.
+
+    Parameters
+    ----------
+    states
+        The arena of rows, holding :func:`window_parts` (a worker's model states share its
+        rows); a small one of its own by default.
+    """
+
+    def __init__(self, states: SeriesArena | None = None) -> None:
+        self.states = states if states is not None else SeriesArena(window_parts(), rows=8)
+        self.row_bytes: int = sum(int(self.states.parts[p][0].nbytes) for p in _PARTS)
+        self._rounds: list[list[_Add]] = []
+        self.landed = 0  # flushes that landed something: an entity's round count resets
+
+    def take(self, n: int) -> IntArray:
+        """``n`` fresh rows (the queue lands first)."""
+        self.flush()
+        return self.states.take(n)
+
+    def part(self, name: str, rows: IntArray) -> npt.NDArray[Any]:
+        """A window part of ``rows`` (a copy), with every queued sample in it."""
+        self.flush()
+        return self.states.parts[name][rows]
+
+    def store(self, rows: IntArray, parts: Sequence[npt.NDArray[Any]]) -> None:
+        """Write the window parts of ``rows`` (in :func:`window_parts`' order): rows just
+        taken, which no queued sample names."""
+        for name, values in zip(_PARTS, parts, strict=True):
+            self.states.parts[name][rows] = values
+
+    def statistics(self, rows: IntArray, now_ms: npt.NDArray[np.int64]) -> FloatArray:
+        """:func:`window_statistics` of ``rows``, of one entity or many, each with its own
+        ``now_ms``."""
+        self.flush()
+        p = self.states.parts
+        return window_statistics(
+            p["window_buckets"][rows],
+            p["window_ids"][rows],
+            p["window_last"][rows],
+            p["window_ewma"][rows],
+            now_ms,
+        )
+
+    def queue(self, round_: int, rows: IntArray, t_ms: int, x: FloatArray) -> None:
+        """Queue samples for ``rows``: in ``round_``, the entity's count of adds queued since
+        the last flush (see :meth:`FeatureWindows.add_rows`)."""
+        if round_ == len(self._rounds):
+            self._rounds.append([])
+        self._rounds[round_].append((rows, t_ms, x))
+
+    def flush(self) -> None:
+        """Land every queued sample."""
+        if not self._rounds:
+            return
+        rounds, self._rounds = self._rounds, []
+        self.landed += 1
+        for adds in rounds:
+            _land(self.states.parts, adds)
+
+
+def _land(parts: dict[str, npt.NDArray[Any]], adds: list[_Add]) -> None:
+    """Add samples to their rows' windows: ``(rows, t_ms, values)`` per batch, no row in two
+    batches."""
+    rows = np.concatenate([a[0] for a in adds])
+    x = np.concatenate([a[2] for a in adds])
+    times = np.fromiter((a[1] for a in adds), np.int64, len(adds))
+    batch = np.repeat(np.arange(len(adds)), [len(a[0]) for a in adds])  # each sample's
+    ids, slots, moments = (terms[batch] for terms in _time_terms(times))
+    t_ms = times[batch]
+    # Each sample's sub-bucket in each window, as an index into the flattened buckets.
+    cells = rows[:, None] * (len(WINDOWS_S) * BUCKETS) + slots
+    flat = parts["window_buckets"].reshape(-1, _COLUMNS)
+    flat_ids = parts["window_ids"].reshape(-1)
+    stale = flat_ids[cells] != ids
+    if stale.any():
+        flat[cells[stale]] = _EMPTY
+        flat_ids[cells[stale]] = ids[stale]
+    b = flat[cells]  # (samples, windows, columns)
+    terms = _sample_terms(x)[:, None, :]
+    b[..., _N : _SQ + 1] += terms[..., 2:]
+    b[..., _ST : _STT + 1] += terms[..., :3] * moments
+    xv = x[:, None]
+    np.minimum(b[..., _MIN], xv, out=b[..., _MIN])
+    np.maximum(b[..., _MAX], xv, out=b[..., _MAX])
+    flat[cells] = b
+    last = parts["window_last"][rows]
+    newer = ~(last[:, 1] > t_ms)  # "last" is by event time: a late sample leaves it
+    if not newer.all():
+        rows, last, x, t_ms = rows[newer], last[newer], x[newer], t_ms[newer]
+    previous_t = last[:, 1]
+    dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
+    alpha = 1.0 - np.exp(-dt[:, None] / _SECONDS)
+    ewma = parts["window_ewma"]
+    old = ewma[rows]
+    xv = x[:, None]
+    ewma[rows] = np.where(np.isnan(old), xv, old + alpha * (xv - old))
+    last[:, 0], last[:, 1] = x, t_ms
+    parts["window_last"][rows] = last
+
+
 class FeatureWindows:
-    """Rolling windows for the metrics of one entity.
+    """Rolling windows for the metrics of one entity, in the rows of a :class:`WindowArena`.
 
     Parameters
     ----------
     max_metrics
         Distinct metric names this entity may have; more are refused (cardinality limit).
+    arena
+        Where its rows live (a worker's is shared by every entity); its own by default.
 
     Examples
     --------
@@ -138,105 +261,90 @@ class FeatureWindows:
     15.0
     """
 
-    max_metrics: int = 64
-    metrics: list[str] = field(default_factory=list)
-    index: dict[str, int] = field(default_factory=dict)
-    buckets: FloatArray = field(init=False)  # (metrics, windows, BUCKETS, columns)
-    bucket_ids: npt.NDArray[np.int64] = field(init=False)  # (metrics, windows, BUCKETS)
-    last: FloatArray = field(init=False)  # (metrics, 2): value, event time ms
-    ewma: FloatArray = field(init=False)  # (metrics, windows)
-    _names: list[str] = field(init=False, default_factory=list, repr=False)
-
-    def __post_init__(self) -> None:
-        self.reserve(min(8, self.max_metrics))
-
-    def reserve(self, rows: int) -> None:
-        """Grow the arrays to ``rows`` metrics (state is sized to the metrics seen)."""
-        w = len(WINDOWS_S)
-        old = len(self.metrics)
-        buckets = np.zeros((rows, w, BUCKETS, _COLUMNS))
-        bucket_ids = np.full((rows, w, BUCKETS), -1, dtype=np.int64)
-        last = np.full((rows, 2), np.nan)
-        ewma = np.full((rows, w), np.nan)
-        if old:
-            buckets[:old], bucket_ids[:old] = self.buckets[:old], self.bucket_ids[:old]
-            last[:old], ewma[:old] = self.last[:old], self.ewma[:old]
-        self.buckets, self.bucket_ids, self.last, self.ewma = buckets, bucket_ids, last, ewma
+    def __init__(self, max_metrics: int = 64, arena: WindowArena | None = None) -> None:
+        self.max_metrics = max_metrics
+        self.arena = arena if arena is not None else WindowArena()
+        self.metrics: list[str] = []
+        self.index: dict[str, int] = {}
+        self.rows: IntArray = np.empty(0, dtype=np.int64)  # arena rows, in metrics' order
+        self._queued = (-1, 0)  # (the arena's flush count, adds queued since)
+        self._names: list[str] = []
 
     @property
-    def capacity(self) -> int:
-        return int(self.buckets.shape[0])
+    def buckets(self) -> FloatArray:
+        """Sub-buckets of each metric ``(metrics, windows, BUCKETS, columns)`` (a copy)."""
+        return self.arena.part("window_buckets", self.rows)
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of the arrays, every reserved metric row included."""
-        return sum(a.nbytes for a in (self.buckets, self.bucket_ids, self.last, self.ewma))
+    def bucket_ids(self) -> npt.NDArray[np.int64]:
+        """Each sub-bucket's id ``(metrics, windows, BUCKETS)``: -1 when it has seen nothing."""
+        return self.arena.part("window_ids", self.rows)
 
-    def admit(self, names: list[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
-        """Row indices for ``names``, adding new metrics up to the limit; also the refused."""
+    @property
+    def last(self) -> FloatArray:
+        """Each metric's newest sample by event time ``(metrics, 2)``: value, time in ms."""
+        return self.arena.part("window_last", self.rows)
+
+    @property
+    def ewma(self) -> FloatArray:
+        """Each metric's exponentially weighted mean per window ``(metrics, windows)``."""
+        return self.arena.part("window_ewma", self.rows)
+
+    def admit(self, names: list[str]) -> tuple[IntArray, list[str]]:
+        """Arena rows for ``names``, adding new metrics up to the limit (-1 for those
+        refused); also the refused names."""
         if names == self.metrics:  # the usual batch: every metric, in the order first seen
-            return np.arange(len(names)), []
-        rows = np.empty(len(names), dtype=np.int64)
+            return self.rows, []
+        at = np.empty(len(names), dtype=np.int64)
         refused = []
+        new = 0
         for i, name in enumerate(names):
             row = self.index.get(name)
             if row is None:
                 if len(self.metrics) >= self.max_metrics:
-                    rows[i] = -1
+                    at[i] = -1
                     refused.append(name)
                     continue
-                row = len(self.metrics)
-                if row >= self.capacity:  # room for the rest of the batch, or twice as much
-                    rest = row + len(names) - i
-                    self.reserve(min(self.max_metrics, max(2 * self.capacity, rest)))
-                self.index[name] = row
+                row = self.index[name] = len(self.metrics)
                 self.metrics.append(name)
-            rows[i] = row
-        return rows, refused
+                new += 1
+            at[i] = row
+        if new:
+            self.rows = np.concatenate([self.rows, self.arena.take(new)])
+        return np.where(at >= 0, self.rows[at], -1), refused
 
     def add(self, t_ms: int, names: list[str], values: FloatArray) -> list[str]:
         """Add one batch of samples taken at ``t_ms``; returns metric names refused."""
         rows, refused = self.admit(names)
-        x = values
         if refused:
-            keep = rows >= 0
-            rows, x = rows[keep], values[keep]
-        if rows.size == 0:
-            return refused
-        ids, slots, moments = _time_terms(t_ms)
-        # Each sample's sub-bucket in each window, as an index into the flattened buckets.
-        cells = rows[:, None] * (len(WINDOWS_S) * BUCKETS) + slots
-        flat = self.buckets.reshape(-1, _COLUMNS)
-        flat_ids = self.bucket_ids.reshape(-1)
-        stale = flat_ids[cells] != ids
-        if stale.any():
-            flat[cells[stale]] = _EMPTY
-            flat_ids[cells[stale]] = np.broadcast_to(ids, cells.shape)[stale]
-        b = flat[cells]  # (k, windows, columns)
-        terms = _sample_terms(x)[:, None, :]
-        b[..., _N : _SQ + 1] += terms[..., 2:]
-        b[..., _ST : _STT + 1] += terms[..., :3] * moments
-        xv = x[:, None]
-        np.minimum(b[..., _MIN], xv, out=b[..., _MIN])
-        np.maximum(b[..., _MAX], xv, out=b[..., _MAX])
-        flat[cells] = b
-        # The usual batch (every metric, in order) reads and writes the rows in place.
-        at: slice | npt.NDArray[np.int64] = slice(0, rows.size) if names == self.metrics else rows
-        last = self.last[at]
-        newer = ~(last[:, 1] > t_ms)
-        if not newer.all():
-            at, last, x = rows[newer], last[newer], x[newer]
-            if x.size == 0:
-                return refused
-        previous_t = last[:, 1]
-        dt = np.where(np.isnan(previous_t), np.inf, (t_ms - previous_t) / 1000.0)
-        alpha = 1.0 - np.exp(-dt[:, None] / _SECONDS)
-        old = self.ewma[at]
-        xv = x[:, None]
-        self.ewma[at] = np.where(np.isnan(old), xv, old + alpha * (xv - old))
-        last[:, 0], last[:, 1] = x, t_ms
-        self.last[at] = last
+            kept = rows >= 0
+            rows, values = rows[kept], values[kept]
+        self.add_rows(t_ms, rows, values)
         return refused
+
+    def add_rows(self, t_ms: int, rows: IntArray, values: FloatArray) -> None:
+        """Add samples taken at ``t_ms`` to metrics' rows as :meth:`admit` gave them (they
+        land when the windows are next read)."""
+        if rows.size == 0:
+            return
+        landed, queued = self._queued
+        round_ = queued if landed == self.arena.landed else 0
+        self.arena.queue(round_, rows, t_ms, np.array(values, dtype=np.float64))
+        self._queued = (self.arena.landed, round_ + 1)
+
+    def load(
+        self,
+        metrics: list[str],
+        buckets: FloatArray,
+        bucket_ids: npt.NDArray[np.int64],
+        last: FloatArray,
+        ewma: FloatArray,
+    ) -> None:
+        """Take back windows saved from the four parts (into a FeatureWindows yet empty)."""
+        self.metrics = list(metrics)
+        self.index = {m: i for i, m in enumerate(self.metrics)}
+        self.rows = self.arena.take(len(self.metrics))
+        self.arena.store(self.rows, (buckets, bucket_ids, last, ewma))
 
     def names(self) -> list[str]:
         """Feature names in the order of ``grid(...).reshape(-1)`` (cached)."""
@@ -250,14 +358,7 @@ class FeatureWindows:
 
     def grid(self, now_ms: int) -> FloatArray:
         """Statistics of the windows ending at ``now_ms``: ``(metrics, windows, statistics)``."""
-        n = len(self.metrics)
-        return window_statistics(
-            self.buckets[:n],
-            self.bucket_ids[:n],
-            self.last[:n],
-            self.ewma[:n],
-            np.full(n, now_ms, dtype=np.int64),
-        )
+        return self.arena.statistics(self.rows, np.full(len(self.rows), now_ms, dtype=np.int64))
 
 
 def window_statistics(

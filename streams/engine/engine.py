@@ -858,10 +858,13 @@ class Engine:
         are untouched: address space, not memory), the windows, and the checkpoint values
         kept between passes (each entity's journal of the records since its snapshot)."""
         arenas = (self.models.states, self.models.entity_states)
+        window_row = self.models.windows.row_bytes  # in the model states' rows
         return {
-            "model_states": sum(a.rows_in_use * a.row_bytes for a in arenas),
-            "model_states_allocated": sum(a.rows_allocated * a.row_bytes for a in arenas),
-            "windows": sum(p.windows.nbytes for p in self.entities.values()),
+            "model_states": sum(a.rows_in_use * a.row_bytes for a in arenas)
+            - self.models.states.rows_in_use * window_row,
+            "model_states_allocated": sum(a.rows_allocated * a.row_bytes for a in arenas)
+            - self.models.states.rows_allocated * window_row,
+            "windows": self.models.states.rows_in_use * window_row,
             "checkpoint_values": sum(map(len, self._journals.values())),
         }
 

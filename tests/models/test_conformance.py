@@ -19,7 +19,7 @@ from models.bottleneck import ExhaustionModel
 from models.catalog import ONLINE_MODELS
 from models.entity_anomaly import EntityAnomalyDetector
 from models.failure_risk import LocalTrendRisk
-from models.features import FeatureWindows, window_statistics
+from models.features import FeatureWindows, WindowArena
 
 T0 = 1_700_000_000_000
 STEP_MS = 300_000
@@ -38,7 +38,8 @@ class _Runner:
             self.state = model.init_state(3 * n)
             self.entity_state = model.init_entity_state(n)
         self.names = [f"s{i}" for i in range(n)]
-        self.windows = FeatureWindows(max_metrics=n)
+        self.arena = WindowArena()
+        self.windows = FeatureWindows(n, self.arena)
 
     def step(self, x: FloatArray, t_ms: int) -> FloatArray:
         """One step; every output the model gives, as one row per series."""
@@ -62,18 +63,17 @@ class _Runner:
             seen = np.isfinite(x)  # the worker never windows a missing value
             self.windows.add(t_ms, [n for n, s in zip(self.names, seen, strict=True) if s], x[seen])
             w = self.windows
-            rows = [w.index.get(n, -1) for n in self.names]
-            grid = window_statistics(
-                w.buckets, w.bucket_ids, w.last, w.ewma, np.full(w.capacity, t_ms)
-            )[rows]
-            grid[np.array(rows) < 0] = np.nan
+            rows = np.array([w.index.get(n, -1) for n in self.names])
+            known = w.grid(t_ms)
+            grid = np.full((len(rows), *known.shape[1:]), np.nan)
+            grid[rows >= 0] = known[rows[rows >= 0]]
             risk = model.assess(grid, np.full(len(rows), 100.0))
             return np.stack([risk.risk, risk.eta, risk.lower, risk.upper], axis=1)
         raise AssertionError(f"{type(model).__name__} speaks no verb the suite knows")
 
     def arrays(self) -> list[FloatArray]:
         """Everything the model keeps between steps."""
-        return [as_float64(self.state), self.entity_state, self.windows.buckets]
+        return [as_float64(self.state), self.entity_state, *self.arena.states.parts.values()]
 
 
 def _run(model: OnlineModel, values: npt.NDArray[np.float64]) -> FloatArray:

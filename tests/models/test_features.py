@@ -9,6 +9,7 @@ from models.features import (
     STATISTICS,
     WINDOW_NAMES,
     FeatureWindows,
+    WindowArena,
     feature_names,
     statistic,
     window_statistics,
@@ -113,3 +114,37 @@ def test_a_batch_adds_what_its_samples_add_one_by_one() -> None:
     assert batched.metrics == single.metrics == ["a", "b", "c", "d", "e"]
     for part in ("buckets", "bucket_ids", "last", "ewma"):
         np.testing.assert_array_equal(getattr(batched, part), getattr(single, part))
+
+
+def test_entities_sharing_an_arena_end_as_each_alone() -> None:
+    """Adds queue in the shared arena and land together when read: several entities, some
+    adding more than once between reads, late samples among them, must leave each
+    entity's windows bit for bit as a FeatureWindows of its own would."""
+    arena = WindowArena()
+    shared = [FeatureWindows(4, arena) for _ in range(3)]
+    alone = [FeatureWindows(4) for _ in range(3)]
+    rng = np.random.default_rng(11)
+    names = [["a", "b"], ["b", "c", "d"], ["x"]]
+    for i in range(300):
+        e = int(rng.integers(3))
+        t_ms = T0 + i * 3_000 - int(rng.integers(0, 40_000))
+        values = rng.normal(50, 10, len(names[e]))
+        for windows in (shared[e], alone[e]):
+            windows.add(t_ms, names[e], values)
+        if rng.random() < 0.1:  # a read mid-way lands what is queued
+            np.testing.assert_array_equal(shared[e].grid(t_ms), alone[e].grid(t_ms))
+    for s, a in zip(shared, alone, strict=True):
+        for part in ("buckets", "bucket_ids", "last", "ewma"):
+            np.testing.assert_array_equal(getattr(s, part), getattr(a, part))
+
+
+def test_a_row_taken_again_holds_none_of_its_last_owners_samples() -> None:
+    arena = WindowArena()
+    gone = FeatureWindows(4, arena)
+    gone.add(T0, ["cpu"], np.array([90.0]))  # queued, not landed
+    arena.states.release(gone.rows)
+    taken = FeatureWindows(4, arena)
+    taken.add(T0 + 10_000, ["mem"], np.array([10.0]))
+    assert taken.rows.tolist() == gone.rows.tolist()  # the same row, fresh again
+    assert _features(taken, T0 + 10_000)["mem:1m:count"] == 1
+    assert _features(taken, T0 + 10_000)["mem:1m:max"] == 10.0
