@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ class Predictor:
         self.store = store
         self.serving = serving
         self.models = ModelSet(pipeline_config(settings))
+        # Replays run in threads, and the model set's rows (windows, model states) are one
+        # arena: one replay at a time.
+        self._replaying = threading.Lock()
 
     async def predict(self, requests: Sequence[PredictRequest]) -> list[Record | ApiError]:
         """Each request's predictions (a PredictResponse as a record), or the
@@ -141,7 +145,7 @@ class Predictor:
         if replayed:
             now_ms = int(time.time() * 1000)
             windows = await asyncio.to_thread(
-                lambda: [self._replay(requests[i], now_ms) for i in replayed]
+                self._replay_all, [requests[i] for i in replayed], now_ms
             )
             states.update(zip(replayed, windows, strict=True))
         ready = {i: state for i, state in states.items() if isinstance(state, _State)}
@@ -179,6 +183,12 @@ class Predictor:
             else:
                 states.append(_State(Source.ONLINE, latest_parts(batch, forecast), vector))
         return states
+
+    def _replay_all(
+        self, requests: Sequence[PredictRequest], now_ms: int
+    ) -> list[_State | ApiError]:
+        with self._replaying:
+            return [self._replay(request, now_ms) for request in requests]
 
     def _replay(self, request: PredictRequest, now_ms: int) -> _State | ApiError:
         """The window's samples through a fresh pipeline, stepped as the worker steps."""

@@ -9,8 +9,10 @@ transport (no socket). The routes that need Redis, ClickHouse or Kafka are in
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +137,32 @@ def test_a_window_gets_the_predictions_the_worker_makes(
     }
     level = next(d for d in risk.drivers if d.feature == "memory_percent:1m:last")
     assert level.value == pytest.approx(40 + (steps - 1) * 0.05)
+
+
+def test_windows_replayed_at_once_each_get_their_own_answer(server: ApiServer) -> None:
+    """Batches with windows replay in threads, side by side, over one set of model rows:
+    each answer must be the one its window gets alone."""
+    predictor = server.service.predictor
+    start = (int(time.time()) - 3600) * 1000
+    requests = [
+        prediction_request(f"web-{k}", window(start + k * 1_000, 60 + 20 * k)) for k in range(8)
+    ]
+
+    def answers(results: list[Any]) -> list[Any]:
+        return [[(p["kind"], p["metric"], p["value"]) for p in r["predictions"]] for r in results]
+
+    alone = [answers(asyncio.run(predictor.predict([r]))) for r in requests]
+
+    async def at_once() -> list[list[Any]]:
+        return await asyncio.gather(*(predictor.predict([r]) for r in requests))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can
+    try:
+        for _ in range(3):
+            assert [answers(r) for r in asyncio.run(at_once())] == alone
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_filters_cut_the_answer_down(http: TestClient, keys: dict[str, str]) -> None:
