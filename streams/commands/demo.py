@@ -393,6 +393,19 @@ def _print_summary(summary: dict[str, Any], report: IncidentReport) -> None:
         _print_machine(summary["this_machine"])
 
 
+def _print_clickhouse(tables: dict[str, QueryResult], stored: int, batches: int) -> None:
+    """The run's tables from ClickHouse, saying so when the sink had not stored all of it."""
+    if stored < batches:
+        print(
+            f"\n  ClickHouse holds {stored:,} of the run's {batches:,} prediction batches after "
+            "2 minutes: the sink is behind on the predictions topic (records written there "
+            "before this run come first). The tables below are partial."
+        )
+    for title, result in tables.items():
+        print(f"\n  ClickHouse: {title}")
+        print("\n".join(f"    {line}" for line in format_table(result).splitlines()))
+
+
 def _sink_answers(settings: Settings) -> bool:
     try:
         ask_sink(
@@ -514,17 +527,19 @@ _SQL_SUMMARY = {
 
 def _sql_summary(
     settings: Settings, started_ms: int, batches: int, alert_ids: set[str]
-) -> dict[str, QueryResult]:
+) -> tuple[int, dict[str, QueryResult]]:
     """This run's predictions (emitted since it started) and alerts, from ClickHouse, once
     the sink has stored all ``batches`` PredictionBatches the run produced (or after 2
-    minutes)."""
+    minutes); also how many it had stored."""
     since = f"fromUnixTimestamp64Milli({started_ms})"
-    stored = f"SELECT uniqExact(prediction_id) FROM predictions WHERE emitted_at >= {since}"
+    count = f"SELECT uniqExact(prediction_id) FROM predictions WHERE emitted_at >= {since}"
     deadline = time.monotonic() + 120
-    while run_sql(stored, settings).rows[0][0] < batches and time.monotonic() < deadline:
+    stored = int(run_sql(count, settings).rows[0][0])
+    while stored < batches and time.monotonic() < deadline:
         time.sleep(1)
+        stored = int(run_sql(count, settings).rows[0][0])
     quoted = ", ".join("'" + a.replace("'", "''") + "'" for a in sorted(alert_ids)) or "''"
-    return {
+    return stored, {
         title: run_sql(sql.format(since=started_ms, alert_ids=quoted), settings)
         for title, sql in _SQL_SUMMARY.items()
     }
@@ -567,7 +582,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         this_machine = socket.gethostname() if machine else ""
         summary = asyncio.run(_run(args, settings, worker, console, this_machine))
         console.line("waiting for ClickHouse to store the run", _DIM)
-        tables = _sql_summary(
+        stored, tables = _sql_summary(
             settings, started_ms, summary["prediction_batches"], summary.pop("_alert_ids")
         )
     except (AssertionError, SqlError) as error:
@@ -579,13 +594,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             process.stop()
     report: IncidentReport = summary.pop("_report")
     summary["clickhouse"] = {title: result.as_dicts() for title, result in tables.items()}
+    summary["clickhouse_stored_batches"] = stored
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     _print_summary(summary, report)
-    for title, result in tables.items():
-        print(f"\n  ClickHouse: {title}")
-        print("\n".join(f"    {line}" for line in format_table(result).splitlines()))
+    _print_clickhouse(tables, stored, summary["prediction_batches"])
     print(
         '\n  query it yourself: foresight sql "SELECT rule, status, count() FROM alerts '
         'GROUP BY rule, status"'

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from connectors.clickhouse import QueryResult
 from models.incident_report import match_alerts, match_workflow_alerts
 from schemas.predictions import PredictionColumns
 from streams import topics
@@ -14,6 +15,7 @@ from streams.commands.demo import (
     Observed,
     _machine_summary,
     _observe,
+    _print_clickhouse,
     _print_summary,
     _scored,
     _workflow_summary,
@@ -158,3 +160,15 @@ def test_a_summary_says_when_the_worker_was_still_behind(
     }  # fmt: skip
     _print_summary(summary, match_alerts([], []))
     assert "behind          the worker had not taken in every record" in capsys.readouterr().out
+
+
+def test_the_clickhouse_tables_say_when_the_sink_had_not_stored_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tables = {"predictions by kind": QueryResult(["kind", "predictions"], [])}
+    _print_clickhouse(tables, 2_000, 18_096)
+    out = capsys.readouterr().out
+    assert "ClickHouse holds 2,000 of the run's 18,096 prediction batches" in out
+    assert "ClickHouse: predictions by kind" in out and "(0 rows)" in out
+    _print_clickhouse(tables, 18_096, 18_096)
+    assert "holds" not in capsys.readouterr().out
