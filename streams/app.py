@@ -235,12 +235,13 @@ def create_app(settings: Settings) -> faust.App:
 
     def load_state(entity: str) -> Checkpoint:
         key = entity.encode()
-        return Checkpoint(
-            entity,
-            windows_table.get(key),
-            windows_table.get(journal_key(key, settings.topic_partitions)),
-            models_table.get(key),
-        )
+        segments: list[bytes] = []
+        while (segment := windows_table.get(segment_key(key, len(segments)))) is not None:
+            segments.append(segment)
+        return Checkpoint(entity, windows_table.get(key), tuple(segments), models_table.get(key))
+
+    def segment_key(key: bytes, segment: int) -> bytes:
+        return journal_key(key, settings.topic_partitions, segment)
 
     codec = codec_for(settings)
     engine = Engine(settings, load_state, codec, routing_stats.get_topic_name())
@@ -279,10 +280,10 @@ def create_app(settings: Settings) -> faust.App:
             key = checkpoint.entity.encode()
             if checkpoint.windows is not None:  # before its journal (see engine.journal)
                 windows_table[key] = checkpoint.windows
-            if checkpoint.journal:
-                windows_table[journal_key(key, settings.topic_partitions)] = checkpoint.journal
-            elif checkpoint.journal is not None:  # a new snapshot: no records since it
-                windows_table.pop(journal_key(key, settings.topic_partitions), None)
+            for segment, value in enumerate(checkpoint.journal, checkpoint.segment):
+                windows_table[segment_key(key, segment)] = value
+            for segment in range(checkpoint.drop_segments):
+                windows_table.pop(segment_key(key, segment), None)
             if checkpoint.models is not None:
                 models_table[key] = checkpoint.models
 

@@ -42,21 +42,27 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def journal_key(key: bytes, partitions: int) -> bytes:
-    """The key of the entity ``key``'s windows journal: the first of ``key`` + NUL +
-    ``journal<n>`` that Kafka's partitioner files in the entity's own partition.
+def journal_key(key: bytes, partitions: int, segment: int = 0) -> bytes:
+    """The key of segment ``segment`` of the entity ``key``'s windows journal: the
+    ``segment``-th (from 0) of ``key`` + NUL + ``journal<n>`` that Kafka's partitioner files
+    in the entity's own partition.
 
     The worker holds, recovers and hands over a table's keys by partition, and Kafka keeps a
     partition's records in order: so the journal lives with its entity, and is never newer
     in the changelog than the snapshot it was written after (see
-    :mod:`streams.engine.journal`). About ``partitions`` hashes, once per entity (cached).
+    :mod:`streams.engine.journal`). About ``partitions`` hashes a segment, once per entity
+    (cached).
     """
+    return b"%s\x00journal%d" % (key, _journal_number(key, partitions, segment))
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _journal_number(key: bytes, partitions: int, segment: int) -> int:
     partition = key_partition(key, partitions)
-    n = 0
-    while key_partition(candidate := b"%s\x00journal%d" % (key, n), partitions) != partition:
+    n = 0 if segment == 0 else _journal_number(key, partitions, segment - 1) + 1
+    while key_partition(b"%s\x00journal%d" % (key, n), partitions) != partition:
         n += 1
-    return candidate
+    return n
 
 
 class EntityRocksStore(rocksdb.Store):

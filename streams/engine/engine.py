@@ -155,6 +155,10 @@ class Engine:
         # take at the next write) and the records it took since (see .journal).
         self._snapshots: dict[str, tuple[int, int]] = {}
         self._journals: dict[str, bytearray] = {}
+        # The journal segments written since each entity's snapshot, and the journal bytes
+        # they hold; and how many segment keys may hold a value (an eviction deletes them).
+        self._segments: dict[str, tuple[int, int]] = {}
+        self._segment_keys: dict[str, int] = {}
         self._unsaved: dict[str, None] = {}  # entities whose journal the changelog lacks
         self._events_in: dict[str, Counter] = {}
 
@@ -327,11 +331,11 @@ class Engine:
             return None
         pipeline = EntityPipeline(entity, self.models)
         saved = self.load_state(entity)
+        self._segment_keys[entity] = len(saved.journal)
         if saved.windows:
             try:
                 snapshot, taken = journal.read(saved.windows)
-                if saved.journal:
-                    taken += journal.records(saved.journal, snapshot)
+                taken += journal.records(saved.journal, snapshot)
                 pipeline = EntityPipeline.restore(self.models, snapshot, saved.models)
             except ValueError as error:  # a state we cannot read: start the entity afresh
                 log.error("entity %s: cannot restore its state (%s); starting fresh", entity, error)
@@ -472,7 +476,11 @@ class Engine:
                 models = pipeline.models_bytes()
                 self.models_checkpointed[entity] = t_ms
             held = self._snapshots.get(entity)
-            if held is None or len(self._journals.get(entity, b"")) > held[1]:
+            if (
+                held is None
+                or self._snapshot_due(entity)
+                or len(self._journals.get(entity, b"")) > held[1]
+            ):
                 out.checkpoints.append(self._snapshot(pipeline, models))
             else:
                 self._unsaved[entity] = None
@@ -484,30 +492,46 @@ class Engine:
         """The journals of the entities whose latest records the changelog lacks: what it
         must hold before the worker commits the input offsets of those records.
 
-        An entity's journal is rewritten whole each time it is written: written with every
-        pass that changed it, journals were most of a worker's writes when behind, where most
-        passes touch most entities. The worker calls this after each pass while it keeps up,
-        and before each offset commit (where, behind, an entity's passes share one write)."""
+        Each write is a journal segment of the records since the last one. The worker calls
+        this after each pass while it keeps up, and before each offset commit (where, behind,
+        an entity's passes share one segment: fewer, larger writes)."""
         return [self._journal(entity) for entity in list(self._unsaved)]
 
-    def _journal(self, entity: str) -> Checkpoint:
-        """The entity's journal of the records since its snapshot; a new snapshot instead when
-        a step made the snapshot stale since (a step the clock closed)."""
-        del self._unsaved[entity]
-        held = self._snapshots.get(entity)
-        if held is None:
-            return self._snapshot(self.entities[entity], None)
-        return Checkpoint(entity, journal=journal.entry(held[0], self._journals[entity]))
+    def _snapshot_due(self, entity: str) -> bool:
+        """Whether the entity's next write must be a snapshot: it has none since its last step
+        (or since it was loaded), or its journal has all the segments it may have."""
+        return (
+            entity not in self._snapshots
+            or self._segments.get(entity, (0, 0))[0] >= journal.MAX_SEGMENTS
+        )
 
-    def _snapshot(self, pipeline: EntityPipeline, models: bytes | None) -> Checkpoint:
+    def _journal(self, entity: str) -> Checkpoint:
+        """The entity's next journal segment: the records since its last write; a new snapshot
+        instead when one is due (a step the clock closed made the snapshot stale since)."""
+        del self._unsaved[entity]
+        if self._snapshot_due(entity):
+            return self._snapshot(self.entities[entity], None)
+        segment, written = self._segments.get(entity, (0, 0))
+        records = self._journals[entity]
+        self._segments[entity] = (segment + 1, len(records))
+        self._segment_keys[entity] = max(self._segment_keys.get(entity, 0), segment + 1)
+        value = journal.entry(self._snapshots[entity][0], records[written:])
+        return Checkpoint(entity, journal=(value,), segment=segment)
+
+    def _snapshot(
+        self, pipeline: EntityPipeline, models: bytes | None, evicted: bool = False
+    ) -> Checkpoint:
         """The entity's windows snapshot, taken anew (after a step, on eviction, or once the
-        records since outweigh it), and an empty journal, whose key the worker deletes."""
+        records since outweigh it or fill its segments): its journal starts again at segment
+        0. Evicted, the entity's segment keys are deleted."""
         entity = pipeline.entity
         snapshot = pipeline.windows_bytes()
         self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))
         self._journals[entity] = bytearray()
+        self._segments.pop(entity, None)
         self._unsaved.pop(entity, None)
-        return Checkpoint(entity, snapshot, b"", models)
+        dropped = self._segment_keys.pop(entity, 0) if evicted else 0
+        return Checkpoint(entity, snapshot, models=models, drop_segments=dropped)
 
     def evict_idle(self, now_s: float, out: Outputs) -> list[str]:
         """Move entities idle for ``entity_idle_s`` out of memory, their whole state
@@ -521,7 +545,7 @@ class Engine:
                 idle.append(entity)
         for entity in idle:
             pipeline = self.entities[entity]
-            out.checkpoints.append(self._snapshot(pipeline, pipeline.models_bytes()))
+            out.checkpoints.append(self._snapshot(pipeline, pipeline.models_bytes(), evicted=True))
             self.outcomes.forget(entity)
             self._forget(entity)
         return idle
@@ -537,6 +561,8 @@ class Engine:
             self._pending,
             self._snapshots,
             self._journals,
+            self._segments,
+            self._segment_keys,
             self._unsaved,
         ):
             held.pop(entity, None)

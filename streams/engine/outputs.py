@@ -37,20 +37,26 @@ class Output:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """An entity's state for the worker's tables: its windows snapshot, the journal of
-    records taken since (:mod:`.journal`) and its model states. Written, None means that
-    part is unchanged, and an empty journal that there is none: its key is deleted (a
-    tombstone in the changelog). Loaded, None means that none is saved."""
+    """An entity's state for the worker's tables: its windows snapshot, segments of the
+    journal of records taken since (:mod:`.journal`) and its model states.
+
+    Written: None means that part is unchanged; ``journal`` holds the segments to write from
+    index ``segment`` on (after a new snapshot, none yet: segment 0 comes next), and the keys
+    of segments ``0`` to ``drop_segments - 1`` are deleted after them (tombstones in the
+    changelog: an entity evicted at rest). Loaded: None means that none is saved, and
+    ``journal`` holds every saved segment from 0 on."""
 
     entity: str
     windows: bytes | None = None
-    journal: bytes | None = None
+    journal: tuple[bytes, ...] = ()
     models: bytes | None = None
+    segment: int = 0
+    drop_segments: int = 0
 
     @property
     def size(self) -> int:
         """The bytes the written parts hold."""
-        return sum(len(part or b"") for part in (self.windows, self.journal, self.models))
+        return len(self.windows or b"") + sum(map(len, self.journal)) + len(self.models or b"")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The worker's state against a real Kafka: local state ahead of its changelog, and an
-entity's two keys (windows snapshot and journal) in its changelog."""
+entity's keys (windows snapshot and journal segments) in its changelog."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from connectors.kafka_producer import RecordProducer
 from models.entity import step_end_after, step_phase_ms
 from streams import topics
 from streams.commands.tail import topic_partitions
+from streams.engine import journal
 from streams.settings import Settings
 from streams.state_store import discard_stale_state, journal_key, key_partition
 from streams.worker_process import WorkerProcess
@@ -38,12 +39,15 @@ def test_key_partition_is_kafkas_default_partitioner() -> None:
         assert key_partition(key, 6) == partitioner(key, list(range(6)), list(range(6)))
 
 
-def test_an_entitys_journal_key_is_its_own_and_in_its_partition() -> None:
+def test_an_entitys_journal_keys_are_its_own_and_in_its_partition() -> None:
     for partitions in (1, 6, 32):
         for key in (b"web-1", b"host-42", "ünïcode".encode()):
-            journal = journal_key(key, partitions)
-            assert journal != key and journal.startswith(key + b"\x00")
-            assert key_partition(journal, partitions) == key_partition(key, partitions)
+            segments = [journal_key(key, partitions, segment) for segment in range(40)]
+            assert len(set(segments)) == 40 and key not in segments
+            assert journal_key(key, partitions) == segments[0]
+            for segment in segments:
+                assert segment.startswith(key + b"\x00")
+                assert key_partition(segment, partitions) == key_partition(key, partitions)
 
 
 @pytest.mark.integration
@@ -107,13 +111,18 @@ async def _changelog_until(
         await consumer.stop()
 
 
+def _holds(key: bytes) -> Callable[[Written], bool]:
+    return lambda written: any(value for _, _, value in written[key])
+
+
 @pytest.mark.integration
 async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the_snapshot(
     stack_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
     worker_id, entity = f"test-journal-{unique}", f"journal-{unique}"
     key = entity.encode()
-    journal = journal_key(key, stack_settings.topic_partitions)
+    first, second = (journal_key(key, stack_settings.topic_partitions, n) for n in (0, 1))
+    keys = (key, first, second)
     topic, kafka = f"{worker_id}-entity-windows-changelog", stack_settings.kafka()
     step_ms = int(stack_settings.step_s * 1000)
     # The start of one of the entity's steps (each entity's steps end on a phase of its own).
@@ -131,26 +140,30 @@ async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the
         await worker.ready()
         # Up to the record that closes the first step: a snapshot, and no journal.
         await produce(kafka, topics.METRICS, "entity", records[:11])
-        await _changelog_until(kafka, topic, (key, journal), lambda w: bool(w[key]), 90)
-        # Two records of the next step, in a later pass: only a journal.
-        await produce(kafka, topics.METRICS, "entity", records[11:])
-        written = await _changelog_until(
-            kafka, topic, (key, journal), lambda w: any(v for _, _, v in w[journal]), 90
-        )
-        # Idle for 5 s, the entity is evicted: a last snapshot, then its journal's tombstone.
+        await _changelog_until(kafka, topic, keys, lambda w: bool(w[key]), 90)
+        # A record of the next step, then another in a later pass: a journal segment each.
+        for record, segment in zip(records[11:], (first, second), strict=True):
+            await produce(kafka, topics.METRICS, "entity", [record])
+            await _changelog_until(kafka, topic, keys, _holds(segment), 90)
+        # Idle for 5 s, the entity is evicted: a last snapshot, then its segments' tombstones.
         written = await _changelog_until(
             kafka,
             topic,
-            (key, journal),
-            lambda w: bool(w[journal]) and w[journal][-1][2] is None,
+            keys,
+            lambda w: all(w[s] and w[s][-1][2] is None for s in (first, second)),
             90,
         )
     finally:
         worker.stop()
     partition = key_partition(key, stack_settings.topic_partitions)
-    assert {p for p, _, _ in written[key] + written[journal]} == {partition}
-    snapshot, tombstone = written[key][-1], written[journal][-1]
-    assert snapshot[2] and snapshot[1] < tombstone[1], "the snapshot goes before the tombstone"
+    assert {p for k in keys for p, _, _ in written[k]} == {partition}
+    # One segment each, the first before the second, each holding its pass' record alone.
+    (one, none), (two, gone) = written[first], written[second]
+    assert one[2] and two[2] and one[1] < two[1] and none[2] is None and gone[2] is None
+    before = [value for _, at, value in written[key] if at < one[1]][-1] or b""
+    assert [len(journal.records([s], before)) for s in (one[2], two[2])] == [1, 1]
+    snapshot = written[key][-1]
+    assert snapshot[2] and snapshot[1] < none[1], "the snapshot goes before the tombstones"
     # Compacted (each key's last record, tombstones removed): the snapshot alone is left.
     compacted = {k: w[-1][2] for k, w in written.items() if w[-1][2] is not None}
     assert compacted == {key: snapshot[2]}

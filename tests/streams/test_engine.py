@@ -28,7 +28,7 @@ from schemas.codec import Codec, Message
 from schemas.json_form import json_form, json_schema
 from schemas.predictions import KINDS, prediction_rows
 from streams import topics
-from streams.engine import Checkpoint, Engine, Input, Outputs
+from streams.engine import Checkpoint, Engine, Input, Outputs, journal
 from streams.engine.engine import routed_request
 from streams.settings import Settings
 from tests.connectors.prometheus_proto import Series, snappy, write_request
@@ -60,10 +60,16 @@ class Changelog:
     def write(self, checkpoints: Sequence[Checkpoint]) -> None:
         for c in checkpoints:
             held = self.load(c.entity)
+            segments = dict(enumerate(held.journal))
+            segments.update(enumerate(c.journal, c.segment))
+            for dropped in range(c.drop_segments):
+                del segments[dropped]
+            # Loaded as the worker loads them: from segment 0 to the first key missing.
+            run = itertools.takewhile(bool, (segments.get(i, b"") for i in itertools.count()))
             self.saved[c.entity] = Checkpoint(
                 c.entity,
                 held.windows if c.windows is None else c.windows,
-                held.journal if c.journal is None else c.journal or None,  # empty: deleted
+                tuple(run),
                 held.models if c.models is None else c.models,
             )
 
@@ -267,15 +273,19 @@ def test_a_pass_between_steps_leaves_its_journal_to_the_commit_and_a_restore_res
         written = first.metrics([records[k]], NOW_S).checkpoints
         committed = first.commit()
         if k % 10 == 0:  # a step: its snapshot, and no journal since
-            assert [(bool(c.windows), c.journal) for c in written] == [(True, b"")]
+            assert [(bool(c.windows), c.journal) for c in written] == [(True, ())]
             assert committed == []
-        else:  # between steps: the journal alone, with the commit
+        else:  # between steps: a journal segment alone, with the commit, of the pass' record
             assert written == []
-            assert [(bool(c.journal), c.windows) for c in committed] == [(True, None)]
+            assert [(c.segment, c.windows) for c in committed] == [(k % 10 - 1, None)]
+            taken = journal.records(committed[0].journal, changelog.saved["web-1"].windows or b"")
+            assert [offset for offset, _ in taken] == [records[k].message.offset]
         changelog.write(written + committed)
     crashed = first.metrics([records[crash]], NOW_S).checkpoints
     # The worker dies before the commit after the crash pass: after a step's snapshot went
-    # out and before its journal's tombstone did, or with a journal the commit never wrote.
+    # out, with the previous snapshot's segments still in the changelog, or with a segment
+    # the commit never wrote (the segments before it are the new snapshot's, those after it
+    # the previous one's).
     changelog.write([Checkpoint(c.entity, windows=c.windows) for c in crashed if c.windows])
     assert bool(crashed) == (crash % 10 == 0)
     # It resumes from its committed offset, two records back: the records the changelog
@@ -300,7 +310,7 @@ def test_a_commit_writes_the_journals_of_the_passes_since_longest_waiting_first(
     engine, uninterrupted = _engine(changelog), _engine(Changelog())
     for chunk in ([a[0], b[0]], [b[1]], [a[1]], [b[2], a[2]]):
         written = engine.metrics(chunk, NOW_S).checkpoints
-        assert all(c.windows and c.journal == b"" for c in written), "snapshots only"
+        assert all(c.windows and c.journal == () for c in written), "snapshots only"
         changelog.write(written)
         uninterrupted.metrics(chunk, NOW_S)
     committed = engine.commit()
@@ -327,7 +337,7 @@ def test_a_step_the_clock_closes_before_a_commit_is_saved_as_a_new_snapshot() ->
     # the journal the commit would have written.
     assert _decoded(first.tick(NOW_S + 30), topics.FEATURES.name)
     (committed,) = first.commit()
-    assert committed.windows and committed.journal == b""
+    assert committed.windows and committed.journal == ()
     changelog.write([committed])
     second = _engine(changelog)
     uninterrupted.metrics(records[:15], NOW_S)
@@ -360,9 +370,11 @@ def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -
     assert len(snapshots) > 2 and snapshots[0] == 0
     for at, following in itertools.pairwise(snapshots):
         size = len(written[at].windows or b"")
-        assert written[at].journal == b"" and written[following].journal == b""
-        before = written[following - 1].journal or b""
-        assert 8 < len(before) <= 8 + size, "the journal outweighs its snapshot no longer"
+        segments = written[at + 1 : following]
+        assert [c.segment for c in segments] == list(range(len(segments))), "from 0, in order"
+        assert all(c.windows is None and len(c.journal) == 1 for c in segments)
+        held = sum(len(c.journal[0]) - 8 for c in segments)  # records, without the headers
+        assert 0 < held <= size, "the journal outweighs its snapshot no longer"
     # A restart from the changelog, mid-journal, resumes exactly.
     assert written[-1].windows is None
     second = _engine(changelog)
@@ -372,6 +384,52 @@ def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -
     assert (
         second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
     )
+
+
+def test_a_journal_with_all_its_segments_is_folded_into_a_new_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journal, "MAX_SEGMENTS", 3)
+    changelog, feed = Changelog(), Feed()
+    # A record every 100 ms, one a pass: no step closes after the first record's, and the
+    # journal stays far lighter than its snapshot.
+    records = [
+        feed.record("web-1", T0_MS + 100 + k * 100, {"cpu": float(k % 5)}) for k in range(40)
+    ]
+    first, uninterrupted = _engine(changelog), _engine(Changelog())
+    written = []
+    for record in records[:30]:
+        out = first.metrics([record], NOW_S)
+        (checkpoint,) = [*out.checkpoints, *first.commit()]
+        changelog.write([checkpoint])
+        written.append(checkpoint)
+    # A snapshot, its three segments, a snapshot...: a segment holds one pass' record.
+    assert [c.segment if c.windows is None else "snapshot" for c in written[:9]] == [
+        "snapshot", 0, 1, 2, "snapshot", 0, 1, 2, "snapshot"
+    ]  # fmt: skip
+    assert all(len(c.journal) == 1 for c in written if c.windows is None)
+    second = _engine(changelog)
+    for record in records[30:]:
+        second.metrics([record], NOW_S)
+    uninterrupted.metrics(records, NOW_S)
+    assert (
+        second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
+    )
+
+
+def test_a_restore_takes_the_segments_of_its_snapshot_and_refuses_a_broken_one() -> None:
+    taken, older = bytearray(), bytearray()
+    journal.append(taken, 11, b"eleven")
+    journal.append(older, 3, b"three")
+    snapshot = b"FSE2snapshot"
+    ours = journal.entry(journal.identity(snapshot), taken)
+    theirs = journal.entry(journal.identity(b"FSE2older"), older)
+    assert journal.records([ours, ours, theirs, ours], snapshot) == [(11, b"eleven")] * 2
+    assert journal.records([theirs, ours], snapshot) == []
+    with pytest.raises(ValueError, match="cut short"):
+        journal.records([ours, ours[:-2]], snapshot)
+    with pytest.raises(ValueError, match="not b'FSR1'"):
+        journal.records([ours, b"FSE2" + ours[4:]], snapshot)
 
 
 def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() -> None:
@@ -385,15 +443,19 @@ def test_an_evicted_entity_leaves_its_snapshot_alone_and_comes_back_exactly() ->
     for record in records[:15]:
         changelog.take(evicting, [record], NOW_S)
         kept.metrics([record], NOW_S)
-    assert changelog.saved["web-1"].journal, "records 11 to 14 since the step's snapshot"
+    # Records 11 to 14 since the step's snapshot, then the previous snapshot's longer run.
+    segments = changelog.saved["web-1"].journal
+    assert len(segments) > 4
     out = evicting.tick(NOW_S + 700)
     kept.tick(NOW_S + 700)
     changelog.write(out.checkpoints)
     assert set(evicting.entities) == set() and set(kept.entities) == {"web-1"}
     (evicted,) = out.checkpoints
-    assert evicted.windows and evicted.models and evicted.journal == b""
-    # The journal's key is deleted (a tombstone): the compacted changelog keeps the snapshot.
-    assert changelog.saved["web-1"].journal is None
+    # Every segment key it wrote is deleted (tombstones), the previous snapshot's too: the
+    # compacted changelog keeps the snapshot alone.
+    assert evicted.windows and evicted.models and evicted.journal == ()
+    assert evicted.drop_segments == len(segments)
+    assert changelog.saved["web-1"].journal == ()
     for record in records[15:]:
         changelog.take(evicting, [record], NOW_S + 700)
         kept.metrics([record], NOW_S + 700)
