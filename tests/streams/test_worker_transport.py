@@ -1,11 +1,13 @@
-"""The worker's Kafka consumer fetches with the wait its settings give, not Faust's 1.5 s (see
-``streams.transport``: a busy partition's records waited that long behind a fetch for the
-worker's idle topics)."""
+"""The worker's Kafka consumer (``streams.transport``): it fetches with the wait its settings
+give, not Faust's 1.5 s (a busy partition's records waited that long behind a fetch for the
+worker's idle topics), and hands each record to its delivery without a task per record."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +27,69 @@ async def test_the_workers_consumer_fetches_with_the_wait_of_its_settings(
     assert isinstance(app.transport, KafkaTransport)
     consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
     assert consumer._fetch_max_wait_ms == settings.worker_fetch_wait_ms
+
+
+# Each record goes to Faust's delivery (the conductor's callback) at once; only a delivery that
+# has to wait is raced against a rebalance's flow suspension.
+
+
+def _consumer(tmp_path: Path) -> Any:
+    return create_app(Settings(worker_data_dir=str(tmp_path / "data"))).consumer
+
+
+async def test_a_delivery_that_does_not_wait_is_done_before_the_loop_runs(tmp_path: Path) -> None:
+    consumer, delivered = _consumer(tmp_path), []
+
+    async def deliver(message: Any) -> None:
+        delivered.append(message)
+
+    delivery = consumer._deliver(deliver, "m1")
+    with pytest.raises(StopIteration):  # done without handing the loop anything
+        delivery.send(None)
+    assert delivered == ["m1"]
+
+
+async def test_a_delivery_that_waits_is_resumed_where_it_stopped(tmp_path: Path) -> None:
+    consumer, steps = _consumer(tmp_path), []
+    room = asyncio.get_running_loop().create_future()
+
+    async def deliver(message: Any) -> None:
+        steps.append(("before", message))
+        steps.append(("got", await room))
+        await asyncio.sleep(0)  # a bare yield to the loop, then done
+        steps.append(("after", message))
+
+    delivering = asyncio.create_task(consumer._deliver(deliver, "m1"))
+    await asyncio.sleep(0.01)
+    assert steps == [("before", "m1")] and not delivering.done()
+    room.set_result("room")
+    await asyncio.wait_for(delivering, 5)
+    assert steps == [("before", "m1"), ("got", "room"), ("after", "m1")]
+
+
+async def test_a_waiting_delivery_gives_way_to_a_rebalance(tmp_path: Path) -> None:
+    consumer, seen = _consumer(tmp_path), []
+
+    async def deliver(message: Any) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # a queue that stays full
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    delivering = asyncio.create_task(consumer._deliver(deliver, "m1"))
+    await asyncio.sleep(0.01)
+    consumer.suspend_flow.set()
+    await asyncio.wait_for(delivering, 5)
+    await asyncio.sleep(0.01)
+    assert seen == ["cancelled"]
+
+
+async def test_a_delivery_that_fails_fails_the_loop(tmp_path: Path) -> None:
+    consumer = _consumer(tmp_path)
+
+    async def deliver(message: Any) -> None:
+        raise ValueError(message)
+
+    with pytest.raises(ValueError, match="m1"):
+        await consumer._deliver(deliver, "m1")
