@@ -50,17 +50,18 @@ async def test_a_delivery_that_does_not_wait_is_done_before_the_loop_runs(tmp_pa
 
 
 async def test_a_delivery_that_waits_is_resumed_where_it_stopped(tmp_path: Path) -> None:
-    consumer, steps = _consumer(tmp_path), []
+    consumer, steps, waiting = _consumer(tmp_path), [], asyncio.Event()
     room = asyncio.get_running_loop().create_future()
 
     async def deliver(message: Any) -> None:
         steps.append(("before", message))
+        waiting.set()
         steps.append(("got", await room))
         await asyncio.sleep(0)  # a bare yield to the loop, then done
         steps.append(("after", message))
 
     delivering = asyncio.create_task(consumer._deliver(deliver, "m1"))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(waiting.wait(), 5)
     assert steps == [("before", "m1")] and not delivering.done()
     room.set_result("room")
     await asyncio.wait_for(delivering, 5)
@@ -68,21 +69,21 @@ async def test_a_delivery_that_waits_is_resumed_where_it_stopped(tmp_path: Path)
 
 
 async def test_a_waiting_delivery_gives_way_to_a_rebalance(tmp_path: Path) -> None:
-    consumer, seen = _consumer(tmp_path), []
+    consumer, waiting, cancelled = _consumer(tmp_path), asyncio.Event(), asyncio.Event()
 
     async def deliver(message: Any) -> None:
+        waiting.set()
         try:
             await asyncio.get_running_loop().create_future()  # a queue that stays full
         except asyncio.CancelledError:
-            seen.append("cancelled")
+            cancelled.set()
             raise
 
     delivering = asyncio.create_task(consumer._deliver(deliver, "m1"))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(waiting.wait(), 5)
     consumer.suspend_flow.set()
-    await asyncio.wait_for(delivering, 5)
-    await asyncio.sleep(0.01)
-    assert seen == ["cancelled"]
+    await asyncio.wait_for(delivering, 5)  # the loop goes on
+    await asyncio.wait_for(cancelled.wait(), 5)  # and the delivery is called off
 
 
 async def test_a_delivery_that_fails_fails_the_loop(tmp_path: Path) -> None:
