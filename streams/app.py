@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ from streams.transport import KafkaTransport
 log = logging.getLogger(__name__)
 _MIB = 1024 * 1024
 _WEB_SCHEME = "foresight-web"
+_TABLE_WRITES_PER_RECORD = 3  # at most: a windows snapshot or journal segment, model states
 
 
 class WorkerWeb(AiohttpWeb):
@@ -210,6 +211,10 @@ def create_app(settings: Settings) -> faust.App:
     )
     transport = KafkaTransport(app, settings.worker_fetch_wait_ms)
     app.transport = transport
+    # The table writes wait in Faust's producer buffer, and the delivery of the next record
+    # waits (with a warning) while it holds more than this: Faust's 100 is a fraction of what
+    # one pass writes (a journal segment, a snapshot or model states per entity it touched).
+    app.producer.buffer.max_messages = _TABLE_WRITES_PER_RECORD * settings.worker_batch
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -289,14 +294,18 @@ def create_app(settings: Settings) -> faust.App:
 
     # Held from a pass that may step or snapshot entities to the end of its writes, so a
     # commit never finds the engine ahead of the tables: a snapshot still on its way would
-    # leave the journals it replaced out of the changelog.
+    # leave the journals it replaced out of the changelog. A commit holds it until Faust's
+    # producer buffer has handed its table records to the producer.
     stepping = asyncio.Lock()
 
-    async def before_commit() -> None:
+    @contextlib.asynccontextmanager
+    async def committing() -> AsyncIterator[None]:
         async with stepping:
             store(engine.commit())
+            await app.producer.buffer.flush()
+        yield
 
-    transport.before_commit = before_commit
+    transport.committing = committing
 
     @app.agent(metrics_in)
     async def metrics_agent(stream: Any) -> None:

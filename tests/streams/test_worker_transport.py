@@ -94,3 +94,10 @@ async def test_a_delivery_that_fails_fails_the_loop(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="m1"):
         await consumer._deliver(deliver, "m1")
+
+
+def test_the_producer_buffer_holds_a_passs_table_writes(tmp_path: Path) -> None:
+    """Faust's bound (100) is a fraction of one pass's table writes: every delivery after a
+    pass waited for the buffer, with a warning."""
+    settings = Settings(worker_data_dir=str(tmp_path / "data"), worker_batch=700)
+    assert create_app(settings).producer.buffer.max_messages == 3 * 700
