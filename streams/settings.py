@@ -166,7 +166,10 @@ class Settings:
         "of the step of its own (a fleet's steps spread over the step, not all at once).",
     )
     worker_batch: int = _setting(
-        1000, "FORESIGHT_WORKER_BATCH", "Records a worker takes from Kafka per vectorised pass."
+        1000,
+        "FORESIGHT_WORKER_BATCH",
+        "Records a worker takes from Kafka per vectorised pass. Three times as many table "
+        "writes may wait for the producer before the delivery of the next record waits too.",
     )
     worker_batch_wait_s: float = _setting(
         0.01,

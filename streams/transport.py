@@ -9,12 +9,10 @@ wait with it: at 20,000 samples/s every record reached the worker 0 to 1.6 s lat
 the median), while a plain consumer of the same topic saw them 3 ms old. A short wait ends
 that; its price is more empty fetches while the worker is idle.
 
-The consumer also runs every offset commit inside the transport's ``committing`` context,
-Faust's producer flush included: the worker writes there the entity state its passes left for
-the commit (:meth:`streams.engine.Engine.commit`), so a committed offset always has the records
-before it in the changelog, and holds its next pass until the commit is done. A flush waits
-until Faust's producer buffer is empty, and passes that went on writing table records into it
-kept it from emptying: commits of 2 to 7 s under a backlog.
+The consumer also runs the transport's ``before_commit`` before every offset commit, ahead of
+Faust's producer flush: the worker writes there the entity state its passes left for the
+commit (:meth:`streams.engine.Engine.commit`), so a committed offset always has the records
+before it in the changelog.
 
 And it hands each fetched record to the agents' streams without a task per record. Faust's
 loop delivers a record by racing the delivery against a rebalance's flow suspension
@@ -27,10 +25,8 @@ the record in a stream's queue). Here the delivery runs at once, and only one th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, cast
 
 import aiokafka
@@ -56,10 +52,11 @@ class _Consumer(driver.Consumer):
         self, offsets: Mapping[Any, int], start_new_transaction: bool = True
     ) -> bool:
         # Every commit (Faust's timer, a rebalance's, the last at shutdown) passes here, and
-        # flushes the producer: what the context writes on entering is sent first.
-        committing = cast(KafkaTransport, self.transport).committing
-        async with committing():
-            committed: bool = await super()._commit_offsets(offsets, start_new_transaction)
+        # flushes the producer after it: what before_commit writes is sent first.
+        before = cast(KafkaTransport, self.transport).before_commit
+        if before is not None:
+            await before()
+        committed: bool = await super()._commit_offsets(offsets, start_new_transaction)
         return committed
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -129,19 +126,14 @@ class _Consumer(driver.Consumer):
 
 class KafkaTransport(driver.Transport):
     """The aiokafka transport, whose worker consumer's fetches wait ``fetch_max_wait_ms`` and
-    whose commits run inside ``committing``."""
+    whose commits run ``before_commit`` first."""
 
     Consumer = _Consumer
 
     def __init__(self, app: faust.App, fetch_max_wait_ms: int) -> None:
         super().__init__(app.conf.broker_consumer, app)
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.committing: Callable[[], AbstractAsyncContextManager[None]] = _nothing
-
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
+        self.before_commit: Callable[[], Awaitable[None]] | None = None
 
 
 class _Rest:
