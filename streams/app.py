@@ -71,7 +71,7 @@ from streams.engine.outputs import too_large
 from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
-from streams.state_store import journal_key, table_store
+from streams.state_store import EntityRocksStore, journal_key, table_store
 from streams.transport import KafkaTransport
 
 log = logging.getLogger(__name__)
@@ -379,6 +379,13 @@ def create_app(settings: Settings) -> faust.App:
                 latest[slot] = {**entries, **latest[slot]}
         else:
             redis.answered()
+
+    @app.timer(interval=settings.worker_store_flush_s)  # type: ignore[untyped-decorator]
+    async def flush_stores() -> None:
+        """The local state on disk up to the newest writes (see streams.state_store)."""
+        for table in (windows_table, models_table):
+            if isinstance(table.data, EntityRocksStore):
+                table.data.flush(wait=False)
 
     watched = {topics.METRICS.name, topics.AGENT_EVENTS.name, topics.LABELS.name,
                topics.ROUTING_REQUESTS.name, routing_stats.get_topic_name()}  # fmt: skip

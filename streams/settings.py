@@ -128,6 +128,13 @@ class Settings:
         "Faust table store: rocksdb:// (state on disk, in FORESIGHT_WORKER_DATA_DIR) or "
         "memory:// (state rebuilt from the changelog at every start).",
     )
+    worker_store_flush_s: float = _setting(
+        30.0,
+        "FORESIGHT_WORKER_STORE_FLUSH_S",
+        "Seconds between writes of the rocksdb store's memory to disk. The store keeps no "
+        "write-ahead log (the changelog is its log): a worker killed with -9 reads up to "
+        "this much changelog more when it starts again; a clean stop writes all of it.",
+    )
     worker_data_dir: str = _setting(
         "",
         "FORESIGHT_WORKER_DATA_DIR",

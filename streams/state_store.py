@@ -8,10 +8,19 @@ every key under its own partition instead: Kafka's default partitioner (murmur2 
 the partition the table's changelog record goes to (``use_partitioner``) and the partition the
 entity's telemetry arrives on.
 
-Local state is a cache of the changelog. :func:`discard_stale_state` drops a partition's local
-database whose recorded changelog offset is beyond the changelog's end (the topic was
-recreated, say by ``stack down --wipe``): Faust would refuse to start with a
-``ConsistencyError``; the worker rebuilds that partition from the changelog instead.
+Local state is a cache of the changelog, so its writes skip RocksDB's write-ahead log (a
+``write`` system call each: 5,000 a second at 50,000 samples/s), as Kafka Streams' state
+stores do: the changelog is the log. RocksDB writes a partition's records to
+disk in order, one memory table at a time, with the changelog offset Faust records beside
+them, so the database on disk always holds a prefix of the changelog and the offset it ends
+at. :meth:`EntityRocksStore.flush` writes the memory tables out (the worker does every
+``FORESIGHT_WORKER_STORE_FLUSH_S``), and so does RocksDB when Faust closes a database (a
+revoke, a stop): after ``kill -9`` a worker reads from the changelog what was written since.
+
+:func:`discard_stale_state` drops a partition's local database whose recorded changelog
+offset is beyond the changelog's end (the topic was recreated, say by ``stack down
+--wipe``): Faust would refuse to start with a ``ConsistencyError``; the worker rebuilds that
+partition from the changelog instead.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import faust.stores
+import rocksdict
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.stores import rocksdb
@@ -66,7 +76,21 @@ def _journal_number(key: bytes, partitions: int, segment: int) -> int:
 
 
 class EntityRocksStore(rocksdb.Store):
-    """Faust's RocksDB store with each key filed under its own partition (see module doc)."""
+    """Faust's RocksDB store with each key filed under its own partition, written without
+    a write-ahead log (see module doc)."""
+
+    def _open_for_partition(self, partition: int) -> rocksdict.Rdict:
+        db: rocksdict.Rdict = super()._open_for_partition(partition)
+        unlogged = rocksdict.WriteOptions()
+        unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says a method
+        db.set_write_options(unlogged)
+        return db
+
+    def flush(self, wait: bool) -> None:
+        """Write every partition's memory table to disk (``wait``: before returning, else in
+        RocksDB's background threads)."""
+        for db in self._dbs.values():
+            db.flush(wait)
 
     def _partition(self, key: bytes) -> int:
         partitions = self.table.partitions

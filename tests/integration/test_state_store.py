@@ -167,3 +167,74 @@ async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the
     # Compacted (each key's last record, tombstones removed): the snapshot alone is left.
     compacted = {k: w[-1][2] for k, w in written.items() if w[-1][2] is not None}
     assert compacted == {key: snapshot[2]}
+
+
+def _on_disk(data_dir: Path, table: str, partition: int, key: bytes) -> bytes | None:
+    """``key`` in a worker's local database of ``table``, as a process that opens its files
+    now reads it (what is only in the worker's memory is not there)."""
+    paths = list(data_dir.rglob(f"{table}-{partition}.db"))
+    if not paths:
+        return None
+    db = rocksdict.Rdict(
+        str(paths[0]),
+        options=rocksdict.Options(raw_mode=True),
+        access_type=rocksdict.AccessType.read_only(),
+    )
+    try:
+        value: bytes | None = db.get(key)
+        return value
+    finally:
+        db.close()
+
+
+@pytest.mark.integration
+async def test_local_state_reaches_disk_on_the_flush_timer_and_on_a_clean_stop(
+    stack_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """The store writes without RocksDB's write-ahead log: what a worker wrote is on disk
+    after its next flush, and after a clean stop (here, before a timer that never comes)."""
+    entity = f"flush-{unique}"
+    key, kafka = entity.encode(), stack_settings.kafka()
+    partition = key_partition(key, stack_settings.topic_partitions)
+    phase_ms = step_phase_ms(entity, stack_settings.step_s)
+    start = step_end_after(int(time.time() * 1000) - 120_000, phase_ms, stack_settings.step_s)
+    step_ms = int(stack_settings.step_s * 1000)
+    records = [
+        {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
+         "names": ["cpu_percent"], "values": [float(k)], "source": "test"}
+        for k in range(11)
+    ]  # fmt: skip
+    workers = {}
+    for name, flush_s in (("flushing", "1"), ("stopping", "3600")):
+        (tmp_path / name).mkdir()
+        workers[name] = WorkerProcess(
+            stack_settings,
+            f"test-{name}-{unique}",
+            tmp_path / name / "worker.log",
+            FORESIGHT_WORKER_STORE_FLUSH_S=flush_s,
+        ).start()
+
+    def on_disk(name: str) -> bytes | None:
+        return _on_disk(tmp_path / name, "entity-windows", partition, key)
+
+    async def snapshots(name: str) -> list[bytes | None]:
+        topic = f"{workers[name].group}-entity-windows-changelog"
+        written = await _changelog_until(kafka, topic, (key,), _holds(key), 90)
+        return [value for _, _, value in written[key]]
+
+    try:
+        for worker in workers.values():
+            await worker.ready()
+        await produce(kafka, topics.METRICS, "entity", records)  # a step: a snapshot
+        deadline = time.monotonic() + 60
+        while on_disk("flushing") is None:
+            assert time.monotonic() < deadline, "the flush timer never wrote the snapshot"
+            await asyncio.sleep(0.5)
+        workers["flushing"].kill9()
+        assert on_disk("flushing") in await snapshots("flushing")
+        await snapshots("stopping")  # written, and still in the worker's memory only
+        workers["stopping"].stop()
+        assert on_disk("stopping") == (await snapshots("stopping"))[-1]
+    finally:
+        for worker in workers.values():
+            worker.stop()
