@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from typing import Any
 
@@ -55,6 +56,11 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG and costs ~14% of throughput.
     worker.spinner = None
+    # What exists by now (modules, classes, functions: 200,000 objects and more) lives as
+    # long as the process: out of the collector's full passes, which took 130 ms every few
+    # seconds (the worker stands still meanwhile) and take a third of that without them.
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()
     return 0
 
