@@ -71,7 +71,7 @@ from streams.engine.outputs import too_large
 from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
-from streams.state_store import EntityRocksStore, journal_key, table_store
+from streams.state_store import EntityRocksStore, EntityTable, journal_key, table_store
 from streams.transport import KafkaTransport
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_credentials=broker_credentials(kafka),
         store=table_store(settings.worker_store),
         TableManager=SeekFirstTableManager,
+        Table=EntityTable,
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
