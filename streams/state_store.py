@@ -10,10 +10,10 @@ entity's telemetry arrives on.
 
 Local state is a cache of the changelog, so its writes skip RocksDB's write-ahead log (a
 ``write`` system call each: 5,000 a second at 50,000 samples/s), as Kafka Streams' state
-stores do: the changelog is the log. RocksDB writes a partition's records to
-disk in order, one memory table at a time, with the changelog offset Faust records beside
-them, so the database on disk always holds a prefix of the changelog and the offset it ends
-at. :meth:`EntityRocksStore.flush` writes the memory tables out (the worker does every
+stores do: the changelog is the log. RocksDB writes a partition's records to disk in order,
+one memory table at a time, with the changelog offset Faust records beside them, so the
+database on disk always holds a prefix of the changelog and the offset it ends at.
+:meth:`EntityRocksStore.flush` writes the memory tables out (the worker does every
 ``FORESIGHT_WORKER_STORE_FLUSH_S``), and so does RocksDB when Faust closes a database (a
 revoke, a stop): after ``kill -9`` a worker reads from the changelog what was written since.
 
