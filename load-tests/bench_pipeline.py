@@ -156,6 +156,11 @@ def _raw_in_subprocess(settings: Settings, source: str, expect: int) -> dict[str
     return result
 
 
+def _cpu_seconds(workers: list[WorkerProcess]) -> float:
+    """The CPU time the workers have used between them (NaN where there is no ``/proc``)."""
+    return sum(worker.cpu_seconds() or math.nan for worker in workers)
+
+
 async def max_rate(
     settings: Settings,
     workers: list[WorkerProcess],
@@ -165,15 +170,14 @@ async def max_rate(
     """Flood a group of workers and read its sustained rate off their counters."""
 
     def counters() -> tuple[float, float, float, float]:
-        samples = batches = rows = cpu = 0.0
+        samples = batches = rows = 0.0
         for worker in workers:
             samples += worker.metric("foresight_samples_in_total")
             batches += worker.metric(
                 f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}'
             )
             rows += worker.metric("foresight_predictions_total{")
-            cpu += worker.cpu_seconds() or math.nan
-        return samples, batches, rows, cpu
+        return samples, batches, rows, _cpu_seconds(workers)
 
     before = counters()[0]
     total = before + len(records) * samples_per_record
@@ -207,6 +211,7 @@ async def max_rate(
 
 async def fixed_rate(
     settings: Settings,
+    workers: list[WorkerProcess],
     rate: float,
     seconds: float,
     entities: int,
@@ -219,6 +224,8 @@ async def fixed_rate(
     The first ``warmup_s`` are not measured: every entity is new then, and its first steps
     allocate state and fit models once (a cold start, not the steady state). After the last
     record, predictions are awaited up to ``drain_s`` (``drained`` false if some never came).
+    ``worker_cpu_per_s`` is the workers' CPU over the measured seconds: near 1 per worker, a
+    worker is at its limit at this rate, and its latency rises and falls with any other load.
     """
     codec = Codec()
     records_per_s = rate / metrics
@@ -270,8 +277,11 @@ async def fixed_rate(
     rng = np.random.default_rng(1)
     sent = 0
     started = time.perf_counter()
+    cpu_from: tuple[float, float] | None = None  # (when, CPU seconds) as measuring starts
     try:
         while (elapsed := time.perf_counter() - started) < warmup_s + seconds:
+            if cpu_from is None and elapsed >= warmup_s:
+                cpu_from = (time.perf_counter(), _cpu_seconds(workers))
             due = int(elapsed * records_per_s) - sent
             for _ in range(due):
                 e = sent % entities
@@ -290,6 +300,10 @@ async def fixed_rate(
                 )
                 sent += 1
             await asyncio.sleep(0.002)
+        assert cpu_from is not None
+        worker_cpu_per_s = (_cpu_seconds(workers) - cpu_from[1]) / (
+            time.perf_counter() - cpu_from[0]
+        )
         await producer.flush()
         # A worker that lags still answers: wait for the step before the last to be predicted
         # (the last closes only on idle time), so the percentiles include the lag.
@@ -315,6 +329,7 @@ async def fixed_rate(
         "latency_ms_p99": _percentile(latencies, 99),
         "worker_latency_ms_p50": _percentile(in_worker, 50),
         "worker_latency_ms_p99": _percentile(in_worker, 99),
+        "worker_cpu_per_s": worker_cpu_per_s,
     }
 
 
@@ -377,11 +392,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             for rate in args.rates if n == args.workers[0] else []:
                 progress(f"worker(s) at {rate:,.0f} samples/s for {args.seconds:.0f}s")
                 result = await fixed_rate(
-                    settings, rate, args.seconds, args.entities, args.fixed_metrics, args.warmup_s
-                )
+                    settings, workers, rate, args.seconds, args.entities, args.fixed_metrics,
+                    args.warmup_s,
+                )  # fmt: skip
                 progress(
                     f"  p50 {_ms(result['latency_ms_p50'])} ms, "
-                    f"p99 {_ms(result['latency_ms_p99'])} ms"
+                    f"p99 {_ms(result['latency_ms_p99'])} ms, "
+                    f"worker CPU {result['worker_cpu_per_s']:.2f} s/s"
                 )
                 fixed.append(result)
         finally:
@@ -421,7 +438,7 @@ def print_table(result: dict[str, Any]) -> None:
     print()
     print(
         f"{'offered samples/s':>18}{'achieved':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'in worker p99':>15}{'batches/s':>11}{'predictions/s':>15}"
+        f"{'in worker p99':>15}{'batches/s':>11}{'predictions/s':>15}{'worker CPU':>12}"
     )
     for r in result["fixed_rates"]:
         print(
@@ -429,6 +446,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{_ms(r['latency_ms_p50']):>9}{_ms(r['latency_ms_p95']):>9}"
             f"{_ms(r['latency_ms_p99']):>9}{_ms(r['worker_latency_ms_p99']):>15}"
             f"{r['prediction_batches_per_s']:>11,.0f}{r['predictions_per_s']:>15,.0f}"
+            f"{r['worker_cpu_per_s']:>12.2f}"
         )
 
 
