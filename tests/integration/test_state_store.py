@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rocksdict
@@ -77,6 +78,20 @@ def test_local_state_ahead_of_its_changelog_is_dropped_and_the_rest_kept(
     assert not (tmp_path / "entity-windows-1.db").exists()
 
 
+def _tenths_of_a_step(settings: Settings, entity: str, count: int) -> list[dict[str, Any]]:
+    """``count`` one-sample records of ``entity`` a tenth of a step apart, from the start of
+    one of its steps two minutes ago (each entity's steps end on a phase of its own): the
+    eleventh closes the first step."""
+    phase_ms = step_phase_ms(entity, settings.step_s)
+    start = step_end_after(int(time.time() * 1000) - 120_000, phase_ms, settings.step_s)
+    step_ms = int(settings.step_s * 1000)
+    return [
+        {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
+         "names": ["cpu_percent"], "values": [float(k)], "source": "test"}
+        for k in range(count)
+    ]  # fmt: skip
+
+
 Written = dict[bytes, list[tuple[int, int, bytes | None]]]
 
 
@@ -124,15 +139,7 @@ async def test_an_entitys_journal_goes_with_its_snapshot_and_eviction_leaves_the
     first, second = (journal_key(key, stack_settings.topic_partitions, n) for n in (0, 1))
     keys = (key, first, second)
     topic, kafka = f"{worker_id}-entity-windows-changelog", stack_settings.kafka()
-    step_ms = int(stack_settings.step_s * 1000)
-    # The start of one of the entity's steps (each entity's steps end on a phase of its own).
-    phase_ms = step_phase_ms(entity, stack_settings.step_s)
-    start = step_end_after(int(time.time() * 1000) - 120_000, phase_ms, stack_settings.step_s)
-    records = [
-        {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
-         "names": ["cpu_percent"], "values": [float(k)], "source": "test"}
-        for k in range(13)
-    ]  # fmt: skip
+    records = _tenths_of_a_step(stack_settings, entity, 13)
     worker = WorkerProcess(
         stack_settings, worker_id, tmp_path / "worker.log", FORESIGHT_ENTITY_IDLE_S="5"
     ).start()
@@ -196,14 +203,7 @@ async def test_local_state_reaches_disk_on_the_flush_timer_and_on_a_clean_stop(
     entity = f"flush-{unique}"
     key, kafka = entity.encode(), stack_settings.kafka()
     partition = key_partition(key, stack_settings.topic_partitions)
-    phase_ms = step_phase_ms(entity, stack_settings.step_s)
-    start = step_end_after(int(time.time() * 1000) - 120_000, phase_ms, stack_settings.step_s)
-    step_ms = int(stack_settings.step_s * 1000)
-    records = [
-        {"entity": entity, "event_time": start + k * step_ms // 10, "labels": {},
-         "names": ["cpu_percent"], "values": [float(k)], "source": "test"}
-        for k in range(11)
-    ]  # fmt: skip
+    records = _tenths_of_a_step(stack_settings, entity, 11)
     workers = {}
     for name, flush_s in (("flushing", "1"), ("stopping", "3600")):
         (tmp_path / name).mkdir()
