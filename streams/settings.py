@@ -184,12 +184,20 @@ class Settings:
         "Longest a worker waits to fill a pass (bounds the latency a batch adds).",
     )
     worker_fetch_wait_ms: int = _setting(
-        25,
+        15,
         "FORESIGHT_WORKER_FETCH_WAIT_MS",
-        "Longest the broker holds the worker's fetch while no new record has come (Kafka's "
-        "fetch.max.wait.ms; Faust's own is 1,500). A busy partition's records can wait this "
-        "long behind a fetch for the worker's idle topics; a shorter wait costs more empty "
-        "fetches while idle.",
+        "Longest the broker holds the worker's fetch for its fetch size (Kafka's "
+        "fetch.max.wait.ms; Faust's own is 1,500). Below the worker's maximum rate each "
+        "fetch brings this long's records at once: a longer wait costs latency, a shorter one "
+        "CPU (more, smaller passes, and more empty fetches while idle).",
+    )
+    worker_fetch_min_bytes: int = _setting(
+        1_048_576,
+        "FORESIGHT_WORKER_FETCH_MIN_BYTES",
+        "Bytes the broker gathers for the worker's fetch before it answers, unless the fetch "
+        "wait ends first (Kafka's fetch.min.bytes; Faust's is 1). Below the worker's maximum "
+        "rate a fetch then brings a whole wait's records at once: fewer, larger passes, at "
+        "up to the fetch wait of latency. 1 answers at the first record.",
     )
     worker_commit_s: float = _setting(
         1.0,

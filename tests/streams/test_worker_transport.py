@@ -1,11 +1,11 @@
-"""The worker's Kafka consumer (``streams.transport``): it fetches with the wait its settings
-give, not Faust's 1.5 s (a busy partition's records waited that long behind a fetch for the
-worker's idle topics), and hands each record to its delivery without a task per record."""
+"""The worker's Kafka consumer (``streams.transport``): it fetches with the wait and the size its
+settings give, not Faust's 1.5 s (a busy partition's records waited that long behind a fetch
+for the worker's idle topics) and 1 byte (a fetch for every record or two), and hands each
+record to its delivery without a task per record."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,19 @@ from streams.settings import Settings
 from streams.transport import KafkaTransport
 
 
-@pytest.mark.parametrize("wait_ms", [None, 7, 1500])
-async def test_the_workers_consumer_fetches_with_the_wait_of_its_settings(
-    wait_ms: int | None, tmp_path: Path
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"worker_fetch_wait_ms": 7, "worker_fetch_min_bytes": 1}, {"worker_fetch_wait_ms": 1500}],
+)
+async def test_the_workers_consumer_fetches_with_the_wait_and_size_of_its_settings(
+    changes: dict[str, int], tmp_path: Path
 ) -> None:
-    settings = Settings(worker_data_dir=str(tmp_path / "data"))
-    if wait_ms is not None:
-        settings = replace(settings, worker_fetch_wait_ms=wait_ms)
+    settings = Settings(worker_data_dir=str(tmp_path / "data")).replace(**changes)
     app = create_app(settings)
     assert isinstance(app.transport, KafkaTransport)
     consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
     assert consumer._fetch_max_wait_ms == settings.worker_fetch_wait_ms
+    assert consumer._fetch_min_bytes == settings.worker_fetch_min_bytes
 
 
 # Each record goes to Faust's delivery (the conductor's callback) at once; only a delivery that
