@@ -68,6 +68,7 @@ from streams import topics
 from streams.codecs import codec_for
 from streams.engine import Checkpoint, Engine, Outputs, inputs_of
 from streams.engine.outputs import too_large
+from streams.passes import PassStream
 from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
@@ -190,6 +191,7 @@ def create_app(settings: Settings) -> faust.App:
         store=table_store(settings.worker_store),
         TableManager=SeekFirstTableManager,
         Table=EntityTable,
+        Stream=PassStream,
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,

@@ -181,7 +181,9 @@ class Settings:
     worker_batch_wait_s: float = _setting(
         0.01,
         "FORESIGHT_WORKER_BATCH_WAIT_S",
-        "Longest a worker waits to fill a pass (bounds the latency a batch adds).",
+        "Longest a pass waits, after its first record, for the rest of its fetch: a pass "
+        "goes as soon as a turn of the event loop brings no more records, or its "
+        "FORESIGHT_WORKER_BATCH records are in.",
     )
     worker_fetch_wait_ms: int = _setting(
         15,
