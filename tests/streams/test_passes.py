@@ -69,10 +69,19 @@ async def test_records_sent_during_a_pass_go_to_the_next() -> None:
 
 async def test_a_stream_that_stops_ends_its_passes() -> None:
     stream = await new_stream()
-    taking = asyncio.create_task(passes(stream, 10, 1))
-    await asyncio.sleep(0)
-    await stream.stop()
-    assert await asyncio.wait_for(taking, 30) == []
+
+    async def passes_until_stopped() -> list[list[int]]:
+        got: list[list[int]] = []
+        stopping: list[asyncio.Task[None]] = []
+        async for events in stream.take_events(10, LONG):
+            got.append([cast(int, event.value) for event in events])
+            # stopped while the next pass waits for its first record
+            stopping.append(asyncio.create_task(stream.stop()))
+        await stopping[0]
+        return got
+
+    await send(stream, range(1))
+    assert await asyncio.wait_for(passes_until_stopped(), 30) == [[0]]
 
 
 def test_the_worker_makes_its_streams_pass_streams(tmp_path: Path) -> None:
