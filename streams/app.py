@@ -212,7 +212,12 @@ def create_app(settings: Settings) -> faust.App:
         table_key_serializer="raw",
         table_value_serializer="raw",
     )
-    transport = KafkaTransport(app, settings.worker_fetch_wait_ms, settings.worker_fetch_min_bytes)
+    transport = KafkaTransport(
+        app,
+        settings.worker_fetch_wait_ms,
+        settings.worker_fetch_min_bytes,
+        settings.worker_idle_fetch_wait_ms,
+    )
     app.transport = transport
     # The table writes wait in Faust's producer buffer, and the delivery of the next record
     # waits (with a warning) while it holds more than this: Faust's 100 is a fraction of what

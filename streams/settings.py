@@ -191,7 +191,7 @@ class Settings:
         "Longest the broker holds the worker's fetch for its fetch size (Kafka's "
         "fetch.max.wait.ms; Faust's own is 1,500). Below the worker's maximum rate each "
         "fetch brings this long's records at once: a longer wait costs latency, a shorter one "
-        "CPU (more, smaller passes, and more empty fetches while idle).",
+        "CPU (more, smaller passes). An idle worker waits FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS.",
     )
     worker_fetch_min_bytes: int = _setting(
         1_048_576,
@@ -200,6 +200,15 @@ class Settings:
         "wait ends first (Kafka's fetch.min.bytes; Faust's is 1). Below the worker's maximum "
         "rate a fetch then brings a whole wait's records at once: fewer, larger passes, at "
         "up to the fetch wait of latency. 1 answers at the first record.",
+    )
+    worker_idle_fetch_wait_ms: int = _setting(
+        500,
+        "FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS",
+        "Longest the broker holds the worker's fetch while the worker is idle (its last "
+        "fetch brought nothing and it holds no records): such a fetch asks for every "
+        "partition and is answered at the first record, so the wait costs no latency, and "
+        "an idle worker fetches about twice a second instead of every "
+        "FORESIGHT_WORKER_FETCH_WAIT_MS (on the local stack: 0.9 % of a core instead of 5 to 6 %).",
     )
     worker_commit_s: float = _setting(
         1.0,

@@ -1,6 +1,7 @@
 """The worker's Kafka consumer (``streams.transport``): it fetches with the wait and the size its
 settings give, not Faust's 1.5 s (a busy partition's records waited that long behind a fetch
-for the worker's idle topics) and 1 byte (a fetch for every record or two), and hands each
+for the worker's idle topics) and 1 byte (a fetch for every record or two), waits longer while
+idle (``tests/integration/test_idle_fetches.py``), and hands each
 record to its delivery without a task per record."""
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from streams.transport import KafkaTransport
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"worker_fetch_wait_ms": 7, "worker_fetch_min_bytes": 1}, {"worker_fetch_wait_ms": 1500}],
+    [
+        {},
+        {"worker_fetch_wait_ms": 7, "worker_fetch_min_bytes": 1},
+        {"worker_fetch_wait_ms": 1500, "worker_idle_fetch_wait_ms": 40},
+    ],
 )
 async def test_the_workers_consumer_fetches_with_the_wait_and_size_of_its_settings(
     changes: dict[str, int], tmp_path: Path
@@ -29,6 +34,7 @@ async def test_the_workers_consumer_fetches_with_the_wait_and_size_of_its_settin
     consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
     assert consumer._fetch_max_wait_ms == settings.worker_fetch_wait_ms
     assert consumer._fetch_min_bytes == settings.worker_fetch_min_bytes
+    assert app.transport.idle_fetch_wait_ms == settings.worker_idle_fetch_wait_ms
 
 
 # Each record goes to Faust's delivery (the conductor's callback) at once; only a delivery that
