@@ -226,6 +226,8 @@ async def fixed_rate(
     record, predictions are awaited up to ``drain_s`` (``drained`` false if some never came).
     ``worker_cpu_per_s`` is the workers' CPU over the measured seconds: near 1 per worker, a
     worker is at its limit at this rate, and its latency rises and falls with any other load.
+    ``by_second`` has the p99 latency of each measured second of event time and the workers'
+    CPU in each second of the run, to see when a tail happened and what the workers did then.
     """
     codec = Codec()
     records_per_s = rate / metrics
@@ -241,6 +243,7 @@ async def fixed_rate(
     for tp in consumer.assignment():
         await consumer.position(tp)
     latencies: list[float] = []
+    by_second: dict[int, list[float]] = {}  # the latencies by second of event time measured
     rows = [0]  # their predictions (the batches' rows)
     in_worker: list[float] = []  # the worker's own stamp: emission minus the input's Kafka time
     newest = [0]  # the newest measured step's event time
@@ -264,6 +267,8 @@ async def fixed_rate(
                         record["event_time"] >= measure_from_ms
                     ):
                         latencies.append(now - record["event_time"])
+                        second = int((record["event_time"] - measure_from_ms) // 1000)
+                        by_second.setdefault(second, []).append(latencies[-1])
                         rows[0] += len(record["kinds"])
                         in_worker.append(record["latency_ms"])
                         newest[0] = max(newest[0], record["event_time"])
@@ -278,10 +283,17 @@ async def fixed_rate(
     sent = 0
     started = time.perf_counter()
     cpu_from: tuple[float, float] | None = None  # (when, CPU seconds) as measuring starts
+    cpu_by_second: list[float] = []  # the workers' CPU seconds a second, second by second
+    cpu_mark = (0.0, 0.0)
     try:
         while (elapsed := time.perf_counter() - started) < warmup_s + seconds:
             if cpu_from is None and elapsed >= warmup_s:
                 cpu_from = (time.perf_counter(), _cpu_seconds(workers))
+                cpu_mark = cpu_from
+            if cpu_from is not None and time.perf_counter() - cpu_mark[0] >= 1.0:
+                now_cpu = (time.perf_counter(), _cpu_seconds(workers))
+                cpu_by_second.append((now_cpu[1] - cpu_mark[1]) / (now_cpu[0] - cpu_mark[0]))
+                cpu_mark = now_cpu
             due = int(elapsed * records_per_s) - sent
             for _ in range(due):
                 e = sent % entities
@@ -330,6 +342,12 @@ async def fixed_rate(
         "worker_latency_ms_p50": _percentile(in_worker, 50),
         "worker_latency_ms_p99": _percentile(in_worker, 99),
         "worker_cpu_per_s": worker_cpu_per_s,
+        "by_second": {
+            "latency_ms_p99": [
+                _percentile(by_second.get(k, []), 99) for k in range(max(by_second, default=-1) + 1)
+            ],
+            "worker_cpu_per_s": cpu_by_second,
+        },
     }
 
 
