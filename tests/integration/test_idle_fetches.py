@@ -5,8 +5,6 @@ fetched records, or whose last fetch brought some, waits for the fetch's size ag
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 from aiokafka import TopicPartition
@@ -14,21 +12,13 @@ from aiokafka import TopicPartition
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from streams.settings import Settings
 from streams.transport import IdleFetches
+from tests.integration.kafka_io import until
 
 pytestmark = pytest.mark.integration
 
 BUSY_WAIT_MS = 15
 # Long enough that a fetch held for its size would outlast the test's every wait.
 IDLE_WAIT_MS = 120_000
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def test_an_idle_consumer_waits_long_for_its_first_record_and_then_for_its_fetch_size(
@@ -54,7 +44,7 @@ async def test_an_idle_consumer_waits_long_for_its_first_record_and_then_for_its
         consumer.assign([tp])
 
         # Nothing to read: after the first empty fetch, fetches ask for the first record.
-        assert await _until(lambda: fetcher._fetch_max_wait_ms == IDLE_WAIT_MS, 30)
+        await until("an idle fetch", lambda: fetcher._fetch_max_wait_ms == IDLE_WAIT_MS, 30, 0.05)
         assert fetcher._fetch_min_bytes == 1
         assert fetches.brought and not any(fetches.brought.values())
 
@@ -71,7 +61,7 @@ async def test_an_idle_consumer_waits_long_for_its_first_record_and_then_for_its
             asked = (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes)
             return bool(fetcher._records) and asked == fetches.busy
 
-        assert await _until(held_and_busy, 30)
+        await until("records held, fetches busy", held_and_busy, 30, 0.05)
         assignment = consumer._subscription.subscription.assignment
         assert not fetches.idle(assignment)
         fetches.brought = dict.fromkeys(fetches.brought, False)
