@@ -31,8 +31,7 @@ class PassStream(faust.Stream[Any]):
     ) -> AsyncGenerator[Sequence[EventT[Any]], None]:
         """Buffer up to ``max_`` events and yield them once the fetch that brought the first
         has been delivered (or ``within`` after the first, at the latest)."""
-        buffer: list[Any] = []
-        events: list[EventT[Any]] = []
+        events: list[EventT[Any]] = []  # the pass's, in the order they came
         got_one, full, consumed = asyncio.Event(), asyncio.Event(), asyncio.Event()
         consuming: asyncio.Future[None] | None = None
         longest = within.total_seconds() if isinstance(within, timedelta) else float(within)
@@ -45,13 +44,12 @@ class PassStream(faust.Stream[Any]):
                         await consuming
                     finally:
                         consuming = None
-                buffer.append(value)
                 event = self.current_event
                 if event is None:
                     raise RuntimeError("Take buffer found current_event is None")
                 events.append(event)
                 got_one.set()
-                if len(buffer) >= max_:
+                if len(events) >= max_:
                     full.set()
                     consumed.clear()
                     await self.wait(consumed)  # type: ignore[arg-type]  # any .wait() serves
@@ -68,17 +66,16 @@ class PassStream(faust.Stream[Any]):
         loop = asyncio.get_running_loop()
         try:
             while not self.should_stop:
-                if not buffer and await self.wait_for_stopped(got_one):  # type: ignore[arg-type]
+                if not events and await self.wait_for_stopped(got_one):  # type: ignore[arg-type]
                     break
                 deadline, size = loop.time() + longest, -1
-                while size != len(buffer) and not full.is_set() and loop.time() < deadline:
-                    size = len(buffer)
+                while size != len(events) and not full.is_set() and loop.time() < deadline:
+                    size = len(events)
                     await asyncio.sleep(0)
                 consuming = pass_over = loop.create_future()
                 try:
                     yield list(events)
                 finally:
-                    buffer.clear()
                     for event in events:
                         await self.ack(event)
                     events.clear()
