@@ -637,6 +637,18 @@ class Settings:
                 "FORESIGHT_API_REDIS_WAIT_S above 0, got "
                 f"{self.api_redis_connections} and {self.api_redis_wait_s:g}"
             )
+        if (
+            self.worker_fetch_wait_ms < 0
+            or self.worker_idle_fetch_wait_ms < 1
+            or self.worker_fetch_min_bytes < 1
+        ):
+            # Kafka's protocol has no meaning for these; an idle wait of 0 would spin.
+            raise ValueError(
+                "FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0, and "
+                "FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS and FORESIGHT_WORKER_FETCH_MIN_BYTES at "
+                f"least 1, got {self.worker_fetch_wait_ms}, {self.worker_idle_fetch_wait_ms} "
+                f"and {self.worker_fetch_min_bytes}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""

@@ -49,6 +49,21 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_settings(environ={"FORESIGHT_CONFIG": str(tmp_path / "missing.yaml")})
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FORESIGHT_WORKER_FETCH_WAIT_MS": "-5"},
+        {"FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS": "0"},
+        {"FORESIGHT_WORKER_FETCH_MIN_BYTES": "0"},
+    ],
+)
+def test_the_workers_fetches_refuse_waits_and_sizes_a_broker_would_spin_on(
+    env: dict[str, str],
+) -> None:
+    with pytest.raises(ValueError, match="FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0"):
+        load_settings(environ=env)
+
+
 def test_readme_lists_every_setting() -> None:
     assert settings_table() in README.read_text(), (
         "README's settings table is stale: paste `python -c 'from streams.settings import "
