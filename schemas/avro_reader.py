@@ -33,6 +33,10 @@ _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
 # The value of each one-byte varint (0x00 to 0x7f): zigzag, so 0, -1, 1, -2...
 _SMALL = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))
+# Arrays of strings read before, per array of a schema: the bytes that key one (its first),
+# and how many are kept (all are dropped when full: a stream's arrays repeat, or nothing does).
+_SEEN_KEY_BYTES = 48
+_SEEN_ARRAYS = 512
 # Unpackers of short blocks of doubles, by count: quicker than numpy for short blocks.
 _DOUBLE_BLOCKS = tuple(struct.Struct(f"<{n}d").unpack_from for n in range(64))
 
@@ -320,9 +324,10 @@ class _Source:
         if items not in ("int", "long") and symbols is None:
             item = self._local("x")
             read_item = [*self._value(items, item, namespace), f"{target}.append({item})"]
-            return self._blocks(
+            read = self._blocks(
                 target, "[]", 1, lambda c: [f"for _ in range({c}):", *_indent(read_item)]
             )
+            return self._seen(target, read) if items == "string" else read
         found = self._local("found")
         add = found if symbols is None else f"_symbols({found}, {self._constant(symbols)})"
         return self._blocks(
@@ -339,6 +344,30 @@ class _Source:
                 f"{target} += {add}",
             ],
         )
+
+    def _seen(self, target: str, read: list[str]) -> list[str]:
+        """``read`` (the lines reading an array of strings into ``target``) behind a cache of
+        the arrays read before, by their bytes: a stream's records repeat the same names
+        (an entity's metrics, a fleet's), and a copy of the list read before is several
+        times quicker than reading each string again. Only bytes equal to a cached array's
+        whole encoding get its list, so the answer is the one reading would give."""
+        seen, start, key, hit = (
+            self._constant({}), self._local("start"), self._local("key"), self._local("hit")
+        )  # fmt: skip
+        return [
+            f"{key} = data[pos:pos + {_SEEN_KEY_BYTES}]",
+            f"{hit} = {seen}.get({key})",
+            f"if {hit} is not None and data.startswith({hit}[0], pos):",
+            f"    {target} = list({hit}[1])",
+            f"    pos += len({hit}[0])",
+            "else:",
+            f"    {start} = pos",
+            *_indent(read),
+            f"    if pos - {start} >= {_SEEN_KEY_BYTES}:",  # its key is its own bytes
+            f"        if len({seen}) >= {_SEEN_ARRAYS}:",
+            f"            {seen}.clear()",
+            f"        {seen}[{key}] = (data[{start}:pos], tuple({target}))",
+        ]
 
     def _symbols(self, items: Any, namespace: str) -> tuple[str, ...] | None:
         """The symbols of an array's items when they are an enum's; None otherwise."""

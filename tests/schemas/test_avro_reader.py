@@ -129,6 +129,29 @@ def test_large_blocks_and_multi_byte_ints() -> None:
     assert compile_reader(raw)(body, 0) == (record, len(body))
 
 
+def test_arrays_of_strings_read_again_are_the_same_and_their_own() -> None:
+    """The reader keeps arrays of strings it read, by their bytes: a repeat, an array that
+    starts as a kept one and goes on otherwise, and one cut short inside a kept one's bytes
+    each read as fastavro reads them, and each list is the caller's own."""
+    raw = record_of(("names", {"type": "array", "items": "string"}), ("n", "long"))
+    read = compile_reader(raw)
+    names = [f"node_cpu_seconds_total_{i}" for i in range(6)]
+    body = fastavro_write(raw, {"names": names, "n": 1})
+    first, _ = read(body, 0)
+    first["names"].append("mine")
+    for record in (
+        {"names": names, "n": 2},
+        {"names": [*names[:5], "other"], "n": 3},
+        {"names": names[:5], "n": 4},
+        {"names": [*names, "more"], "n": 5},
+    ):
+        again = fastavro_write(raw, record)
+        assert read(again, 0) == fastavro_read(raw, again) == (record, len(again))
+    cut = body[: len(body) - 3]
+    with pytest.raises(CorruptBodyError):
+        read(cut, 0)
+
+
 def test_a_record_that_refers_to_itself() -> None:
     raw = {
         "type": "record",
