@@ -34,9 +34,11 @@ _FLOAT = struct.Struct("<f").unpack_from
 # The value of each one-byte varint (0x00 to 0x7f): zigzag, so 0, -1, 1, -2...
 _SMALL = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))
 # Arrays of strings read before, per array of a schema: the bytes that key one (its first),
-# and how many are kept (all are dropped when full: a stream's arrays repeat, or nothing does).
+# the longest kept, and how many are kept (all are dropped when full: a stream's arrays
+# repeat, or nothing does). At most 256 x 8 KiB, twice (bytes and strings), per array.
 _SEEN_KEY_BYTES = 48
-_SEEN_ARRAYS = 512
+_SEEN_MAX_BYTES = 8192
+_SEEN_ARRAYS = 256
 # Unpackers of short blocks of doubles, by count: quicker than numpy for short blocks.
 _DOUBLE_BLOCKS = tuple(struct.Struct(f"<{n}d").unpack_from for n in range(64))
 
@@ -363,7 +365,7 @@ class _Source:
             "else:",
             f"    {start} = pos",
             *_indent(read),
-            f"    if pos - {start} >= {_SEEN_KEY_BYTES}:",  # its key is its own bytes
+            f"    if {_SEEN_KEY_BYTES} <= pos - {start} <= {_SEEN_MAX_BYTES}:",  # keyed by its own
             f"        if len({seen}) >= {_SEEN_ARRAYS}:",
             f"            {seen}.clear()",
             f"        {seen}[{key}] = (data[{start}:pos], tuple({target}))",
