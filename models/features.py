@@ -398,30 +398,31 @@ def window_statistics(
     ids = bucket_ids
     live = (ids > newest[..., None] - BUCKETS) & (ids <= newest[..., None])
     b = np.where(live[..., None], buckets, 0.0)
-    count = b[..., _N].sum(axis=2)
-    total = b[..., _SUM].sum(axis=2)
+    columns = np.ascontiguousarray(np.moveaxis(b, -1, 0))  # (columns, rows, windows, buckets)
+    count = _over_buckets(columns[_N])
+    total = _over_buckets(columns[_SUM])
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
-        var = np.maximum(b[..., _SQ].sum(axis=2) / count - mean * mean, 0.0)
+        var = np.maximum(_over_buckets(columns[_SQ]) / count - mean * mean, 0.0)
         std = np.sqrt(var)
-        lo = np.minimum.reduce(buckets[..., _MIN], axis=2, where=live, initial=np.inf)
-        hi = np.maximum.reduce(buckets[..., _MAX], axis=2, where=live, initial=-np.inf)
+        lo = _over_buckets(np.where(live, buckets[..., _MIN], np.inf), np.minimum)
+        hi = _over_buckets(np.where(live, buckets[..., _MAX], -np.inf), np.maximum)
         # Least-squares slope over time: shift the bucket-relative sums to one origin
         # (the start of the newest bucket), which keeps them well conditioned.
         offset = (ids - newest[..., None]) * width[None, :, None]
-        n_offset = b[..., _N] * offset
-        st = b[..., _ST] + n_offset
-        stx = b[..., _STX] + b[..., _SUM] * offset
-        stt = b[..., _STT] + 2 * offset * b[..., _ST] + n_offset * offset
-        s_t, s_tx, s_tt = st.sum(axis=2), stx.sum(axis=2), stt.sum(axis=2)
+        n_offset = columns[_N] * offset
+        st = columns[_ST] + n_offset
+        stx = columns[_STX] + columns[_SUM] * offset
+        stt = columns[_STT] + 2 * offset * columns[_ST] + n_offset * offset
+        s_t, s_tx, s_tt = _over_buckets(st), _over_buckets(stx), _over_buckets(stt)
         denominator = count * s_tt - s_t * s_t
         slope = np.where(denominator > 1e-9, (count * s_tx - s_t * total) / denominator, 0.0)
         # Share of the window's variance the line explains: a trend, or noise?
         var_t = denominator / (count * count)
         r2 = np.where(var > 1e-12, np.minimum(slope * slope * var_t / var, 1.0), 0.0)
         oldest = np.argmin(np.where(live, ids, np.iinfo(np.int64).max), axis=2)[..., None]
-        n_oldest = np.maximum(np.take_along_axis(b[..., _N], oldest, 2)[..., 0], 1.0)
-        first = np.take_along_axis(b[..., _SUM], oldest, 2)[..., 0] / n_oldest
+        n_oldest = np.maximum(np.take_along_axis(columns[_N], oldest, 2)[..., 0], 1.0)
+        first = np.take_along_axis(columns[_SUM], oldest, 2)[..., 0] / n_oldest
         first_t = np.take_along_axis(st, oldest, 2)[..., 0] / n_oldest
         last_value = last[:, 0]
         last_t = last[:, 1, None] / 1000.0 - newest * width[None, :]
@@ -437,6 +438,16 @@ def window_statistics(
     stats[empty, 1:] = np.nan
     stats[empty, 0] = 0.0
     return stats
+
+
+def _over_buckets(a: FloatArray, op: np.ufunc = np.add) -> FloatArray:
+    """``op`` over the last axis (a window's sub-buckets), first to last: a handful of calls
+    over whole arrays, where numpy's reduction over six values at a time loops per window
+    (the sums come out the same, added in the same order)."""
+    total: FloatArray = op(a[..., 0], a[..., 1])
+    for k in range(2, a.shape[-1]):
+        op(total, a[..., k], out=total)
+    return total
 
 
 def statistic(grid: FloatArray, name: str, window: str) -> FloatArray:
