@@ -53,6 +53,8 @@ _MAGIC = b"FSE2"
 _DAY_BUCKETS = 96  # quarter hours, the detector's default
 #: The metric name of an entity's own prediction (its anomaly score over all its metrics).
 ENTITY_METRIC = "*"
+#: Series a vectorised step works on at once (see :func:`step_many`).
+STEP_SERIES = 8192
 
 
 @dataclass(frozen=True)
@@ -477,7 +479,40 @@ def step_many(
     The worker steps every entity that is due in a poll batch together, so the cost of each
     numpy call is paid once per batch, not once per entity. Stepping entities one at a time
     gives the same records (the conformance tests check it).
+
+    A step of more than :data:`STEP_SERIES` series goes in parts of about that many (a whole
+    fleet's first step, when the worker starts): arrays of every series at once outgrow the
+    caches and the heap, and each temporary is mapped and faulted in afresh.
     """
+    results: list[tuple[Record, Record, list[Record]]] = []
+    for part in _parts([len(p.rows) for p in pipelines], STEP_SERIES):
+        results += _step_part(pipelines[part], now_ms[part], batch_models)
+    return results
+
+
+def _parts(sizes: Sequence[int], limit: int) -> list[slice]:
+    """Consecutive slices of ``sizes`` adding up to ``limit`` at most (one item, if larger).
+
+    >>> _parts([3, 3, 3, 5, 1], 6)
+    [slice(0, 2, None), slice(2, 3, None), slice(3, 5, None)]
+    """
+    parts, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > limit:
+            parts.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        parts.append(slice(start, len(sizes)))
+    return parts
+
+
+def _step_part(
+    pipelines: Sequence[EntityPipeline],
+    now_ms: Sequence[int],
+    batch_models: Sequence[BatchModel],
+) -> list[tuple[Record, Record, list[Record]]]:
+    """:func:`step_many` of entities whose series fit in one vectorised pass."""
     if not pipelines:
         return []
     models = pipelines[0].models

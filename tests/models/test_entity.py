@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models import entity
 from models.base import as_float64
 from models.entity import EntityPipeline, ModelSet, PipelineConfig, _pack, _unpack, step_many
 from models.incident_report import Incident, match_alerts
@@ -60,6 +61,27 @@ def test_a_vectorised_step_equals_entity_by_entity(models: ModelSet) -> None:
         batch = step_many(together, now)
         single = [p.step(now[i]) for i, p in enumerate(alone)]
         assert _encoded(batch) == _encoded(single)
+
+
+def test_a_step_too_large_for_one_pass_goes_in_parts_with_the_same_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More series than ``STEP_SERIES`` step a few entities at a time (7 entities of 4
+    series in parts of at most 10: 2, 2, 2 and 1 entities), as one call would."""
+    whole, parts = ModelSet(PipelineConfig()), ModelSet(PipelineConfig())
+    at_once = [EntityPipeline(f"h{i}", whole) for i in range(7)]
+    in_parts = [EntityPipeline(f"h{i}", parts) for i in range(7)]
+    for k in range(40):
+        values = 40 + np.random.default_rng(k).normal(size=(7, len(NAMES)))
+        now = [T0 + k * 10_000] * 7
+        for i in range(7):
+            at_once[i].add(now[i], NAMES, values[i], CAPACITIES)
+            in_parts[i].add(now[i], NAMES, values[i], CAPACITIES)
+        one = step_many(at_once, now)
+        monkeypatch.setattr(entity, "STEP_SERIES", 2 * len(NAMES) + 2)
+        split = step_many(in_parts, now)
+        monkeypatch.undo()
+        assert _encoded(split) == _encoded(one)
 
 
 def test_state_round_trips_through_bytes(models: ModelSet) -> None:
