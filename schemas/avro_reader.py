@@ -34,10 +34,13 @@ _FLOAT = struct.Struct("<f").unpack_from
 # The value of each one-byte varint (0x00 to 0x7f): zigzag, so 0, -1, 1, -2...
 _SMALL = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))
 # Arrays of strings read before, per array of a schema: the bytes that key one (its first),
-# the longest kept, and how many are kept (all are dropped when full: a stream's arrays
-# repeat, or nothing does). At most 256 x 8 KiB, twice (bytes and strings), per array.
+# the longest kept (in bytes and in strings), and how many are kept (all are dropped when
+# full: a stream's arrays repeat, or nothing does). A kept array holds at most 8 KiB and
+# 256 string objects (about 23 KB at worst), so an array's cache stays under 6 MB whatever
+# a hostile stream sends.
 _SEEN_KEY_BYTES = 48
 _SEEN_MAX_BYTES = 8192
+_SEEN_MAX_STRINGS = 256
 _SEEN_ARRAYS = 256
 # Unpackers of short blocks of doubles, by count: quicker than numpy for short blocks.
 _DOUBLE_BLOCKS = tuple(struct.Struct(f"<{n}d").unpack_from for n in range(64))
@@ -365,7 +368,9 @@ class _Source:
             "else:",
             f"    {start} = pos",
             *_indent(read),
-            f"    if {_SEEN_KEY_BYTES} <= pos - {start} <= {_SEEN_MAX_BYTES}:",  # keyed by its own
+            # Keyed by its own first bytes; small enough to keep.
+            f"    if {_SEEN_KEY_BYTES} <= pos - {start} <= {_SEEN_MAX_BYTES}"
+            f" and len({target}) <= {_SEEN_MAX_STRINGS}:",
             f"        if len({seen}) >= {_SEEN_ARRAYS}:",
             f"            {seen}.clear()",
             f"        {seen}[{key}] = (data[{start}:pos], tuple({target}))",

@@ -146,6 +146,8 @@ def test_arrays_of_strings_read_again_are_the_same_and_their_own() -> None:
         {"names": [*names, "more"], "n": 5},
         {"names": ["x" * 3000] * 4, "n": 6},  # too long to keep: read each time
         {"names": ["x" * 3000] * 4, "n": 7},
+        {"names": [str(i % 10) for i in range(300)], "n": 8},  # too many strings to keep
+        {"names": [str(i % 10) for i in range(300)], "n": 9},
     ):
         again = fastavro_write(raw, record)
         assert read(again, 0) == fastavro_read(raw, again) == (record, len(again))
