@@ -51,24 +51,12 @@ _EMPTY[_MIN], _EMPTY[_MAX] = np.inf, -np.inf  # a bucket that has seen nothing
 
 def _time_terms(t_ms: npt.NDArray[np.int64]) -> tuple[IntArray, IntArray, FloatArray]:
     """For times ``t_ms`` (n,): the sub-bucket id of each in each window ``(n, windows)``,
-    its slot in a metric's flattened windows, and its time in its bucket ``(t, t, t²)``
-    ``(n, windows, 3)`` for the slope sums (time from the bucket's start keeps them well
-    conditioned)."""
+    its slot in a metric's flattened windows, and its time from its bucket's start (which
+    keeps the slope sums well conditioned)."""
     t_s = t_ms[:, None] / 1000.0
     i = np.floor(t_s / _WIDTH)
-    t = t_s - i * _WIDTH
     ids = i.astype(np.int64)
-    return ids, _FIRST_SLOTS + ids % BUCKETS, np.stack([t, t, t * t], axis=2)
-
-
-def _sample_terms(x: FloatArray) -> FloatArray:
-    """``(1, x, 1, x, x²)`` per sample: ``[:, 2:]`` is what a sample adds to count, sum and
-    sum of squares, ``[:, :3]`` what multiplies its time terms (see :func:`_time_terms`)."""
-    terms = np.empty((x.size, 5))
-    terms[:, 0:3:2] = 1.0
-    terms[:, 1::2] = x[:, None]
-    np.multiply(x, x, out=terms[:, 4])
-    return terms
+    return ids, _FIRST_SLOTS + ids % BUCKETS, t_s - i * _WIDTH
 
 
 def feature_names(metrics: list[str]) -> list[str]:
@@ -208,7 +196,7 @@ def _land(parts: dict[str, npt.NDArray[Any]], adds: list[_Add]) -> None:
     x = np.concatenate([a[2] for a in adds])
     times = np.fromiter((a[1] for a in adds), np.int64, len(adds))
     batch = np.repeat(np.arange(len(adds)), [len(a[0]) for a in adds])  # each sample's
-    ids, slots, moments = (terms.take(batch, axis=0) for terms in _time_terms(times))
+    ids, slots, in_bucket = (terms.take(batch, axis=0) for terms in _time_terms(times))
     t_ms = times.take(batch)
     # Each sample's sub-bucket in each window, as an index into the flattened buckets: one
     # cell per sample and window, flat (samples x windows), its columns side by side.
@@ -224,13 +212,13 @@ def _land(parts: dict[str, npt.NDArray[Any]], adds: list[_Add]) -> None:
     # One column at a time over every cell: long strided loops (a cell's few columns at a
     # time made numpy loop over short rows, three times the cost).
     xw = np.repeat(x, len(WINDOWS_S))
-    t = moments[..., 0].reshape(-1)
+    t = in_bucket.reshape(-1)
     b[:, _N] += 1.0
     b[:, _SUM] += xw
     b[:, _SQ] += xw * xw
     b[:, _ST] += t
     b[:, _STX] += xw * t
-    b[:, _STT] += moments[..., 2].reshape(-1)
+    b[:, _STT] += t * t
     np.minimum(b[:, _MIN], xw, out=b[:, _MIN])
     np.maximum(b[:, _MAX], xw, out=b[:, _MAX])
     _put_rows(flat, cells, b)
@@ -397,8 +385,8 @@ def window_statistics(
     newest = np.floor(now_ms[:, None] / 1000.0 / width[None, :]).astype(np.int64)  # (rows, w)
     ids = bucket_ids
     live = (ids > newest[..., None] - BUCKETS) & (ids <= newest[..., None])
-    b = np.where(live[..., None], buckets, 0.0)
-    columns = np.ascontiguousarray(np.moveaxis(b, -1, 0))  # (columns, rows, windows, buckets)
+    # The live buckets' columns one after another: (columns, rows, windows, buckets).
+    columns = np.where(live, np.moveaxis(buckets, -1, 0), 0.0)
     count = _over_buckets(columns[_N])
     total = _over_buckets(columns[_SUM])
     with np.errstate(invalid="ignore", divide="ignore"):
