@@ -4,10 +4,12 @@ This module only wires Faust to the :class:`~streams.engine.Engine`, which holds
 Faust consumes, the engine decides, Faust produces what the engine returns and writes its
 checkpoints to the tables (and so to their changelogs).
 
-Agents (one worker process runs them all; scale out with partitions and more workers):
+Agents (one worker process runs them all; scale out with partitions and more workers); the
+first is a task of the app, the others Faust agents on :class:`~streams.passes.PassStream`:
 
-* ``metrics``: ``telemetry.metrics``, a poll batch at a time -> ``features``,
-  ``predictions``, ``alerts`` (and Redis), dead letters.
+* ``metrics``: ``telemetry.metrics``, a fetch at a time, handed from the fetch loop past
+  Faust's streams (:class:`~streams.passes.Handover`) -> ``features``, ``predictions``,
+  ``alerts`` (and Redis), dead letters.
 * ``agent_events``: ``telemetry.agent-events`` -> agent features, DURATION predictions and
   health alerts; each event and the agents' loads go on, re-keyed by task type, to an
   internal topic for ``routing``, and an event of a workflow also goes there keyed by its
@@ -66,9 +68,9 @@ from models.training import FAILURE_RISK
 from schemas.codec import DeadLetter, Message
 from streams import topics
 from streams.codecs import codec_for
-from streams.engine import Checkpoint, Engine, Outputs, inputs_of
+from streams.engine import Checkpoint, Engine, Input, Outputs, inputs_of
 from streams.engine.outputs import too_large
-from streams.passes import PassStream
+from streams.passes import Handover, PassStream
 from streams.recovery import SeekFirstTableManager
 from streams.serving import serving_models
 from streams.settings import Settings
@@ -316,22 +318,33 @@ def create_app(settings: Settings) -> faust.App:
 
     transport.before_commit = before_commit
 
-    @app.agent(metrics_in)
-    async def metrics_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
-            with health.running("metrics"):
-                async with stepping:
-                    out = engine.metrics(inputs_of(events), time.time())
-                    # Keeping up, the worker writes the journals now, spread over its passes;
-                    # behind, it leaves them to the offset commit, where an entity's passes
-                    # since share one write.
-                    if backlog(events) < settings.worker_batch:
-                        out.checkpoints += engine.commit()
-                    await send(out)
+    # The metrics reach their passes past Faust's streams (see streams.passes.Handover).
+    metrics_passes = Handover(app, settings.worker_batch, settings.worker_batch_wait_s)
+    transport.handovers[metrics_in.get_topic_name()] = metrics_passes
+    app.topics.add(metrics_in)
 
-    def backlog(events: list[Any]) -> int:
+    @app.task  # type: ignore[untyped-decorator]
+    async def metrics_agent() -> None:
+        async for messages in metrics_passes.passes():
+            try:
+                with health.running("metrics"):
+                    async with stepping:
+                        out = engine.metrics(inputs_of(messages), time.time())
+                        # Keeping up, the worker writes the journals now, spread over its
+                        # passes; behind, it leaves them to the offset commit, where an
+                        # entity's passes since share one write.
+                        if backlog(messages) < settings.worker_batch:
+                            out.checkpoints += engine.commit()
+                        await send(out)
+            except Exception:  # as Faust's agent: the pass is acked, the next one goes on
+                log.exception("metrics: a pass of %d records failed", len(messages))
+
+    def inputs_in(events: list[Any]) -> list[Input]:
+        return inputs_of([event.message for event in events])
+
+    def backlog(messages: list[Any]) -> int:
         """Records waiting in Kafka past a pass's, in the partitions it read."""
-        newest = {e.message.tp: e.message.offset for e in events}
+        newest = {m.tp: m.offset for m in messages}
         highwater = app.consumer.highwater
         return sum(max(0, (highwater(tp) or 0) - offset - 1) for tp, offset in newest.items())
 
@@ -339,7 +352,7 @@ def create_app(settings: Settings) -> faust.App:
     async def agent_events_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("agent_events"):
-                await send(engine.agent_events(inputs_of(events), time.time()))
+                await send(engine.agent_events(inputs_in(events), time.time()))
 
     @app.agent(labels_in)
     async def labels_agent(stream: Any) -> None:
@@ -347,7 +360,7 @@ def create_app(settings: Settings) -> faust.App:
         an entity's steps also gets its labels."""
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("labels"):
-                await send(engine.labels(inputs_of(events), time.time()))
+                await send(engine.labels(inputs_in(events), time.time()))
 
     def routes_here() -> Callable[[bytes], bool]:
         """Whether this worker holds a task type's routing step, as of now: it reads the
@@ -362,13 +375,13 @@ def create_app(settings: Settings) -> faust.App:
         through the internal topic (see Engine.routing_requests)."""
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing_requests"):
-                await send(engine.routing_requests(inputs_of(events), time.time(), routes_here()))
+                await send(engine.routing_requests(inputs_in(events), time.time(), routes_here()))
 
     @app.agent(routing_stats)
     async def routing_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.worker_batch, settings.worker_batch_wait_s):
             with health.running("routing"):
-                await send(engine.route(inputs_of(events), time.time()))
+                await send(engine.route(inputs_in(events), time.time()))
 
     async def flush_cache() -> None:
         """Write the latest features and predictions to Redis. While Redis is away the

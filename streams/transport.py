@@ -30,7 +30,9 @@ Faust's producer flush: the worker writes there the entity state its passes left
 commit (:meth:`streams.engine.Engine.commit`), so a committed offset always has the records
 before it in the changelog.
 
-And it hands each fetched record to the agents' streams without a task per record. Faust's
+It hands the records of the topics given a :class:`~streams.passes.Handover` (``handovers``)
+straight to it, past Faust's streams; and each other fetched record to the agents' streams
+without a task per record. Faust's
 loop delivers a record by racing the delivery against a rebalance's flow suspension
 (``wait_first``): four futures, three of them tasks, and a pass of the event loop for every
 record, about a tenth of a busy worker's CPU, although a delivery almost never waits (it puts
@@ -50,6 +52,8 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import Message
+
+from streams.passes import Handover
 
 
 class IdleFetches:
@@ -147,6 +151,7 @@ class _Consumer(driver.Consumer):
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
+        handovers = cast(KafkaTransport, self.transport).handovers
         yield_every, since_yield = 100, 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -169,7 +174,11 @@ class _Consumer(driver.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            await self._deliver(callback, message)
+                            handover = handovers.get(message.topic)
+                            if handover is None:
+                                await self._deliver(callback, message)
+                            else:
+                                await self._hand_over(handover, message)
                             set_read_offset(tp, offset)
                     self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -201,11 +210,24 @@ class _Consumer(driver.Consumer):
             return
         await self.wait_first(_Rest(delivery, waits_on), self.suspend_flow.wait())
 
+    async def _hand_over(self, handover: Handover, message: Message) -> None:
+        """Give ``message`` to ``handover``, waiting as Faust's conductor waits to deliver
+        (flow control, the producer's ebb), and while it is full; a rebalance during that
+        last wait drops the record, as it drops a delivery under way."""
+        app = self.app
+        await app.flow_control.acquire()
+        await app.producer.buffer.wait_until_ebb()
+        while not handover.put(message):
+            await self.wait_first(handover.room(), self.suspend_flow.wait())
+            if self.suspend_flow.is_set() or self.should_stop:
+                return
+
 
 class KafkaTransport(driver.Transport):
     """The aiokafka transport, whose worker consumer's fetches wait up to ``fetch_max_wait_ms``
-    for ``fetch_min_bytes`` (up to ``idle_fetch_wait_ms`` for a first record while idle) and
-    whose commits run ``before_commit`` first."""
+    for ``fetch_min_bytes`` (up to ``idle_fetch_wait_ms`` for a first record while idle),
+    whose commits run ``before_commit`` first, and whose consumer hands the records of each
+    topic in ``handovers`` to it."""
 
     Consumer = _Consumer
 
@@ -217,6 +239,7 @@ class KafkaTransport(driver.Transport):
         self.fetch_min_bytes = fetch_min_bytes
         self.idle_fetch_wait_ms = idle_fetch_wait_ms
         self.before_commit: Callable[[], Awaitable[None]] | None = None
+        self.handovers: dict[str, Handover] = {}  # by topic: its records skip Faust's streams
 
 
 class _Rest:

@@ -931,15 +931,16 @@ def _listed(items: Iterable[str], most: int = 5) -> str:
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
-def inputs_of(events: Sequence[Any]) -> list[Input]:
-    """Faust events (or anything with ``.message`` carrying Kafka coordinates) as inputs."""
+def inputs_of(messages: Sequence[Any]) -> list[Input]:
+    """Faust messages (or anything with their Kafka coordinates, timestamp and headers) as
+    inputs."""
     return [
         Input(
             Message(m.topic, m.partition, m.offset, m.key, m.value),
             int(m.timestamp * 1000) if m.timestamp else None,
             is_probe(m.headers),
         )
-        for m in (e.message for e in events)
+        for m in messages
     ]
 
 

@@ -1,19 +1,20 @@
-"""The worker's passes (``streams.passes.PassStream``): a pass goes as soon as the records
-delivered with its first are in, not when a timer next fires, and never holds more than its
-limit. Run on Faust's own channel, stream and event machinery (no broker: the app's Kafka
-transport is made but never connects)."""
+"""The worker's passes (``streams.passes.PassStream`` and ``Handover``): a pass goes as soon as
+the records delivered with its first are in, not when a timer next fires, and never holds more
+than its limit. Run on Faust's own channel, stream, event, flow control and consumer
+bookkeeping (no broker: the app's Kafka transport is made but never connects)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from faust.types import ChannelT
+from faust.types import TP, ChannelT, ConsumerMessage
 
 from streams.app import create_app
-from streams.passes import PassStream
+from streams.passes import Handover, PassStream
 from streams.settings import Settings
 
 LONG = 3600.0  # a pass wait no test may sit out
@@ -87,3 +88,96 @@ async def test_a_stream_that_stops_ends_its_passes() -> None:
 def test_the_worker_makes_its_streams_pass_streams(tmp_path: Path) -> None:
     app = create_app(Settings(worker_data_dir=str(tmp_path / "data")))
     assert app.stream(app.channel()).__class__ is PassStream
+
+
+TOPIC = "telemetry.metrics"
+
+
+def handover(limit: int) -> tuple[faust.App, Handover]:
+    app = faust.App("handover-test", broker="kafka://127.0.0.1:1")
+    app.flow_control.resume()
+    app.topics.acking_topics.add(TOPIC)  # as the conductor does for a subscribed topic
+    return app, Handover(app, limit, LONG)
+
+
+def fetched(app: faust.App, offsets: range, generation: int | None = None) -> list[ConsumerMessage]:
+    """Records as the consumer hands them over, of the app's current generation by default."""
+    now = app.consumer_generation_id if generation is None else generation
+    return [
+        ConsumerMessage(TOPIC, 0, o, 0.0, 0, None, b"k", b"v", None, generation_id=now)
+        for o in offsets
+    ]
+
+
+async def test_a_handover_passes_what_came_together_and_acks_each_pass_at_its_end() -> None:
+    app, passes = handover(3)
+    records = fetched(app, range(5))
+    for record in records:
+        assert passes.put(record)
+    got: list[list[int]] = []
+    async with contextlib.aclosing(passes.passes()) as each:
+        async for taken in each:
+            got.append([m.offset for m in taken])
+            assert all(m.tracked and m in app.consumer.unacked for m in taken)
+            assert not any(m.acked for m in taken)
+            if sum(map(len, got)) == 5:
+                break
+    assert got == [[0, 1, 2], [3, 4]]
+    assert all(m.acked for m in records) and not app.consumer.unacked
+    assert app.monitor.stream_inbound_time[TP(TOPIC, 0)] > 0  # Faust's stall check reads it
+
+
+async def test_a_pass_that_fails_still_acks_its_records() -> None:
+    app, passes = handover(10)
+    records = fetched(app, range(2))
+    for record in records:
+        passes.put(record)
+    with contextlib.suppress(RuntimeError):
+        async with contextlib.aclosing(passes.passes()) as each:
+            async for _ in each:
+                raise RuntimeError("the engine failed")
+    assert all(m.acked for m in records) and not app.consumer.unacked
+
+
+async def test_records_from_before_a_rebalance_are_acked_unread() -> None:
+    app, passes = handover(10)
+    old = fetched(app, range(2), generation=app.consumer_generation_id - 1)
+    new = fetched(app, range(2, 4))
+    for record in old + new:
+        passes.put(record)
+    async with contextlib.aclosing(passes.passes()) as each:
+        async for taken in each:
+            assert [m.offset for m in taken] == [2, 3]
+            break
+    assert all(m.acked for m in old + new)
+
+
+async def test_a_full_handover_refuses_until_a_pass_takes_and_a_rebalance_clears_it() -> None:
+    app, passes = handover(2)
+    passes.limit = 3
+    records = fetched(app, range(4))
+    assert [passes.put(m) for m in records] == [True, True, True, False]
+    waiting = asyncio.create_task(passes.room())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    async with contextlib.aclosing(passes.passes()) as each:
+        async for taken in each:
+            assert [m.offset for m in taken] == [0, 1]
+            break
+    await asyncio.wait_for(waiting, 30)
+    assert passes.put(records[3])
+    app.flow_control.suspend()
+    app.flow_control.clear()  # what Faust does to the streams' queues in a rebalance
+    app.flow_control.resume()
+    assert passes.put(fetched(app, range(9, 10))[0])
+    async with contextlib.aclosing(passes.passes()) as each:
+        async for taken in each:
+            assert [m.offset for m in taken] == [9]  # 2 and 3 were dropped: fetched again
+            break
+
+
+def test_the_worker_hands_its_metrics_over_and_still_subscribes_to_them(tmp_path: Path) -> None:
+    app = create_app(Settings(worker_data_dir=str(tmp_path / "data")))
+    transport = cast(Any, app.transport)
+    assert list(transport.handovers) == [TOPIC]
+    assert TOPIC in {name for topic in app.topics for name in topic.topics}
