@@ -324,7 +324,7 @@ def create_app(settings: Settings) -> faust.App:
     app.topics.add(metrics_in)
 
     @app.task  # type: ignore[untyped-decorator]
-    async def metrics_agent() -> None:
+    async def metrics_task() -> None:
         async for messages in metrics_passes.passes():
             try:
                 with health.running("metrics"):

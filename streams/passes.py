@@ -171,7 +171,8 @@ class Handover:
                 for tp in {message.tp for message in current}:
                     app.monitor.stream_inbound_time[tp] = now
             try:
-                yield current
+                if current:
+                    yield current
             finally:
                 for message in taken:
                     consumer.ack(message)

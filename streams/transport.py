@@ -32,12 +32,12 @@ before it in the changelog.
 
 It hands the records of the topics given a :class:`~streams.passes.Handover` (``handovers``)
 straight to it, past Faust's streams; and each other fetched record to the agents' streams
-without a task per record. Faust's
-loop delivers a record by racing the delivery against a rebalance's flow suspension
-(``wait_first``): four futures, three of them tasks, and a pass of the event loop for every
-record, about a tenth of a busy worker's CPU, although a delivery almost never waits (it puts
-the record in a stream's queue). Here the delivery runs at once, and only one that has to wait
-(a full queue, flow control) is raced as Faust races it, from where it stopped.
+without a task per record. Faust's loop delivers a record by racing the delivery against a
+rebalance's flow suspension (``wait_first``): four futures, three of them tasks, and a pass
+of the event loop for every record, about a tenth of a busy worker's CPU, although a
+delivery almost never waits (it puts the record in a stream's queue). Here the delivery runs
+at once, and only one that has to wait (a full queue, flow control) is raced as Faust races
+it, from where it stopped.
 """
 
 from __future__ import annotations
