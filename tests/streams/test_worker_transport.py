@@ -1,16 +1,17 @@
 """The worker's Kafka consumer (``streams.transport``): it fetches with the wait and the size its
 settings give, not Faust's 1.5 s (a busy partition's records waited that long behind a fetch
 for the worker's idle topics) and 1 byte (a fetch for every record or two), waits longer while
-idle (``tests/integration/test_idle_fetches.py``), and hands each
-record to its delivery without a task per record."""
+idle (``tests/integration/test_idle_fetches.py``), hands each record to its delivery without a
+task per record, and each metrics record to the metrics' handover (``streams.passes``)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from faust.types import ConsumerMessage
 
 from streams.app import create_app
 from streams.settings import Settings
@@ -109,3 +110,65 @@ def test_the_producer_buffer_holds_a_passs_table_writes(tmp_path: Path) -> None:
     pass waited for the buffer, with a warning."""
     settings = Settings(worker_data_dir=str(tmp_path / "data"), worker_batch=700)
     assert create_app(settings).producer.buffer.max_messages == 3 * 700
+
+
+# The metrics go to their handover: at once when it has room and the flow runs, as Faust's
+# conductor waits (flow control) otherwise, and a full handover's wait gives way to a rebalance.
+
+
+def _handing_over(tmp_path: Path, limit: int) -> tuple[Any, Any, list[ConsumerMessage]]:
+    app = create_app(Settings(worker_data_dir=str(tmp_path / "data")))
+    handover = cast(KafkaTransport, app.transport).handovers["telemetry.metrics"]
+    handover.limit = limit
+    app.flow_control.resume()
+    now = app.consumer_generation_id
+    records = [
+        ConsumerMessage(
+            "telemetry.metrics", 0, o, 0.0, 0, None, b"k", b"v", None, generation_id=now
+        )
+        for o in range(limit + 1)
+    ]
+    return app.consumer, handover, records
+
+
+async def test_a_record_with_room_is_handed_over_before_the_loop_runs(tmp_path: Path) -> None:
+    consumer, handover, records = _handing_over(tmp_path, 1)
+    with pytest.raises(StopIteration):
+        consumer._hand_over(handover, records[0]).send(None)
+    assert handover._held == records[:1]
+
+
+async def test_a_full_handover_holds_the_fetch_loop_until_a_pass_takes_its_records(
+    tmp_path: Path,
+) -> None:
+    consumer, handover, records = _handing_over(tmp_path, 1)
+    await consumer._hand_over(handover, records[0])
+    waiting = asyncio.create_task(consumer._hand_over(handover, records[1]))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and handover._held == records[:1]
+    passes = handover.passes()
+    assert await anext(passes) == records[:1]
+    await asyncio.wait_for(waiting, 5)
+    assert handover._held == records[1:]
+    await passes.aclose()
+
+
+async def test_a_rebalance_drops_the_record_a_full_handover_held_back(tmp_path: Path) -> None:
+    consumer, handover, records = _handing_over(tmp_path, 1)
+    await consumer._hand_over(handover, records[0])
+    waiting = asyncio.create_task(consumer._hand_over(handover, records[1]))
+    await asyncio.sleep(0.05)
+    consumer.suspend_flow.set()
+    await asyncio.wait_for(waiting, 5)  # the loop goes on
+    assert handover._held == records[:1]  # and the record is not held: it is fetched again
+
+
+async def test_no_record_is_handed_over_while_the_flow_is_suspended(tmp_path: Path) -> None:
+    consumer, handover, records = _handing_over(tmp_path, 1)
+    consumer.app.flow_control.suspend()
+    waiting = asyncio.create_task(consumer._hand_over(handover, records[0]))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and not handover._held
+    consumer.app.flow_control.resume()
+    await asyncio.wait_for(waiting, 5)
+    assert handover._held == records[:1]
