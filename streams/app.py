@@ -319,7 +319,9 @@ def create_app(settings: Settings) -> faust.App:
     transport.before_commit = before_commit
 
     # The metrics reach their passes past Faust's streams (see streams.passes.Handover).
-    metrics_passes = Handover(app, settings.worker_batch, settings.worker_batch_wait_s)
+    metrics_passes = Handover(
+        app, settings.worker_batch, settings.worker_batch_wait_s, settings.worker_pass_budget_s
+    )
     transport.handovers[metrics_in.get_topic_name()] = metrics_passes
     app.topics.add(metrics_in)
 
@@ -329,7 +331,9 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 with health.running("metrics"):
                     async with stepping:
+                        started = time.perf_counter()
                         out = engine.metrics(inputs_of(messages), time.time())
+                        metrics_passes.spent(len(messages), time.perf_counter() - started)
                         # Keeping up, the worker writes the journals now, spread over its
                         # passes; behind, it leaves them to the offset commit, where an
                         # entity's passes since share one write.

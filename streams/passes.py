@@ -102,7 +102,10 @@ class Handover:
     """The records of one topic, handed by the fetch loop (:mod:`streams.transport`) straight
     to the passes of one reader, as Faust's raw messages.
 
-    A pass goes as :meth:`PassStream.take_events`' passes do. The fetch loop holds a record
+    A pass goes as :meth:`PassStream.take_events`' passes do, with at most ``pass_records``:
+    ``max_records`` while the reader's work is cheap, fewer when what it reports
+    (:meth:`spent`) says a pass that size would hold the event loop longer than ``budget_s``
+    (records that each close steps, in a backlog). The fetch loop holds a record
     while Faust's flow is suspended (a rebalance) or its producer buffer is over its limit, as
     Faust's conductor does, and while ``max_records`` and a stream buffer's worth
     (``stream_buffer_maxsize``) are held, raced against a rebalance as Faust races a
@@ -113,10 +116,13 @@ class Handover:
     stream skips it.
     """
 
-    def __init__(self, app: AppT, max_records: int, within_s: float) -> None:
+    def __init__(self, app: AppT, max_records: int, within_s: float, budget_s: float) -> None:
         self.app = app
         self.max_records = max_records
         self.within_s = within_s
+        self.budget_s = budget_s
+        self.pass_records = max_records  # the next pass's most, from the cost of the last
+        self._cost_s = 0.0  # seconds a record, of the recent passes
         self.limit = max_records + app.conf.stream_buffer_maxsize
         self._held: list[Message] = []
         self._came = asyncio.Event()
@@ -138,6 +144,15 @@ class Handover:
         self._came.set()
         return True
 
+    def spent(self, records: int, seconds: float) -> None:
+        """What the reader's work on a pass of ``records`` took: the next passes take as many
+        records as that cost fits in ``budget_s`` (at least one, at most ``max_records``)."""
+        if records <= 0 or seconds <= 0:
+            return
+        cost = seconds / records
+        self._cost_s = cost if self._cost_s == 0 else (self._cost_s + cost) / 2
+        self.pass_records = max(1, min(self.max_records, int(self.budget_s / self._cost_s)))
+
     async def room(self) -> None:
         """Return once a record can be held again."""
         await self._room.wait()
@@ -150,12 +165,17 @@ class Handover:
             if not held:
                 self._came.clear()
                 await self._came.wait()
-            deadline, size = loop.time() + self.within_s, -1
-            while size != len(held) and len(held) < self.max_records and loop.time() < deadline:
+            deadline, size = loop.time() + self.within_s, len(held)
+            # A turn of the loop before every pass, even one whose records are all held
+            # already: the timers and the fetch loop run between passes, as between a
+            # stream's passes, and a backlog's passes do not starve them.
+            await asyncio.sleep(0)
+            most = self.pass_records
+            while size != len(held) and len(held) < most and loop.time() < deadline:
                 size = len(held)
                 await asyncio.sleep(0)
-            taken = held[: self.max_records]
-            del held[: self.max_records]
+            taken = held[:most]
+            del held[:most]
             self._room.set()
             consumer, generation = app.consumer, app.consumer_generation_id
             current = [] if not app.flow_control.is_active() else [

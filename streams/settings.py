@@ -185,6 +185,14 @@ class Settings:
         "goes as soon as a turn of the event loop brings no more records, or its "
         "FORESIGHT_WORKER_BATCH records are in.",
     )
+    worker_pass_budget_s: float = _setting(
+        0.25,
+        "FORESIGHT_WORKER_PASS_BUDGET_S",
+        "Longest a metrics pass's engine work should hold the worker's event loop: when "
+        "records cost more (a backlog whose records each close steps), a pass takes fewer "
+        "than FORESIGHT_WORKER_BATCH, so the timers, the other agents and the commits wait "
+        "no longer than this for it.",
+    )
     worker_fetch_wait_ms: int = _setting(
         15,
         "FORESIGHT_WORKER_FETCH_WAIT_MS",

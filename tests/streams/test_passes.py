@@ -97,7 +97,7 @@ def handover(limit: int) -> tuple[faust.App, Handover]:
     app = faust.App("handover-test", broker="kafka://127.0.0.1:1")
     app.flow_control.resume()
     app.topics.acking_topics.add(TOPIC)  # as the conductor does for a subscribed topic
-    return app, Handover(app, limit, LONG)
+    return app, Handover(app, limit, LONG, 0.25)
 
 
 def fetched(app: faust.App, offsets: range, generation: int | None = None) -> list[ConsumerMessage]:
@@ -192,3 +192,22 @@ def test_the_worker_hands_its_metrics_over_and_still_subscribes_to_them(tmp_path
     transport = cast(Any, app.transport)
     assert list(transport.handovers) == [TOPIC]
     assert TOPIC in {name for topic in app.topics for name in topic.topics}
+
+
+async def test_passes_shrink_while_records_cost_more_than_the_budget_and_grow_back() -> None:
+    app, passes = handover(100)
+    passes.spent(100, 1.0)  # 10 ms a record: 25 fit in the 0.25 s budget
+    assert passes.pass_records == 25
+    for record in fetched(app, range(30)):
+        passes.put(record)
+    async with contextlib.aclosing(passes.passes()) as each:
+        async for taken in each:
+            assert len(taken) == 25
+            break
+    passes.spent(25, 0.025)  # 1 ms a record now: the mean of 10 and 1 ms fits 45
+    assert passes.pass_records == 45
+    passes.spent(1000, 0.001)
+    passes.spent(1000, 0.001)
+    assert passes.pass_records == 100  # never past max_records
+    passes.spent(1, 60.0)
+    assert passes.pass_records == 1  # at least one
