@@ -105,15 +105,17 @@ class Handover:
     A pass goes as :meth:`PassStream.take_events`' passes do, with at most ``pass_records``:
     ``max_records`` while the reader's work is cheap, fewer when what it reports
     (:meth:`spent`) says a pass that size would hold the event loop longer than ``budget_s``
-    (records that each close steps, in a backlog). The fetch loop holds a record
-    while Faust's flow is suspended (a rebalance) or its producer buffer is over its limit, as
-    Faust's conductor does, and while ``max_records`` and a stream buffer's worth
-    (``stream_buffer_maxsize``) are held, raced against a rebalance as Faust races a
-    delivery. A rebalance clears what is held, as it clears the streams' queues: Faust fetches
-    it again from the committed offsets. A pass's records are tracked (a rebalance waits for
-    them to be acked) and acked when the pass ends, however it ends; a record fetched before
-    the last rebalance, or taken while the flow is suspended, is acked unread, as Faust's
-    stream skips it.
+    (records that each close steps, in a backlog).
+
+    The fetch loop holds a record while Faust's flow is suspended (a rebalance) or its
+    producer buffer is over its limit, as Faust's conductor does, and while ``max_records``
+    and a stream buffer's worth (``stream_buffer_maxsize``) are held, raced against a
+    rebalance as Faust races a delivery. A rebalance clears what is held, as it clears the
+    streams' queues: Faust fetches it again from the committed offsets.
+
+    A pass's records are tracked (a rebalance waits for them to be acked) and acked when the
+    pass ends, however it ends; a record fetched before the last rebalance, or taken while
+    the flow is suspended, is acked unread, as Faust's stream skips it.
     """
 
     def __init__(self, app: AppT, max_records: int, within_s: float, budget_s: float) -> None:
