@@ -16,6 +16,7 @@ from faust.types import TP, ChannelT, ConsumerMessage
 from streams.app import create_app
 from streams.passes import Handover, PassStream
 from streams.settings import Settings
+from tests.integration.kafka_io import until
 
 LONG = 3600.0  # a pass wait no test may sit out
 
@@ -153,10 +154,8 @@ async def test_records_from_before_a_rebalance_are_acked_unread() -> None:
         return []
 
     taking = asyncio.create_task(first_pass())
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await until("the stale records acked", lambda: all(m.acked for m in old), 30, every_s=0.01)
     assert not taking.done()  # a pass of nothing but stale records is no pass
-    assert all(m.acked for m in old)
     for record in new:
         passes.put(record)
     assert await asyncio.wait_for(taking, 30) == [2, 3]
@@ -168,14 +167,14 @@ async def test_a_full_handover_refuses_until_a_pass_takes_and_a_rebalance_clears
     passes.limit = 3
     records = fetched(app, range(4))
     assert [passes.put(m) for m in records] == [True, True, True, False]
-    waiting = asyncio.create_task(passes.room())
-    await asyncio.sleep(0)
-    assert not waiting.done()
+    waiting = passes.room()
+    assert waiting.send(None) is not None  # it waits: there is no room
+    waiting.close()
     async with contextlib.aclosing(passes.passes()) as each:
         async for taken in each:
             assert [m.offset for m in taken] == [0, 1]
             break
-    await asyncio.wait_for(waiting, 30)
+    await asyncio.wait_for(passes.room(), 30)
     assert passes.put(records[3])
     app.flow_control.suspend()
     app.flow_control.clear()  # what Faust does to the streams' queues in a rebalance

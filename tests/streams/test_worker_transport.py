@@ -7,6 +7,7 @@ task per record, and each metrics record to the metrics' handover (``streams.pas
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ from faust.types import ConsumerMessage
 
 from streams.app import create_app
 from streams.settings import Settings
-from streams.transport import KafkaTransport
+from streams.transport import KafkaTransport, _Rest
 
 
 @pytest.mark.parametrize(
@@ -131,6 +132,12 @@ def _handing_over(tmp_path: Path, limit: int) -> tuple[Any, Any, list[ConsumerMe
     return app.consumer, handover, records
 
 
+def waiting(coroutine: Coroutine[Any, None, None]) -> asyncio.Future[None]:
+    """Run ``coroutine`` up to its first wait (it must wait there), then on in a task."""
+    waits_on = coroutine.send(None)
+    return asyncio.ensure_future(_Rest(coroutine, waits_on))
+
+
 async def test_a_record_with_room_is_handed_over_before_the_loop_runs(tmp_path: Path) -> None:
     consumer, handover, records = _handing_over(tmp_path, 1)
     with pytest.raises(StopIteration):
@@ -143,12 +150,11 @@ async def test_a_full_handover_holds_the_fetch_loop_until_a_pass_takes_its_recor
 ) -> None:
     consumer, handover, records = _handing_over(tmp_path, 1)
     await consumer._hand_over(handover, records[0])
-    waiting = asyncio.create_task(consumer._hand_over(handover, records[1]))
-    await asyncio.sleep(0.05)
-    assert not waiting.done() and handover._held == records[:1]
+    handing = waiting(consumer._hand_over(handover, records[1]))
+    assert handover._held == records[:1]
     passes = handover.passes()
     assert await anext(passes) == records[:1]
-    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(handing, 5)
     assert handover._held == records[1:]
     await passes.aclose()
 
@@ -156,19 +162,17 @@ async def test_a_full_handover_holds_the_fetch_loop_until_a_pass_takes_its_recor
 async def test_a_rebalance_drops_the_record_a_full_handover_held_back(tmp_path: Path) -> None:
     consumer, handover, records = _handing_over(tmp_path, 1)
     await consumer._hand_over(handover, records[0])
-    waiting = asyncio.create_task(consumer._hand_over(handover, records[1]))
-    await asyncio.sleep(0.05)
+    handing = waiting(consumer._hand_over(handover, records[1]))
     consumer.suspend_flow.set()
-    await asyncio.wait_for(waiting, 5)  # the loop goes on
+    await asyncio.wait_for(handing, 5)  # the loop goes on
     assert handover._held == records[:1]  # and the record is not held: it is fetched again
 
 
 async def test_no_record_is_handed_over_while_the_flow_is_suspended(tmp_path: Path) -> None:
     consumer, handover, records = _handing_over(tmp_path, 1)
     consumer.app.flow_control.suspend()
-    waiting = asyncio.create_task(consumer._hand_over(handover, records[0]))
-    await asyncio.sleep(0.05)
-    assert not waiting.done() and not handover._held
+    handing = waiting(consumer._hand_over(handover, records[0]))
+    assert not handover._held
     consumer.app.flow_control.resume()
-    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(handing, 5)
     assert handover._held == records[:1]
