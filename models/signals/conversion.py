@@ -104,7 +104,15 @@ class SeriesTable:
         self._groups: tuple[dict[str, list[int]], dict[str, tuple[int, int]]] | None = None
         # Changes whenever rows or kinds do: what is derived from the rows is kept with it.
         self.version = 0
-        self._recent: tuple[int, list[str], list[MetricKind], npt.NDArray[np.int64]] | None = None
+        # The last batch's names and kinds, its rows, and those rows as a slice when they
+        # are consecutive gauges (a scrape's usual shape: see observe).
+        self._recent: (
+            tuple[int, list[str], list[MetricKind], npt.NDArray[np.int64], slice | None] | None
+        ) = None
+        self._newest_ms = -math.inf  # no sample in the table is newer than this
+        # (version, t_ms) when the last batch was the usual one and held every series: the
+        # scrape at t_ms is then its values, all fresh (see fresh_values).
+        self._whole: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -147,8 +155,20 @@ class SeriesTable:
         the sender did not say)."""
         if len(self.names) >= self.max_series:
             self._compact(t_ms - self.lookback_ms)
-        rows, over = self._rows(names, kinds)
+        rows, over, gauges = self._rows(names, kinds)
         x = np.asarray(values, dtype=np.float64)
+        if gauges is not None and t_ms > self._newest_ms and np.isfinite(x).all():
+            # The usual batch: the series of the last one, all gauges, all newer, all values:
+            # each takes its sample as its value, in place.
+            block = self.table[gauges]
+            block[:, _RAW], block[:, _VALUE] = x, x
+            block[:, _RAW_T], block[:, _VALUE_T], block[:, _FRESH] = t_ms, t_ms, 1.0
+            self._newest_ms = t_ms
+            whole = gauges.start == 0 and gauges.stop == len(self.names)
+            self._whole = (self.version, t_ms) if whole else None
+            return Observed([], [])
+        self._newest_ms = max(self._newest_ms, t_ms)
+        self._whole = None
         if over:
             rows, x = rows[rows >= 0], x[rows >= 0]
         sub = self.table[rows]  # one gather and one scatter: batches are small, calls cost
@@ -177,23 +197,29 @@ class SeriesTable:
 
     def _rows(
         self, names: Sequence[str], kinds: Sequence[MetricKind]
-    ) -> tuple[npt.NDArray[np.int64], list[str]]:
-        """The rows of ``names`` (-1 past the limit) and the names past it; a batch naming
-        the same series with the same kinds as the one before (a scrape's usual shape)
-        reuses its rows."""
+    ) -> tuple[npt.NDArray[np.int64], list[str], slice | None]:
+        """The rows of ``names`` (-1 past the limit), the names past it, and the rows as a
+        slice when they are consecutive and none is a rate. A batch naming the same series
+        with the same kinds as the one before (a scrape's usual shape) reuses its rows."""
         recent = self._recent
         if recent and recent[0] == self.version and recent[1] == names and recent[2] == kinds:
-            return recent[3], []
+            return recent[3], [], recent[4]
         rows = np.array([self._row(n, k) for n, k in zip(names, kinds, strict=True)], np.int64)
         over = [names[int(i)] for i in np.flatnonzero(rows < 0)]
-        if not over:
-            self._recent = (self.version, list(names), list(kinds), rows)
-        return rows, over
+        if over:
+            return rows, over, None
+        gauges = None
+        consecutive = len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
+        if consecutive and not self.table[rows, _RATE].any():
+            gauges = slice(int(rows[0]), int(rows[0]) + len(rows))
+        self._recent = (self.version, list(names), list(kinds), rows, gauges)
+        return rows, over, gauges
 
     def end(self, names: Sequence[str]) -> None:
         """Staleness markers: these series are gone; a series that comes back starts anew."""
         if not names:
             return
+        self._whole = None
         rows = [self.index[n] for n in names if n in self.index]
         self.table[rows, _RAW:_FRESH] = np.nan
         self.table[rows, _FRESH] = 0.0
@@ -203,7 +229,8 @@ class SeriesTable:
         """Every series' value at ``t_ms`` (NaN once it is gone) and whether it is fresh."""
         table = self.table[: len(self.names)]
         gone = table[:, _VALUE_T] < t_ms - self.lookback_ms
-        table[gone, _VALUE] = np.nan
+        if gone.any():
+            table[gone, _VALUE] = np.nan
         return table[:, _VALUE].copy(), table[:, _FRESH] == 1.0
 
     def _end_scrape(self, t_ms: int) -> None:
@@ -221,6 +248,12 @@ class SeriesTable:
         """What :meth:`scrape` sees of the series themselves, as arrays in row order (the
         rows before this call): each value at ``t_ms`` and whether it is fresh and live.
         The scrape ends as with :meth:`scrape`; the derived series are not computed."""
+        if self._whole == (self.version, t_ms):
+            # The scrape is the last batch, every series in it: nothing is gone or stale.
+            self._whole = None
+            table = self.table[: len(self.names)]
+            table[:, _FRESH] = 0.0
+            return table[:, _VALUE].copy(), np.ones(len(table), dtype=bool)
         values, fresh = self._evaluate(t_ms)
         self._end_scrape(t_ms)
         return values, fresh & np.isfinite(values)
@@ -327,4 +360,7 @@ class SeriesTable:
         restored.index = {name: i for i, name in enumerate(restored.names)}
         restored.labels = [parse_series(name) for name in restored.names]
         restored.table = np.array(table, dtype=np.float64).reshape(-1, _COLUMNS)
+        times = restored.table[:, _RAW_T]
+        if np.isfinite(times).any():
+            restored._newest_ms = float(np.nanmax(times))
         return restored

@@ -164,3 +164,62 @@ def test_a_batch_converts_as_its_series_do_one_by_one() -> None:
             single.observe(t_ms, [name], np.array([value]), [U])
     assert batched.names == single.names
     np.testing.assert_array_equal(batched.table, single.table)
+
+
+def test_the_usual_batch_converts_as_any_other() -> None:
+    """A batch of the same consecutive gauges as the last one, all newer and all with values,
+    is written in place and its scrape read from it: the same table and the same scrapes as
+    the same samples in another order (which takes the general path), through NaN values,
+    old samples, scrapes of some series or in two parts, ended series, a checkpoint and a
+    kind that changes."""
+    usual, shuffled = SeriesTable(), SeriesTable()
+    names = ["cpu", "mem", "disk", "load"]
+    rng = np.random.default_rng(5)
+
+    def both(
+        t_ms: int, values: np.ndarray, kinds: list[MetricKind], some: list[str] = names
+    ) -> None:
+        usual.observe(t_ms, some, values, kinds)
+        shuffled.observe(t_ms, some[::-1], values[::-1].copy(), kinds[::-1])
+
+    for i in range(80):
+        t_ms = T0 + i * 10_000
+        values = rng.uniform(0, 100, len(names))
+        if i % 11 == 3:
+            values[1] = np.nan
+        if i % 13 == 5:
+            t_ms -= 25_000  # older than the last scrape: refused
+        if i % 17 == 7:  # a scrape in two parts
+            usual.observe(t_ms, names[:2], values[:2], [U] * 2)
+            shuffled.observe(t_ms, names[:2][::-1], values[:2][::-1].copy(), [U] * 2)
+        if i % 19 == 9:
+            for table in (usual, shuffled):
+                table.end(["disk"])
+        if i == 40:
+            usual = SeriesTable.restore(*usual.state(), 10_000, 300_000)
+        kinds = [MetricKind.COUNTER] + [U] * 3 if i >= 60 else [U] * 4
+        if i % 7 == 2:  # some series only: the others are not fresh
+            both(t_ms, values[:2], kinds[:2], names[:2])
+        else:
+            both(t_ms, values * (i + 1) if i >= 60 else values, kinds)
+        if i % 5 != 4:  # now and then a scrape is closed by two batches
+            got = [table.fresh_values(t_ms) for table in (usual, shuffled)]
+            order = [usual.index[n] for n in shuffled.names]
+            np.testing.assert_array_equal(got[0][0][order], got[1][0])
+            np.testing.assert_array_equal(got[0][1][order], got[1][1])
+    order = [usual.index[n] for n in shuffled.names]
+    np.testing.assert_array_equal(usual.table[: len(names)][order], shuffled.table[: len(names)])
+
+
+def test_a_series_that_becomes_a_counter_is_one_in_the_usual_batch_too() -> None:
+    """A batch past the series limit that says a series is a counter leaves the usual batch
+    of that series (kept from before) reading it as a counter."""
+    table = SeriesTable(max_series=2)
+    _observe(table, T0, {"cpu": 1.0, "served": 100.0})
+    _observe(table, T0 + 10_000, {"cpu": 1.0, "served": 100.0})
+    observed = table.observe(
+        T0 + 20_000, ["served", "disk"], np.array([150.0, 6.0]), [MetricKind.COUNTER, U]
+    )
+    assert observed.over_limit == ["disk"]
+    _observe(table, T0 + 30_000, {"cpu": 1.0, "served": 200.0})
+    assert _values(table, T0 + 30_000)["served"] == 5.0
