@@ -172,11 +172,12 @@ async def max_rate(
     def counters() -> tuple[float, float, float, float]:
         samples = batches = rows = 0.0
         for worker in workers:
-            samples += worker.metric("foresight_samples_in_total")
-            batches += worker.metric(
-                f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}'
+            counted = worker.metrics(
+                "foresight_samples_in_total",
+                f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}',
+                "foresight_predictions_total{",
             )
-            rows += worker.metric("foresight_predictions_total{")
+            samples, batches, rows = samples + counted[0], batches + counted[1], rows + counted[2]
         return samples, batches, rows, _cpu_seconds(workers)
 
     before = counters()[0]

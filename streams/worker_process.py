@@ -58,15 +58,19 @@ class ServingProcess(ForesightProcess):
     def metric(self, name: str) -> float:
         """The sum of the samples of /metrics whose line starts with ``name`` (a name, or a
         name and its first labels: ``foresight_events_in_total{topic="t"``)."""
+        return self.metrics(name)[0]
+
+    def metrics(self, *names: str) -> list[float]:
+        """:meth:`metric` of each of ``names``, from one read of /metrics (each read makes
+        the process render every metric it has)."""
         url = local_url(self.settings, self.port, "/metrics")
         # A long vectorised pass holds the worker's event loop, and its web server with it.
         with open_local(self.settings, url, 30) as response:
-            text = response.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
+            lines = [line for line in response.read().decode().splitlines() if line[:1] != "#"]
+        return [
+            sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+            for name in names
+        ]
 
 
 class QualityProcess(ServingProcess):
