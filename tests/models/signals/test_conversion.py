@@ -202,7 +202,7 @@ def test_the_usual_batch_converts_as_any_other() -> None:
             both(t_ms, values[:2], kinds[:2], names[:2])
         else:
             both(t_ms, values * (i + 1) if i >= 60 else values, kinds)
-        if i % 5 != 4:  # now and then a scrape is closed by two batches
+        if i % 5 != 4:  # else the next batch joins this scrape: two batches in one
             got = [table.fresh_values(t_ms) for table in (usual, shuffled)]
             order = [usual.index[n] for n in shuffled.names]
             np.testing.assert_array_equal(got[0][0][order], got[1][0])
