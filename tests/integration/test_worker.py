@@ -293,8 +293,10 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
     start = int(time.time() * 1000) - 1_800_000
     first = [_batch(entity, start + k * STEP_MS, {"cpu_percent": float(k)}) for k in range(90)]
     second = [_batch(entity, start + (90 + k) * STEP_MS, {"cpu_percent": 1.0}) for k in range(60)]
+    kafka, group = stack_settings.kafka(), worker.group
     try:
         await worker.ready()
+        before = sum((await committed_offsets(kafka, group, topics.METRICS.name)).values())
         async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
             await produce(stack_settings.kafka(), topics.METRICS, "entity", first)
             await reader.until(
@@ -305,6 +307,14 @@ async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
                 ),
                 timeout_s=90,
             )
+
+        async def committed_some() -> bool:
+            offsets = await committed_offsets(kafka, group, topics.METRICS.name)
+            return sum(offsets.values()) > before
+
+        # Its outputs can be out before its next offset commit: killed before that, a worker
+        # has nothing to restore and replays every record (counting each once all the same).
+        await until("an offset committed past the first records", committed_some, 30, 0.05)
         worker.kill9()
         await produce(stack_settings.kafka(), topics.METRICS, "entity", second)
         async with TopicReader(stack_settings.kafka(), topics.FEATURES.name) as reader:
