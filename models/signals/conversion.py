@@ -251,9 +251,9 @@ class SeriesTable:
         if self._whole == (self.version, t_ms):
             # The scrape is the last batch, every series in it: nothing is gone or stale.
             self._whole = None
-            table = self.table[: len(self.names)]
-            table[:, _FRESH] = 0.0
-            return table[:, _VALUE].copy(), np.ones(len(table), dtype=bool)
+            values = self.table[: len(self.names), _VALUE].copy()
+            self._end_scrape(t_ms)
+            return values, np.ones(len(values), dtype=bool)
         values, fresh = self._evaluate(t_ms)
         self._end_scrape(t_ms)
         return values, fresh & np.isfinite(values)
