@@ -208,6 +208,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
         producer_linger_ms=settings.worker_linger_ms,
+        producer_max_batch_size=min(settings.worker_produce_batch_bytes, settings.max_record_bytes),
         producer_max_request_size=settings.max_record_bytes,
         broker_commit_interval=settings.worker_commit_s,
         processing_guarantee="at_least_once",

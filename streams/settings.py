@@ -234,6 +234,15 @@ class Settings:
         "broker (routing decisions' included; records still batch while a send is under "
         "way) for more, smaller produce requests.",
     )
+    worker_produce_batch_bytes: int = _setting(
+        262_144,
+        "FORESIGHT_WORKER_PRODUCE_BATCH_BYTES",
+        "Largest batch of records the worker's producer sends to one partition in one request "
+        "(Kafka's batch.size; at most FORESIGHT_MAX_RECORD_BYTES). The producer keeps one "
+        "request in flight per broker, and a send to a partition whose batch is full waits "
+        "for it: at 16 KB (Kafka's default) a worker at its maximum rate did about a quarter "
+        "fewer samples a second.",
+    )
     checkpoint_s: float = _setting(
         0.0,
         "FORESIGHT_CHECKPOINT_S",
@@ -649,13 +658,15 @@ class Settings:
             self.worker_fetch_wait_ms < 0
             or self.worker_idle_fetch_wait_ms < 1
             or self.worker_fetch_min_bytes < 1
+            or self.worker_produce_batch_bytes < 1
         ):
             # Kafka's protocol has no meaning for these; an idle wait of 0 would spin.
             raise ValueError(
                 "FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0, and "
-                "FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS and FORESIGHT_WORKER_FETCH_MIN_BYTES at "
-                f"least 1, got {self.worker_fetch_wait_ms}, {self.worker_idle_fetch_wait_ms} "
-                f"and {self.worker_fetch_min_bytes}"
+                "FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS, FORESIGHT_WORKER_FETCH_MIN_BYTES and "
+                "FORESIGHT_WORKER_PRODUCE_BATCH_BYTES at least 1, got "
+                f"{self.worker_fetch_wait_ms}, {self.worker_idle_fetch_wait_ms}, "
+                f"{self.worker_fetch_min_bytes} and {self.worker_produce_batch_bytes}"
             )
 
     def replace(self, **changes: Any) -> Settings:

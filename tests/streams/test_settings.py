@@ -55,9 +55,10 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         {"FORESIGHT_WORKER_FETCH_WAIT_MS": "-5"},
         {"FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS": "0"},
         {"FORESIGHT_WORKER_FETCH_MIN_BYTES": "0"},
+        {"FORESIGHT_WORKER_PRODUCE_BATCH_BYTES": "0"},
     ],
 )
-def test_the_workers_fetches_refuse_waits_and_sizes_a_broker_would_spin_on(
+def test_the_workers_fetches_and_sends_refuse_waits_and_sizes_kafka_has_no_use_for(
     env: dict[str, str],
 ) -> None:
     with pytest.raises(ValueError, match="FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0"):

@@ -113,6 +113,24 @@ def test_the_producer_buffer_holds_a_passs_table_writes(tmp_path: Path) -> None:
     assert create_app(settings).producer.buffer.max_messages == 3 * 700
 
 
+@pytest.mark.parametrize(
+    ("changes", "batch"),
+    [
+        ({}, 262_144),
+        ({"worker_produce_batch_bytes": 16_384}, 16_384),
+        ({"max_record_bytes": 100_000}, 100_000),  # a batch over it the broker may refuse
+    ],
+)
+def test_the_producer_batches_up_to_its_setting_and_the_record_limit(
+    changes: dict[str, int], batch: int, tmp_path: Path
+) -> None:
+    """aiokafka keeps one produce request in flight per broker, and a send to a partition
+    whose batch is full waits for it: Kafka's 16 KB made the worker wait at its maximum rate."""
+    settings = Settings(worker_data_dir=str(tmp_path / "data")).replace(**changes)
+    producer = create_app(settings).producer
+    assert producer._settings_default()["max_batch_size"] == batch  # type: ignore[attr-defined]
+
+
 # The metrics go to their handover: at once when it has room and the flow runs, as Faust's
 # conductor waits (flow control) otherwise, and a full handover's wait gives way to a rebalance.
 
