@@ -660,7 +660,8 @@ class Settings:
             or self.worker_fetch_min_bytes < 1
             or self.worker_produce_batch_bytes < 1
         ):
-            # Kafka's protocol has no meaning for these; an idle wait of 0 would spin.
+            # Kafka's protocol has no meaning for these, a batch of 0 bytes would send every
+            # record alone, and an idle wait of 0 would spin.
             raise ValueError(
                 "FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0, and "
                 "FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS, FORESIGHT_WORKER_FETCH_MIN_BYTES and "
