@@ -170,14 +170,15 @@ async def max_rate(
     """Flood a group of workers and read its sustained rate off their counters."""
 
     def counters() -> tuple[float, float, float, float]:
-        samples = batches = rows = 0.0
-        for worker in workers:
-            counted = worker.metrics(
+        counted = [
+            worker.metrics(
                 "foresight_samples_in_total",
                 f'foresight_events_out_total{{topic="{topics.PREDICTIONS.name}"}}',
                 "foresight_predictions_total{",
             )
-            samples, batches, rows = samples + counted[0], batches + counted[1], rows + counted[2]
+            for worker in workers
+        ]
+        samples, batches, rows = (sum(column) for column in zip(*counted, strict=True))
         return samples, batches, rows, _cpu_seconds(workers)
 
     before = counters()[0]
