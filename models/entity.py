@@ -339,6 +339,27 @@ class EntityPipeline:
             ],
         )
 
+    def step_state(self) -> bytes:
+        """What a window step leaves that its records do not: the step's time and the alert
+        states (for the journal, between snapshots: see :meth:`take_step`)."""
+        alerts = {k: v.as_array() for k, v in self.alerts.items()}
+        return json.dumps({"last_step_ms": self.last_step_ms, "alerts": alerts}).encode()
+
+    def take_step(self, state: bytes) -> None:
+        """A step taken again from its :meth:`step_state`, in its place among the records
+        taken again: the scrape it closed closes, and its alert states come back."""
+        self.close_scrape()
+        saved = json.loads(state)
+        self.last_step_ms = saved["last_step_ms"]
+        self._load_alerts(saved["alerts"])
+
+    def _load_alerts(self, saved: dict[str, list[float]]) -> None:
+        """Take back saved alert states: of the rules there are now (a rule added since
+        starts afresh, one removed is dropped)."""
+        for name in self.alerts:
+            if name in saved:
+                self.alerts[name] = AlertState.from_array(saved[name])
+
     def models_bytes(self) -> bytes:
         """The online models' states, as compressed bytes."""
         rows, parts = self.rows, self.models.states.parts
@@ -369,7 +390,7 @@ class EntityPipeline:
         if len(arrays) > 4:  # states saved before capacities learn them with the next samples
             parts["capacity"][pipeline.rows] = arrays[4]
         pipeline.labels = header["labels"]
-        pipeline.alerts = {k: AlertState.from_array(v) for k, v in header["alerts"].items()}
+        pipeline._load_alerts(header["alerts"])
         pipeline.last_step_ms = header["last_step_ms"]
         pipeline.last_offset = header["last_offset"]
         if "signals" in header:  # states saved before the signal stage have none

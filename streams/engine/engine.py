@@ -351,10 +351,14 @@ class Engine:
         return pipeline
 
     def _take_again(self, pipeline: EntityPipeline, taken: list[tuple[int, bytes]]) -> None:
-        """The records a restored snapshot was checkpointed with, added to its windows as
-        they were the first time (they passed every check then; their dead letters and
-        counts are not repeated)."""
+        """The records and steps a restored snapshot was checkpointed with, taken again in
+        their order: the records added to its windows as they were the first time (they
+        passed every check then; their dead letters and counts are not repeated), each step's
+        alert states and time put back where it closed."""
         for offset, value in taken:
+            if offset == journal.STEP:
+                pipeline.take_step(value)
+                continue
             if offset <= pipeline.last_offset:
                 continue
             try:
@@ -380,8 +384,6 @@ class Engine:
             return
         due = list(self._pending.values())
         self._pending.clear()
-        for d in due:  # a step changes alert states and the step time: snapshot anew
-            self._snapshots.pop(d.pipeline.entity, None)
         for d in due:
             try:
                 self._not_modelled(d.pipeline.close_scrape(), d.cause, out)
@@ -404,6 +406,13 @@ class Engine:
         wall_ms = time.time() * 1000
         for d, (features, predictions, alerts) in zip(due, results, strict=True):
             entity = d.pipeline.entity
+            # The step's alert states and time go in the journal, after the records it read;
+            # once the journal outweighs its snapshot, the next write is a snapshot.
+            taken = self._journals.setdefault(entity, bytearray())
+            journal.append(taken, journal.STEP, d.pipeline.step_state())
+            held = self._snapshots.get(entity)
+            if held is not None and len(taken) > held[1]:
+                del self._snapshots[entity]
             predictions["emitted_at"] = int(wall_ms)
             predictions["latency_ms"] = max(0.0, wall_ms - d.latency_from_ms)
             metrics.EVENT_TO_PREDICTION.observe(predictions["latency_ms"] / 1000)
@@ -479,7 +488,7 @@ class Engine:
             if (
                 held is None
                 or self._snapshot_due(entity)
-                or len(self._journals.get(entity, b"")) > held[1]
+                or len(self._journals.get(entity, b"")) > held[1] * journal.MAX_WEIGHT
             ):
                 out.checkpoints.append(self._snapshot(pipeline, models))
             else:
@@ -492,22 +501,23 @@ class Engine:
         """The journals of the entities whose latest records the changelog lacks: what it
         must hold before the worker commits the input offsets of those records.
 
-        Each write is a journal segment of the records since the last one. The worker calls
-        this after each pass while it keeps up, and before each offset commit (where, behind,
-        an entity's passes share one segment: fewer, larger writes)."""
+        Each write is a journal segment of the records and steps since the last one. The
+        worker calls this after each pass while it keeps up, and before each offset commit
+        (where, behind, an entity's passes share one segment: fewer, larger writes)."""
         return [self._journal(entity) for entity in list(self._unsaved)]
 
     def _snapshot_due(self, entity: str) -> bool:
-        """Whether the entity's next write must be a snapshot: it has none since its last step
-        (or since it was loaded), or its journal has all the segments it may have."""
+        """Whether the entity's next write must be a snapshot: it has none to extend (it is
+        new or was loaded, or a step found its journal outweighing it), or its journal has all
+        the segments it may have."""
         return (
             entity not in self._snapshots
             or self._segments.get(entity, (0, 0))[0] >= journal.MAX_SEGMENTS
         )
 
     def _journal(self, entity: str) -> Checkpoint:
-        """The entity's next journal segment: the records since its last write; a new snapshot
-        instead when one is due (a step the clock closed made the snapshot stale since)."""
+        """The entity's next journal segment: the records and steps since its last write; a
+        new snapshot instead when one is due."""
         del self._unsaved[entity]
         if self._snapshot_due(entity):
             return self._snapshot(self.entities[entity], None)
@@ -521,9 +531,9 @@ class Engine:
     def _snapshot(
         self, pipeline: EntityPipeline, models: bytes | None, evicted: bool = False
     ) -> Checkpoint:
-        """The entity's windows snapshot, taken anew (after a step, on eviction, or once the
-        records since outweigh it or fill its segments): its journal starts again at segment
-        0. Evicted, the entity's segment keys are deleted."""
+        """The entity's windows snapshot, taken anew (the first, on eviction, or once the
+        journal since outweighs it or fills its segments, see :mod:`.journal`): its journal
+        starts again at segment 0. Evicted, the entity's segment keys are deleted."""
         entity = pipeline.entity
         snapshot = pipeline.windows_bytes()
         self._snapshots[entity] = (journal.identity(snapshot), len(snapshot))

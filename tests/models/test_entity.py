@@ -115,6 +115,34 @@ def test_model_states_saved_as_float64_restore_rounded_into_the_float32_bulks(
         assert (np.nan_to_num(got[:, head:]) != np.nan_to_num(saved[:, head:])).any()
 
 
+def test_a_step_state_and_saved_alerts_of_other_rules_come_back_for_todays_rules(
+    models: ModelSet,
+) -> None:
+    """A step taken again from its state puts back its time and alert states; a state saved
+    with a rule since removed, and without one since added, restores the rules there are."""
+    original = EntityPipeline("web-1", models)
+    _feed([original], 30)
+    original.step(T0 + 300_000)
+    (rule, *_) = original.alerts
+    original.alerts[rule].run, original.alerts[rule].peak = 3, 0.75
+    again = EntityPipeline("web-1", models)
+    again.take_step(original.step_state())
+    assert again.last_step_ms == T0 + 300_000
+    assert {k: v.as_array() for k, v in again.alerts.items()} == {
+        k: v.as_array() for k, v in original.alerts.items()
+    }
+    header, arrays = _unpack(original.windows_bytes())
+    saved = dict(header["alerts"])
+    header["alerts"] = {"retired_rule": [1.0, 2.0, 3.0, 4.0]} | {
+        k: v for k, v in saved.items() if k != rule
+    }
+    restored = EntityPipeline.restore(models, _pack(header, arrays))
+    assert set(restored.alerts) == set(original.alerts)
+    assert restored.alerts[rule].as_array() == [0.0, 0.0, 0.0, 0.0]
+    restored.add(T0 + 310_000, NAMES, np.full(len(NAMES), 41.0), CAPACITIES)
+    restored.step(T0 + 310_000)  # every rule has its state to step
+
+
 def test_foreign_bytes_are_refused(models: ModelSet) -> None:
     with pytest.raises(ValueError, match="bad magic"):
         EntityPipeline.restore(models, b"nope" + b"\x00" * 20)

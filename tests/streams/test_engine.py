@@ -257,39 +257,47 @@ def test_an_engine_restored_from_its_changelog_goes_on_as_if_it_had_never_stoppe
     assert _latest_forecasts(again) == _latest_forecasts(before)
 
 
-@pytest.mark.parametrize("crash", [615, 610], ids=["between steps", "after a step's snapshot"])
-def test_a_pass_between_steps_leaves_its_journal_to_the_commit_and_a_restore_resumes_exactly(
+@pytest.mark.parametrize("crash", [645, 650], ids=["between steps", "at a step"])
+def test_each_pass_leaves_its_records_and_steps_to_the_commit_and_a_restore_resumes_exactly(
     crash: int,
 ) -> None:
     changelog, feed = Changelog(), Feed()
     # A scrape a second for ten minutes, then one a pass: steps close at records 0, 10, 20...
     records = [
         feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 7), "mem": 40.0 + k, "io": 1.0})
-        for k in range(640)
+        for k in range(670)
     ]
     first, uninterrupted = _engine(changelog), _engine(Changelog())
     changelog.take(first, records[:600], NOW_S)
+    segments: list[int] = []
     for k in range(600, crash):
         written = first.metrics([records[k]], NOW_S).checkpoints
         committed = first.commit()
-        if k % 10 == 0:  # a step: its snapshot, and no journal since
+        if written:  # the journal outweighed its snapshot: a snapshot, and no journal since
             assert [(bool(c.windows), c.journal) for c in written] == [(True, ())]
             assert committed == []
-        else:  # between steps: a journal segment alone, with the commit, of the pass' record
-            assert written == []
-            assert [(c.segment, c.windows) for c in committed] == [(k % 10 - 1, None)]
+            segments.append(-1)
+        else:  # a journal segment alone, with the commit: the pass' record, and its step
+            assert [c.windows for c in committed] == [None]
+            segments.append(committed[0].segment)
             taken = journal.records(committed[0].journal, changelog.saved["web-1"].windows or b"")
-            assert [offset for offset, _ in taken] == [records[k].message.offset]
+            steps = [journal.STEP] if k % 10 == 0 else []
+            assert [offset for offset, _ in taken] == [records[k].message.offset, *steps]
         changelog.write(written + committed)
+    # Steps go into segments (those at records 600 and 610 here); a snapshot comes at a step
+    # once the journal since the last outweighs it, and the segments after it count from 0.
+    folds = [600 + i for i, segment in enumerate(segments) if segment < 0]
+    assert folds and all(k % 10 == 0 for k in folds) and min(segments[0], segments[10]) >= 0
+    for run in "".join("s" if s < 0 else "." for s in segments).split("s"):
+        assert len(run) <= 20, "a snapshot every second step of this entity"
+    assert all(b == (0 if a < 0 else a + 1) for a, b in itertools.pairwise(segments) if b >= 0)
     crashed = first.metrics([records[crash]], NOW_S).checkpoints
-    # The worker dies before the commit after the crash pass: after a step's snapshot went
-    # out, with the previous snapshot's segments still in the changelog, or with a segment
-    # the commit never wrote (the segments before it are the new snapshot's, those after it
-    # the previous one's).
-    changelog.write([Checkpoint(c.entity, windows=c.windows) for c in crashed if c.windows])
-    assert bool(crashed) == (crash % 10 == 0)
+    # The worker dies before the commit after the crash pass: the pass' record, and at a
+    # step the step, never reach the changelog.
+    assert crashed == []
     # It resumes from its committed offset, two records back: the records the changelog
-    # holds are skipped as replays, and the journal's earlier ones come from the journal alone.
+    # holds are skipped as replays, the steps among them come back from the journal, and the
+    # crash pass' step closes again.
     resume = crash - 2
     second = _engine(changelog)
     resumed = [_decoded(second.metrics([r], NOW_S), topics.FEATURES.name) for r in records[resume:]]
@@ -297,8 +305,7 @@ def test_a_pass_between_steps_leaves_its_journal_to_the_commit_and_a_restore_res
     expected = [
         _decoded(uninterrupted.metrics([r], NOW_S), topics.FEATURES.name) for r in records[resume:]
     ]
-    # From the record after the crash on (a step its snapshot holds was produced before it).
-    assert resumed[3:] == expected[3:] and sum(map(len, expected[3:])) == 2
+    assert resumed[2:] == expected[2:] and sum(map(len, expected[2:])) == 2
     assert (
         second.entities["web-1"].windows_bytes() == uninterrupted.entities["web-1"].windows_bytes()
     )
@@ -327,17 +334,21 @@ def test_a_commit_writes_the_journals_of_the_passes_since_longest_waiting_first(
         assert restored_windows == uninterrupted.entities[entity].windows_bytes()
 
 
-def test_a_step_the_clock_closes_before_a_commit_is_saved_as_a_new_snapshot() -> None:
+def test_a_step_the_clock_closes_before_a_commit_goes_in_the_journal_after_its_records() -> None:
     changelog, feed = Changelog(), Feed()
     records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 5)}) for k in range(20)]
     first, uninterrupted = _engine(changelog), _engine(Changelog())
     changelog.take(first, records[:11], NOW_S)
     first.metrics(records[11:15], NOW_S)  # not committed yet
-    # Idle past the next step's end: the clock closes it, and the step's snapshot replaces
-    # the journal the commit would have written.
+    # Idle past the next step's end: the clock closes it, and the commit's segment holds
+    # the step after the records it read.
     assert _decoded(first.tick(NOW_S + 30), topics.FEATURES.name)
     (committed,) = first.commit()
-    assert committed.windows and committed.journal == ()
+    assert committed.windows is None
+    taken = journal.records(committed.journal, changelog.saved["web-1"].windows or b"")
+    assert [offset for offset, _ in taken] == [r.message.offset for r in records[11:15]] + [
+        journal.STEP
+    ]
     changelog.write([committed])
     second = _engine(changelog)
     uninterrupted.metrics(records[:15], NOW_S)
@@ -349,7 +360,7 @@ def test_a_step_the_clock_closes_before_a_commit_is_saved_as_a_new_snapshot() ->
     )
 
 
-def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -> None:
+def test_a_journal_past_its_bound_between_steps_is_folded_into_a_new_snapshot() -> None:
     changelog, feed = Changelog(), Feed()
     names = [f"metric_{i}" for i in range(30)]
     # A record every 50 ms within one step, one a pass: after the first record's step, none
@@ -374,7 +385,7 @@ def test_a_journal_that_outweighs_its_snapshot_is_folded_into_a_new_snapshot() -
         assert [c.segment for c in segments] == list(range(len(segments))), "from 0, in order"
         assert all(c.windows is None and len(c.journal) == 1 for c in segments)
         held = sum(len(c.journal[0]) - 8 for c in segments)  # records, without the headers
-        assert 0 < held <= size, "the journal outweighs its snapshot no longer"
+        assert 0 < held <= size * journal.MAX_WEIGHT, "past its bound between steps"
     # A restart from the changelog, mid-journal, resumes exactly.
     assert written[-1].windows is None
     second = _engine(changelog)
