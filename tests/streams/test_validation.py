@@ -38,6 +38,12 @@ def test_a_good_batch_gives_its_values() -> None:
     assert checked.dropped is None
 
 
+def test_finite_values_whose_sum_overflows_are_good() -> None:
+    checked = check_metric_batch(_batch(values=[1.7e308, 1.7e308]), NOW, LIMITS)
+    assert isinstance(checked, CheckedBatch)
+    assert checked.values.tolist() == [1.7e308, 1.7e308]
+
+
 def test_kinds_and_ended_series_come_through() -> None:
     batch = _batch(kinds=["COUNTER", "GAUGE"], ended=['up{job="gone"}'])
     checked = check_metric_batch(batch, NOW, LIMITS)
@@ -52,6 +58,7 @@ def test_kinds_and_ended_series_come_through() -> None:
         ({"values": [1.0, float("nan")]}, "invalid_value", "mem=nan"),
         ({"values": [float("inf"), 2.0]}, "invalid_value", "cpu=inf"),
         ({"values": [1.0]}, "invalid_value", "parallel"),
+        ({"values": [float("inf"), float("-inf")]}, "invalid_value", "2 non-finite"),
         ({"kinds": ["GAUGE"]}, "invalid_value", "2 names but 1 kinds"),
         ({"ended": ["x"] * 10_000}, "oversized", "10000 ended series"),
         ({"entity": ""}, "invalid_value", "entity is empty"),
