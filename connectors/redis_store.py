@@ -95,6 +95,11 @@ class FeatureStore:
     pool_wait_s
         Seconds a call waits for a free connection when all are busy before it raises
         :class:`PoolExhaustedError` (the API's ``FORESIGHT_API_REDIS_WAIT_S``).
+    decoded_forecasts
+        Entities whose forecasts are kept decoded (the API's ``FORESIGHT_API_FORECAST_CACHE``;
+        0: none). An entity's forecasts change every few minutes, its other entries every
+        step: a forecast read again with the same bytes is decoded once. The records read
+        are shared between readers then, and no reader may change them.
     """
 
     def __init__(
@@ -104,9 +109,11 @@ class FeatureStore:
         codec: Codec | None = None,
         max_connections: int = 100,
         pool_wait_s: float = 2.0,
+        decoded_forecasts: int = 0,
     ) -> None:
         self.prediction_ttl_s = prediction_ttl_s
         self._codec = codec or Codec()
+        self._forecasts = DecodedCache(decoded_forecasts)
         parsed = urlparse(url)
         self.where = f"{parsed.hostname}:{parsed.port or 6379}{parsed.path}"
         """The server and database, without credentials, for messages."""
@@ -196,9 +203,19 @@ class FeatureStore:
         raw = await self._redis.mget([p + e for p in prefixes for e in entities])
         n = len(entities)
         return [
-            [self._decode(p, e, r) for e, r in zip(entities, raw[k * n : (k + 1) * n], strict=True)]
+            [self._read(p, e, r) for e, r in zip(entities, raw[k * n : (k + 1) * n], strict=True)]
             for k, p in enumerate(prefixes)
         ]
+
+    def _read(self, prefix: str, entity: str, value: bytes | str | None) -> dict[str, Any] | None:
+        if prefix != FORECASTS_PREFIX or not isinstance(value, bytes):
+            return self._decode(prefix, entity, value)
+        kept = self._forecasts.get(entity, value)
+        if kept is None:
+            kept = self._decode(prefix, entity, value)
+            if kept is not None:
+                self._forecasts.put(entity, value, kept)
+        return kept
 
     def _decode(self, prefix: str, entity: str, value: bytes | str | None) -> dict[str, Any] | None:
         """A cached record, or None for a missing or unreadable one (a cache is not the
@@ -216,6 +233,41 @@ class FeatureStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+class DecodedCache:
+    """The newest decoded record of up to ``size`` keys, each kept with the bytes it was
+    decoded from and handed out only for the same bytes; the least recently stored goes
+    first when it is full.
+
+    >>> cache = DecodedCache(1)
+    >>> cache.put("host-1", b"v1", {"value": 1})
+    >>> cache.get("host-1", b"v1"), cache.get("host-1", b"v2")
+    ({'value': 1}, None)
+    >>> cache.put("host-2", b"v1", {"value": 2})
+    >>> cache.get("host-1", b"v1") is None, len(cache)
+    (True, 1)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: str, value: bytes) -> dict[str, Any] | None:
+        """The record decoded from ``value`` for ``key``, if kept."""
+        kept = self._kept.get(key)
+        return kept[1] if kept is not None and kept[0] == value else None
+
+    def put(self, key: str, value: bytes, record: dict[str, Any]) -> None:
+        if self.size < 1:
+            return
+        self._kept.pop(key, None)  # to the end: dicts keep their insertion order
+        if len(self._kept) >= self.size:
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = (value, record)
 
 
 def _has_forecasts(batch: dict[str, Any]) -> bool:

@@ -547,6 +547,15 @@ class Settings:
         "Seconds a request to `foresight api` waits for a free Redis connection when all "
         "FORESIGHT_API_REDIS_CONNECTIONS are busy, before it answers 503 saying so.",
     )
+    api_forecast_cache: int = _setting(
+        10_000,
+        "FORESIGHT_API_FORECAST_CACHE",
+        "Entities whose decoded forecasts `foresight api` keeps (0: none). The worker rewrites "
+        "an entity's forecasts every few minutes, not every step, so a forecast read again "
+        "while its bytes in Redis are the same is decoded once (a tenth to a sixth of a batch "
+        "prediction's CPU). An entry holds one decoded PredictionBatch and its bytes: about "
+        "11 KB for a host of 8 metrics, so 10,000 entries take about 110 MB.",
+    )
     ingest_port: int = _setting(
         9201,
         "FORESIGHT_INGEST_PORT",
@@ -653,6 +662,10 @@ class Settings:
                 "FORESIGHT_API_REDIS_CONNECTIONS must be at least 1 and "
                 "FORESIGHT_API_REDIS_WAIT_S above 0, got "
                 f"{self.api_redis_connections} and {self.api_redis_wait_s:g}"
+            )
+        if self.api_forecast_cache < 0:
+            raise ValueError(
+                f"FORESIGHT_API_FORECAST_CACHE must be 0 or more, got {self.api_forecast_cache}"
             )
         if (
             self.worker_fetch_wait_ms < 0

@@ -80,6 +80,7 @@ class ApiServer:
             codec,
             max_connections=settings.api_redis_connections,
             pool_wait_s=settings.api_redis_wait_s,
+            decoded_forecasts=settings.api_forecast_cache,
         )
         feed = LiveFeed(
             FeedConfig(

@@ -91,6 +91,32 @@ async def test_redis_features_and_prediction_cache(stack_settings: Settings, uni
         await store.close()
 
 
+async def test_decoded_forecasts_are_kept_while_their_bytes_stay_the_same(
+    stack_settings: Settings, unique: str
+) -> None:
+    store = FeatureStore(stack_settings.feature_store_url, decoded_forecasts=1)
+    a, b = f"host-{unique}-a", f"host-{unique}-b"
+    batch = dict(SAMPLES["prediction_batch"], entity=a)
+    try:
+        await store.put_predictions([batch])
+        (first,), (again,) = [(await store.online([a]))[1] for _ in range(2)]
+        assert first is not None and first is again, "read again with the same bytes: decoded once"
+        assert first["values"] == batch["values"]
+        changed = dict(batch, event_time=batch["event_time"] + 300_000)
+        await store.put_predictions([changed])
+        (newer,) = (await store.online([a]))[1]
+        assert newer is not None and newer is not first
+        assert newer["event_time"] == changed["event_time"]
+        # One entry: another entity's forecasts take the place of the first's.
+        await store.put_predictions([dict(batch, entity=b)])
+        _, (of_a, of_b), _ = await store.online([a, b])
+        assert of_a is not None and of_b is not None and of_b["entity"] == b
+        (of_a_again,) = (await store.online([a]))[1]
+        assert of_a_again is not of_a and of_a_again == of_a, "decoded again, the same record"
+    finally:
+        await store.close()
+
+
 def test_clickhouse_table_created_filled_and_queried(tmp_path: Path) -> None:
     with open_store("", str(tmp_path / "chdb")) as store:
         store.command(
