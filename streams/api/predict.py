@@ -354,6 +354,7 @@ def _stream_predictions(
         request.kinds is None and request.metrics is None and request.horizons_s is None
     )
     isfinite = math.isfinite
+    read: dict[tuple[str, int], list[Record]] = {}
     out: list[Record] = []
     for i, (kind, m, k, horizon_s, value, score, lower, upper) in enumerate(
         zip(*(columns[name] for name in COLUMNS), strict=True)
@@ -365,16 +366,20 @@ def _stream_predictions(
             or (filtered and not _wanted(request, kind, metric, horizon_s))
         ):
             continue
+        drivers: list[Record] | None
         if i in carried:
             drivers = [
                 {"feature": name, "value": features.value(name), "contribution": contribution}
                 for name, contribution in carried[i][:top]
             ]
         elif features.positions:
-            drivers = [
-                {"feature": name, "value": features.value(name), "contribution": None}
-                for name in explain.features_read(kind, metric)[:top]
-            ]
+            # The same features for every horizon of a kind and metric: one list, shared.
+            drivers = read.get((kind, m))
+            if drivers is None:
+                drivers = read[kind, m] = [
+                    {"feature": name, "value": features.value(name), "contribution": None}
+                    for name in explain.features_read(kind, metric)[:top]
+                ]
         else:
             drivers = []
         out.append(
