@@ -32,7 +32,7 @@ from models.arena import IntArray, SeriesArena
 from models.base import FloatArray, as_float64, store_rows
 from models.bottleneck import ExhaustionModel
 from models.entity_anomaly import EntityAnomalyDetector
-from models.explain import TOP, Driver, summary
+from models.explain import ENTITY_METRIC, TOP, Driver, summary
 from models.failure_risk import LocalTrendRisk
 from models.features import (
     FeatureWindows,
@@ -51,8 +51,6 @@ _MAGIC = b"FSE2"
 
 
 _DAY_BUCKETS = 96  # quarter hours, the detector's default
-#: The metric name of an entity's own prediction (its anomaly score over all its metrics).
-ENTITY_METRIC = "*"
 #: Series a vectorised step works on at once (see :func:`step_many`).
 STEP_SERIES = 8192
 

@@ -40,6 +40,9 @@ from models.features import STATISTICS, WINDOW_NAMES
 
 TOP = 3
 """Drivers a stream prediction carries."""
+ENTITY_METRIC = "*"
+"""The metric of an entity's own predictions (its multivariate anomaly score): it reads every
+metric's standardised value, no window feature of a metric of its own."""
 
 READS: dict[str, tuple[str, ...]] = {
     "ANOMALY": ("1m:last",),  # the newest sample, scored against what the detector learnt
@@ -68,8 +71,10 @@ def _finite(value: float | None) -> float | None:
 @functools.lru_cache(maxsize=65_536)
 def features_read(kind: str, metric: str) -> tuple[str, ...]:
     """The names of the features of ``metric`` that the online model of ``kind`` reads; none
-    for a kind no online model predicts from windows. (Cached: an API batch asks for the same
-    few thousand pairs again and again.)"""
+    for a kind no online model predicts from windows, nor for the entity's own metric.
+    (Cached: an API batch asks for the same few thousand pairs again and again.)"""
+    if metric == ENTITY_METRIC:
+        return ()
     return tuple(f"{metric}:{read}" for read in READS.get(kind, ()))
 
 

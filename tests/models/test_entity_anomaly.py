@@ -8,8 +8,9 @@ import numpy as np
 import numpy.typing as npt
 
 from models.alerts import anomaly_rule
-from models.entity import ENTITY_METRIC, EntityPipeline, ModelSet, PipelineConfig
+from models.entity import EntityPipeline, ModelSet, PipelineConfig
 from models.entity_anomaly import EntityAnomalyDetector
+from models.explain import ENTITY_METRIC
 from schemas.predictions import PredictionColumns
 
 T0 = 1_700_000_000_000

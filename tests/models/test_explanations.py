@@ -10,14 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from models.entity import (
-    ENTITY_METRIC,
     BatchModel,
     EntityPipeline,
     ModelSet,
     PipelineConfig,
     step_many,
 )
-from models.explain import describe
+from models.explain import ENTITY_METRIC, describe, features_read
 from models.failure_risk import LocalTrendRisk
 from models.training import FailureRiskModel, TrainingConfig
 from schemas.predictions import prediction_rows
@@ -50,6 +49,13 @@ def test_the_entity_score_carries_its_top_metrics_and_the_alert_names_them() -> 
     named = alert["summary"].split(": ", 1)[1]
     assert named.startswith("request_latency_ms ") and named[len("request_latency_ms ")] in "+-"
     assert alert["labels"]["contributions"] == named
+
+
+def test_the_entity_score_reads_no_window_feature_of_a_metric_of_its_own() -> None:
+    # A quiet host's entity score carries no drivers (none contributes 0.01); the API then
+    # names the features a prediction's model reads, and "*:1m:last" is no feature.
+    assert features_read("ANOMALY", ENTITY_METRIC) == ()
+    assert features_read("ANOMALY", "cpu_percent") == ("cpu_percent:1m:last",)
 
 
 def _filling_disk(steps: int) -> tuple[Record, list[Record]]:

@@ -20,8 +20,8 @@ from connectors import prometheus as metrics
 from connectors.remote_write import RemoteWriteDecoder
 from models.base import FloatArray
 from models.drift import FeatureDriftWatch, FeatureReference
-from models.entity import ENTITY_METRIC, BatchModel, step_end_after, step_phase_ms
-from models.explain import Driver
+from models.entity import BatchModel, step_end_after, step_phase_ms
+from models.explain import ENTITY_METRIC, Driver
 from models.features import vector_names
 from models.traffic import TrafficSplit, serving
 from schemas.codec import Codec, Message
