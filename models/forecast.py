@@ -28,7 +28,12 @@ toward the level by itself, and short and long horizons can prefer different pie
 
 The interval comes from two online quantile trackers per horizon bucket on the blended
 forecast's signed error, so it is asymmetric where the errors are (CPU spikes upward), widens
-with the horizon as the errors do, and needs no normality assumption.
+with the horizon as the errors do, and needs no normality assumption. The trackers take large
+steps at first (a step that shrinks as one over the number of scores, down to the steady
+rate), so a new series' interval covers about as it should within tens of scores, not
+hundreds. A horizon whose bucket has not been scored yet (the day-ahead one, for a day) takes
+the widest scored bucket's interval, widened by the square root of the horizons' ratio as a
+random walk's errors grow; before any score the interval is unknown (NaN), never zero-wide.
 """
 
 from __future__ import annotations
@@ -163,10 +168,17 @@ class SeasonalForecaster:
     quantile_rate
         Step of the interval's quantile trackers, as a share of the current mean absolute
         error (default 0.05).
+    quantile_warmup
+        At a bucket's n-th score the trackers step by at least ``quantile_warmup / n`` times
+        the mean absolute error (default 3). Trackers that start at zero with the steady
+        step alone take hundreds of scores to open: on NAB's CPU series, 90% intervals
+        covered 16% of the truths over their first 10 scores and 67% over scores 50 to 100;
+        with the warm-up, 71% and 83%.
 
     Notes
     -----
-    A series that has learned nothing forecasts NaN. NaN inputs are skipped (they neither
+    A series that has learned nothing forecasts NaN, and its interval stays NaN until the
+    one-step forecast has been scored (two points learned). NaN inputs are skipped (they neither
     advance the ring nor touch the state). Outputs are finite for finite inputs; values
     beyond float32's range (3.4e38 in magnitude) are learned, and forecast, as that.
     Everything is deterministic: no randomness anywhere.
@@ -216,6 +228,7 @@ class SeasonalForecaster:
         weight_power: float = 20.0,
         coverage: float = 0.9,
         quantile_rate: float = 0.05,
+        quantile_warmup: float = 3.0,
     ) -> None:
         if not step_s > 0:
             raise ValueError(f"step_s must be a positive number of seconds, got {step_s}")
@@ -236,6 +249,8 @@ class SeasonalForecaster:
             raise ValueError(f"phi (trend damping) must be in [0, 1], got {phi}")
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+        if not quantile_warmup >= 0:
+            raise ValueError(f"quantile_warmup must be >= 0, got {quantile_warmup}")
         self.step_s = step_s
         self.short_window = short_window
         self.beta = beta
@@ -247,6 +262,7 @@ class SeasonalForecaster:
         self.weight_power = weight_power
         self.coverage = coverage
         self.quantile_rate = quantile_rate
+        self.quantile_warmup = quantile_warmup
         self._step_ms = round(step_s * 1000)
         # A profile slot is visited once per day (week) at steps of five minutes (one hour)
         # or more, and several times at finer steps: split the per-period rate across visits.
@@ -419,7 +435,8 @@ class SeasonalForecaster:
         new_mae = np.where(scored[:, :, None], mae + rate * (np.abs(error) - mae), mae)
         s[:, self._mae : self._quantiles] = new_mae.reshape(-1, n_buckets * N_CANDIDATES)
         quantiles = s[:, self._quantiles : self._daily].reshape(-1, n_buckets, 2)
-        step = self.quantile_rate * np.sum(self._weights(new_mae) * new_mae, axis=-1)
+        gain = np.maximum(self.quantile_rate, self.quantile_warmup / seen)
+        step = gain * np.sum(self._weights(new_mae) * new_mae, axis=-1)
         below = blended_error[:, :, None] <= quantiles
         moved = quantiles + step[:, :, None] * (self._tau - below)
         s[:, self._quantiles : self._daily] = np.where(
@@ -539,8 +556,17 @@ class SeasonalForecaster:
         mae = state[:, self._mae : self._quantiles].reshape(-1, n_buckets, N_CANDIDATES)
         weights = self._weights(mae)
         weights = weights[:, lo_bucket] * (1.0 - share) + weights[:, hi_bucket] * share
-        quantiles = state[:, self._quantiles : self._daily].reshape(-1, n_buckets, 2)
-        quantiles = quantiles[:, lo_bucket] * (1.0 - share) + quantiles[:, hi_bucket] * share
+        tracked = state[:, self._quantiles : self._daily].reshape(-1, n_buckets, 2)
+        quantiles = tracked[:, lo_bucket] * (1.0 - share) + tracked[:, hi_bucket] * share
+        # A bucket is scored once the series has run past its horizon. An interval that needs
+        # an unscored bucket borrows the widest scored one's, widened by the square root of
+        # the horizons' ratio; with no bucket scored it is unknown.
+        scored = np.sum(count[:, None] > BUCKETS[None, :], axis=1)
+        widest = np.maximum(scored - 1, 0)
+        widen = np.sqrt(np.minimum(steps, BUCKETS[-1])[None, :] / BUCKETS[widest][:, None])
+        borrowed = tracked[index, widest][:, None, :] * widen[..., None]
+        quantiles = np.where((hi_bucket[None, :] < scored[:, None])[..., None], quantiles, borrowed)
+        quantiles[scored == 0] = np.nan
         mean: FloatArray = np.sum(weights * candidates, axis=-1)
         # The interval always holds the mean, even while the error quantiles are one-sided.
         lower = mean + np.minimum(quantiles[..., 0], 0.0)

@@ -102,6 +102,13 @@ def _table(result: dict[str, Any]) -> str:
             for m in ("mase", "smape")
         )
         lines.append(f"{method:<16}{cells}")
+    nominal = result["protocol"]["interval_coverage_nominal"]
+    covered = ", ".join(
+        f"{h} {summary['model'][h]['coverage']['median']:.3f} "
+        f"(first day {summary['model'][h]['first_day_coverage']['median']:.3f})"
+        for h in horizons
+    )
+    lines.append(f"model interval coverage, median (nominal {nominal:g}): {covered}")
     lines.append(
         f"({len(result['series'])} series, {result['seconds']:.0f} s; "
         "--json for every number and the per-series table)"
