@@ -31,9 +31,9 @@ first is a task of the app, the others Faust agents on :class:`~streams.passes.P
 State: each entity's windows and models live in the engine and are written to the
 ``entity-windows`` and ``entity-models`` tables as compact bytes (the windows as a snapshot
 per step under the entity's key and a journal of the records since under a second key in the
-same partition, written with each pass while the worker keeps up and with each offset commit
-while it is behind); a restarted worker resumes from them. Outputs are at-least-once with
-stable ids (``prediction_id``, ``alert_id``).
+same partition, written by the passes while the worker keeps up, once they have waited
+``FORESIGHT_WORKER_JOURNAL_S``, and with each offset commit); a restarted worker resumes from
+them. Outputs are at-least-once with stable ids (``prediction_id``, ``alert_id``).
 ``/health`` fails while an agent has crashed, while the worker rebalances or recovers its
 tables, or while a partition is stalled; it says ``degraded`` while Kafka or Redis does not
 answer (see :mod:`connectors.dependencies`), and the worker goes on by itself when they do.
@@ -332,14 +332,14 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 with health.running("metrics"):
                     async with stepping:
-                        started = time.perf_counter()
-                        out = engine.metrics(inputs_of(messages), time.time())
+                        started, now_s = time.perf_counter(), time.time()
+                        out = engine.metrics(inputs_of(messages), now_s)
                         metrics_passes.spent(len(messages), time.perf_counter() - started)
-                        # Keeping up, the worker writes the journals now, spread over its
+                        # Keeping up, the worker writes the journals due, spread over its
                         # passes; behind, it leaves them to the offset commit, where an
                         # entity's passes since share one write.
                         if backlog(messages) < settings.worker_batch:
-                            out.checkpoints += engine.commit()
+                            out.checkpoints += engine.journals_due(now_s)
                         await send(out)
             except Exception:  # as Faust's agent: the pass is acked, the next one goes on
                 log.exception("metrics: a pass of %d records failed", len(messages))

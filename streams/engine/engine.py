@@ -159,7 +159,9 @@ class Engine:
         # they hold; and how many segment keys may hold a value (an eviction deletes them).
         self._segments: dict[str, tuple[int, int]] = {}
         self._segment_keys: dict[str, int] = {}
-        self._unsaved: dict[str, None] = {}  # entities whose journal the changelog lacks
+        # Entities whose journal the changelog lacks, the oldest first, with the wall time
+        # since when.
+        self._unsaved: dict[str, float] = {}
         self._events_in: dict[str, Counter] = {}
 
     def outputs(self) -> Outputs:
@@ -178,7 +180,7 @@ class Engine:
             except Exception as error:
                 self._internal_error(item.message, error, out)
         self._step(out)
-        self._checkpoint(out)
+        self._checkpoint(out, now_s)
         return out
 
     def _consumed(self, message: Message, now_s: float) -> None:
@@ -469,7 +471,7 @@ class Engine:
         self.outcomes.log(pipeline.entity, predictions["event_time"], x, scores)
 
     # -- state --------------------------------------------------------------------------------
-    def _checkpoint(self, out: Outputs) -> None:
+    def _checkpoint(self, out: Outputs, now_s: float) -> None:
         """The snapshots due of the entities a record changed this pass (and their models,
         at their slower cadence); the others' journals wait for :meth:`commit`."""
         for entity, t_ms in self._touched.items():
@@ -492,7 +494,7 @@ class Engine:
             ):
                 out.checkpoints.append(self._snapshot(pipeline, models))
             else:
-                self._unsaved[entity] = None
+                self._unsaved.setdefault(entity, now_s)
                 if models is not None:
                     out.checkpoints.append(Checkpoint(entity, models=models))
         self._touched.clear()
@@ -502,9 +504,23 @@ class Engine:
         must hold before the worker commits the input offsets of those records.
 
         Each write is a journal segment of the records and steps since the last one. The
-        worker calls this after each pass while it keeps up, and before each offset commit
-        (where, behind, an entity's passes share one segment: fewer, larger writes)."""
+        worker calls this before each offset commit (where, behind, an entity's passes share
+        one segment: fewer, larger writes), and :meth:`journals_due` after each pass while it
+        keeps up."""
         return [self._journal(entity) for entity in list(self._unsaved)]
+
+    def journals_due(self, now_s: float) -> list[Checkpoint]:
+        """The journals the changelog has lacked for ``worker_journal_s`` or longer (wall
+        time): what a pass writes while the worker keeps up. The writes are spread over the
+        passes, as the entities' records arrived, and an entity whose records arrive faster
+        than that writes several in one segment; the offset commit writes the rest."""
+        due = now_s - self.settings.worker_journal_s
+        ready = []
+        for entity, since in self._unsaved.items():  # the oldest first
+            if since > due:
+                break
+            ready.append(entity)
+        return [self._journal(entity) for entity in ready]
 
     def _snapshot_due(self, entity: str) -> bool:
         """Whether the entity's next write must be a snapshot: it has none to extend (it is

@@ -284,12 +284,20 @@ async def test_a_worker_is_ready_on_a_metrics_topic_of_another_partition_count(
         worker.stop()
 
 
+@pytest.mark.parametrize("journal_s", ["0", "0.5"], ids=["journal-every-pass", "journal-waits"])
 async def test_a_killed_worker_resumes_its_windows_and_counts_every_sample(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, journal_s: str
 ) -> None:
+    """Also with FORESIGHT_WORKER_JOURNAL_S: journals that wait for later passes are
+    written before each offset commit all the same."""
     run = uuid.uuid4().hex[:8]
     entity = f"crash-{run}"
-    worker = WorkerProcess(stack_settings, f"test-crash-{run}", tmp_path / "worker.log").start()
+    worker = WorkerProcess(
+        stack_settings,
+        f"test-crash-{run}",
+        tmp_path / "worker.log",
+        FORESIGHT_WORKER_JOURNAL_S=journal_s,
+    ).start()
     start = int(time.time() * 1000) - 1_800_000
     first = [_batch(entity, start + k * STEP_MS, {"cpu_percent": float(k)}) for k in range(90)]
     second = [_batch(entity, start + (90 + k) * STEP_MS, {"cpu_percent": 1.0}) for k in range(60)]

@@ -334,6 +334,35 @@ def test_a_commit_writes_the_journals_of_the_passes_since_longest_waiting_first(
         assert restored_windows == uninterrupted.entities[entity].windows_bytes()
 
 
+def test_journals_are_due_once_they_have_waited_and_hold_the_records_taken_meanwhile() -> None:
+    changelog, feed = Changelog(), Feed()
+    a, b = ([feed.record(e, T0_MS + k * 1000, {"cpu": float(k)}) for k in range(3)] for e in "ab")
+    engine, uninterrupted = _engine(changelog, worker_journal_s=0.5), _engine(Changelog())
+    for chunk in ([a[0], b[0]],):
+        changelog.write(engine.metrics(chunk, NOW_S).checkpoints)  # the first snapshots
+        uninterrupted.metrics(chunk, NOW_S)
+    passes = [([a[1]], NOW_S + 0.1), ([b[1]], NOW_S + 0.3), ([a[2]], NOW_S + 0.4)]
+    for chunk, now_s in passes:
+        assert engine.metrics(chunk, now_s).checkpoints == []
+        uninterrupted.metrics(chunk, now_s)
+    assert engine.journals_due(NOW_S + 0.5) == [], "none has waited half a second"
+    (due_a,) = engine.journals_due(NOW_S + 0.6)
+    assert due_a.entity == "a" and engine.journals_due(NOW_S + 0.7) == []
+    held = changelog.saved["a"].windows or b""
+    taken = journal.records(due_a.journal, held)
+    assert [offset for offset, _ in taken] == [a[1].message.offset, a[2].message.offset]
+    (due_b,) = engine.journals_due(NOW_S + 0.8)
+    assert due_b.entity == "b" and engine.commit() == []
+    changelog.write([due_a, due_b])
+    restored = _engine(changelog)
+    later = [feed.record(entity, T0_MS + 3000, {"cpu": 3.0}) for entity in "ab"]
+    for each in (restored, uninterrupted):
+        each.metrics(later, NOW_S + 1)
+    for entity in "ab":
+        restored_windows = restored.entities[entity].windows_bytes()
+        assert restored_windows == uninterrupted.entities[entity].windows_bytes()
+
+
 def test_a_step_the_clock_closes_before_a_commit_goes_in_the_journal_after_its_records() -> None:
     changelog, feed = Changelog(), Feed()
     records = [feed.record("web-1", T0_MS + k * 1000, {"cpu": float(k % 5)}) for k in range(20)]

@@ -65,6 +65,12 @@ def test_the_workers_fetches_and_sends_refuse_waits_and_sizes_kafka_has_no_use_f
         load_settings(environ=env)
 
 
+@pytest.mark.parametrize("wait", ["-1", "nan"])
+def test_the_journal_wait_refuses_what_is_not_a_wait(wait: str) -> None:
+    with pytest.raises(ValueError, match="FORESIGHT_WORKER_JOURNAL_S must be 0 or more"):
+        load_settings(environ={"FORESIGHT_WORKER_JOURNAL_S": wait})
+
+
 def test_readme_lists_every_setting() -> None:
     assert settings_table() in README.read_text(), (
         "README's settings table is stale: paste `python -c 'from streams.settings import "
