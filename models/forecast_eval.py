@@ -163,8 +163,8 @@ def evaluate_forecasts(
         (``1h``, ``24h``) and metric (``mase``, ``smape``) the ``median`` and ``mean`` over the
         series, as ``summary[method][horizon][metric] = {"median": ..., "mean": ...}``, plus
         ``summary["model"][horizon]["coverage"]`` and ``["first_day_coverage"]`` for the
-        interval (protocol above); ``series``: the per-series
-        numbers keyed by file name; ``protocol``: the settings; ``seconds``: wall time.
+        interval (protocol above); ``series``: the per-series numbers keyed by file name;
+        ``protocol``: the settings; ``seconds``: wall time.
     """
     started = time.perf_counter()
     per_series: dict[str, dict[str, Any]] = {}

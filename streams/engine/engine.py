@@ -473,7 +473,8 @@ class Engine:
     # -- state --------------------------------------------------------------------------------
     def _checkpoint(self, out: Outputs, now_s: float) -> None:
         """The snapshots due of the entities a record changed this pass (and their models,
-        at their slower cadence); the others' journals wait for :meth:`commit`."""
+        at their slower cadence); the others' journals wait for :meth:`journals_due` or
+        :meth:`commit`."""
         for entity, t_ms in self._touched.items():
             pipeline = self.entities.get(entity)
             if pipeline is None:
