@@ -57,9 +57,7 @@ def describe(answer: schema.PredictResponse) -> str:
             p.metric,
             _horizon(p.horizon_s),
             _number(p.value),
-            "-"
-            if p.lower is None and p.upper is None
-            else f"{_number(p.lower)}..{_number(p.upper)}",
+            _interval(p),
             _number(p.score),
             f"{p.model.name} {p.model.version}{' (shadow)' * p.shadow}",
             ", ".join(_driver(d) for d in p.drivers) or "-",
@@ -68,7 +66,16 @@ def describe(answer: schema.PredictResponse) -> str:
     ]
     columns = ["kind", "metric", "horizon", "value", "interval", "score", "model", "drivers"]
     head = f"{answer.entity}: {where}, step of {_when(answer.event_time)}"
-    return head + "\n" + format_table(QueryResult(columns, rows))
+    table = format_table(QueryResult(columns, rows))
+    if rows or answer.source.value != "online":
+        return head + "\n" + table
+    # The entity's features stay in the store; the stream's predictions of it expire.
+    why = (
+        "no predictions: the stream's latest predictions of this entity have expired (the "
+        "server keeps them PREDICTION_CACHE_TTL seconds after its last step, shown above), "
+        "no trained model in production scores its features, or the filters left none"
+    )
+    return head + "\n" + table + "\n" + why
 
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:

@@ -387,3 +387,18 @@ def test_entity_globs_match_in_clickhouse_as_fnmatch_does(tmp_path: Path) -> Non
             assert [bool(m) for m in got] == [fnmatch.fnmatchcase(n, glob) for n in names], glob
     finally:
         store.close()
+
+
+def test_the_cli_says_why_an_online_answer_has_no_predictions() -> None:
+    from streams.commands.predict import describe
+
+    answer = {"entity": "web-1", "source": "online", "event_time": 0, "features_event_time": 0}
+    stale = schema.PredictResponse.model_validate({**answer, "predictions": []})
+    assert "no predictions: the stream's latest predictions" in describe(stale)
+    forecast = {
+        "kind": "FORECAST", "metric": "cpu", "horizon_s": 86_400, "value": 40.0, "score": None,
+        "lower": None, "upper": None, "shadow": False, "drivers": [],
+        "model": {"name": "seasonal_forecaster", "version": "1.0"},
+    }  # fmt: skip
+    shown = describe(schema.PredictResponse.model_validate({**answer, "predictions": [forecast]}))
+    assert "no predictions" not in shown and "1d" in shown and " - " in shown
