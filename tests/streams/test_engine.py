@@ -324,11 +324,18 @@ def test_a_commit_writes_the_journals_of_the_passes_since_longest_waiting_first(
     assert [(c.entity, c.windows) for c in committed] == [("b", None), ("a", None)]
     assert all(c.journal for c in committed) and engine.commit() == []
     changelog.write(committed)
-    # Both come back from the changelog with every record they took.
+    _assert_restored_with_every_record(changelog, uninterrupted, feed, NOW_S)
+
+
+def _assert_restored_with_every_record(
+    changelog: Changelog, uninterrupted: Engine, feed: Feed, now_s: float
+) -> None:
+    """Entities a and b come back from the changelog with every record they took: after one
+    more record each, their windows equal those of an engine that never stopped."""
     restored = _engine(changelog)
     later = [feed.record(entity, T0_MS + 3000, {"cpu": 3.0}) for entity in "ab"]
     for engine in (restored, uninterrupted):
-        engine.metrics(later, NOW_S)
+        engine.metrics(later, now_s)
     for entity in "ab":
         restored_windows = restored.entities[entity].windows_bytes()
         assert restored_windows == uninterrupted.entities[entity].windows_bytes()
@@ -338,9 +345,8 @@ def test_journals_are_due_once_they_have_waited_and_hold_the_records_taken_meanw
     changelog, feed = Changelog(), Feed()
     a, b = ([feed.record(e, T0_MS + k * 1000, {"cpu": float(k)}) for k in range(3)] for e in "ab")
     engine, uninterrupted = _engine(changelog, worker_journal_s=0.5), _engine(Changelog())
-    for chunk in ([a[0], b[0]],):
-        changelog.write(engine.metrics(chunk, NOW_S).checkpoints)  # the first snapshots
-        uninterrupted.metrics(chunk, NOW_S)
+    changelog.write(engine.metrics([a[0], b[0]], NOW_S).checkpoints)  # the first snapshots
+    uninterrupted.metrics([a[0], b[0]], NOW_S)
     passes = [([a[1]], NOW_S + 0.1), ([b[1]], NOW_S + 0.3), ([a[2]], NOW_S + 0.4)]
     for chunk, now_s in passes:
         assert engine.metrics(chunk, now_s).checkpoints == []
@@ -354,13 +360,7 @@ def test_journals_are_due_once_they_have_waited_and_hold_the_records_taken_meanw
     (due_b,) = engine.journals_due(NOW_S + 0.8)
     assert due_b.entity == "b" and engine.commit() == []
     changelog.write([due_a, due_b])
-    restored = _engine(changelog)
-    later = [feed.record(entity, T0_MS + 3000, {"cpu": 3.0}) for entity in "ab"]
-    for each in (restored, uninterrupted):
-        each.metrics(later, NOW_S + 1)
-    for entity in "ab":
-        restored_windows = restored.entities[entity].windows_bytes()
-        assert restored_windows == uninterrupted.entities[entity].windows_bytes()
+    _assert_restored_with_every_record(changelog, uninterrupted, feed, NOW_S + 1)
 
 
 def test_a_step_the_clock_closes_before_a_commit_goes_in_the_journal_after_its_records() -> None:
