@@ -33,9 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import json
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from redis.exceptions import RedisError
 from connectors.dependencies import Check, Dependency, KafkaProbe, health_report, watch
 from connectors.gateway_feed import ClientOutbox, Dispatched, ReplayBuffer
 from connectors.gateway_filters import ALERTS, PREDICTIONS, Subscription
+from connectors.json_text import dumps
 from connectors.kafka_clients import KafkaConfig
 from connectors.prometheus import (
     GATEWAY_DROPPED,
@@ -65,22 +64,9 @@ _POLL_TIMEOUT_MS = 500
 _GLOB_CACHE_LIMIT = 100_000
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def to_json(payload: Any) -> str:
     """Compact JSON that browsers can parse: NaN and infinities become ``null``."""
-    try:
-        return json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(payload), separators=(",", ":"), allow_nan=False)
+    return dumps(payload).decode()
 
 
 @dataclass(frozen=True)

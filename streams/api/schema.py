@@ -12,10 +12,10 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import to_json
 from starlette.responses import Response
 
 from connectors.http.errors import ApiError, error_code
+from connectors.json_text import dumps
 from models.entity import PipelineConfig
 from models.signals import MetricKind
 from schemas.predictions import KINDS
@@ -261,7 +261,7 @@ class RecordResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return to_json(content, inf_nan_mode="null")
+        return dumps(content)
 
 
 class EntityList(BaseModel):
