@@ -75,3 +75,5 @@ def test_types_orjson_does_not_know_are_converted_as_pydantic_converts_them() ->
     }
     with pytest.raises(TypeError):
         dumps({"handle": object()})
+    with pytest.raises(TypeError):  # keys are strings: Avro maps' and the answers' own
+        dumps({1: "one"})
