@@ -47,7 +47,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import faust.web.drivers
@@ -246,8 +246,8 @@ def create_app(settings: Settings) -> faust.App:
     # hashes to, the same one as its telemetry (both keyed by entity), from any context.
     table: dict[str, Any] = {"use_partitioner": True, "default": None, "key_type": bytes,
              "value_type": bytes, "partitions": settings.topic_partitions}  # fmt: skip
-    windows_table = app.Table("entity-windows", **table)
-    models_table = app.Table("entity-models", **table)
+    windows_table = cast(EntityTable, app.Table("entity-windows", **table))
+    models_table = cast(EntityTable, app.Table("entity-models", **table))
 
     def load_state(entity: str) -> Checkpoint:
         key = entity.encode()
@@ -288,20 +288,20 @@ def create_app(settings: Settings) -> faust.App:
             metrics.EVENTS_OUT.labels(record.topic).inc()
             for slot in record.cache:
                 latest[slot][(record.key or b"").decode()] = record.value
-        store(outputs.checkpoints)
+        await store(outputs.checkpoints)
 
-    def store(checkpoints: list[Checkpoint]) -> None:
+    async def store(checkpoints: list[Checkpoint]) -> None:
         """Write checkpoints to the tables (their changelog records go with the producer)."""
         for checkpoint in checkpoints:
             key = checkpoint.entity.encode()
             if checkpoint.windows is not None:  # before its journal (see engine.journal)
-                windows_table[key] = checkpoint.windows
+                await windows_table.put(key, checkpoint.windows)
             for segment, value in enumerate(checkpoint.journal, checkpoint.segment):
-                windows_table[segment_key(key, segment)] = value
+                await windows_table.put(segment_key(key, segment), value)
             for segment in range(checkpoint.drop_segments):
-                windows_table.pop(segment_key(key, segment), None)
+                await windows_table.put(segment_key(key, segment), None)
             if checkpoint.models is not None:
-                models_table[key] = checkpoint.models
+                await models_table.put(key, checkpoint.models)
 
     # Held from a pass that may step or snapshot entities to the end of its writes, so a
     # commit never finds the engine ahead of the tables: a snapshot still on its way would
@@ -314,7 +314,7 @@ def create_app(settings: Settings) -> faust.App:
         # under a backlog). Flushed here, with the passes held, the commit's flush has little
         # left to wait for.
         async with stepping:
-            store(engine.commit())
+            await store(engine.commit())
             await app.producer.buffer.flush()
 
     transport.before_commit = before_commit

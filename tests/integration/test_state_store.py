@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import rocksdict
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from faust.stores.rocksdb import Store
 
@@ -235,6 +236,19 @@ async def test_local_state_reaches_disk_on_the_flush_timer_and_on_a_clean_stop(
         await snapshots("stopping")  # written, and still in the worker's memory only
         workers["stopping"].stop()
         assert on_disk("stopping") == (await snapshots("stopping"))[-1]
+        # Recorded beside the values: the changelog offset the database holds up to, which
+        # a restart reads on from; every record the worker wrote was acknowledged first.
+        changelog = TopicPartition(
+            f"{workers['stopping'].group}-entity-windows-changelog", partition
+        )
+        consumer = kafka.consumer(enable_auto_commit=False)
+        await consumer.start()
+        try:
+            end = (await consumer.end_offsets([changelog]))[changelog]
+        finally:
+            await consumer.stop()
+        recorded = _on_disk(tmp_path / "stopping", "entity-windows", partition, Store.offset_key)
+        assert recorded == str(end - 1).encode(), f"recorded offset {recorded!r}, end {end}"
     finally:
         for worker in workers.values():
             worker.stop()
