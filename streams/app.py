@@ -310,9 +310,9 @@ def create_app(settings: Settings) -> faust.App:
 
     async def before_commit() -> None:
         # The commit's own flush waits until Faust's producer buffer is empty; passes that
-        # went on writing table records into it kept it from emptying (commits of 2 to 7 s
-        # under a backlog). Flushed here, with the passes held, the commit's flush has little
-        # left to wait for.
+        # went on writing into it kept it from emptying (commits of 2 to 7 s under a
+        # backlog, when the tables' records went through it). Flushed here, with the passes
+        # held, the commit's flush has little left to wait for.
         async with stepping:
             await store(engine.commit())
             await app.producer.buffer.flush()
