@@ -26,6 +26,12 @@ Thresholds of the last three are chosen on the ``--tune`` seeds (the one catchin
 incidents with at most ``--max-false-per-day`` false alarms per host per day) and reported
 on the ``--seeds``; the entity score uses the threshold of the settings, untuned.
 
+Every contender is judged twice: on the simulator's hosts as they are (``contenders``), and
+with five awkward metrics added to each host, such as real exporters report beside the
+smooth ones (``with_awkward_metrics``): a device that never moves, an error counter at zero
+but for rare blips, a process count that steps by one now and then, a heavy-tailed metric,
+and a gauge quantised to levels 25 apart. None of them is touched by the faults.
+
     python load-tests/bench_entity_anomaly.py --tune 0 1 2 --seeds 3 4 5 6 7 [--json]
 """
 
@@ -110,6 +116,20 @@ def make_fleet(seed: int, hosts: int, duration_s: float, warmup_s: float) -> Fle
             truth[at : at + length, host] = True
             at += length + int(rng.integers(360, 1440))  # 1 to 4 hours apart
     return Fleet(faulty, times, faults, truth, step_s)
+
+
+def with_awkward_metrics(fleet: Fleet, seed: int) -> Fleet:
+    """``fleet`` with five awkward metrics added to every host (see the module docstring)."""
+    steps, hosts, _ = fleet.values.shape
+    rng = np.random.default_rng(20_000 + seed)
+    shape = (steps, hosts)
+    idle = np.zeros(shape)
+    errors = (rng.random(shape) < 0.002) * rng.integers(1, 5, shape)
+    processes = 120 + np.cumsum((rng.random(shape) < 0.003) * rng.choice([-1, 1], shape), axis=0)
+    heavy_tailed = 3.0 + 0.5 * np.abs(rng.standard_cauchy(shape))
+    quantised = np.round(fleet.values[:, :, _M["cpu_percent"]] / 25.0) * 25.0
+    extra = np.stack([idle, errors, processes, heavy_tailed, quantised], axis=2)
+    return replace(fleet, values=np.concatenate([fleet.values, extra], axis=2))
 
 
 def _shift(kind: str, window: FloatArray, low: FloatArray, span: FloatArray) -> FloatArray:
@@ -284,29 +304,39 @@ def main(argv: list[str] | None = None) -> int:
     tune = [make_fleet(s, args.hosts, args.duration_s, args.warmup_s) for s in args.tune]
     test = [make_fleet(s, args.hosts, args.duration_s, args.warmup_s) for s in args.seeds]
     first = int(args.warmup_s / 10.0)
-    results: dict[str, Any] = {}
-    for name, scorer in contenders.items():
-        tuned = (
-            rule
-            if name == "entity"
-            else tuned_rule(tune, [scorer(f) for f in tune], rule, first, args.max_false_per_day)
-        )
-        results[name] = judge(test, [scorer(f) for f in test], tuned, first)
+    judged: dict[str, dict[str, Any]] = {}
+    for label, awkward in (("contenders", False), ("with_awkward_metrics", True)):
+        if awkward:
+            tune = [with_awkward_metrics(f, s) for f, s in zip(tune, args.tune, strict=True)]
+            test = [with_awkward_metrics(f, s) for f, s in zip(test, args.seeds, strict=True)]
+        results: dict[str, Any] = {}
+        judged[label] = results
+        for name, scorer in contenders.items():
+            tuned = (
+                rule
+                if name == "entity"
+                else tuned_rule(
+                    tune, [scorer(f) for f in tune], rule, first, args.max_false_per_day
+                )
+            )
+            results[name] = judge(test, [scorer(f) for f in test], tuned, first)
     result = {
         "tune_seeds": args.tune,
         "seeds": args.seeds,
         "hosts": args.hosts,
         "duration_s": args.duration_s,
-        "contenders": results,
+        **judged,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"{'contender':<20} {'AUC-PR':>7} {'thresh':>6} {'caught':>9} {'false/host-day':>15}")
+        return 0
+    for label, results in judged.items():
+        print(f"{label.replace('_', ' '):<20} {'AUC-PR':>7} {'thresh':>6} {'caught':>9} "
+              f"{'false/host-day':>15}")  # fmt: skip
         for name, r in results.items():
             print(
-                f"{name:<20} {r['auc_pr']:>7.3f} {r['threshold']:>6.2f} "
+                f"  {name:<18} {r['auc_pr']:>7.3f} {r['threshold']:>6.2f} "
                 f"{r['caught']:>4}/{r['incidents']:<4} {r['false_alarms_per_host_day']:>15.2f}"
             )
     return 0

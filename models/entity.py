@@ -404,8 +404,14 @@ class EntityPipeline:
                 parts["bottleneck"][rows] = bottleneck
                 pipeline.last_forecast_ms = saved["last_forecast_ms"]
                 states = models.entity_states.parts["entity_anomaly"]
-                if entity and entity[1].shape == (1, states.shape[1]):  # before: start afresh
-                    parts["entity_anomaly"][rows] = entity[0]
+                slots = parts["entity_anomaly"]
+                # Saved before the entity score, or in an older layout of it: start afresh.
+                if (
+                    entity
+                    and entity[1].shape == (1, states.shape[1])
+                    and entity[0].shape[1:] == slots.shape[1:]
+                ):
+                    slots[rows] = entity[0]
                     states[pipeline.entity_row] = entity[1]
         return pipeline
 

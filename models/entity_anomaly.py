@@ -8,9 +8,20 @@ residual), and scores each step by the Mahalanobis distance of the standardised 
 that model. Movement along the learned directions (load raising CPU, network and latency
 together) costs little; movement across them (one metric off the others' line) costs a lot.
 
+Real hosts carry awkward metrics beside the smooth ones: counts that step by one now and
+then, gauges quantised to a few levels, counters at zero but for a blip, heavy-tailed
+spikes. Three rules keep them from reading as broken relations: a metric takes part once it
+has moved; its standard deviation is never taken below its resolution (the smallest change
+it has shown), so a step of one unit counts as one deviation however long the metric sat
+still, not as the ten a near-zero running variance would make of it; and a z-score past
+``soft_z`` grows only logarithmically, so one metric's extreme value cannot outweigh the
+rest. (On a quiet host with few metrics, a count whose new level lasts can still add up to
+a break over the following steps: the covariance model learned it as constant.)
+
 State is array state like the other online models: a few floats per metric slot (count,
-mean, variance, loadings) in rows of the worker's arena, and a few per entity (step count,
-principal variances, residual variance, calibration) in a row of their own.
+mean, variance, last value, resolution, loadings) in rows of the worker's arena, and a few
+per entity (step count, principal variances, residual variance, calibration) in a row of
+their own.
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ _Z_LIMIT = 10.0
 _TINY = 1e-12
 _FLOOR = 1e-4  # least residual variance of the smoothed z-scores
 # Per-metric slot columns; the loadings on the principal directions follow.
-_COUNT, _MEAN, _VAR, _SMOOTH, _LOADINGS = 0, 1, 2, 3, 4
+_COUNT, _MEAN, _VAR, _SMOOTH, _LAST, _RESOLUTION, _LOADINGS = 0, 1, 2, 3, 4, 5, 6
+# A change smaller than this share of a value is float rounding, not a metric's resolution.
+_ROUNDING = 1e-9
 # Per-entity columns; the principal variances follow.
 _STEPS, _RESIDUAL, _CAL_MEAN, _CAL_VAR, _EIGEN = 0, 1, 2, 3, 4
 
@@ -76,6 +89,9 @@ class EntityAnomalyDetector:
     robust : float
         A step whose squared distance per metric exceeds this teaches the model with
         weight ``robust / distance``, so a fault is not learned as normal while it lasts.
+    soft_z : float
+        A metric's z-score beyond this counts as ``soft_z + log(1 + excess)``: a spike or a
+        heavy-tailed metric moves the score, without one metric deciding it alone.
 
     Notes
     -----
@@ -126,6 +142,7 @@ class EntityAnomalyDetector:
         warmup: int = 120,
         metric_warmup: int = 10,
         robust: float = 2.0,
+        soft_z: float = 3.0,
     ) -> None:
         for label, rate in (
             ("mean_alpha", mean_alpha),
@@ -135,11 +152,11 @@ class EntityAnomalyDetector:
         ):
             if not 0.0 < rate <= 1.0:
                 raise ValueError(f"{label}={rate!r}: a forgetting rate must be in (0, 1]")
-        if components < 0 or warmup < 2 or metric_warmup < 1 or robust <= 0:
+        if components < 0 or warmup < 2 or metric_warmup < 1 or robust <= 0 or soft_z <= 0:
             raise ValueError(
                 f"components={components!r}, warmup={warmup!r}, metric_warmup="
-                f"{metric_warmup!r}, robust={robust!r}: need components >= 0, warmup >= 2, "
-                "metric_warmup >= 1 and robust > 0"
+                f"{metric_warmup!r}, robust={robust!r}, soft_z={soft_z!r}: need components "
+                ">= 0, warmup >= 2, metric_warmup >= 1, robust > 0 and soft_z > 0"
             )
         self.components = components
         self.mean_alpha = mean_alpha
@@ -149,6 +166,7 @@ class EntityAnomalyDetector:
         self.warmup = warmup
         self.metric_warmup = metric_warmup
         self.robust = robust
+        self.soft_z = soft_z
 
     @property
     def state_size(self) -> int:
@@ -218,9 +236,15 @@ class EntityAnomalyDetector:
         v = np.where(seen, np.clip(x, -_VALUE_LIMIT, _VALUE_LIMIT), 0.0)
         count, mean, var = series[..., _COUNT], series[..., _MEAN], series[..., _VAR]
         floor = 1e-3 * np.abs(mean) + 1e-9
-        active = seen & (count >= self.metric_warmup)
-        z = np.where(active, np.clip((v - mean) / np.sqrt(var + floor * floor), -_Z_LIMIT,
-                                     _Z_LIMIT), 0.0)  # fmt: skip
+        # A metric takes part once it has moved: until then it says nothing about how the
+        # metrics move together, and its first step would be measured against no spread.
+        # Never narrower than its resolution: a count that sat still for hours and moves by
+        # one has moved one deviation, not ten.
+        resolution = series[..., _RESOLUTION]
+        active = seen & (count >= self.metric_warmup) & (resolution > 0)
+        scale = np.sqrt(np.maximum(var, resolution * resolution) + floor * floor)
+        z = np.where(active, np.clip(self._soften((v - mean) / scale), -_Z_LIMIT, _Z_LIMIT),
+                     0.0)  # fmt: skip
         dof = np.maximum(active.sum(axis=1), 1).astype(np.float64)
 
         # The multivariate EWMA of the z-scores: a small shift held for a while builds up,
@@ -279,11 +303,26 @@ class EntityAnomalyDetector:
         ent[:, _STEPS] = steps + 1.0
         return score, contribution
 
+    def _soften(self, z: FloatArray) -> FloatArray:
+        """``z`` as it is up to ``soft_z`` in size, logarithmic past it."""
+        size = np.abs(z)
+        past = np.maximum(size - self.soft_z, 0.0)
+        softened: FloatArray = np.sign(z) * (np.minimum(size, self.soft_z) + np.log1p(past))
+        return softened
+
     def _learn_metrics(
         self, series: FloatArray, v: FloatArray, seen: npt.NDArray[np.bool_], weight: FloatArray
     ) -> None:
-        """Each metric's running mean and variance, and its count of values."""
+        """Each metric's running mean and variance, its resolution (the smallest change
+        between its values, past float rounding), its last value and its count of values."""
         count, mean, var = series[..., _COUNT], series[..., _MEAN], series[..., _VAR]
+        last, resolution = series[..., _LAST], series[..., _RESOLUTION]
+        change = np.abs(v - last)
+        moved = seen & (count > 0) & (change > _ROUNDING * np.maximum(np.abs(v), np.abs(last)))
+        series[..., _RESOLUTION] = np.where(
+            moved, np.where(resolution > 0, np.minimum(resolution, change), change), resolution
+        )
+        series[..., _LAST] = np.where(seen, v, last)
         # A running average over the first values, then exponential forgetting.
         alpha = np.maximum(self.mean_alpha * weight[:, None], 1.0 / (count + 1.0))
         delta = v - mean

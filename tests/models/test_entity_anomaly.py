@@ -1,6 +1,6 @@
 """The entity anomaly score: it sees a break in how metrics move together that no metric
-shows alone, stays calm when they move together as they always have, and its state
-round-trips with the entity's."""
+shows alone, stays calm when they move together as they always have, leaves out a metric
+that never moved, and its state round-trips with the entity's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.alerts import anomaly_rule
-from models.entity import EntityPipeline, ModelSet, PipelineConfig
+from models.entity import EntityPipeline, ModelSet, PipelineConfig, _pack, _unpack
 from models.entity_anomaly import EntityAnomalyDetector
 from models.explain import ENTITY_METRIC
 from schemas.predictions import PredictionColumns
@@ -60,6 +60,25 @@ def test_correlated_normal_movement_stays_calm() -> None:
     assert max(scores[WARMUP:]) < anomaly_rule().threshold
 
 
+def test_a_metric_that_never_moved_takes_no_part() -> None:
+    """A constant metric (an idle device, a counter at zero) says nothing about how the
+    metrics move together: the entity's scores are those of the host without it, until it
+    moves."""
+    values = _host(1500, seed=4)
+    idle = np.column_stack([values, np.zeros(len(values)), np.full(len(values), 16.0)])
+    plain = _scores(EntityAnomalyDetector(warmup=WARMUP), values)
+    assert _scores(EntityAnomalyDetector(warmup=WARMUP), idle) == plain
+
+
+def test_z_scores_past_soft_z_grow_logarithmically() -> None:
+    detector = EntityAnomalyDetector(soft_z=3.0)
+    z = np.array([-1000.0, -4.0, -3.0, 0.5, 3.0, 4.0, 1000.0])
+    softened = detector._soften(z)
+    np.testing.assert_allclose(softened[2:5], z[2:5])  # within soft_z: as they are
+    np.testing.assert_allclose(softened[[0, 1, 5, 6]], [-3 - np.log(998), -3 - np.log(2),
+                               3 + np.log(2), 3 + np.log(998)])  # fmt: skip
+
+
 def test_contributions_name_the_metric_that_broke_away() -> None:
     values = _host(2600, seed=2)
     values[2400:, 2] -= 25.0  # latency falls while load says it should not
@@ -82,13 +101,19 @@ def _entity_score(record: dict[str, object]) -> float:
     return columns.worst("ANOMALY", metric=ENTITY_METRIC)[0]
 
 
+def _stepped(models: ModelSet, values: npt.NDArray[np.float64]) -> EntityPipeline:
+    """An entity stepped through ``values``, one step per row."""
+    pipeline = EntityPipeline("web-1", models)
+    for k, v in enumerate(values):
+        pipeline.add(T0 + k * 10_000, NAMES, v)
+        pipeline.step(T0 + k * 10_000)
+    return pipeline
+
+
 def test_state_round_trips_with_the_entity() -> None:
     models = ModelSet(PipelineConfig())
     values = _host(400, seed=3)
-    original = EntityPipeline("web-1", models)
-    for k, v in enumerate(values[:300]):
-        original.add(T0 + k * 10_000, NAMES, v)
-        original.step(T0 + k * 10_000)
+    original = _stepped(models, values[:300])
     restored = EntityPipeline.restore(models, original.windows_bytes(), original.models_bytes())
     for k, v in enumerate(values[300:], start=300):
         now = T0 + k * 10_000
@@ -98,6 +123,22 @@ def test_state_round_trips_with_the_entity() -> None:
         _, theirs, _ = restored.step(now)
         assert _entity_score(theirs) == _entity_score(mine)
     assert _entity_score(mine) > 0.0, "a restored entity scores, it does not start afresh"
+
+
+def test_a_state_saved_in_an_older_layout_starts_the_score_afresh() -> None:
+    """Model states saved before the entity score kept its metrics' last values and
+    resolution (two columns fewer) restore: the per-metric models resume, the entity score
+    learns again."""
+    models = ModelSet(PipelineConfig())
+    original = _stepped(models, _host(300, seed=3))
+    header, arrays = _unpack(original.models_bytes())
+    older = _pack(header, [*arrays[:3], arrays[3][:, :-2], arrays[4]])
+    restored = EntityPipeline.restore(models, original.windows_bytes(), older)
+    rows = models.states.parts["entity_anomaly"][restored.rows]
+    assert not rows.any(), "the entity score starts afresh"
+    np.testing.assert_array_equal(
+        models.states.parts["anomaly"][restored.rows], models.states.parts["anomaly"][original.rows]
+    )
 
 
 def test_the_anomaly_rule_reads_the_entity_score_alone() -> None:

@@ -121,11 +121,12 @@ def test_ensemble() -> None:
 def test_entity_anomaly() -> None:
     result = bench("entity-anomaly")
     assert (result["tune_seeds"], result["seeds"], result["hosts"]) == ([0], [1], 3)
-    contenders = result["contenders"]
-    assert set(contenders) == {"entity", "entity_independent", "max_per_metric", "rolling_z"}
-    for r in contenders.values():
-        assert 0.0 <= r["auc_pr"] <= 1.0
-        assert 0 <= r["caught"] <= r["incidents"] > 0
+    for label in ("contenders", "with_awkward_metrics"):
+        contenders = result[label]
+        assert set(contenders) == {"entity", "entity_independent", "max_per_metric", "rolling_z"}
+        for r in contenders.values():
+            assert 0.0 <= r["auc_pr"] <= 1.0
+            assert 0 <= r["caught"] <= r["incidents"] > 0
 
 
 def test_quality() -> None:
