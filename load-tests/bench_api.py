@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import orjson
 
 from connectors.http.keys import READ, KeysFile
 from connectors.redis_store import FeatureStore
@@ -161,7 +162,7 @@ async def single(
     async def one(i: int, scheduled: float) -> None:
         try:
             async with session.post(url, json={"entity": entities[i % len(entities)]}) as reply:
-                body = await reply.json()
+                body = await reply.json(loads=orjson.loads)
                 if reply.status != 200 or not body["predictions"]:
                     errors[str(reply.status)] += 1
                     return
@@ -209,7 +210,7 @@ async def batches(
             started = time.perf_counter()
             try:
                 async with session.post(url, json={"items": items}) as reply:
-                    body = await reply.json()
+                    body = await reply.json(loads=orjson.loads)
                     if reply.status != 200:
                         errors[str(reply.status)] += 1
                         continue
