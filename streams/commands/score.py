@@ -101,8 +101,14 @@ def score_file(path: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def _read_table(path: Path) -> tuple[list[str], list[str], FloatArray]:
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    # utf-8-sig: a spreadsheet's export starts with a byte-order mark, not part of the header.
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 CSV"
+        ) from None
     if len(rows) < 2:
         raise ValueError(f"{path}: needs a header row and at least one data row")
     header = [name.strip() for name in rows[0]]
