@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import importlib
 import json
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -347,10 +346,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the report; exit 1 when a stack service is unhealthy."""
     groups = list(dict.fromkeys([settings.worker_id, SINK_GROUP, *args.group]))
     report = collect(settings, groups, args.alerts_topic)
-    try:
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
-    except BrokenPipeError:
-        sys.stderr.close()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["healthy"] else 1
 
 

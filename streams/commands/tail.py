@@ -221,8 +221,6 @@ def run_tail(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    except BrokenPipeError:  # the reader went away (`| head`): not an error
-        sys.stderr.close()
     return 0
 
 

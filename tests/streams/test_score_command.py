@@ -42,6 +42,22 @@ def test_a_file_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
     assert run.stderr.startswith(f"foresight score: {data}: not UTF-8 text"), run.stderr
 
 
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    """``foresight score --json | head -c 100``: the JSON outgrows the pipe, the reader
+    leaves, and the command ends quietly (every command goes through the same exit)."""
+    data = tmp_path / "wide.csv"
+    columns = [f"metric_{i}" for i in range(6000)]
+    rows = [",".join([str(1_700_000_000 + 60 * k), *("1" for _ in columns)]) for k in range(5)]
+    data.write_text("\n".join([",".join(["timestamp", *columns]), *rows]) + "\n")
+    command = [str(FORESIGHT), "score", "--input", str(data), "--out", str(tmp_path), "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        assert run.stdout is not None and run.stderr is not None
+        assert run.stdout.read(100)
+        run.stdout.close()
+        assert run.wait(timeout=120) == 0
+        assert run.stderr.read() == b""
+
+
 def test_score_writes_the_entity_score_and_the_per_metric_scores(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     load = 0.5 + 0.3 * np.sin(np.arange(600) / 50)
