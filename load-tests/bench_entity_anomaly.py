@@ -32,6 +32,14 @@ smooth ones (``with_awkward_metrics``): a device that never moves, an error coun
 but for rare blips, a process count that steps by one now and then, a heavy-tailed metric,
 and a gauge quantised to levels 25 apart. None of them is touched by the faults.
 
+Then ``small_hosts``, the entity score alone on hosts of two or three metrics (a quiet one,
+CPU noise and nothing else, and a cycling one, CPU and memory following a 12-hour cycle), with
+something happening halfway, per seed: harmless changes that should raise no alert (a process
+count stepping by one for good, a process count that wanders, an error counter's rare blips)
+and breaks that should (memory leaving CPU for ten minutes, CPU six deviations up for ten
+minutes). Each reports the alerts the anomaly rule raises in the hour after the change and
+the minutes at or above the threshold.
+
     python load-tests/bench_entity_anomaly.py --tune 0 1 2 --seeds 3 4 5 6 7 [--json]
 """
 
@@ -274,6 +282,75 @@ def tuned_rule(
     return best
 
 
+SMALL_HOST_STEPS = 3000  # 8 hours and 20 minutes of 10 s steps
+SMALL_HOST_CHANGE = 1500
+
+
+def small_hosts(seed: int) -> dict[str, tuple[FloatArray, bool]]:
+    """Hosts of two or three metrics (steps, metrics) with a change at step
+    ``SMALL_HOST_CHANGE``, each with whether the change should raise an alert."""
+    rng = np.random.default_rng(30_000 + seed)
+    steps, at = SMALL_HOST_STEPS, SMALL_HOST_CHANGE
+    k = np.arange(steps)
+    quiet = 20.0 + rng.normal(0.0, 1.0, steps)
+    load = 0.5 + 0.3 * np.sin(2 * np.pi * k / 4320)  # a 12-hour cycle
+    cpu = 10.0 + 60.0 * load + rng.normal(0.0, 2.0, steps)
+    memory = 30.0 + 20.0 * load + rng.normal(0.0, 0.5, steps)
+    stepped_once = np.where(k < at, 200.0, 201.0)
+    wandering = 200.0 + np.cumsum(rng.choice([-1.0, 0.0, 1.0], steps, p=[0.05, 0.9, 0.05]))
+    blips = (rng.random(steps) < 0.002) * rng.integers(1, 5, steps).astype(np.float64)
+    apart = memory.copy()
+    apart[at : at + 60] += 6.0  # twelve of its deviations, with no CPU to go with it
+    busy = quiet.copy()
+    busy[at : at + 60] += 6.0
+    hosts = {
+        "quiet, a count steps once": (np.c_[quiet, stepped_once], False),
+        "quiet, a count wanders": (np.c_[quiet, wandering], False),
+        "quiet, error blips": (np.c_[quiet, blips], False),
+        "quiet, CPU up for 10 min": (np.c_[busy, wandering], True),
+        "cycling, a count steps once": (np.c_[cpu, memory, stepped_once], False),
+        "cycling, memory leaves CPU": (np.c_[cpu, apart], True),
+    }
+    return hosts
+
+
+def judge_small_hosts(
+    detector: EntityAnomalyDetector, rule: AlertRule, seeds: list[int]
+) -> dict[str, Any]:
+    """The entity score on :func:`small_hosts`: per host and seed, alerts in the hour after
+    the change and minutes at or above the threshold; the highest score before it."""
+    out: dict[str, Any] = {}
+    hour = 360
+    for seed in seeds:
+        for name, (values, expected) in small_hosts(seed).items():
+            metrics = values.shape[1]
+            state, entity = detector.init_state(metrics), detector.init_entity_state(1)
+            starts = np.array([0, metrics])
+            scores = np.array(
+                [detector.score_learn(state, entity, v, starts).scores[0] for v in values]
+            )
+            alert_state, fired = AlertState(), 0
+            for k in range(detector.warmup, SMALL_HOST_CHANGE + hour):
+                alert = evaluate(rule, alert_state, "h", float(scores[k]), "*", k * 10_000)
+                fired += (
+                    k >= SMALL_HOST_CHANGE and alert is not None and alert["status"] == "FIRING"
+                )
+            after = scores[SMALL_HOST_CHANGE : SMALL_HOST_CHANGE + hour]
+            entry = out.setdefault(
+                name,
+                {"should_alert": expected, "alerts": [], "minutes_at_threshold": [],
+                 "max_before": []},
+            )  # fmt: skip
+            entry["alerts"].append(fired)
+            entry["minutes_at_threshold"].append(
+                round(float((after >= rule.threshold).sum()) / 6.0, 1)
+            )
+            entry["max_before"].append(
+                round(float(scores[detector.warmup : SMALL_HOST_CHANGE].max()), 3)
+            )
+    return out
+
+
 def _rule(base: AlertRule, threshold: float) -> AlertRule:
     return replace(base, threshold=threshold, clear=threshold / 2)
 
@@ -320,12 +397,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             results[name] = judge(test, [scorer(f) for f in test], tuned, first)
+    small = judge_small_hosts(
+        EntityAnomalyDetector(warmup=settings.anomaly_warmup_steps), rule, args.seeds
+    )
     result = {
         "tune_seeds": args.tune,
         "seeds": args.seeds,
         "hosts": args.hosts,
         "duration_s": args.duration_s,
         **judged,
+        "small_hosts": small,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
@@ -339,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {name:<18} {r['auc_pr']:>7.3f} {r['threshold']:>6.2f} "
                 f"{r['caught']:>4}/{r['incidents']:<4} {r['false_alarms_per_host_day']:>15.2f}"
             )
+    print(f"{'small hosts (entity)':<30} {'should alert':>12}  alerts; minutes at the threshold")
+    for name, r in small.items():
+        print(
+            f"  {name:<28} {'yes' if r['should_alert'] else 'no':>12}  {r['alerts']}; "
+            f"{r['minutes_at_threshold']}"
+        )
     return 0
 
 

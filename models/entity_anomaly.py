@@ -15,8 +15,8 @@ has moved; its standard deviation is never taken below its resolution (the small
 it has shown), so a step of one unit counts as one deviation however long the metric sat
 still, not as the ten a near-zero running variance would make of it; and a z-score past
 ``soft_z`` grows only logarithmically, so one metric's extreme value cannot outweigh the
-rest. (On a quiet host with few metrics, a count whose new level lasts can still add up to
-a break over the following steps: the covariance model learned it as constant.)
+rest. (On a quiet host with few metrics, a count whose new level lasts can still read as a
+break for some minutes, until the covariance model has learned it.)
 
 State is array state like the other online models: a few floats per metric slot (count,
 mean, variance, last value, resolution, loadings) in rows of the worker's arena, and a few
@@ -97,8 +97,11 @@ class EntityAnomalyDetector:
     -----
     The covariance model is ``U diag(lam) U' + s2 (I - U U')``; a step updates it with
     weight ``cov_alpha`` by the eigen-decomposition of the small Gram matrix of
-    ``[U sqrt(lam), z]`` (an incremental PCA), and the energy of the dropped direction joins
-    the residual ``s2``. The squared Mahalanobis distance is mapped to a normal deviate by
+    ``[U sqrt(lam), z]`` (an incremental PCA), and the energy of the dropped directions joins
+    the residual ``s2``. It keeps at most one direction fewer than the metrics present, so
+    the residual always has a dimension to be measured in: on a host of two metrics, a third
+    that starts to move is judged against how far the others stray from their direction,
+    not against nothing. The squared Mahalanobis distance is mapped to a normal deviate by
     the Wilson-Hilferty approximation of its chi-square distribution (degrees of freedom:
     the metrics present), averaged over a few steps, and standardised by that average's own
     long-run mean and variance. The score is the Gaussian tail probability of the result on
@@ -283,12 +286,14 @@ class EntityAnomalyDetector:
         self._learn_metrics(series, v, seen, weight)
         gamma = np.where(active.any(axis=1), self.cov_alpha * weight, 0.0)
         series[..., _SMOOTH] = smooth
+        # Fewer directions than metrics, so the residual has a dimension to be measured in.
+        rank = np.minimum(k, dof - 1.0)
         lost = (
-            self._learn_directions(series, ent, smooth, gamma)
+            self._learn_directions(series, ent, smooth, gamma, rank)
             if k
             else gamma * (smooth * smooth).sum(axis=1)
         )
-        ent[:, _RESIDUAL] = (1.0 - gamma) * ent[:, _RESIDUAL] + lost / np.maximum(dof - k, 1.0)
+        ent[:, _RESIDUAL] = (1.0 - gamma) * ent[:, _RESIDUAL] + lost / np.maximum(dof - rank, 1.0)
         # The calibration: a running average over the second half of warm-up, then
         # exponential forgetting; a far step teaches it less, like the model.
         settled = steps - self.warmup // 2
@@ -333,10 +338,16 @@ class EntityAnomalyDetector:
         series[..., _COUNT] = count + seen
 
     def _learn_directions(
-        self, series: FloatArray, ent: FloatArray, z: FloatArray, gamma: FloatArray
+        self,
+        series: FloatArray,
+        ent: FloatArray,
+        z: FloatArray,
+        gamma: FloatArray,
+        rank: FloatArray,
     ) -> FloatArray:
-        """Incremental PCA: the top ``k`` directions of ``(1 - g) U L U' + g z z'``; returns
-        the energy of the direction dropped, which joins the residual."""
+        """Incremental PCA: the top ``rank`` directions (at most ``k``) of
+        ``(1 - g) U L U' + g z z'``; returns the energy of the directions dropped, which joins
+        the residual."""
         loadings, eigen = series[..., _LOADINGS:], ent[:, _EIGEN:]
         basis = np.concatenate(
             [
@@ -349,9 +360,12 @@ class EntityAnomalyDetector:
         values, vectors = np.linalg.eigh(gram)  # ascending
         values = np.maximum(values, 0.0)
         top = values[:, :0:-1]
+        kept = np.arange(top.shape[1]) < rank[:, None]
         directions = np.einsum("emi,eij->emj", basis, vectors[:, :, :0:-1])
         norms = np.sqrt(top)[:, None, :]
-        series[..., _LOADINGS:] = np.where(norms > 1e-9, directions / np.maximum(norms, 1e-9), 0.0)
-        ent[:, _EIGEN:] = top
-        lost: FloatArray = values[:, 0]
+        series[..., _LOADINGS:] = np.where(
+            (norms > 1e-9) & kept[:, None, :], directions / np.maximum(norms, 1e-9), 0.0
+        )
+        ent[:, _EIGEN:] = np.where(kept, top, 0.0)
+        lost: FloatArray = values[:, 0] + np.where(kept, 0.0, top).sum(axis=1)
         return lost

@@ -70,6 +70,27 @@ def test_a_metric_that_never_moved_takes_no_part() -> None:
     assert _scores(EntityAnomalyDetector(warmup=WARMUP), idle) == plain
 
 
+def test_a_host_of_two_metrics_shrugs_off_a_count_that_steps_once() -> None:
+    """With as many metrics as principal directions, the directions would take every
+    metric's movement and leave no residual to measure a newcomer against: a process count
+    stepping by one for good read as a break for over an hour. The directions stop one short
+    of the metrics present."""
+    cpu = _host(3000, seed=5)[:, 0]
+    processes = np.where(np.arange(3000) < 1500, 200.0, 201.0)
+    scores = _scores(EntityAnomalyDetector(warmup=WARMUP), np.column_stack([cpu, processes]))
+    assert max(scores[WARMUP:]) < anomaly_rule().threshold
+
+
+def test_a_host_of_two_metrics_still_shows_them_breaking_apart() -> None:
+    values = _host(3000, seed=6)[:, :2]
+    network = values[2400:2600, 1]
+    values[2400:2600, 1] = network.mean() - (network - network.mean())
+    scores = _scores(EntityAnomalyDetector(warmup=WARMUP), values)
+    threshold = anomaly_rule().threshold
+    assert max(scores[2400:2600]) >= threshold
+    assert max(scores[WARMUP:2400]) < threshold
+
+
 def test_z_scores_past_soft_z_grow_logarithmically() -> None:
     detector = EntityAnomalyDetector(soft_z=3.0)
     z = np.array([-1000.0, -4.0, -3.0, 0.5, 3.0, 4.0, 1000.0])

@@ -127,6 +127,11 @@ def test_entity_anomaly() -> None:
         for r in contenders.values():
             assert 0.0 <= r["auc_pr"] <= 1.0
             assert 0 <= r["caught"] <= r["incidents"] > 0
+    small = result["small_hosts"]
+    assert {r["should_alert"] for r in small.values()} == {True, False}
+    for r in small.values():
+        assert len(r["alerts"]) == len(r["minutes_at_threshold"]) == 1
+        assert 0 <= r["minutes_at_threshold"][0] <= 60
 
 
 def test_quality() -> None:
