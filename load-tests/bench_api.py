@@ -47,6 +47,7 @@ from models.entity import EntityPipeline, ModelSet, step_many
 from models.features import vector_names
 from models.registry import ModelRegistry
 from models.training import FAILURE_RISK, TrainingConfig, TrainingSet, train_failure_risk
+from streams.commands.stack import create_topics
 from streams.engine import pipeline_config
 from streams.settings import Settings, load_settings
 
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     settings = load_settings()
+    create_topics(settings)  # the API reads the live feed's topics: a new stack has none yet
     run = uuid.uuid4().hex[:8]
     entities = [f"bench-api-{run}-{i}" for i in range(args.entities)]
     with tempfile.TemporaryDirectory(prefix="bench-api-") as name:
