@@ -34,7 +34,6 @@ agent tasks), so a run is a pure function of :class:`SimulationConfig` and the d
 
 from __future__ import annotations
 
-import csv
 import heapq
 import itertools
 import math
@@ -49,6 +48,7 @@ import numpy.typing as npt
 
 from models.signals import MetricKind
 from schemas.codec import Record
+from streams.csv_files import read_rows
 from streams.topics import AGENT_EVENTS, LABELS, METRICS
 
 FloatArray = npt.NDArray[np.float64]
@@ -1421,12 +1421,17 @@ def csv_series(
     columns ignored; the layout of the NAB corpus). Timestamps are ISO 8601 (naive ones are
     UTC) or epoch numbers: seconds, or milliseconds when above 10^11. Rows come out in file
     order, one single-sample batch per row, keyed by ``entity``; blank lines are skipped.
+    The whole file is read and checked before the first record, so a bad line replays
+    nothing.
 
     Raises
     ------
+    OSError
+        When the file cannot be read.
     ValueError
-        On iteration, naming the file, line and bad text, when the header lacks the columns
-        or a timestamp or value does not parse (values must be finite numbers).
+        Naming the file (and the line and its bad text), when it is not UTF-8 CSV, the
+        header lacks the columns, or a timestamp or value does not parse (values must be
+        finite numbers).
 
     Examples
     --------
@@ -1437,37 +1442,45 @@ def csv_series(
     ...  for _, key, r in csv_series(folder / "cpu.csv", "nab-1", "cpu_percent")]
     [('nab-1', 1396310400000, ['cpu_percent'], [12.5])]
     """
-    shared = dict(labels or {})
-    with open(path, newline="") as file:
-        reader = csv.reader(file)
-        header = [column.strip().lower() for column in next(reader, [])]
-        if "timestamp" not in header or "value" not in header:
-            raise ValueError(
-                f"{path}: header {header!r} has no 'timestamp' and 'value' columns; the first "
-                "line must name them, e.g. 'timestamp,value'"
-            )
-        time_column, value_column = header.index("timestamp"), header.index("value")
-        for line, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) <= max(time_column, value_column):
-                raise ValueError(f"{path}:{line}: row {row!r} has fewer columns than the header")
-            event_ms = _parse_time_ms(row[time_column], f"{path}:{line}")
-            value = _parse_value(row[value_column], f"{path}:{line}")
-            yield (
-                METRICS.name,
-                entity,
-                {
-                    "entity": entity,
-                    "event_time": event_ms,
-                    "labels": dict(shared),
-                    "names": [metric],
-                    "values": [value],
-                    "source": "csv",
-                    "kinds": [MetricKind.GAUGE.value],  # a replayed series is modelled as it is
-                    "ended": [],
-                },
-            )
+    rows = read_rows(Path(path))
+    header = [column.strip().lower() for column in (rows[0] if rows else [])]
+    if "timestamp" not in header or "value" not in header:
+        raise ValueError(
+            f"{path}: header {header!r} has no 'timestamp' and 'value' columns; the first "
+            "line must name them, e.g. 'timestamp,value'"
+        )
+    time_column, value_column = header.index("timestamp"), header.index("value")
+    samples: list[tuple[int, float]] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(time_column, value_column):
+            raise ValueError(f"{path}:{line}: row {row!r} has fewer columns than the header")
+        where = f"{path}:{line}"
+        samples.append(
+            (_parse_time_ms(row[time_column], where), _parse_value(row[value_column], where))
+        )
+    return _csv_records(samples, entity, metric, dict(labels or {}))
+
+
+def _csv_records(
+    samples: list[tuple[int, float]], entity: str, metric: str, labels: dict[str, str]
+) -> Iterator[SimEvent]:
+    for event_ms, value in samples:
+        yield (
+            METRICS.name,
+            entity,
+            {
+                "entity": entity,
+                "event_time": event_ms,
+                "labels": dict(labels),
+                "names": [metric],
+                "values": [value],
+                "source": "csv",
+                "kinds": [MetricKind.GAUGE.value],  # a replayed series is modelled as it is
+                "ended": [],
+            },
+        )
 
 
 def _parse_time_ms(text: str, where: str) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from models.anomaly import StreamingAnomalyDetector
 from models.base import FloatArray
 from models.entity_anomaly import EntityAnomalyDetector
+from streams.csv_files import read_rows
 from streams.settings import Settings
 
 _TIME_COLUMNS = ("timestamp", "time", "ts")
@@ -101,14 +102,7 @@ def score_file(path: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def _read_table(path: Path) -> tuple[list[str], list[str], FloatArray]:
-    # utf-8-sig: a spreadsheet's export starts with a byte-order mark, not part of the header.
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 CSV"
-        ) from None
+    rows = read_rows(path)
     if len(rows) < 2:
         raise ValueError(f"{path}: needs a header row and at least one data row")
     header = [name.strip() for name in rows[0]]

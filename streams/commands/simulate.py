@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -122,8 +121,12 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             )
 
     if args.csv:
-        events: Iterable[SimEvent] = csv_series(Path(args.csv), args.entity, args.metric)
-        duration = math.nan
+        try:
+            events: Iterable[SimEvent] = csv_series(Path(args.csv), args.entity, args.metric)
+        except (OSError, ValueError) as error:
+            print(f"foresight simulate: {error}", file=sys.stderr)
+            return 2
+        duration: float | None = None  # a replayed file spans what it spans
     else:
         try:
             simulation, duration = simulation_from_args(args)

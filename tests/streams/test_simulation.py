@@ -6,6 +6,8 @@ import argparse
 import doctest
 import itertools
 import math
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -375,6 +377,38 @@ def test_csv_replay_names_the_bad_line(tmp_path: Path, text: str, message: str) 
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         list(csv_series(path, "nab-1", "cpu_percent"))
+
+
+def test_csv_replay_reads_a_spreadsheet_export_and_checks_every_line_first(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "export.csv"
+    export.write_text("timestamp,value\n1396310400,1.5\n", encoding="utf-8-sig")
+    assert [r["values"] for _, _, r in csv_series(export, "e", "cpu_percent")] == [[1.5]]
+    late_error = tmp_path / "late.csv"
+    late_error.write_text("timestamp,value\n1396310400,1\n1396310460,2\n1396310520,x\n")
+    with pytest.raises(ValueError, match=":4: value 'x'"):
+        csv_series(late_error, "e", "cpu_percent")  # before the first record, not on it
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("timestamp,value\n1396310400,1\n# d\u00e9bit\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"{latin1}: not UTF-8 text"):
+        csv_series(latin1, "e", "cpu_percent")
+
+
+def test_simulate_refuses_a_bad_csv_in_one_line(tmp_path: Path) -> None:
+    """Checked before anything is produced: no broker needed to be told the file is bad."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n1396310400,1\n1396310460,inf\n")
+    foresight = Path(sys.executable).parent / "foresight"
+    for path, message in ((bad, f"{bad}:3: value 'inf' is not finite"),
+                          (tmp_path / "missing.csv", "No such file")):  # fmt: skip
+        run = subprocess.run(
+            [str(foresight), "simulate", "--csv", str(path), "--speed", "0"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert run.returncode == 2
+        assert run.stderr.startswith("foresight simulate: ") and message in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_docstring_examples_run() -> None:
