@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import datetime as dt
 import fnmatch
-import json
 import signal
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from connectors.json_text import dumps
 from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec, DeadLetter, Message
 from schemas.predictions import as_rows, prediction_rows
@@ -177,7 +177,8 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
     def emit(record: Record) -> None:
         if args.json:  # one object per prediction, whichever version wrote the batch
             shown = as_rows(record) if args.what == "predictions" else record
-            print(json.dumps(shown), flush=True)
+            # Strict JSON for any reader (jq refuses NaN): a value that is not a number is null.
+            print(dumps(shown).decode(), flush=True)
         else:
             print(line(record), flush=True)
 

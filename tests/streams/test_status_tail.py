@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -119,6 +120,25 @@ def test_tail_alerts_reads_lines_and_json(stack_settings: Settings, unique: str)
     assert len(lines) == 2
     assert "FIRING" in lines[0] and "RESOLVED" in lines[1]
     assert all(f"api-1-{unique}" in line and "cpu anomalous" in line for line in lines)
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_tail_json_stays_json_when_a_value_is_not_a_number(
+    stack_settings: Settings, unique: str
+) -> None:
+    """jq and other strict readers refuse ``NaN``: a value that is not a number is null."""
+    topic = f"test.tail.nan.{unique}"
+    batch = dict(prediction(f"nan-{unique}", 1), values=[math.nan], scores=[math.inf])
+    asyncio.run(produce(stack_settings, topic, "prediction_batch", [batch]))
+    done = foresight(
+        "tail", "predictions", "--topic", topic, "--from-beginning", "--limit", "1", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout, parse_constant=_not_json)["predictions"]
+    assert (row["value"], row["score"], row["lower"]) == (None, None, 10.0)
 
 
 def test_tail_follows_new_records_and_stops_cleanly_on_ctrl_c(
