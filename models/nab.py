@@ -254,17 +254,25 @@ def benchmark(files: Sequence[LabelledScores]) -> dict[str, Any]:
 
 
 def read_series(path: Path) -> tuple[npt.NDArray[np.datetime64], FloatArray]:
-    """A NAB data file's ``timestamp`` and ``value`` columns."""
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
-            raise ValueError(
-                f"{path}: expected a CSV with columns timestamp,value, got {reader.fieldnames}"
-            )
-        rows = [(row["timestamp"], row["value"]) for row in reader]
-    timestamps = np.array([np.datetime64(t) for t, _ in rows], dtype="datetime64[ms]")
-    values = np.array([float(v) if v.strip() else math.nan for _, v in rows], dtype=np.float64)
-    return timestamps, values
+    """A NAB data file's ``timestamp`` and ``value`` columns; raises ``ValueError`` naming
+    the file (and the line) when it is not one."""
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
+                raise ValueError(
+                    f"expected a CSV with columns timestamp,value, got {reader.fieldnames}"
+                )
+            times, values = [], []
+            for line, row in enumerate(reader, start=2):
+                stamp, value = row["timestamp"], row["value"]
+                if not stamp or value is None:  # a short row has None for its missing cells
+                    raise ValueError(f"line {line}: no timestamp or no value column: {row}")
+                times.append(np.datetime64(stamp, "ms"))
+                values.append(float(value) if value.strip() else math.nan)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
+    return np.array(times, dtype="datetime64[ms]"), np.array(values, dtype=np.float64)
 
 
 def score_together(
@@ -325,7 +333,10 @@ def evaluate_corpus(
             f"{labels_path} not found: --data must be a NAB corpus folder "
             "(with data/<group>/<name>.csv and labels/combined_windows.json)"
         )
-    labels: dict[str, list[list[str]]] = json.loads(labels_path.read_text())
+    try:
+        labels: dict[str, list[list[str]]] = json.loads(labels_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{labels_path}: not NAB's labels JSON ({error})") from None
     paths = sorted((data_dir / "data").glob("**/*.csv"))
     if not paths:
         raise FileNotFoundError(f"no CSV files under {data_dir / 'data'}: is --data right?")

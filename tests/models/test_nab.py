@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from models.nab import (
     benchmark,
     optimise_threshold,
     probation_rows,
+    read_series,
     scaled_sigmoid,
     score_files,
     score_together,
@@ -124,3 +128,31 @@ def test_files_scored_together_score_as_each_alone() -> None:
         alone = score_series(StreamingAnomalyDetector(), values, t_ms)
         np.testing.assert_array_equal(scores, alone)
         assert scores.max() > 0.0
+
+
+def test_read_series_reads_blank_values_as_missing(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("timestamp,value\n2014-04-01 00:00:00,1.5\n2014-04-01 00:05:00,\n")
+    times, values = read_series(path)
+    assert times.tolist()[1] == datetime(2014, 4, 1, 0, 5)
+    np.testing.assert_array_equal(values, [1.5, np.nan])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"timestamp,value\n2014-04-01 00:00:00,\xe9\n", "can't decode byte 0xe9"),
+        (b"timestamp,value\nyesterday,1\n", '"yesterday"'),
+        (b"timestamp,value\n2014-04-01 00:00:00,abc\n", "'abc'"),
+        (b"timestamp,value\n2014-04-01 00:00:00\n", "line 2: no timestamp or no value"),
+        (b"timestamp,value\n,1\n", "line 2: no timestamp or no value"),
+        (b"time,v\n1,2\n", "columns timestamp,value"),
+    ],
+)
+def test_a_file_that_is_not_nabs_is_refused_by_name(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=f"^{path}: .*{re.escape(message)}"):
+        read_series(path)
