@@ -362,10 +362,17 @@ def backfill(
 ) -> Iterator[Record]:
     """The snapshot of every first-parent commit of ``ref`` (see :func:`history`), oldest
     first; ``progress(done, total, snapshot)`` after each. Raises :class:`GitError` when
-    ``repo`` is not a git repository or ``ref`` is unknown."""
+    ``repo`` is not a git repository or ``ref`` is unknown: at the call, before any
+    snapshot is measured."""
     name = repository or repository_name(repo)
     commits = history(repo, ref, since, max_commits)
-    meter = QualityMeter(repo, name, lint)
+    return _measured(repo, name, lint, commits, progress)
+
+
+def _measured(
+    repo: Path, name: str, lint: bool, commits: list[Commit], progress: Progress | None
+) -> Iterator[Record]:
+    meter = QualityMeter(repo, name, lint)  # its git process starts with the first snapshot
     try:
         for done, commit in enumerate(commits, 1):
             snapshot = meter.measure(commit)

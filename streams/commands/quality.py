@@ -89,15 +89,19 @@ async def _produce(settings: Settings, snapshots: Iterable[Record], out: Any) ->
 
 def _run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     repo = Path(args.repo)
-    snapshots = backfill(
-        repo,
-        args.name,
-        ref=args.ref,
-        since=args.since,
-        max_commits=args.max_commits,
-        lint=not args.no_lint,
-        progress=_progress(args.progress_every),
-    )
+    try:
+        snapshots = backfill(
+            repo,
+            args.name,
+            ref=args.ref,
+            since=args.since,
+            max_commits=args.max_commits,
+            lint=not args.no_lint,
+            progress=_progress(args.progress_every),
+        )
+    except GitError as error:  # before the header, and before --output is created
+        print(f"foresight quality backfill: {error}", file=sys.stderr)
+        return 2
     written: TextIO | None = open(args.output, "w") if args.output else None  # noqa: SIM115
     first: Record | None = None
     last: Record | None = None

@@ -117,7 +117,7 @@ def test_the_newest_commits_and_a_progress_report(repo: Path) -> None:
 
 def test_a_folder_that_is_not_a_repository_says_so(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a git repository"):
-        list(backfill(tmp_path))
+        backfill(tmp_path)  # at the call, before any snapshot is asked for
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,11 @@ def test_a_table_for_a_person_and_git_s_refusal_in_words(
     assert main(["quality", "backfill", str(repo), "--no-lint"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["commit", "time", "(UTC)"] and len(lines) == 4
-    assert main(["quality", "backfill", str(tmp_path)]) == 2
-    assert "not a git repository" in capsys.readouterr().err
+    written = tmp_path / "snapshots.jsonl"
+    assert main(["quality", "backfill", str(tmp_path), "--output", str(written)]) == 2
+    refused = capsys.readouterr()
+    assert "not a git repository" in refused.err
+    assert refused.out == "" and not written.exists()  # no table header, no empty file
 
 
 def test_the_processor_refuses_settings_that_cannot_work(
