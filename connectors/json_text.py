@@ -20,6 +20,8 @@ import orjson
 from pydantic_core import to_jsonable_python
 
 
-def dumps(payload: Any) -> bytes:
-    """``payload`` as compact UTF-8 JSON; non-finite floats as ``null``."""
-    return orjson.dumps(payload, default=to_jsonable_python, option=orjson.OPT_SERIALIZE_NUMPY)
+def dumps(payload: Any, indent: bool = False) -> bytes:
+    """``payload`` as compact UTF-8 JSON (``indent``: two spaces a level, for a person);
+    non-finite floats as ``null``."""
+    option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(payload, default=to_jsonable_python, option=option)

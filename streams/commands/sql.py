@@ -20,6 +20,7 @@ import pyarrow as pa
 from connectors.clickhouse import QueryResult, open_store
 from connectors.clickhouse_schema import create_tables
 from connectors.clickhouse_sink import SinkUnavailableError, ask_sink, jsonable
+from connectors.json_text import dumps
 from connectors.user_sql import SqlError, UserSql
 from streams.access import local_client_key
 from streams.settings import Settings
@@ -117,7 +118,8 @@ def format_table(result: QueryResult) -> str:
 def _print(result: QueryResult, form: str) -> None:
     if form == "json":
         rows = [dict(zip(result.columns, map(jsonable, row), strict=True)) for row in result.rows]
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        # NaN and infinities as null, as the sink's SQL endpoint and ClickHouse's JSON write them.
+        print(dumps(rows, indent=True).decode())
     elif form == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)

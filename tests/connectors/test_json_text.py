@@ -77,3 +77,14 @@ def test_types_orjson_does_not_know_are_converted_as_pydantic_converts_them() ->
         dumps({"handle": object()})
     with pytest.raises(TypeError):  # keys are strings: Avro maps' and the answers' own
         dumps({1: "one"})
+
+
+def test_indented_for_a_person_the_same_document() -> None:
+    payload = [{"value": math.nan, "name": "é", "nested": {"at": [1, 2.5]}}]
+    text = dumps(payload, indent=True).decode()
+    assert text.splitlines()[1] == "  {"
+    assert (
+        json.loads(text)
+        == json.loads(dumps(payload))
+        == [{"value": None, "name": "é", "nested": {"at": [1, 2.5]}}]
+    )

@@ -8,6 +8,7 @@ checker. Each must be refused with its reason, and leave no file and no change b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from connectors.clickhouse import ChdbStore
 from connectors.clickhouse_schema import create_tables
 from connectors.user_sql import SqlError, SqlLimits, SqlRefusedError, UserSql
 from deploy.local.processes import free_port
+from streams.cli import main
 from streams.commands.sql import query_table, run_sql
 from streams.settings import Settings
 
@@ -213,3 +215,20 @@ def test_foresight_sql_on_the_folder_is_held_to_the_same_guard(tmp_path: Path) -
         query_table("DROP TABLE alerts", settings)
     assert run_sql("SELECT count() FROM alerts", settings).rows == [(0,)]
     assert query_table("SELECT count() AS n FROM alerts", settings).to_pylist() == [{"n": 0}]
+
+
+def test_foresight_sql_json_is_strict_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN and infinities come out null, as through the sink's endpoint: jq reads it."""
+    monkeypatch.setenv("FORESIGHT_CHDB_PATH", str(tmp_path / "chdb"))
+    monkeypatch.setenv("FORESIGHT_SINK_SQL_PORT", str(free_port()))
+    sql = "SELECT 1 AS x, nan AS y, -inf AS z, 'é' AS w"
+    assert main(["sql", sql, "--format", "json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == [
+        {"x": 1, "y": None, "z": None, "w": "é"}
+    ]
