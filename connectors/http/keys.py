@@ -91,6 +91,11 @@ class ApiKey:
         name = name.strip()
         if not name or len(name) > MAX_NAME:
             raise KeysError(f"a key's name must be 1 to {MAX_NAME} characters, got {name!r}")
+        if not name.isprintable():  # it goes on one line of `keys list` and of the audit trail
+            raise KeysError(
+                f"a key's name must be printable, without line breaks, tabs or control "
+                f"characters, got {name!r}"
+            )
         return cls(
             id="k" + secrets.token_hex(4),
             name=name,

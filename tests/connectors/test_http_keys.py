@@ -56,6 +56,10 @@ def test_roles_and_names_are_checked(tmp_path: Path) -> None:
         keys.create("x", ["admin"])
     with pytest.raises(KeysError, match="name"):
         keys.create(" ", [READ])
+    for name in ("ci\nadmin", "ci\tbot", "ci\x1b[31m"):  # one line in `keys list` and the audit
+        with pytest.raises(KeysError, match="printable"):
+            keys.create(name, [READ])
+    assert keys.create("Grafana (prod) é", [READ])[0].name == "Grafana (prod) é"
     _, key = keys.create("x", [READ])
     with pytest.raises(KeysError, match="already"):
         keys.create("y", [READ], key)
