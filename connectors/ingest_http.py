@@ -67,7 +67,7 @@ from connectors.pii import Scrubber
 from connectors.prometheus import EVENTS_OUT, INGEST_REQUESTS, INGEST_SAMPLES_DROPPED
 from connectors.remote_write import RemoteWriteDecoder
 from schemas.codec import Codec, Record, current_schema
-from schemas.field_rules import epoch_ms_problem, measure_problem, text_problem
+from schemas.field_rules import control_problem, epoch_ms_problem, measure_problem, text_problem
 from schemas.quality import SCHEMA as QUALITY_SCHEMA
 from schemas.quality import snapshot_problems, snapshot_record
 
@@ -105,6 +105,10 @@ def _text_problem(value: Any) -> str | None:
 
 def _check_text(value: Any, now_ms: int) -> str | None:
     return _text_problem(value)
+
+
+def _check_name(value: Any, now_ms: int) -> str | None:
+    return _text_problem(value) or control_problem(value)
 
 
 def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
@@ -177,12 +181,17 @@ class _FieldRule:
     default: Any = None
 
 
+# The fields that name something: the worker refuses a control character in them too.
+_NAMES = ("agent", "task_id", "task_type", "workflow_id", "parent_task_id")
+
+
 def _agent_event_rules() -> dict[str, _FieldRule]:
     """One rule per AgentEvent schema field: the schema decides names, types and defaults."""
     rules: dict[str, _FieldRule] = {}
     for avro_field in current_schema("agent_event").raw["fields"]:
-        rules[avro_field["name"]] = _FieldRule(
-            check=_check_for(avro_field["type"]),
+        name = avro_field["name"]
+        rules[name] = _FieldRule(
+            check=_check_name if name in _NAMES else _check_for(avro_field["type"]),
             required="default" not in avro_field,
             default=avro_field.get("default"),
         )

@@ -17,11 +17,14 @@ Examples
 from __future__ import annotations
 
 import math
+import re
 import sys
 from typing import Any
 
 MAX_DOUBLE = sys.float_info.max
 MAX_LONG = 2**63 - 1
+# C0 and C1 control characters: line breaks, tabs, NUL, terminal escapes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def text_problem(value: Any, most: int, empty: bool = False) -> str | None:
@@ -40,6 +43,23 @@ def text_problem(value: Any, most: int, empty: bool = False) -> str | None:
             f"{error.start}; send UTF-8 text, or escape characters as surrogate pairs"
         )
     return None
+
+
+def control_problem(value: str) -> str | None:
+    """Text that names something (an entity, an agent, a task, a workflow) holds no control
+    character: each name is printed on one line of an operator's terminal, of an alert's
+    summary and of the audit trail, and NUL separates the worker's table keys.
+
+    >>> control_problem("web-1\\nFIRING")
+    "holds the control character '\\\\n' at 5; a name is one line of printable text"
+    """
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return (
+        f"holds the control character {found.group()!r} at {found.start()}; a name is one line "
+        "of printable text"
+    )
 
 
 def epoch_ms_problem(value: Any, now_ms: int, max_future_ms: int) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 from models.base import FloatArray
 from models.signals import MetricKind
 from schemas import limits
+from schemas.field_rules import control_problem
 
 Record = dict[str, Any]
 _KINDS = {kind.value: kind for kind in MetricKind}
@@ -63,6 +64,15 @@ def _oversized(record: Record, limits: Limits, key: str) -> Rejection | None:
     return None
 
 
+def _control_characters(record: Record, *keys: str) -> Rejection | None:
+    for key in keys:
+        value: str = record.get(key) or ""
+        problem = control_problem(value)
+        if problem:
+            return Rejection("invalid_value", f"{key} {value[:60]!r} {problem}")
+    return None
+
+
 def _oversized_labels(labels: Mapping[str, str], limits: Limits) -> Rejection | None:
     if len(labels) > limits.max_labels:
         return Rejection("oversized", f"{len(labels)} labels (limit {limits.max_labels})")
@@ -105,8 +115,9 @@ def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection
     kinds, ended = record.get("kinds") or [], record.get("ended") or []
     if not record["entity"]:
         return Rejection("invalid_value", "entity is empty")
-    if "\x00" in record["entity"]:  # the worker's table keys use it (state_store.journal_key)
-        return Rejection("invalid_value", "entity holds a NUL character, which no entity name may")
+    rejection = _control_characters(record, "entity")  # NUL: the worker's table keys use it
+    if rejection:
+        return rejection
     if len(names) != len(values):
         return Rejection(
             "invalid_value", f"{len(names)} names but {len(values)} values: they must be parallel"
@@ -171,7 +182,10 @@ def check_agent_event(record: Record, now_ms: int, limits: Limits) -> Rejection 
         if record.get(key) == "":
             return Rejection("invalid_value", f"{key} is empty: leave it out (null) instead")
     rejection = (
-        _oversized(record, limits, "agent")
+        _control_characters(
+            record, "agent", "task_id", "task_type", "workflow_id", "parent_task_id"
+        )
+        or _oversized(record, limits, "agent")
         or _oversized(record, limits, "task_id")
         or _oversized(record, limits, "task_type")
         or _oversized(record, limits, "error_class")
@@ -200,16 +214,17 @@ def check_routing_request(record: Record, now_ms: int, limits: Limits) -> Reject
     for key in ("task_id", "task_type"):
         if not record[key]:
             return Rejection("invalid_value", f"{key} is empty")
-        rejection = _oversized(record, limits, key)
+        rejection = _oversized(record, limits, key) or _control_characters(record, key)
         if rejection:
             return rejection
     candidates = record["candidates"]
     if len(candidates) > MAX_CANDIDATES:
         return Rejection("oversized", f"{len(candidates)} candidates (limit {MAX_CANDIDATES})")
     for candidate in candidates:
-        if not candidate or len(candidate) > limits.max_name_chars:
+        if not candidate or len(candidate) > limits.max_name_chars or control_problem(candidate):
             return Rejection(
                 "invalid_value",
-                f"candidate {candidate[:40]!r} must be 1 to {limits.max_name_chars} characters",
+                f"candidate {candidate[:40]!r} must be 1 to {limits.max_name_chars} printable "
+                "characters on one line",
             )
     return _timestamp(record["event_time"], now_ms, limits)

@@ -41,7 +41,7 @@ from streams.access import local_client_key, local_url, open_local
 from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
-from streams.commands.tail import TailError, topic_partitions
+from streams.commands.tail import TailError, one_line, topic_partitions
 from streams.settings import Settings
 from streams.topics import ALERTS
 
@@ -328,7 +328,8 @@ def format_report(report: Report) -> str:
     else:
         out.append(f"firing alerts: {len(firing['alerts'])} (from {firing['source']})")
         for a in firing["alerts"]:
-            out.append(f"  {a['severity']:<8} {a['entity']:<20} {a['rule']}: {a['summary']}")
+            line = f"  {a['severity']:<8} {a['entity']:<20} {a['rule']}: {a['summary']}"
+            out.append(one_line(line))
     models = report["models"]
     if not models["available"]:
         out.append(f"models: {models['note']}")

@@ -97,6 +97,19 @@ def alert_line(alert: Record) -> str:
 LINES: dict[str, Callable[[Record], str]] = {"predictions": prediction_line, "alerts": alert_line}
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character a terminal would act on (line breaks, escapes) written
+    out as its escape sequence: a record's names, whoever wrote them, show as one line and
+    cannot move the cursor or recolour the operator's terminal.
+
+    >>> one_line("web-1\\nFIRING\\x1b[2J")
+    'web-1\\\\nFIRING\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 async def follow(
     kafka: KafkaConfig,
     topic: str,
@@ -180,7 +193,7 @@ async def _tail(args: argparse.Namespace, settings: Settings) -> int:
             # Strict JSON for any reader (jq refuses NaN): a value that is not a number is null.
             print(dumps(shown).decode(), flush=True)
         else:
-            print(line(record), flush=True)
+            print(one_line(line(record)), flush=True)
 
     def ready(partitions: int) -> None:
         start = "the oldest retained record" if args.from_beginning else "the end"

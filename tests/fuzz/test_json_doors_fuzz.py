@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from connectors.gateway_filters import SubscriptionError, read_subscription
 from connectors.ingest_http import validate_agent_events
 from schemas.codec import Codec
+from streams.validation import Limits, check_agent_event
 from tests.fuzz.budget import fuzz
 from tests.fuzz.strategies import NOW_MS, agent_events, names, numbers, timestamps
 
@@ -85,9 +86,14 @@ payloads = st.one_of(json_values, event_like, st.lists(event_like, max_size=5))
 @given(payloads)
 @example({"agent": "\ud800", "task_id": "t", "task_type": "x", "phase": "STARTED", "event_time": 1})
 @example([])
+@example({"agent": "a\nb", "task_id": "t", "task_type": "x", "phase": "STARTED", "event_time": 1})
 @example({"event_time": 10**400})  # found: the hours ahead overflowed a float (a 500)
 def test_any_json_gives_agent_events_or_every_problem(payload: Any) -> None:
     records_or_every_problem(validate_agent_events, "agent_event", payload)
+    records, errors = validate_agent_events(payload, NOW_MS)
+    for record in records if not errors else []:
+        # What the door takes, the worker takes: no 202 for an event it then dead-letters.
+        assert check_agent_event(record, NOW_MS, Limits()) is None, record
 
 
 subscribe_fields = st.fixed_dictionaries(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.predictions import PredictionColumns
-from streams.commands.tail import prediction_line
+from streams.commands.tail import alert_line, one_line, prediction_line
 from tests.schemas.samples import SAMPLES
 
 
@@ -17,3 +17,11 @@ def test_a_prediction_line_shows_its_drivers() -> None:
         "ANOMALY cpu=97 score=0.4; "
         "FAILURE_RISK entity=0.9 score=0.9 +1800s [mem:15m:slope +0.31, cpu:1m:last -0.05]"
     )
+
+
+def test_an_alert_written_by_anyone_shows_as_one_line_that_leaves_the_terminal_alone() -> None:
+    """Records on the topic may predate the worker's checks or come from another producer."""
+    alert = dict(SAMPLES["alert"], entity="web-1\n2026 db-1 FIRING", summary="cpu\x1b[2J\x1b[31m")
+    shown = one_line(alert_line(alert))
+    assert "\n" not in shown and "\x1b" not in shown
+    assert "web-1\\n2026 db-1 FIRING" in shown and "cpu\\x1b[2J\\x1b[31m" in shown

@@ -11,6 +11,7 @@ from streams.validation import (
     Rejection,
     check_agent_event,
     check_metric_batch,
+    check_routing_request,
 )
 
 NOW = 1_800_000_000_000
@@ -62,7 +63,9 @@ def test_kinds_and_ended_series_come_through() -> None:
         ({"kinds": ["GAUGE"]}, "invalid_value", "2 names but 1 kinds"),
         ({"ended": ["x"] * 10_000}, "oversized", "10000 ended series"),
         ({"entity": ""}, "invalid_value", "entity is empty"),
-        ({"entity": "web-1\x00journal0"}, "invalid_value", "NUL character"),
+        ({"entity": "web-1\x00journal0"}, "invalid_value", "control character '\\x00' at 5"),
+        ({"entity": "web-1\nFIRING db-1"}, "invalid_value", "control character '\\n' at 5"),
+        ({"entity": "web-1\x1b[2J"}, "invalid_value", "control character '\\x1b'"),
         ({"event_time": NOW + 2 * 3_600_000}, "future_timestamp", "in the future"),
         ({"event_time": NOW - 8 * 24 * 3_600_000}, "too_old", "beyond retention"),
         ({"entity": "x" * 300}, "oversized", "entity is 300 characters"),
@@ -117,6 +120,12 @@ def test_agent_events() -> None:
     ):
         rejection = check_agent_event(dict(good, **oversized), NOW, LIMITS)
         assert rejection is not None and rejection.kind == "oversized", oversized
+    for field in ("agent", "task_id", "task_type"):
+        rejection = check_agent_event(dict(good, **{field: "x\ty"}), NOW, LIMITS)
+        assert rejection is not None and rejection.kind == "invalid_value"
+        assert f"{field} 'x\\ty' holds the control character" in rejection.reason
+    unicode = dict(good, agent="agent-é-東京", task_type="résumé parse")  # printable: fine
+    assert check_agent_event(unicode, NOW, LIMITS) is None
 
 
 def test_agent_event_workflow_fields() -> None:
@@ -129,7 +138,21 @@ def test_agent_event_workflow_fields() -> None:
         ("workflow_id", "w" * 300, "oversized", "workflow_id is 300 characters"),
         ("parent_task_id", "p" * 300, "oversized", "parent_task_id is 300 characters"),
         ("step", -1, "invalid_value", "step must be >= 0, got -1"),
+        ("workflow_id", "wf\r\n", "invalid_value", "workflow_id 'wf\\r\\n' holds the control"),
     ):
         rejection = check_agent_event(dict(good, **{field: value}), NOW, LIMITS)
         assert rejection is not None and (rejection.kind, field) == (kind, field)
         assert words in rejection.reason
+
+
+def test_routing_requests() -> None:
+    good = {"task_id": "t1", "task_type": "deploy", "candidates": ["a", "b"], "event_time": NOW}
+    assert check_routing_request(good, NOW, LIMITS) is None
+    for changes, words in (
+        ({"task_id": ""}, "task_id is empty"),
+        ({"task_type": "deploy\n"}, "task_type 'deploy\\n' holds the control character"),
+        ({"candidates": ["a", "b\x1b[1m"]}, "candidate 'b\\x1b[1m' must be 1 to"),
+        ({"candidates": ["c"] * 1025}, "1025 candidates"),
+    ):
+        rejection = check_routing_request(dict(good, **changes), NOW, LIMITS)
+        assert rejection is not None and words in rejection.reason, changes
