@@ -78,7 +78,7 @@ AGENT_EVENTS_PATH = "/api/v1/agent-events"
 QUALITY_PATH = "/api/v1/quality"
 MAX_TEXT = 256
 MAX_LABELS = 64
-MAX_FUTURE_MS = 3_600_000
+MAX_FUTURE_MS = 3_600_000  # FORESIGHT_MAX_FUTURE_S's default; the server passes the setting
 _MAX_INT = 2**31 - 1  # Avro's int
 
 # -- agent event validation (pure) ---------------------------------------------------------
@@ -96,30 +96,40 @@ class FieldError:
         return {"index": self.index, "field": self.field, "reason": self.reason}
 
 
-Check = Callable[[Any, int], str | None]  # (value, now_ms) -> reason, or None when valid
+@dataclass(frozen=True)
+class _Received:
+    """When a body arrived, and how far from then its event times may be: the limits the
+    worker holds records to, so the door does not accept what the worker dead-letters."""
+
+    now_ms: int
+    max_future_ms: int
+    max_age_ms: int | None
+
+
+Check = Callable[[Any, _Received], str | None]  # the reason a value is refused, or None
 
 
 def _text_problem(value: Any) -> str | None:
     return text_problem(value, MAX_TEXT)
 
 
-def _check_text(value: Any, now_ms: int) -> str | None:
+def _check_text(value: Any, received: _Received) -> str | None:
     return _text_problem(value)
 
 
-def _check_name(value: Any, now_ms: int) -> str | None:
+def _check_name(value: Any, received: _Received) -> str | None:
     return _text_problem(value) or control_problem(value)
 
 
-def _check_epoch_ms(value: Any, now_ms: int) -> str | None:
-    return epoch_ms_problem(value, now_ms, MAX_FUTURE_MS)
+def _check_epoch_ms(value: Any, received: _Received) -> str | None:
+    return epoch_ms_problem(value, received.now_ms, received.max_future_ms, received.max_age_ms)
 
 
-def _check_measure(value: Any, now_ms: int) -> str | None:
+def _check_measure(value: Any, received: _Received) -> str | None:
     return measure_problem(value)
 
 
-def _check_step(value: Any, now_ms: int) -> str | None:
+def _check_step(value: Any, received: _Received) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer, got {value!r:.60}"
     if not 0 <= value <= _MAX_INT:
@@ -127,7 +137,7 @@ def _check_step(value: Any, now_ms: int) -> str | None:
     return None
 
 
-def _check_labels(value: Any, now_ms: int) -> str | None:
+def _check_labels(value: Any, received: _Received) -> str | None:
     if not isinstance(value, dict):
         return f"must be an object of string labels, got {type(value).__name__}"
     if len(value) > MAX_LABELS:
@@ -143,7 +153,7 @@ def _check_labels(value: Any, now_ms: int) -> str | None:
 
 
 def _enum_check(symbols: Sequence[str]) -> Check:
-    def check(value: Any, now_ms: int) -> str | None:
+    def check(value: Any, received: _Received) -> str | None:
         if value in symbols:
             return None
         return f"must be one of {', '.join(symbols)}; got {value!r:.60}"
@@ -201,12 +211,17 @@ def _agent_event_rules() -> dict[str, _FieldRule]:
 _RULES = _agent_event_rules()
 
 
-def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list[FieldError]]:
-    """Check a decoded JSON body (one event or a list) against the AgentEvent rules.
+def validate_agent_events(
+    payload: Any, now_ms: int, max_future_ms: int = MAX_FUTURE_MS, max_age_ms: int | None = None
+) -> tuple[list[Record], list[FieldError]]:
+    """Check a decoded JSON body (one event or a list) against the AgentEvent rules, event
+    times at most ``max_future_ms`` ahead of ``now_ms`` and, with ``max_age_ms``, at most
+    that far behind.
 
     Returns the records, with absent optional fields set to their schema defaults, and every
     problem found; the caller produces the records only when there is no problem.
     """
+    received = _Received(now_ms, max_future_ms, max_age_ms)
     events = payload if isinstance(payload, list) else [payload]
     if not events:
         return [], [FieldError(None, None, "the list is empty: send at least one event")]
@@ -230,7 +245,7 @@ def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list
                     errors.append(FieldError(index, name, "is required"))
                 record[name] = rule.default.copy() if isinstance(rule.default, dict) else None
                 continue
-            problem = rule.check(value, now_ms)
+            problem = rule.check(value, received)
             if problem:
                 errors.append(FieldError(index, name, problem))
             record[name] = value
@@ -238,16 +253,19 @@ def validate_agent_events(payload: Any, now_ms: int) -> tuple[list[Record], list
     return records, errors
 
 
-def validate_snapshots(payload: Any, now_ms: int) -> tuple[list[Record], list[FieldError]]:
+def validate_snapshots(
+    payload: Any, now_ms: int, max_future_ms: int = MAX_FUTURE_MS
+) -> tuple[list[Record], list[FieldError]]:
     """Check a decoded JSON body (one CodeQualitySnapshot or a list) against the rules of
-    :mod:`schemas.quality`; the records with their defaults, and every problem found."""
+    :mod:`schemas.quality` (a commit of any age: histories are backfilled); the records with
+    their defaults, and every problem found."""
     snapshots = payload if isinstance(payload, list) else [payload]
     if not snapshots:
         return [], [FieldError(None, None, "the list is empty: send at least one snapshot")]
     records: list[Record] = []
     errors: list[FieldError] = []
     for index, snapshot in enumerate(snapshots):
-        problems = snapshot_problems(snapshot, now_ms, MAX_FUTURE_MS)
+        problems = snapshot_problems(snapshot, now_ms, max_future_ms)
         errors += [FieldError(index, p.field, p.reason) for p in problems]
         if not problems:
             records.append(snapshot_record(snapshot))
@@ -266,6 +284,9 @@ class IngestConfig:
     and rate limits (:func:`streams.access.gatekeeper` builds it from the settings);
     ``scrubber`` applies the PII rules (``FORESIGHT_PII_RULES``); ``port`` 0 picks a free
     port (see :attr:`IngestServer.port`); ``tls`` with a certificate: https.
+    ``max_future_ms`` and ``max_age_ms`` bound event times as the worker does
+    (``FORESIGHT_MAX_FUTURE_S``; ``FORESIGHT_TOPIC_RETENTION_HOURS`` for agent events, whose
+    worker dead-letters older ones; samples that old reach it and are dead-lettered there).
     """
 
     kafka: KafkaConfig
@@ -279,6 +300,8 @@ class IngestConfig:
     max_body_bytes: int = 16 << 20
     tls: TlsConfig = field(default_factory=TlsConfig)
     quality_topic: str = "telemetry.code-quality"
+    max_future_ms: int = MAX_FUTURE_MS
+    max_age_ms: int | None = None
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -314,7 +337,9 @@ class IngestServer:
     def __init__(self, config: IngestConfig, codec: Codec | None = None) -> None:
         self.config = config
         self.codec = codec or Codec()
-        self.decoder = RemoteWriteDecoder(config.entity_labels, scrub=config.scrubber.labels)
+        self.decoder = RemoteWriteDecoder(
+            config.entity_labels, scrub=config.scrubber.labels, max_future_ms=config.max_future_ms
+        )
         self._producer: AIOKafkaProducer | None = None
         self._http: HttpServer | None = None
         self.kafka = Dependency("kafka", config.kafka.bootstrap_servers)
@@ -447,7 +472,9 @@ class IngestServer:
     async def agent_events(self, request: Request) -> JSONResponse:
         """``POST /api/v1/agent-events``: JSON AgentEvents."""
         payload = _parse_json(await request.body())
-        records, errors = validate_agent_events(payload, now_ms=int(time.time() * 1000))
+        records, errors = validate_agent_events(
+            payload, int(time.time() * 1000), self.config.max_future_ms, self.config.max_age_ms
+        )
         if errors:
             raise _refused(errors, "events")
         records = self.config.scrubber.agent_events(records)
@@ -461,7 +488,9 @@ class IngestServer:
     async def quality(self, request: Request) -> JSONResponse:
         """``POST /api/v1/quality``: JSON CodeQualitySnapshots."""
         payload = _parse_json(await request.body())
-        records, errors = validate_snapshots(payload, now_ms=int(time.time() * 1000))
+        records, errors = validate_snapshots(
+            payload, int(time.time() * 1000), self.config.max_future_ms
+        )
         if errors:
             raise _refused(errors, "snapshots")
         records = self.config.scrubber.quality_snapshots(records)

@@ -65,6 +65,7 @@ from models.signals import MetricKind
 from models.signals.kinds import family_names
 from models.signals.series import NAME, series_name
 from schemas import limits
+from schemas.field_rules import control_problem
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -72,7 +73,7 @@ Record = dict[str, Any]
 SOURCE = "remote_write"
 FALLBACK_ENTITY = "global"
 STALE_NAN_BITS = 0x7FF0000000000002  # Prometheus' value.StaleNaN
-MAX_FUTURE_MS = 3_600_000
+MAX_FUTURE_MS = 3_600_000  # FORESIGHT_MAX_FUTURE_S's default; the server passes the setting
 MAX_ENTITIES = 10_000
 MAX_BATCH_NAME_BYTES = 256 << 10
 MAX_FAMILIES = 100_000  # metric families whose type the decoder remembers
@@ -418,6 +419,9 @@ class RemoteWriteDecoder:
         Applied to each series' labels before anything else sees them (the ingest server's
         PII rules, :meth:`connectors.pii.Scrubber.labels`), so the entity, the batch labels
         and the series names are all built from scrubbed values. Default: labels unchanged.
+    max_future_ms
+        Samples stamped further ahead of the receiver's clock are not produced (the
+        ``FORESIGHT_MAX_FUTURE_S`` setting, which the worker holds them to). Default an hour.
 
     Examples
     --------
@@ -436,8 +440,10 @@ class RemoteWriteDecoder:
         max_decoded_bytes: int = 64 << 20,
         max_entities: int = MAX_ENTITIES,
         scrub: Callable[[dict[str, str]], dict[str, str]] | None = None,
+        max_future_ms: int = MAX_FUTURE_MS,
     ) -> None:
         self.entity_labels = tuple(label for label in entity_labels if label)
+        self.max_future_ms = max_future_ms
         if not self.entity_labels:
             raise ValueError("entity_labels is empty: name at least one label, e.g. instance")
         if max_batch_samples < 1:
@@ -490,14 +496,16 @@ class RemoteWriteDecoder:
                 f"{self.max_entities:,} per request (each entity is a Kafka record): lower "
                 "queue_config.max_samples_per_send in the sender"
             )
-        latest = now_ms + MAX_FUTURE_MS
+        latest = now_ms + self.max_future_ms
         groups: dict[tuple[str, int], _Group] = {}
         for entity, members in by_entity.items():
             shared = self._shared_entity_labels(members)
             for one in members:
                 name = series_name(one.labels, shared)
-                reason = over_limits(one.labels) or (
-                    "series_name_too_long" if len(name) > limits.MAX_SERIES_CHARS else None
+                reason = (
+                    over_limits(one.labels)
+                    or ("series_name_too_long" if len(name) > limits.MAX_SERIES_CHARS else None)
+                    or ("entity_control_character" if control_problem(entity) else None)
                 )
                 if reason:
                     self._refuse(one, reason, summary)

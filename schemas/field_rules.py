@@ -62,8 +62,11 @@ def control_problem(value: str) -> str | None:
     )
 
 
-def epoch_ms_problem(value: Any, now_ms: int, max_future_ms: int) -> str | None:
-    """Integer epoch milliseconds, not negative, at most ``max_future_ms`` ahead of now."""
+def epoch_ms_problem(
+    value: Any, now_ms: int, max_future_ms: int, max_age_ms: int | None = None
+) -> str | None:
+    """Integer epoch milliseconds, not negative, at most ``max_future_ms`` ahead of now and,
+    with ``max_age_ms``, at most that far behind it."""
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer of epoch milliseconds, got {value!r:.60}"
     if value < 0:
@@ -75,6 +78,12 @@ def epoch_ms_problem(value: Any, now_ms: int, max_future_ms: int) -> str | None:
             f"{str(value)[:24]} is {ahead:.1f} h ahead of the receiver's clock ({now_ms}); at "
             f"most {max_future_ms / 3_600_000:g} h is allowed: send epoch milliseconds (not "
             "microseconds) and check the sender's clock"
+        )
+    if max_age_ms is not None and value < now_ms - max_age_ms:
+        return (
+            f"{value} is {(now_ms - value) / 3_600_000:.0f} h old; the topics keep "
+            f"{max_age_ms / 3_600_000:g} h (FORESIGHT_TOPIC_RETENTION_HOURS), and the worker "
+            "refuses older events"
         )
     return None
 

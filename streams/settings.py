@@ -330,7 +330,8 @@ class Settings:
     max_future_s: float = _setting(
         3600.0,
         "FORESIGHT_MAX_FUTURE_S",
-        "Samples stamped further than this in the future are dead-lettered.",
+        "Samples and events stamped further than this in the future are dead-lettered by "
+        "the worker and not taken by ingest.",
     )
     anomaly_warmup_steps: int = _setting(
         120,

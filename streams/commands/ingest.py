@@ -48,6 +48,8 @@ def ingest_config(settings: Settings, audit: AuditTrail) -> IngestConfig:
         port=settings.ingest_port,
         tls=settings.tls(),
         quality_topic=QUALITY.name,
+        max_future_ms=int(settings.max_future_s * 1000),
+        max_age_ms=settings.topic_retention_hours * 3_600_000,
     )
 
 

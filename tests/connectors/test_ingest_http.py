@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.audit import AuditTrail
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import READ, WRITE, KeysFile
 from connectors.ingest_http import (
@@ -27,8 +29,11 @@ from connectors.ingest_http import (
 )
 from connectors.kafka_clients import KafkaConfig
 from connectors.pii import Scrubber, shipped_rules
+from streams.commands.ingest import ingest_config
+from streams.settings import Settings
 
 NOW = 1_767_225_600_000
+HOUR = 3_600_000
 EVENT: dict[str, Any] = {
     "agent": "agent-01",
     "task_id": "t-1",
@@ -128,10 +133,20 @@ def ingest_keys(tmp_path: Path) -> tuple[KeysFile, str, str]:
 
 
 @asynccontextmanager
-async def ingest_client(keys: KeysFile) -> AsyncIterator[httpx.AsyncClient]:
+async def ingest_client(
+    keys: KeysFile, max_future_ms: int = MAX_FUTURE_MS, max_age_ms: int | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     scrubber = Scrubber(shipped_rules(), secret=b"0" * 32)
     config = IngestConfig(
-        KafkaConfig("unused:9092"), "m", "e", Gatekeeper(keys), ("instance",), scrubber, port=0
+        KafkaConfig("unused:9092"),
+        "m",
+        "e",
+        Gatekeeper(keys),
+        ("instance",),
+        scrubber,
+        port=0,
+        max_future_ms=max_future_ms,
+        max_age_ms=max_age_ms,
     )
     app = IngestServer(config).app()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -239,3 +254,34 @@ async def test_quality_needs_a_writer_and_names_the_bad_field(
     (detail,) = response.json()["error"]["details"]
     assert (detail["index"], detail["field"]) == (0, "mean_complexity")
     assert detail["reason"] == "must be a number, got 'high'"
+
+
+async def test_event_times_are_held_to_the_worker_s_limits(
+    ingest_keys: tuple[KeysFile, str, str],
+) -> None:
+    """A 202 is not given for an event the worker would dead-letter as too far ahead or too
+    old: the door takes FORESIGHT_MAX_FUTURE_S and the topics' retention from the settings."""
+    keys, writer, _ = ingest_keys
+    now = int(time.time() * 1000)
+    ahead, old = {**EVENT, "event_time": now + 1_800_000}, {**EVENT, "event_time": now - 30 * HOUR}
+    async with ingest_client(keys, max_future_ms=600_000, max_age_ms=24 * HOUR) as http:
+        response = await http.post(
+            AGENT_EVENTS_PATH, json=[ahead, old], headers={"X-API-Key": writer}
+        )
+    assert response.status_code == 400, response.text
+    first, second = response.json()["error"]["details"]
+    assert (first["index"], first["field"]) == (0, "event_time")
+    assert "at most 0.166667 h is allowed" in first["reason"]
+    assert (second["index"], second["field"]) == (1, "event_time")
+    assert "30 h old; the topics keep 24 h" in second["reason"]
+
+
+def test_the_server_takes_its_time_limits_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        max_future_s=7200.0,
+        topic_retention_hours=48,
+        keys_file=str(tmp_path / "keys.json"),
+        credentials_file=str(tmp_path / "credentials"),
+    )
+    config = ingest_config(settings, AuditTrail(KafkaConfig("unused:9092"), "audit", "ingest"))
+    assert (config.max_future_ms, config.max_age_ms) == (7_200_000, 48 * HOUR)

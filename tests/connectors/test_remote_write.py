@@ -262,6 +262,25 @@ def test_series_over_the_label_limits_are_dropped_and_counted_alone() -> None:
     }
 
 
+def test_an_entity_named_with_a_control_character_is_dropped_and_counted() -> None:
+    """The worker dead-letters such a batch whole; the door drops those series alone."""
+    series: list[Series] = [
+        ({"__name__": "ok", **WEB1}, [(T0, 1.0)]),
+        ({"__name__": "up", "instance": "web-9\n2026 FIRING"}, [(T0, 1.0), (T0 + 1, 1.0)]),
+    ]
+    decoded = RemoteWriteDecoder(ENTITY_LABELS).decode(snappy(write_request(series)), now_ms=NOW)
+    assert [b["entity"] for b in decoded.batches] == ["web-1:9100"]
+    assert decoded.summary.dropped()["entity_control_character"] == 2
+
+
+def test_samples_ahead_are_held_to_the_limit_given() -> None:
+    series: list[Series] = [({"__name__": "up", **WEB1}, [(NOW + 1_800_000, 1.0)])]
+    body = snappy(write_request(series))
+    assert RemoteWriteDecoder(ENTITY_LABELS).decode(body, now_ms=NOW).summary.future == 0
+    strict = RemoteWriteDecoder(ENTITY_LABELS, max_future_ms=600_000)
+    assert strict.decode(body, now_ms=NOW).summary.future == 1
+
+
 def test_a_request_for_absurdly_many_entities_is_refused_whole() -> None:
     series: list[Series] = [
         ({"__name__": "up", "instance": f"h{i}"}, [(T0, 1.0)]) for i in range(11)
