@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.field_rules import one_line
 from schemas.json_form import dumps
 
 Alert = Mapping[str, Any]
@@ -164,7 +165,7 @@ def email_payload(alert: Alert) -> dict[str, Any]:
     if alert["status"] == "RESOLVED":
         firing = _message_id(alert, "FIRING")
         headers.update({"In-Reply-To": firing, "References": firing})
-    subject = f"[{alert['status']}] {_headline(alert)}"
+    subject = one_line(f"[{alert['status']}] {_headline(alert)}")  # a line break would end it
     return {"subject": subject[:250], "text": text + "\n", "headers": headers}
 
 

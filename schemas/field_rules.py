@@ -62,6 +62,20 @@ def control_problem(value: str) -> str | None:
     )
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character a terminal or a mail header would act on (line breaks,
+    escapes) written out as its escape sequence: a record's names, whoever wrote them, show
+    as one line, and cannot move the cursor, recolour the operator's terminal or start a
+    header of their own.
+
+    >>> one_line("web-1\\nFIRING\\x1b[2J")
+    'web-1\\\\nFIRING\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def epoch_ms_problem(
     value: Any, now_ms: int, max_future_ms: int, max_age_ms: int | None = None
 ) -> str | None:

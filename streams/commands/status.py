@@ -37,11 +37,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.kafka_clients import KafkaConfig
 from models.alerts import FiringAlerts
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.field_rules import one_line
 from streams.access import local_client_key, local_url, open_local
 from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
-from streams.commands.tail import TailError, one_line, topic_partitions
+from streams.commands.tail import TailError, topic_partitions
 from streams.settings import Settings
 from streams.topics import ALERTS
 

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from connectors.json_text import dumps
 from connectors.kafka_clients import KafkaConfig
 from schemas.codec import Codec, DeadLetter, Message
+from schemas.field_rules import one_line
 from schemas.predictions import as_rows, prediction_rows
 from streams.codecs import codec_for
 from streams.settings import Settings
@@ -95,19 +96,6 @@ def alert_line(alert: Record) -> str:
 
 
 LINES: dict[str, Callable[[Record], str]] = {"predictions": prediction_line, "alerts": alert_line}
-
-
-def one_line(text: str) -> str:
-    """``text`` with every character a terminal would act on (line breaks, escapes) written
-    out as its escape sequence: a record's names, whoever wrote them, show as one line and
-    cannot move the cursor or recolour the operator's terminal.
-
-    >>> one_line("web-1\\nFIRING\\x1b[2J")
-    'web-1\\\\nFIRING\\\\x1b[2J'
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def follow(

@@ -248,6 +248,18 @@ def test_an_episode_is_two_mails_the_second_answering_the_first() -> None:
     assert body(FIRING, "email") == firing  # a redelivered record is the same mail
 
 
+def test_a_mail_subject_is_one_line_whatever_the_entity_holds() -> None:
+    """An alert from before the worker refused such names, or from another producer: a line
+    break in the subject would start a header of the alert's own choosing."""
+    forged = dict(FIRING, entity="web-1\r\nBcc: attacker@example.com")
+    mail = body(forged, "email")
+    assert "\r" not in mail["subject"] and "\n" not in mail["subject"]
+    assert (
+        mail["subject"]
+        == "[FIRING] CRITICAL anomaly firing on web-1\\r\\nBcc: attacker@example.com"
+    )
+
+
 def test_the_email_connector_keeps_server_account_and_addresses_in_its_file(
     tmp_path: Path,
 ) -> None:

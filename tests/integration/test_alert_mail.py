@@ -198,10 +198,12 @@ async def test_an_episode_reaches_teams_as_two_cards_and_inboxes_as_two_mails(
         states = json.loads(capsys.readouterr().out)
         assert code == 0, states
         episode = [alert("db-7", "FIRING"), alert("db-7", "RESOLVED")]
+        # An alert whose entity tries to end the Subject and add a header of its own.
+        forged = alert("db-8\r\nBcc: attacker@example.com", "FIRING")
         await _produce(stack, "teams", "alerts.teams.json", episode)
-        await _produce(stack, "email", "alerts.email.json", episode)
+        await _produce(stack, "email", "alerts.email.json", [*episode, forged])
         await _until(lambda: len(teams.requests) >= 2, "two Teams cards")
-        await _until(lambda: len(handler.mails) >= 2, "two mails")
+        await _until(lambda: len(handler.mails) >= 3, "three mails")
         cards = [r.body for r in teams.requests]
 
     assert {s["connector"]: s["state"] for s in states} == {
@@ -211,8 +213,10 @@ async def test_an_episode_reaches_teams_as_two_cards_and_inboxes_as_two_mails(
     firing_card, resolved_card = (c["attachments"][0]["content"] for c in cards)
     assert firing_card["body"][0]["text"] == "CRITICAL failure\\_risk firing on db-7"
     assert resolved_card["body"][0]["color"] == "Good"
-    (to_first, first), (to_second, second) = handler.mails
-    assert to_first == to_second == ["oncall@example.com", "ops@example.com"]
+    (to_first, first), (to_second, second), (to_forged, forged_mail) = handler.mails
+    assert to_first == to_second == to_forged == ["oncall@example.com", "ops@example.com"]
+    assert forged_mail["Bcc"] is None
+    assert forged_mail["Subject"].startswith("[FIRING] CRITICAL failure_risk firing on db-8\\r")
     assert first["Subject"] == "[FIRING] CRITICAL failure_risk firing on db-7"
     assert second["Subject"] == "[RESOLVED] CRITICAL failure_risk resolved on db-7"
     assert first["From"] == "Foresight <alerts@example.com>"

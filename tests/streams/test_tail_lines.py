@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from schemas.field_rules import one_line
 from schemas.predictions import PredictionColumns
-from streams.commands.tail import alert_line, one_line, prediction_line
+from streams.commands.tail import alert_line, prediction_line
 from tests.schemas.samples import SAMPLES
 
 
