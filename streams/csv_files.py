@@ -9,15 +9,16 @@ found). Any other encoding is refused by name, not with a codec's message.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    """Every row of ``path``; raises ``OSError`` when it cannot be read and ``ValueError``,
-    naming the file, when it is not UTF-8 CSV."""
+def iter_rows(path: Path) -> Iterator[list[str]]:
+    """The rows of ``path`` one at a time; raises ``OSError`` when it cannot be read and
+    ``ValueError``, naming the file, at the first row that is not UTF-8 CSV."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return list(csv.reader(handle))
+            yield from csv.reader(handle)
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 CSV"

@@ -37,7 +37,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,7 +49,7 @@ import numpy.typing as npt
 
 from models.signals import MetricKind
 from schemas.codec import Record
-from streams.csv_files import read_rows
+from streams.csv_files import iter_rows
 from streams.topics import AGENT_EVENTS, LABELS, METRICS
 
 FloatArray = npt.NDArray[np.float64]
@@ -1442,31 +1443,31 @@ def csv_series(
     ...  for _, key, r in csv_series(folder / "cpu.csv", "nab-1", "cpu_percent")]
     [('nab-1', 1396310400000, ['cpu_percent'], [12.5])]
     """
-    rows = read_rows(Path(path))
-    header = [column.strip().lower() for column in (rows[0] if rows else [])]
+    rows = iter_rows(Path(path))
+    header = [column.strip().lower() for column in next(rows, [])]
     if "timestamp" not in header or "value" not in header:
         raise ValueError(
             f"{path}: header {header!r} has no 'timestamp' and 'value' columns; the first "
             "line must name them, e.g. 'timestamp,value'"
         )
     time_column, value_column = header.index("timestamp"), header.index("value")
-    samples: list[tuple[int, float]] = []
-    for line, row in enumerate(rows[1:], start=2):
+    # 16 bytes a row, so a long file is checked whole without holding its text.
+    times, values = array("q"), array("d")
+    for line, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) <= max(time_column, value_column):
             raise ValueError(f"{path}:{line}: row {row!r} has fewer columns than the header")
         where = f"{path}:{line}"
-        samples.append(
-            (_parse_time_ms(row[time_column], where), _parse_value(row[value_column], where))
-        )
-    return _csv_records(samples, entity, metric, dict(labels or {}))
+        times.append(_parse_time_ms(row[time_column], where))
+        values.append(_parse_value(row[value_column], where))
+    return _csv_records(times, values, entity, metric, dict(labels or {}))
 
 
 def _csv_records(
-    samples: list[tuple[int, float]], entity: str, metric: str, labels: dict[str, str]
+    times: Sequence[int], values: Sequence[float], entity: str, metric: str, labels: dict[str, str]
 ) -> Iterator[SimEvent]:
-    for event_ms, value in samples:
+    for event_ms, value in zip(times, values, strict=True):
         yield (
             METRICS.name,
             entity,

@@ -22,7 +22,7 @@ import numpy as np
 from models.anomaly import StreamingAnomalyDetector
 from models.base import FloatArray
 from models.entity_anomaly import EntityAnomalyDetector
-from streams.csv_files import read_rows
+from streams.csv_files import iter_rows
 from streams.settings import Settings
 
 _TIME_COLUMNS = ("timestamp", "time", "ts")
@@ -102,7 +102,7 @@ def score_file(path: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def _read_table(path: Path) -> tuple[list[str], list[str], FloatArray]:
-    rows = read_rows(path)
+    rows = list(iter_rows(path))
     if len(rows) < 2:
         raise ValueError(f"{path}: needs a header row and at least one data row")
     header = [name.strip() for name in rows[0]]
