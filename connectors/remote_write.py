@@ -500,12 +500,13 @@ class RemoteWriteDecoder:
         groups: dict[tuple[str, int], _Group] = {}
         for entity, members in by_entity.items():
             shared = self._shared_entity_labels(members)
+            unnamed = "entity_control_character" if control_problem(entity) else None
             for one in members:
                 name = series_name(one.labels, shared)
                 reason = (
                     over_limits(one.labels)
                     or ("series_name_too_long" if len(name) > limits.MAX_SERIES_CHARS else None)
-                    or ("entity_control_character" if control_problem(entity) else None)
+                    or unnamed
                 )
                 if reason:
                     self._refuse(one, reason, summary)

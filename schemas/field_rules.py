@@ -93,13 +93,22 @@ def epoch_ms_problem(
             f"most {max_future_ms / 3_600_000:g} h is allowed: send epoch milliseconds (not "
             "microseconds) and check the sender's clock"
         )
-    if max_age_ms is not None and value < now_ms - max_age_ms:
-        return (
-            f"{value} is {(now_ms - value) / 3_600_000:.0f} h old; the topics keep "
-            f"{max_age_ms / 3_600_000:g} h (FORESIGHT_TOPIC_RETENTION_HOURS), and the worker "
-            "refuses older events"
-        )
-    return None
+    return age_problem(value, now_ms, max_age_ms) if max_age_ms is not None else None
+
+
+def age_problem(t_ms: int, now_ms: int, max_age_ms: int) -> str | None:
+    """An event time no older than the topics keep: the worker refuses older events (the
+    same words at the HTTP door and in the dead letter).
+
+    >>> age_problem(0, now_ms=1_800_000_000_000, max_age_ms=168 * 3_600_000)
+    '0 is 500000 h old, beyond retention (168 h, FORESIGHT_TOPIC_RETENTION_HOURS)'
+    """
+    if t_ms >= now_ms - max_age_ms:
+        return None
+    return (
+        f"{t_ms} is {(now_ms - t_ms) / 3_600_000:.0f} h old, beyond retention "
+        f"({max_age_ms / 3_600_000:g} h, FORESIGHT_TOPIC_RETENTION_HOURS)"
+    )
 
 
 def measure_problem(value: Any, most: float = MAX_DOUBLE) -> str | None:

@@ -16,7 +16,7 @@ import numpy as np
 from models.base import FloatArray
 from models.signals import MetricKind
 from schemas import limits
-from schemas.field_rules import control_problem
+from schemas.field_rules import age_problem, control_problem
 
 Record = dict[str, Any]
 _KINDS = {kind.value: kind for kind in MetricKind}
@@ -95,14 +95,8 @@ def _timestamp(t_ms: int, now_ms: int, limits: Limits) -> Rejection | None:
             f"event_time {t_ms} is {ahead:.0f} min in the future (limit "
             f"{limits.max_future_ms / 60_000:.0f} min): check the producer's clock",
         )
-    if t_ms < now_ms - limits.max_age_ms:
-        age = (now_ms - t_ms) / 3_600_000
-        return Rejection(
-            "too_old",
-            f"event_time {t_ms} is {age:.0f} h old, beyond retention "
-            f"({limits.max_age_ms / 3_600_000:.0f} h)",
-        )
-    return None
+    too_old = age_problem(t_ms, now_ms, limits.max_age_ms)
+    return Rejection("too_old", f"event_time {too_old}") if too_old else None
 
 
 def check_metric_batch(record: Record, now_ms: int, limits: Limits) -> Rejection | CheckedBatch:

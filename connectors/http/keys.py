@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from connectors.private_files import write_private
+from schemas.field_rules import control_problem
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,9 @@ class ApiKey:
         name = name.strip()
         if not name or len(name) > MAX_NAME:
             raise KeysError(f"a key's name must be 1 to {MAX_NAME} characters, got {name!r}")
-        if not name.isprintable():  # it goes on one line of `keys list` and of the audit trail
-            raise KeysError(
-                f"a key's name must be printable, without line breaks, tabs or control "
-                f"characters, got {name!r}"
-            )
+        problem = control_problem(name)  # one line of `keys list` and of the audit trail
+        if problem:
+            raise KeysError(f"a key's name {name!r} {problem}")
         return cls(
             id="k" + secrets.token_hex(4),
             name=name,

@@ -273,7 +273,7 @@ async def test_event_times_are_held_to_the_worker_s_limits(
     assert (first["index"], first["field"]) == (0, "event_time")
     assert "at most 0.166667 h is allowed" in first["reason"]
     assert (second["index"], second["field"]) == (1, "event_time")
-    assert "30 h old; the topics keep 24 h" in second["reason"]
+    assert "30 h old, beyond retention (24 h" in second["reason"]
 
 
 def test_the_server_takes_its_time_limits_from_the_settings(tmp_path: Path) -> None:
