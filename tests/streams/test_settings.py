@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from streams.settings import load_settings, setting_fields, settings_table
+from streams.setting_domains import Between
+from streams.settings import Settings, load_settings, setting_fields, settings_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -49,26 +51,94 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_settings(environ={"FORESIGHT_CONFIG": str(tmp_path / "missing.yaml")})
 
 
+def _numbers() -> list[tuple[str, Between]]:
+    return [
+        (f.metadata["env"], f.metadata["domain"])
+        for f in setting_fields()
+        if isinstance(f.metadata["domain"], Between)
+    ]
+
+
+def test_every_number_and_choice_declares_what_it_allows() -> None:
+    undeclared = [
+        f.metadata["env"]
+        for f in setting_fields()
+        if type(f.default) in (int, float) and f.metadata["domain"] is None
+    ]
+    assert undeclared == []
+
+
+@pytest.mark.parametrize(("env", "domain"), _numbers(), ids=[e for e, _ in _numbers()])
+def test_a_number_outside_its_domain_is_refused_naming_the_setting(
+    env: str, domain: Between
+) -> None:
+    low, high = domain.low, domain.high
+    outside = ["nan", "inf", "-inf"]
+    inside = []
+    if low is not None:
+        outside.append(_text(low if domain.above else low - 1))
+        inside += [] if domain.above else [_text(low)]
+    if high is not None:
+        outside.append(_text(high if domain.below else high + 1))
+        inside += [] if domain.below else [_text(high)]
+    for raw in outside:
+        with pytest.raises(ValueError, match=f"^{env}: .* must be .*, got ") as refused:
+            load_settings(environ={env: raw})
+        assert raw in str(refused.value)
+    for raw in inside:
+        load_settings(environ={env: raw})
+
+
+def _text(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
 @pytest.mark.parametrize(
-    "env",
+    ("env", "bad", "good"),
     [
-        {"FORESIGHT_WORKER_FETCH_WAIT_MS": "-5"},
-        {"FORESIGHT_WORKER_IDLE_FETCH_WAIT_MS": "0"},
-        {"FORESIGHT_WORKER_FETCH_MIN_BYTES": "0"},
-        {"FORESIGHT_WORKER_PRODUCE_BATCH_BYTES": "0"},
+        ("FORESIGHT_LOG_LEVEL", "LOUD", "debug"),
+        ("FORESIGHT_WORKER_OFFSET_RESET", "middle", "latest"),
+        ("FORESIGHT_WORKER_STORE", "mysql://", "memory://"),
+        ("FEATURE_STORE_URL", "http://cache:6379", "rediss://cache:6380/1"),
+        ("FEATURE_STORE_URL", "cache:6379", "unix:///run/redis.sock"),
+        ("CLICKHOUSE_URL", "clickhouse:8123", "https://u:p@ch:8443/db"),
+        ("KAFKA_CONNECT_URL", "", "https://connect:8083"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS", "SASL_PLAINTEXT"),
     ],
 )
-def test_the_workers_fetches_and_sends_refuse_waits_and_sizes_kafka_has_no_use_for(
-    env: dict[str, str],
+def test_a_choice_or_url_outside_its_domain_is_refused(env: str, bad: str, good: str) -> None:
+    with pytest.raises(ValueError, match=f"^{env}: .* must be .*, got {bad!r}"):
+        load_settings(environ={env: bad})
+    extra = {"KAFKA_SASL_USERNAME": "u"} if good.startswith("SASL") else {}
+    if not extra:
+        load_settings(environ={env: good})
+
+
+def test_settings_made_in_code_are_held_to_the_same_domains() -> None:
+    with pytest.raises(ValueError, match=r"^FORESIGHT_STEP_S must be above 0, got 0\.0$"):
+        Settings(step_s=0.0)
+    with pytest.raises(ValueError, match="FORESIGHT_API_PORT must be 1 to 65535"):
+        Settings().replace(api_port=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("step_s: [\n", "foresight.yaml at line 2, column 1: expected the node content"),
+        ("step_s: 1\n  bad: indent\n", "foresight.yaml at line 2, column 6: mapping values"),
+        ("topic_partitions: 2.5\n", "topic_partitions must be int, got 2.5"),
+        ("step_s: true\n", "step_s must be float, got True"),
+        ("step_s: .nan\n", "step_s must be a number above 0, got nan"),
+    ],
+)
+def test_a_yaml_file_that_does_not_fit_is_one_line_naming_where(
+    tmp_path: Path, text: str, message: str
 ) -> None:
-    with pytest.raises(ValueError, match="FORESIGHT_WORKER_FETCH_WAIT_MS must be at least 0"):
-        load_settings(environ=env)
-
-
-@pytest.mark.parametrize("wait", ["-1", "nan"])
-def test_the_journal_wait_refuses_what_is_not_a_wait(wait: str) -> None:
-    with pytest.raises(ValueError, match="FORESIGHT_WORKER_JOURNAL_S must be 0 or more"):
-        load_settings(environ={"FORESIGHT_WORKER_JOURNAL_S": wait})
+    config = tmp_path / "foresight.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
+        load_settings(environ={}, config_file=config)
+    assert "\n" not in str(refused.value)
 
 
 def test_readme_lists_every_setting() -> None:
