@@ -335,7 +335,9 @@ class AuditTrail:
                 if stopping or time.monotonic() >= next_summary:
                     self._summarise()
                     next_summary = time.monotonic() + self.summary_interval_s
-                if producer is None:
+                with self._lock:
+                    idle = not self._pending
+                if producer is None and not (stopping and idle):  # nothing left to send
                     producer = await self._connect()
                 if producer is not None:
                     await self._produce(producer)
@@ -359,7 +361,7 @@ class AuditTrail:
         try:
             await producer.start()
         except (KafkaError, OSError) as error:
-            log.warning("audit trail: cannot reach Kafka at %s: %s", self.kafka.describe(), error)
+            log.warning("audit trail: %s", self.kafka.failure(error))
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
             return None

@@ -142,6 +142,13 @@ class KafkaConfig:
             how += f", {self.sasl_mechanism} as {self.sasl_username}"
         return f"{self.bootstrap_servers} ({how})"
 
+    def failure(self, error: BaseException) -> str:
+        """A Kafka error for a person: a refused start's reason as it is (it names the
+        brokers and what to check), anything else with where the brokers were looked for."""
+        if isinstance(error, KafkaRefusedError):
+            return str(error.args[0])
+        return f"{error} (is Kafka up at {self.describe()}?)"
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """What clients verify the brokers with (hostname included); ``None`` without TLS."""
         return verifying_context(self.ssl_cafile, "KAFKA_SSL_CAFILE") if self.uses_tls else None
@@ -231,7 +238,11 @@ class KafkaConfig:
 
 
 class _ExplainsRefusal:
-    """A client whose failed start says why (mixed into aiokafka's three clients)."""
+    """A client whose failed start says why (mixed into aiokafka's three clients), and
+    closes what the start opened: aiokafka leaves it open, and the client's finaliser then
+    logs "Unclosed AIOKafkaProducer" under the reason."""
+
+    _close = "stop"  # the aiokafka client's closing verb
 
     def __init__(self, kafka: KafkaConfig, *topics: str, **options: Any) -> None:
         super().__init__(*topics, **options)  # the aiokafka client, next in the MRO
@@ -241,6 +252,7 @@ class _ExplainsRefusal:
         try:
             await super().start()  # type: ignore[misc]
         except KafkaConnectionError as error:
+            await getattr(super(), self._close)()
             kafka = self._foresight_kafka
             reason = await kafka.refusal() or f"Kafka at {kafka.describe()}: {error}"
             raise KafkaRefusedError(reason) from error
@@ -255,4 +267,4 @@ class _Consumer(_ExplainsRefusal, AIOKafkaConsumer):  # type: ignore[misc]
 
 
 class _Admin(_ExplainsRefusal, AIOKafkaAdminClient):  # type: ignore[misc]
-    pass
+    _close = "close"

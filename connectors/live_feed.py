@@ -161,10 +161,7 @@ class LiveFeed:
         try:
             await consumer.start()
         except Exception as error:
-            raise FeedStartError(
-                f"cannot reach Kafka at {self.config.kafka.describe()}: {error}; "
-                "is the stack up (foresight stack up)?"
-            ) from error
+            raise FeedStartError(self.config.kafka.failure(error)) from error
         self._consumer = consumer
         existing = await consumer.topics()
         missing = [t for t in topics if t not in existing]

@@ -15,6 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from connectors.kafka_clients import KafkaRefusedError
 from connectors.schema_registry import RegistryError
 from streams import commands
 from streams.settings import load_settings
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args, settings)
     except RegistryError as error:  # refused a schema, or none answers at SCHEMA_REGISTRY_URL
         print(f"foresight {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KafkaRefusedError as error:  # a client could not start; its message says why
+        print(f"foresight {args.command}: {error.args[0]}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         # Python flushes stdout again on its way out; pointed at nothing, that stays quiet.

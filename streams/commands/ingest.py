@@ -81,10 +81,12 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     with audit:
         try:
             asyncio.run(_serve(config, settings))
-        except (KafkaError, OSError) as error:
+        except KafkaError as error:
+            print(f"foresight ingest: cannot start: {config.kafka.failure(error)}", file=sys.stderr)
+            return 1
+        except OSError as error:
             print(
-                f"foresight ingest: cannot start: {error!r} (is Kafka up at "
-                f"{config.kafka.describe()} and port {settings.ingest_port} free?)",
+                f"foresight ingest: cannot start: {error} (is port {settings.ingest_port} free?)",
                 file=sys.stderr,
             )
             return 1

@@ -181,8 +181,7 @@ def _run_processor(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_serve(settings, args.topic))
     except KafkaError as error:
         print(
-            f"foresight quality run: cannot go on: {error!r} (is Kafka up at "
-            f"{settings.kafka().describe()}?)",
+            f"foresight quality run: cannot go on: {settings.kafka().failure(error)}",
             file=sys.stderr,
         )
         return 1

@@ -59,8 +59,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(serve(processor, settings, doing))
         except KafkaError as error:
             print(
-                f"foresight retrain: cannot go on: {error!r} (is Kafka up at "
-                f"{settings.kafka().describe()}?)",
+                f"foresight retrain: cannot go on: {settings.kafka().failure(error)}",
                 file=sys.stderr,
             )
             return 1

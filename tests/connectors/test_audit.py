@@ -3,6 +3,7 @@ flood throttle, and a buffer that drops rather than waits."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -160,3 +161,17 @@ def test_a_trail_whose_broker_never_answers_stops_and_counts_what_it_could_not_s
     assert trail.pending() == []
     with pytest.raises(RuntimeError, match="already started"):
         trail.start()
+
+
+def test_a_trail_with_nothing_to_send_does_not_try_the_broker_again_to_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trail = _trail()
+    with caplog.at_level("WARNING", logger="connectors.audit"), trail:
+        for _ in range(100):  # the first try to connect, from the trail's thread
+            if any(r.name == "connectors.audit" for r in caplog.records):
+                break
+            time.sleep(0.05)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "connectors.audit"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("audit trail: nothing answers as Kafka at 127.0.0.1:1")
