@@ -147,6 +147,11 @@ class ChdbStore:
         self._conn.close()
 
 
+class ServerUnreachableError(ConnectionError):
+    """No ClickHouse server answers at ``CLICKHOUSE_URL``; the message says where (without
+    the URL's credentials) and why."""
+
+
 class ServerStore:
     """A ClickHouse server through clickhouse-connect (``http[s]://user:pass@host:port/db``).
 
@@ -156,19 +161,29 @@ class ServerStore:
 
     def __init__(self, url: str, settings: Mapping[str, str] | None = None) -> None:
         import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import OperationalError
 
         parts = urlparse(url)
         self.url = url
-        self._client = clickhouse_connect.get_client(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8443 if parts.scheme == "https" else 8123),
-            username=unquote(parts.username or "default"),
-            password=unquote(parts.password or ""),
-            database=parts.path.strip("/") or "default",
-            secure=parts.scheme == "https",
-            settings=dict(settings or {}),
-            autogenerate_session_id=settings is None,
-        )
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (8443 if parts.scheme == "https" else 8123)
+        database = parts.path.strip("/") or "default"
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=host,
+                port=port,
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+                database=database,
+                secure=parts.scheme == "https",
+                settings=dict(settings or {}),
+                autogenerate_session_id=settings is None,
+            )
+        except OperationalError as error:  # the client asks the server's version at once
+            raise ServerUnreachableError(
+                f"nothing answers as ClickHouse at {parts.scheme}://{host}:{port}/{database} "
+                f"({_root_cause(error)}); check CLICKHOUSE_URL"
+            ) from error
 
     def command(self, sql: str) -> None:
         self._client.command(sql)
@@ -189,6 +204,17 @@ class ServerStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost operating-system error under ``error`` (``[Errno 111] Connection
+    refused``), or ``error`` itself: clickhouse-connect wraps urllib3's wrapper of it."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return f"[Errno {seen.errno}] {seen.strerror}" if seen.errno else seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(error)
 
 
 @contextmanager

@@ -64,7 +64,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from fastapi import FastAPI, Request
 
 from connectors.audit import FAILED, REFUSED, SUCCEEDED, AuditTrail
-from connectors.clickhouse import ClickHouseStore, QueryResult, sql_string, sql_string_lists
+from connectors.clickhouse import (
+    ClickHouseStore,
+    QueryResult,
+    ServerUnreachableError,
+    sql_string,
+    sql_string_lists,
+)
 from connectors.clickhouse_schema import (
     TABLE_FOR_SCHEMA,
     TABLES,
@@ -293,6 +299,8 @@ class ClickHouseSink:
         self._stop = stop
         try:
             store = GuardedStore(self._store_factory())
+        except ServerUnreachableError as error:
+            raise SinkError(f"cannot open the ClickHouse store: {error}") from error
         except Exception as error:  # chdb and clickhouse-connect raise many types
             raise SinkError(
                 f"cannot open the ClickHouse store: {error}. A chdb folder opens in one "

@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Client libraries narrate every rebalance at INFO; the commands say what matters.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
+    # ClickHouse's HTTP client retries and logs each failed connection before the one error
+    # the command reports.
+    for narrator in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
+        logging.getLogger(narrator).setLevel(max(logging.ERROR, logging.root.level))
     try:
         code: int = args.func(args, settings)
     except RegistryError as error:  # refused a schema, or none answers at SCHEMA_REGISTRY_URL
