@@ -62,12 +62,23 @@ class SinkConfig:
     secrets: dict[str, str] = field(repr=False)
 
 
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
 def _check_url(target: str, url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(
             f"{target}: URL {url!r} is not an absolute http:// or https:// URL; "
             "give the full endpoint, e.g. https://hooks.example.com/foresight"
+        )
+    # Connect's validator says "Illegal character in authority at index 7" for a space, and
+    # takes a raw line break in the path as it is.
+    blank = _BLANK.search(url)
+    if blank:
+        raise ValueError(
+            f"{target}: URL {url!r} holds {blank.group()!r} at {blank.start()}; a URL has no "
+            "spaces or control characters (percent-encode them, e.g. %20)"
         )
 
 

@@ -199,6 +199,8 @@ def test_sink_config_overrides_topic_and_name(tmp_path: Path) -> None:
     [
         ("opsgenie", "https://example.com", "", "unknown alert target 'opsgenie'"),
         ("webhook", "example.com/hook", "", "'example.com/hook' is not an absolute"),
+        ("webhook", "http://exa mple.com/x", "", "holds ' ' at 10; a URL has no spaces"),
+        ("teams", "https://t.example/x\r\nX-A: 1", "", "holds '\\\\r' at 19"),
         ("pagerduty", "https://events.pagerduty.com/v2/enqueue", "", "--pagerduty-routing-key"),
     ],
 )
