@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from schemas.yaml_text import parse_yaml
 
 
 def read_rules_file(
@@ -21,11 +21,11 @@ def read_rules_file(
     ``PII``) at ``path``, and the names of the shipped rules it keeps; raises ``error`` saying
     what is wrong with the file."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = parse_yaml(Path(path).read_text(), str(path))
     except OSError as problem:
         raise error(f"cannot read the {kind} rules file {path}: {problem}") from None
-    except yaml.YAMLError as problem:
-        raise error(f"{path} is not YAML: {problem}") from None
+    except ValueError as problem:
+        raise error(str(problem)) from None
     if not isinstance(raw, Mapping) or set(raw) - {items, "shipped"}:
         raise error(
             f"{path}: a rules file is a mapping with '{items}' (a list) and optionally "

@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from connectors.http.tls import TlsConfig
 from connectors.kafka_clients import MECHANISMS, PROTOCOLS, KafkaConfig
 from connectors.user_sql import SqlLimits
 from models.workflows import MIN_SUPPORT, WorkflowConfig
+from schemas.yaml_text import parse_yaml
 from streams.setting_domains import Between, Domain, OneOf, Scheme
 
 CONFIG_ENV = "FORESIGHT_CONFIG"
@@ -875,13 +874,7 @@ def load_settings(
     path = Path(config_file or env.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
     from_file: dict[str, Any] = {}
     if path.is_file():
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or "not YAML"
-            raise ValueError(f"{path}{where}: {problem}") from None
+        loaded = parse_yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of setting names to values")
         from_file = loaded

@@ -288,7 +288,7 @@ def test_a_rules_file_runs_first_then_the_shipped_rules_it_keeps(tmp_path: Path)
         ("shipped: [emails, phones]", "shipped must be a list drawn from"),
         ("rules: {name: x}", "rules must be a list"),
         ("- just a list", "a mapping with 'rules'"),
-        ("rules: [", "is not YAML"),
+        ("rules: [", "is not YAML at line 1, column 9: expected the node content"),
     ],
 )
 def test_a_bad_rules_file_is_refused_with_the_reason(

@@ -124,8 +124,8 @@ def test_settings_made_in_code_are_held_to_the_same_domains() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("step_s: [\n", "foresight.yaml at line 2, column 1: expected the node content"),
-        ("step_s: 1\n  bad: indent\n", "foresight.yaml at line 2, column 6: mapping values"),
+        ("step_s: [\n", "is not YAML at line 2, column 1: expected the node content"),
+        ("step_s: 1\n  bad: indent\n", "is not YAML at line 2, column 6: mapping values"),
         ("topic_partitions: 2.5\n", "topic_partitions must be int, got 2.5"),
         ("step_s: true\n", "step_s must be float, got True"),
         ("step_s: .nan\n", "step_s must be a number above 0, got nan"),

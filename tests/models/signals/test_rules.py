@@ -137,7 +137,7 @@ profiles:
         ("shipped: [node_exporter, windows]", "shipped must be a list drawn from"),
         ("rules: []", "a rules file is a mapping with 'profiles'"),
         ("profiles: {name: x}", "profiles must be a list"),
-        ("profiles: [ {", "is not YAML"),
+        ("profiles: [ {", "is not YAML at line 1, column 14: expected the node content"),
     ],
 )
 def test_a_bad_rules_file_is_refused_with_the_place_and_reason(
