@@ -26,6 +26,7 @@ from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_clients import KafkaConfig
 from connectors.kafka_connect import (
     apply_connector,
+    delete_connector,
     restart_connector,
     secret_reference,
     write_secrets,
@@ -146,6 +147,18 @@ def apply_sink(connect_url: str, sink: SinkConfig) -> None:
     apply_connector(connect_url, sink.name, sink.config)
     if changed:
         restart_connector(connect_url, sink.name)
+
+
+def remove_sink(connect_url: str, name: str, secrets_dir: Path) -> dict[str, bool]:
+    """Delete connector ``name`` and its secrets file (the endpoints, keys and passwords it
+    was given), each when present: ``{"connector": deleted, "secrets": deleted}``.
+
+    Its topic stays, with the alerts it delivered or not, for others to read."""
+    present = delete_connector(connect_url, name)
+    secrets_file = secrets_dir / f"{name}.properties"
+    had_secrets = secrets_file.exists()
+    secrets_file.unlink(missing_ok=True)
+    return {"connector": present, "secrets": had_secrets}
 
 
 async def ensure_sink_topics(

@@ -55,13 +55,15 @@ def restart_connector(connect_url: str, name: str) -> None:
     _call(f"{connect_url.rstrip('/')}/connectors/{name}/restart?includeTasks=true", "POST")
 
 
-def delete_connector(connect_url: str, name: str) -> None:
-    """Remove connector ``name``; a connector that does not exist is not an error."""
+def delete_connector(connect_url: str, name: str) -> bool:
+    """Remove connector ``name``; whether it existed (one that does not is not an error)."""
     try:
         _call(f"{connect_url.rstrip('/')}/connectors/{name}", "DELETE")
     except ConnectError as error:
         if "HTTP 404" not in str(error):
             raise
+        return False
+    return True
 
 
 def secret_reference(secrets_file: Path, key: str) -> str:

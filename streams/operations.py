@@ -1,5 +1,5 @@
 """Changes to what Foresight runs: models promoted, refused or rolled back, alert connectors
-applied.
+applied or removed.
 
 Each needs an identity with the ``operate`` role: the caller's API key (``FORESIGHT_API_KEY``,
 else the credentials file) is checked against the keys file (``FORESIGHT_KEYS_FILE``) before
@@ -16,9 +16,10 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics
+from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics, remove_sink
 from connectors.audit import FAILED, REFUSED, SUCCEEDED, AuditTrail
 from connectors.http.keys import CLIENT_KEY_ENV, OPERATE, ApiKey, KeysError
 from connectors.kafka_connect import ConnectError, connector_status
@@ -293,3 +294,51 @@ def apply_alert_connectors(
         dict(state, topic=sink.topic, secrets_file=str(sink.secrets_file))
         for sink, state in zip(sinks, states, strict=True)
     ]
+
+
+def remove_alert_connectors(
+    settings: Settings,
+    audit: AuditTrail,
+    names: Sequence[str],
+    secrets_dir: Path,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """Delete the connectors ``names`` and their secrets files, and wait up to ``timeout_s``
+    for Connect to stop them; each one's ``{"connector", "removed", "secrets_removed",
+    "state"}`` (``removed`` false: it was not applied; ``state`` NOT_APPLIED once gone).
+
+    Needs the ``operate`` role, and records an audit event like
+    :func:`apply_alert_connectors`; raises :class:`ConnectError` or ``OSError`` when Connect
+    does not answer.
+    """
+    action, target = "connect.remove", ", ".join(names)
+    key = operator(settings, action, target, audit)
+    connect = settings.kafka_connect_url
+    removed: list[dict[str, bool]] = []
+    try:
+        removed = [remove_sink(connect, name, secrets_dir) for name in names]
+        deadline = time.monotonic() + timeout_s
+        states = [connector_state(connect, name)["state"] for name in names]
+        while set(states) != {"NOT_APPLIED"} and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+            states = [connector_state(connect, name)["state"] for name in names]
+    except Exception as error:  # Connect's and the network's errors alike
+        audit.record(action, target, FAILED, key=key, details={"error": str(error)})
+        raise
+    rows = [
+        {
+            "connector": name,
+            "removed": done["connector"],
+            "secrets_removed": done["secrets"],
+            "state": state,
+        }
+        for name, done, state in zip(names, removed, states, strict=True)
+    ]
+    outcome = SUCCEEDED if set(states) == {"NOT_APPLIED"} else FAILED
+    details = {
+        r["connector"]: ("removed" if r["removed"] else "not applied")
+        + ("" if r["state"] == "NOT_APPLIED" else f", still {r['state']}")
+        for r in rows
+    }
+    audit.record(action, target, outcome, key=key, details=details)
+    return rows

@@ -1,4 +1,4 @@
-"""``foresight connect apply | status``: the Kafka Connect sinks that deliver alerts.
+"""``foresight connect apply | remove | status``: the Kafka Connect sinks that deliver alerts.
 
 ``apply`` creates or updates (PUT, idempotent) one connector per target whose endpoint is given
 (webhook, Slack, PagerDuty, Alertmanager, Microsoft Teams through the HTTP sink; e-mail through
@@ -7,7 +7,8 @@ waits for each connector to run and prints its state. Endpoints, the routing key
 server, account and addresses go to a 0600 file per connector in the stack's
 ``connect/secrets`` folder, and the connector config refers to them (``${file:...}``), so they
 never reach Kafka or the logs.
-``apply`` needs a key with the ``operate`` role and records an audit event
+``remove`` deletes the connectors of the targets named, and their secrets files; their topics
+stay. ``apply`` and ``remove`` need a key with the ``operate`` role and record an audit event
 (:mod:`streams.operations`). ``status`` prints the state of every alert connector, applied or
 not.
 """
@@ -30,6 +31,7 @@ from streams.operations import (
     OperatorRefusedError,
     apply_alert_connectors,
     connector_state,
+    remove_alert_connectors,
     running,
 )
 from streams.settings import Settings
@@ -137,6 +139,34 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(running(row) for row in rows) else 1
 
 
+def _remove(args: argparse.Namespace, settings: Settings) -> int:
+    names = [sink_name(target) for target in dict.fromkeys(args.targets)]
+    with audit_trail(settings, "cli") as audit:
+        try:
+            rows = remove_alert_connectors(
+                settings, audit, names, connect_secrets_dir(Path(settings.stack_dir)), args.timeout
+            )
+        except OperatorRefusedError as error:
+            print(f"foresight connect remove: {error}", file=sys.stderr)
+            return 1
+        except (ConnectError, OSError) as error:
+            print(
+                f"foresight connect remove: Kafka Connect at {settings.kafka_connect_url}: {error}",
+                file=sys.stderr,
+            )
+            return 1
+    gone = all(row["state"] == "NOT_APPLIED" for row in rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if gone else 1
+    for row in rows:
+        done = "removed" if row["removed"] else "not applied"
+        secrets = ", its secrets file deleted" if row["secrets_removed"] else ""
+        still = "" if row["state"] == "NOT_APPLIED" else f"; still {row['state']} in Connect"
+        print(f"{done:<11} {row['connector']}{secrets}{still}")
+    return 0 if gone else 1
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     names = {target: sink_name(target) for target in TARGETS}
     try:
@@ -194,6 +224,21 @@ def register(subparsers: Any) -> None:
     )
     apply.add_argument("--json", action="store_true", help="print the states as JSON")
     apply.set_defaults(func=_apply)
+    remove = verbs.add_parser(
+        "remove", help="delete the connectors of the targets named, and their secrets files"
+    )
+    remove.add_argument(
+        "targets",
+        nargs="+",
+        choices=sorted(TARGETS),
+        metavar="TARGET",
+        help=f"one or more of {', '.join(sorted(TARGETS))}",
+    )
+    remove.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for Connect to stop them"
+    )
+    remove.add_argument("--json", action="store_true", help="print what was removed as JSON")
+    remove.set_defaults(func=_remove)
     status = verbs.add_parser("status", help="the state of each alert connector")
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.set_defaults(func=_status)

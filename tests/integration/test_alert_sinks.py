@@ -26,11 +26,19 @@ from typing import Any
 import pytest
 
 from connectors.alert_payloads import payloads_for
-from connectors.alert_sinks import SinkConfig, apply_sink, ensure_sink_topics, sink_config
-from connectors.kafka_connect import connector_status, delete_connector
+from connectors.alert_sinks import (
+    SinkConfig,
+    apply_sink,
+    ensure_sink_topics,
+    remove_sink,
+    sink_config,
+)
+from connectors.audit import AuditTrail
+from connectors.kafka_connect import connector_status
 from deploy.local.stack import connect_secrets_dir
 from streams.cli import main
 from streams.commands.stack import local_stack
+from streams.operations import connector_state, remove_alert_connectors
 from streams.settings import Settings
 from tests.integration.http_receiver import Receiver, Request, serving
 from tests.integration.kafka_io import TopicReader, read_topics
@@ -94,8 +102,7 @@ async def apply(
 
 
 def remove(settings: Settings, sink: SinkConfig) -> None:
-    delete_connector(settings.kafka_connect_url, sink.name)
-    sink.secrets_file.unlink(missing_ok=True)
+    remove_sink(settings.kafka_connect_url, sink.name, sink.secrets_file.parent)
 
 
 async def produce(settings: Settings, sink: SinkConfig, alerts: list[dict[str, Any]]) -> None:
@@ -342,3 +349,34 @@ def test_connect_status_lists_every_target(
         "teams",
         "email",
     }
+
+
+async def test_connect_remove_deletes_the_connector_and_its_secrets_and_records_who(
+    stack_settings: Settings, unique: str, receiver: Receiver
+) -> None:
+    sink = await apply(stack_settings, "slack", f"{receiver.url}/slack-{unique}", unique)
+    assert sink.secrets_file.exists()
+    for _ in range(60):  # Connect answers the status of a new connector once it has one
+        if connector_state(stack_settings.kafka_connect_url, sink.name)["state"] != "NOT_APPLIED":
+            break
+        await asyncio.sleep(0.5)
+    else:
+        pytest.fail(f"{sink.name} was not applied within 30 s")
+    trail = AuditTrail(stack_settings.kafka(), "audit", "cli", origin="ada@test")
+    secrets_dir = sink.secrets_file.parent
+    rows = remove_alert_connectors(stack_settings, trail, [sink.name], secrets_dir, 30.0)
+    gone = {"connector": sink.name, "state": "NOT_APPLIED"}
+    assert rows == [{**gone, "removed": True, "secrets_removed": True}]
+    assert connector_state(stack_settings.kafka_connect_url, sink.name)["state"] == "NOT_APPLIED"
+    assert not sink.secrets_file.exists()
+    again = remove_alert_connectors(stack_settings, trail, [sink.name], secrets_dir, 30.0)
+    assert again == [{**gone, "removed": False, "secrets_removed": False}]
+    first, second = trail.pending()
+    assert (first["action"], first["target"], first["outcome"]) == (
+        "connect.remove",
+        sink.name,
+        "SUCCEEDED",
+    )
+    assert first["details"] == {sink.name: "removed"}
+    assert second["details"] == {sink.name: "not applied"}
+    assert first["key_id"]  # the stack's operator key

@@ -201,6 +201,7 @@ def test_connect_apply_without_the_operate_role_never_reaches_connect(
         ["models", "rollback", "failure_risk"],
         ["models", "split", "failure_risk", "2=20"],
         ["connect", "apply", "--webhook-url", "https://hooks.example.com/x"],
+        ["connect", "remove", "webhook"],
     ],
 )
 def test_the_commands_say_why_they_refuse(
