@@ -84,6 +84,13 @@ class KafkaConfig:
     _password: str = dataclasses.field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for server in self.bootstrap_servers.split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+                raise KafkaConfigError(
+                    f"KAFKA_BOOTSTRAP_SERVERS is {self.bootstrap_servers!r}; give the brokers "
+                    "as host:port, comma separated (e.g. kafka-1:9092,kafka-2:9092)"
+                )
         if self.security_protocol not in PROTOCOLS:
             raise KafkaConfigError(
                 f"KAFKA_SECURITY_PROTOCOL is {self.security_protocol!r}; use one of "

@@ -15,11 +15,14 @@ True
 'must be one of earliest, latest'
 >>> Scheme(("redis", "rediss", "unix")).problem("http://cache:6379")
 'must be a URL starting redis://, rediss:// or unix://'
+>>> Matches(r"[a-z]+", "lower-case letters").problem("Web 1")
+'must be lower-case letters'
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,3 +100,17 @@ class Scheme:
             return None
         scheme, sep, _ = str(value).partition("://")
         return None if sep and scheme.lower() in self.schemes else f"must be {self}"
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Text that ``pattern`` matches whole; ``what`` says so in words."""
+
+    pattern: str
+    what: str
+
+    def __str__(self) -> str:
+        return self.what
+
+    def problem(self, value: Any) -> str | None:
+        return None if re.fullmatch(self.pattern, str(value)) else f"must be {self}"

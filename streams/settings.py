@@ -21,11 +21,13 @@ from connectors.kafka_clients import MECHANISMS, PROTOCOLS, KafkaConfig
 from connectors.user_sql import SqlLimits
 from models.workflows import MIN_SUPPORT, WorkflowConfig
 from schemas.yaml_text import parse_yaml
-from streams.setting_domains import Between, Domain, OneOf, Scheme
+from streams.setting_domains import Between, Domain, Matches, OneOf, Scheme
 
 CONFIG_ENV = "FORESIGHT_CONFIG"
 DEFAULT_CONFIG_FILE = "foresight.yaml"
 PORT = Between(1, 65535)
+# Kafka's topic and group names; a worker's changelog topics add about 40 characters.
+KAFKA_NAME = Matches(r"[A-Za-z0-9._-]{1,200}", "letters, digits, '.', '_' and '-' (1 to 200)")
 
 
 def _setting(default: Any, env: str, doc: str, domain: Domain | None = None) -> Any:
@@ -172,6 +174,7 @@ class Settings:
         "foresight-worker",
         "FORESIGHT_WORKER_ID",
         "Faust app id: the consumer group and the prefix of changelog topics.",
+        domain=KAFKA_NAME,
     )
     worker_offset_reset: str = _setting(
         "earliest",
@@ -584,6 +587,7 @@ class Settings:
         "FORESIGHT_AUDIT_TOPIC",
         "Topic of the audit trail (AuditEvent records: model and connector changes, SQL through "
         "the sink, refused keys), which `topics create` makes and the sink stores.",
+        domain=KAFKA_NAME,
     )
     bind_host: str = _setting(
         "127.0.0.1",
@@ -672,6 +676,9 @@ class Settings:
         "entity,instance,host,job",
         "FORESIGHT_ENTITY_LABELS",
         "Labels tried in order to name a remote_write series' entity.",
+        domain=Matches(
+            r" *[a-zA-Z_]\w* *(, *[a-zA-Z_]\w* *)*", "Prometheus label names, comma separated"
+        ),
     )
     pii_rules: str = _setting(
         "",

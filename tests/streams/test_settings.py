@@ -104,6 +104,10 @@ def _text(bound: float) -> str:
         ("CLICKHOUSE_URL", "clickhouse:8123", "https://u:p@ch:8443/db"),
         ("KAFKA_CONNECT_URL", "", "https://connect:8083"),
         ("KAFKA_SECURITY_PROTOCOL", "TLS", "SASL_PLAINTEXT"),
+        ("FORESIGHT_WORKER_ID", "", "team-a.worker_2"),
+        ("FORESIGHT_AUDIT_TOPIC", "audit trail", "ops.audit"),
+        ("FORESIGHT_ENTITY_LABELS", "", "instance,host"),
+        ("FORESIGHT_ENTITY_LABELS", "instance;host", "instance, host"),
     ],
 )
 def test_a_choice_or_url_outside_its_domain_is_refused(env: str, bad: str, good: str) -> None:
@@ -146,3 +150,10 @@ def test_readme_lists_every_setting() -> None:
         "README's settings table is stale: paste `python -c 'from streams.settings import "
         "settings_table; print(settings_table())'`"
     )
+
+
+@pytest.mark.parametrize("servers", ["", "kafka", "kafka:", "kafka:9092,", ":9092", "kafka:99999"])
+def test_brokers_are_host_port_pairs(servers: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"KAFKA_BOOTSTRAP_SERVERS is {servers!r}; ")):
+        load_settings(environ={"KAFKA_BOOTSTRAP_SERVERS": servers})
+    load_settings(environ={"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092, [::1]:9093"})
