@@ -1,4 +1,5 @@
-"""The values a setting may take, declared beside the setting and checked when settings load.
+"""The values a setting may take, declared beside the setting and checked when settings load;
+and the same for a command-line option (:func:`option`).
 
 A value outside its domain is refused at once, naming the setting and what it allows, rather
 than failing later inside a library (``FORESIGHT_STEP_S=0`` was a ``ZeroDivisionError`` at the
@@ -21,8 +22,10 @@ True
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -114,3 +117,29 @@ class Matches:
 
     def problem(self, value: Any) -> str | None:
         return None if re.fullmatch(self.pattern, str(value)) else f"must be {self}"
+
+
+def option(domain: Domain, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse ``type`` that reads an option as ``kind`` and holds it to ``domain``, so a
+    bad value is refused by argparse, naming the option (``argument --speed: must be at least
+    0, got -1``), rather than taken for another meaning or failing later.
+
+    >>> option(Between(1), int)("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be at least 1, got 0
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {getattr(kind, '__name__', kind)}, got {text!r}"
+            ) from None
+        problem = domain.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+
+    return parse

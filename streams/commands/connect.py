@@ -34,6 +34,7 @@ from streams.operations import (
     remove_alert_connectors,
     running,
 )
+from streams.setting_domains import Between, option
 from streams.settings import Settings
 
 
@@ -71,10 +72,10 @@ def smtp_settings(args: argparse.Namespace) -> dict[str, str] | None:
     if bool(args.smtp_user) != bool(password):
         raise ValueError("--smtp-user and --smtp-password-file go together: give both or neither")
     recipients = [address.strip() for address in (args.smtp_to or "").split(",")]
-    for option, addresses in (("--smtp-from", [args.smtp_from or ""]), ("--smtp-to", recipients)):
+    for flag, addresses in (("--smtp-from", [args.smtp_from or ""]), ("--smtp-to", recipients)):
         bad = [a for a in addresses if "@" not in email.utils.parseaddr(a)[1]]
         if bad:
-            raise ValueError(f"{option}: {bad[0]!r} is not an e-mail address (name@example.com)")
+            raise ValueError(f"{flag}: {bad[0]!r} is not an e-mail address (name@example.com)")
     return {
         "host": args.smtp_host,
         "port": str(args.smtp_port),
@@ -220,7 +221,10 @@ def register(subparsers: Any) -> None:
     apply.add_argument("--smtp-from", help="the sender, e.g. 'Foresight <alerts@example.com>'")
     apply.add_argument("--smtp-to", help="the recipients, comma separated")
     apply.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the connectors to run"
+        "--timeout",
+        type=option(Between(0)),
+        default=30.0,
+        help="seconds to wait for the connectors to run",
     )
     apply.add_argument("--json", action="store_true", help="print the states as JSON")
     apply.set_defaults(func=_apply)
@@ -235,7 +239,10 @@ def register(subparsers: Any) -> None:
         help=f"one or more of {', '.join(sorted(TARGETS))}",
     )
     remove.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for Connect to stop them"
+        "--timeout",
+        type=option(Between(0)),
+        default=30.0,
+        help="seconds to wait for Connect to stop them",
     )
     remove.add_argument("--json", action="store_true", help="print what was removed as JSON")
     remove.set_defaults(func=_remove)

@@ -29,6 +29,7 @@ from schemas.quality import SCHEMA
 from streams.codecs import codec_for
 from streams.processor_http import Processor, serve
 from streams.quality import QualityRunner, quality_config, quality_group
+from streams.setting_domains import Between, option
 from streams.settings import Settings
 from streams.topics import QUALITY
 
@@ -200,14 +201,19 @@ def register(subparsers: Any) -> None:
     fill.add_argument("--name", help="the repository's name (default: its folder's name)")
     fill.add_argument("--ref", default="HEAD", help="the branch or commit to walk (HEAD)")
     fill.add_argument("--since", help="only commits after this date (as git log --since)")
-    fill.add_argument("--max-commits", type=int, help="only the newest N commits")
+    fill.add_argument(
+        "--max-commits", type=option(Between(1), int), help="only the newest N commits"
+    )
     fill.add_argument("--no-lint", action="store_true", help="leave lint warnings unmeasured")
     fill.add_argument("--output", help="also write the snapshots to this file, as JSON lines")
     fill.add_argument("--produce", action="store_true", help=f"also produce them to {QUALITY.name}")
     fill.add_argument("--json", action="store_true", help="print the snapshots as JSON lines")
     fill.add_argument("--quiet", action="store_true", help="print only the summary")
     fill.add_argument(
-        "--progress-every", type=int, default=25, help="report progress every N commits (25)"
+        "--progress-every",
+        type=option(Between(1), int),
+        default=25,
+        help="report progress every N commits (25)",
     )
     fill.set_defaults(func=_run_backfill)
     run = commands.add_parser(

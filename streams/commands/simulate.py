@@ -21,6 +21,7 @@ from typing import Any
 from connectors.kafka_producer import RecordProducer
 from streams import topics
 from streams.codecs import codec_for
+from streams.setting_domains import Between, option
 from streams.settings import Settings
 from streams.simulation import (
     Incident,
@@ -173,13 +174,13 @@ def add_simulation_arguments(
     )
     parser.add_argument(
         "--duration",
-        type=float,
+        type=option(Between(0, above=True)),
         default=duration,
         help=f"simulated seconds (default {duration:.0f})",
     )
     parser.add_argument(
         "--speed",
-        type=float,
+        type=option(Between(0)),
         default=speed,
         help=f"simulated seconds per wall second, 0: as fast as possible (default {speed:g})",
     )

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from deploy.local.stack import LocalStack, ServiceStatus, StackError, endpoints
 from streams.access import local_client_key
+from streams.setting_domains import Between, option
 from streams.settings import Settings
 from streams.topics import JSON_TOPICS, data_topics
 
@@ -131,7 +132,12 @@ def register(subparsers: Any) -> None:
     stack = subparsers.add_parser("stack", help="the local Kafka, Connect, Redis and ClickHouse")
     verbs = stack.add_subparsers(dest="verb", required=True)
     up = verbs.add_parser("up", help="start what is not running and wait until healthy")
-    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait per service")
+    up.add_argument(
+        "--timeout",
+        type=option(Between(0, above=True)),
+        default=180.0,
+        help="seconds to wait per service",
+    )
     up.add_argument("--json", action="store_true", help="print the statuses as JSON")
     up.set_defaults(func=_up)
     status = verbs.add_parser("status", help="say for each service healthy or not, and why")

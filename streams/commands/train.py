@@ -20,6 +20,7 @@ from models.registry import RegistryError
 from models.training import FAILURE_RISK, TrainingConfig
 from streams.operations import publish_updates
 from streams.retraining import train_candidate
+from streams.setting_domains import Between, option
 from streams.settings import Settings
 
 
@@ -126,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     train.add_argument(
         "--horizon-s",
-        type=float,
+        type=option(Between(0, above=True)),
         default=None,
         help="a failure this many seconds after a step makes it positive "
         "(default: FORESIGHT_FAILURE_HORIZON_S, 1800)",
