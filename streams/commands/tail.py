@@ -71,11 +71,18 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _value(kind: str, value: float | None) -> str:
+    # An agent's task duration is predicted in milliseconds; a person reads seconds.
+    if kind == "DURATION" and value is not None:
+        return f"{value / 1000:.4g}s"
+    return _number(value)
+
+
 def prediction_line(batch: Record) -> str:
     """A PredictionBatch as one line: time, entity, then each prediction's kind and numbers,
     and what drove it in brackets."""
     parts = [
-        f"{p['kind']} {p['metric']}={_number(p['value'])} score={_number(p['score'])}"
+        f"{p['kind']} {p['metric']}={_value(p['kind'], p['value'])} score={_number(p['score'])}"
         + (f" +{p['horizon_s']}s" if p["horizon_s"] else "")
         + (f" [{_drivers(p['drivers'])}]" if p["drivers"] else "")
         for p in prediction_rows(batch)

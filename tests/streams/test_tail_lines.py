@@ -13,10 +13,12 @@ def test_a_prediction_line_shows_its_drivers() -> None:
     columns.add("ANOMALY", ("detector", "2"), ["cpu"], [0], [97.0], [0.4])
     at = columns.add("FAILURE_RISK", ("failure_risk", "3"), ["entity"], [1800], [0.9], [0.9])
     columns.explain(at, [("mem:15m:slope", 0.31), ("cpu:1m:last", -0.05)])
+    columns.add("DURATION", ("agent_stats", "1"), ["summarise"], [0], [12_370.0], [0.09])
     line = prediction_line({**SAMPLES["prediction_batch"], **columns.record()})
     assert line.endswith(
         "ANOMALY cpu=97 score=0.4; "
-        "FAILURE_RISK entity=0.9 score=0.9 +1800s [mem:15m:slope +0.31, cpu:1m:last -0.05]"
+        "FAILURE_RISK entity=0.9 score=0.9 +1800s [mem:15m:slope +0.31, cpu:1m:last -0.05]; "
+        "DURATION summarise=12.37s score=0.09"
     )
 
 
