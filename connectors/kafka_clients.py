@@ -16,6 +16,7 @@ not trusted, a SASL login refused, a listener that speaks another protocol, noth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ssl
 from dataclasses import dataclass
@@ -259,7 +260,8 @@ class _ExplainsRefusal:
         try:
             await super().start()  # type: ignore[misc]
         except KafkaConnectionError as error:
-            await getattr(super(), self._close)()
+            with contextlib.suppress(KafkaError, OSError):  # the refusal is the news
+                await getattr(super(), self._close)()
             kafka = self._foresight_kafka
             reason = await kafka.refusal() or f"Kafka at {kafka.describe()}: {error}"
             raise KafkaRefusedError(reason) from error
