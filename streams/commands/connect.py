@@ -19,11 +19,13 @@ import argparse
 import email.utils
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from connectors.alert_payloads import TARGETS
 from connectors.alert_sinks import PAGERDUTY_EVENTS_URL, SinkConfig, sink_config, sink_name
+from connectors.audit import AuditTrail
 from connectors.kafka_connect import ConnectError
 from deploy.local.stack import connect_secrets_dir
 from streams.access import audit_trail
@@ -118,44 +120,51 @@ def _requested(args: argparse.Namespace, secrets_dir: Path) -> list[SinkConfig]:
     return sinks
 
 
+def _operate(
+    verb: str, settings: Settings, change: Callable[[AuditTrail], list[dict[str, Any]]]
+) -> list[dict[str, Any]] | None:
+    """``change`` made with the command line's audit trail: its rows, or ``None`` (said on
+    stderr) when the caller may not operate or Kafka Connect did not answer."""
+    with audit_trail(settings, "cli") as audit:
+        try:
+            return change(audit)
+        except OperatorRefusedError as error:
+            print(f"foresight connect {verb}: {error}", file=sys.stderr)
+        except (ConnectError, OSError) as error:
+            print(
+                f"foresight connect {verb}: Kafka Connect at {settings.kafka_connect_url}: {error}",
+                file=sys.stderr,
+            )
+    return None
+
+
 def _apply(args: argparse.Namespace, settings: Settings) -> int:
     try:
         sinks = _requested(args, connect_secrets_dir(Path(settings.stack_dir)))
     except ValueError as error:
         print(f"foresight connect apply: {error}", file=sys.stderr)
         return 2
-    with audit_trail(settings, "cli") as audit:
-        try:
-            rows = apply_alert_connectors(settings, audit, sinks, args.timeout)
-        except OperatorRefusedError as error:
-            print(f"foresight connect apply: {error}", file=sys.stderr)
-            return 1
-        except (ConnectError, OSError) as error:
-            print(
-                f"foresight connect apply: Kafka Connect at {settings.kafka_connect_url}: {error}",
-                file=sys.stderr,
-            )
-            return 1
+    rows = _operate(
+        "apply",
+        settings,
+        lambda audit: apply_alert_connectors(settings, audit, sinks, args.timeout),
+    )
+    if rows is None:
+        return 1
     _print_states(rows, args.json)
     return 0 if all(running(row) for row in rows) else 1
 
 
 def _remove(args: argparse.Namespace, settings: Settings) -> int:
     names = [sink_name(target) for target in dict.fromkeys(args.targets)]
-    with audit_trail(settings, "cli") as audit:
-        try:
-            rows = remove_alert_connectors(
-                settings, audit, names, connect_secrets_dir(Path(settings.stack_dir)), args.timeout
-            )
-        except OperatorRefusedError as error:
-            print(f"foresight connect remove: {error}", file=sys.stderr)
-            return 1
-        except (ConnectError, OSError) as error:
-            print(
-                f"foresight connect remove: Kafka Connect at {settings.kafka_connect_url}: {error}",
-                file=sys.stderr,
-            )
-            return 1
+    secrets_dir = connect_secrets_dir(Path(settings.stack_dir))
+    rows = _operate(
+        "remove",
+        settings,
+        lambda audit: remove_alert_connectors(settings, audit, names, secrets_dir, args.timeout),
+    )
+    if rows is None:
+        return 1
     gone = all(row["state"] == "NOT_APPLIED" for row in rows)
     if args.json:
         print(json.dumps(rows, indent=2))
