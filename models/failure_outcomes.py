@@ -39,13 +39,9 @@ capacity-bound signal, in fractions of its capacity (``EntityPipeline.risk_featu
 
 
 class OnlineLogistic:
-    """Logistic regression learned one resolved step at a time: River's, with AdaGrad. Labels
-    arrive a few per minute at most, so River's per-example cost is no matter.
-
-    Every step counts once, so the score is a probability at the fleet's own rate of
-    failures. Positives up-weighted by the running ratio of negatives to positives (as this
-    model once was) weighed a failure's burst of positives by the harmonic sum of that ratio:
-    after one failure among 20 hosts, every healthy host of ``make demo`` read 0.55 to 0.92.
+    """Logistic regression learned one resolved step at a time: River's, with AdaGrad, and
+    positives up-weighted by the running ratio of negatives to positives, since failures are
+    rare. Labels arrive a few per minute at most, so River's per-example cost is no matter.
 
     Examples
     --------
@@ -66,6 +62,8 @@ class OnlineLogistic:
         self.model = linear_model.LogisticRegression(
             optimizer=optim.AdaGrad(rate), intercept_init=math.log(prior / (1 - prior))
         )
+        self.positives = 1.0
+        self.negatives = 1.0
 
     def _named(self, x: FloatArray) -> dict[str, float]:
         return dict(zip(self.features, x.tolist(), strict=True))
@@ -83,7 +81,12 @@ class OnlineLogistic:
         return sorted((t for t in terms if t[1] != 0.0), key=lambda t: -abs(t[1]))[:top]
 
     def learn(self, x: FloatArray, y: int) -> None:
-        self.model.learn_one(self._named(x), bool(y))
+        if y:
+            self.positives += 1
+        else:
+            self.negatives += 1
+        weight = self.negatives / self.positives if y else 1.0
+        self.model.learn_one(self._named(x), bool(y), w=weight)
 
 
 @dataclass
