@@ -34,6 +34,7 @@ from connectors.alert_sinks import (
     sink_config,
 )
 from connectors.audit import AuditTrail
+from connectors.http.keys import OPERATE, KeysFile
 from connectors.kafka_connect import connector_status
 from deploy.local.stack import connect_secrets_dir
 from streams.cli import main
@@ -352,8 +353,10 @@ def test_connect_status_lists_every_target(
 
 
 async def test_connect_remove_deletes_the_connector_and_its_secrets_and_records_who(
-    stack_settings: Settings, unique: str, receiver: Receiver
+    stack_settings: Settings, unique: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    operator, key = KeysFile(stack_settings.keys_file).create(f"ops-{unique}", [OPERATE])
+    monkeypatch.setenv("FORESIGHT_API_KEY", key)
     sink = await apply(stack_settings, "slack", f"{receiver.url}/slack-{unique}", unique)
     assert sink.secrets_file.exists()
     for _ in range(60):  # Connect answers the status of a new connector once it has one
@@ -379,4 +382,4 @@ async def test_connect_remove_deletes_the_connector_and_its_secrets_and_records_
     )
     assert first["details"] == {sink.name: "removed"}
     assert second["details"] == {sink.name: "not applied"}
-    assert first["key_id"]  # the stack's operator key
+    assert first["key_id"] == second["key_id"] == operator.id
