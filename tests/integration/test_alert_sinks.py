@@ -359,12 +359,14 @@ async def test_connect_remove_deletes_the_connector_and_its_secrets_and_records_
     monkeypatch.setenv("FORESIGHT_API_KEY", key)
     sink = await apply(stack_settings, "slack", f"{receiver.url}/slack-{unique}", unique)
     assert sink.secrets_file.exists()
-    for _ in range(60):  # Connect answers the status of a new connector once it has one
-        if connector_state(stack_settings.kafka_connect_url, sink.name)["state"] != "NOT_APPLIED":
-            break
-        await asyncio.sleep(0.5)
-    else:
-        pytest.fail(f"{sink.name} was not applied within 30 s")
+    await wait_for(  # Connect answers the status of a new connector once it has one
+        lambda: (
+            connector_state(stack_settings.kafka_connect_url, sink.name)["state"] != "NOT_APPLIED"
+        ),
+        stack_settings,
+        sink,
+        "the connector's creation",
+    )
     trail = AuditTrail(stack_settings.kafka(), "audit", "cli", origin="ada@test")
     secrets_dir = sink.secrets_file.parent
     rows = remove_alert_connectors(stack_settings, trail, [sink.name], secrets_dir, 30.0)

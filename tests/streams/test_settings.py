@@ -98,7 +98,7 @@ def _text(bound: float) -> str:
     [
         ("FORESIGHT_LOG_LEVEL", "LOUD", "debug"),
         ("FORESIGHT_WORKER_OFFSET_RESET", "middle", "latest"),
-        ("FORESIGHT_WORKER_STORE", "mysql://", "memory://"),
+        ("FORESIGHT_WORKER_STORE", "mysql://", "rocksdb://"),
         ("FEATURE_STORE_URL", "http://cache:6379", "rediss://cache:6380/1"),
         ("FEATURE_STORE_URL", "cache:6379", "unix:///run/redis.sock"),
         ("CLICKHOUSE_URL", "clickhouse:8123", "https://u:p@ch:8443/db"),
