@@ -63,6 +63,7 @@ from models.alerts import AlertRule, AlertState, anomaly_rule, evaluate
 from models.entity import ModelSet, PipelineConfig
 from models.entity_anomaly import EntityAnomalyDetector
 from models.incident_report import Incident, match_alerts
+from models.training import average_precision
 from streams.settings import load_settings
 from streams.simulation import METRIC_NAMES, Simulation, SimulationConfig
 
@@ -209,17 +210,6 @@ def rolling_z(fleet: Fleet, window: int = 360) -> FloatArray:
     return scaled
 
 
-def average_precision(scores: FloatArray, truth: npt.NDArray[np.bool_]) -> float:
-    """Area under the precision-recall curve, as a step function (ties count together)."""
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], truth[order]
-    hits = np.cumsum(t)
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # end of each tie group
-    recall = hits[last] / max(int(t.sum()), 1)
-    precision = hits[last] / (last + 1)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
 def incidents(fleet: Fleet, scores: FloatArray, rule: AlertRule, first: int) -> dict[str, Any]:
     """Alerts from ``scores`` by ``rule`` after step ``first``, matched to the faults."""
     alerts = []
@@ -257,7 +247,7 @@ def judge(
     caught = sum(r["caught"] for r in runs)
     false_alarms = sum(r["false_alarms"] for r in runs)
     return {
-        "auc_pr": round(average_precision(points, truth), 4),
+        "auc_pr": round(average_precision(truth.astype(np.int8), points) or 0.0, 4),
         "threshold": rule.threshold,
         "incidents": total,
         "caught": caught,

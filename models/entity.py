@@ -714,7 +714,8 @@ def _exhaustion_many(
     time to exhaustion. FAILURE_RISK, the early warning, comes from
     :class:`~models.failure_risk.LocalTrendRisk` on the minutes-scale windows: one for every
     capacity-bound metric, every step. Each pipeline's ``risk_features`` is left set to its
-    riskiest metric's trend, for the failure-outcome log.
+    riskiest metric's trend (:data:`~models.failure_outcomes.TREND_FEATURES`), for the
+    failure-outcome log.
     """
     models, cfg = pipelines[0].models, pipelines[0].models.config
     for p in pipelines:
@@ -746,8 +747,10 @@ def _exhaustion_many(
         np.stack(
             [
                 values / cap,
-                statistic(grid, "slope", "5m")[bound] * 60 / cap,
-                statistic(grid, "slope", "15m")[bound] * 60 / cap,
+                *(
+                    np.clip(statistic(grid, "slope", w)[bound] * cfg.failure_horizon_s / cap, -2, 2)
+                    for w in ("5m", "15m")
+                ),
                 statistic(grid, "r2", "15m")[bound],
             ],
             axis=1,

@@ -30,18 +30,26 @@ Record = dict[str, Any]
 
 TREND_FEATURES: tuple[str, ...] = (
     "used_fraction",
-    "slope_5m_per_minute",
-    "slope_15m_per_minute",
+    "use_in_horizon_5m",
+    "use_in_horizon_15m",
     "r2_15m",
 )
 """What the online failure model reads of a step: the trend of the entity's riskiest
-capacity-bound signal, in fractions of its capacity (``EntityPipeline.risk_features``)."""
+capacity-bound signal (``EntityPipeline.risk_features``): the share of its capacity in use,
+the share its 5-minute and its 15-minute slope would use within the failure horizon (clipped
+to [-2, 2]), and how well the 15-minute line fits. In those units a linear log-odds can say
+"used plus what the trend adds reaches the capacity", whatever the horizon; slopes per minute
+were too small beside the other features for the model to learn from, and it leaned on the
+fit instead, which is as good on a real host's slow, steady drift as on a leak."""
 
 
 class OnlineLogistic:
-    """Logistic regression learned one resolved step at a time: River's, with AdaGrad, and
-    positives up-weighted by the running ratio of negatives to positives, since failures are
-    rare. Labels arrive a few per minute at most, so River's per-example cost is no matter.
+    """Logistic regression learned one resolved step at a time: River's, with AdaGrad.
+    Labels arrive a few per minute at most, so River's per-example cost is no matter.
+
+    Every step weighs the same, so the score is a probability: up-weighting the rare
+    positives (by the running ratio of negatives to positives) lifted every healthy host's
+    risk with them, to a median of 0.1 and a maximum of 0.97 on the simulated fleet.
 
     Examples
     --------
@@ -62,8 +70,6 @@ class OnlineLogistic:
         self.model = linear_model.LogisticRegression(
             optimizer=optim.AdaGrad(rate), intercept_init=math.log(prior / (1 - prior))
         )
-        self.positives = 1.0
-        self.negatives = 1.0
 
     def _named(self, x: FloatArray) -> dict[str, float]:
         return dict(zip(self.features, x.tolist(), strict=True))
@@ -81,12 +87,7 @@ class OnlineLogistic:
         return sorted((t for t in terms if t[1] != 0.0), key=lambda t: -abs(t[1]))[:top]
 
     def learn(self, x: FloatArray, y: int) -> None:
-        if y:
-            self.positives += 1
-        else:
-            self.negatives += 1
-        weight = self.negatives / self.positives if y else 1.0
-        self.model.learn_one(self._named(x), bool(y), w=weight)
+        self.model.learn_one(self._named(x), bool(y))
 
 
 @dataclass

@@ -375,7 +375,9 @@ def _roc_auc(y: npt.NDArray[np.int8], p: FloatArray) -> float | None:
     return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def _average_precision(y: npt.NDArray[np.int8], p: FloatArray) -> float | None:
+def average_precision(y: npt.NDArray[np.int8], p: FloatArray) -> float | None:
+    """Area under the precision-recall curve of scores ``p`` for labels ``y``, as a step
+    function with tied scores counted together; None without a positive."""
     positives = int(y.sum())
     if positives == 0:
         return None
@@ -406,7 +408,7 @@ def classification_metrics(
     alarm = p >= threshold
     hits = int((alarm & (y == 1)).sum())
     return {
-        "auc_pr": _average_precision(y, p),
+        "auc_pr": average_precision(y, p),
         "roc_auc": _roc_auc(y, p),
         "precision": hits / int(alarm.sum()) if alarm.any() else None,
         "recall": hits / int(y.sum()) if y.any() else None,
@@ -633,7 +635,7 @@ def _search(
                 data.horizon_s, config, params,
             )  # fmt: skip
             p = model.score_matrix(data.matrix[fold.test])
-            scores.append(_average_precision(data.target[fold.test], p))
+            scores.append(average_precision(data.target[fold.test], p))
         return _mean(scores) or 0.0
 
     study = optuna.create_study(

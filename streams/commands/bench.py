@@ -33,6 +33,7 @@ BENCHMARKS = {
     "workflows": "bench_workflows",
     "quality": "bench_quality",
     "decode": "bench_decode",
+    "online-failure": "bench_online_failure",
 }
 
 

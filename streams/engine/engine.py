@@ -57,6 +57,7 @@ from streams.validation import (
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
 ONLINE_FAILURE_MODEL = "failure_risk_online"
+ONLINE_FAILURE_VERSION = "2"  # 2: trend in shares of capacity within the horizon, unweighted
 
 LoadState = Callable[[str], Checkpoint]
 """An entity's saved state, each part None when there is none."""
@@ -463,7 +464,7 @@ class Engine:
         online = self.outcomes.score(x)
         columns = PredictionColumns.of(predictions)
         at = columns.add(
-            "FAILURE_RISK", (ONLINE_FAILURE_MODEL, "1"), ["entity"],
+            "FAILURE_RISK", (ONLINE_FAILURE_MODEL, ONLINE_FAILURE_VERSION), ["entity"],
             [self.settings.failure_horizon_s], [online], [online],
         )  # fmt: skip
         columns.explain(at, self.outcomes.model.drivers(x, TOP))

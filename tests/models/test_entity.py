@@ -201,3 +201,28 @@ def test_failures_are_warned_of_early_and_healthy_hosts_stay_quiet(models: Model
     unaffected = {f"host-0{i}" for i in range(1, 7)} - {i.entity for i in incidents}
     assert unaffected, "the default schedule leaves some hosts healthy"
     assert [a for a in alerts if a["entity"] in unaffected] == []
+
+
+def test_the_risk_features_are_shares_of_capacity_within_the_failure_horizon(
+    models: ModelSet,
+) -> None:
+    """A memory leak of 1 % a minute uses half the capacity in a 30-minute horizon; a slow
+    drift of 0.5 % an hour, almost none, however well its line fits."""
+    assert models.config.failure_horizon_s == 1800
+    rng = np.random.default_rng(3)
+    leak, drift = EntityPipeline("leak", models), EntityPipeline("drift", models)
+    for k in range(121):  # 20 minutes of 10-second scrapes
+        t = T0 + k * 10_000
+        minutes = k / 6
+        for p, memory in ((leak, 40 + minutes), (drift, 40 + minutes / 120)):
+            values = np.array([30.0, memory + rng.normal(0, 0.01), 50.0, 20.0])
+            p.add(t, NAMES, values, CAPACITIES)
+    step_many([leak, drift], [T0 + 120 * 10_000] * 2)
+    assert leak.risk_features is not None and drift.risk_features is not None
+    used, in_5m, in_15m, fit = leak.risk_features
+    assert used == pytest.approx(0.6, abs=0.01)
+    assert in_5m == pytest.approx(0.3, abs=0.02)  # 1 % a minute, 30 minutes, of 100 %
+    assert in_15m == pytest.approx(0.3, abs=0.02)
+    assert fit > 0.99
+    used, in_5m, in_15m, fit = drift.risk_features
+    assert abs(in_15m) < 0.005 and used == pytest.approx(0.4, abs=0.01)

@@ -13,8 +13,8 @@ HORIZON_S = 600.0
 
 def _x(memory_percent: float, slope_per_s: float = 0.0) -> FloatArray:
     """The trend features of a memory signal at ``memory_percent``, rising ``slope_per_s``."""
-    per_minute = slope_per_s * 60 / 100
-    x = np.array([memory_percent / 100, per_minute, per_minute, 0.9 if slope_per_s else 0.0])
+    in_horizon = slope_per_s * HORIZON_S / 100
+    x = np.array([memory_percent / 100, in_horizon, in_horizon, 0.9 if slope_per_s else 0.0])
     assert len(x) == len(TREND_FEATURES)
     return x
 
@@ -69,3 +69,26 @@ def test_memory_stays_bounded() -> None:
     for k in range(1000):
         tracker.log("web-1", k, _x(50), {})  # a millisecond apart: nothing ages out
     assert tracker.resolved == 950
+
+
+def test_a_slow_steady_drift_is_not_taken_for_a_leak() -> None:
+    """Hosts whose memory creeps up along a line that fits almost exactly (a real host's, a
+    cache warming) stay at a low risk beside leaks that end in failures: the model reads how
+    much of the capacity the trend would use within the horizon, not how well it fits."""
+    tracker = OutcomeTracker(HORIZON_S)
+    rng = np.random.default_rng(1)
+    t = 0
+    drift = np.array([0.55, 0.002, 0.002, 0.99])  # 55 % used, a tiny slope, a near-perfect fit
+    for _ in range(30):
+        for _ in range(120):
+            tracker.log("web-1", t, _x(40 + rng.normal(), 0.0), {})
+            tracker.log("cache-1", t, drift, {})
+            t += STEP
+        for k in range(60):
+            tracker.log("web-1", t, _x(60 + k * 0.6, 0.06), {})
+            tracker.log("cache-1", t, drift, {})
+            t += STEP
+        tracker.label("web-1", t)
+    assert tracker.score(drift) < 0.1
+    assert tracker.score(_x(90, 0.06)) > 0.8
+    assert tracker.score(_x(40, 0.0)) < 0.1

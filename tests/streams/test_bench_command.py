@@ -2,8 +2,8 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, routing, engine, entity-anomaly, workflows, quality and decode need the local
-stack.
+early-warning, online-failure, routing, engine, entity-anomaly, workflows, quality and decode
+need the local stack.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ FORESIGHT = Path(sys.executable).parent / "foresight"
 TINY = {
     "early-warning": ["--seeds", "1", "--hosts", "2", "--duration-s", "900", "--quiet-s", "300"],
     "routing": ["--seeds", "1", "--agents", "3", "--duration-s", "600"],
+    "online-failure": ["--seeds", "1", "--hosts", "3", "--hours", "2"],
     "redis-read": ["--entities", "10", "--reads", "50", "--concurrency", "4"],
     "clickhouse-sink": ["--records", "200", "--samples", "10", "--partitions", "1"],
     "gateway": ["--clients", "8", "--slow-clients", "1", "--rate", "50", "--seconds", "2"],
@@ -77,6 +78,16 @@ def test_early_warning() -> None:
     result = bench("early-warning")
     assert result["seeds"] == 1
     assert 0.0 <= result["warned_share"] <= 1.0
+
+
+def test_online_failure() -> None:
+    result = bench("online-failure")
+    (run,) = result["runs"]
+    assert run["failures"] == 4  # a memory leak and a disk fill each simulated hour
+    assert 0.0 < run["positive_share"] < 1.0 and 0.0 <= run["auc_pr"] <= 1.0
+    for key in ("brier", "healthy_median", "healthy_max", "drifter_median"):
+        assert 0.0 <= run[key] <= 1.0, key
+    assert result["median"]["before_failure_median"] == run["before_failure_median"]
 
 
 def test_routing() -> None:
