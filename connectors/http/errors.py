@@ -103,14 +103,22 @@ async def _api_error(request: Request, error: Exception) -> JSONResponse:
     return error_response(error.status, error.message, error.details, error.headers)
 
 
+def _shown(path: str, limit: int = 200) -> str:
+    """``path`` quoted for a message, its first ``limit`` characters when it is longer."""
+    if len(path) <= limit:
+        return repr(path)
+    return f"{path[:limit]!r}... ({len(path):,} characters)"
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     status = error.status_code
+    path = _shown(request.url.path)
     if status == 404:
-        message = f"no route {request.url.path!r}"
+        message = f"no route {path}"
     elif status == 405:
         allowed = (error.headers or {}).get("Allow", "")
-        message = f"{request.method} is not allowed on {request.url.path!r}; use {allowed}"
+        message = f"{request.method} is not allowed on {path}; use {allowed}"
     else:
         message = str(error.detail)
     return error_response(status, message, headers=error.headers)

@@ -1,0 +1,107 @@
+"""The shared HTTP stack on a real socket, with bytes no HTTP client library would send: what
+the server's parser refuses gets the one error body, like every route's refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.http.app import HttpServer, create_app
+from connectors.http.auth import Gatekeeper
+from connectors.http.keys import KeysFile
+from connectors.http.tls import TlsConfig
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[int]:
+    """A server of the shared stack on a free port, in the test's event loop."""
+    server = HttpServer(
+        create_app("test", Gatekeeper(KeysFile(tmp_path / "keys.json"))), "127.0.0.1", 0,
+        TlsConfig(),
+    )  # fmt: skip
+    await server.start()
+    try:
+        yield server.port
+    finally:
+        await server.stop()
+
+
+async def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """Send ``request`` as it is; the status, headers and JSON body of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        with contextlib.suppress(ConnectionError):  # the server may answer and close first
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines if line)
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT AN HTTP REQUEST\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+    ids=["no request line", "a header without a colon"],
+)
+async def test_a_request_the_parser_refuses_gets_the_error_body(
+    tmp_path: Path, request_bytes: bytes
+) -> None:
+    async with serving(tmp_path) as port:
+        status, headers, body = await _exchange(port, request_bytes)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert body["error"]["code"] == "bad_request"
+    assert "refused" in body["error"]["message"] and body["error"]["details"] == []
+
+
+@pytest.mark.parametrize(
+    ("url_bytes", "header_lines"),
+    [(70_000, 0), (10, 1_000)],
+    ids=["a 70,000-character URL", "headers without end"],
+)
+async def test_a_request_head_past_its_limit_gets_431_and_the_connection_closes(
+    tmp_path: Path, url_bytes: int, header_lines: int
+) -> None:
+    """The line and headers are held in memory as they arrive, so past MAX_REQUEST_HEAD
+    (64 KiB) the server answers and closes instead of reading on: the headers here would be
+    1 MB, and a client sending them without end once grew a server by hundreds of MB."""
+    head = b"GET /" + b"a" * url_bytes + b" HTTP/1.1\r\nHost: x\r\n"
+    head += b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(header_lines))
+    async with serving(tmp_path) as port:
+        status, headers, body = await _exchange(port, head + b"\r\n")
+    assert (status, body["error"]["code"]) == (431, "request_header_fields_too_large")
+    assert body["error"]["message"] == "the request line and headers pass 65,536 bytes"
+    assert headers["connection"] == "close"
+
+
+async def test_an_unknown_route_of_thousands_of_characters_is_named_in_short(
+    tmp_path: Path,
+) -> None:
+    request = b"GET /" + b"b" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with serving(tmp_path) as port:
+        status, _, body = await _exchange(port, request)
+    assert status == 404
+    message = body["error"]["message"]
+    assert len(message) < 300 and "10,001 characters" in message
+
+
+async def test_a_good_request_after_a_refused_one_is_served(tmp_path: Path) -> None:
+    async with serving(tmp_path) as port:
+        await _exchange(port, b"NOT AN HTTP REQUEST\r\n\r\n")
+        status, _, body = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, body) == (200, {"status": "ok"})
