@@ -52,6 +52,11 @@ MAX_REQUEST_HEAD = 64 * 1024
 # the connection closes: closing with bytes unread resets it, and the reset can take the
 # answer with it before the client reads it (nginx's lingering close).
 REFUSAL_LINGER_S = 2.0
+# A request's line and headers must arrive within this from the connection's opening (or the
+# previous answer, then uvicorn's keep-alive timeout comes first): uvicorn has no such limit,
+# and a connection that sent nothing, or a byte of header every two seconds, stayed open, so
+# a few thousand slow clients would hold every file descriptor (408 past it).
+REQUEST_HEAD_TIMEOUT_S = 20.0
 _ADMITTED_KEY = "foresight.key"  # where the WebSocket door leaves the key it let in
 
 
@@ -263,16 +268,30 @@ def create_app(
 
 class _HttpProtocol(HttpToolsProtocol):
     """uvicorn's protocol on httptools (the C parser: several times its pure-Python h11),
-    answering in the error body every route answers with, not uvicorn's plain text, when the
-    parser refuses a request (a malformed request line or header) and when its line and
-    headers pass :data:`MAX_REQUEST_HEAD` (431); then it closes the connection, after
-    :data:`REFUSAL_LINGER_S` of dropping what still comes."""
+    with the limits of a request's head it lacks, and every refusal below the routes in the
+    error body every route answers with, not uvicorn's plain text: a request the parser
+    refuses (a malformed request line or header, 400), a line and headers past
+    :data:`MAX_REQUEST_HEAD` (431) or slower than :data:`REQUEST_HEAD_TIMEOUT_S` (408). After a
+    refusal the connection closes, once :data:`REFUSAL_LINGER_S` of dropping what still comes
+    has passed."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._lingering = False
+        self._refusal = (400, "the request is not HTTP/1.1 this server can read: its request "
+                         "line, URL or headers were refused")  # fmt: skip
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
-        self._refusal = (400, "the request is not HTTP/1.1 this server can read: its request "
-                         "line, URL or headers were refused")  # fmt: skip
+        self._time_head()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -282,18 +301,43 @@ class _HttpProtocol(HttpToolsProtocol):
         self._count(len(name) + len(value) + 4)
         super().on_header(name, value)
 
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(*self._refusal)
+
     def _count(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > MAX_REQUEST_HEAD:
             self._refusal = (431, f"the request line and headers pass {MAX_REQUEST_HEAD:,} bytes")
-            raise ValueError(self._refusal[1])  # the parser stops, uvicorn answers below
+            raise ValueError(self._refusal[1])  # the parser stops; uvicorn calls send_400_response
 
-    def data_received(self, data: bytes) -> None:
-        if not getattr(self, "_lingering", False):
-            super().data_received(data)
+    def _time_head(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(REQUEST_HEAD_TIMEOUT_S, self._head_too_slow)
 
-    def send_400_response(self, msg: str) -> None:
-        status, message = getattr(self, "_refusal", (400, msg))
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._time_head()  # a pipelined request's head waits for the answer before it
+            return
+        self._refuse(408, f"the request line and headers did not arrive within "
+                          f"{REQUEST_HEAD_TIMEOUT_S:g} s")  # fmt: skip
+
+    def _refuse(self, status: int, message: str) -> None:
+        if self._lingering or self.transport.is_closing():
+            return
         body = error_response(status, message).body
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
@@ -305,6 +349,7 @@ class _HttpProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + bytes(body))
         self._lingering = True
+        self._stop_head_timer()
         self.loop.call_later(REFUSAL_LINGER_S, self.transport.close)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from connectors.http import app as http_app
 from connectors.http.app import HttpServer, create_app
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import KeysFile
@@ -105,3 +106,52 @@ async def test_a_good_request_after_a_refused_one_is_served(tmp_path: Path) -> N
         await _exchange(port, b"NOT AN HTTP REQUEST\r\n\r\n")
         status, _, body = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (status, body) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize(
+    "trickle",
+    [[], [b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: 1\r\n"]],
+    ids=["a connection that sends nothing", "a head a line at a time, too slowly"],
+)
+async def test_a_request_head_that_does_not_arrive_in_time_gets_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trickle: list[bytes]
+) -> None:
+    """Slow clients cannot hold connections (and file descriptors) for ever."""
+    monkeypatch.setattr(http_app, "REQUEST_HEAD_TIMEOUT_S", 0.5)
+    async with serving(tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for line in trickle:
+                writer.write(line)
+                await asyncio.sleep(0.2)
+            answer = await asyncio.wait_for(reader.read(), timeout=10)  # to the server's close
+        finally:
+            writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    error = json.loads(body)["error"]
+    assert error == {
+        "code": "request_timeout",
+        "message": "the request line and headers did not arrive within 0.5 s",
+        "details": [],
+    }
+
+
+async def test_a_kept_alive_connection_serves_requests_spaced_past_the_head_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head's clock runs from a request's first byte, not from the connection's opening."""
+    monkeypatch.setattr(http_app, "REQUEST_HEAD_TIMEOUT_S", 0.5)
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with serving(tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(2):
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(1.0)  # idle longer than the head's timeout, not keep-alive's
+        finally:
+            writer.close()
