@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import socket
 import sys
@@ -63,6 +64,7 @@ from streams.codecs import codec_for
 from streams.commands.simulate import add_simulation_arguments, play, simulation_from_args
 from streams.commands.sql import format_table, run_sql
 from streams.commands.stack import create_topics, local_stack
+from streams.demo_run import DemoRun
 from streams.settings import Settings
 from streams.worker_process import ForesightProcess, WorkerProcess
 
@@ -567,6 +569,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         console.line("starting the worker, the ClickHouse sink and the live gateway", _BOLD)
         services = [*_serving(settings, logs)]
         worker.start()
+        DemoRun(os.getpid(), worker.port, worker.group).write(settings.stack_dir)
         asyncio.run(worker.ready())
         machine = (
             []
@@ -589,6 +592,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight demo: {error}", file=sys.stderr)
         return 1
     finally:
+        DemoRun.remove(settings.stack_dir)
         worker.stop()
         for process in services:
             process.stop()

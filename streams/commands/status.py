@@ -5,7 +5,8 @@ It reports, each from the place that knows it:
 * services: the local stack's health (Kafka, Connect, Redis, ClickHouse), and which Foresight
   processes answer on their ports (worker, sink, gateway, ingest);
 * lag: per consumer group and topic, records between the group's committed offsets and the
-  end of each partition (the worker's and the sink's groups, plus any ``--group``);
+  end of each partition (the worker's and the sink's groups, a running demo's worker's, plus
+  any ``--group``);
 * throughput: records per second in and out per topic, from two samples of the worker's
   ``/metrics`` counters about a second apart;
 * not modelled: what the worker's signal stage and the remote_write door dropped since they
@@ -43,6 +44,7 @@ from streams.codecs import codec_for
 from streams.commands.sink import DEFAULT_GROUP as SINK_GROUP
 from streams.commands.stack import local_stack
 from streams.commands.tail import TailError, topic_partitions
+from streams.demo_run import DemoRun
 from streams.settings import Settings
 from streams.topics import ALERTS
 
@@ -63,11 +65,14 @@ def _get(settings: Settings, url: str, headers: Mapping[str, str] | None = None)
 
 
 def process_urls(settings: Settings) -> dict[str, str]:
-    """Where each Foresight process answers when it runs: a page it always serves."""
+    """Where each Foresight process answers when it runs: a page it always serves; while a
+    ``foresight demo`` runs, its own worker too (``demo worker``)."""
+    demo = DemoRun.read(settings.stack_dir)
     return {
         name: local_url(settings, port, "/metrics")
         for name, port in (
             ("worker", settings.worker_port),
+            *([("demo worker", demo.worker_port)] if demo else []),
             ("sink", settings.sink_metrics_port),
             ("gateway", settings.gateway_port),
             ("ingest", settings.ingest_port),
@@ -75,6 +80,15 @@ def process_urls(settings: Settings) -> dict[str, str]:
             ("retrain", settings.retrain_port),
         )
     }
+
+
+def worker_url(settings: Settings) -> str:
+    """The worker whose counters to read: the configured one, or a running demo's when the
+    configured one does not answer."""
+    urls = process_urls(settings)
+    if "demo worker" in urls and _get(settings, urls["worker"]) is None:
+        return urls["demo worker"]
+    return urls["worker"]
 
 
 def processes(settings: Settings) -> list[Report]:
@@ -103,7 +117,7 @@ def counters(
 
 def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
     """Records per second in and out per topic, from two samples of the worker's counters."""
-    url = process_urls(settings)["worker"]
+    url = worker_url(settings)
     first, started = _get(settings, url), time.monotonic()
     if first is None:
         return {"worker_running": False, "note": f"worker not running (nothing at {url})"}
@@ -129,7 +143,7 @@ _NOT_MODELLED = {
 def not_modelled(settings: Settings) -> Report:
     """Series and signals the worker and the ingest door dropped since they started, by
     reason (``reason/profile/rule`` for the worker's signals), from their counters."""
-    urls = process_urls(settings)
+    urls = {**process_urls(settings), "worker": worker_url(settings)}
     report: Report = {}
     for process, (name, labels) in _NOT_MODELLED.items():
         body = _get(settings, urls[process])
@@ -346,7 +360,9 @@ def format_report(report: Report) -> str:
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the report; exit 1 when a stack service is unhealthy."""
-    groups = list(dict.fromkeys([settings.worker_id, SINK_GROUP, *args.group]))
+    demo = DemoRun.read(settings.stack_dir)
+    demo_group = [demo.worker_group] if demo else []
+    groups = list(dict.fromkeys([settings.worker_id, *demo_group, SINK_GROUP, *args.group]))
     report = collect(settings, groups, args.alerts_topic)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["healthy"] else 1

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from deploy.local.processes import free_port
-from streams.commands.status import not_modelled
+from streams.commands.status import not_modelled, process_urls, worker_url
+from streams.demo_run import DemoRun
 from streams.settings import Settings
 
 
@@ -57,3 +62,26 @@ def test_not_modelled_says_what_was_dropped_by_reason_profile_and_rule(
         },
         "ingest": {"running": False},
     }
+
+
+def test_while_a_demo_runs_its_worker_is_the_one_reported(
+    worker_metrics: int, tmp_path: Path
+) -> None:
+    """The demo's worker has its own port and group; status reads them from the demo's file
+    while the demo's process lives, and the configured ones otherwise."""
+    settings = Settings(
+        bind_host="127.0.0.1", worker_port=free_port(), ingest_port=free_port(),
+        stack_dir=str(tmp_path),
+    )  # fmt: skip
+    assert worker_url(settings) == process_urls(settings)["worker"]  # no demo
+    DemoRun(os.getpid(), worker_metrics, "foresight-demo-7").write(tmp_path)
+    urls = process_urls(settings)
+    assert urls["demo worker"] == f"http://127.0.0.1:{worker_metrics}/metrics"
+    assert worker_url(settings) == urls["demo worker"]  # the configured one does not answer
+    assert not_modelled(settings)["worker"]["running"]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    DemoRun(int(gone.stdout), worker_metrics, "foresight-demo-8").write(tmp_path)
+    assert "demo worker" not in process_urls(settings)  # a killed demo's file is ignored
+    (tmp_path / "demo-run.json").write_text("{not json")
+    assert DemoRun.read(tmp_path) is None
