@@ -82,21 +82,22 @@ def process_urls(settings: Settings) -> dict[str, str]:
     }
 
 
-def worker_url(settings: Settings) -> str:
-    """The worker whose counters to read: the configured one, or a running demo's when the
-    configured one does not answer."""
-    urls = process_urls(settings)
-    if "demo worker" in urls and _get(settings, urls["worker"]) is None:
-        return urls["demo worker"]
-    return urls["worker"]
-
-
 def processes(settings: Settings) -> list[Report]:
     """Which Foresight processes answer on this machine's configured ports."""
     return [
         {"name": name, "running": _get(settings, url) is not None, "url": url}
         for name, url in process_urls(settings).items()
     ]
+
+
+def worker_url(found: list[Report]) -> str:
+    """The worker whose counters to read, from :func:`processes`' report: the configured
+    one, or a running demo's when only that one answers."""
+    by_name = {p["name"]: p for p in found}
+    demo = by_name.get("demo worker")
+    if demo is not None and demo["running"] and not by_name["worker"]["running"]:
+        return str(demo["url"])
+    return str(by_name["worker"]["url"])
 
 
 def counters(
@@ -115,9 +116,9 @@ def counters(
     return found
 
 
-def throughput(settings: Settings, interval_s: float = 1.0) -> Report:
-    """Records per second in and out per topic, from two samples of the worker's counters."""
-    url = worker_url(settings)
+def throughput(settings: Settings, url: str, interval_s: float = 1.0) -> Report:
+    """Records per second in and out per topic, from two samples of the counters of the
+    worker at ``url``."""
     first, started = _get(settings, url), time.monotonic()
     if first is None:
         return {"worker_running": False, "note": f"worker not running (nothing at {url})"}
@@ -140,10 +141,11 @@ _NOT_MODELLED = {
 }
 
 
-def not_modelled(settings: Settings) -> Report:
-    """Series and signals the worker and the ingest door dropped since they started, by
-    reason (``reason/profile/rule`` for the worker's signals), from their counters."""
-    urls = {**process_urls(settings), "worker": worker_url(settings)}
+def not_modelled(settings: Settings, worker: str) -> Report:
+    """Series and signals the worker (at ``worker``) and the ingest door dropped since they
+    started, by reason (``reason/profile/rule`` for the worker's signals), from their
+    counters."""
+    urls = {**process_urls(settings), "worker": worker}
     report: Report = {}
     for process, (name, labels) in _NOT_MODELLED.items():
         body = _get(settings, urls[process])
@@ -291,12 +293,13 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
         "services": services,
         "processes": processes(settings),
     }
+    worker = worker_url(report["processes"])
     try:
         report["lag"] = asyncio.run(consumer_lag(settings.kafka(), groups))
     except KafkaError as error:
         report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
-    report["throughput"] = throughput(settings)
-    report["not_modelled"] = not_modelled(settings)
+    report["throughput"] = throughput(settings, worker)
+    report["not_modelled"] = not_modelled(settings, worker)
     try:
         report["firing_alerts"] = firing_alerts(settings, alerts_topic)
     except (KafkaError, TailError) as error:

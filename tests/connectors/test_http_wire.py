@@ -50,6 +50,19 @@ async def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], Any
     return int(status_line.split()[1]), headers, json.loads(body)
 
 
+async def _read_until_closed(
+    reader: asyncio.StreamReader, received: bytearray, within_s: float
+) -> bool:
+    """Add what the server sends to ``received`` until it closes the connection (True) or
+    ``within_s`` pass with nothing new (False)."""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65_536), timeout=within_s):
+            received += chunk
+    except TimeoutError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -121,13 +134,15 @@ async def test_a_request_head_that_does_not_arrive_in_time_gets_408(
     async with serving(tmp_path) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for line in trickle:
+            answer = bytearray()
+            for line in trickle:  # a line, then the next one when 0.2 s bring no answer
                 writer.write(line)
-                await asyncio.sleep(0.2)
-            answer = await asyncio.wait_for(reader.read(), timeout=10)  # to the server's close
+                if await _read_until_closed(reader, answer, within_s=0.2):
+                    break
+            assert await _read_until_closed(reader, answer, within_s=10)
         finally:
             writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
     error = json.loads(body)["error"]
     assert error == {
@@ -152,6 +167,9 @@ async def test_a_kept_alive_connection_serves_requests_spaced_past_the_head_time
                 assert head.startswith(b"HTTP/1.1 200 ")
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
-                await asyncio.sleep(1.0)  # idle longer than the head's timeout, not keep-alive's
+                # Idle longer than the head's timeout (not keep-alive's): nothing comes, no close.
+                sent = bytearray()
+                assert not await _read_until_closed(reader, sent, within_s=1.0)
+                assert sent == b""
         finally:
             writer.close()

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from deploy.local.processes import free_port
-from streams.commands.status import not_modelled, process_urls, worker_url
+from streams.commands.status import not_modelled, process_urls, processes, worker_url
 from streams.demo_run import DemoRun
 from streams.settings import Settings
 
@@ -52,7 +52,7 @@ def test_not_modelled_says_what_was_dropped_by_reason_profile_and_rule(
     worker_metrics: int,
 ) -> None:
     settings = Settings(bind_host="127.0.0.1", worker_port=worker_metrics, ingest_port=free_port())
-    assert not_modelled(settings) == {
+    assert not_modelled(settings, process_urls(settings)["worker"]) == {
         "worker": {
             "running": True,
             "dropped": {
@@ -73,12 +73,13 @@ def test_while_a_demo_runs_its_worker_is_the_one_reported(
         bind_host="127.0.0.1", worker_port=free_port(), ingest_port=free_port(),
         stack_dir=str(tmp_path),
     )  # fmt: skip
-    assert worker_url(settings) == process_urls(settings)["worker"]  # no demo
+    assert worker_url(processes(settings)) == process_urls(settings)["worker"]  # no demo
     DemoRun(os.getpid(), worker_metrics, "foresight-demo-7").write(tmp_path)
     urls = process_urls(settings)
     assert urls["demo worker"] == f"http://127.0.0.1:{worker_metrics}/metrics"
-    assert worker_url(settings) == urls["demo worker"]  # the configured one does not answer
-    assert not_modelled(settings)["worker"]["running"]
+    worker = worker_url(processes(settings))
+    assert worker == urls["demo worker"]  # the configured one does not answer
+    assert not_modelled(settings, worker)["worker"]["running"]
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     DemoRun(int(gone.stdout), worker_metrics, "foresight-demo-8").write(tmp_path)
