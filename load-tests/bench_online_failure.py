@@ -43,6 +43,7 @@ from schemas.codec import Codec, Message
 from schemas.predictions import prediction_rows
 from streams import topics
 from streams.engine import ONLINE_FAILURE_MODEL, Checkpoint, Engine, Input
+from streams.setting_domains import Between, option
 from streams.settings import Settings, load_settings
 from streams.simulation import Simulation, SimulationConfig, default_incidents
 
@@ -160,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--hosts", type=int, default=20)
-    parser.add_argument("--hours", type=int, default=4, help="simulated hours, one schedule each")
-    parser.add_argument("--drift-per-hour", type=float, default=0.5)
-    parser.add_argument("--tail-min", type=float, default=30.0)
-    parser.add_argument("--before-min", type=float, default=10.0)
-    parser.add_argument("--batch", type=int, default=200, help="records per engine call")
+    count = option(Between(1), int)
+    minutes = option(Between(0, above=True))
+    parser.add_argument("--seeds", type=count, default=3)
+    parser.add_argument(
+        "--hosts", type=option(Between(3), int), default=20,
+        help="simulated hosts: two fail every hour, at least one stays healthy",
+    )  # fmt: skip
+    parser.add_argument("--hours", type=count, default=4, help="simulated hours, one schedule each")
+    parser.add_argument("--drift-per-hour", type=option(Between(0, 100)), default=0.5)
+    parser.add_argument("--tail-min", type=minutes, default=30.0)
+    parser.add_argument("--before-min", type=minutes, default=10.0)
+    parser.add_argument("--batch", type=count, default=200, help="records per engine call")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = load_settings()
