@@ -26,8 +26,8 @@ from streams.cli import main
         ),
         (["quality", "backfill", ".", "--max-commits", "2.5"], "must be int, got '2.5'"),
         (["stack", "up", "--timeout", "0"], "argument --timeout: must be above 0, got 0"),
-        (["bench", "online-failure", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
-        (["bench", "online-failure", "--hosts", "2"], "argument --hosts: must be at least 3, got 2"),
+        (["bench", "online-failure", "--seeds", "0"], "--seeds: must be at least 1, got 0"),
+        (["bench", "online-failure", "--hosts", "2"], "--hosts: must be at least 3, got 2"),
         (
             ["connect", "remove", "slack", "--timeout", "inf"],
             "argument --timeout: must be a number at least 0, got inf",
