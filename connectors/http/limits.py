@@ -1,17 +1,19 @@
-"""Limits: token buckets (requests per key, per address, failed authentications per address)
-and the request body size.
+"""Limits: token buckets (requests per key, per address, failed authentications per address),
+the request body's size and the pace it arrives at.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connectors.http.errors import ApiError, error_response
+from connectors.http.errors import error_response
 
 
 class TokenBuckets:
@@ -70,18 +72,46 @@ def retry_after(wait: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(wait)))}
 
 
-class PayloadTooLargeError(ApiError):
-    """The body is larger than the server takes (413)."""
+class BodyRefusedError(HTTPException):
+    """A body refused while it is read. An HTTPException, not an ApiError: FastAPI turns any
+    other exception raised while it reads a route's body into 400 "There was an error parsing
+    the body", and answers these with their own status and message (the one error body)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            413, f"the request body is larger than {limit:,} bytes; send it in smaller parts"
-        )
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, headers)
+
+
+def payload_too_large(limit: int) -> BodyRefusedError:
+    """The body is larger than the server takes (413)."""
+    return BodyRefusedError(
+        413, f"the request body is larger than {limit:,} bytes; send it in smaller parts"
+    )
+
+
+# A body must arrive within BODY_TIMEOUT_S of its first read, and a second more for every
+# BODY_MIN_RATE bytes received (Apache's mod_reqtimeout default, body=20,MinRate=500): a large
+# body on a slow link gets the time it needs, while a client announcing a body and sending a
+# byte now and then no longer holds a request, its task and its connection for ever.
+BODY_TIMEOUT_S = 20.0
+BODY_MIN_RATE = 500
+
+
+def body_too_slow(received: int, waited_s: float) -> BodyRefusedError:
+    """The body did not arrive at the pace the server requires (408). The connection closes:
+    the rest of the body may still be on its way."""
+    return BodyRefusedError(
+        408,
+        f"the request body came too slowly: {received:,} bytes in {waited_s:.1f} s (the server "
+        f"waits {BODY_TIMEOUT_S:g} s for a body, and a second more for every {BODY_MIN_RATE:,} "
+        f"bytes received)",
+        headers={"Connection": "close"},
+    )
 
 
 class BodyLimit:
     """ASGI middleware: a body over ``max_bytes`` gets 413, announced (``Content-Length``) or
-    streamed (counted as it is read)."""
+    streamed (counted as it is read); a body slower than :data:`BODY_TIMEOUT_S` and
+    :data:`BODY_MIN_RATE` allow gets 408."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -93,17 +123,25 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                error = PayloadTooLargeError(self.max_bytes)
-                await error_response(error.status, error.message)(scope, receive, send)
+                error = payload_too_large(self.max_bytes)
+                await error_response(error.status_code, error.detail)(scope, receive, send)
                 return
         received = 0
+        loop = asyncio.get_running_loop()
+        started: float | None = None
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, started
+            started = loop.time() if started is None else started
+            deadline = started + BODY_TIMEOUT_S + received / BODY_MIN_RATE
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise body_too_slow(received, loop.time() - started) from None
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise PayloadTooLargeError(self.max_bytes)
+                raise payload_too_large(self.max_bytes)
             return message
 
         await self.app(scope, counted, send)

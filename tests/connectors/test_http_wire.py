@@ -12,21 +12,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from connectors.http import app as http_app
+from connectors.http import limits
 from connectors.http.app import HttpServer, create_app
 from connectors.http.auth import Gatekeeper
 from connectors.http.keys import KeysFile
 from connectors.http.tls import TlsConfig
 
 
+class Words(BaseModel):
+    words: list[str]
+
+
 @asynccontextmanager
 async def serving(tmp_path: Path) -> AsyncIterator[int]:
-    """A server of the shared stack on a free port, in the test's event loop."""
-    server = HttpServer(
-        create_app("test", Gatekeeper(KeysFile(tmp_path / "keys.json"))), "127.0.0.1", 0,
-        TlsConfig(),
-    )  # fmt: skip
+    """A server of the shared stack on a free port, in the test's event loop, with a route
+    that reads a JSON body."""
+    app = create_app("test", Gatekeeper(KeysFile(tmp_path / "keys.json")))
+
+    @app.post("/count")
+    async def count(body: Words) -> dict[str, int]:
+        return {"words": len(body.words)}
+
+    server = HttpServer(app, "127.0.0.1", 0, TlsConfig())
     await server.start()
     try:
         yield server.port
@@ -173,3 +183,55 @@ async def test_a_kept_alive_connection_serves_requests_spaced_past_the_head_time
                 assert sent == b""
         finally:
             writer.close()
+
+
+def _post_head(length: int) -> bytes:
+    return (b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % length)  # fmt: skip
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client announcing a body and sending part of it held the request, its task and the
+    connection for ever."""
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_S", 0.5)
+    async with serving(tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_post_head(1_000) + b'{"words": [')
+            answer = bytearray()
+            assert await _read_until_closed(reader, answer, within_s=10)
+        finally:
+            writer.close()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout"
+    assert error["message"].startswith("the request body came too slowly: 11 bytes in 0.")
+
+
+async def test_a_slow_body_that_keeps_the_minimum_pace_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every byte received buys time: a body sent at twice the minimum pace is read to its
+    end, though it takes longer than the first wait."""
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(limits, "BODY_MIN_RATE", 100)
+    body = json.dumps({"words": ["slow"] * 30}).encode()
+    async with serving(tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_post_head(len(body)))
+            for start in range(0, len(body), 20):  # 20 bytes every 0.1 s: 200 bytes a second
+                writer.write(body[start : start + 20])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answer = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert json.loads(answer) == {"words": 30}
