@@ -1,8 +1,10 @@
-"""What a running ``foresight demo`` tells ``foresight status``: its worker's port and group.
+"""What a running ``foresight demo`` tells ``foresight status``: its worker's port and group,
+and its ingest's port.
 
 The demo's worker has a consumer group and a web port of its own (``foresight-demo-<n>``, a
-free port), so ``foresight status`` looking at the configured ones would call the worker
-stopped, and report the lag of a group nobody reads with, while the demo runs. The demo
+free port), and so has the ingest this machine's Prometheus writes to, so ``foresight status``
+looking at the configured ones would call them stopped, and report the lag of a group nobody
+reads with, while the demo runs. The demo
 writes this small file into the stack folder while it runs and removes it after; a file left
 by a demo that was killed names a process that is gone, and is ignored.
 """
@@ -19,7 +21,8 @@ FILE = "demo-run.json"
 
 @dataclass(frozen=True)
 class DemoRun:
-    """A running demo: its process, and its worker's web port and consumer group.
+    """A running demo: its process, its worker's web port and consumer group, and its
+    ingest's port (None while it has none: it starts after the worker, or not at all).
 
     Examples
     --------
@@ -27,7 +30,7 @@ class DemoRun:
     >>> folder = Path(tempfile.mkdtemp())
     >>> DemoRun(os.getpid(), 41234, "foresight-demo-1").write(folder)
     >>> DemoRun.read(folder)  # doctest: +ELLIPSIS
-    DemoRun(pid=..., worker_port=41234, worker_group='foresight-demo-1')
+    DemoRun(pid=..., worker_port=41234, worker_group='foresight-demo-1', ingest_port=None)
     >>> DemoRun.remove(folder); DemoRun.read(folder) is None
     True
     """
@@ -35,6 +38,7 @@ class DemoRun:
     pid: int
     worker_port: int
     worker_group: str
+    ingest_port: int | None = None
 
     def write(self, stack_dir: str | Path) -> None:
         path = Path(stack_dir) / FILE

@@ -459,10 +459,13 @@ def _serving(settings: Settings, logs: Path) -> list[ForesightProcess]:
     return started
 
 
-def _this_machine(settings: Settings, folder: Path, console: Console) -> list[ChildProcess]:
+def _this_machine(
+    settings: Settings, folder: Path, console: Console
+) -> tuple[list[ChildProcess], int | None]:
     """Start node_exporter, a Prometheus scraping it every 5 s and an ingest it remote-writes
-    to, on free ports with their files in ``folder``; the entity is the host name. Nothing
-    (and the reason on the console) when the programs cannot be had or do not start."""
+    to, on free ports with their files in ``folder``; the entity is the host name. The
+    processes and the ingest's port; none (and the reason on the console) when the programs
+    cannot be had or do not start."""
     key = local_client_key(settings)
     try:
         node_exporter, prometheus = (
@@ -470,10 +473,10 @@ def _this_machine(settings: Settings, folder: Path, console: Console) -> list[Ch
         )
     except StackError as error:
         console.line(f"this machine is left out: {error}", _DIM)
-        return []
+        return [], None
     if key is None:
         console.line("this machine is left out: no API key for its Prometheus to write with", _DIM)
-        return []
+        return [], None
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     key_file = folder / "remote-write.key"
@@ -501,11 +504,11 @@ def _this_machine(settings: Settings, folder: Path, console: Console) -> list[Ch
         for process in started:
             process.stop()
         console.line(f"this machine is left out: {error}", _DIM)
-        return []
+        return [], None
     console.line(
         f"this machine joins as {entity}: node_exporter -> Prometheus -> foresight ingest", _BOLD
     )
-    return started
+    return started, ingest_port
 
 
 _SQL_SUMMARY = {
@@ -569,14 +572,16 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         console.line("starting the worker, the ClickHouse sink and the live gateway", _BOLD)
         services = [*_serving(settings, logs)]
         worker.start()
-        DemoRun(os.getpid(), worker.port, worker.group).write(settings.stack_dir)
+        run = DemoRun(os.getpid(), worker.port, worker.group)
+        run.write(settings.stack_dir)
         asyncio.run(worker.ready())
-        machine = (
-            []
+        machine, ingest_port = (
+            ([], None)
             if args.no_this_machine
             else _this_machine(settings, logs / "demo-this-machine", console)
         )
         services += machine
+        dataclasses.replace(run, ingest_port=ingest_port).write(settings.stack_dir)
         console.line(
             f"watch it live: {_gateway_url(settings)}/?api_key={local_client_key(settings)}",
             _BOLD,

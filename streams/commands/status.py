@@ -66,20 +66,20 @@ def _get(settings: Settings, url: str, headers: Mapping[str, str] | None = None)
 
 def process_urls(settings: Settings) -> dict[str, str]:
     """Where each Foresight process answers when it runs: a page it always serves; while a
-    ``foresight demo`` runs, its own worker too (``demo worker``)."""
+    ``foresight demo`` runs, its own worker and ingest too (``demo worker``, ``demo
+    ingest``)."""
     demo = DemoRun.read(settings.stack_dir)
-    return {
-        name: local_url(settings, port, "/metrics")
-        for name, port in (
-            ("worker", settings.worker_port),
-            *([("demo worker", demo.worker_port)] if demo else []),
-            ("sink", settings.sink_metrics_port),
-            ("gateway", settings.gateway_port),
-            ("ingest", settings.ingest_port),
-            ("quality", settings.quality_port),
-            ("retrain", settings.retrain_port),
-        )
-    }
+    ports = [
+        ("worker", settings.worker_port),
+        ("demo worker", demo.worker_port if demo else None),
+        ("sink", settings.sink_metrics_port),
+        ("gateway", settings.gateway_port),
+        ("ingest", settings.ingest_port),
+        ("demo ingest", demo.ingest_port if demo else None),
+        ("quality", settings.quality_port),
+        ("retrain", settings.retrain_port),
+    ]
+    return {name: local_url(settings, port, "/metrics") for name, port in ports if port}
 
 
 def processes(settings: Settings) -> list[Report]:
@@ -90,14 +90,15 @@ def processes(settings: Settings) -> list[Report]:
     ]
 
 
-def worker_url(found: list[Report]) -> str:
-    """The worker whose counters to read, from :func:`processes`' report: the configured
-    one, or a running demo's when only that one answers."""
+def serving_url(found: list[Report], name: str) -> str:
+    """Where the ``name`` process (``worker``, ``ingest``) whose counters to read answers,
+    from :func:`processes`' report: the configured one, or a running demo's when only that
+    one answers."""
     by_name = {p["name"]: p for p in found}
-    demo = by_name.get("demo worker")
-    if demo is not None and demo["running"] and not by_name["worker"]["running"]:
+    demo = by_name.get(f"demo {name}")
+    if demo is not None and demo["running"] and not by_name[name]["running"]:
         return str(demo["url"])
-    return str(by_name["worker"]["url"])
+    return str(by_name[name]["url"])
 
 
 def counters(
@@ -141,14 +142,13 @@ _NOT_MODELLED = {
 }
 
 
-def not_modelled(settings: Settings, worker: str) -> Report:
-    """Series and signals the worker (at ``worker``) and the ingest door dropped since they
-    started, by reason (``reason/profile/rule`` for the worker's signals), from their
-    counters."""
-    urls = {**process_urls(settings), "worker": worker}
+def not_modelled(settings: Settings, found: list[Report]) -> Report:
+    """Series and signals the worker and the ingest door (those of :func:`serving_url`)
+    dropped since they started, by reason (``reason/profile/rule`` for the worker's
+    signals), from their counters."""
     report: Report = {}
     for process, (name, labels) in _NOT_MODELLED.items():
-        body = _get(settings, urls[process])
+        body = _get(settings, serving_url(found, process))
         if body is None:
             report[process] = {"running": False}
             continue
@@ -293,13 +293,12 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
         "services": services,
         "processes": processes(settings),
     }
-    worker = worker_url(report["processes"])
     try:
         report["lag"] = asyncio.run(consumer_lag(settings.kafka(), groups))
     except KafkaError as error:
         report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
-    report["throughput"] = throughput(settings, worker)
-    report["not_modelled"] = not_modelled(settings, worker)
+    report["throughput"] = throughput(settings, serving_url(report["processes"], "worker"))
+    report["not_modelled"] = not_modelled(settings, report["processes"])
     try:
         report["firing_alerts"] = firing_alerts(settings, alerts_topic)
     except (KafkaError, TailError) as error:

@@ -14,14 +14,15 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from deploy.local.processes import free_port
-from streams.commands.status import not_modelled, process_urls, processes, worker_url
+from streams.commands.status import not_modelled, process_urls, processes, serving_url
 from streams.demo_run import DemoRun
 from streams.settings import Settings
 
 
 @pytest.fixture
 def worker_metrics() -> Iterator[int]:
-    """A /metrics page with the worker's dropped-signal counter, on a free port."""
+    """A /metrics page with the worker's dropped-signal counter and the ingest's dropped-sample
+    counter, on a free port."""
     registry = CollectorRegistry()
     dropped = Counter(
         "foresight_signals_dropped_total", "x", ["reason", "profile", "rule"], registry=registry
@@ -29,6 +30,8 @@ def worker_metrics() -> Iterator[int]:
     dropped.labels("signal_limit", "node_exporter", "filesystem_used_fraction").inc(3)
     dropped.labels("series_limit", "", "").inc(2)
     dropped.labels("out_of_order", "", "")  # zero: not reported
+    refused = Counter("foresight_ingest_samples_dropped_total", "x", ["reason"], registry=registry)
+    refused.labels("not_a_number").inc(4)
     page = generate_latest(registry)
 
     class Page(BaseHTTPRequestHandler):
@@ -52,7 +55,7 @@ def test_not_modelled_says_what_was_dropped_by_reason_profile_and_rule(
     worker_metrics: int,
 ) -> None:
     settings = Settings(bind_host="127.0.0.1", worker_port=worker_metrics, ingest_port=free_port())
-    assert not_modelled(settings, process_urls(settings)["worker"]) == {
+    assert not_modelled(settings, processes(settings)) == {
         "worker": {
             "running": True,
             "dropped": {
@@ -64,22 +67,30 @@ def test_not_modelled_says_what_was_dropped_by_reason_profile_and_rule(
     }
 
 
-def test_while_a_demo_runs_its_worker_is_the_one_reported(
+def test_while_a_demo_runs_its_worker_and_ingest_are_the_ones_reported(
     worker_metrics: int, tmp_path: Path
 ) -> None:
-    """The demo's worker has its own port and group; status reads them from the demo's file
-    while the demo's process lives, and the configured ones otherwise."""
+    """The demo's worker has its own port and group, and its ingest its own port; status
+    reads them from the demo's file while the demo's process lives, and the configured ones
+    otherwise."""
     settings = Settings(
         bind_host="127.0.0.1", worker_port=free_port(), ingest_port=free_port(),
         stack_dir=str(tmp_path),
     )  # fmt: skip
-    assert worker_url(processes(settings)) == process_urls(settings)["worker"]  # no demo
+    urls = process_urls(settings)
+    for name in ("worker", "ingest"):  # no demo
+        assert serving_url(processes(settings), name) == urls[name]
     DemoRun(os.getpid(), worker_metrics, "foresight-demo-7").write(tmp_path)
     urls = process_urls(settings)
     assert urls["demo worker"] == f"http://127.0.0.1:{worker_metrics}/metrics"
-    worker = worker_url(processes(settings))
-    assert worker == urls["demo worker"]  # the configured one does not answer
-    assert not_modelled(settings, worker)["worker"]["running"]
+    assert "demo ingest" not in urls  # not started yet
+    assert serving_url(processes(settings), "worker") == urls["demo worker"]
+    assert not_modelled(settings, processes(settings))["worker"]["running"]
+    assert not not_modelled(settings, processes(settings))["ingest"]["running"]
+    DemoRun(os.getpid(), worker_metrics, "foresight-demo-7", worker_metrics).write(tmp_path)
+    assert serving_url(processes(settings), "ingest") == process_urls(settings)["demo ingest"]
+    ingest = not_modelled(settings, processes(settings))["ingest"]
+    assert ingest == {"running": True, "dropped": {"not_a_number": 4.0}}
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     DemoRun(int(gone.stdout), worker_metrics, "foresight-demo-8").write(tmp_path)
