@@ -310,27 +310,36 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
 def format_report(report: Report) -> str:
     """The report as text for a terminal."""
     out = ["services:"]
+    named = [*report["services"], *report["processes"]]
+    width = max((len(n["name"]) for n in named), default=0)
     for s in report["services"]:
-        out.append(f"  {'ok  ' if s['healthy'] else 'DOWN'} {s['name']:<11} {s['detail']}")
+        out.append(f"  {'ok  ' if s['healthy'] else 'DOWN'} {s['name']:<{width}} {s['detail']}")
     for p in report["processes"]:
-        out.append(f"  {'up  ' if p['running'] else '-   '} {p['name']:<11} {p['url']}")
+        out.append(f"  {'up  ' if p['running'] else '-   '} {p['name']:<{width}} {p['url']}")
     out.append("consumer lag:")
     lag = report["lag"]
     if isinstance(lag, dict):
         out.append(f"  {lag['error']}")
-    for row in lag if isinstance(lag, list) else []:
+    rows = lag if isinstance(lag, list) else []
+    group_width = max((len(row["group"]) for row in rows), default=0)
+    topic_width = max((len(row["topic"] or "") for row in rows), default=0)
+    for row in rows:
         if row["topic"] is None:
-            out.append(f"  {row['group']:<28} {row['note']}")
+            out.append(f"  {row['group']:<{group_width}} {row['note']}")
         else:
-            out.append(f"  {row['group']:<28} {row['topic']:<28} {row['lag']:>10,}")
+            out.append(
+                f"  {row['group']:<{group_width}} {row['topic']:<{topic_width}} {row['lag']:>10,}"
+            )
     out.append("throughput (records/s):")
     flow = report["throughput"]
     if not flow["worker_running"]:
         out.append(f"  {flow['note']}")
     else:
-        for direction, rates in flow["records_per_s"].items():
-            for topic, rate in rates.items():
-                out.append(f"  {direction:<4} {topic:<28} {rate:>10,.1f}")
+        rates = flow["records_per_s"]
+        width = max((len(topic) for by_topic in rates.values() for topic in by_topic), default=0)
+        for direction, by_topic in rates.items():
+            for topic, rate in by_topic.items():
+                out.append(f"  {direction:<4} {topic:<{width}} {rate:>10,.1f}")
     out.append("not modelled since start (reason[/profile/rule]; the dead letters name them):")
     for process, found in report["not_modelled"].items():
         if not found["running"]:
