@@ -12,12 +12,16 @@ made, and never appear in its ``repr``. A client that cannot start says why: aio
 says "Unable to bootstrap", so the factory's clients then open one connection to the first
 broker themselves and raise :class:`KafkaRefusedError` with the reason found (a certificate
 not trusted, a SASL login refused, a listener that speaks another protocol, nothing there).
+What aiokafka logs while such a start fails ("Unable connect to ...") is dropped, since the
+reason says it in full; a start that succeeds logs it as aiokafka would have.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +249,38 @@ class KafkaConfig:
         return None
 
 
+class _Held:
+    """aiokafka's records held while a client of this module starts (``records``), None once
+    the start is over: tasks the start created copied the starting task's context, and log
+    as they come from then on."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] | None = []
+
+    def release(self) -> list[logging.LogRecord]:
+        records, self.records = self.records or [], None
+        return records
+
+
+_STARTING: contextvars.ContextVar[_Held | None] = contextvars.ContextVar(
+    "foresight_kafka_starting", default=None
+)
+
+
+class _HeldWhileStarting(logging.Filter):
+    """Holds aiokafka's records in a starting client's task (see :class:`_Held`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = _STARTING.get()
+        if held is None or held.records is None:
+            return True
+        held.records.append(record)
+        return False
+
+
+logging.getLogger("aiokafka").addFilter(_HeldWhileStarting())  # aiokafka.client logs on it
+
+
 class _ExplainsRefusal:
     """A client whose failed start says why (mixed into aiokafka's three clients), and
     closes what the start opened: aiokafka leaves it open, and the client's finaliser then
@@ -257,14 +293,21 @@ class _ExplainsRefusal:
         self._foresight_kafka = kafka
 
     async def start(self) -> None:
+        held = _Held()
+        token = _STARTING.set(held)
         try:
             await super().start()  # type: ignore[misc]
         except KafkaConnectionError as error:
+            held.release()  # the refusal below says it in full
             with contextlib.suppress(KafkaError, OSError):  # the refusal is the news
                 await getattr(super(), self._close)()
             kafka = self._foresight_kafka
             reason = await kafka.refusal() or f"Kafka at {kafka.describe()}: {error}"
             raise KafkaRefusedError(reason) from error
+        finally:
+            _STARTING.reset(token)
+            for record in held.release():  # not refused: what went wrong on the way is news
+                logging.getLogger(record.name).handle(record)
 
 
 class _Producer(_ExplainsRefusal, AIOKafkaProducer):  # type: ignore[misc]  # untyped aiokafka

@@ -296,13 +296,14 @@ def collect(settings: Settings, groups: list[str], alerts_topic: str) -> Report:
     try:
         report["lag"] = asyncio.run(consumer_lag(settings.kafka(), groups))
     except KafkaError as error:
-        report["lag"] = {"error": f"Kafka at {settings.kafka().describe()}: {error!r}"}
+        report["lag"] = {"error": settings.kafka().failure(error)}
     report["throughput"] = throughput(settings, serving_url(report["processes"], "worker"))
     report["not_modelled"] = not_modelled(settings, report["processes"])
     try:
         report["firing_alerts"] = firing_alerts(settings, alerts_topic)
     except (KafkaError, TailError) as error:
-        report["firing_alerts"] = {"error": f"cannot read {alerts_topic}: {error!r}"}
+        reason = settings.kafka().failure(error) if isinstance(error, KafkaError) else str(error)
+        report["firing_alerts"] = {"error": f"cannot read {alerts_topic}: {reason}"}
     report["models"] = production_models(settings)
     return report
 

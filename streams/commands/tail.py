@@ -224,11 +224,7 @@ def run_tail(args: argparse.Namespace, settings: Settings) -> int:
         print(f"foresight tail: {error}", file=sys.stderr)
         return 1
     except KafkaError as error:
-        print(
-            f"foresight tail: Kafka at {settings.kafka().describe()} failed: {error!r} "
-            "(is the stack up? `foresight stack status`)",
-            file=sys.stderr,
-        )
+        print(f"foresight tail: {settings.kafka().failure(error)}", file=sys.stderr)
         return 1
     return 0
 

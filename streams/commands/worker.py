@@ -48,7 +48,7 @@ def run_worker(settings: Settings) -> int:
     try:
         asyncio.run(ensure_topics(settings.kafka(), needed))
     except KafkaError as error:
-        print(f"foresight worker: {error}", file=sys.stderr)
+        print(f"foresight worker: {settings.kafka().failure(error)}", file=sys.stderr)
         return 2
     if settings.worker_store.startswith("rocksdb"):
         changelogs = [(name, table.changelog_topic_name) for name, table in app.tables.items()]

@@ -3,14 +3,16 @@ refuses, and that no client of the project is built anywhere else."""
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from pathlib import Path
 
 import pytest
 
-from connectors.kafka_clients import KafkaConfig, KafkaConfigError
+from connectors.kafka_clients import KafkaConfig, KafkaConfigError, KafkaRefusedError
 from deploy.local.certs import make_dev_certs
+from deploy.local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,3 +135,13 @@ def test_no_kafka_client_is_built_outside_the_factory() -> None:
         if built.search(line)
     ]
     assert found == []
+
+
+async def test_a_refused_start_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka logs "Unable connect to ..." as it gives up; the refusal says it in full, so
+    a command without Kafka printed the same failure twice."""
+    closed = f"127.0.0.1:{free_port()}"
+    refused = pytest.raises(KafkaRefusedError, match=f"nothing answers as Kafka at {closed}")
+    with caplog.at_level(logging.DEBUG, logger="aiokafka"), refused:
+        await KafkaConfig(closed).producer().start()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from connectors.clickhouse import open_store
 from connectors.kafka_admin import TopicRequest, ensure_topics
 from connectors.kafka_connect import apply_connector, connector_status, delete_connector
 from connectors.redis_store import FeatureStore, latest_of_everything
+from deploy.local.processes import free_port
 from schemas.codec import Codec, Message
 from schemas.predictions import PredictionColumns
 from streams.cli import main
@@ -219,3 +222,21 @@ def test_stack_status_json_is_healthy(
         "redis",
         "clickhouse",
     }
+
+
+async def test_a_start_past_a_dead_bootstrap_host_still_logs_it(
+    stack_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held while the start ran, aiokafka's record of the host it could not reach comes out
+    once the start succeeds through the next one: the operator still hears of it."""
+    live = stack_settings.kafka()
+    dead = f"127.0.0.1:{free_port()}"
+    kafka = dataclasses.replace(live, bootstrap_servers=f"{dead},{live.bootstrap_servers}")
+    with caplog.at_level(logging.WARNING, logger="aiokafka"):
+        for _ in range(40):  # aiokafka shuffles the hosts: until it tried the dead one first
+            producer = kafka.producer()
+            await producer.start()
+            await producer.stop()
+            if caplog.records:
+                break
+    assert any(f'Unable connect to "{dead}"' in r.getMessage() for r in caplog.records)
