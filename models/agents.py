@@ -14,6 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from scipy.special import betainc
+
 from models.alerts import AlertRule, AlertState, evaluate
 from schemas.predictions import PredictionColumns
 
@@ -153,14 +155,39 @@ def advise(task_type: str, candidates: dict[str, AgentTaskStats], t_ms: int) -> 
     }
 
 
+# What an agent's usual failure rate starts from, as if it had run this many tasks and failed
+# this many: 5 %, worth a hundred tasks, so a new agent's first failures are judged against a
+# plausible rate, and one failing most of its tasks from the start is called out (with a
+# prior of 20 tasks, its own failures became its usual rate before they could alarm).
+_PRIOR_TASKS = 100.0
+_PRIOR_FAILURES = 5.0
+
+
 @dataclass
 class AgentHealth:
     """How an agent is doing across its task types: recent failures and slowdown.
 
     ``failure_rate`` forgets quickly (half-life ``fast`` tasks), so a burst of failures shows
-    within minutes. ``slowdown`` compares each finished task's log-duration with the agent's
-    own long-run baseline for that task type (half-life ``slow``), so mixing fast and slow
-    task types is not mistaken for a slowdown; its forgetting average is read as a ratio.
+    within minutes. :meth:`failure_surprise` weighs the recent failures against the agent's
+    own usual rate (half-life ``slow`` tasks): as many failures among as many tasks is
+    ordinary for a flaky agent and alarming for a reliable one. ``slowdown`` compares each
+    finished task's log-duration with the agent's own long-run baseline for that task type
+    (half-life ``slow``), so mixing fast and slow task types is not mistaken for a slowdown;
+    its forgetting average is read as a ratio.
+
+    Examples
+    --------
+    >>> reliable, flaky = AgentHealth(), AgentHealth()
+    >>> for i in range(300):
+    ...     reliable.observe("triage", 900.0, succeeded=i % 50 != 0)  # 2 % fail
+    ...     flaky.observe("triage", 900.0, succeeded=i % 3 != 0)  # 33 % fail
+    >>> for _ in range(4):  # then 4 failures in a row, for both
+    ...     reliable.observe("triage", None, succeeded=False)
+    ...     flaky.observe("triage", None, succeeded=False)
+    >>> round(reliable.failure_surprise(), 4), round(flaky.failure_surprise(), 2)
+    (1.0, 0.97)
+    >>> reliable.failure_detail()
+    '29% of its recent tasks failed, against 4% usually'
     """
 
     fast: float = 8.0
@@ -168,10 +195,23 @@ class AgentHealth:
     failure_rate: float = 0.0
     log_slowdown: float = 0.0
     baselines: dict[str, tuple[float, float]] | None = None  # task type -> (mean, weight)
+    # The recent tasks' forgetting sums: weights, squared weights, weighted failures.
+    recent_weight: float = 0.0
+    recent_weight_sq: float = 0.0
+    recent_failures: float = 0.0
+    usual_tasks: float = _PRIOR_TASKS
+    usual_failures: float = _PRIOR_FAILURES
 
     def observe(self, task_type: str, duration_ms: float | None, succeeded: bool) -> None:
         fast = 0.5 ** (1.0 / self.fast)
-        self.failure_rate = fast * self.failure_rate + (1 - fast) * float(not succeeded)
+        slow = 0.5 ** (1.0 / self.slow)
+        failed = float(not succeeded)
+        self.failure_rate = fast * self.failure_rate + (1 - fast) * failed
+        self.recent_weight = fast * self.recent_weight + 1.0
+        self.recent_weight_sq = fast * fast * self.recent_weight_sq + 1.0
+        self.recent_failures = fast * self.recent_failures + failed
+        self.usual_tasks = slow * self.usual_tasks + 1.0
+        self.usual_failures = slow * self.usual_failures + failed
         if not succeeded or duration_ms is None or duration_ms <= 0:
             return  # failed runs are cut short: their durations say nothing of speed
         baselines = self.baselines if self.baselines is not None else {}
@@ -180,9 +220,36 @@ class AgentHealth:
         mean, weight = baselines.get(task_type, (x, 0.0))
         if weight >= 5:  # compare only against a baseline with some evidence
             self.log_slowdown = fast * self.log_slowdown + (1 - fast) * (x - mean)
-        slow = 0.5 ** (1.0 / self.slow)
         weight = slow * weight + 1.0
         baselines[task_type] = (mean + (x - mean) / weight, weight)
+
+    def recent_failure_share(self) -> float:
+        """The share of the recent tasks (weighted as they are forgotten) that failed."""
+        return self.recent_failures / self.recent_weight if self.recent_weight else 0.0
+
+    def usual_failure_rate(self) -> float:
+        """The agent's long-run failure rate (from a 5 % prior, see ``_PRIOR_TASKS``)."""
+        return self.usual_failures / self.usual_tasks
+
+    def failure_surprise(self) -> float:
+        """1 - the chance of at least the recent share of failures at the usual rate.
+
+        The recent tasks are weighed as they are forgotten, so they count as the effective
+        number of tasks of their weights (``(sum w)^2 / sum w^2``, about 23 at the default
+        half-life) in a binomial tail; 0.999 means a chance of 1 in 1,000."""
+        if self.recent_failures <= 0:
+            return 0.0
+        tasks = self.recent_weight**2 / self.recent_weight_sq
+        failures = self.recent_failure_share() * tasks
+        chance = float(betainc(failures, tasks - failures + 1.0, self.usual_failure_rate()))
+        return 1.0 - chance
+
+    def failure_detail(self) -> str:
+        """The recent failures against the usual rate, for a person."""
+        return (
+            f"{self.recent_failure_share():.0%} of its recent tasks failed, against "
+            f"{self.usual_failure_rate():.0%} usually"
+        )
 
     def slowdown_score(self) -> float:
         """0 at the usual speed, 1 at twice the usual run time or slower."""
@@ -192,16 +259,18 @@ class AgentHealth:
 AGENT_RULES: tuple[AlertRule, ...] = (
     AlertRule(
         name="agent_failures",
-        kind="FAILURE_RISK",
-        threshold=0.4,
-        clear=0.15,
+        kind="ANOMALY",
+        metric="task_failures",
+        threshold=0.99995,
+        clear=0.9,
         for_steps=3,
         severity="WARNING",
-        summary="{entity}: {value:.0%} of recent tasks failed",
+        summary="{entity}: {detail}",
     ),
     AlertRule(
         name="agent_slowdown",
         kind="ANOMALY",
+        metric="task_duration",
         threshold=0.6,
         clear=0.25,
         for_steps=5,
@@ -263,7 +332,7 @@ class AgentTracker:
     True
     >>> step = tracker.observe(dict(event, phase="SUCCEEDED", duration_ms=900.0, event_time=9))
     >>> step.predictions["kinds"]
-    ['DURATION', 'FAILURE_RISK', 'ANOMALY']
+    ['DURATION', 'FAILURE_RISK', 'ANOMALY', 'ANOMALY']
     """
 
     def __init__(self, rules: tuple[AlertRule, ...] = AGENT_RULES, max_pairs: int = 10_000) -> None:
@@ -297,11 +366,14 @@ class AgentTracker:
                         [health.failure_rate], [health.failure_rate])  # fmt: skip
         predictions.add("ANOMALY", model, ["task_duration"], [0],
                         [_exp(health.log_slowdown)], [health.slowdown_score()])  # fmt: skip
+        predictions.add("ANOMALY", model, ["task_failures"], [0],
+                        [health.recent_failure_share()], [health.failure_surprise()])  # fmt: skip
         states = self.alert_states.setdefault(agent, {r.name: AlertState() for r in self.rules})
         alerts = []
         for rule in self.rules:
             value, metric = predictions.worst(rule.kind, rule.min_metrics, rule.metric)
-            alert = evaluate(rule, states[rule.name], agent, value, metric, t_ms)
+            detail = health.failure_detail if metric == "task_failures" else ""
+            alert = evaluate(rule, states[rule.name], agent, value, metric, t_ms, detail=detail)
             if alert is not None:
                 alerts.append(alert)
         return AgentStep(

@@ -34,6 +34,7 @@ BENCHMARKS = {
     "quality": "bench_quality",
     "decode": "bench_decode",
     "online-failure": "bench_online_failure",
+    "agent-failures": "bench_agent_failures",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -70,6 +71,39 @@ def test_a_failure_burst_fires_and_resolves() -> None:
         ("agent_failures", "RESOLVED"),
     ]
     assert 100 <= statuses[0][0] < 130
+
+
+def _failure_alerts(failures: list[bool]) -> list[tuple[int, str, str]]:
+    tracker = AgentTracker()
+    alerts = []
+    for i, failed in enumerate(failures):
+        step = tracker.observe(_event("a1", "FAILED" if failed else "SUCCEEDED", i, 1000.0))
+        assert step is not None
+        alerts += [(i, a["status"], a["summary"]) for a in step.alerts]
+    return alerts
+
+
+def test_failures_are_judged_against_the_agents_own_usual_rate() -> None:
+    """The same run of failures is news from a reliable agent and ordinary from a flaky one;
+    a rule on the recent failure rate alone (40 %, as before) called the flaky one out again
+    and again."""
+    rng = np.random.default_rng(3)
+    tail = [True, False, True, True, False, True, True, True, False, True, True]  # 8 of 11 fail
+    reliable = _failure_alerts([*(rng.random(400) < 0.03), *tail])
+    flaky = _failure_alerts([*(rng.random(400) < 0.35), *tail])
+    assert [(status, i >= 400) for i, status, _ in reliable] == [("FIRING", True)]
+    shares = re.fullmatch(
+        r"a1: (\d+)% of its recent tasks failed, against (\d+)% usually", reliable[0][2]
+    )
+    assert shares is not None and int(shares[1]) > 30 and int(shares[2]) < 10, reliable
+    assert flaky == []
+
+
+def test_a_new_agent_failing_from_its_first_task_is_called_out() -> None:
+    """Judged against a prior of 5 %: its own failures do not become its usual rate before
+    they alarm."""
+    fired = [i for i, status, _ in _failure_alerts([i % 3 != 0 for i in range(40)])]
+    assert fired and fired[0] < 20
 
 
 def test_a_slowing_agent_is_called_out() -> None:

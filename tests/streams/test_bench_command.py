@@ -2,8 +2,8 @@
 
 Each runs as a user runs it, ``foresight bench NAME ... --json`` in its own process, so a
 benchmark whose spawned processes cannot import it (as under ``runpy``) fails here. All but
-early-warning, online-failure, routing, engine, entity-anomaly, workflows, quality and decode
-need the local stack.
+early-warning, online-failure, agent-failures, routing, engine, entity-anomaly, workflows,
+quality and decode need the local stack.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ TINY = {
     "early-warning": ["--seeds", "1", "--hosts", "2", "--duration-s", "900", "--quiet-s", "300"],
     "routing": ["--seeds", "1", "--agents", "3", "--duration-s", "600"],
     "online-failure": ["--seeds", "1", "--hosts", "3", "--hours", "2"],
+    "agent-failures": ["--seeds", "1", "--hours", "2", "--burst-min", "10"],
     "redis-read": ["--entities", "10", "--reads", "50", "--concurrency", "4"],
     "clickhouse-sink": ["--records", "200", "--samples", "10", "--partitions", "1"],
     "gateway": ["--clients", "8", "--slow-clients", "1", "--rate", "50", "--seconds", "2"],
@@ -88,6 +89,15 @@ def test_online_failure() -> None:
     for key in ("brier", "healthy_median", "healthy_max", "drifter_median"):
         assert 0.0 <= run[key] <= 1.0, key
     assert result["median"]["before_failure_median"] == run["before_failure_median"]
+
+
+def test_agent_failures() -> None:
+    result = bench("agent-failures")
+    assert [(r["burst_min"], r["rule"]) for r in result["results"]] == [
+        (10.0, "agent_failures"), (10.0, "recent_rate_40")
+    ]  # fmt: skip
+    for r in result["results"]:
+        assert r["bursts"] == 2 and 0 <= r["caught"] <= 2 and r["false_alarms"] >= 0
 
 
 def test_routing() -> None:
