@@ -77,9 +77,6 @@ class BodyRefusedError(HTTPException):
     other exception raised while it reads a route's body into 400 "There was an error parsing
     the body", and answers these with their own status and message (the one error body)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, message, headers)
-
 
 def payload_too_large(limit: int) -> BodyRefusedError:
     """The body is larger than the server takes (413)."""
@@ -129,9 +126,12 @@ class BodyLimit:
         received = 0
         loop = asyncio.get_running_loop()
         started: float | None = None
+        complete = False
 
         async def counted() -> Message:
-            nonlocal received, started
+            nonlocal received, started, complete
+            if complete:  # what follows the body (a disconnect) may take as long as it takes
+                return await receive()
             started = loop.time() if started is None else started
             deadline = started + BODY_TIMEOUT_S + received / BODY_MIN_RATE
             try:
@@ -139,6 +139,7 @@ class BodyLimit:
                     message = await receive()
             except TimeoutError:
                 raise body_too_slow(received, loop.time() - started) from None
+            complete = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise payload_too_large(self.max_bytes)

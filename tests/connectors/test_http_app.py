@@ -4,6 +4,7 @@ size. Requests go through httpx's ASGI transport (no socket), from addresses giv
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
+from starlette.types import Message, Receive, Scope, Send
 
+from connectors.http import limits
 from connectors.http.app import create_app, require
 from connectors.http.auth import Gatekeeper, RateLimits
 from connectors.http.keys import READ, WRITE, KeysFile
@@ -195,3 +198,29 @@ def test_a_refusal_for_going_too_fast_is_held_back_a_second(keys: KeysFile) -> N
         assert gatekeeper.admit(FRIEND, reader, READ).delay == 0.0
     too_fast = gatekeeper.admit(FRIEND, reader, READ)
     assert (too_fast.status, too_fast.delay) == (429, 1.0)  # 0.25 s to the next token: 1 s
+
+
+async def test_what_follows_a_complete_body_is_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pace applies to the body alone: an app waiting for the client's disconnect after
+    it (as a streamed answer does) may wait longer than a body may take."""
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_S", 0.05)
+    messages: list[Message] = []
+
+    async def receive() -> Message:
+        if not messages:
+            messages.append({"type": "http.request", "body": b"{}", "more_body": False})
+            return messages[-1]
+        await asyncio.sleep(0.3)  # the client disconnects long after the body came
+        messages.append({"type": "http.disconnect"})
+        return messages[-1]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["body"] == b"{}"
+        assert (await receive())["type"] == "http.disconnect"
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"nothing is refused: {message}")
+
+    scope: Scope = {"type": "http", "headers": [(b"content-length", b"2")]}
+    await limits.BodyLimit(app, max_bytes=100)(scope, receive, send)
+    assert len(messages) == 2
