@@ -28,6 +28,8 @@ from streams.cli import main
         (["stack", "up", "--timeout", "0"], "argument --timeout: must be above 0, got 0"),
         (["bench", "online-failure", "--seeds", "0"], "--seeds: must be at least 1, got 0"),
         (["bench", "online-failure", "--hosts", "2"], "--hosts: must be at least 3, got 2"),
+        (["bench", "agent-failures", "--burst-min", "0"], "--burst-min: must be above 0, got 0"),
+        (["bench", "agent-failures", "--agents", "1"], "--agents: must be at least 2, got 1"),
         (
             ["connect", "remove", "slack", "--timeout", "inf"],
             "argument --timeout: must be a number at least 0, got inf",
