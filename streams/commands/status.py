@@ -79,7 +79,7 @@ def process_urls(settings: Settings) -> dict[str, str]:
         ("quality", settings.quality_port),
         ("retrain", settings.retrain_port),
     ]
-    return {name: local_url(settings, port, "/metrics") for name, port in ports if port}
+    return {name: local_url(settings, port, "/metrics") for name, port in ports if port is not None}
 
 
 def processes(settings: Settings) -> list[Report]:
