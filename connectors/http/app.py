@@ -57,6 +57,10 @@ REFUSAL_LINGER_S = 2.0
 # and a connection that sent nothing, or a byte of header every two seconds, stayed open, so
 # a few thousand slow clients would hold every file descriptor (408 past it).
 REQUEST_HEAD_TIMEOUT_S = 20.0
+# An answer the client stops reading may wait this long for its next byte to leave (nginx's
+# send_timeout): uvicorn has none, and each such client held its whole answer (a batch's is
+# about 1.6 MB) and the request's task in memory for as long as it kept the connection.
+SEND_TIMEOUT_S = 60.0
 _ADMITTED_KEY = "foresight.key"  # where the WebSocket door leaves the key it let in
 
 
@@ -273,7 +277,8 @@ class _HttpProtocol(HttpToolsProtocol):
     refuses (a malformed request line or header, 400), a line and headers past
     :data:`MAX_REQUEST_HEAD` (431) or slower than :data:`REQUEST_HEAD_TIMEOUT_S` (408). After a
     refusal the connection closes, once :data:`REFUSAL_LINGER_S` of dropping what still comes
-    has passed."""
+    has passed. An answer the client has stopped reading for :data:`SEND_TIMEOUT_S` is dropped
+    with its connection."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -282,11 +287,21 @@ class _HttpProtocol(HttpToolsProtocol):
         self._refusal = (400, "the request is not HTTP/1.1 this server can read: its request "
                          "line, URL or headers were refused")  # fmt: skip
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._time_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_send_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_send(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -334,6 +349,23 @@ class _HttpProtocol(HttpToolsProtocol):
             return
         self._refuse(408, f"the request line and headers did not arrive within "
                           f"{REQUEST_HEAD_TIMEOUT_S:g} s")  # fmt: skip
+
+    def _watch_send(self, unsent: int) -> None:
+        self._stop_send_timer()
+        self._send_timer = self.loop.call_later(SEND_TIMEOUT_S, self._send_stalled, unsent)
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_stalled(self, unsent: int) -> None:
+        self._send_timer = None
+        now_unsent = self.transport.get_write_buffer_size()
+        if now_unsent < unsent:  # the client reads, slowly: watch on
+            self._watch_send(now_unsent)
+            return
+        self.transport.abort()  # uvicorn then tells the app the client is gone
 
     def _refuse(self, status: int, message: str) -> None:
         if self._lingering or self.transport.is_closing():

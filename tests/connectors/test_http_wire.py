@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Response
 from pydantic import BaseModel
 
 from connectors.http import app as http_app
@@ -26,15 +28,22 @@ class Words(BaseModel):
     words: list[str]
 
 
+LARGE = 48 << 20  # past what the kernel's socket buffers on both sides take on loopback
+
+
 @asynccontextmanager
 async def serving(tmp_path: Path) -> AsyncIterator[int]:
     """A server of the shared stack on a free port, in the test's event loop, with a route
-    that reads a JSON body."""
+    that reads a JSON body and one with a large answer."""
     app = create_app("test", Gatekeeper(KeysFile(tmp_path / "keys.json")))
 
     @app.post("/count")
     async def count(body: Words) -> dict[str, int]:
         return {"words": len(body.words)}
+
+    @app.get("/large")
+    async def large() -> Response:
+        return Response(b"x" * LARGE, media_type="application/octet-stream")
 
     server = HttpServer(app, "127.0.0.1", 0, TlsConfig())
     await server.start()
@@ -235,3 +244,54 @@ async def test_a_slow_body_that_keeps_the_minimum_pace_is_served(
             writer.close()
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert json.loads(answer) == {"words": 30}
+
+
+async def _small_window_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock, limit=1 << 20)
+
+
+async def test_an_answer_the_client_stops_reading_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that asked and stopped reading held the unsent answer in the server's memory
+    for ever (closing waits for it to be sent); now, once the send timeout passes without a
+    byte leaving, the server drops the answer and the connection, and the client finds only
+    what its kernel and the server's had taken by then."""
+    monkeypatch.setattr(http_app, "SEND_TIMEOUT_S", 0.3)
+    async with serving(tmp_path) as port:
+        reader, writer = await _small_window_connection(port)
+        try:
+            writer.write(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(2.0)  # the client stalls: this is the input, not a wait
+            received = bytearray()
+            assert await _read_until_closed(reader, received, within_s=10)
+        finally:
+            writer.close()
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert len(received) < LARGE, "the whole answer waited for the client"
+
+
+async def test_an_answer_read_slowly_is_sent_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait is for the next byte to leave, not for the whole answer: a slow reader that
+    keeps reading gets it all, though it takes many times the send timeout."""
+    monkeypatch.setattr(http_app, "SEND_TIMEOUT_S", 0.3)
+    async with serving(tmp_path) as port:
+        reader, writer = await _small_window_connection(port)
+        try:
+            writer.write(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            received = 0
+            while received < LARGE:
+                chunk = await asyncio.wait_for(reader.read(256 << 10), timeout=10)
+                assert chunk, f"closed after {received:,} of {LARGE:,} bytes"
+                received += len(chunk)
+                await asyncio.sleep(0.01)  # about 10 MB a second at most
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200 ") and received == LARGE
