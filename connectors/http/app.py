@@ -58,8 +58,9 @@ REFUSAL_LINGER_S = 2.0
 # a few thousand slow clients would hold every file descriptor (408 past it).
 REQUEST_HEAD_TIMEOUT_S = 20.0
 # An answer the client stops reading may wait this long for its next byte to leave (nginx's
-# send_timeout): uvicorn has none, and each such client held its whole answer (a batch's is
-# about 1.6 MB) and the request's task in memory for as long as it kept the connection.
+# send_timeout): uvicorn has none, and closing a connection waits for what is unsent, so each
+# client that asked and never read held its unsent answer (a batch's is about 1.6 MB) in the
+# server's memory for as long as it lived.
 SEND_TIMEOUT_S = 60.0
 _ADMITTED_KEY = "foresight.key"  # where the WebSocket door leaves the key it let in
 
