@@ -453,6 +453,11 @@ class HttpServer:
         port: int = self._socket.getsockname()[1]
         return port
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (0 before start)."""
+        return 0 if self._server is None else len(self._server.server_state.connections)
+
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose

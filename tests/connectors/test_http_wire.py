@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ LARGE = 48 << 20  # past what the kernel's socket buffers on both sides take on 
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[int]:
+async def served(tmp_path: Path) -> AsyncIterator[HttpServer]:
     """A server of the shared stack on a free port, in the test's event loop, with a route
     that reads a JSON body and one with a large answer."""
     app = create_app("test", Gatekeeper(KeysFile(tmp_path / "keys.json")))
@@ -48,9 +48,16 @@ async def serving(tmp_path: Path) -> AsyncIterator[int]:
     server = HttpServer(app, "127.0.0.1", 0, TlsConfig())
     await server.start()
     try:
-        yield server.port
+        yield server
     finally:
         await server.stop()
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[int]:
+    """:func:`served`'s port."""
+    async with served(tmp_path) as server:
+        yield server.port
 
 
 async def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
@@ -246,6 +253,16 @@ async def test_a_slow_body_that_keeps_the_minimum_pace_is_served(
     assert json.loads(answer) == {"words": 30}
 
 
+async def _until(condition: Callable[[], bool], within_s: float) -> bool:
+    """Whether ``condition`` holds within ``within_s``, looked at every 10 ms."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 async def _small_window_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -262,11 +279,12 @@ async def test_an_answer_the_client_stops_reading_is_dropped(
     byte leaving, the server drops the answer and the connection, and the client finds only
     what its kernel and the server's had taken by then."""
     monkeypatch.setattr(http_app, "SEND_TIMEOUT_S", 0.3)
-    async with serving(tmp_path) as port:
-        reader, writer = await _small_window_connection(port)
+    async with served(tmp_path) as server:
+        reader, writer = await _small_window_connection(server.port)
         try:
             writer.write(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
-            await asyncio.sleep(2.0)  # the client stalls: this is the input, not a wait
+            assert await _until(lambda: server.open_connections == 1, within_s=10)
+            assert await _until(lambda: server.open_connections == 0, within_s=10)
             received = bytearray()
             assert await _read_until_closed(reader, received, within_s=10)
         finally:
