@@ -192,7 +192,6 @@ class AgentHealth:
 
     fast: float = 8.0
     slow: float = 200.0
-    failure_rate: float = 0.0
     log_slowdown: float = 0.0
     baselines: dict[str, tuple[float, float]] | None = None  # task type -> (mean, weight)
     # The recent tasks' forgetting sums: weights, squared weights, weighted failures.
@@ -206,7 +205,6 @@ class AgentHealth:
         fast = 0.5 ** (1.0 / self.fast)
         slow = 0.5 ** (1.0 / self.slow)
         failed = float(not succeeded)
-        self.failure_rate = fast * self.failure_rate + (1 - fast) * failed
         self.recent_weight = fast * self.recent_weight + 1.0
         self.recent_weight_sq = fast * fast * self.recent_weight_sq + 1.0
         self.recent_failures = fast * self.recent_failures + failed
@@ -222,6 +220,13 @@ class AgentHealth:
             self.log_slowdown = fast * self.log_slowdown + (1 - fast) * (x - mean)
         weight = slow * weight + 1.0
         baselines[task_type] = (mean + (x - mean) / weight, weight)
+
+    @property
+    def failure_rate(self) -> float:
+        """The recent failures' forgetting average, from no failures before the first task:
+        the FAILURE_RISK of the agent's next task."""
+        kept = 0.5 ** (1.0 / self.fast)  # float ** float is Any to mypy (it may be complex)
+        return float((1.0 - kept) * self.recent_failures)
 
     def recent_failure_share(self) -> float:
         """The share of the recent tasks (weighted as they are forgotten) that failed."""
